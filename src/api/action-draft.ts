@@ -1,0 +1,56 @@
+import { badRequest } from '../core/errors.js';
+import { resolveIsolation, resolveKind } from '../core/kinds.js';
+import { resolveLimits } from '../core/limits.js';
+import { assertEntityName, assertEntryPoint } from '../core/names.js';
+import type { ActionVersion, Exec, KeyValue } from '../core/types.js';
+import type { ActionDraft } from '../platform/platform.js';
+import type { ActionPut } from './schemas.js';
+
+/**
+ * Turns a PUT body into the next version of an action. On update, what the body leaves out is
+ * kept from the current version (as `wsk action update` expects); annotations are merged, the
+ * new ones winning, and `delAnnotations` removes keys.
+ */
+export function draftFromPut(namespace: string, name: string, body: ActionPut, current?: ActionVersion): ActionDraft {
+  assertEntityName('action', name);
+  if (body.name !== undefined && body.name !== name) {
+    throw badRequest(`The name in the body ("${body.name.slice(0, 80)}") differs from the name in the path ("${name}").`);
+  }
+  const exec = body.exec ? execFrom(body.exec) : current?.exec;
+  if (!exec) throw badRequest('exec is required when creating an action: { "kind": "nodejs:20", "code": "..." }.');
+  const limits = resolveLimits(body.limits as Partial<ActionVersion['limits']> | undefined, current?.limits);
+  const parameters = (body.parameters ?? current?.parameters ?? []).map(stripInit);
+  let annotations = current?.annotations ?? [];
+  if (body.annotations) {
+    const incoming = body.annotations.map(stripInit);
+    annotations = [...annotations.filter((a) => !incoming.some((n) => n.key === a.key)), ...incoming];
+  }
+  if (body.delAnnotations) annotations = annotations.filter((a) => !body.delAnnotations?.includes(a.key));
+  const requested = annotations.find((a) => a.key === 'isolation')?.value;
+  return {
+    namespace,
+    name,
+    exec,
+    limits,
+    parameters,
+    annotations,
+    isolation: resolveIsolation(exec.kind, requested),
+  };
+}
+
+function stripInit(kv: { key: string; value?: unknown }): KeyValue {
+  return { key: kv.key, value: kv.value ?? null };
+}
+
+function execFrom(exec: NonNullable<ActionPut['exec']>): Exec {
+  if (exec.image !== undefined) throw badRequest('Docker image (blackbox) actions are not supported; send code with a kind.');
+  const kind = resolveKind(exec.kind);
+  if (exec.code === undefined || exec.code.length === 0) throw badRequest('exec.code is required and may not be empty.');
+  const binary = exec.binary ?? kind === 'wasm';
+  if (kind === 'wasm' && !binary) throw badRequest('A wasm action carries its module base64-encoded with exec.binary = true.');
+  if (kind !== 'wasm' && binary) {
+    throw badRequest(`Binary (zip) packages are not supported for ${kind}; send the JavaScript source as exec.code.`);
+  }
+  if (binary && !/^[A-Za-z0-9+/\r\n]*={0,2}\s*$/.test(exec.code)) throw badRequest('exec.code is not valid base64.');
+  return { kind, code: exec.code, binary, ...(exec.main ? { main: assertEntryPoint(exec.main) } : {}) };
+}

@@ -1,0 +1,90 @@
+import { z } from 'zod';
+import { badRequest } from '../core/errors.js';
+
+export const KeyValueSchema = z.strictObject({
+  key: z.string().min(1).max(256),
+  value: z.unknown(),
+  // OpenWhisk marks parameters that are only given to initialisation.
+  init: z.boolean().optional(),
+});
+
+const ExecSchema = z.strictObject({
+  kind: z.string().min(1).max(64),
+  code: z.string().optional(),
+  binary: z.boolean().optional(),
+  main: z.string().min(1).max(128).optional(),
+  image: z.string().optional(),
+});
+
+const LimitsSchema = z.strictObject({
+  memory: z.number().optional(),
+  timeout: z.number().optional(),
+  concurrency: z.number().optional(),
+  logs: z.number().optional(),
+});
+
+/** The body of `PUT .../actions/{name}`: the fields OpenWhisk clients send, and nothing else. */
+export const ActionPutSchema = z.strictObject({
+  namespace: z.string().optional(),
+  name: z.string().optional(),
+  version: z.string().optional(),
+  publish: z.boolean().optional(),
+  updated: z.number().optional(),
+  exec: ExecSchema.optional(),
+  limits: LimitsSchema.optional(),
+  parameters: z.array(KeyValueSchema).max(1000).optional(),
+  annotations: z.array(KeyValueSchema).max(1000).optional(),
+  delAnnotations: z.array(z.string()).max(1000).optional(),
+});
+export type ActionPut = z.infer<typeof ActionPutSchema>;
+
+const booleanFlag = z
+  .enum(['true', 'false', ''])
+  .optional()
+  .transform((v) => v === 'true' || v === '');
+
+const count = (max: number, fallback: number) =>
+  z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(max)
+    .optional()
+    .transform((v) => v ?? fallback);
+
+export const PutQuerySchema = z.object({ overwrite: booleanFlag });
+export const InvokeQuerySchema = z.object({ blocking: booleanFlag, result: booleanFlag, timeout: z.string().optional() });
+export const ListQuerySchema = z.object({ limit: count(200, 30), skip: count(1_000_000, 0) });
+export const GetActionQuerySchema = z.object({
+  code: z.enum(['true', 'false']).optional(),
+  version: z
+    .string()
+    .regex(/^\d+\.\d+\.\d+$/, 'a version looks like 0.0.1')
+    .optional(),
+});
+export const ActivationListQuerySchema = z.object({
+  name: z.string().max(256).optional(),
+  limit: count(200, 30),
+  skip: count(1_000_000, 0),
+  since: z.coerce.number().int().min(0).optional(),
+  upto: z.coerce.number().int().min(0).optional(),
+  docs: booleanFlag,
+});
+
+/** Parses with a schema and turns its complaints into one 400 that names each bad field. */
+export function parseOrThrow<T extends z.ZodType>(schema: T, value: unknown, what: string): z.infer<T> {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => {
+    const path = issue.path.length > 0 ? issue.path.join('.') : what;
+    return `${path}: ${issue.message}`;
+  });
+  throw badRequest(`Invalid ${what}: ${problems.join('; ')}`);
+}
+
+/** Invocation parameters: a JSON object, or nothing. */
+export function paramsFrom(body: unknown): Record<string, unknown> {
+  if (body === undefined || body === null || body === '') return {};
+  if (typeof body !== 'object' || Array.isArray(body)) throw badRequest('The request content must be a JSON object.');
+  return body as Record<string, unknown>;
+}

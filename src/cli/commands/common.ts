@@ -1,0 +1,41 @@
+import type { Command } from 'commander';
+import { IsolaClient } from '../client.js';
+
+export interface GlobalOptions {
+  apihost?: string;
+  auth?: string;
+  dataDir?: string;
+  json?: boolean;
+}
+
+export function globals(command: Command): GlobalOptions {
+  return command.optsWithGlobals<GlobalOptions>();
+}
+
+export function clientFor(command: Command): IsolaClient {
+  const { apihost, auth, dataDir } = globals(command);
+  return new IsolaClient({
+    ...(apihost ? { apihost } : {}),
+    ...(auth ? { auth } : {}),
+    ...(dataDir ? { dataDir } : {}),
+  });
+}
+
+/** `-p key value` pairs as wsk takes them: values that parse as JSON are JSON, others strings. */
+export function pairs(flat: string[] | undefined, flag: string): { key: string; value: unknown }[] {
+  if (!flat || flat.length === 0) return [];
+  if (flat.length % 2 !== 0) throw new Error(`${flag} takes a key and a value each time: ${flag} key value`);
+  const result: { key: string; value: unknown }[] = [];
+  for (let i = 0; i < flat.length; i += 2) {
+    const key = flat[i] as string;
+    const raw = flat[i + 1] as string;
+    let value: unknown = raw;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      // A plain string.
+    }
+    result.push({ key, value });
+  }
+  return result;
+}

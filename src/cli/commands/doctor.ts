@@ -1,0 +1,40 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import type { BackendStatus } from '../../sandbox/backend.js';
+import { printJson, printTable } from '../output.js';
+import { globals } from './common.js';
+
+export function printBackendStatuses(statuses: readonly BackendStatus[]): void {
+  printTable(
+    ['backend', 'status', 'detail'],
+    statuses.map((s) => [s.isolation, s.available ? 'available' : 'unavailable', s.detail + (s.fix ? `\nfix: ${s.fix}` : '')]),
+  );
+}
+
+export function registerDoctorCommand(program: Command): void {
+  program
+    .command('doctor')
+    .description('check which isolation backends work on this host, and how to fix the others')
+    .action(async (_options: unknown, command: Command) => {
+      const { probeBackends } = await import('../../sandbox/registry.js');
+      const { dataDir, json } = globals(command);
+      // Probing builds runtime files; use the data dir when given, else a scratch one.
+      const dir = dataDir ? resolve(dataDir) : mkdtempSync(join(tmpdir(), 'isola-doctor-'));
+      try {
+        const { backends, statuses } = await probeBackends({ dataDir: dir });
+        await Promise.all([...backends.values()].map((b) => b.close()));
+        if (json) printJson({ backends: statuses });
+        else {
+          printBackendStatuses(statuses);
+          const working = statuses.filter((s) => s.available).map((s) => s.isolation);
+          process.stdout.write(
+            `\n${working.length} of ${statuses.length} backends work here: ${working.join(', ') || 'none'}.\n`,
+          );
+        }
+      } finally {
+        if (!dataDir) rmSync(dir, { recursive: true, force: true });
+      }
+    });
+}

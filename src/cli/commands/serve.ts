@@ -1,0 +1,57 @@
+import type { Command } from 'commander';
+import { globals } from './common.js';
+
+export function registerServeCommand(program: Command): void {
+  program
+    .command('serve')
+    .description('start the platform: the API server, scheduler and every backend this host supports')
+    .option('--port <port>', 'port to listen on (env ISOLA_PORT, default 3233; 0 picks a free port)')
+    .option('--host <address>', 'address to bind (env ISOLA_HOST, default 127.0.0.1)')
+    .option('--backends <list>', 'comma-separated backends to enable (env ISOLA_BACKENDS, default: all that work)')
+    .option('--database <url>', 'database URL (env ISOLA_DATABASE_URL, default: SQLite in the data dir)')
+    .option('--memory-budget <MB>', 'memory for instances, summed over their limits (env ISOLA_MEMORY_BUDGET_MB)')
+    .option('--keep-alive <duration>', 'how long an idle instance is kept (env ISOLA_KEEP_ALIVE, default 10m)')
+    .option('--prewarm <list>', 'blank sandboxes kept ready, e.g. isolate:2,process:1 (env ISOLA_PREWARM)')
+    .action(async (options: Record<string, string | undefined>, command: Command) => {
+      // Loaded here so that other commands do not pay for the server's modules.
+      const { buildServer } = await import('../../api/server.js');
+      const { resolveServerConfig } = await import('../../config.js');
+      const { GUEST_AUTH_FILE, formatAuth, writeServerInfo } = await import('../../platform/credentials.js');
+      const { Platform } = await import('../../platform/platform.js');
+      const { printBackendStatuses } = await import('./doctor.js');
+      const { dataDir } = globals(command);
+      const config = resolveServerConfig({ ...options, ...(dataDir ? { dataDir } : {}) });
+      const platform = await Platform.start(config, { warn: (message) => process.stderr.write(`warning: ${message}\n`) });
+      const app = buildServer(platform);
+      await app.listen({ port: config.port, host: config.host });
+      const address = app.server.address();
+      const port = typeof address === 'object' && address ? address.port : config.port;
+      const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+      writeServerInfo(config.dataDir, { url, pid: process.pid });
+      const lines = [
+        `Isola is listening on ${url}`,
+        `Data directory: ${config.dataDir}`,
+        `Guest credentials: ${formatAuth(platform.guest)}${config.guestAuth ? ' (from ISOLA_GUEST_AUTH)' : ` (saved in ${config.dataDir}/${GUEST_AUTH_FILE})`}`,
+        'Backends:',
+      ];
+      process.stdout.write(`${lines.join('\n')}\n`);
+      printBackendStatuses(platform.backendStatuses);
+      const recovered = await platform.recover();
+      if (recovered.failed + recovered.resumed > 0) {
+        process.stdout.write(
+          `Recovered after restart: ${recovered.resumed} queued activation(s) resumed, ${recovered.failed} interrupted one(s) recorded as failed.\n`,
+        );
+      }
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        process.stdout.write(`Stopping (${signal})...\n`);
+        await app.close();
+        await platform.close();
+        process.exit(0);
+      };
+      process.on('SIGINT', () => void stop('SIGINT'));
+      process.on('SIGTERM', () => void stop('SIGTERM'));
+    });
+}

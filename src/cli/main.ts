@@ -1,0 +1,45 @@
+import { Command, Option } from 'commander';
+import { ApiError } from './client.js';
+import { registerActionCommands } from './commands/action.js';
+import { registerActivationCommands } from './commands/activation.js';
+import { registerDoctorCommand } from './commands/doctor.js';
+import { registerNamespaceCommands } from './commands/namespace.js';
+import { registerServeCommand } from './commands/serve.js';
+
+const program = new Command('isola')
+  .description('Isola: functions as a service under the isolation you choose')
+  .addOption(
+    new Option('--apihost <url>', 'API host of the server (default: the one in the data dir, or http://127.0.0.1:3233)').env(
+      'ISOLA_APIHOST',
+    ),
+  )
+  .addOption(new Option('--auth <uuid:key>', 'credentials (default: the guest credentials in the data dir)').env('ISOLA_AUTH'))
+  .addOption(new Option('--data-dir <dir>', 'data directory').env('ISOLA_DATA_DIR'))
+  .option('--json', 'print machine-readable JSON')
+  .showHelpAfterError();
+
+registerServeCommand(program);
+registerDoctorCommand(program);
+registerActionCommands(program);
+registerActivationCommands(program);
+registerNamespaceCommands(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  const json = program.opts<{ json?: boolean }>().json;
+  if (json) {
+    const body =
+      error instanceof ApiError
+        ? { error: error.message, status: error.status, code: error.code }
+        : { error: String((error as Error).message ?? error) };
+    process.stderr.write(`${JSON.stringify(body)}\n`);
+  } else if (error instanceof ApiError) {
+    process.stderr.write(`error: ${error.message}${error.code ? ` (code ${error.code})` : ''}\n`);
+  } else if (error instanceof Error) {
+    process.stderr.write(`error: ${error.message}\n`);
+  } else {
+    process.stderr.write(`error: ${String(error)}\n`);
+  }
+  process.exitCode = 1;
+}

@@ -1,0 +1,110 @@
+import { totalmem } from 'node:os';
+import { resolve } from 'node:path';
+import { ISOLATIONS, type Isolation, isIsolation } from './core/kinds.js';
+
+export interface ServerConfig {
+  port: number;
+  host: string;
+  dataDir: string;
+  /** `uuid:key` for the guest namespace; generated and saved in the data dir when absent. */
+  guestAuth?: string;
+  /** Backends to enable; all that work on this host when absent. */
+  backends?: Isolation[];
+  databaseUrl?: string;
+  memoryBudgetMb: number;
+  keepAliveMs: number;
+  queueTimeoutMs: number;
+  /** Largest action (code included) a PUT may carry. */
+  maxActionBytes: number;
+  /** Largest invocation payload. */
+  maxPayloadBytes: number;
+  /** How long a blocking invoke waits before answering 202 with the activation id. */
+  blockingWaitMs: number;
+  /** Blank sandboxes kept ready per backend, for the default memory size. */
+  prewarm: Partial<Record<Isolation, number>>;
+}
+
+export interface ServerFlags {
+  port?: string;
+  host?: string;
+  dataDir?: string;
+  backends?: string;
+  database?: string;
+  memoryBudget?: string;
+  keepAlive?: string;
+  prewarm?: string;
+}
+
+export class ConfigError extends Error {}
+
+/** Durations as `500ms`, `30s`, `10m`, `4h` or a bare number of ms. */
+export function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!match) throw new ConfigError(`"${text}" is not a duration: use e.g. 500ms, 30s, 10m or 4h.`);
+  const value = Number(match[1]);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(match[2] ?? 'ms') as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(value * unit);
+}
+
+function parseInteger(name: string, text: string, min: number, max: number): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}; got "${text}".`);
+  }
+  return value;
+}
+
+export function parseBackendList(text: string): Isolation[] {
+  const names = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const name of names) {
+    if (!isIsolation(name)) throw new ConfigError(`Unknown backend "${name}"; known backends: ${ISOLATIONS.join(', ')}.`);
+  }
+  return names as Isolation[];
+}
+
+/** `isolate:2,process:1`: how many blank sandboxes each backend keeps ready. */
+export function parsePrewarm(text: string): Partial<Record<Isolation, number>> {
+  const result: Partial<Record<Isolation, number>> = {};
+  for (const part of text.split(',').filter((p) => p.trim())) {
+    const [name = '', count = ''] = part.split(':').map((s) => s.trim());
+    if (!isIsolation(name)) throw new ConfigError(`Unknown backend "${name}" in the prewarm setting.`);
+    result[name] = parseInteger(`prewarm count for ${name}`, count, 0, 64);
+  }
+  return result;
+}
+
+/** Settings from flags, then environment, then defaults: flags win. */
+export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  const pick = (flag: string | undefined, envName: string) => flag ?? (env[envName] || undefined);
+  const port = pick(flags.port, 'ISOLA_PORT');
+  const backends = pick(flags.backends, 'ISOLA_BACKENDS');
+  const budget = pick(flags.memoryBudget, 'ISOLA_MEMORY_BUDGET_MB');
+  const keepAlive = pick(flags.keepAlive, 'ISOLA_KEEP_ALIVE');
+  const prewarm = pick(flags.prewarm, 'ISOLA_PREWARM');
+  const guestAuth = env.ISOLA_GUEST_AUTH || undefined;
+  if (guestAuth && !/^[^:\s]+:[^:\s]+$/.test(guestAuth)) throw new ConfigError('ISOLA_GUEST_AUTH must look like uuid:key.');
+  const databaseUrl = pick(flags.database, 'ISOLA_DATABASE_URL');
+  return {
+    port: port === undefined ? 3233 : parseInteger('port', port, 0, 65535),
+    host: pick(flags.host, 'ISOLA_HOST') ?? '127.0.0.1',
+    dataDir: resolve(pick(flags.dataDir, 'ISOLA_DATA_DIR') ?? './.isola'),
+    ...(guestAuth ? { guestAuth } : {}),
+    ...(backends ? { backends: parseBackendList(backends) } : {}),
+    ...(databaseUrl ? { databaseUrl } : {}),
+    // Half the host's memory by default, like an invoker's user memory on a shared machine.
+    memoryBudgetMb: budget ? parseInteger('memory budget (MB)', budget, 64, 1 << 24) : Math.floor(totalmem() / 2 / 2 ** 20),
+    keepAliveMs: keepAlive ? parseDuration(keepAlive) : 10 * 60_000,
+    queueTimeoutMs: env.ISOLA_QUEUE_TIMEOUT ? parseDuration(env.ISOLA_QUEUE_TIMEOUT) : 60_000,
+    maxActionBytes: env.ISOLA_MAX_ACTION_BYTES
+      ? parseInteger('ISOLA_MAX_ACTION_BYTES', env.ISOLA_MAX_ACTION_BYTES, 1024, 2 ** 30)
+      : 48 * 2 ** 20,
+    maxPayloadBytes: env.ISOLA_MAX_PAYLOAD_BYTES
+      ? parseInteger('ISOLA_MAX_PAYLOAD_BYTES', env.ISOLA_MAX_PAYLOAD_BYTES, 1024, 2 ** 30)
+      : 2 ** 20,
+    blockingWaitMs: env.ISOLA_BLOCKING_WAIT ? parseDuration(env.ISOLA_BLOCKING_WAIT) : 60_000,
+    prewarm: prewarm ? parsePrewarm(prewarm) : { isolate: 2, process: 1 },
+  };
+}

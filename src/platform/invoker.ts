@@ -1,0 +1,215 @@
+import { newActivationId } from '../core/ids.js';
+import type { ActionVersion, ActivationRecord, ActivationResponse, KeyValue } from '../core/types.js';
+import type { RunOutcome } from '../sandbox/backend.js';
+import { CapacityError, InitFailure, type Lease, type Scheduler } from '../scheduler/scheduler.js';
+import type { QueuedActivation, Store } from '../store/store.js';
+import { LogCollector } from './logs.js';
+import type { Metrics } from './metrics.js';
+
+/** OpenWhisk's limit on an action's result. */
+export const MAX_RESULT_BYTES = 1024 * 1024;
+
+export interface Invocation {
+  action: ActionVersion;
+  params: Record<string, unknown>;
+  /** The namespace the caller authenticated as. */
+  subject: string;
+  activationId?: string;
+  /** ms since the epoch when the platform accepted the request. */
+  accepted?: number;
+  /** Extra annotations on the record, e.g. the door it came through. */
+  annotations?: KeyValue[];
+}
+
+interface Timing {
+  start: number;
+  waitMs: number;
+  initMs?: number;
+  cold: boolean;
+}
+
+/**
+ * The one invoke every door leads to: finds an instance, runs the function, and stores the
+ * activation record before anyone is told the result.
+ */
+export class Invoker {
+  constructor(
+    private readonly store: Store,
+    private readonly scheduler: Scheduler,
+    private readonly metrics: Metrics,
+  ) {}
+
+  async invoke(invocation: Invocation): Promise<ActivationRecord> {
+    const accepted = invocation.accepted ?? Date.now();
+    const activationId = invocation.activationId ?? newActivationId();
+    const action = invocation.action;
+    const logs = new LogCollector(action.limits.logs * 1024);
+    let response: ActivationResponse;
+    let timing: Timing;
+    let timedOut = false;
+    let lease: Lease | undefined;
+    try {
+      lease = await this.scheduler.acquire(action, logs.sink);
+      timing = { start: lease.startedAt, waitMs: lease.waitMs, initMs: lease.initMs, cold: lease.cold };
+      this.countStart(action, lease.cold ? (lease.prewarmed ? 'prewarm' : 'cold') : 'warm');
+      const outcome = await lease.sandbox.run({
+        activationId,
+        params: { ...parametersOf(action), ...invocation.params },
+        deadline: Date.now() + action.limits.timeout,
+        env: {},
+        onLog: logs.sink,
+      });
+      this.scheduler.release(lease, outcome.kind === 'result' || outcome.kind === 'error');
+      timedOut = outcome.kind === 'timeout';
+      response = responseFor(outcome, action);
+    } catch (error) {
+      if (error instanceof InitFailure) {
+        timing = { start: error.startedAt, waitMs: error.waitMs, initMs: error.initMs, cold: true };
+        timedOut = error.outcome.kind === 'timeout';
+        this.countStart(action, 'cold');
+        response = developerError(initFailureMessage(error, action));
+      } else if (error instanceof CapacityError) {
+        timing = { start: Date.now(), waitMs: Date.now() - accepted, cold: false };
+        response = { status: 'whisk internal error', success: false, result: { error: error.message } };
+      } else {
+        if (lease) this.scheduler.release(lease, false);
+        timing = { start: Date.now(), waitMs: Date.now() - accepted, cold: false };
+        response = {
+          status: 'whisk internal error',
+          success: false,
+          result: { error: `The platform failed to run the action: ${error instanceof Error ? error.message : String(error)}` },
+        };
+      }
+    }
+    const end = Date.now();
+    const record: ActivationRecord = {
+      activationId,
+      namespace: action.namespace,
+      name: action.name,
+      version: action.version,
+      subject: invocation.subject,
+      start: timing.start,
+      end,
+      duration: end - timing.start,
+      response,
+      logs: logs.finish(),
+      annotations: [
+        { key: 'path', value: `${action.namespace}/${action.name}` },
+        { key: 'kind', value: action.exec.kind },
+        { key: 'limits', value: action.limits },
+        { key: 'isolation', value: action.isolation },
+        { key: 'waitTime', value: timing.waitMs },
+        { key: 'coldStart', value: timing.cold },
+        ...(timing.cold && timing.initMs !== undefined ? [{ key: 'initTime', value: timing.initMs }] : []),
+        ...(timedOut ? [{ key: 'timeout', value: true }] : []),
+        ...(invocation.annotations ?? []),
+      ],
+      publish: false,
+    };
+    await this.store.completeActivation(record, accepted);
+    this.observe(record, timing);
+    return record;
+  }
+
+  /** Runs an activation that waited in the durable queue, then stores its record over the queued one. */
+  async runQueued(queued: QueuedActivation, action: ActionVersion | undefined): Promise<ActivationRecord> {
+    if (!action) {
+      const record = failedRecord(queued, 'whisk internal error', 'The action version was deleted before the activation ran.');
+      await this.store.completeActivation(record, queued.accepted);
+      return record;
+    }
+    await this.store.markActivationRunning(queued.activationId);
+    return this.invoke({
+      action,
+      params: queued.params,
+      subject: queued.subject,
+      activationId: queued.activationId,
+      accepted: queued.accepted,
+      annotations: queued.annotations,
+    });
+  }
+
+  /** Records an activation that was running when the server stopped as failed, with the reason. */
+  async failInterrupted(interrupted: QueuedActivation): Promise<void> {
+    const record = failedRecord(
+      interrupted,
+      'whisk internal error',
+      'The server stopped while this activation was running; it was not retried because the function may already have had effects.',
+    );
+    await this.store.completeActivation(record, interrupted.accepted);
+  }
+
+  private countStart(action: ActionVersion, start: 'cold' | 'warm' | 'prewarm'): void {
+    this.metrics.starts.inc({ isolation: action.isolation, namespace: action.namespace, action: action.name, start });
+  }
+
+  private observe(record: ActivationRecord, timing: Timing): void {
+    const isolation = String(record.annotations.find((a) => a.key === 'isolation')?.value ?? 'unknown');
+    this.metrics.activations.inc({ isolation, namespace: record.namespace, action: record.name, status: record.response.status });
+    this.metrics.duration.observe({ isolation }, record.duration / 1000);
+    this.metrics.waitTime.observe({ isolation }, timing.waitMs / 1000);
+    if (timing.cold && timing.initMs !== undefined) this.metrics.initTime.observe({ isolation }, timing.initMs / 1000);
+  }
+}
+
+function parametersOf(action: ActionVersion): Record<string, unknown> {
+  return Object.fromEntries(action.parameters.map((p) => [p.key, p.value]));
+}
+
+function developerError(message: string): ActivationResponse {
+  return { status: 'action developer error', success: false, result: { error: message } };
+}
+
+function initFailureMessage(failure: InitFailure, action: ActionVersion): string {
+  switch (failure.outcome.kind) {
+    case 'timeout':
+      return `The action exceeded its time limits of ${action.limits.timeout} milliseconds during initialization.`;
+    case 'oom':
+      return `The action exhausted its memory limit of ${action.limits.memory} MB during initialization.`;
+    default:
+      return `Initialization has failed due to: ${failure.outcome.error}`;
+  }
+}
+
+/** Maps how a run ended to OpenWhisk's response: status, success, and the result or error. */
+export function responseFor(outcome: RunOutcome, action: ActionVersion): ActivationResponse {
+  switch (outcome.kind) {
+    case 'result': {
+      const result = outcome.result ?? {};
+      if (typeof result !== 'object') return developerError('The action did not return a dictionary.');
+      const size = Buffer.byteLength(JSON.stringify(result));
+      if (size > MAX_RESULT_BYTES) {
+        return developerError(
+          `The action produced a response that exceeded the allowed length: ${size} > ${MAX_RESULT_BYTES} bytes.`,
+        );
+      }
+      return { status: 'success', success: true, result };
+    }
+    case 'error':
+      return { status: 'application error', success: false, result: { error: outcome.error } };
+    case 'timeout':
+      return developerError(`The action exceeded its time limits of ${action.limits.timeout} milliseconds.`);
+    case 'oom':
+      return developerError(`The action exhausted its memory limit of ${action.limits.memory} MB and was aborted.`);
+    case 'crash':
+      return developerError(`The action did not complete: ${outcome.reason}`);
+  }
+}
+
+function failedRecord(queued: QueuedActivation, status: ActivationResponse['status'], message: string): ActivationRecord {
+  const now = Date.now();
+  return {
+    activationId: queued.activationId,
+    namespace: queued.namespace,
+    name: queued.name,
+    version: queued.version,
+    subject: queued.subject,
+    start: queued.accepted,
+    end: now,
+    duration: now - queued.accepted,
+    response: { status, success: false, result: { error: message } },
+    logs: [],
+    annotations: [{ key: 'path', value: `${queued.namespace}/${queued.name}` }, ...queued.annotations],
+    publish: false,
+  };
+}

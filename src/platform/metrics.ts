@@ -1,0 +1,89 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Scheduler } from '../scheduler/scheduler.js';
+
+const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+
+/** The platform's Prometheus metrics, in a registry of its own. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly activations = new Counter({
+    name: 'isola_activations_total',
+    help: 'Finished activations by backend, function and status.',
+    labelNames: ['isolation', 'namespace', 'action', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly starts = new Counter({
+    name: 'isola_starts_total',
+    help: 'How invocations found their instance: cold (a new one was started), warm, or prewarm (a cold start on a sandbox made ahead).',
+    labelNames: ['isolation', 'namespace', 'action', 'start'] as const,
+    registers: [this.registry],
+  });
+  readonly duration = new Histogram({
+    name: 'isola_activation_duration_seconds',
+    help: 'Activation duration, initialisation included.',
+    labelNames: ['isolation'] as const,
+    buckets: SECONDS_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly initTime = new Histogram({
+    name: 'isola_init_duration_seconds',
+    help: 'Time to create a sandbox and load the function on a cold start.',
+    labelNames: ['isolation'] as const,
+    buckets: SECONDS_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly waitTime = new Histogram({
+    name: 'isola_wait_duration_seconds',
+    help: 'Time an invocation waited before its instance was chosen.',
+    labelNames: ['isolation'] as const,
+    buckets: SECONDS_BUCKETS,
+    registers: [this.registry],
+  });
+
+  constructor(scheduler: Scheduler) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'isola_process_' });
+    new Gauge({
+      name: 'isola_instances',
+      help: 'Live instances by backend and state.',
+      labelNames: ['isolation', 'state'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const entry of scheduler.stats().instances)
+          this.set({ isolation: entry.isolation, state: entry.state }, entry.count);
+      },
+    });
+    new Gauge({
+      name: 'isola_memory_used_megabytes',
+      help: 'Memory limits of live instances, summed.',
+      registers: [this.registry],
+      collect() {
+        this.set(scheduler.stats().memoryUsedMb);
+      },
+    });
+    new Gauge({
+      name: 'isola_memory_budget_megabytes',
+      help: 'The memory budget for instances.',
+      registers: [this.registry],
+      collect() {
+        this.set(scheduler.stats().memoryBudgetMb);
+      },
+    });
+    new Gauge({
+      name: 'isola_queue_length',
+      help: 'Invocations waiting for an instance.',
+      registers: [this.registry],
+      collect() {
+        this.set(scheduler.stats().queued);
+      },
+    });
+    new Gauge({
+      name: 'isola_prewarmed_sandboxes',
+      help: 'Blank sandboxes made ahead of demand.',
+      registers: [this.registry],
+      collect() {
+        this.set(scheduler.stats().stemCells);
+      },
+    });
+  }
+}

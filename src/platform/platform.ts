@@ -1,0 +1,226 @@
+import type { ServerConfig } from '../config.js';
+import { badRequest, notFound } from '../core/errors.js';
+import { newActivationId } from '../core/ids.js';
+import type { Isolation } from '../core/kinds.js';
+import type { ActionVersion, ActivationRecord, KeyValue } from '../core/types.js';
+import type { Backend, BackendStatus } from '../sandbox/backend.js';
+import { probeBackends } from '../sandbox/registry.js';
+import { Scheduler } from '../scheduler/scheduler.js';
+import { Store } from '../store/store.js';
+import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
+import { Invoker } from './invoker.js';
+import { Metrics } from './metrics.js';
+
+export type ActionDraft = Omit<ActionVersion, 'version' | 'updated'>;
+
+export type BlockingOutcome = { done: true; record: ActivationRecord } | { done: false; activationId: string };
+
+const AUTH_CACHE_MS = 10_000;
+
+export interface PlatformEvents {
+  warn?: (message: string) => void;
+}
+
+/** Everything behind the doors: store, backends, scheduler and the invoker, wired together. */
+export class Platform {
+  private readonly latest = new Map<string, ActionVersion>();
+  private readonly authCache = new Map<string, { namespace: string | undefined; expires: number }>();
+  private readonly background = new Set<Promise<unknown>>();
+
+  private constructor(
+    readonly config: ServerConfig,
+    readonly store: Store,
+    readonly backends: ReadonlyMap<Isolation, Backend>,
+    readonly backendStatuses: readonly BackendStatus[],
+    readonly scheduler: Scheduler,
+    readonly metrics: Metrics,
+    readonly invoker: Invoker,
+    readonly guest: Credentials,
+    private readonly events: PlatformEvents,
+  ) {}
+
+  static async start(config: ServerConfig, events: PlatformEvents = {}): Promise<Platform> {
+    ensureDataDir(config.dataDir);
+    const store = await Store.open({
+      dataDir: config.dataDir,
+      ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}),
+    });
+    const guest = config.guestAuth ? parseAuth(config.guestAuth) : loadOrCreateGuestAuth(config.dataDir);
+    await store.setNamespaceCredentials(GUEST_NAMESPACE, guest.uuid, guest.key);
+    const { backends, statuses } = await probeBackends({ dataDir: config.dataDir }, config.backends);
+    const missing = (config.backends ?? []).filter((b) => !backends.has(b));
+    if (missing.length > 0) {
+      await Promise.all([...backends.values()].map((b) => b.close()));
+      await store.close();
+      const reasons = statuses.filter((s) => missing.includes(s.isolation)).map((s) => `${s.isolation}: ${s.detail}`);
+      throw new Error(`Requested backends are not available on this host: ${reasons.join('; ')}`);
+    }
+    const scheduler = new Scheduler({
+      backends,
+      memoryBudgetMb: config.memoryBudgetMb,
+      keepAliveMs: config.keepAliveMs,
+      queueTimeoutMs: config.queueTimeoutMs,
+      stemCells: Object.entries(config.prewarm)
+        .filter(([isolation, count]) => backends.has(isolation as Isolation) && (count ?? 0) > 0)
+        .map(([isolation, count]) => ({ isolation: isolation as Isolation, memoryMb: 256, count: count ?? 0 })),
+      onBackgroundError: (message, error) =>
+        events.warn?.(`${message}: ${error instanceof Error ? error.message : String(error)}`),
+    });
+    const metrics = new Metrics(scheduler);
+    const invoker = new Invoker(store, scheduler, metrics);
+    return new Platform(config, store, backends, statuses, scheduler, metrics, invoker, guest, events);
+  }
+
+  /** The namespace a `uuid:key` belongs to, or undefined. Cached briefly: this is on every request. */
+  async authenticate(uuid: string, key: string): Promise<string | undefined> {
+    const cacheKey = `${uuid}:${key}`;
+    const cached = this.authCache.get(cacheKey);
+    const now = Date.now();
+    if (cached && cached.expires > now) return cached.namespace;
+    const namespace = await this.store.authenticate(uuid, key);
+    if (this.authCache.size > 10_000) this.authCache.clear();
+    this.authCache.set(cacheKey, { namespace, expires: now + AUTH_CACHE_MS });
+    return namespace;
+  }
+
+  // ---- actions ----------------------------------------------------------------------------
+
+  async deploy(draft: ActionDraft, overwrite: boolean): Promise<ActionVersion> {
+    const backend = this.backends.get(draft.isolation);
+    if (!backend) {
+      const status = this.backendStatuses.find((s) => s.isolation === draft.isolation);
+      throw badRequest(
+        `The isolation backend "${draft.isolation}" is not available on this server: ${status?.detail ?? 'not enabled'}`,
+      );
+    }
+    if (draft.limits.memory < backend.minMemoryMb) {
+      throw badRequest(`limits.memory must be at least ${backend.minMemoryMb} MB under isolation "${draft.isolation}".`);
+    }
+    await backend.validate?.({ ...draft, version: '0.0.0', updated: Date.now() });
+    const stored = await this.store.putAction(draft, { overwrite });
+    this.latest.set(actionKey(stored.namespace, stored.name), stored);
+    this.scheduler.retireVersions(stored.namespace, stored.name, stored.version);
+    return stored;
+  }
+
+  async getAction(namespace: string, name: string): Promise<ActionVersion | undefined> {
+    const key = actionKey(namespace, name);
+    const cached = this.latest.get(key);
+    if (cached) return cached;
+    const action = await this.store.getAction(namespace, name);
+    if (action) this.latest.set(key, action);
+    return action;
+  }
+
+  async requireAction(namespace: string, name: string): Promise<ActionVersion> {
+    const action = await this.getAction(namespace, name);
+    if (!action) throw notFound(`The action "${name}" does not exist in namespace "${namespace}".`);
+    return action;
+  }
+
+  async deleteAction(namespace: string, name: string): Promise<ActionVersion> {
+    const deleted = await this.store.deleteAction(namespace, name);
+    this.latest.delete(actionKey(namespace, name));
+    if (!deleted) throw notFound(`The action "${name}" does not exist in namespace "${namespace}".`);
+    this.scheduler.retireVersions(namespace, name);
+    return deleted;
+  }
+
+  // ---- invocations ------------------------------------------------------------------------
+
+  /**
+   * Runs an action and waits for it, up to the blocking wait; past that the caller gets the
+   * activation id and the record is stored when the run ends.
+   */
+  async invokeBlocking(
+    action: ActionVersion,
+    params: Record<string, unknown>,
+    subject: string,
+    annotations: KeyValue[] = [],
+  ): Promise<BlockingOutcome> {
+    const activationId = newActivationId();
+    const accepted = Date.now();
+    const run = this.invoker.invoke({ action, params, subject, activationId, accepted, annotations });
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), this.config.blockingWaitMs);
+    });
+    const first = await Promise.race([run, waited]);
+    clearTimeout(timer);
+    if (first !== 'late') return { done: true, record: first };
+    // The caller stops waiting; mark the activation as running so that a restart records it.
+    this.track(
+      this.store.enqueueActivation(
+        {
+          activationId,
+          namespace: action.namespace,
+          name: action.name,
+          version: action.version,
+          subject,
+          accepted,
+          params: {},
+          annotations,
+        },
+        'running',
+      ),
+    );
+    this.track(run);
+    return { done: false, activationId };
+  }
+
+  /** Accepts an invocation for later: stored durably before this resolves, then run in the background. */
+  async invokeAsync(
+    action: ActionVersion,
+    params: Record<string, unknown>,
+    subject: string,
+    annotations: KeyValue[] = [],
+  ): Promise<string> {
+    const queued = {
+      activationId: newActivationId(),
+      namespace: action.namespace,
+      name: action.name,
+      version: action.version,
+      subject,
+      accepted: Date.now(),
+      params,
+      annotations,
+    };
+    await this.store.enqueueActivation(queued);
+    this.track(this.invoker.runQueued(queued, action));
+    return queued.activationId;
+  }
+
+  /**
+   * After a restart: activations that were running are recorded as failed (they may have had
+   * effects), and those still queued run now.
+   */
+  async recover(): Promise<{ failed: number; resumed: number }> {
+    const interrupted = await this.store.interruptedActivations();
+    for (const activation of interrupted) await this.invoker.failInterrupted(activation);
+    const queued = await this.store.queuedActivations();
+    for (const activation of queued) {
+      const action = await this.store.getAction(activation.namespace, activation.name, activation.version);
+      this.track(this.invoker.runQueued(activation, action));
+    }
+    return { failed: interrupted.length, resumed: queued.length };
+  }
+
+  async close(): Promise<void> {
+    await this.scheduler.close();
+    await Promise.allSettled([...this.background]);
+    await Promise.all([...this.backends.values()].map((b) => b.close()));
+    await this.store.close();
+  }
+
+  private track(promise: Promise<unknown>): void {
+    const tracked = promise.catch((error: unknown) =>
+      this.events.warn?.(`background activation failed: ${error instanceof Error ? error.message : String(error)}`),
+    );
+    this.background.add(tracked);
+    void tracked.finally(() => this.background.delete(tracked));
+  }
+}
+
+function actionKey(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}

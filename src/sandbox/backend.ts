@@ -1,0 +1,89 @@
+import type { Isolation, Kind } from '../core/kinds.js';
+import type { ActionVersion } from '../core/types.js';
+
+/** What a sandbox needs to load one version of a function. */
+export interface FunctionCode {
+  /** `namespace/name@version`: identifies the version in caches. */
+  key: string;
+  kind: Kind;
+  code: string;
+  binary: boolean;
+  main: string;
+  env: Record<string, string>;
+}
+
+/** Resources a blank sandbox is created with, before any code is loaded. */
+export interface SandboxSpec {
+  memoryMb: number;
+}
+
+export type LogStream = 'stdout' | 'stderr';
+export type LogSink = (stream: LogStream, text: string) => void;
+
+export interface RunRequest {
+  activationId: string;
+  params: Record<string, unknown>;
+  /** Wall-clock deadline, ms since the epoch. */
+  deadline: number;
+  env: Record<string, string>;
+  onLog: LogSink;
+}
+
+/**
+ * How a run ended. `result` and `error` (the function threw or rejected) leave the sandbox
+ * usable; the others mean the sandbox is gone and must be replaced.
+ */
+export type RunOutcome =
+  | { kind: 'result'; result: unknown }
+  | { kind: 'error'; error: unknown }
+  | { kind: 'timeout' }
+  | { kind: 'oom' }
+  | { kind: 'crash'; reason: string };
+
+export type InitOutcome = { ok: true } | { ok: false; kind: 'error' | 'timeout' | 'oom' | 'crash'; error: string };
+
+export interface Sandbox {
+  readonly id: string;
+  /** False once the sandbox has died or been destroyed. */
+  readonly alive: boolean;
+  init(code: FunctionCode, deadline: number, onLog: LogSink): Promise<InitOutcome>;
+  run(request: RunRequest): Promise<RunOutcome>;
+  /** Called at most once if the sandbox dies on its own (not through destroy). */
+  onDeath(listener: (reason: string) => void): void;
+  destroy(): Promise<void>;
+}
+
+export interface BackendStatus {
+  isolation: Isolation;
+  available: boolean;
+  /** What was found: versions, accelerator, runtime chosen. */
+  detail: string;
+  /** When unavailable: how to make it work. */
+  fix?: string;
+}
+
+export interface Backend {
+  readonly isolation: Isolation;
+  /** Smallest memory limit this backend can run a function in, in MB. */
+  readonly minMemoryMb: number;
+  status(): Promise<BackendStatus>;
+  /** Deploy-time checks beyond the generic ones; throws an IsolaError with the reason. */
+  validate?(action: ActionVersion): Promise<void>;
+  create(spec: SandboxSpec): Promise<Sandbox>;
+  close(): Promise<void>;
+}
+
+export function functionCodeOf(action: ActionVersion): FunctionCode {
+  return {
+    key: `${action.namespace}/${action.name}@${action.version}`,
+    kind: action.exec.kind,
+    code: action.exec.code,
+    binary: action.exec.binary,
+    main: action.exec.main ?? 'main',
+    env: {
+      __OW_NAMESPACE: action.namespace,
+      __OW_ACTION_NAME: `/${action.namespace}/${action.name}`,
+      __OW_ACTION_VERSION: action.version,
+    },
+  };
+}

@@ -1,0 +1,78 @@
+import type { Isolation } from '../core/kinds.js';
+import type { Backend, Sandbox } from '../sandbox/backend.js';
+
+export interface StemCellTarget {
+  isolation: Isolation;
+  memoryMb: number;
+  count: number;
+}
+
+/**
+ * Blank sandboxes made ahead of time, before anyone asks for them (OpenWhisk's "stem cell"
+ * prewarm containers): a cold start takes one and only has to load the function's code. Each
+ * one taken is replaced in the background.
+ */
+export class StemCells {
+  private readonly ready = new Map<string, Sandbox[]>();
+  private readonly filling = new Set<string>();
+  private closed = false;
+
+  constructor(
+    private readonly backends: ReadonlyMap<Isolation, Backend>,
+    private readonly targets: readonly StemCellTarget[],
+    private readonly onError: (isolation: Isolation, error: unknown) => void = () => {},
+  ) {}
+
+  start(): void {
+    for (const target of this.targets) this.refill(target);
+  }
+
+  take(isolation: Isolation, memoryMb: number): Sandbox | undefined {
+    const key = `${isolation}:${memoryMb}`;
+    const cells = this.ready.get(key);
+    let cell = cells?.shift();
+    while (cell && !cell.alive) cell = cells?.shift();
+    const target = this.targets.find((t) => t.isolation === isolation && t.memoryMb === memoryMb);
+    if (target) this.refill(target);
+    return cell;
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const cells of this.ready.values()) n += cells.length;
+    return n;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.ready.values()].flat();
+    this.ready.clear();
+    await Promise.all(all.map((s) => s.destroy()));
+  }
+
+  private refill(target: StemCellTarget): void {
+    const key = `${target.isolation}:${target.memoryMb}`;
+    const backend = this.backends.get(target.isolation);
+    if (!backend || this.filling.has(key) || this.closed) return;
+    this.filling.add(key);
+    void (async () => {
+      try {
+        for (;;) {
+          const cells = this.ready.get(key) ?? [];
+          this.ready.set(key, cells);
+          if (this.closed || cells.length >= target.count) break;
+          const sandbox = await backend.create({ memoryMb: target.memoryMb });
+          if (this.closed) {
+            await sandbox.destroy();
+            break;
+          }
+          cells.push(sandbox);
+        }
+      } catch (error) {
+        this.onError(target.isolation, error);
+      } finally {
+        this.filling.delete(key);
+      }
+    })();
+  }
+}

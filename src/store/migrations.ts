@@ -1,0 +1,71 @@
+import type { Kysely, Migration, MigrationProvider } from 'kysely';
+
+// Migrations are code, kept in order; names sort in the order they apply. Each one is written
+// with Kysely's schema builder so it runs on SQLite and Postgres alike.
+const migrations: Record<string, Migration> = {
+  '0001_initial': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('namespaces')
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('uuid', 'text', (c) => c.notNull().unique())
+        .addColumn('key', 'text', (c) => c.notNull())
+        .addColumn('created', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('actions')
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('latest_version', 'text', (c) => c.notNull())
+        .addColumn('created', 'bigint', (c) => c.notNull())
+        .addColumn('updated', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('actions_pk', ['namespace', 'name'])
+        .execute();
+      await db.schema
+        .createTable('action_versions')
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('version', 'text', (c) => c.notNull())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('code', 'text', (c) => c.notNull())
+        .addColumn('binary', 'integer', (c) => c.notNull())
+        .addColumn('main', 'text')
+        .addColumn('limits', 'text', (c) => c.notNull())
+        .addColumn('parameters', 'text', (c) => c.notNull())
+        .addColumn('annotations', 'text', (c) => c.notNull())
+        .addColumn('isolation', 'text', (c) => c.notNull())
+        .addColumn('created', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('action_versions_pk', ['namespace', 'name', 'version'])
+        .execute();
+      await db.schema
+        .createTable('activations')
+        .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('activation_id', 'text', (c) => c.notNull().unique())
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('version', 'text', (c) => c.notNull())
+        .addColumn('subject', 'text', (c) => c.notNull())
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('accepted', 'bigint', (c) => c.notNull())
+        .addColumn('start', 'bigint', (c) => c.notNull())
+        .addColumn('end', 'bigint', (c) => c.notNull())
+        .addColumn('duration', 'bigint', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('success', 'integer', (c) => c.notNull())
+        .addColumn('result', 'text', (c) => c.notNull())
+        .addColumn('logs', 'text', (c) => c.notNull())
+        .addColumn('annotations', 'text', (c) => c.notNull())
+        .addColumn('params', 'text')
+        .execute();
+      await db.schema.createIndex('activations_by_namespace').on('activations').columns(['namespace', 'start']).execute();
+      await db.schema.createIndex('activations_by_name').on('activations').columns(['namespace', 'name', 'start']).execute();
+      await db.schema.createIndex('activations_by_state').on('activations').columns(['state', 'accepted']).execute();
+    },
+  },
+};
+
+export const migrationProvider: MigrationProvider = {
+  async getMigrations() {
+    return migrations;
+  },
+};

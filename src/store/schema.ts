@@ -1,0 +1,64 @@
+import type { Generated } from 'kysely';
+
+/** Table shapes as stored. JSON columns hold text so that SQLite and Postgres store them alike. */
+export interface NamespacesTable {
+  name: string;
+  uuid: string;
+  /** Kept as given: AWS Signature V4 needs the secret itself to check a signature. */
+  key: string;
+  created: number;
+}
+
+export interface ActionsTable {
+  namespace: string;
+  name: string;
+  latest_version: string;
+  created: number;
+  updated: number;
+}
+
+export interface ActionVersionsTable {
+  namespace: string;
+  name: string;
+  version: string;
+  kind: string;
+  code: string;
+  binary: number;
+  main: string | null;
+  limits: string;
+  parameters: string;
+  annotations: string;
+  isolation: string;
+  created: number;
+}
+
+export type ActivationState = 'queued' | 'running' | 'done';
+
+export interface ActivationsTable {
+  activation_id: string;
+  namespace: string;
+  name: string;
+  version: string;
+  subject: string;
+  state: ActivationState;
+  /** When the platform accepted the request; orders the queue. */
+  accepted: number;
+  start: number;
+  end: number;
+  duration: number;
+  status: string;
+  success: number;
+  result: string;
+  logs: string;
+  annotations: string;
+  /** The invocation's parameters while it waits in the queue; cleared once it ran. */
+  params: string | null;
+  seq: Generated<number>;
+}
+
+export interface Database {
+  namespaces: NamespacesTable;
+  actions: ActionsTable;
+  action_versions: ActionVersionsTable;
+  activations: ActivationsTable;
+}

@@ -1,0 +1,424 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, Migrator, type Selectable, SqliteDialect } from 'kysely';
+import { conflict } from '../core/errors.js';
+import type { Isolation, Kind } from '../core/kinds.js';
+import type { Limits } from '../core/limits.js';
+import { type ActionVersion, type ActivationRecord, compareVersions, type KeyValue, nextVersion } from '../core/types.js';
+import { ActivationWriter } from './activation-writer.js';
+import { migrationProvider } from './migrations.js';
+import type { ActionVersionsTable, ActivationsTable, Database } from './schema.js';
+
+export interface StoreOptions {
+  dataDir: string;
+  /** `postgres://...` for cluster mode; the SQLite file in the data dir when absent. */
+  databaseUrl?: string;
+}
+
+export interface NamespaceRow {
+  name: string;
+  uuid: string;
+  created: number;
+}
+
+export interface ListPage {
+  limit: number;
+  skip: number;
+}
+
+export interface ActivationQuery extends ListPage {
+  name?: string;
+  since?: number;
+  upto?: number;
+}
+
+export interface QueuedActivation {
+  activationId: string;
+  namespace: string;
+  name: string;
+  version: string;
+  subject: string;
+  accepted: number;
+  params: Record<string, unknown>;
+  annotations: KeyValue[];
+}
+
+export const SQLITE_FILE = 'isola.db';
+
+export function hashKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex');
+}
+
+/** Persistence for namespaces, action versions and activations behind one Kysely query layer. */
+export class Store {
+  readonly activationWriter: ActivationWriter;
+
+  private constructor(readonly db: Kysely<Database>) {
+    this.activationWriter = new ActivationWriter(db);
+  }
+
+  static async open(options: StoreOptions): Promise<Store> {
+    if (options.databaseUrl && !options.databaseUrl.startsWith('sqlite:')) {
+      throw new Error(
+        `Unsupported database URL "${options.databaseUrl.replace(/\/\/[^@]*@/, '//***@')}": this build stores data in SQLite; ` +
+          'leave --database unset to use the SQLite file in the data directory.',
+      );
+    }
+    mkdirSync(options.dataDir, { recursive: true });
+    const file = options.databaseUrl?.replace(/^sqlite:(\/\/)?/, '') || join(options.dataDir, SQLITE_FILE);
+    const sqlite = new SqliteDatabase(file);
+    // WAL with synchronous=NORMAL: a committed transaction survives the process being killed
+    // (it is in the OS page cache); only a power loss can drop the last few.
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('synchronous = NORMAL');
+    sqlite.pragma('busy_timeout = 5000');
+    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    const { error, results } = await new Migrator({ db, provider: migrationProvider }).migrateToLatest();
+    const failed = results?.find((r) => r.status === 'Error');
+    if (error || failed) {
+      await db.destroy();
+      throw new Error(`Database migration ${failed?.migrationName ?? ''} failed: ${String(error)}`);
+    }
+    return new Store(db);
+  }
+
+  async close(): Promise<void> {
+    await this.activationWriter.flush();
+    await this.db.destroy();
+  }
+
+  // ---- namespaces -------------------------------------------------------------------------
+
+  async createNamespace(name: string, uuid: string, key: string): Promise<NamespaceRow> {
+    const existing = await this.db.selectFrom('namespaces').select('name').where('name', '=', name).executeTakeFirst();
+    if (existing) throw conflict(`The namespace "${name}" already exists.`);
+    const row = { name, uuid, key, created: Date.now() };
+    await this.db.insertInto('namespaces').values(row).execute();
+    return { name, uuid, created: row.created };
+  }
+
+  /** Replaces a namespace's credentials, creating the namespace if needed. */
+  async setNamespaceCredentials(name: string, uuid: string, key: string): Promise<void> {
+    const row = { name, uuid, key, created: Date.now() };
+    await this.db.transaction().execute(async (trx) => {
+      await trx
+        .deleteFrom('namespaces')
+        .where((eb) => eb.or([eb('name', '=', name), eb('uuid', '=', uuid)]))
+        .execute();
+      await trx.insertInto('namespaces').values(row).execute();
+    });
+  }
+
+  /** The namespace whose credentials these are, or undefined. */
+  async authenticate(uuid: string, key: string): Promise<string | undefined> {
+    const row = await this.db.selectFrom('namespaces').selectAll().where('uuid', '=', uuid).executeTakeFirst();
+    if (!row) return undefined;
+    // Compare digests so that the comparison takes the same time whatever the lengths.
+    const expected = Buffer.from(hashKey(row.key), 'hex');
+    const given = Buffer.from(hashKey(key), 'hex');
+    return timingSafeEqual(expected, given) ? row.name : undefined;
+  }
+
+  /** The key of a namespace's credentials, for checking request signatures. */
+  async keyOf(uuid: string): Promise<{ namespace: string; key: string } | undefined> {
+    const row = await this.db.selectFrom('namespaces').select(['name', 'key']).where('uuid', '=', uuid).executeTakeFirst();
+    return row ? { namespace: row.name, key: row.key } : undefined;
+  }
+
+  async listNamespaces(): Promise<NamespaceRow[]> {
+    return this.db.selectFrom('namespaces').select(['name', 'uuid', 'created']).orderBy('name').execute();
+  }
+
+  async deleteNamespace(name: string): Promise<boolean> {
+    const result = await this.db.deleteFrom('namespaces').where('name', '=', name).executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
+  // ---- actions ----------------------------------------------------------------------------
+
+  /** Stores a new immutable version of an action. Without overwrite, an existing action is a conflict. */
+  async putAction(input: Omit<ActionVersion, 'version' | 'updated'>, options: { overwrite: boolean }): Promise<ActionVersion> {
+    return this.db.transaction().execute(async (trx) => {
+      const existing = await trx
+        .selectFrom('actions')
+        .selectAll()
+        .where('namespace', '=', input.namespace)
+        .where('name', '=', input.name)
+        .executeTakeFirst();
+      if (existing && !options.overwrite) {
+        throw conflict(`The action "${input.name}" already exists; pass overwrite=true to update it.`);
+      }
+      // Versions of a deleted action stay gone; a re-created action continues after the highest
+      // version ever stored so that old activation records keep pointing at what really ran.
+      const highest = await trx
+        .selectFrom('action_versions')
+        .select('version')
+        .where('namespace', '=', input.namespace)
+        .where('name', '=', input.name)
+        .execute();
+      const previous = highest
+        .map((r) => r.version)
+        .sort(compareVersions)
+        .at(-1);
+      const now = Date.now();
+      const stored: ActionVersion = { ...input, version: nextVersion(previous), updated: now };
+      await trx.insertInto('action_versions').values(toVersionRow(stored)).execute();
+      if (existing) {
+        await trx
+          .updateTable('actions')
+          .set({ latest_version: stored.version, updated: now })
+          .where('namespace', '=', input.namespace)
+          .where('name', '=', input.name)
+          .execute();
+      } else {
+        await trx
+          .insertInto('actions')
+          .values({ namespace: input.namespace, name: input.name, latest_version: stored.version, created: now, updated: now })
+          .execute();
+      }
+      return stored;
+    });
+  }
+
+  /** The latest version of an action, or a named one. */
+  getAction(namespace: string, name: string, version?: string): Promise<ActionVersion | undefined> {
+    return findAction(this.db, namespace, name, version);
+  }
+
+  async listActions(namespace: string, page: ListPage): Promise<ActionVersion[]> {
+    const rows = await this.db
+      .selectFrom('action_versions as v')
+      .innerJoin('actions as a', (join) =>
+        join.onRef('a.namespace', '=', 'v.namespace').onRef('a.name', '=', 'v.name').onRef('a.latest_version', '=', 'v.version'),
+      )
+      .selectAll('v')
+      .where('v.namespace', '=', namespace)
+      .orderBy('a.updated', 'desc')
+      .limit(page.limit)
+      .offset(page.skip)
+      .execute();
+    return rows.map(fromVersionRow);
+  }
+
+  async listVersions(namespace: string, name: string): Promise<ActionVersion[]> {
+    const rows = await this.db
+      .selectFrom('action_versions')
+      .selectAll()
+      .where('namespace', '=', namespace)
+      .where('name', '=', name)
+      .execute();
+    return rows.map(fromVersionRow).sort((a, b) => compareVersions(b.version, a.version));
+  }
+
+  /** Deletes an action and its versions; returns the latest version that was deleted. */
+  async deleteAction(namespace: string, name: string): Promise<ActionVersion | undefined> {
+    return this.db.transaction().execute(async (trx) => {
+      const latest = await findAction(trx, namespace, name);
+      if (!latest) return undefined;
+      await trx.deleteFrom('actions').where('namespace', '=', namespace).where('name', '=', name).execute();
+      await trx.deleteFrom('action_versions').where('namespace', '=', namespace).where('name', '=', name).execute();
+      return latest;
+    });
+  }
+
+  // ---- activations ------------------------------------------------------------------------
+
+  /**
+   * Records an accepted invocation before the caller is told it was accepted: `queued` to run
+   * later, or `running` for one already under way. A record that already exists wins.
+   */
+  async enqueueActivation(queued: QueuedActivation, state: 'queued' | 'running' = 'queued'): Promise<void> {
+    await this.db
+      .insertInto('activations')
+      .values({
+        activation_id: queued.activationId,
+        namespace: queued.namespace,
+        name: queued.name,
+        version: queued.version,
+        subject: queued.subject,
+        state,
+        accepted: queued.accepted,
+        start: queued.accepted,
+        end: 0,
+        duration: 0,
+        status: '',
+        success: 0,
+        result: 'null',
+        logs: '[]',
+        annotations: JSON.stringify(queued.annotations),
+        params: JSON.stringify(queued.params),
+      })
+      .onConflict((oc) => oc.column('activation_id').doNothing())
+      .execute();
+  }
+
+  async markActivationRunning(activationId: string): Promise<void> {
+    await this.db
+      .updateTable('activations')
+      .set({ state: 'running' })
+      .where('activation_id', '=', activationId)
+      .where('state', '=', 'queued')
+      .execute();
+  }
+
+  /** Stores a finished activation; resolves once it is committed. Writes are grouped per tick. */
+  completeActivation(record: ActivationRecord, accepted: number): Promise<void> {
+    return this.activationWriter.write(toActivationRow(record, accepted));
+  }
+
+  async getActivation(namespace: string, activationId: string): Promise<ActivationRecord | undefined> {
+    const row = await this.db
+      .selectFrom('activations')
+      .selectAll()
+      .where('activation_id', '=', activationId)
+      .where('namespace', '=', namespace)
+      .where('state', '=', 'done')
+      .executeTakeFirst();
+    return row ? fromActivationRow(row) : undefined;
+  }
+
+  /** Finished activations, newest first. */
+  async listActivations(namespace: string, query: ActivationQuery): Promise<ActivationRecord[]> {
+    let q = this.db.selectFrom('activations').selectAll().where('namespace', '=', namespace).where('state', '=', 'done');
+    if (query.name) q = q.where('name', '=', query.name);
+    if (query.since !== undefined) q = q.where('start', '>=', query.since);
+    if (query.upto !== undefined) q = q.where('start', '<=', query.upto);
+    const rows = await q.orderBy('start', 'desc').orderBy('seq', 'desc').limit(query.limit).offset(query.skip).execute();
+    return rows.map(fromActivationRow);
+  }
+
+  /** Activations that were accepted but had not started when the server stopped, oldest first. */
+  async queuedActivations(): Promise<QueuedActivation[]> {
+    const rows = await this.db
+      .selectFrom('activations')
+      .selectAll()
+      .where('state', '=', 'queued')
+      .orderBy('accepted')
+      .orderBy('seq')
+      .execute();
+    return rows.map((row) => ({
+      activationId: row.activation_id,
+      namespace: row.namespace,
+      name: row.name,
+      version: row.version,
+      subject: row.subject,
+      accepted: Number(row.accepted),
+      params: JSON.parse(row.params ?? '{}') as Record<string, unknown>,
+      annotations: JSON.parse(row.annotations) as KeyValue[],
+    }));
+  }
+
+  /** Activations that were running when the server stopped. */
+  async interruptedActivations(): Promise<QueuedActivation[]> {
+    const rows = await this.db.selectFrom('activations').selectAll().where('state', '=', 'running').execute();
+    return rows.map((row) => ({
+      activationId: row.activation_id,
+      namespace: row.namespace,
+      name: row.name,
+      version: row.version,
+      subject: row.subject,
+      accepted: Number(row.accepted),
+      params: {},
+      annotations: JSON.parse(row.annotations) as KeyValue[],
+    }));
+  }
+}
+
+function toVersionRow(v: ActionVersion): ActionVersionsTable {
+  return {
+    namespace: v.namespace,
+    name: v.name,
+    version: v.version,
+    kind: v.exec.kind,
+    code: v.exec.code,
+    binary: v.exec.binary ? 1 : 0,
+    main: v.exec.main ?? null,
+    limits: JSON.stringify(v.limits),
+    parameters: JSON.stringify(v.parameters),
+    annotations: JSON.stringify(v.annotations),
+    isolation: v.isolation,
+    created: v.updated,
+  };
+}
+
+function fromVersionRow(row: Selectable<ActionVersionsTable>): ActionVersion {
+  return {
+    namespace: row.namespace,
+    name: row.name,
+    version: row.version,
+    exec: {
+      kind: row.kind as Kind,
+      code: row.code,
+      binary: row.binary === 1,
+      ...(row.main ? { main: row.main } : {}),
+    },
+    limits: JSON.parse(row.limits) as Limits,
+    parameters: JSON.parse(row.parameters) as KeyValue[],
+    annotations: JSON.parse(row.annotations) as KeyValue[],
+    isolation: row.isolation as Isolation,
+    updated: Number(row.created),
+  };
+}
+
+async function findAction(
+  db: Kysely<Database>,
+  namespace: string,
+  name: string,
+  version?: string,
+): Promise<ActionVersion | undefined> {
+  let query = db
+    .selectFrom('action_versions as v')
+    .innerJoin('actions as a', (join) => join.onRef('a.namespace', '=', 'v.namespace').onRef('a.name', '=', 'v.name'))
+    .selectAll('v')
+    .where('v.namespace', '=', namespace)
+    .where('v.name', '=', name);
+  query = version ? query.where('v.version', '=', version) : query.whereRef('v.version', '=', 'a.latest_version');
+  const row = await query.executeTakeFirst();
+  return row ? fromVersionRow(row) : undefined;
+}
+
+export type ActivationRow = Omit<ActivationsTable, 'seq'>;
+
+function toActivationRow(record: ActivationRecord, accepted: number): ActivationRow {
+  return {
+    activation_id: record.activationId,
+    namespace: record.namespace,
+    name: record.name,
+    version: record.version,
+    subject: record.subject,
+    state: 'done',
+    accepted,
+    start: record.start,
+    end: record.end,
+    duration: record.duration,
+    status: record.response.status,
+    success: record.response.success ? 1 : 0,
+    result: JSON.stringify(record.response.result ?? null),
+    logs: JSON.stringify(record.logs),
+    annotations: JSON.stringify(record.annotations),
+    params: null,
+  };
+}
+
+function fromActivationRow(row: Selectable<ActivationsTable>): ActivationRecord {
+  return {
+    activationId: row.activation_id,
+    namespace: row.namespace,
+    name: row.name,
+    version: row.version,
+    subject: row.subject,
+    start: Number(row.start),
+    end: Number(row.end),
+    duration: Number(row.duration),
+    response: {
+      status: row.status as ActivationRecord['response']['status'],
+      success: row.success === 1,
+      result: JSON.parse(row.result) as unknown,
+    },
+    logs: JSON.parse(row.logs) as string[],
+    annotations: JSON.parse(row.annotations) as KeyValue[],
+    publish: false,
+  };
+}
