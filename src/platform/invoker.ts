@@ -19,6 +19,8 @@ export interface Invocation {
   accepted?: number;
   /** Extra annotations on the record, e.g. the door it came through. */
   annotations?: KeyValue[];
+  /** Called once an instance is found, before the function runs. */
+  onStarted?: () => Promise<void>;
 }
 
 interface Timing {
@@ -50,6 +52,7 @@ export class Invoker {
     let lease: Lease | undefined;
     try {
       lease = await this.scheduler.acquire(action, logs.sink);
+      await invocation.onStarted?.();
       timing = { start: lease.startedAt, waitMs: lease.waitMs, initMs: lease.initMs, cold: lease.cold };
       this.countStart(action, lease.cold ? (lease.prewarmed ? 'prewarm' : 'cold') : 'warm');
       const outcome = await lease.sandbox.run({
@@ -118,7 +121,6 @@ export class Invoker {
       await this.store.completeActivation(record, queued.accepted);
       return record;
     }
-    await this.store.markActivationRunning(queued.activationId);
     return this.invoke({
       action,
       params: queued.params,
@@ -126,6 +128,8 @@ export class Invoker {
       activationId: queued.activationId,
       accepted: queued.accepted,
       annotations: queued.annotations,
+      // From here a restart must not run it again: it may already have had effects.
+      onStarted: () => this.store.markActivationRunning(queued.activationId),
     });
   }
 

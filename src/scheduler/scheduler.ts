@@ -119,6 +119,7 @@ export class Scheduler {
     if (warm) return Promise.resolve(this.assign(warm, arrived));
     const memory = action.limits.memory;
     if (memory > this.options.memoryBudgetMb) {
+      this.dropPoolIfEmpty(pool);
       return Promise.reject(
         new CapacityError(`The action needs ${memory} MB but this host's memory budget is ${this.options.memoryBudgetMb} MB.`),
       );
@@ -161,7 +162,11 @@ export class Scheduler {
     }
     if (instance.state === 'idle') {
       if (pool?.draining) this.stop(instance, 'Retired');
-      else this.scheduleKeepAlive(instance);
+      else {
+        this.scheduleKeepAlive(instance);
+        // Invocations of other functions waiting for memory may evict this now idle instance.
+        this.wakeMemoryWaiters();
+      }
     }
   }
 

@@ -1,6 +1,8 @@
 import type { Isolation } from '../core/kinds.js';
 import type { Backend, Sandbox } from '../sandbox/backend.js';
 
+const REFILL_DELAY_MS = 20;
+
 export interface StemCellTarget {
   isolation: Isolation;
   memoryMb: number;
@@ -33,7 +35,9 @@ export class StemCells {
     let cell = cells?.shift();
     while (cell && !cell.alive) cell = cells?.shift();
     const target = this.targets.find((t) => t.isolation === isolation && t.memoryMb === memoryMb);
-    if (target) this.refill(target);
+    // Refill a little later: making a sandbox holds the main thread (a V8 isolate takes ~2 ms to
+    // construct), which must not land on the cold start that just took this one.
+    if (target) setTimeout(() => this.refill(target), REFILL_DELAY_MS).unref();
     return cell;
   }
 

@@ -1,4 +1,4 @@
-import type { Kysely, Migration, MigrationProvider } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
 
 // Migrations are code, kept in order; names sort in the order they apply. Each one is written
 // with Kysely's schema builder so it runs on SQLite and Postgres alike.
@@ -39,7 +39,9 @@ const migrations: Record<string, Migration> = {
         .execute();
       await db.schema
         .createTable('activations')
-        .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+        // The row id in SQLite (an alias of rowid, no AUTOINCREMENT bookkeeping); it orders
+        // activations that started in the same millisecond.
+        .addColumn('seq', 'integer', (c) => c.primaryKey())
         .addColumn('activation_id', 'text', (c) => c.notNull().unique())
         .addColumn('namespace', 'text', (c) => c.notNull())
         .addColumn('name', 'text', (c) => c.notNull())
@@ -59,7 +61,13 @@ const migrations: Record<string, Migration> = {
         .execute();
       await db.schema.createIndex('activations_by_namespace').on('activations').columns(['namespace', 'start']).execute();
       await db.schema.createIndex('activations_by_name').on('activations').columns(['namespace', 'name', 'start']).execute();
-      await db.schema.createIndex('activations_by_state').on('activations').columns(['state', 'accepted']).execute();
+      // Partial: only queued and running activations are in it, so finished ones cost nothing here.
+      await db.schema
+        .createIndex('activations_pending')
+        .on('activations')
+        .columns(['state', 'accepted'])
+        .where(sql.ref('state'), '<>', 'done')
+        .execute();
     },
   },
 };

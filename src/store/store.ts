@@ -55,8 +55,11 @@ export function hashKey(key: string): string {
 export class Store {
   readonly activationWriter: ActivationWriter;
 
-  private constructor(readonly db: Kysely<Database>) {
-    this.activationWriter = new ActivationWriter(db);
+  private constructor(
+    readonly db: Kysely<Database>,
+    sqlite: SqliteDatabase.Database,
+  ) {
+    this.activationWriter = new ActivationWriter(sqlite);
   }
 
   static async open(options: StoreOptions): Promise<Store> {
@@ -74,14 +77,14 @@ export class Store {
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('busy_timeout = 5000');
-    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
     const { error, results } = await new Migrator({ db, provider: migrationProvider }).migrateToLatest();
     const failed = results?.find((r) => r.status === 'Error');
     if (error || failed) {
       await db.destroy();
       throw new Error(`Database migration ${failed?.migrationName ?? ''} failed: ${String(error)}`);
     }
-    return new Store(db);
+    return new Store(db, sqlite);
   }
 
   async close(): Promise<void> {
@@ -377,6 +380,31 @@ async function findAction(
   query = version ? query.where('v.version', '=', version) : query.whereRef('v.version', '=', 'a.latest_version');
   const row = await query.executeTakeFirst();
   return row ? fromVersionRow(row) : undefined;
+}
+
+const STATEMENT_CACHE_SIZE = 256;
+
+/**
+ * Kysely prepares every query it runs; preparing costs more than running a small statement.
+ * Handing it a database whose prepare() reuses statements by SQL text makes repeated queries
+ * (every invocation's insert, every action lookup) cheap.
+ */
+function withStatementCache(sqlite: SqliteDatabase.Database) {
+  const cache = new Map<string, SqliteDatabase.Statement>();
+  return {
+    close: () => sqlite.close(),
+    prepare(sql: string) {
+      let statement = cache.get(sql);
+      if (statement) {
+        cache.delete(sql);
+      } else {
+        statement = sqlite.prepare(sql);
+        if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+      }
+      cache.set(sql, statement);
+      return statement;
+    },
+  };
 }
 
 export type ActivationRow = Omit<ActivationsTable, 'seq'>;

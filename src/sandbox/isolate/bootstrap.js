@@ -49,8 +49,14 @@
     return args.map((a) => inspect(a, 0)).join(' ');
   }
 
-  const out = (...args) => hostLog(current, 'stdout', `${format(args)}\n`);
-  const err = (...args) => hostLog(current, 'stderr', `${format(args)}\n`);
+  // Log lines sent per activation: the host waits until it has received them all.
+  const sent = new Map();
+  const emit = (stream, args) => {
+    sent.set(current, (sent.get(current) ?? 0) + 1);
+    hostLog(current, stream, `${format(args)}\n`);
+  };
+  const out = (...args) => emit('stdout', args);
+  const err = (...args) => emit('stderr', args);
   global.console = {
     log: out,
     info: out,
@@ -214,23 +220,28 @@
     if (!entry)
       throw new Error(`The function has no entry point "${mainName}": define function ${mainName}(params) or export it.`);
   };
+  const logsSent = (id) => {
+    const n = sent.get(id) ?? 0;
+    sent.delete(id);
+    return n;
+  };
   global.__isola_run = async (id, paramsJson) => {
     current = id;
     try {
       const result = await entry(JSON.parse(paramsJson));
       current = id;
       try {
-        return JSON.stringify({ ok: result === undefined ? null : result });
+        return JSON.stringify({ ok: result === undefined ? null : result, logs: logsSent(id) });
       } catch (e) {
-        return JSON.stringify({ err: `The function returned a value that is not JSON: ${e.message}` });
+        return JSON.stringify({ err: `The function returned a value that is not JSON: ${e.message}`, logs: logsSent(id) });
       }
     } catch (e) {
       current = id;
       const described = describe(e);
       try {
-        return JSON.stringify({ err: described });
+        return JSON.stringify({ err: described, logs: logsSent(id) });
       } catch {
-        return JSON.stringify({ err: String(described) });
+        return JSON.stringify({ err: String(described), logs: logsSent(id) });
       }
     }
   };

@@ -44,13 +44,19 @@ class CodeCache {
   }
 }
 
-function compile(isolate: ivm.Isolate, cache: CodeCache, key: string, source: string, filename: string): ivm.Script {
+async function compile(
+  isolate: ivm.Isolate,
+  cache: CodeCache,
+  key: string,
+  source: string,
+  filename: string,
+): Promise<ivm.Script> {
   const cachedData = cache.get(key);
   // The typings omit what the returned script carries: cachedData when produced.
-  const script = isolate.compileScriptSync(source, {
+  const script = (await isolate.compileScript(source, {
     filename,
     ...(cachedData ? { cachedData } : { produceCachedData: true }),
-  }) as ivm.Script & ivm.CachedDataResult;
+  })) as ivm.Script & ivm.CachedDataResult;
   if (!cachedData && script.cachedData) cache.set(key, script.cachedData);
   return script;
 }
@@ -59,10 +65,8 @@ let sandboxCounter = 0;
 
 export class IsolateSandbox implements Sandbox {
   readonly id = `isolate-${++sandboxCounter}`;
-  private readonly isolate: ivm.Isolate;
-  private readonly context: ivm.Context;
   private readonly timers = new Map<number, NodeJS.Timeout>();
-  private readonly sinks = new Map<string, LogSink>();
+  private readonly sinks = new Map<string, { sink: LogSink; received: number }>();
   private initSink: LogSink | undefined;
   private fire: ivm.Reference<(id: number) => void> | undefined;
   private runFn: ivm.Reference<(id: string, params: string) => Promise<string>> | undefined;
@@ -70,27 +74,43 @@ export class IsolateSandbox implements Sandbox {
   private destroyed = false;
   private timedOut = false;
 
-  constructor(
-    spec: SandboxSpec,
+  private constructor(
+    private readonly isolate: ivm.Isolate,
+    private readonly context: ivm.Context,
     private readonly cache: CodeCache,
-  ) {
-    this.isolate = new ivm.Isolate({ memoryLimit: spec.memoryMb });
-    this.context = this.isolate.createContextSync();
+  ) {}
+
+  /** Makes an isolate ready for code. Everything after `new Isolate` runs on the isolate's thread. */
+  static async create(spec: SandboxSpec, cache: CodeCache): Promise<IsolateSandbox> {
+    const isolate = new ivm.Isolate({ memoryLimit: spec.memoryMb });
+    try {
+      const sandbox = new IsolateSandbox(isolate, await isolate.createContext(), cache);
+      await sandbox.installBridges();
+      return sandbox;
+    } catch (error) {
+      if (!isolate.isDisposed) isolate.dispose();
+      throw error;
+    }
+  }
+
+  private async installBridges(): Promise<void> {
     const global = this.context.global;
     // Bridges must never throw into the host: isolated-vm turns a rejected host promise into an
     // unhandled rejection, so every one of them catches.
-    global.setSync(
+    await global.set(
       '__isola_log',
       new ivm.Callback(
         (id: string, stream: 'stdout' | 'stderr', text: string) => {
-          const sink = this.sinks.get(id) ?? this.initSink ?? (this.sinks.size === 1 ? [...this.sinks.values()][0] : undefined);
+          const run = this.sinks.get(id);
+          if (run) run.received++;
+          const sink = run?.sink ?? this.initSink ?? (this.sinks.size === 1 ? [...this.sinks.values()][0]?.sink : undefined);
           sink?.(stream === 'stderr' ? 'stderr' : 'stdout', String(text));
         },
         { ignored: true },
       ),
     );
-    global.setSync('__isola_timer', new ivm.Callback((id: number, ms: number) => this.schedule(id, ms), { ignored: true }));
-    global.setSync(
+    await global.set('__isola_timer', new ivm.Callback((id: number, ms: number) => this.schedule(id, ms), { ignored: true }));
+    await global.set(
       '__isola_clear_timer',
       new ivm.Callback(
         (id: number) => {
@@ -100,14 +120,15 @@ export class IsolateSandbox implements Sandbox {
         { ignored: true },
       ),
     );
-    global.setSync(
+    await global.set(
       '__isola_random',
       new ivm.Callback((n: number) => randomBytes(Math.max(0, Math.min(MAX_RANDOM_BYTES, n | 0))).toString('hex'), {
         sync: true,
       }),
     );
-    compile(this.isolate, this.cache, 'bootstrap', BOOTSTRAP_SOURCE, 'isola:bootstrap.js').runSync(this.context);
-    this.fire = global.getSync('__isola_fire', { reference: true }) as ivm.Reference<(id: number) => void>;
+    const bootstrap = await compile(this.isolate, this.cache, 'bootstrap', BOOTSTRAP_SOURCE, 'isola:bootstrap.js');
+    await bootstrap.run(this.context);
+    this.fire = (await global.get('__isola_fire', { reference: true })) as ivm.Reference<(id: number) => void>;
   }
 
   get alive(): boolean {
@@ -136,7 +157,7 @@ export class IsolateSandbox implements Sandbox {
       `globalThis.__isola_resolve(globalThis.__isola_entry_module[0], globalThis.__isola_entry_module[1], ${JSON.stringify(mainName)}); delete globalThis.__isola_entry_module;`;
     const remaining = Math.max(1, deadline - Date.now());
     try {
-      const script = compile(this.isolate, this.cache, code.key, source, `${code.key}.js`);
+      const script = await compile(this.isolate, this.cache, code.key, source, `${code.key}.js`);
       await script.run(this.context, { timeout: remaining });
       this.runFn = (await this.context.global.get('__isola_run', { reference: true })) as ivm.Reference<
         (id: string, params: string) => Promise<string>
@@ -157,7 +178,8 @@ export class IsolateSandbox implements Sandbox {
     if (!this.runFn || !this.alive) return { kind: 'crash', reason: 'The isolate is not initialised.' };
     const remaining = request.deadline - Date.now();
     if (remaining <= 0) return { kind: 'timeout' };
-    this.sinks.set(request.activationId, request.onLog);
+    const run = { sink: request.onLog, received: 0 };
+    this.sinks.set(request.activationId, run);
     // isolated-vm's own timeout only covers synchronous execution; this one also covers time spent
     // awaiting timers and other host calls.
     const watchdog = setTimeout(() => {
@@ -169,9 +191,10 @@ export class IsolateSandbox implements Sandbox {
         timeout: remaining,
         result: { promise: true, copy: true },
       });
-      // Log callbacks are queued on the event loop ahead of this result; one turn delivers them.
-      await new Promise((resolve) => setImmediate(resolve));
-      const parsed = JSON.parse(envelope) as { ok?: unknown; err?: unknown };
+      const parsed = JSON.parse(envelope) as { ok?: unknown; err?: unknown; logs: number };
+      // Log callbacks travel on the event loop separately from the result; wait for the stragglers.
+      for (let turns = 0; run.received < parsed.logs && turns < 100; turns++)
+        await new Promise((resolve) => setImmediate(resolve));
       return 'err' in parsed ? { kind: 'error', error: parsed.err } : { kind: 'result', result: parsed.ok };
     } catch (error) {
       const kind = this.classify(error);
@@ -226,7 +249,7 @@ export class IsolateBackend implements Backend {
 
   async status(): Promise<BackendStatus> {
     try {
-      const sandbox = new IsolateSandbox({ memoryMb: 16 }, this.cache);
+      const sandbox = await IsolateSandbox.create({ memoryMb: 16 }, this.cache);
       await sandbox.destroy();
       return { isolation: 'isolate', available: true, detail: 'V8 isolates through isolated-vm 5.0.4' };
     } catch (error) {
@@ -240,7 +263,7 @@ export class IsolateBackend implements Backend {
   }
 
   async create(spec: SandboxSpec): Promise<Sandbox> {
-    return new IsolateSandbox(spec, this.cache);
+    return IsolateSandbox.create(spec, this.cache);
   }
 
   async close(): Promise<void> {}

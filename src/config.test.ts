@@ -1,0 +1,33 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ConfigError, parseDuration, resolveServerConfig } from './config.js';
+
+describe('server settings', () => {
+  it('uses the contract defaults', () => {
+    const config = resolveServerConfig({}, {});
+    assert.equal(config.port, 3233);
+    assert.equal(config.host, '127.0.0.1');
+    assert.match(config.dataDir, /\.isola$/);
+    assert.equal(config.backends, undefined, 'all backends that work');
+    assert.equal(config.keepAliveMs, 600_000);
+  });
+  it('lets flags win over the environment', () => {
+    const env = { ISOLA_PORT: '4000', ISOLA_HOST: '0.0.0.0', ISOLA_BACKENDS: 'process', ISOLA_DATA_DIR: '/tmp/env' };
+    const fromEnv = resolveServerConfig({}, env);
+    assert.deepEqual([fromEnv.port, fromEnv.host, fromEnv.backends, fromEnv.dataDir], [4000, '0.0.0.0', ['process'], '/tmp/env']);
+    const fromFlags = resolveServerConfig({ port: '5000', backends: 'isolate,process', dataDir: '/tmp/flag' }, env);
+    assert.deepEqual([fromFlags.port, fromFlags.backends, fromFlags.dataDir], [5000, ['isolate', 'process'], '/tmp/flag']);
+  });
+  it('rejects bad values with a clear message', () => {
+    assert.throws(() => resolveServerConfig({ port: '99999' }, {}), /port must be an integer from 0 to 65535/);
+    assert.throws(() => resolveServerConfig({ backends: 'isolate,docker' }, {}), /Unknown backend "docker"/);
+    assert.throws(() => resolveServerConfig({}, { ISOLA_GUEST_AUTH: 'nocolon' }), ConfigError);
+  });
+  it('parses durations', () => {
+    assert.equal(parseDuration('500ms'), 500);
+    assert.equal(parseDuration('30s'), 30_000);
+    assert.equal(parseDuration('10m'), 600_000);
+    assert.equal(parseDuration('4h'), 14_400_000);
+    assert.throws(() => parseDuration('soon'), ConfigError);
+  });
+});
