@@ -4,26 +4,36 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSync, version as esbuildVersion } from 'esbuild';
 
-const AGENT_SOURCES = ['agent.ts', 'protocol.ts'].map((f) => fileURLToPath(new URL(`./${f}`, import.meta.url)));
+const source = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 
-/** A content hash of the agent's sources: sandboxes and images built for one agent are keyed by it. */
-export function agentHash(): string {
+/** Code that runs outside the server's module graph, bundled into one plain JavaScript file each. */
+const BUNDLES = {
+  /** The guest agent: runs on a bare node binary in a process, container or microVM. */
+  agent: { entry: source('./agent.ts'), sources: [source('./agent.ts'), source('./protocol.ts')] },
+  /** The wasm backend's worker thread. */
+  'wasm-worker': {
+    entry: source('../sandbox/wasm/worker.ts'),
+    sources: [source('../sandbox/wasm/worker.ts'), source('../sandbox/wasm/messages.ts'), source('../sandbox/wasm/binary.ts')],
+  },
+} as const;
+
+export type BundleName = keyof typeof BUNDLES;
+
+/** A content hash of a bundle's sources: sandboxes and images built from it are keyed by it. */
+export function bundleHash(name: BundleName): string {
   const hash = createHash('sha256').update(esbuildVersion);
-  for (const file of AGENT_SOURCES) hash.update(readFileSync(file));
+  for (const file of BUNDLES[name].sources) hash.update(readFileSync(file));
   return hash.digest('hex').slice(0, 16);
 }
 
-/**
- * Bundles the guest agent into one CommonJS file that runs on a bare node binary, cached in
- * `dir` by content hash so that it is rebuilt only when the agent changes.
- */
-export function buildAgent(dir: string): string {
+/** Builds a bundle into `dir`, cached by content hash so that it is rebuilt only when it changes. */
+export function buildBundle(name: BundleName, dir: string): string {
   mkdirSync(dir, { recursive: true, mode: 0o755 });
-  const file = join(dir, `agent-${agentHash()}.cjs`);
+  const file = join(dir, `${name}-${bundleHash(name)}.cjs`);
   if (existsSync(file)) return file;
   const temp = `${file}.${process.pid}.tmp`;
   buildSync({
-    entryPoints: [AGENT_SOURCES[0] as string],
+    entryPoints: [BUNDLES[name].entry],
     bundle: true,
     platform: 'node',
     format: 'cjs',
@@ -35,3 +45,6 @@ export function buildAgent(dir: string): string {
   renameSync(temp, file);
   return file;
 }
+
+export const agentHash = () => bundleHash('agent');
+export const buildAgent = (dir: string) => buildBundle('agent', dir);

@@ -73,6 +73,15 @@ export interface Backend {
   close(): Promise<void>;
 }
 
+/** Parameter values that can be environment variables: strings, numbers and booleans. */
+function parametersAsEnv(action: ActionVersion): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const { key, value } of action.parameters) {
+    if (['string', 'number', 'boolean'].includes(typeof value)) env[key] = String(value);
+  }
+  return env;
+}
+
 export function functionCodeOf(action: ActionVersion): FunctionCode {
   return {
     key: `${action.namespace}/${action.name}@${action.version}`,
@@ -81,6 +90,8 @@ export function functionCodeOf(action: ActionVersion): FunctionCode {
     binary: action.exec.binary,
     main: action.exec.main ?? 'main',
     env: {
+      // A WASI module has no other way to read its configuration than its environment.
+      ...(action.exec.kind === 'wasm' ? parametersAsEnv(action) : {}),
       __OW_NAMESPACE: action.namespace,
       __OW_ACTION_NAME: `/${action.namespace}/${action.name}`,
       __OW_ACTION_VERSION: action.version,

@@ -1,9 +1,10 @@
 import { join } from 'node:path';
 import { ISOLATIONS, type Isolation } from '../core/kinds.js';
-import { buildAgent } from '../guest/bundle.js';
+import { buildAgent, buildBundle } from '../guest/bundle.js';
 import type { Backend, BackendStatus } from './backend.js';
 import { IsolateBackend } from './isolate/isolate-backend.js';
 import { ProcessBackend } from './process/process-backend.js';
+import { WasmBackend } from './wasm/wasm-backend.js';
 
 export interface BackendContext {
   dataDir: string;
@@ -16,6 +17,11 @@ export async function createBackend(isolation: Isolation, context: BackendContex
       return new IsolateBackend();
     case 'process':
       return new ProcessBackend({ agentPath: buildAgent(join(context.dataDir, 'runtime')) });
+    case 'wasm':
+      return new WasmBackend({
+        workerScript: buildBundle('wasm-worker', join(context.dataDir, 'runtime')),
+        ...(process.env.ISOLA_WASM_WORKERS ? { workers: Number(process.env.ISOLA_WASM_WORKERS) } : {}),
+      });
     default:
       return {
         isolation,

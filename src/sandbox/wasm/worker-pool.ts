@@ -1,0 +1,192 @@
+import { Worker } from 'node:worker_threads';
+import type { LogSink, RunOutcome } from '../backend.js';
+import type { RunMessage, WorkerMessage } from './messages.js';
+
+// Mirrors the worker's own module cache (insertion order, no refresh) so the host knows when it
+// must send the compiled module along.
+const WORKER_MODULE_CACHE = 64;
+
+interface Job {
+  message: Omit<RunMessage, 'module'>;
+  module: WebAssembly.Module;
+  deadline: number;
+  onLog: LogSink;
+  resolve: (outcome: RunOutcome) => void;
+  queueTimer?: NodeJS.Timeout;
+}
+
+class Slot {
+  readonly worker: Worker;
+  readonly ready: Promise<boolean>;
+  readonly modules: string[] = [];
+  job: Job | undefined;
+  runTimer: NodeJS.Timeout | undefined;
+  dead = false;
+
+  constructor(script: string) {
+    this.worker = new Worker(script, { stdout: false, stderr: false, env: {}, execArgv: [] });
+    this.worker.unref();
+    this.ready = new Promise((resolve) => {
+      const onMessage = (message: WorkerMessage) => {
+        if (message.type === 'ready') {
+          this.worker.off('message', onMessage);
+          resolve(true);
+        }
+      };
+      this.worker.on('message', onMessage);
+      this.worker.once('error', () => resolve(false));
+      this.worker.once('exit', () => resolve(false));
+    });
+  }
+
+  hasModule(key: string): boolean {
+    return this.modules.includes(key);
+  }
+
+  rememberModule(key: string): void {
+    this.modules.push(key);
+    if (this.modules.length > WORKER_MODULE_CACHE) this.modules.shift();
+  }
+}
+
+/**
+ * Worker threads that run wasm invocations, one at a time each. A run that overruns its deadline
+ * has its worker terminated (nothing else stops a loop in wasm) and a spare, started ahead of
+ * time, takes the worker's place.
+ */
+export class WorkerPool {
+  private readonly slots: Slot[] = [];
+  private spare: Slot | undefined;
+  private readonly queue: Job[] = [];
+  private closed = false;
+
+  constructor(
+    private readonly script: string,
+    readonly size: number,
+  ) {
+    for (let i = 0; i < size; i++) this.slots.push(this.spawn());
+    this.spare = this.spawn();
+  }
+
+  /** Waits until the workers have started; false if they cannot. */
+  async ready(): Promise<boolean> {
+    const results = await Promise.all(this.slots.map((s) => s.ready));
+    return results.every(Boolean);
+  }
+
+  run(message: Omit<RunMessage, 'module'>, module: WebAssembly.Module, deadline: number, onLog: LogSink): Promise<RunOutcome> {
+    return new Promise((resolve) => {
+      const job: Job = { message, module, deadline, onLog, resolve };
+      const free = this.pick(message.key);
+      if (free) {
+        this.start(free, job);
+        return;
+      }
+      job.queueTimer = setTimeout(
+        () => {
+          const index = this.queue.indexOf(job);
+          if (index >= 0) this.queue.splice(index, 1);
+          resolve({ kind: 'timeout' });
+        },
+        Math.max(0, deadline - Date.now()),
+      );
+      this.queue.push(job);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const job of this.queue.splice(0)) {
+      clearTimeout(job.queueTimer);
+      job.resolve({ kind: 'crash', reason: 'The platform is shutting down.' });
+    }
+    const all = [...this.slots, ...(this.spare ? [this.spare] : [])];
+    this.slots.length = 0;
+    await Promise.all(
+      all.map(async (slot) => {
+        slot.dead = true;
+        clearTimeout(slot.runTimer);
+        slot.job?.resolve({ kind: 'crash', reason: 'The platform is shutting down.' });
+        await slot.worker.terminate();
+      }),
+    );
+  }
+
+  private spawn(): Slot {
+    const slot = new Slot(this.script);
+    slot.worker.on('message', (message: WorkerMessage) => this.onMessage(slot, message));
+    slot.worker.on('error', (error) => this.retire(slot, { kind: 'crash', reason: `The wasm worker failed: ${error.message}` }));
+    slot.worker.on('exit', () => this.retire(slot, { kind: 'crash', reason: 'The wasm worker exited.' }));
+    return slot;
+  }
+
+  /** An idle worker, preferring one that already has the module. */
+  private pick(key: string): Slot | undefined {
+    let fallback: Slot | undefined;
+    for (const slot of this.slots) {
+      if (slot.job || slot.dead) continue;
+      if (slot.hasModule(key)) return slot;
+      fallback ??= slot;
+    }
+    return fallback;
+  }
+
+  private start(slot: Slot, job: Job): void {
+    slot.job = job;
+    const remaining = job.deadline - Date.now();
+    if (remaining <= 0) {
+      this.finish(slot, { kind: 'timeout' });
+      return;
+    }
+    slot.runTimer = setTimeout(() => this.retire(slot, { kind: 'timeout' }), remaining);
+    const sendModule = !slot.hasModule(job.message.key);
+    if (sendModule) slot.rememberModule(job.message.key);
+    slot.worker.postMessage({ ...job.message, ...(sendModule ? { module: job.module } : {}) } satisfies RunMessage);
+  }
+
+  private onMessage(slot: Slot, message: WorkerMessage): void {
+    const job = slot.job;
+    if (!job) return;
+    if (message.type === 'log' && message.id === job.message.id) job.onLog(message.stream, message.text);
+    else if (message.type === 'done' && message.id === job.message.id) this.finish(slot, message.outcome);
+  }
+
+  private finish(slot: Slot, outcome: RunOutcome): void {
+    const job = slot.job;
+    clearTimeout(slot.runTimer);
+    slot.job = undefined;
+    job?.resolve(outcome);
+    this.drain();
+  }
+
+  /** Ends a worker (deadline passed, or it died) and puts the spare in its place. */
+  private retire(slot: Slot, outcome: RunOutcome): void {
+    if (slot.dead) return;
+    slot.dead = true;
+    clearTimeout(slot.runTimer);
+    const job = slot.job;
+    slot.job = undefined;
+    void slot.worker.terminate();
+    const index = this.slots.indexOf(slot);
+    if (!this.closed) {
+      if (slot === this.spare) this.spare = this.spawn();
+      else if (index >= 0) {
+        this.slots[index] = this.spare ?? this.spawn();
+        this.spare = this.spawn();
+      }
+    }
+    job?.resolve(outcome);
+    this.drain();
+  }
+
+  private drain(): void {
+    while (this.queue.length > 0) {
+      const job = this.queue[0] as Job;
+      const slot = this.pick(job.message.key);
+      if (!slot) return;
+      this.queue.shift();
+      clearTimeout(job.queueTimer);
+      this.start(slot, job);
+    }
+  }
+}
