@@ -11,6 +11,8 @@ declare namespace WebAssembly {
     name: string;
     kind: ImportExportKind;
   }
+  // An opaque handle: nothing is read from a compiled module but through the functions below.
+  // biome-ignore lint/complexity/noBannedTypes: opaque by design
   type Module = {};
   const Module: {
     prototype: Module;
