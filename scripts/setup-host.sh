@@ -1,22 +1,40 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Isola's backends and tests use. Safe to run again.
-#   isolate, process: nothing beyond Node.js 20 and a C++ toolchain for the native addons.
+# Installs the Debian packages Isola's backends, examples and tests use. Safe to run again; only
+# what is missing is installed. `isola setup [group ...]` runs this script.
+#
+#   base        g++ make python3 (node-gyp builds isolated-vm and better-sqlite3), prlimit
+#   containers  runc, crun (isolation "container") and runsc (isolation "gvisor")
+#   wasm        clang + wasi-libc and rustc + its wasm32 standard library, to rebuild the examples
+#   all         every group (the default)
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
-  echo "setup-host: run as root (it calls apt-get)" >&2
+  echo "setup: run as root (it calls apt-get)" >&2
   exit 1
 fi
-packages=(
-  g++ make python3         # node-gyp builds isolated-vm and better-sqlite3
-  util-linux               # prlimit: per-sandbox process limits
+declare -A groups=(
+  [base]="g++ make python3 util-linux"
+  [containers]="runc crun runsc"
+  [wasm]="clang lld wasi-libc libclang-rt-14-dev-wasm32 rustc libstd-rust-dev-wasm32"
 )
+wanted=("$@")
+if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers wasm); fi
+packages=()
+for group in "${wanted[@]}"; do
+  if [ -z "${groups[$group]+x}" ]; then
+    echo "setup: unknown group '$group' (known: ${!groups[*]} all)" >&2
+    exit 2
+  fi
+  read -r -a list <<< "${groups[$group]}"
+  packages+=("${list[@]}")
+done
 export DEBIAN_FRONTEND=noninteractive
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "setup-host: ready (${#missing[@]} package(s) installed)"
+echo "setup: ready (${wanted[*]}; ${#missing[@]} package(s) installed)"

@@ -22,6 +22,8 @@ export interface ServerConfig {
   blockingWaitMs: number;
   /** Blank sandboxes kept ready per backend, for the default memory size. */
   prewarm: Partial<Record<Isolation, number>>;
+  /** runc or crun for isolation "container"; the faster one that works when absent. */
+  containerRuntime?: 'runc' | 'crun';
 }
 
 export interface ServerFlags {
@@ -33,6 +35,7 @@ export interface ServerFlags {
   memoryBudget?: string;
   keepAlive?: string;
   prewarm?: string;
+  containerRuntime?: string;
 }
 
 export class ConfigError extends Error {}
@@ -87,6 +90,10 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
   const guestAuth = env.ISOLA_GUEST_AUTH || undefined;
   if (guestAuth && !/^[^:\s]+:[^:\s]+$/.test(guestAuth)) throw new ConfigError('ISOLA_GUEST_AUTH must look like uuid:key.');
   const databaseUrl = pick(flags.database, 'ISOLA_DATABASE_URL');
+  const containerRuntime = pick(flags.containerRuntime, 'ISOLA_CONTAINER_RUNTIME');
+  if (containerRuntime && containerRuntime !== 'runc' && containerRuntime !== 'crun') {
+    throw new ConfigError(`The container runtime must be runc or crun; got "${containerRuntime}".`);
+  }
   return {
     port: port === undefined ? 3233 : parseInteger('port', port, 0, 65535),
     host: pick(flags.host, 'ISOLA_HOST') ?? '127.0.0.1',
@@ -105,6 +112,7 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
       ? parseInteger('ISOLA_MAX_PAYLOAD_BYTES', env.ISOLA_MAX_PAYLOAD_BYTES, 1024, 2 ** 30)
       : 2 ** 20,
     blockingWaitMs: env.ISOLA_BLOCKING_WAIT ? parseDuration(env.ISOLA_BLOCKING_WAIT) : 60_000,
-    prewarm: prewarm ? parsePrewarm(prewarm) : { isolate: 2, process: 1 },
+    prewarm: prewarm ? parsePrewarm(prewarm) : { isolate: 2, process: 1, container: 1, gvisor: 1 },
+    ...(containerRuntime ? { containerRuntime: containerRuntime as 'runc' | 'crun' } : {}),
   };
 }

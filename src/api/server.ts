@@ -63,6 +63,7 @@ export function buildServer(platform: Platform): FastifyInstance {
   }));
   app.get('/healthz', async () => ({
     status: 'ok',
+    pid: process.pid,
     backends: platform.backendStatuses.filter((s) => s.available).map((s) => s.isolation),
   }));
   app.get('/metrics', async (_request, reply) => {

@@ -5,6 +5,7 @@ import { registerActivationCommands } from './commands/activation.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerNamespaceCommands } from './commands/namespace.js';
 import { registerServeCommand } from './commands/serve.js';
+import { registerSetupCommand } from './commands/setup.js';
 
 const program = new Command('isola')
   .description('Isola: functions as a service under the isolation you choose')
@@ -20,6 +21,7 @@ const program = new Command('isola')
 
 registerServeCommand(program);
 registerDoctorCommand(program);
+registerSetupCommand(program);
 registerActionCommands(program);
 registerActivationCommands(program);
 registerNamespaceCommands(program);

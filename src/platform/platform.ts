@@ -47,7 +47,10 @@ export class Platform {
     });
     const guest = config.guestAuth ? parseAuth(config.guestAuth) : loadOrCreateGuestAuth(config.dataDir);
     await store.setNamespaceCredentials(GUEST_NAMESPACE, guest.uuid, guest.key);
-    const { backends, statuses } = await probeBackends({ dataDir: config.dataDir }, config.backends);
+    const { backends, statuses } = await probeBackends(
+      { dataDir: config.dataDir, ...(config.containerRuntime ? { containerRuntime: config.containerRuntime } : {}) },
+      config.backends,
+    );
     const missing = (config.backends ?? []).filter((b) => !backends.has(b));
     if (missing.length > 0) {
       await Promise.all([...backends.values()].map((b) => b.close()));

@@ -82,7 +82,13 @@ export class AgentSandbox implements Sandbox {
   /** Why the agent stopped answering, from its exit and the last lines it printed. */
   describeFailure(): string {
     const exit = this.exitInfo;
-    const how = exit ? (exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`) : 'did not answer';
+    const how = exit
+      ? exit.signal
+        ? `was killed by ${exit.signal}`
+        : exit.code !== null
+          ? `exited with code ${exit.code}`
+          : 'exited'
+      : 'did not answer';
     const tail = this.stderrTail.join('').trim().split('\n').slice(-5).join('\n');
     return `The sandbox ${how}${tail ? `: ${tail}` : '.'}`;
   }

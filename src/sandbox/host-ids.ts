@@ -1,8 +1,19 @@
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /** True when this process can switch sandboxes to other user ids. */
 export const RUNNING_AS_ROOT = typeof process.getuid === 'function' && process.getuid() === 0;
+
+/**
+ * The host-wide allocator of sandbox uids, shared by every backend of this server (and, through
+ * its lease files, with other servers on the host).
+ */
+let sharedAllocator: UidAllocator | undefined;
+export function sandboxUids(): UidAllocator {
+  sharedAllocator ??= new UidAllocator(join(tmpdir(), 'isola-uids'), 200_000, 50_000);
+  return sharedAllocator;
+}
 
 export function pidAlive(pid: number): boolean {
   try {

@@ -1,13 +1,19 @@
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ISOLATIONS, type Isolation } from '../core/kinds.js';
 import { buildAgent, buildBundle } from '../guest/bundle.js';
+import { ensureNodeRootfs } from '../images/node-rootfs.js';
 import type { Backend, BackendStatus } from './backend.js';
+import { ContainerBackend } from './container/container-backend.js';
+import { findBinary, hybridCgroups, OciRuntime } from './container/runtime.js';
+import { RUNNING_AS_ROOT, sandboxUids } from './host-ids.js';
 import { IsolateBackend } from './isolate/isolate-backend.js';
 import { ProcessBackend } from './process/process-backend.js';
 import { WasmBackend } from './wasm/wasm-backend.js';
 
 export interface BackendContext {
   dataDir: string;
+  /** runc or crun for isolation "container"; the faster one that works when absent. */
+  containerRuntime?: 'runc' | 'crun';
 }
 
 /** Makes the backend for an isolation, or says why this build or host cannot. */
@@ -22,6 +28,10 @@ export async function createBackend(isolation: Isolation, context: BackendContex
         workerScript: buildBundle('wasm-worker', join(context.dataDir, 'runtime')),
         ...(process.env.ISOLA_WASM_WORKERS ? { workers: Number(process.env.ISOLA_WASM_WORKERS) } : {}),
       });
+    case 'container':
+      return openContainerBackend(context);
+    case 'gvisor':
+      return openGvisorBackend(context);
     default:
       return {
         isolation,
@@ -30,6 +40,122 @@ export async function createBackend(isolation: Isolation, context: BackendContex
         fix: 'Use isolation isolate or process.',
       };
   }
+}
+
+const SETUP_FIX = 'Install the runtimes with `npx isola setup` (Debian packages runc, crun, runsc) and run the server as root.';
+
+function containerPaths(context: BackendContext, runtime: string) {
+  return {
+    stateRoot: resolve(context.dataDir, 'run', runtime),
+    bundlesDir: resolve(context.dataDir, 'containers', runtime),
+  };
+}
+
+function nodeImage(context: BackendContext) {
+  return ensureNodeRootfs(resolve(context.dataDir, 'images'), resolve(context.dataDir, 'runtime'));
+}
+
+/**
+ * isolation "container": crun when it works (it starts containers faster), else runc; or the
+ * one the settings name. The status says what was tried and why.
+ */
+async function openContainerBackend(context: BackendContext): Promise<Backend | BackendStatus> {
+  if (!RUNNING_AS_ROOT) {
+    return { isolation: 'container', available: false, detail: 'runc and crun need root on this host.', fix: SETUP_FIX };
+  }
+  const candidates: ('crun' | 'runc')[] = context.containerRuntime ? [context.containerRuntime] : ['crun', 'runc'];
+  const failures: string[] = [];
+  for (const name of candidates) {
+    const binary = findBinary(name);
+    if (!binary) {
+      failures.push(`${name}: not installed`);
+      continue;
+    }
+    const paths = containerPaths(context, name);
+    const runtime = new OciRuntime(name, binary, paths.stateRoot, name === 'crun' && hybridCgroups());
+    const backend = await ContainerBackend.open({
+      isolation: 'container',
+      runtime,
+      image: nodeImage(context),
+      bundlesDir: paths.bundlesDir,
+      uids: sandboxUids(),
+      ...(failures.length > 0 ? { note: `not chosen: ${failures.join('; ')}` } : {}),
+    });
+    const status = await backend.status();
+    if (status.available) return backend;
+    failures.push(`${name}: ${status.detail}`);
+  }
+  return { isolation: 'container', available: false, detail: failures.join('; '), fix: SETUP_FIX };
+}
+
+/** isolation "gvisor": runsc with no network and the ptrace platform (systrap and KVM do not work here). */
+async function openGvisorBackend(context: BackendContext): Promise<Backend | BackendStatus> {
+  const binary = findBinary('runsc');
+  if (!RUNNING_AS_ROOT || !binary) {
+    return {
+      isolation: 'gvisor',
+      available: false,
+      detail: binary ? 'runsc needs root on this host.' : 'runsc is not installed.',
+      fix: SETUP_FIX,
+    };
+  }
+  const paths = containerPaths(context, 'runsc');
+  const runtime = new OciRuntime('runsc', binary, paths.stateRoot, false, ['--network=none', '--platform=ptrace']);
+  return ContainerBackend.open({
+    isolation: 'gvisor',
+    runtime,
+    image: nodeImage(context),
+    bundlesDir: paths.bundlesDir,
+    uids: sandboxUids(),
+  });
+}
+
+export interface RuntimeStatus {
+  runtime: 'runc' | 'crun' | 'runsc';
+  works: boolean;
+  detail: string;
+}
+
+/** Every OCI runtime on its own, for `doctor`: which work here, and why the others do not. */
+export async function probeContainerRuntimes(context: BackendContext): Promise<RuntimeStatus[]> {
+  const result: RuntimeStatus[] = [];
+  for (const name of ['runc', 'crun', 'runsc'] as const) {
+    const binary = findBinary(name);
+    if (!binary) {
+      result.push({ runtime: name, works: false, detail: 'not installed (npx isola setup containers)' });
+      continue;
+    }
+    if (!RUNNING_AS_ROOT) {
+      result.push({ runtime: name, works: false, detail: 'needs root on this host' });
+      continue;
+    }
+    const paths = containerPaths(context, name);
+    const runtime = new OciRuntime(
+      name,
+      binary,
+      paths.stateRoot,
+      name === 'crun' && hybridCgroups(),
+      name === 'runsc' ? ['--network=none', '--platform=ptrace'] : [],
+    );
+    try {
+      const backend = await ContainerBackend.open({
+        isolation: name === 'runsc' ? 'gvisor' : 'container',
+        runtime,
+        image: nodeImage(context),
+        bundlesDir: paths.bundlesDir,
+        uids: sandboxUids(),
+      });
+      const status = await backend.status();
+      const hybrid =
+        name === 'crun' && hybridCgroups()
+          ? " (inside a mount namespace without the cgroup2 mount: crun 1.8 refuses this host's hybrid cgroups)"
+          : '';
+      result.push({ runtime: name, works: status.available, detail: status.detail + (status.available ? hybrid : '') });
+    } catch (error) {
+      result.push({ runtime: name, works: false, detail: (error as Error).message });
+    }
+  }
+  return result;
 }
 
 export interface ProbedBackends {

@@ -51,7 +51,15 @@ export class TestServer {
       ['--no-node-snapshot', '--import', 'tsx', MAIN, 'serve', '--port', '0', '--data-dir', this.dataDir, ...this.args],
       {
         cwd: ROOT,
-        env: { ...process.env, ISOLA_LOG_LEVEL: 'error', ISOLA_PREWARM: 'isolate:1', ...this.env },
+        // Only the in-process backends unless a suite asks for more: probing containers and
+        // microVMs at every start would slow every suite down.
+        env: {
+          ...process.env,
+          ISOLA_LOG_LEVEL: 'error',
+          ISOLA_PREWARM: 'isolate:1',
+          ISOLA_BACKENDS: 'isolate,wasm,process',
+          ...this.env,
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );

@@ -18,16 +18,22 @@ export function registerDoctorCommand(program: Command): void {
     .command('doctor')
     .description('check which isolation backends work on this host, and how to fix the others')
     .action(async (_options: unknown, command: Command) => {
-      const { probeBackends } = await import('../../sandbox/registry.js');
+      const { probeBackends, probeContainerRuntimes } = await import('../../sandbox/registry.js');
       const { dataDir, json } = globals(command);
       // Probing builds runtime files; use the data dir when given, else a scratch one.
       const dir = dataDir ? resolve(dataDir) : mkdtempSync(join(tmpdir(), 'isola-doctor-'));
       try {
         const { backends, statuses } = await probeBackends({ dataDir: dir });
         await Promise.all([...backends.values()].map((b) => b.close()));
-        if (json) printJson({ backends: statuses });
+        const runtimes = await probeContainerRuntimes({ dataDir: dir });
+        if (json) printJson({ backends: statuses, containerRuntimes: runtimes });
         else {
           printBackendStatuses(statuses);
+          process.stdout.write('\nOCI runtimes:\n');
+          printTable(
+            ['runtime', 'status', 'detail'],
+            runtimes.map((r) => [r.runtime, r.works ? 'works' : 'does not work', r.detail]),
+          );
           const working = statuses.filter((s) => s.available).map((s) => s.isolation);
           process.stdout.write(
             `\n${working.length} of ${statuses.length} backends work here: ${working.join(', ') || 'none'}.\n`,

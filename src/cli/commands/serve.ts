@@ -12,6 +12,10 @@ export function registerServeCommand(program: Command): void {
     .option('--memory-budget <MB>', 'memory for instances, summed over their limits (env ISOLA_MEMORY_BUDGET_MB)')
     .option('--keep-alive <duration>', 'how long an idle instance is kept (env ISOLA_KEEP_ALIVE, default 10m)')
     .option('--prewarm <list>', 'blank sandboxes kept ready, e.g. isolate:2,process:1 (env ISOLA_PREWARM)')
+    .option(
+      '--container-runtime <runc|crun>',
+      'runtime for isolation container (env ISOLA_CONTAINER_RUNTIME, default: the faster that works)',
+    )
     .action(async (options: Record<string, string | undefined>, command: Command) => {
       // Loaded here so that other commands do not pay for the server's modules.
       const { buildServer } = await import('../../api/server.js');

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Isolation } from '../../core/kinds.js';
 import { AgentSandbox, type AgentTransport, type ExitInfo } from '../agent-sandbox.js';
 import type { Backend, BackendStatus, Sandbox, SandboxSpec } from '../backend.js';
-import { killProcessesOf, pidAlive, RUNNING_AS_ROOT, UidAllocator } from '../host-ids.js';
+import { killProcessesOf, pidAlive, RUNNING_AS_ROOT, sandboxUids, type UidAllocator } from '../host-ids.js';
 
 const PRLIMIT = '/usr/bin/prlimit';
 const HELLO_TIMEOUT_MS = 15_000;
@@ -37,7 +37,7 @@ export class ProcessBackend implements Backend {
   constructor(private readonly options: ProcessBackendOptions) {
     this.sandboxRoot = options.sandboxRoot ?? join(tmpdir(), 'isola-sandboxes');
     mkdirSync(this.sandboxRoot, { recursive: true, mode: 0o711 });
-    this.uids = RUNNING_AS_ROOT ? new UidAllocator(join(tmpdir(), 'isola-uids'), 200_000, 50_000) : undefined;
+    this.uids = RUNNING_AS_ROOT ? sandboxUids() : undefined;
     this.sweepOrphans();
   }
 

@@ -1,0 +1,362 @@
+import { type ChildProcess, execFileSync } from 'node:child_process';
+import {
+  closeSync,
+  constants,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  type WriteStream,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import type { Isolation } from '../../core/kinds.js';
+import type { NodeRootfs } from '../../images/node-rootfs.js';
+import { AgentSandbox, type AgentTransport, type ExitInfo } from '../agent-sandbox.js';
+import type {
+  Backend,
+  BackendStatus,
+  FunctionCode,
+  InitOutcome,
+  LogSink,
+  RunOutcome,
+  RunRequest,
+  Sandbox,
+  SandboxSpec,
+} from '../backend.js';
+import { pidAlive, type UidAllocator } from '../host-ids.js';
+import { containerSpec } from './oci-spec.js';
+import type { OciRuntime } from './runtime.js';
+
+const CGROUP_PARENT = 'isola';
+const CGROUP_ROOT = '/sys/fs/cgroup';
+
+export interface ContainerBackendOptions {
+  isolation: 'container' | 'gvisor';
+  /** What else was tried, for `doctor` (e.g. the other runtime and why it was not chosen). */
+  note?: string;
+  runtime: OciRuntime;
+  image: NodeRootfs;
+  /** Where per-container bundles (config.json, pid file) go. */
+  bundlesDir: string;
+  /** Hands out the unprivileged host uid each container runs as. */
+  uids: UidAllocator;
+}
+
+interface Profile {
+  overheadMb: number;
+  pidsLimit: number;
+  nprocLimit: number;
+  seccomp: boolean;
+}
+
+// gVisor's Sentry runs inside the sandbox's cgroup and needs room for itself; with a low pids
+// limit the sandbox itself crashes, so the guest is held back by RLIMIT_NPROC instead, which the
+// Sentry enforces. Under runc and crun the cgroup's pids limit stops a fork bomb.
+const PROFILES: Record<ContainerBackendOptions['isolation'], Profile> = {
+  container: { overheadMb: 0, pidsLimit: 128, nprocLimit: 256, seccomp: true },
+  gvisor: { overheadMb: 64, pidsLimit: 1024, nprocLimit: 64, seccomp: true },
+};
+
+let counter = 0;
+
+/** The memory cgroup file that counts OOM kills, for cgroup v1 or v2. */
+function oomKills(cgroupsPath: string): number {
+  for (const file of [
+    join(CGROUP_ROOT, 'memory', cgroupsPath, 'memory.oom_control'),
+    join(CGROUP_ROOT, cgroupsPath, 'memory.events'),
+  ]) {
+    try {
+      const match = /oom_kill (\d+)/.exec(readFileSync(file, 'utf8'));
+      if (match) return Number(match[1]);
+    } catch {
+      // not this cgroup version
+    }
+  }
+  return 0;
+}
+
+/** Removes cgroup directories that runtimes leave behind when a container dies oddly. */
+function removeCgroupDirs(cgroupsPath: string): void {
+  let controllers: string[] = [];
+  try {
+    controllers = readdirSync(CGROUP_ROOT);
+  } catch {
+    return;
+  }
+  for (const base of [CGROUP_ROOT, ...controllers.map((c) => join(CGROUP_ROOT, c))]) {
+    const dir = join(base, cgroupsPath);
+    if (existsSync(dir)) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        // still has processes, or is not ours to remove
+      }
+    }
+  }
+}
+
+/**
+ * Runs each function in an OCI container under runc, crun or runsc (gVisor), without a container
+ * engine: the platform writes the bundle and drives the runtime's CLI. Containers are created
+ * ahead (`create`) and started when needed (`start`); the guest agent inside speaks the framed
+ * protocol over the container's stdio.
+ */
+export class ContainerBackend implements Backend {
+  readonly isolation: Isolation;
+  readonly minMemoryMb = 64;
+  private readonly profile: Profile;
+  private checked: Promise<BackendStatus> | undefined;
+
+  private constructor(private readonly options: ContainerBackendOptions) {
+    this.isolation = options.isolation;
+    this.profile = PROFILES[options.isolation];
+    mkdirSync(options.bundlesDir, { recursive: true, mode: 0o700 });
+  }
+
+  /** Opens the backend after sweeping away what a killed server left: containers, bundles, cgroups. */
+  static async open(options: ContainerBackendOptions): Promise<ContainerBackend> {
+    const backend = new ContainerBackend(options);
+    await backend.sweepOrphans();
+    return backend;
+  }
+
+  get runtimeName(): string {
+    return this.options.runtime.name;
+  }
+
+  /** Runs a real container once, and remembers the answer. */
+  status(): Promise<BackendStatus> {
+    this.checked ??= this.probe();
+    return this.checked;
+  }
+
+  private async probe(): Promise<BackendStatus> {
+    const started = performance.now();
+    try {
+      const sandbox = await this.create({ memoryMb: 128 });
+      try {
+        const init = await sandbox.init(
+          {
+            key: 'probe',
+            kind: 'nodejs:20',
+            code: 'function main() { return { ok: true }; }',
+            binary: false,
+            main: 'main',
+            env: {},
+          },
+          Date.now() + 30_000,
+          () => {},
+        );
+        if (!init.ok) throw new Error(init.error);
+        const outcome = await sandbox.run({
+          activationId: 'probe',
+          params: {},
+          deadline: Date.now() + 30_000,
+          env: {},
+          onLog: () => {},
+        });
+        if (outcome.kind !== 'result') throw new Error(`the probe function did not answer: ${JSON.stringify(outcome)}`);
+      } finally {
+        await sandbox.destroy();
+      }
+      const version = await this.options.runtime.version();
+      return {
+        isolation: this.isolation,
+        available: true,
+        detail: `${version} (probe container ran in ${Math.round(performance.now() - started)} ms)${this.options.note ? `; ${this.options.note}` : ''}`,
+      };
+    } catch (error) {
+      return {
+        isolation: this.isolation,
+        available: false,
+        detail: `${this.options.runtime.name} could not run a container: ${(error as Error).message}`,
+        fix: 'Run the server as root on a host with cgroups (see `isola doctor`), and install the runtime with `isola setup`.',
+      };
+    }
+  }
+
+  async create(spec: SandboxSpec): Promise<Sandbox> {
+    const runtime = this.options.runtime;
+    const id = `isola-${process.pid}-${++counter}`;
+    const bundle = join(this.options.bundlesDir, id);
+    const cgroupsPath = `/${CGROUP_PARENT}/${id}`;
+    mkdirSync(bundle, { mode: 0o700 });
+    const uid = this.options.uids.acquire();
+    const heapMb = Math.max(16, Math.floor(spec.memoryMb * 0.75));
+    const config = containerSpec({
+      rootfs: this.options.image.path,
+      args: [this.options.image.nodePath, `--max-old-space-size=${heapMb}`, this.options.image.agentPath, '--channel=stdio'],
+      memoryMb: spec.memoryMb,
+      cgroupsPath,
+      uid,
+      ...this.profile,
+    });
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
+    const pidFile = join(bundle, 'container.pid');
+    // Node.js closes a child's stdin pipe when the child exits, and `create` exits long before the
+    // container does: the container reads its stdin from a FIFO instead, which this process holds
+    // open read-write (so that opening it never blocks) and writes frames into.
+    const fifo = join(bundle, 'stdin');
+    execFileSync('mkfifo', ['-m', '0600', fifo]);
+    const stdinFd = openSync(fifo, constants.O_RDWR);
+    const child = runtime.spawnCreate(id, bundle, pidFile, stdinFd);
+    let createErrors = '';
+    const collect = (chunk: Buffer) => {
+      createErrors += chunk.toString();
+    };
+    child.stderr?.on('data', collect);
+    const code = await new Promise<number | null>((resolve) => {
+      child.once('exit', (exitCode) => resolve(exitCode));
+      child.once('error', () => resolve(-1));
+    });
+    child.stderr?.off('data', collect);
+    if (code !== 0) {
+      closeSync(stdinFd);
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      await runtime.delete(id);
+      rmSync(bundle, { recursive: true, force: true });
+      removeCgroupDirs(cgroupsPath);
+      this.options.uids.release(uid);
+      throw new Error(`${runtime.name} create failed: ${createErrors.trim().slice(-500) || `exit code ${code}`}`);
+    }
+    let pid: number | undefined;
+    try {
+      pid = Number(readFileSync(pidFile, 'utf8').trim()) || undefined;
+    } catch {
+      // no pid file: fall back to the runtime's kill command
+    }
+    const input = createWriteStream('', { fd: stdinFd, autoClose: true });
+    const transport = new ContainerTransport(runtime, id, bundle, cgroupsPath, child, input, pid, () =>
+      this.options.uids.release(uid),
+    );
+    return new ContainerSandbox(runtime, id, new AgentSandbox(id, transport));
+  }
+
+  async close(): Promise<void> {}
+
+  private async sweepOrphans(): Promise<void> {
+    const runtime = this.options.runtime;
+    for (const id of await runtime.list()) {
+      await runtime.kill(id);
+      await runtime.delete(id);
+      removeCgroupDirs(`/${CGROUP_PARENT}/${id}`);
+    }
+    for (const entry of readdirSync(this.options.bundlesDir)) {
+      rmSync(join(this.options.bundlesDir, entry), { recursive: true, force: true });
+    }
+    // cgroups named after a server that is gone, from any data dir
+    for (const base of [CGROUP_ROOT, join(CGROUP_ROOT, 'memory'), join(CGROUP_ROOT, 'pids'), join(CGROUP_ROOT, 'cpu')]) {
+      const parent = join(base, CGROUP_PARENT);
+      if (!existsSync(parent)) continue;
+      for (const entry of readdirSync(parent)) {
+        const owner = /^isola-(\d+)-\d+$/.exec(entry);
+        if (owner && !pidAlive(Number(owner[1]))) removeCgroupDirs(`/${CGROUP_PARENT}/${entry}`);
+      }
+    }
+  }
+}
+
+class ContainerTransport implements AgentTransport {
+  readonly input;
+  readonly output;
+  readonly stderr;
+  readonly exited: Promise<ExitInfo>;
+  private killed = false;
+  private cleaned: Promise<void> | undefined;
+
+  constructor(
+    private readonly runtime: OciRuntime,
+    private readonly id: string,
+    private readonly bundle: string,
+    private readonly cgroupsPath: string,
+    createProcess: ChildProcess,
+    input: WriteStream,
+    private readonly pid: number | undefined,
+    private readonly releaseUid: () => void,
+  ) {
+    const { stdout, stderr } = createProcess;
+    if (!stdout || !stderr) throw new Error('the create command has no stdio pipes');
+    this.input = input;
+    this.output = stdout;
+    this.stderr = stderr;
+    const oomBefore = oomKills(cgroupsPath);
+    // The container's process holds the other ends of these pipes: they close when it is gone.
+    this.exited = new Promise((resolve) => {
+      stdout.once('close', () =>
+        resolve({ code: null, signal: this.killed ? 'SIGKILL' : null, oom: oomKills(this.cgroupsPath) > oomBefore }),
+      );
+    });
+  }
+
+  kill(): void {
+    this.killed = true;
+    if (this.pid !== undefined) {
+      try {
+        process.kill(this.pid, 'SIGKILL');
+        return;
+      } catch {
+        // already gone, or not a host process: ask the runtime
+      }
+    }
+    void this.runtime.kill(this.id);
+  }
+
+  cleanup(): Promise<void> {
+    this.cleaned ??= (async () => {
+      this.kill();
+      this.input.destroy();
+      this.output.destroy();
+      this.stderr.destroy();
+      await this.runtime.delete(this.id);
+      rmSync(this.bundle, { recursive: true, force: true });
+      removeCgroupDirs(this.cgroupsPath);
+      this.releaseUid();
+    })();
+    return this.cleaned;
+  }
+}
+
+/** A created container: `init` starts it and loads the function through the agent. */
+class ContainerSandbox implements Sandbox {
+  constructor(
+    private readonly runtime: OciRuntime,
+    readonly id: string,
+    private readonly agent: AgentSandbox,
+  ) {}
+
+  get alive(): boolean {
+    return this.agent.alive;
+  }
+
+  async init(code: FunctionCode, deadline: number, onLog: LogSink): Promise<InitOutcome> {
+    const started = await this.runtime.start(this.id);
+    if (started.code !== 0) {
+      await this.agent.destroy();
+      return { ok: false, kind: 'crash', error: `${this.runtime.name} start failed: ${started.stderr.trim().slice(-500)}` };
+    }
+    if (!(await this.agent.waitForHello(Math.max(1, deadline - Date.now())))) {
+      const reason = this.agent.describeFailure();
+      await this.agent.destroy();
+      return { ok: false, kind: 'crash', error: reason };
+    }
+    return this.agent.init(code, deadline, onLog);
+  }
+
+  run(request: RunRequest): Promise<RunOutcome> {
+    return this.agent.run(request);
+  }
+
+  onDeath(listener: (reason: string) => void): void {
+    this.agent.onDeath(listener);
+  }
+
+  destroy(): Promise<void> {
+    return this.agent.destroy();
+  }
+}
