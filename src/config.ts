@@ -24,6 +24,8 @@ export interface ServerConfig {
   prewarm: Partial<Record<Isolation, number>>;
   /** runc or crun for isolation "container"; the faster one that works when absent. */
   containerRuntime?: 'runc' | 'crun';
+  /** Whether prewarmed containers are started (agent booted) or only created. */
+  containerPrewarm: 'started' | 'created';
 }
 
 export interface ServerFlags {
@@ -94,6 +96,10 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
   if (containerRuntime && containerRuntime !== 'runc' && containerRuntime !== 'crun') {
     throw new ConfigError(`The container runtime must be runc or crun; got "${containerRuntime}".`);
   }
+  const containerPrewarm = env.ISOLA_CONTAINER_PREWARM || 'started';
+  if (containerPrewarm !== 'started' && containerPrewarm !== 'created') {
+    throw new ConfigError(`ISOLA_CONTAINER_PREWARM must be started or created; got "${containerPrewarm}".`);
+  }
   return {
     port: port === undefined ? 3233 : parseInteger('port', port, 0, 65535),
     host: pick(flags.host, 'ISOLA_HOST') ?? '127.0.0.1',
@@ -114,5 +120,6 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
     blockingWaitMs: env.ISOLA_BLOCKING_WAIT ? parseDuration(env.ISOLA_BLOCKING_WAIT) : 60_000,
     prewarm: prewarm ? parsePrewarm(prewarm) : { isolate: 2, process: 1, container: 1, gvisor: 1 },
     ...(containerRuntime ? { containerRuntime: containerRuntime as 'runc' | 'crun' } : {}),
+    containerPrewarm,
   };
 }

@@ -11,6 +11,11 @@ import { createRequire } from 'node:module';
 import { format } from 'node:util';
 import { compileFunction } from 'node:vm';
 import { AGENT_PROTOCOL_VERSION, encodeFrame, FrameDecoder, type GuestMessage, type HostMessage } from './protocol.js';
+import { installReseedableRandomness, installRestorableClock, reseed } from './reseed.js';
+
+// Before any function code loads, so that everything it captures can be reseeded after a restore.
+installReseedableRandomness();
+installRestorableClock();
 
 type Entry = (params: unknown) => unknown;
 
@@ -126,6 +131,11 @@ function handle(message: HostMessage): void {
     case 'ping':
       send({ type: 'pong', id: message.id });
       return;
+    case 'reseed': {
+      const offset = reseed(Buffer.from(message.entropy, 'base64'), message.now);
+      send({ type: 'reseeded', now: Date.now(), skewMs: offset });
+      return;
+    }
   }
 }
 

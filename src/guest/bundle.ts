@@ -9,7 +9,7 @@ const source = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 /** Code that runs outside the server's module graph, bundled into one plain JavaScript file each. */
 const BUNDLES = {
   /** The guest agent: runs on a bare node binary in a process, container or microVM. */
-  agent: { entry: source('./agent.ts'), sources: [source('./agent.ts'), source('./protocol.ts')] },
+  agent: { entry: source('./agent.ts'), sources: [source('./agent.ts'), source('./protocol.ts'), source('./reseed.ts')] },
   /** The wasm backend's worker thread. */
   'wasm-worker': {
     entry: source('../sandbox/wasm/worker.ts'),

@@ -10,7 +10,9 @@ export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 export type HostMessage =
   | { type: 'init'; code: string; main: string; binary: boolean; env: Record<string, string> }
   | { type: 'run'; id: string; params: unknown; deadline: number; env: Record<string, string> }
-  | { type: 'ping'; id: string };
+  | { type: 'ping'; id: string }
+  /** After a snapshot restore: fresh entropy (48 bytes, base64) and the host's time (ms). */
+  | { type: 'reseed'; entropy: string; now: number };
 
 export type GuestMessage =
   | { type: 'hello'; protocol: number; pid: number; node: string }
@@ -19,7 +21,8 @@ export type GuestMessage =
   | { type: 'log'; id?: string; stream: 'stdout' | 'stderr'; text: string }
   | { type: 'result'; id: string; result: unknown }
   | { type: 'error'; id: string; error: unknown }
-  | { type: 'pong'; id: string };
+  | { type: 'pong'; id: string }
+  | { type: 'reseeded'; now: number; skewMs: number };
 
 export function encodeFrame(message: HostMessage | GuestMessage): Buffer {
   const body = Buffer.from(JSON.stringify(message), 'utf8');

@@ -28,6 +28,7 @@ interface Timing {
   waitMs: number;
   initMs?: number;
   cold: boolean;
+  restored?: boolean;
 }
 
 /**
@@ -53,8 +54,8 @@ export class Invoker {
     try {
       lease = await this.scheduler.acquire(action, logs.sink);
       await invocation.onStarted?.();
-      timing = { start: lease.startedAt, waitMs: lease.waitMs, initMs: lease.initMs, cold: lease.cold };
-      this.countStart(action, lease.cold ? (lease.prewarmed ? 'prewarm' : 'cold') : 'warm');
+      timing = { start: lease.startedAt, waitMs: lease.waitMs, initMs: lease.initMs, cold: lease.cold, restored: lease.restored };
+      this.countStart(action, lease.cold ? (lease.restored ? 'restore' : lease.prewarmed ? 'prewarm' : 'cold') : 'warm');
       const outcome = await lease.sandbox.run({
         activationId,
         params: { ...parametersOf(action), ...invocation.params },
@@ -104,6 +105,7 @@ export class Invoker {
         { key: 'waitTime', value: timing.waitMs },
         { key: 'coldStart', value: timing.cold },
         ...(timing.cold && timing.initMs !== undefined ? [{ key: 'initTime', value: timing.initMs }] : []),
+        ...(timing.restored ? [{ key: 'restoredFromSnapshot', value: true }] : []),
         ...(timedOut ? [{ key: 'timeout', value: true }] : []),
         ...(invocation.annotations ?? []),
       ],
@@ -143,7 +145,7 @@ export class Invoker {
     await this.store.completeActivation(record, interrupted.accepted);
   }
 
-  private countStart(action: ActionVersion, start: 'cold' | 'warm' | 'prewarm'): void {
+  private countStart(action: ActionVersion, start: 'cold' | 'warm' | 'prewarm' | 'restore'): void {
     this.metrics.starts.inc({ isolation: action.isolation, namespace: action.namespace, action: action.name, start });
   }
 

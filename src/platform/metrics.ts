@@ -14,7 +14,7 @@ export class Metrics {
   });
   readonly starts = new Counter({
     name: 'isola_starts_total',
-    help: 'How invocations found their instance: cold (a new one was started), warm, or prewarm (a cold start on a sandbox made ahead).',
+    help: 'How invocations found their instance: cold (a new one was started), warm, prewarm (a cold start on a sandbox made ahead) or restore (from a snapshot of the function).',
     labelNames: ['isolation', 'namespace', 'action', 'start'] as const,
     registers: [this.registry],
   });

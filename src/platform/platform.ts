@@ -48,7 +48,11 @@ export class Platform {
     const guest = config.guestAuth ? parseAuth(config.guestAuth) : loadOrCreateGuestAuth(config.dataDir);
     await store.setNamespaceCredentials(GUEST_NAMESPACE, guest.uuid, guest.key);
     const { backends, statuses } = await probeBackends(
-      { dataDir: config.dataDir, ...(config.containerRuntime ? { containerRuntime: config.containerRuntime } : {}) },
+      {
+        dataDir: config.dataDir,
+        containerPrewarm: config.containerPrewarm,
+        ...(config.containerRuntime ? { containerRuntime: config.containerRuntime } : {}),
+      },
       config.backends,
     );
     const missing = (config.backends ?? []).filter((b) => !backends.has(b));

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import { encodeFrame, FrameDecoder, type GuestMessage, type HostMessage } from '../guest/protocol.js';
 import type { FunctionCode, InitOutcome, LogSink, LogStream, RunOutcome, RunRequest, Sandbox } from './backend.js';
@@ -39,6 +40,7 @@ export class AgentSandbox implements Sandbox {
   private readonly runs = new Map<string, PendingRun>();
   private initSink: LogSink | undefined;
   private helloWaiter: ((ok: boolean) => void) | undefined;
+  private reseedWaiter: ((ok: boolean) => void) | undefined;
   private initWaiter: ((outcome: InitOutcome) => void) | undefined;
   private readonly stderrTail: string[] = [];
   private exitInfo: ExitInfo | undefined;
@@ -145,6 +147,24 @@ export class AgentSandbox implements Sandbox {
     });
   }
 
+  /**
+   * After a restore from a snapshot: gives the agent fresh entropy (and the host's time) so this
+   * clone's random values are its own. False if the agent did not confirm in time.
+   */
+  reseed(timeoutMs: number): Promise<boolean> {
+    if (!this.alive) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => finish(false), timeoutMs);
+      const finish = (ok: boolean) => {
+        clearTimeout(timer);
+        this.reseedWaiter = undefined;
+        resolve(ok);
+      };
+      this.reseedWaiter = finish;
+      this.send({ type: 'reseed', entropy: randomBytes(48).toString('base64'), now: Date.now() });
+    });
+  }
+
   onDeath(listener: (reason: string) => void): void {
     this.deathListener = listener;
   }
@@ -207,6 +227,9 @@ export class AgentSandbox implements Sandbox {
         return;
       case 'pong':
         return;
+      case 'reseeded':
+        this.reseedWaiter?.(true);
+        return;
     }
   }
 
@@ -222,6 +245,7 @@ export class AgentSandbox implements Sandbox {
     this.exitInfo = { ...info, oom };
     const reason = this.describeFailure();
     this.helloWaiter?.(false);
+    this.reseedWaiter?.(false);
     if (this.initWaiter) {
       this.initWaiter(
         this.timedOut

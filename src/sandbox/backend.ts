@@ -1,5 +1,5 @@
 import type { Isolation, Kind } from '../core/kinds.js';
-import type { ActionVersion } from '../core/types.js';
+import { type ActionVersion, annotationValue } from '../core/types.js';
 
 /** What a sandbox needs to load one version of a function. */
 export interface FunctionCode {
@@ -10,11 +10,15 @@ export interface FunctionCode {
   binary: boolean;
   main: string;
   env: Record<string, string>;
+  /** The action asked for a snapshot after initialisation (annotation `snapshot: true`). */
+  snapshot?: boolean;
 }
 
 /** Resources a blank sandbox is created with, before any code is loaded. */
 export interface SandboxSpec {
   memoryMb: number;
+  /** Made ahead of demand for the pool of blank sandboxes, rather than for a waiting request. */
+  ahead?: boolean;
 }
 
 export type LogStream = 'stdout' | 'stderr';
@@ -70,6 +74,13 @@ export interface Backend {
   /** Deploy-time checks beyond the generic ones; throws an IsolaError with the reason. */
   validate?(action: ActionVersion): Promise<void>;
   create(spec: SandboxSpec): Promise<Sandbox>;
+  /**
+   * Per-function snapshots, for backends that can take them: a sandbox restored with this
+   * function already loaded (and its randomness reseeded), or undefined when there is none yet.
+   */
+  restore?(code: FunctionCode, spec: SandboxSpec): Promise<Sandbox | undefined>;
+  /** Takes, in the background, a snapshot of this function just after its initialisation. */
+  snapshot?(code: FunctionCode, spec: SandboxSpec): void;
   close(): Promise<void>;
 }
 
@@ -89,6 +100,7 @@ export function functionCodeOf(action: ActionVersion): FunctionCode {
     code: action.exec.code,
     binary: action.exec.binary,
     main: action.exec.main ?? 'main',
+    ...(annotationValue(action.annotations, 'snapshot') === true ? { snapshot: true } : {}),
     env: {
       // A WASI module has no other way to read its configuration than its environment.
       ...(action.exec.kind === 'wasm' ? parametersAsEnv(action) : {}),

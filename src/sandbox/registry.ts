@@ -14,6 +14,8 @@ export interface BackendContext {
   dataDir: string;
   /** runc or crun for isolation "container"; the faster one that works when absent. */
   containerRuntime?: 'runc' | 'crun';
+  /** What prewarmed containers are: started (the default) or only created. */
+  containerPrewarm?: 'started' | 'created';
 }
 
 /** Makes the backend for an isolation, or says why this build or host cannot. */
@@ -79,6 +81,7 @@ async function openContainerBackend(context: BackendContext): Promise<Backend | 
       image: nodeImage(context),
       bundlesDir: paths.bundlesDir,
       uids: sandboxUids(),
+      ...(context.containerPrewarm ? { prewarmMode: context.containerPrewarm } : {}),
       ...(failures.length > 0 ? { note: `not chosen: ${failures.join('; ')}` } : {}),
     });
     const status = await backend.status();

@@ -23,6 +23,8 @@ export interface Lease {
   readonly cold: boolean;
   /** The sandbox was made ahead of time (a stem cell). */
   readonly prewarmed: boolean;
+  /** The sandbox was restored from a snapshot of the function taken after its initialisation. */
+  readonly restored: boolean;
   /** ms spent creating the sandbox and loading the function; 0 when warm. */
   readonly initMs: number;
   /** ms from the request's arrival until its instance was chosen or began to start. */
@@ -238,7 +240,7 @@ export class Scheduler {
     return pool;
   }
 
-  private assign(instance: Instance, arrived: number, cold?: { initMs: number; startedAt: number }): Lease {
+  private assign(instance: Instance, arrived: number, cold?: { initMs: number; startedAt: number; restored: boolean }): Lease {
     clearTimeout(instance.keepAliveTimer);
     instance.fire('Assigned');
     instance.inflight++;
@@ -248,6 +250,7 @@ export class Scheduler {
       sandbox: instance.sandbox as Sandbox,
       cold: cold !== undefined,
       prewarmed: cold !== undefined && instance.prewarmed,
+      restored: cold?.restored ?? false,
       initMs: cold?.initMs ?? 0,
       waitMs: cold ? cold.startedAt - arrived : now - arrived,
       startedAt: cold?.startedAt ?? now,
@@ -267,18 +270,27 @@ export class Scheduler {
     const backend = this.options.backends.get(action.isolation);
     if (!backend)
       throw fail({ ok: false, kind: 'crash', error: `The ${action.isolation} backend is not enabled on this server.` });
+    const code = functionCodeOf(action);
+    const spec = { memoryMb: action.limits.memory };
     let sandbox: Sandbox | undefined;
-    try {
-      sandbox = this.stemCells.take(action.isolation, action.limits.memory);
-      instance.prewarmed = sandbox !== undefined;
-      sandbox ??= await backend.create({ memoryMb: action.limits.memory });
-    } catch (error) {
-      throw fail({ ok: false, kind: 'crash', error: `The ${action.isolation} sandbox did not start: ${errorText(error)}` });
-    }
-    const outcome = await sandbox.init(functionCodeOf(action), startedAt + action.limits.timeout, onLog);
-    if (!outcome.ok) {
-      await sandbox.destroy();
-      throw fail(outcome);
+    // A snapshot of this function, when it asked for one and the backend has it, skips both the
+    // sandbox's boot and the function's initialisation.
+    if (code.snapshot && backend.restore) sandbox = await backend.restore(code, spec).catch(() => undefined);
+    const restored = sandbox !== undefined;
+    if (!sandbox) {
+      try {
+        sandbox = this.stemCells.take(action.isolation, action.limits.memory);
+        instance.prewarmed = sandbox !== undefined;
+        sandbox ??= await backend.create(spec);
+      } catch (error) {
+        throw fail({ ok: false, kind: 'crash', error: `The ${action.isolation} sandbox did not start: ${errorText(error)}` });
+      }
+      const outcome = await sandbox.init(code, startedAt + action.limits.timeout, onLog);
+      if (!outcome.ok) {
+        await sandbox.destroy();
+        throw fail(outcome);
+      }
+      if (code.snapshot) backend.snapshot?.(code, spec);
     }
     instance.sandbox = sandbox;
     sandbox.onDeath(() => {
@@ -289,7 +301,7 @@ export class Scheduler {
       this.stop(instance, 'Failed');
       throw new CapacityError('The platform is shutting down.');
     }
-    return this.assign(instance, arrived, { initMs: Date.now() - startedAt, startedAt });
+    return this.assign(instance, arrived, { initMs: Date.now() - startedAt, startedAt, restored });
   }
 
   private scheduleKeepAlive(instance: Instance): void {

@@ -65,7 +65,7 @@ export class StemCells {
           const cells = this.ready.get(key) ?? [];
           this.ready.set(key, cells);
           if (this.closed || cells.length >= target.count) break;
-          const sandbox = await backend.create({ memoryMb: target.memoryMb });
+          const sandbox = await backend.create({ memoryMb: target.memoryMb, ahead: true });
           if (this.closed) {
             await sandbox.destroy();
             break;

@@ -1,6 +1,5 @@
-import { type ChildProcess, execFileSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import {
-  closeSync,
   constants,
   createWriteStream,
   existsSync,
@@ -29,14 +28,24 @@ import type {
   SandboxSpec,
 } from '../backend.js';
 import { pidAlive, type UidAllocator } from '../host-ids.js';
+import { FifoPool } from './fifo-pool.js';
 import { containerSpec } from './oci-spec.js';
-import type { OciRuntime } from './runtime.js';
+import type { ContainerLaunch, OciRuntime } from './runtime.js';
 
 const CGROUP_PARENT = 'isola';
 const CGROUP_ROOT = '/sys/fs/cgroup';
 
+/**
+ * What a container made ahead of demand is: `started` runs its agent, booted and waiting for a
+ * function (OpenWhisk's prewarm containers); `created` is set up but not started (`create` ahead,
+ * `start` on demand), cheaper to keep but slower to use.
+ */
+export type ContainerPrewarmMode = 'started' | 'created';
+
 export interface ContainerBackendOptions {
   isolation: 'container' | 'gvisor';
+  /** Default `started`. */
+  prewarmMode?: ContainerPrewarmMode;
   /** What else was tried, for `doctor` (e.g. the other runtime and why it was not chosen). */
   note?: string;
   runtime: OciRuntime;
@@ -111,11 +120,13 @@ export class ContainerBackend implements Backend {
   readonly minMemoryMb = 64;
   private readonly profile: Profile;
   private checked: Promise<BackendStatus> | undefined;
+  private readonly fifos: FifoPool;
 
   private constructor(private readonly options: ContainerBackendOptions) {
     this.isolation = options.isolation;
     this.profile = PROFILES[options.isolation];
     mkdirSync(options.bundlesDir, { recursive: true, mode: 0o700 });
+    this.fifos = new FifoPool(join(options.bundlesDir, '..', `fifos-${options.runtime.name}`));
   }
 
   /** Opens the backend after sweeping away what a killed server left: containers, bundles, cgroups. */
@@ -181,6 +192,12 @@ export class ContainerBackend implements Backend {
   }
 
   async create(spec: SandboxSpec): Promise<Sandbox> {
+    // Made for a request waiting now, or for a `started` prewarm pool: create and start in one command.
+    const startNow = !spec.ahead || (this.options.prewarmMode ?? 'started') === 'started';
+    return this.launch(spec, startNow ? { kind: 'run' } : { kind: 'create' });
+  }
+
+  private async launch(spec: SandboxSpec, how: ContainerLaunch): Promise<ContainerSandbox> {
     const runtime = this.options.runtime;
     const id = `isola-${process.pid}-${++counter}`;
     const bundle = join(this.options.bundlesDir, id);
@@ -202,40 +219,39 @@ export class ContainerBackend implements Backend {
     // container does: the container reads its stdin from a FIFO instead, which this process holds
     // open read-write (so that opening it never blocks) and writes frames into.
     const fifo = join(bundle, 'stdin');
-    execFileSync('mkfifo', ['-m', '0600', fifo]);
+    this.fifos.take(fifo);
     const stdinFd = openSync(fifo, constants.O_RDWR);
-    const child = runtime.spawnCreate(id, bundle, pidFile, stdinFd);
-    let createErrors = '';
-    const collect = (chunk: Buffer) => {
-      createErrors += chunk.toString();
-    };
-    child.stderr?.on('data', collect);
+    const child = runtime.spawnContainer(how, id, bundle, pidFile, stdinFd);
+    // Listen on the container's output from the first moment: when the command exits, Node.js
+    // resumes stdio streams nobody reads, and whatever the agent had already said would be lost.
+    const transport = new ContainerTransport(
+      runtime,
+      id,
+      bundle,
+      cgroupsPath,
+      child,
+      createWriteStream('', { fd: stdinFd, autoClose: true }),
+      () => this.options.uids.release(uid),
+    );
+    const agent = new AgentSandbox(id, transport);
+    let commandErrors = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      if (commandErrors.length < 4096) commandErrors += chunk.toString();
+    });
     const code = await new Promise<number | null>((resolve) => {
       child.once('exit', (exitCode) => resolve(exitCode));
       child.once('error', () => resolve(-1));
     });
-    child.stderr?.off('data', collect);
     if (code !== 0) {
-      closeSync(stdinFd);
-      child.stdout?.destroy();
-      child.stderr?.destroy();
-      await runtime.delete(id);
-      rmSync(bundle, { recursive: true, force: true });
-      removeCgroupDirs(cgroupsPath);
-      this.options.uids.release(uid);
-      throw new Error(`${runtime.name} create failed: ${createErrors.trim().slice(-500) || `exit code ${code}`}`);
+      await agent.destroy();
+      throw new Error(`${runtime.name} ${how.kind} failed: ${commandErrors.trim().slice(-500) || `exit code ${code}`}`);
     }
-    let pid: number | undefined;
     try {
-      pid = Number(readFileSync(pidFile, 'utf8').trim()) || undefined;
+      transport.pid = Number(readFileSync(pidFile, 'utf8').trim()) || undefined;
     } catch {
-      // no pid file: fall back to the runtime's kill command
+      // no pid file: the runtime's kill command does instead
     }
-    const input = createWriteStream('', { fd: stdinFd, autoClose: true });
-    const transport = new ContainerTransport(runtime, id, bundle, cgroupsPath, child, input, pid, () =>
-      this.options.uids.release(uid),
-    );
-    return new ContainerSandbox(runtime, id, new AgentSandbox(id, transport));
+    return new ContainerSandbox(runtime, id, agent, how.kind !== 'create');
   }
 
   async close(): Promise<void> {}
@@ -250,6 +266,7 @@ export class ContainerBackend implements Backend {
     for (const entry of readdirSync(this.options.bundlesDir)) {
       rmSync(join(this.options.bundlesDir, entry), { recursive: true, force: true });
     }
+
     // cgroups named after a server that is gone, from any data dir
     for (const base of [CGROUP_ROOT, join(CGROUP_ROOT, 'memory'), join(CGROUP_ROOT, 'pids'), join(CGROUP_ROOT, 'cpu')]) {
       const parent = join(base, CGROUP_PARENT);
@@ -269,6 +286,8 @@ class ContainerTransport implements AgentTransport {
   readonly exited: Promise<ExitInfo>;
   private killed = false;
   private cleaned: Promise<void> | undefined;
+  /** The container process on the host, once the runtime has written it down. */
+  pid: number | undefined;
 
   constructor(
     private readonly runtime: OciRuntime,
@@ -277,7 +296,6 @@ class ContainerTransport implements AgentTransport {
     private readonly cgroupsPath: string,
     createProcess: ChildProcess,
     input: WriteStream,
-    private readonly pid: number | undefined,
     private readonly releaseUid: () => void,
   ) {
     const { stdout, stderr } = createProcess;
@@ -322,12 +340,13 @@ class ContainerTransport implements AgentTransport {
   }
 }
 
-/** A created container: `init` starts it and loads the function through the agent. */
+/** A container: `init` starts it if it is only created, then loads the function through the agent. */
 class ContainerSandbox implements Sandbox {
   constructor(
     private readonly runtime: OciRuntime,
     readonly id: string,
     private readonly agent: AgentSandbox,
+    private started: boolean,
   ) {}
 
   get alive(): boolean {
@@ -335,16 +354,16 @@ class ContainerSandbox implements Sandbox {
   }
 
   async init(code: FunctionCode, deadline: number, onLog: LogSink): Promise<InitOutcome> {
-    const started = await this.runtime.start(this.id);
-    if (started.code !== 0) {
-      await this.agent.destroy();
-      return { ok: false, kind: 'crash', error: `${this.runtime.name} start failed: ${started.stderr.trim().slice(-500)}` };
+    if (!this.started) {
+      const started = await this.runtime.start(this.id);
+      if (started.code !== 0) {
+        await this.agent.destroy();
+        return { ok: false, kind: 'crash', error: `${this.runtime.name} start failed: ${started.stderr.trim().slice(-500)}` };
+      }
+      this.started = true;
     }
-    if (!(await this.agent.waitForHello(Math.max(1, deadline - Date.now())))) {
-      const reason = this.agent.describeFailure();
-      await this.agent.destroy();
-      return { ok: false, kind: 'crash', error: reason };
-    }
+    // No need to wait for the agent's hello: the pipe holds the init frame until the agent reads
+    // it, and an agent that dies or never answers fails the init anyway.
     return this.agent.init(code, deadline, onLog);
   }
 

@@ -4,6 +4,9 @@ import { isAbsolute } from 'node:path';
 
 export type RuntimeName = 'runc' | 'crun' | 'runsc';
 
+/** How a container comes to be: created (started later), run at once, or restored from a checkpoint. */
+export type ContainerLaunch = { kind: 'create' } | { kind: 'run' } | { kind: 'restore'; imagePath: string };
+
 export interface CommandResult {
   code: number | null;
   stdout: string;
@@ -62,12 +65,19 @@ export class OciRuntime {
   }
 
   /**
-   * `create`: sets the container up with its process waiting to start. The pipes given to this
-   * command become the container process's stdio; the command itself exits once the container
-   * exists, and its pipes stay open with the container (so never wait for them to close).
+   * `create` sets the container up with its process waiting for `start`; `run --detach` also
+   * starts it, in one command. The pipes given to the command become the container process's
+   * stdio; the command exits once the container exists, and the pipes stay open with the
+   * container (so never wait for them to close).
    */
-  spawnCreate(id: string, bundle: string, pidFile: string, stdinFd: number): ChildProcess {
-    const [command, argv] = this.commandLine(['create', '--bundle', bundle, '--pid-file', pidFile, id]);
+  spawnContainer(how: ContainerLaunch, id: string, bundle: string, pidFile: string, stdinFd: number): ChildProcess {
+    const verb =
+      how.kind === 'create'
+        ? ['create']
+        : how.kind === 'run'
+          ? ['run', '--detach']
+          : ['restore', '--detach', '--image-path', how.imagePath];
+    const [command, argv] = this.commandLine([...verb, '--bundle', bundle, '--pid-file', pidFile, id]);
     return spawn(command, argv, { stdio: [stdinFd, 'pipe', 'pipe'] });
   }
 
@@ -77,6 +87,11 @@ export class OciRuntime {
 
   async kill(id: string, signal = 'KILL'): Promise<CommandResult> {
     return this.exec(['kill', id, signal]);
+  }
+
+  /** Saves the container's state into `imagePath` (runsc); the container stops. */
+  async checkpoint(id: string, imagePath: string): Promise<CommandResult> {
+    return this.exec(['checkpoint', '--image-path', imagePath, id], 120_000);
   }
 
   async delete(id: string): Promise<CommandResult> {

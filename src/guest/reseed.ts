@@ -1,0 +1,145 @@
+/**
+ * Randomness that can be reseeded. A sandbox restored from a memory snapshot carries the RNG
+ * state of the moment the snapshot was taken, so every clone would draw the same "random" values
+ * (the same crypto.randomUUID(), the same Math.random()). At start-up, before any function code
+ * loads, the agent puts wrappers in front of every source of randomness a function can reach;
+ * until a reseed they pass through to Node.js, after it they draw from an AES-256-CTR keystream
+ * keyed with fresh entropy from the host. Functions that captured a reference at load time (say
+ * `const { randomUUID } = require('crypto')`) captured the wrapper.
+ */
+import crypto from 'node:crypto';
+
+type Source = (length: number) => Buffer;
+
+let source: Source | undefined;
+
+function take(length: number): Buffer {
+  return source ? source(length) : crypto.randomBytes(length);
+}
+
+function keystream(seed: Buffer): Source {
+  const cipher = crypto.createCipheriv('aes-256-ctr', seed.subarray(0, 32), seed.subarray(32, 48));
+  const zeros = Buffer.alloc(16384);
+  let pool = Buffer.alloc(0);
+  let offset = 0;
+  return (length) => {
+    const out = Buffer.allocUnsafe(length);
+    let filled = 0;
+    while (filled < length) {
+      if (offset >= pool.length) {
+        pool = cipher.update(zeros);
+        offset = 0;
+      }
+      const n = Math.min(length - filled, pool.length - offset);
+      pool.copy(out, filled, offset, offset + n);
+      filled += n;
+      offset += n;
+    }
+    return out;
+  };
+}
+
+function uuid(): string {
+  const b = take(16);
+  b[6] = ((b[6] as number) & 0x0f) | 0x40;
+  b[8] = ((b[8] as number) & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function fillView<T extends NodeJS.ArrayBufferView>(view: T, offset = 0, size?: number): T {
+  const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+  const length = size ?? bytes.length - offset;
+  bytes.set(take(length), offset);
+  return view;
+}
+
+/** Installs the wrappers; call before any function code is loaded. */
+export function installReseedableRandomness(): void {
+  const original = {
+    randomBytes: crypto.randomBytes,
+    randomFillSync: crypto.randomFillSync,
+    randomFill: crypto.randomFill,
+    randomUUID: crypto.randomUUID,
+    randomInt: crypto.randomInt,
+    getRandomValues: crypto.webcrypto.getRandomValues.bind(crypto.webcrypto),
+    mathRandom: Math.random,
+  };
+  const mutable = crypto as unknown as Record<string, unknown>;
+  mutable.randomBytes = (size: number, callback?: (error: Error | null, buffer: Buffer) => void) => {
+    if (!source) return callback ? original.randomBytes(size, callback) : original.randomBytes(size);
+    const buffer = take(size);
+    if (callback) {
+      process.nextTick(callback, null, buffer);
+      return undefined;
+    }
+    return buffer;
+  };
+  mutable.randomFillSync = (view: NodeJS.ArrayBufferView, offset?: number, size?: number) =>
+    source ? fillView(view, offset, size) : original.randomFillSync(view, offset, size);
+  mutable.randomFill = (view: NodeJS.ArrayBufferView, ...rest: unknown[]) => {
+    const callback = rest.pop() as (error: Error | null, view: NodeJS.ArrayBufferView) => void;
+    if (!source) return (original.randomFill as (...a: unknown[]) => void)(view, ...rest, callback);
+    const [offset, size] = rest as [number | undefined, number | undefined];
+    process.nextTick(callback, null, fillView(view, offset, size));
+    return undefined;
+  };
+  mutable.randomUUID = (options?: crypto.RandomUUIDOptions) => (source ? uuid() : original.randomUUID(options));
+  mutable.randomInt = (...args: unknown[]) => {
+    if (!source) return (original.randomInt as (...a: unknown[]) => number)(...args);
+    const callback = typeof args.at(-1) === 'function' ? (args.pop() as (e: Error | null, n: number) => void) : undefined;
+    const [min, max] = args.length === 1 ? [0, args[0] as number] : (args as [number, number]);
+    const value = min + Math.floor((take(6).readUIntBE(0, 6) / 2 ** 48) * (max - min));
+    if (callback) {
+      process.nextTick(callback, null, value);
+      return undefined;
+    }
+    return value;
+  };
+  const getRandomValues = <T extends ArrayBufferView | null>(array: T): T =>
+    source && array
+      ? (fillView(array as NodeJS.ArrayBufferView) as unknown as T)
+      : (original.getRandomValues(array as never) as T);
+  // crypto.getRandomValues is an accessor that reads webcrypto's, and webcrypto is globalThis.crypto.
+  const web = crypto.webcrypto as unknown as Record<string, unknown>;
+  web.getRandomValues = getRandomValues;
+  web.randomUUID = () => (source ? uuid() : original.randomUUID());
+  Math.random = () => {
+    if (!source) return original.mathRandom();
+    const b = take(8);
+    return (b.readUInt32BE(0) * 2 ** 21 + (b.readUInt32BE(4) >>> 11)) / 2 ** 53;
+  };
+}
+
+let clockOffsetMs = 0;
+// Below this the guest's clock is considered right: no need to correct jitter.
+const CLOCK_TOLERANCE_MS = 50;
+
+/**
+ * A restored sandbox's wall clock can be as old as its snapshot, and the agent may not set the
+ * system clock. Like the randomness, Date is wrapped before function code loads, so that an
+ * offset learned at the reseed moves `Date.now()` and `new Date()` to the host's time.
+ */
+export function installRestorableClock(): void {
+  const OriginalDate = Date;
+  const PatchedDate = function (this: unknown, ...args: unknown[]) {
+    if (!new.target) return new OriginalDate(OriginalDate.now() + clockOffsetMs).toString();
+    return Reflect.construct(OriginalDate, args.length > 0 ? args : [OriginalDate.now() + clockOffsetMs], new.target);
+  } as unknown as DateConstructor;
+  Object.setPrototypeOf(PatchedDate, OriginalDate);
+  Object.defineProperty(PatchedDate, 'prototype', { value: OriginalDate.prototype });
+  PatchedDate.now = () => OriginalDate.now() + clockOffsetMs;
+  globalThis.Date = PatchedDate;
+}
+
+/**
+ * From now on, randomness comes from a keystream keyed with these 48 bytes of host entropy, and
+ * the clock follows the host's. Returns the clock offset applied, in ms.
+ */
+export function reseed(entropy: Buffer, hostNow: number): number {
+  if (entropy.length < 48) throw new Error('reseeding needs 48 bytes of entropy');
+  source = keystream(entropy);
+  const skew = hostNow - (Date.now() - clockOffsetMs);
+  clockOffsetMs = Math.abs(skew) > CLOCK_TOLERANCE_MS ? skew : 0;
+  return clockOffsetMs;
+}
