@@ -10,7 +10,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { constants, createWriteStream, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FrameDecoder, type GuestMessage, type HostMessage, encodeFrame } from '../src/guest/protocol.js';
+import { encodeFrame, FrameDecoder, type GuestMessage, type HostMessage } from '../src/guest/protocol.js';
 import { ensureNodeRootfs } from '../src/images/node-rootfs.js';
 import { containerSpec } from '../src/sandbox/container/oci-spec.js';
 import { findBinary } from '../src/sandbox/container/runtime.js';

@@ -49,6 +49,8 @@ export class WasmBackend implements Backend {
   readonly minMemoryMb = 16;
   readonly pool: WorkerPool;
   private readonly compiled = new Map<string, Promise<CompiledFunction>>();
+  /** Version (namespace/name@version) to its compiled key: versions never change, so hash once. */
+  private readonly keysByVersion = new Map<string, string>();
 
   constructor(options: WasmBackendOptions) {
     this.pool = new WorkerPool(options.workerScript, options.workers ?? Math.max(2, availableParallelism()));
@@ -76,8 +78,15 @@ export class WasmBackend implements Backend {
   }
 
   compile(code: FunctionCode, memoryMb: number): Promise<CompiledFunction> {
+    const versionKey = `${code.key}:${memoryMb}`;
+    const known = this.keysByVersion.get(versionKey);
+    const cached = known ? this.compiled.get(known) : undefined;
+    if (cached) return cached;
     const bytes = Buffer.from(code.code, 'base64');
     const key = `${createHash('sha256').update(bytes).digest('hex').slice(0, 32)}:${memoryMb}`;
+    this.keysByVersion.set(versionKey, key);
+    if (this.keysByVersion.size > COMPILED_CACHE_SIZE * 4)
+      this.keysByVersion.delete(this.keysByVersion.keys().next().value as string);
     let compiled = this.compiled.get(key);
     if (!compiled) {
       compiled = compileModule(key, bytes, memoryMb);
@@ -88,15 +97,10 @@ export class WasmBackend implements Backend {
     return compiled;
   }
 
-  /** Whether a compiled module for this code and limit is cached. */
-  isCompiled(code: FunctionCode, memoryMb: number): boolean {
-    const bytes = Buffer.from(code.code, 'base64');
-    return this.compiled.has(`${createHash('sha256').update(bytes).digest('hex').slice(0, 32)}:${memoryMb}`);
-  }
-
   /** Forgets compiled modules (the benchmark measures cold starts without the cache). */
   clearCache(): void {
     this.compiled.clear();
+    this.keysByVersion.clear();
   }
 
   async create(spec: SandboxSpec): Promise<Sandbox> {
