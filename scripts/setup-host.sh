@@ -4,6 +4,7 @@
 #
 #   base        g++ make python3 (node-gyp builds isolated-vm and better-sqlite3), prlimit
 #   containers  runc, crun (isolation "container") and runsc (isolation "gvisor")
+#   microvm     QEMU and what builds the guest image (busybox, mke2fs, cpio, lz4)
 #   wasm        clang + wasi-libc and rustc + its wasm32 standard library, to rebuild the examples
 #   all         every group (the default)
 set -euo pipefail
@@ -14,10 +15,11 @@ fi
 declare -A groups=(
   [base]="g++ make python3 util-linux"
   [containers]="runc crun runsc"
+  [microvm]="qemu-system-x86 busybox-static e2fsprogs cpio lz4"
   [wasm]="clang lld wasi-libc libclang-rt-14-dev-wasm32 rustc libstd-rust-dev-wasm32"
 )
 wanted=("$@")
-if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers wasm); fi
+if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers microvm wasm); fi
 packages=()
 for group in "${wanted[@]}"; do
   if [ -z "${groups[$group]+x}" ]; then

@@ -118,7 +118,7 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
       ? parseInteger('ISOLA_MAX_PAYLOAD_BYTES', env.ISOLA_MAX_PAYLOAD_BYTES, 1024, 2 ** 30)
       : 2 ** 20,
     blockingWaitMs: env.ISOLA_BLOCKING_WAIT ? parseDuration(env.ISOLA_BLOCKING_WAIT) : 60_000,
-    prewarm: prewarm ? parsePrewarm(prewarm) : { isolate: 2, process: 1, container: 1, gvisor: 1 },
+    prewarm: prewarm ? parsePrewarm(prewarm) : { isolate: 2, process: 1, container: 1, gvisor: 1, microvm: 1 },
     ...(containerRuntime ? { containerRuntime: containerRuntime as 'runc' | 'crun' } : {}),
     containerPrewarm,
   };

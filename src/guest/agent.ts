@@ -23,7 +23,8 @@ const currentActivation = new AsyncLocalStorage<string>();
 const channelArg = process.argv.find((a) => a.startsWith('--channel='))?.slice('--channel='.length) ?? 'stdio';
 
 let writeFrame: (frame: Buffer) => void;
-let input: NodeJS.ReadableStream;
+/** Starts reading frames from the channel, calling `onChunk` with each chunk. */
+let listen: (onChunk: (chunk: Buffer) => void) => void;
 
 if (channelArg === 'stdio') {
   // stdout carries frames; whatever the function prints goes through the patched writers below.
@@ -31,14 +32,28 @@ if (channelArg === 'stdio') {
   writeFrame = (frame) => {
     rawWrite(frame);
   };
-  input = process.stdin;
+  listen = (onChunk) => {
+    process.stdin.on('data', onChunk);
+    // The platform closed our stdin: it is done with this sandbox.
+    process.stdin.on('end', () => process.exit(0));
+  };
 } else {
   const fd = openSync(channelArg, 'r+');
   const out = createWriteStream('', { fd, autoClose: false });
   writeFrame = (frame) => {
     out.write(frame);
   };
-  input = createReadStream('', { fd, autoClose: false, highWaterMark: 256 * 1024 });
+  // A virtio-serial port reads as ended while no host is connected to it (between a snapshot
+  // restore and the host's connection, say): then wait and read again, never exit.
+  listen = (onChunk) => {
+    const read = () => {
+      const stream = createReadStream('', { fd, autoClose: false, highWaterMark: 256 * 1024 });
+      stream.on('data', (chunk) => onChunk(chunk as Buffer));
+      stream.on('end', () => setTimeout(read, 5));
+      stream.on('error', () => setTimeout(read, 5));
+    };
+    read();
+  };
 }
 
 function send(message: GuestMessage): void {
@@ -140,7 +155,7 @@ function handle(message: HostMessage): void {
 }
 
 const decoder = new FrameDecoder<HostMessage>();
-input.on('data', (chunk: Buffer) => {
+listen((chunk: Buffer) => {
   let messages: HostMessage[];
   try {
     messages = decoder.push(chunk);
@@ -150,7 +165,6 @@ input.on('data', (chunk: Buffer) => {
   }
   for (const message of messages) handle(message);
 });
-input.on('end', () => process.exit(0));
 
 process.on('uncaughtException', (error) => {
   log('stderr', `Uncaught exception: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);

@@ -19,7 +19,8 @@ function take(length: number): Buffer {
 
 function keystream(seed: Buffer): Source {
   const cipher = crypto.createCipheriv('aes-256-ctr', seed.subarray(0, 32), seed.subarray(32, 48));
-  const zeros = Buffer.alloc(16384);
+  // Small blocks: under an emulated CPU a large first block is a noticeable wait.
+  const zeros = Buffer.alloc(1024);
   let pool = Buffer.alloc(0);
   let offset = 0;
   return (length) => {

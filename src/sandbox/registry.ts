@@ -1,12 +1,16 @@
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ISOLATIONS, type Isolation } from '../core/kinds.js';
 import { buildAgent, buildBundle } from '../guest/bundle.js';
+import { ensureMicrovmImage, type MicrovmImage } from '../images/microvm-image.js';
 import { ensureNodeRootfs } from '../images/node-rootfs.js';
 import type { Backend, BackendStatus } from './backend.js';
 import { ContainerBackend } from './container/container-backend.js';
 import { findBinary, hybridCgroups, OciRuntime } from './container/runtime.js';
 import { RUNNING_AS_ROOT, sandboxUids } from './host-ids.js';
 import { IsolateBackend } from './isolate/isolate-backend.js';
+import { MicrovmBackend } from './microvm/microvm-backend.js';
+import { QEMU } from './microvm/vm.js';
 import { ProcessBackend } from './process/process-backend.js';
 import { WasmBackend } from './wasm/wasm-backend.js';
 
@@ -34,13 +38,8 @@ export async function createBackend(isolation: Isolation, context: BackendContex
       return openContainerBackend(context);
     case 'gvisor':
       return openGvisorBackend(context);
-    default:
-      return {
-        isolation,
-        available: false,
-        detail: 'This build does not include the backend yet.',
-        fix: 'Use isolation isolate or process.',
-      };
+    case 'microvm':
+      return openMicrovmBackend(context);
   }
 }
 
@@ -110,6 +109,32 @@ async function openGvisorBackend(context: BackendContext): Promise<Backend | Bac
     image: nodeImage(context),
     bundlesDir: paths.bundlesDir,
     uids: sandboxUids(),
+  });
+}
+
+/** isolation "microvm": QEMU's microvm machine with the guest image built on first use. */
+async function openMicrovmBackend(context: BackendContext): Promise<Backend | BackendStatus> {
+  const fix =
+    'Install QEMU and the image tools with `npx isola setup microvm` (qemu-system-x86 busybox-static e2fsprogs cpio lz4).';
+  if (!existsSync(QEMU)) return { isolation: 'microvm', available: false, detail: `${QEMU} is not installed.`, fix };
+  let image: MicrovmImage;
+  try {
+    image = ensureMicrovmImage(resolve(context.dataDir, 'images'), nodeImage(context));
+  } catch (error) {
+    return {
+      isolation: 'microvm',
+      available: false,
+      detail: `The guest image could not be built: ${(error as Error).message}`,
+      fix,
+    };
+  }
+  const forced = process.env.ISOLA_MICROVM_ACCEL;
+  const prewarm = process.env.ISOLA_MICROVM_PREWARM;
+  return MicrovmBackend.open({
+    dataDir: context.dataDir,
+    image,
+    ...(forced === 'kvm' || forced === 'tcg' ? { accelerator: forced } : {}),
+    ...(prewarm === 'restored' || prewarm === 'waiting' ? { prewarmMode: prewarm } : {}),
   });
 }
 

@@ -1,0 +1,438 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Isolation } from '../../core/kinds.js';
+import type { MicrovmImage } from '../../images/microvm-image.js';
+import { AgentSandbox } from '../agent-sandbox.js';
+import type {
+  Backend,
+  BackendStatus,
+  FunctionCode,
+  InitOutcome,
+  LogSink,
+  RunOutcome,
+  RunRequest,
+  Sandbox,
+  SandboxSpec,
+} from '../backend.js';
+import { pidAlive } from '../host-ids.js';
+import { type Accelerator, qemuArguments, type VmConfig } from './qemu.js';
+import { QEMU, Vm, VmTransport } from './vm.js';
+
+const BOOT_TIMEOUT_MS = 120_000;
+const RESTORE_TIMEOUT_MS = 30_000;
+const KVM_PROBE_TIMEOUT_MS = 20_000;
+const MAX_FUNCTION_SNAPSHOTS = 16;
+const SETTLE_MS = Number(process.env.ISOLA_MICROVM_SETTLE_MS ?? 2000);
+
+export interface MicrovmBackendOptions {
+  dataDir: string;
+  image: MicrovmImage;
+  /**
+   * What a VM made ahead of demand is: `restored` (the base snapshot already restored into it
+   * and its agent reseeded: a cold start only loads the function) or `waiting` (QEMU started,
+   * waiting for the snapshot to restore). Default `restored`.
+   */
+  prewarmMode?: 'restored' | 'waiting';
+  /** Forces an accelerator instead of probing (ISOLA_MICROVM_ACCEL). */
+  accelerator?: Accelerator;
+}
+
+/** A snapshot: the guest's RAM in a file and its device state. */
+interface Snapshot {
+  dir: string;
+  ram: string;
+  state: string;
+}
+
+function heapFor(memoryMb: number): number {
+  // The guest kernel and Node.js itself need their share of the VM's memory.
+  return Math.max(32, Math.floor(memoryMb * 0.6) - 32);
+}
+
+function qemuVersion(): string {
+  try {
+    return execFileSync(QEMU, ['--version'], { encoding: 'utf8' }).split('\n')[0]?.trim() ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+let vmCounter = 0;
+
+/**
+ * Runs each function in a QEMU `microvm` machine. Instances start by restoring a copy-on-write
+ * clone of a snapshot (a template VM booted once per memory size, its RAM in a file) into a QEMU
+ * that was started ahead and waits for the incoming state; the agent inside is then reseeded and
+ * loads the function. Functions annotated `snapshot: true` also get a snapshot of their own, taken
+ * after their initialisation. KVM is used where a probe shows it boots the guest, TCG otherwise.
+ */
+export class MicrovmBackend implements Backend {
+  readonly isolation: Isolation = 'microvm';
+  readonly minMemoryMb = 128;
+  private readonly root: string;
+  private readonly vmsDir: string;
+  private readonly snapshotsDir: string;
+  private readonly templates = new Map<number, Promise<Snapshot>>();
+  private readonly functionSnapshots = new Map<string, Promise<Snapshot | undefined>>();
+  private closed = false;
+
+  private constructor(
+    private readonly options: MicrovmBackendOptions,
+    readonly accelerator: Accelerator,
+    readonly acceleratorReason: string,
+    private readonly qemu: string,
+  ) {
+    this.root = join(options.dataDir, 'microvm');
+    this.vmsDir = join(this.root, 'vms');
+    const key = createHash('sha256')
+      .update(
+        JSON.stringify({
+          image: options.image.hash,
+          accelerator,
+          qemu,
+          args: qemuArguments(this.vmConfig('/vm', { path: '/ram', shared: true }, 256, false)),
+        }),
+      )
+      .digest('hex')
+      .slice(0, 16);
+    this.snapshotsDir = join(this.root, `snapshots-${key}`);
+    mkdirSync(this.vmsDir, { recursive: true, mode: 0o700 });
+    mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 });
+  }
+
+  static async open(options: MicrovmBackendOptions): Promise<MicrovmBackend> {
+    const qemu = qemuVersion();
+    const root = join(options.dataDir, 'microvm');
+    mkdirSync(root, { recursive: true, mode: 0o700 });
+    sweepOrphans(join(root, 'vms'));
+    const { accelerator, reason } = options.accelerator
+      ? { accelerator: options.accelerator, reason: 'chosen by ISOLA_MICROVM_ACCEL' }
+      : await chooseAccelerator(options, root, qemu);
+    return new MicrovmBackend(options, accelerator, reason, qemu);
+  }
+
+  async status(): Promise<BackendStatus> {
+    return {
+      isolation: 'microvm',
+      available: true,
+      detail: `${this.qemu} microvm, ${this.accelerator.toUpperCase()} (${this.acceleratorReason}), kernel ${this.options.image.kernelVersion}`,
+    };
+  }
+
+  /**
+   * A VM for the base snapshot of its memory size: QEMU started and waiting for the incoming
+   * state; made ahead of demand, also restored (see prewarmMode).
+   */
+  async create(spec: SandboxSpec): Promise<Sandbox> {
+    const template = await this.baseSnapshot(spec.memoryMb);
+    const vm = this.startVm({ path: template.ram, shared: false }, spec.memoryMb, true);
+    const sandbox = new MicrovmSandbox(vm, template, false);
+    if (spec.ahead && (this.options.prewarmMode ?? 'restored') === 'restored') {
+      const resumed = await sandbox.resume(Date.now() + RESTORE_TIMEOUT_MS);
+      if (!resumed.ok) {
+        await sandbox.destroy();
+        throw new Error(resumed.error);
+      }
+    }
+    return sandbox;
+  }
+
+  /** A clone of the function's own snapshot, taken after its initialisation, if there is one. */
+  async restore(code: FunctionCode, spec: SandboxSpec): Promise<Sandbox | undefined> {
+    const snapshot = await this.functionSnapshots.get(snapshotKey(code, spec));
+    if (!snapshot) return undefined;
+    const vm = this.startVm({ path: snapshot.ram, shared: false }, spec.memoryMb, true);
+    const sandbox = new MicrovmSandbox(vm, snapshot, true);
+    const outcome = await sandbox.resume(Date.now() + RESTORE_TIMEOUT_MS);
+    if (!outcome.ok) return undefined;
+    return sandbox;
+  }
+
+  /** Takes, in the background, a snapshot of the function after its initialisation. */
+  snapshot(code: FunctionCode, spec: SandboxSpec): void {
+    const key = snapshotKey(code, spec);
+    if (this.functionSnapshots.has(key)) return;
+    const taking = this.takeFunctionSnapshot(key, code, spec).catch(() => undefined);
+    this.functionSnapshots.set(key, taking);
+    void taking.then((snapshot) => {
+      if (!snapshot) this.functionSnapshots.delete(key);
+      this.pruneFunctionSnapshots();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+
+  /** Boots a template VM with its RAM in a shared file and snapshots it once its agent answers. */
+  baseSnapshot(memoryMb: number): Promise<Snapshot> {
+    let template = this.templates.get(memoryMb);
+    if (!template) {
+      template = this.makeBaseSnapshot(memoryMb);
+      this.templates.set(memoryMb, template);
+      template.catch(() => this.templates.delete(memoryMb));
+    }
+    return template;
+  }
+
+  private async makeBaseSnapshot(memoryMb: number): Promise<Snapshot> {
+    const dir = join(this.snapshotsDir, `base-${memoryMb}`);
+    const snapshot = { dir, ram: join(dir, 'ram'), state: join(dir, 'state') };
+    if (existsSync(join(dir, '.complete'))) return snapshot;
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const vm = this.startVm({ path: snapshot.ram, shared: true }, memoryMb, false);
+    try {
+      const socket = await vm.connectAgent(BOOT_TIMEOUT_MS);
+      const agent = new AgentSandbox(vm.id, new VmTransport(vm, socket));
+      if (!(await agent.waitForHello(BOOT_TIMEOUT_MS))) {
+        throw new Error(`the template VM did not boot: ${agent.describeFailure()} ${vm.consoleTail().slice(-500)}`);
+      }
+      // Exercise the paths every clone takes (the channel, reseeding, loading and running a
+      // function) so that V8 has compiled them into the snapshot, then let the guest settle so
+      // that clones resume an idle machine, not one with work queued on its only CPU.
+      await warmUp(agent);
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+      await vm.snapshot(snapshot.state, RESTORE_TIMEOUT_MS);
+      writeFileSync(join(dir, '.complete'), `${new Date().toISOString()}\n`);
+      return snapshot;
+    } catch (error) {
+      rmSync(dir, { recursive: true, force: true });
+      throw error;
+    } finally {
+      await vm.remove();
+    }
+  }
+
+  /**
+   * A function snapshot: a copy of the base snapshot's RAM file becomes the shared memory of a
+   * VM restored from the base, the function is loaded, and the VM is snapshotted again.
+   */
+  private async takeFunctionSnapshot(key: string, code: FunctionCode, spec: SandboxSpec): Promise<Snapshot | undefined> {
+    const base = await this.baseSnapshot(spec.memoryMb);
+    const dir = join(this.snapshotsDir, `fn-${key}`);
+    const snapshot = { dir, ram: join(dir, 'ram'), state: join(dir, 'state') };
+    if (existsSync(join(dir, '.complete'))) return snapshot;
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    execFileSync('cp', ['--sparse=always', base.ram, snapshot.ram]);
+    const vm = this.startVm({ path: snapshot.ram, shared: true }, spec.memoryMb, true);
+    try {
+      const template = new MicrovmSandbox(vm, base, false);
+      const init = await template.init(code, Date.now() + 120_000, () => {});
+      if (!init.ok || this.closed) {
+        rmSync(dir, { recursive: true, force: true });
+        return undefined;
+      }
+      await vm.snapshot(snapshot.state, RESTORE_TIMEOUT_MS);
+      writeFileSync(join(dir, '.complete'), `${code.key}\n`);
+      return snapshot;
+    } catch {
+      rmSync(dir, { recursive: true, force: true });
+      return undefined;
+    } finally {
+      await vm.remove();
+    }
+  }
+
+  private pruneFunctionSnapshots(): void {
+    const entries = readdirSync(this.snapshotsDir)
+      .filter((e) => e.startsWith('fn-'))
+      .map((e) => ({ path: join(this.snapshotsDir, e), mtime: statSync(join(this.snapshotsDir, e)).mtimeMs }))
+      .sort((a, b) => b.mtime - a.mtime);
+    for (const stale of entries.slice(MAX_FUNCTION_SNAPSHOTS)) {
+      rmSync(stale.path, { recursive: true, force: true });
+      for (const [key] of this.functionSnapshots) if (stale.path.endsWith(`fn-${key}`)) this.functionSnapshots.delete(key);
+    }
+  }
+
+  private vmConfig(dir: string, ram: VmConfig['ram'], memoryMb: number, incoming: boolean): VmConfig {
+    return {
+      image: this.options.image,
+      accelerator: this.accelerator,
+      memoryMb,
+      heapMb: heapFor(memoryMb),
+      dir,
+      ram,
+      incoming,
+    };
+  }
+
+  startVm(ram: VmConfig['ram'], memoryMb: number, incoming: boolean): Vm {
+    const id = `${process.pid}-${++vmCounter}`;
+    return new Vm(id, this.vmConfig(join(this.vmsDir, id), ram, memoryMb, incoming));
+  }
+}
+
+const WARM_UP_CODE = 'function main(params) { return { ok: true, n: params.n, at: Date.now(), r: Math.random() }; }';
+
+async function warmUp(agent: AgentSandbox): Promise<void> {
+  for (let i = 0; i < 3; i++) await agent.reseed(RESTORE_TIMEOUT_MS);
+  const init = await agent.init(
+    { key: 'warm-up', kind: 'nodejs:20', code: WARM_UP_CODE, binary: false, main: 'main', env: {} },
+    Date.now() + BOOT_TIMEOUT_MS,
+    () => {},
+  );
+  if (!init.ok) throw new Error(`warming the template up failed: ${init.error}`);
+  for (let i = 0; i < 20; i++) {
+    await agent.run({
+      activationId: `warm-up-${i}`,
+      params: { n: i },
+      deadline: Date.now() + BOOT_TIMEOUT_MS,
+      env: {},
+      onLog: () => {},
+    });
+  }
+}
+
+function snapshotKey(code: FunctionCode, spec: SandboxSpec): string {
+  return createHash('sha256').update(`${code.key}\n${code.code}\n${spec.memoryMb}`).digest('hex').slice(0, 24);
+}
+
+/** Kills the QEMU processes of VMs whose server is gone and removes their directories. */
+function sweepOrphans(vmsDir: string): void {
+  if (!existsSync(vmsDir)) return;
+  for (const entry of readdirSync(vmsDir)) {
+    const owner = /^(\d+)-\d+$/.exec(entry);
+    if (!owner || pidAlive(Number(owner[1]))) continue;
+    try {
+      const pid = Number(readFileSync(join(vmsDir, entry, 'qemu.pid'), 'utf8'));
+      if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
+    } catch {
+      // no pid file: QEMU never started
+    }
+    rmSync(join(vmsDir, entry), { recursive: true, force: true });
+  }
+}
+
+/**
+ * KVM when /dev/kvm opens and a guest really boots under it (some hosts offer a /dev/kvm that
+ * cannot run a stock kernel); TCG otherwise. The answer is kept for this image, QEMU and host
+ * kernel, since a probe costs a boot.
+ */
+async function chooseAccelerator(
+  options: MicrovmBackendOptions,
+  root: string,
+  qemu: string,
+): Promise<{ accelerator: Accelerator; reason: string }> {
+  try {
+    closeSync(openSync('/dev/kvm', 'r+'));
+  } catch (error) {
+    return {
+      accelerator: 'tcg',
+      reason: `/dev/kvm is not usable: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+    };
+  }
+  // Host-wide: the answer depends on the host, not on a data dir, and a probe costs a boot.
+  const cacheFile = join(tmpdir(), 'isola-microvm-accelerator.json');
+  const cacheKey = `${options.image.hash} ${qemu} ${release()}`;
+  try {
+    const cached = JSON.parse(readFileSync(cacheFile, 'utf8')) as { key: string; accelerator: Accelerator; reason: string };
+    if (cached.key === cacheKey) return cached;
+  } catch {
+    // no probe yet
+  }
+  const probeDir = join(root, `kvm-probe-${process.pid}`);
+  rmSync(probeDir, { recursive: true, force: true });
+  mkdirSync(probeDir, { recursive: true });
+  const vm = new Vm('kvm-probe', {
+    image: options.image,
+    accelerator: 'kvm',
+    memoryMb: 256,
+    heapMb: heapFor(256),
+    dir: probeDir,
+    ram: { path: join(probeDir, 'ram'), shared: false },
+    incoming: false,
+  });
+  let result: { accelerator: Accelerator; reason: string };
+  try {
+    const socket = await vm.connectAgent(5000);
+    const agent = new AgentSandbox('kvm-probe', new VmTransport(vm, socket));
+    const started = Date.now();
+    const booted = await agent.waitForHello(KVM_PROBE_TIMEOUT_MS);
+    result = booted
+      ? { accelerator: 'kvm', reason: `a guest booted under KVM in ${Date.now() - started} ms` }
+      : {
+          accelerator: 'tcg',
+          reason: `/dev/kvm opens, but the guest kernel did not boot under it within ${KVM_PROBE_TIMEOUT_MS / 1000} s`,
+        };
+  } catch (error) {
+    result = { accelerator: 'tcg', reason: `KVM could not start a guest: ${(error as Error).message}` };
+  } finally {
+    await vm.remove();
+  }
+  writeFileSync(cacheFile, JSON.stringify({ key: cacheKey, ...result }));
+  return result;
+}
+
+/** An instance: a VM that resumes from a snapshot, then loads (or already has) the function. */
+class MicrovmSandbox implements Sandbox {
+  readonly id: string;
+  private agent: AgentSandbox | undefined;
+  private resumed: Promise<InitOutcome> | undefined;
+  private deathListener: ((reason: string) => void) | undefined;
+  private destroyed = false;
+
+  constructor(
+    private readonly vm: Vm,
+    private readonly snapshot: Snapshot,
+    /** The snapshot already has the function loaded. */
+    private readonly hasFunction: boolean,
+  ) {
+    this.id = `microvm-${vm.id}`;
+  }
+
+  get alive(): boolean {
+    return !this.destroyed && this.vm.alive && (this.agent?.alive ?? true);
+  }
+
+  /** Restores the snapshot into the waiting VM and gives the agent fresh entropy and the time. */
+  resume(deadline: number): Promise<InitOutcome> {
+    this.resumed ??= (async (): Promise<InitOutcome> => {
+      try {
+        // Connect before the guest runs again, so that it finds its port connected.
+        const socket = await this.vm.connectAgent(Math.max(1, deadline - Date.now()));
+        this.agent = new AgentSandbox(this.id, new VmTransport(this.vm, socket));
+        await this.vm.restore(this.snapshot.state, Math.max(1, deadline - Date.now()));
+        if (this.deathListener) this.agent.onDeath(this.deathListener);
+        if (!(await this.agent.reseed(Math.max(1, deadline - Date.now())))) {
+          return { ok: false, kind: 'crash', error: `The restored VM did not answer: ${this.agent.describeFailure()}` };
+        }
+        return { ok: true };
+      } catch (error) {
+        return { ok: false, kind: 'crash', error: `The VM could not be restored: ${(error as Error).message}` };
+      }
+    })();
+    return this.resumed;
+  }
+
+  async init(code: FunctionCode, deadline: number, onLog: LogSink): Promise<InitOutcome> {
+    const resumed = await this.resume(deadline);
+    if (!resumed.ok || !this.agent) {
+      await this.destroy();
+      return resumed;
+    }
+    if (this.hasFunction) return { ok: true };
+    return this.agent.init(code, deadline, onLog);
+  }
+
+  run(request: RunRequest): Promise<RunOutcome> {
+    if (!this.agent) return Promise.resolve({ kind: 'crash', reason: 'The VM has not been restored.' });
+    return this.agent.run(request);
+  }
+
+  onDeath(listener: (reason: string) => void): void {
+    this.deathListener = listener;
+    this.agent?.onDeath(listener);
+  }
+
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    if (this.agent) await this.agent.destroy();
+    else await this.vm.remove();
+  }
+}

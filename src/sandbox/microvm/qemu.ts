@@ -1,0 +1,84 @@
+import { readFileSync } from 'node:fs';
+import type { MicrovmImage } from '../../images/microvm-image.js';
+
+export type Accelerator = 'kvm' | 'tcg';
+
+/** One VM's configuration: everything the QEMU command line is made from. */
+export interface VmConfig {
+  image: MicrovmImage;
+  accelerator: Accelerator;
+  memoryMb: number;
+  /** The V8 heap limit inside the guest. */
+  heapMb: number;
+  /** Directory of this VM's sockets and console log. */
+  dir: string;
+  /** Guest RAM in a file: shared (a template, whose RAM a snapshot keeps) or a private copy-on-write mapping of one. */
+  ram: { path: string; shared: boolean };
+  /** Wait for an incoming migration (a restore) instead of booting. */
+  incoming: boolean;
+}
+
+/** The host's TSC frequency, passed to the guest so that a TCG boot does not hang calibrating. */
+function tscKhz(): number {
+  try {
+    const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    return mhz ? Math.round(Number(mhz[1]) * 1000) : 2_000_000;
+  } catch {
+    return 2_000_000;
+  }
+}
+
+// Debian's cloud kernel runs at 250 Hz: loops per jiffy = kHz * 1000 / 250.
+const KERNEL_HZ = 250;
+
+export function kernelCommandLine(config: Pick<VmConfig, 'heapMb' | 'accelerator'>): string {
+  const khz = tscKhz();
+  const timing =
+    config.accelerator === 'tcg' ? [`tsc_early_khz=${khz}`, `lpj=${Math.round((khz * 1000) / KERNEL_HZ)}`, 'no_timer_check'] : [];
+  return ['console=ttyS0', 'quiet', ...timing, 'rdinit=/init', 'panic=-1', 'reboot=t', `isola.heap=${config.heapMb}`].join(' ');
+}
+
+/**
+ * A `microvm` machine: no PCI, no firmware, no network device at all; the root disk read-only on
+ * virtio-mmio; the agent's channel a virtio-serial port on a unix socket; the console (kernel
+ * messages only) in a file; QMP on a unix socket for snapshots and restores.
+ */
+export function qemuArguments(config: VmConfig): string[] {
+  const accel = config.accelerator === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,tb-size=32', '-cpu', 'max'];
+  return [
+    '-M',
+    'microvm,x-option-roms=off,pit=off,pic=off,isa-serial=on,rtc=on,memory-backend=ram',
+    ...accel,
+    '-m',
+    `${config.memoryMb}M`,
+    '-smp',
+    '1',
+    '-nodefaults',
+    '-no-user-config',
+    '-nographic',
+    '-no-reboot',
+    '-object',
+    `memory-backend-file,id=ram,size=${config.memoryMb}M,mem-path=${config.ram.path},share=${config.ram.shared ? 'on' : 'off'}`,
+    '-kernel',
+    config.image.kernel,
+    '-initrd',
+    config.image.initramfs,
+    '-append',
+    kernelCommandLine(config),
+    '-drive',
+    `id=root,file=${config.image.rootDisk},format=raw,if=none,readonly=on`,
+    '-device',
+    'virtio-blk-device,drive=root',
+    '-device',
+    'virtio-serial-device',
+    '-chardev',
+    `socket,id=agent,path=${config.dir}/agent.sock,server=on,wait=off`,
+    '-device',
+    'virtserialport,chardev=agent,name=isola',
+    '-serial',
+    `file:${config.dir}/console.log`,
+    '-qmp',
+    `unix:${config.dir}/qmp.sock,server=on,wait=off`,
+    ...(config.incoming ? ['-incoming', 'defer'] : []),
+  ];
+}

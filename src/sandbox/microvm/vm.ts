@@ -1,0 +1,147 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import type { AgentTransport, ExitInfo } from '../agent-sandbox.js';
+import { qemuArguments, type VmConfig } from './qemu.js';
+import { QmpClient } from './qmp.js';
+
+export const QEMU = '/usr/bin/qemu-system-x86_64';
+const OOM_IN_GUEST = /JavaScript heap out of memory|Out of memory: Killed process|Reached heap limit|Allocation failed/;
+
+/** One QEMU process running one microVM, in a directory of its own. */
+export class Vm {
+  readonly process: ChildProcess;
+  readonly exited: Promise<ExitInfo>;
+  private qmpClient: QmpClient | undefined;
+  private removed = false;
+
+  constructor(
+    readonly id: string,
+    readonly config: VmConfig,
+  ) {
+    mkdirSync(config.dir, { recursive: true, mode: 0o700 });
+    this.process = spawn(QEMU, qemuArguments(config), { stdio: ['ignore', 'ignore', 'pipe'] });
+    if (this.process.pid) writeFileSync(join(config.dir, 'qemu.pid'), String(this.process.pid));
+    let stderr = '';
+    this.process.stderr?.on('data', (chunk: Buffer) => {
+      if (stderr.length < 4096) stderr += chunk.toString();
+    });
+    this.exited = new Promise((resolve) => {
+      this.process.once('exit', (code, signal) => {
+        if (stderr.trim()) this.appendConsole(`qemu: ${stderr.trim()}\n`);
+        // The guest's crash report comes before the kernel's panic dump: look at all of it.
+        resolve({ code, signal, oom: OOM_IN_GUEST.test(this.consoleTail(64 * 1024)) });
+      });
+      this.process.once('error', (error) => {
+        this.appendConsole(`qemu: ${error.message}\n`);
+        resolve({ code: null, signal: null, oom: false });
+      });
+    });
+  }
+
+  get alive(): boolean {
+    return this.process.exitCode === null && this.process.signalCode === null;
+  }
+
+  async qmp(timeoutMs = 10_000): Promise<QmpClient> {
+    this.qmpClient ??= await QmpClient.connect(join(this.config.dir, 'qmp.sock'), timeoutMs);
+    return this.qmpClient;
+  }
+
+  /** Loads a snapshot's device state into this VM (started with `-incoming defer`) and runs it. */
+  async restore(statePath: string, timeoutMs: number): Promise<void> {
+    const qmp = await this.qmp(timeoutMs);
+    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+    await qmp.execute('migrate-incoming', { uri: `exec:cat ${statePath}` });
+    await qmp.waitForMigration(timeoutMs);
+    const status = await qmp.execute<{ status: string }>('query-status');
+    if (status.status !== 'running') await qmp.execute('cont');
+  }
+
+  /**
+   * Pauses the VM and saves its device state. With x-ignore-shared the RAM, which lives in a
+   * shared file, is not copied: the file is the snapshot's memory.
+   */
+  async snapshot(statePath: string, timeoutMs: number): Promise<void> {
+    const qmp = await this.qmp(timeoutMs);
+    await qmp.execute('stop');
+    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+    await qmp.execute('migrate', { uri: `exec:cat > ${statePath}` });
+    await qmp.waitForMigration(timeoutMs);
+  }
+
+  /** Connects to the agent's virtio-serial port, retrying until QEMU has created the socket. */
+  async connectAgent(timeoutMs: number): Promise<Socket> {
+    const path = join(this.config.dir, 'agent.sock');
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        return await new Promise<Socket>((resolve, reject) => {
+          const socket = connect(path);
+          socket.once('connect', () => resolve(socket));
+          socket.once('error', reject);
+        });
+      } catch (error) {
+        if (Date.now() > deadline || !this.alive)
+          throw new Error(`the VM's agent socket did not open: ${(error as Error).message}`);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    }
+  }
+
+  kill(): void {
+    if (this.alive) this.process.kill('SIGKILL');
+  }
+
+  /** The end of the guest's console: kernel messages and whatever crashed. */
+  consoleTail(length = 2000): string {
+    try {
+      return readFileSync(join(this.config.dir, 'console.log'), 'utf8').slice(-length);
+    } catch {
+      return '';
+    }
+  }
+
+  async remove(): Promise<void> {
+    if (this.removed) return;
+    this.removed = true;
+    this.qmpClient?.close();
+    this.kill();
+    await this.exited;
+    rmSync(this.config.dir, { recursive: true, force: true });
+  }
+
+  private appendConsole(text: string): void {
+    try {
+      if (existsSync(this.config.dir)) writeFileSync(join(this.config.dir, 'console.log'), text, { flag: 'a' });
+    } catch {
+      // the directory is already gone
+    }
+  }
+}
+
+/** The agent's channel in a VM: the virtio-serial port's socket; the VM's life is QEMU's. */
+export class VmTransport implements AgentTransport {
+  readonly input: Socket;
+  readonly output: Socket;
+  readonly exited: Promise<ExitInfo>;
+
+  constructor(
+    private readonly vm: Vm,
+    socket: Socket,
+  ) {
+    this.input = socket;
+    this.output = socket;
+    this.exited = vm.exited;
+  }
+
+  kill(): void {
+    this.vm.kill();
+  }
+
+  async cleanup(): Promise<void> {
+    this.input.destroy();
+    await this.vm.remove();
+  }
+}

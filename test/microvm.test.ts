@@ -1,0 +1,174 @@
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { ActivationRecord } from '../src/core/types.js';
+import { pidAlive } from '../src/sandbox/host-ids.js';
+import { QEMU } from '../src/sandbox/microvm/vm.js';
+import { annotation, TestServer, waitFor } from './helpers/server.js';
+
+const skip = existsSync(QEMU) ? false : 'QEMU is not installed (npx isola setup microvm)';
+
+/** QEMU processes of this server's VMs, by the pid files in their directories. */
+function vmPids(dataDir: string): { dir: string; pid: number }[] {
+  const vms = join(dataDir, 'microvm', 'vms');
+  if (!existsSync(vms)) return [];
+  return readdirSync(vms)
+    .map((dir) => {
+      try {
+        return { dir, pid: Number(readFileSync(join(vms, dir, 'qemu.pid'), 'utf8')) };
+      } catch {
+        return { dir, pid: 0 };
+      }
+    })
+    .filter((v) => v.pid > 0 && pidAlive(v.pid));
+}
+
+describe('isolation "microvm"', { skip }, () => {
+  let server: TestServer;
+  const deploy = (name: string, code: string, extra: Record<string, unknown> = {}) =>
+    server.deploy(name, code, {
+      limits: { memory: 256, timeout: 30_000 },
+      annotations: [{ key: 'isolation', value: 'microvm' }],
+      ...extra,
+    });
+  const run = async (name: string, params = {}) => (await server.invoke<ActivationRecord>(name, params)).body;
+
+  before(async () => {
+    // No VMs made ahead: every cold start below restores a clone into a fresh QEMU.
+    server = await TestServer.start({ env: { ISOLA_BACKENDS: 'microvm', ISOLA_PREWARM: 'microvm:0' } });
+  });
+  after(async () => {
+    await server?.dispose();
+  });
+
+  it('restores a clone from the snapshot for a cold start, then serves warm', async () => {
+    const res = await deploy(
+      'vm-hello',
+      'const os = require("os"); function main(p) { return { hi: p.name, kernel: os.release(), cpus: os.cpus().length }; }',
+    );
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const cold = await run('vm-hello', { name: 'vm' });
+    assert.equal(cold.response.status, 'success', JSON.stringify(cold.response));
+    const result = cold.response.result as { hi: string; kernel: string; cpus: number };
+    assert.equal(result.hi, 'vm');
+    assert.match(result.kernel, /cloud-amd64/, 'the guest runs its own kernel');
+    assert.equal(annotation(cold, 'coldStart'), true);
+    const warm = await run('vm-hello', { name: 'again' });
+    assert.equal(annotation(warm, 'coldStart'), false);
+    assert.deepEqual((warm.response.result as { hi: string }).hi, 'again');
+  });
+
+  it('gives clones of one snapshot their own randomness and the current time', async () => {
+    await deploy(
+      'vm-random',
+      'async function main() { await new Promise((r) => setTimeout(r, 400)); return { uuid: crypto.randomUUID(), random: Math.random(), now: Date.now() }; }',
+    );
+    const clones = await Promise.all([0, 1, 2].map(() => run('vm-random')));
+    for (const clone of clones) assert.equal(annotation(clone, 'coldStart'), true, 'three at once: three clones');
+    const results = clones.map((c) => c.response.result as { uuid: string; random: number; now: number });
+    assert.equal(new Set(results.map((r) => r.uuid)).size, 3, JSON.stringify(results));
+    assert.equal(new Set(results.map((r) => r.random)).size, 3, JSON.stringify(results));
+    for (const r of results) assert.ok(Math.abs(Date.now() - r.now) < 10_000, `clock ${Date.now() - r.now} ms off`);
+  });
+
+  it('kills the VM at the timeout and serves the next call', async () => {
+    await deploy('vm-spin', 'function main(p) { if (p.spin) while (true) {} return { ok: true }; }', {
+      limits: { memory: 256, timeout: 2000 },
+    });
+    const res = await run('vm-spin', { spin: true });
+    assert.equal(res.response.status, 'action developer error');
+    assert.equal(annotation(res, 'timeout'), true);
+    assert.deepEqual((await run('vm-spin')).response.result, { ok: true });
+  });
+
+  it('ends a memory bomb at the memory limit', async () => {
+    await deploy('vm-bomb', 'function main() { const keep = []; for (;;) keep.push(new Array(100000).fill(1)); }');
+    const res = await run('vm-bomb');
+    assert.equal(res.response.status, 'action developer error');
+    assert.match(String((res.response.result as { error: string }).error), /exhausted its memory limit of 256 MB/);
+  });
+
+  it('cannot see host files or reach the host network', async () => {
+    await deploy(
+      'vm-peek',
+      'const fs = require("fs"); const net = require("net"); const tryIt = (f) => { try { return f(); } catch (e) { return e.code; } };' +
+        'function main(p) { return new Promise((r) => { const s = net.connect(p.port, "127.0.0.1"); const done = (how) => r({ how, shadow: tryIt(() => fs.readFileSync("/etc/shadow").length), dataDir: tryIt(() => fs.readdirSync(p.dataDir).length), interfaces: Object.keys(require("os").networkInterfaces()) }); s.on("connect", () => done("connected")); s.on("error", (e) => done(e.code)); }); }',
+    );
+    const res = await run('vm-peek', { port: Number(new URL(server.url).port), dataDir: server.dataDir });
+    const result = res.response.result as { how: string; shadow: unknown; dataDir: unknown; interfaces: string[] };
+    assert.notEqual(result.how, 'connected', JSON.stringify(result));
+    assert.equal(result.shadow, 'ENOENT');
+    assert.equal(result.dataDir, 'ENOENT');
+    assert.ok(
+      result.interfaces.every((i) => i === 'lo'),
+      `no network device: ${result.interfaces}`,
+    );
+  });
+
+  it('turns a VM killed mid-invocation into a failed activation and serves the next call', async () => {
+    // Only this function's VM may be running: deleting the others drains their instances.
+    for (const name of ['vm-hello', 'vm-random', 'vm-spin', 'vm-bomb', 'vm-peek'])
+      await server.request('DELETE', `/api/v1/namespaces/_/actions/${name}`);
+    await waitFor('idle VMs to stop', async () => (vmPids(server.dataDir).length === 0 ? true : undefined));
+    await deploy('vm-slow', 'function main(p) { return new Promise((r) => setTimeout(() => r({ done: p.n }), p.wait)); }');
+    await run('vm-slow', { n: 0, wait: 0 });
+    const pending = run('vm-slow', { n: 1, wait: 3000 });
+    await new Promise((r) => setTimeout(r, 1000));
+    const busy = vmPids(server.dataDir);
+    assert.equal(busy.length, 1, 'one VM runs the function');
+    process.kill(busy[0]?.pid as number, 'SIGKILL');
+    const res = await pending;
+    assert.equal(res.response.status, 'action developer error');
+    assert.match(String((res.response.result as { error: string }).error), /did not complete/);
+    assert.deepEqual((await run('vm-slow', { n: 2, wait: 0 })).response.result, { done: 2 });
+  });
+
+  it('takes a snapshot after the function initialises when asked, and later cold starts restore it', async () => {
+    const code =
+      'const t0 = Date.now(); let n = 0; while (Date.now() - t0 < 1500) n++;' +
+      'function main(p) { return new Promise((r) => setTimeout(() => r({ loaded: n > 0, uuid: crypto.randomUUID() }), p.wait ?? 0)); }';
+    await deploy('vm-snap', code, {
+      annotations: [
+        { key: 'isolation', value: 'microvm' },
+        { key: 'snapshot', value: true },
+      ],
+    });
+    const first = await run('vm-snap');
+    assert.equal(first.response.status, 'success');
+    assert.equal(annotation(first, 'restoredFromSnapshot'), undefined);
+    // The snapshot is taken in the background after the first initialisation.
+    const snapshots = join(server.dataDir, 'microvm');
+    await waitFor(
+      'the function snapshot',
+      async () => {
+        const dirs = readdirSync(snapshots).filter((d) => d.startsWith('snapshots-'));
+        return dirs.some((d) =>
+          readdirSync(join(snapshots, d)).some((e) => e.startsWith('fn-') && existsSync(join(snapshots, d, e, '.complete'))),
+        )
+          ? true
+          : undefined;
+      },
+      120_000,
+    );
+    // Two at once while the first instance is busy: the second needs a new instance.
+    const [busy, other] = await Promise.all([
+      run('vm-snap', { wait: 1500 }),
+      new Promise((r) => setTimeout(r, 300)).then(() => run('vm-snap')),
+    ]);
+    assert.equal(busy?.response.status, 'success');
+    assert.equal(annotation(other as ActivationRecord, 'restoredFromSnapshot'), true, JSON.stringify(other?.annotations));
+    assert.ok(
+      Number(annotation(other as ActivationRecord, 'initTime')) < Number(annotation(first, 'initTime')),
+      'restoring skips the initialisation',
+    );
+    assert.deepEqual(((other as ActivationRecord).response.result as { loaded: boolean }).loaded, true);
+  });
+
+  it('leaves no QEMU process or VM directory behind once the server stops', async () => {
+    await server.stop();
+    assert.deepEqual(vmPids(server.dataDir), []);
+    const vms = join(server.dataDir, 'microvm', 'vms');
+    assert.deepEqual(existsSync(vms) ? readdirSync(vms) : [], []);
+  });
+});
