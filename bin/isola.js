@@ -7,7 +7,7 @@ import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 const main = new URL('../src/cli/main.ts', import.meta.url);
-const NEEDS_ISOLATES = new Set(['serve', 'doctor', 'bench', 'simulate']);
+const NEEDS_ISOLATES = new Set(['serve', 'doctor', 'bench', 'images']);
 const command = process.argv.slice(2).find((arg) => !arg.startsWith('-'));
 
 if (NEEDS_ISOLATES.has(command ?? '') && !process.execArgv.includes('--no-node-snapshot')) {

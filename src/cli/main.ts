@@ -3,6 +3,7 @@ import { ApiError } from './client.js';
 import { registerActionCommands } from './commands/action.js';
 import { registerActivationCommands } from './commands/activation.js';
 import { registerDoctorCommand } from './commands/doctor.js';
+import { registerImagesCommands } from './commands/images.js';
 import { registerNamespaceCommands } from './commands/namespace.js';
 import { registerServeCommand } from './commands/serve.js';
 import { registerSetupCommand } from './commands/setup.js';
@@ -22,6 +23,7 @@ const program = new Command('isola')
 registerServeCommand(program);
 registerDoctorCommand(program);
 registerSetupCommand(program);
+registerImagesCommands(program);
 registerActionCommands(program);
 registerActivationCommands(program);
 registerNamespaceCommands(program);

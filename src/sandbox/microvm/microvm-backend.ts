@@ -328,7 +328,7 @@ async function chooseAccelerator(
   }
   // Host-wide: the answer depends on the host, not on a data dir, and a probe costs a boot.
   const cacheFile = join(tmpdir(), 'isola-microvm-accelerator.json');
-  const cacheKey = `${options.image.hash} ${qemu} ${release()}`;
+  const cacheKey = `${options.image.kernelVersion} ${qemu} ${release()}`;
   try {
     const cached = JSON.parse(readFileSync(cacheFile, 'utf8')) as { key: string; accelerator: Accelerator; reason: string };
     if (cached.key === cacheKey) return cached;

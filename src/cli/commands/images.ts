@@ -1,0 +1,48 @@
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { printJson } from '../output.js';
+import { globals } from './common.js';
+
+export function registerImagesCommands(program: Command): void {
+  const images = program.command('images').description('build the images sandboxes run from');
+  images
+    .command('build <kind>')
+    .description(
+      'build an image now rather than on first use: "microvm" (guest kernel, initramfs, root disk and base snapshot) or "container" (rootfs)',
+    )
+    .option('--memory <MB>', 'memory size of the microVM base snapshot to make', '256')
+    .action(async (kind: string, options: { memory: string }, command: Command) => {
+      const { dataDir, json } = globals(command);
+      const dir = resolve(dataDir ?? './.isola');
+      const { ensureNodeRootfs } = await import('../../images/node-rootfs.js');
+      const rootfs = ensureNodeRootfs(resolve(dir, 'images'), resolve(dir, 'runtime'));
+      if (kind === 'container') {
+        if (json) printJson({ rootfs: rootfs.path });
+        else process.stdout.write(`container rootfs: ${rootfs.path}\n`);
+        return;
+      }
+      if (kind !== 'microvm') throw new Error(`Unknown image kind "${kind}": use microvm or container.`);
+      const { ensureMicrovmImage } = await import('../../images/microvm-image.js');
+      const { MicrovmBackend } = await import('../../sandbox/microvm/microvm-backend.js');
+      const started = Date.now();
+      const image = ensureMicrovmImage(resolve(dir, 'images'), rootfs);
+      const backend = await MicrovmBackend.open({ dataDir: dir, image });
+      const snapshot = await backend.baseSnapshot(Number(options.memory));
+      await backend.close();
+      const summary = {
+        image,
+        accelerator: backend.accelerator,
+        why: backend.acceleratorReason,
+        snapshot: snapshot.dir,
+        seconds: Math.round((Date.now() - started) / 1000),
+      };
+      if (json) printJson(summary);
+      else {
+        process.stdout.write(
+          `kernel ${image.kernelVersion}: ${image.kernel}\ninitramfs: ${image.initramfs}\nroot disk: ${image.rootDisk}\n` +
+            `accelerator: ${backend.accelerator} (${backend.acceleratorReason})\nbase snapshot (${options.memory} MB): ${snapshot.dir}\n` +
+            `done in ${summary.seconds} s\n`,
+        );
+      }
+    });
+}
