@@ -9,7 +9,9 @@ describe('server settings', () => {
     assert.equal(config.host, '127.0.0.1');
     assert.match(config.dataDir, /\.isola$/);
     assert.equal(config.backends, undefined, 'all backends that work');
-    assert.equal(config.keepAliveMs, 600_000);
+    assert.equal(config.keepAlive, 'fixed:10m');
+    assert.equal(resolveServerConfig({ keepAlive: '5m' }, {}).keepAlive, 'fixed:5m');
+    assert.equal(resolveServerConfig({}, { ISOLA_KEEP_ALIVE: 'hybrid' }).keepAlive, 'hybrid');
   });
   it('lets flags win over the environment', () => {
     const env = { ISOLA_PORT: '4000', ISOLA_HOST: '0.0.0.0', ISOLA_BACKENDS: 'process', ISOLA_DATA_DIR: '/tmp/env' };

@@ -12,7 +12,8 @@ export interface ServerConfig {
   backends?: Isolation[];
   databaseUrl?: string;
   memoryBudgetMb: number;
-  keepAliveMs: number;
+  /** The default keep-alive policy: `fixed:<duration>` or `hybrid`. */
+  keepAlive: string;
   queueTimeoutMs: number;
   /** Largest action (code included) a PUT may carry. */
   maxActionBytes: number;
@@ -20,6 +21,8 @@ export interface ServerConfig {
   maxPayloadBytes: number;
   /** How long a blocking invoke waits before answering 202 with the activation id. */
   blockingWaitMs: number;
+  /** First delay before retrying a failed asynchronous invocation; it doubles each attempt. */
+  retryBaseMs: number;
   /** Blank sandboxes kept ready per backend, for the default memory size. */
   prewarm: Partial<Record<Isolation, number>>;
   /** runc or crun for isolation "container"; the faster one that works when absent. */
@@ -109,7 +112,8 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
     ...(databaseUrl ? { databaseUrl } : {}),
     // Half the host's memory by default, like an invoker's user memory on a shared machine.
     memoryBudgetMb: budget ? parseInteger('memory budget (MB)', budget, 64, 1 << 24) : Math.floor(totalmem() / 2 / 2 ** 20),
-    keepAliveMs: keepAlive ? parseDuration(keepAlive) : 10 * 60_000,
+    // A bare duration means a fixed keep-alive of that length.
+    keepAlive: keepAlive ? (/^\d/.test(keepAlive) ? `fixed:${keepAlive}` : keepAlive) : 'fixed:10m',
     queueTimeoutMs: env.ISOLA_QUEUE_TIMEOUT ? parseDuration(env.ISOLA_QUEUE_TIMEOUT) : 60_000,
     maxActionBytes: env.ISOLA_MAX_ACTION_BYTES
       ? parseInteger('ISOLA_MAX_ACTION_BYTES', env.ISOLA_MAX_ACTION_BYTES, 1024, 2 ** 30)
@@ -118,6 +122,7 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
       ? parseInteger('ISOLA_MAX_PAYLOAD_BYTES', env.ISOLA_MAX_PAYLOAD_BYTES, 1024, 2 ** 30)
       : 2 ** 20,
     blockingWaitMs: env.ISOLA_BLOCKING_WAIT ? parseDuration(env.ISOLA_BLOCKING_WAIT) : 60_000,
+    retryBaseMs: env.ISOLA_RETRY_BASE ? parseDuration(env.ISOLA_RETRY_BASE) : 1000,
     prewarm: prewarm ? parsePrewarm(prewarm) : { isolate: 2, process: 1, container: 1, gvisor: 1, microvm: 1 },
     ...(containerRuntime ? { containerRuntime: containerRuntime as 'runc' | 'crun' } : {}),
     containerPrewarm,

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import type { ActivationRecord } from '../src/core/types.js';
-import { TestServer, waitFor } from './helpers/server.js';
+import { annotation, TestServer, waitFor } from './helpers/server.js';
 
 function activationState(dataDir: string, id: string): string | undefined {
   const db = new Database(join(dataDir, 'isola.db'), { readonly: true });
@@ -16,11 +16,21 @@ function activationState(dataDir: string, id: string): string | undefined {
 
 describe('a server killed with SIGKILL and restarted', () => {
   let server: TestServer;
-  // The budget fits one 256 MB instance, so a second invocation has to wait in the queue.
-  const env = { ISOLA_MEMORY_BUDGET_MB: '256', ISOLA_PREWARM: 'isolate:0' };
+  // The budget fits two 256 MB instances: with both blockers running, the worker has to queue.
+  const env = { ISOLA_MEMORY_BUDGET_MB: '512', ISOLA_PREWARM: 'isolate:0' };
   let finishedId = '';
   let runningId = '';
+  let runningOnceId = '';
   let queuedId = '';
+  const record = (id: string) =>
+    waitFor(
+      `activation ${id}`,
+      async () => {
+        const r = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${id}`);
+        return r.status === 200 ? r.body : undefined;
+      },
+      30_000,
+    );
 
   before(async () => {
     server = await TestServer.start({ env });
@@ -29,20 +39,24 @@ describe('a server killed with SIGKILL and restarted', () => {
     await server.dispose();
   });
 
-  it('is set up with versions, a finished activation, one running and one queued', async () => {
+  it('is set up with versions, a finished activation, two running and one queued', async () => {
     const limits = { memory: 256, timeout: 60000 };
+    const sleeper = 'async function main(p) { await new Promise((r) => setTimeout(r, p.ms)); return { slept: p.ms }; }';
     assert.equal((await server.deploy('worker', 'function main(p) { return { done: p.job }; }', { limits })).status, 200);
     assert.equal((await server.deploy('worker', 'function main(p) { return { done: p.job, v: 2 }; }', { limits })).status, 200);
-    await server.deploy('blocker', 'async function main() { await new Promise((r) => setTimeout(r, 60000)); return {}; }', {
-      limits,
-    });
+    await server.deploy('blocker', sleeper, { limits });
+    await server.deploy('blocker-once', sleeper, { limits, annotations: [{ key: 'retries', value: 0 }] });
     const finished = await server.invoke<ActivationRecord>('worker', { job: 'before' });
     assert.equal(finished.body.response.success, true);
     finishedId = finished.body.activationId;
 
-    runningId = (await server.invoke<{ activationId: string }>('blocker', {}, 'blocking=false')).body.activationId;
-    await waitFor('the blocker to start', async () =>
-      activationState(server.dataDir, runningId) === 'running' ? true : undefined,
+    runningId = (await server.invoke<{ activationId: string }>('blocker', { ms: 3000 }, 'blocking=false')).body.activationId;
+    runningOnceId = (await server.invoke<{ activationId: string }>('blocker-once', { ms: 3000 }, 'blocking=false')).body
+      .activationId;
+    await waitFor('the blockers to start', async () =>
+      activationState(server.dataDir, runningId) === 'running' && activationState(server.dataDir, runningOnceId) === 'running'
+        ? true
+        : undefined,
     );
     queuedId = (await server.invoke<{ activationId: string }>('worker', { job: 'queued' }, 'blocking=false')).body.activationId;
     assert.equal(activationState(server.dataDir, queuedId), 'queued', 'the worker waits for memory');
@@ -63,19 +77,22 @@ describe('a server killed with SIGKILL and restarted', () => {
   });
 
   it('runs the activation that was still queued', async () => {
-    const record = await waitFor('the queued activation to run', async () => {
-      const r = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${queuedId}`);
-      return r.status === 200 ? r.body : undefined;
-    });
-    assert.equal(record.response.success, true);
-    assert.deepEqual(record.response.result, { done: 'queued', v: 2 });
+    const queued = await record(queuedId);
+    assert.equal(queued.response.success, true);
+    assert.deepEqual(queued.response.result, { done: 'queued', v: 2 });
   });
 
-  it('records the activation that was running as failed, with the reason', async () => {
-    const r = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${runningId}`);
-    assert.equal(r.status, 200);
-    assert.equal(r.body.response.status, 'whisk internal error');
-    assert.match(String((r.body.response.result as { error: string }).error), /server stopped while this activation was running/);
-    assert.match(server.output, /1 queued activation\(s\) resumed, 1 interrupted one\(s\) recorded as failed/);
+  it('runs an interrupted activation again (at least once), noting the attempt', async () => {
+    const rerun = await record(runningId);
+    assert.equal(rerun.response.status, 'success');
+    assert.deepEqual(rerun.response.result, { slept: 3000 });
+    assert.equal(annotation(rerun, 'attempt'), 2);
+  });
+
+  it('records an interrupted activation of a function without retries as failed, with the reason', async () => {
+    const failed = await record(runningOnceId);
+    assert.equal(failed.response.status, 'whisk internal error');
+    assert.match(String((failed.response.result as { error: string }).error), /server stopped while this activation was running/);
+    assert.match(server.output, /1 queued activation\(s\) resumed, 1 interrupted one\(s\) run again, 1 recorded as failed/);
   });
 });

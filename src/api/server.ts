@@ -6,6 +6,7 @@ import { parseJson } from './json.js';
 import { registerLambdaRoutes } from './lambda.js';
 import { registerOpenFaasRoutes } from './openfaas.js';
 import { registerOpenWhiskRoutes } from './openwhisk.js';
+import { registerTriggerRoutes } from './triggers-rules.js';
 import { registerWebActionRoutes } from './web.js';
 
 const API_INFO = {
@@ -72,6 +73,7 @@ export function buildServer(platform: Platform): FastifyInstance {
   });
 
   registerOpenWhiskRoutes(app, platform);
+  registerTriggerRoutes(app, platform);
   registerWebActionRoutes(app, platform);
   registerLambdaRoutes(app, platform);
   registerOpenFaasRoutes(app, platform);

@@ -7,6 +7,7 @@ import { registerImagesCommands } from './commands/images.js';
 import { registerNamespaceCommands } from './commands/namespace.js';
 import { registerServeCommand } from './commands/serve.js';
 import { registerSetupCommand } from './commands/setup.js';
+import { registerSimulateCommand } from './commands/simulate.js';
 
 const program = new Command('isola')
   .description('Isola: functions as a service under the isolation you choose')
@@ -24,6 +25,7 @@ registerServeCommand(program);
 registerDoctorCommand(program);
 registerSetupCommand(program);
 registerImagesCommands(program);
+registerSimulateCommand(program);
 registerActionCommands(program);
 registerActivationCommands(program);
 registerNamespaceCommands(program);

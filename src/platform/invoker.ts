@@ -8,6 +8,7 @@ import type { Metrics } from './metrics.js';
 
 /** OpenWhisk's limit on an action's result. */
 export const MAX_RESULT_BYTES = 1024 * 1024;
+const MAX_RETRY_DELAY_MS = 5 * 60_000;
 
 export interface Invocation {
   action: ActionVersion;
@@ -43,6 +44,18 @@ export class Invoker {
   ) {}
 
   async invoke(invocation: Invocation): Promise<ActivationRecord> {
+    const { record } = await this.execute(invocation);
+    await this.store.completeActivation(record, invocation.accepted ?? record.start);
+    return record;
+  }
+
+  /**
+   * Runs one invocation and builds its record, without storing it. `retryable` says whether the
+   * failure (if any) is worth another attempt: the platform's own failures and sandbox deaths
+   * (timeouts, out of memory, crashes) are; a function that reports an error is only when its
+   * result says `retryable: true`; failing to load the function is not.
+   */
+  async execute(invocation: Invocation): Promise<{ record: ActivationRecord; retryable: boolean }> {
     const accepted = invocation.accepted ?? Date.now();
     const activationId = invocation.activationId ?? newActivationId();
     const action = invocation.action;
@@ -50,12 +63,16 @@ export class Invoker {
     let response: ActivationResponse;
     let timing: Timing;
     let timedOut = false;
+    let retryable = false;
     let lease: Lease | undefined;
     try {
       lease = await this.scheduler.acquire(action, logs.sink);
       await invocation.onStarted?.();
       timing = { start: lease.startedAt, waitMs: lease.waitMs, initMs: lease.initMs, cold: lease.cold, restored: lease.restored };
-      this.countStart(action, lease.cold ? (lease.restored ? 'restore' : lease.prewarmed ? 'prewarm' : 'cold') : 'warm');
+      this.countStart(
+        action,
+        lease.cold ? (lease.restored ? 'restore' : lease.prewarmed ? 'stemcell' : 'cold') : lease.prewarmHit ? 'prewarm' : 'warm',
+      );
       const outcome = await lease.sandbox.run({
         activationId,
         params: { ...parametersOf(action), ...invocation.params },
@@ -66,6 +83,11 @@ export class Invoker {
       this.scheduler.release(lease, outcome.kind === 'result' || outcome.kind === 'error');
       timedOut = outcome.kind === 'timeout';
       response = responseFor(outcome, action);
+      retryable =
+        outcome.kind === 'timeout' ||
+        outcome.kind === 'oom' ||
+        outcome.kind === 'crash' ||
+        (!response.success && (response.result as { retryable?: unknown } | undefined)?.retryable === true);
     } catch (error) {
       if (error instanceof InitFailure) {
         timing = { start: error.startedAt, waitMs: error.waitMs, initMs: error.initMs, cold: true };
@@ -73,10 +95,12 @@ export class Invoker {
         this.countStart(action, 'cold');
         response = developerError(initFailureMessage(error, action));
       } else if (error instanceof CapacityError) {
+        retryable = true;
         timing = { start: Date.now(), waitMs: Date.now() - accepted, cold: false };
         response = { status: 'whisk internal error', success: false, result: { error: error.message } };
       } else {
         if (lease) this.scheduler.release(lease, false);
+        retryable = true;
         timing = { start: Date.now(), waitMs: Date.now() - accepted, cold: false };
         response = {
           status: 'whisk internal error',
@@ -111,41 +135,56 @@ export class Invoker {
       ],
       publish: false,
     };
-    await this.store.completeActivation(record, accepted);
     this.observe(record, timing);
-    return record;
+    return { record, retryable };
   }
 
-  /** Runs an activation that waited in the durable queue, then stores its record over the queued one. */
-  async runQueued(queued: QueuedActivation, action: ActionVersion | undefined): Promise<ActivationRecord> {
-    if (!action) {
-      const record = failedRecord(queued, 'whisk internal error', 'The action version was deleted before the activation ran.');
-      await this.store.completeActivation(record, queued.accepted);
+  /**
+   * Runs an activation from the durable queue. A retryable failure with attempts left goes back
+   * in the queue with exponential backoff and `retry` is called with it; otherwise the record is
+   * stored over the queued one, with the number of attempts.
+   */
+  async runQueued(
+    queued: QueuedActivation,
+    action: ActionVersion | undefined,
+    retry: { maxRetries: number; baseDelayMs: number; requeued: (again: QueuedActivation) => void },
+  ): Promise<ActivationRecord | undefined> {
+    const attempt = queued.attempts + 1;
+    if (!action || queued.params === undefined) {
+      const reason = action ? 'The invocation cannot be run again.' : 'The action version was deleted before the activation ran.';
+      const record = failedRecord(queued, 'whisk internal error', reason);
+      await this.store.completeActivation(record, queued.accepted, attempt);
       return record;
     }
-    return this.invoke({
+    const { record, retryable } = await this.execute({
       action,
       params: queued.params,
       subject: queued.subject,
       activationId: queued.activationId,
       accepted: queued.accepted,
-      annotations: queued.annotations,
-      // From here a restart must not run it again: it may already have had effects.
+      annotations: [...queued.annotations.filter((a) => a.key !== 'attempt'), { key: 'attempt', value: attempt }],
       onStarted: () => this.store.markActivationRunning(queued.activationId),
     });
+    if (retryable && attempt <= retry.maxRetries) {
+      const notBefore = Date.now() + Math.min(retry.baseDelayMs * 2 ** (attempt - 1), MAX_RETRY_DELAY_MS);
+      await this.store.requeueActivation(queued.activationId, attempt, notBefore);
+      retry.requeued({ ...queued, attempts: attempt, notBefore });
+      return undefined;
+    }
+    await this.store.completeActivation(record, queued.accepted, attempt);
+    return record;
   }
 
-  /** Records an activation that was running when the server stopped as failed, with the reason. */
-  async failInterrupted(interrupted: QueuedActivation): Promise<void> {
-    const record = failedRecord(
-      interrupted,
-      'whisk internal error',
-      'The server stopped while this activation was running; it was not retried because the function may already have had effects.',
+  /** Records an activation that cannot be run again as failed, with the reason. */
+  async fail(pending: QueuedActivation, reason: string): Promise<void> {
+    await this.store.completeActivation(
+      failedRecord(pending, 'whisk internal error', reason),
+      pending.accepted,
+      pending.attempts,
     );
-    await this.store.completeActivation(record, interrupted.accepted);
   }
 
-  private countStart(action: ActionVersion, start: 'cold' | 'warm' | 'prewarm' | 'restore'): void {
+  private countStart(action: ActionVersion, start: 'cold' | 'warm' | 'stemcell' | 'prewarm' | 'restore'): void {
     this.metrics.starts.inc({ isolation: action.isolation, namespace: action.namespace, action: action.name, start });
   }
 
@@ -189,6 +228,9 @@ export function responseFor(outcome: RunOutcome, action: ActionVersion): Activat
           `The action produced a response that exceeded the allowed length: ${size} > ${MAX_RESULT_BYTES} bytes.`,
         );
       }
+      // OpenWhisk's rule: a result with a top-level "error" field is the function reporting failure.
+      if (!Array.isArray(result) && Object.hasOwn(result, 'error'))
+        return { status: 'application error', success: false, result };
       return { status: 'success', success: true, result };
     }
     case 'error':

@@ -14,7 +14,7 @@ export class Metrics {
   });
   readonly starts = new Counter({
     name: 'isola_starts_total',
-    help: 'How invocations found their instance: cold (a new one was started), warm, prewarm (a cold start on a sandbox made ahead) or restore (from a snapshot of the function).',
+    help: 'How invocations found their instance: cold (a new one was started), stemcell (a cold start on a blank sandbox made ahead), restore (from a snapshot of the function), warm, or prewarm (the first call on an instance the keep-alive policy started ahead, or a provisioned one).',
     labelNames: ['isolation', 'namespace', 'action', 'start'] as const,
     registers: [this.registry],
   });
@@ -51,6 +51,29 @@ export class Metrics {
         this.reset();
         for (const entry of scheduler.stats().instances)
           this.set({ isolation: entry.isolation, state: entry.state }, entry.count);
+      },
+    });
+    new Gauge({
+      name: 'isola_function_instances',
+      help: 'Live instances of each function by state.',
+      labelNames: ['namespace', 'action', 'state'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const fn of scheduler.stats().functions) {
+          for (const entry of fn.instances)
+            this.set({ namespace: fn.namespace, action: fn.action, state: entry.state }, entry.count);
+        }
+      },
+    });
+    new Gauge({
+      name: 'isola_function_queue_length',
+      help: 'Invocations of each function waiting for an instance.',
+      labelNames: ['namespace', 'action'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const fn of scheduler.stats().functions) this.set({ namespace: fn.namespace, action: fn.action }, fn.queued);
       },
     });
     new Gauge({

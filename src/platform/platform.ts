@@ -1,15 +1,18 @@
 import type { ServerConfig } from '../config.js';
-import { badRequest, notFound } from '../core/errors.js';
+import { badRequest, notFound, tooManyRequests } from '../core/errors.js';
 import { newActivationId } from '../core/ids.js';
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion, ActivationRecord, KeyValue } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
 import { probeBackends } from '../sandbox/registry.js';
-import { Scheduler } from '../scheduler/scheduler.js';
-import { Store } from '../store/store.js';
+import { functionSettings } from '../scheduler/function-settings.js';
+import { parsePolicy } from '../scheduler/policy.js';
+import { QueueFullError, Scheduler } from '../scheduler/scheduler.js';
+import { type QueuedActivation, Store } from '../store/store.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
 import { Invoker } from './invoker.js';
 import { Metrics } from './metrics.js';
+import { Triggers } from './triggers.js';
 
 export type ActionDraft = Omit<ActionVersion, 'version' | 'updated'>;
 
@@ -26,6 +29,8 @@ export class Platform {
   private readonly latest = new Map<string, ActionVersion>();
   private readonly authCache = new Map<string, { namespace: string | undefined; expires: number }>();
   private readonly background = new Set<Promise<unknown>>();
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
+  readonly triggers: Triggers;
 
   private constructor(
     readonly config: ServerConfig,
@@ -37,7 +42,14 @@ export class Platform {
     readonly invoker: Invoker,
     readonly guest: Credentials,
     private readonly events: PlatformEvents,
-  ) {}
+  ) {
+    this.triggers = new Triggers({
+      store,
+      getAction: (namespace, name) => this.getAction(namespace, name),
+      invokeAsync: (action, params, subject, annotations) => this.invokeAsync(action, params, subject, annotations),
+      warn: (message) => events.warn?.(message),
+    });
+  }
 
   static async start(config: ServerConfig, events: PlatformEvents = {}): Promise<Platform> {
     ensureDataDir(config.dataDir);
@@ -65,7 +77,7 @@ export class Platform {
     const scheduler = new Scheduler({
       backends,
       memoryBudgetMb: config.memoryBudgetMb,
-      keepAliveMs: config.keepAliveMs,
+      policy: parsePolicy(config.keepAlive),
       queueTimeoutMs: config.queueTimeoutMs,
       stemCells: Object.entries(config.prewarm)
         .filter(([isolation, count]) => backends.has(isolation as Isolation) && (count ?? 0) > 0)
@@ -103,10 +115,16 @@ export class Platform {
     if (draft.limits.memory < backend.minMemoryMb) {
       throw badRequest(`limits.memory must be at least ${backend.minMemoryMb} MB under isolation "${draft.isolation}".`);
     }
+    try {
+      functionSettings(draft);
+    } catch (error) {
+      throw badRequest((error as Error).message);
+    }
     await backend.validate?.({ ...draft, version: '0.0.0', updated: Date.now() });
     const stored = await this.store.putAction(draft, { overwrite });
     this.latest.set(actionKey(stored.namespace, stored.name), stored);
     this.scheduler.retireVersions(stored.namespace, stored.name, stored.version);
+    this.scheduler.provision(stored);
     return stored;
   }
 
@@ -145,6 +163,7 @@ export class Platform {
     subject: string,
     annotations: KeyValue[] = [],
   ): Promise<BlockingOutcome> {
+    this.admit(action);
     const activationId = newActivationId();
     const accepted = Date.now();
     const run = this.invoker.invoke({ action, params, subject, activationId, accepted, annotations });
@@ -165,7 +184,8 @@ export class Platform {
           version: action.version,
           subject,
           accepted,
-          params: {},
+          // A blocking invocation is not run again after a restart: its parameters are not kept.
+          params: undefined,
           annotations,
         },
         'running',
@@ -175,14 +195,33 @@ export class Platform {
     return { done: false, activationId };
   }
 
-  /** Accepts an invocation for later: stored durably before this resolves, then run in the background. */
+  /** 429 when the function's queue is full, before anything is recorded. */
+  private admit(action: ActionVersion): void {
+    try {
+      this.scheduler.admit(action);
+    } catch (error) {
+      if (error instanceof QueueFullError) throw tooManyRequests(error.message);
+      throw error;
+    }
+  }
+
+  /**
+   * Accepts an invocation for later: stored durably before this resolves, then run in the
+   * background, with retries (at least once: see `recover`).
+   */
   async invokeAsync(
     action: ActionVersion,
     params: Record<string, unknown>,
     subject: string,
     annotations: KeyValue[] = [],
   ): Promise<string> {
-    const queued = {
+    const { maxQueued } = functionSettings(action);
+    if ((await this.store.countPending(action.namespace, action.name)) >= maxQueued) {
+      throw tooManyRequests(
+        `Too many invocations of ${action.namespace}/${action.name} are queued (at most ${maxQueued}); try again later.`,
+      );
+    }
+    const queued: QueuedActivation = {
       activationId: newActivationId(),
       namespace: action.namespace,
       name: action.name,
@@ -191,28 +230,82 @@ export class Platform {
       accepted: Date.now(),
       params,
       annotations,
+      attempts: 0,
+      notBefore: 0,
     };
     await this.store.enqueueActivation(queued);
-    this.track(this.invoker.runQueued(queued, action));
+    this.dispatch(queued, action);
     return queued.activationId;
   }
 
-  /**
-   * After a restart: activations that were running are recorded as failed (they may have had
-   * effects), and those still queued run now.
-   */
-  async recover(): Promise<{ failed: number; resumed: number }> {
-    const interrupted = await this.store.interruptedActivations();
-    for (const activation of interrupted) await this.invoker.failInterrupted(activation);
-    const queued = await this.store.queuedActivations();
-    for (const activation of queued) {
-      const action = await this.store.getAction(activation.namespace, activation.name, activation.version);
-      this.track(this.invoker.runQueued(activation, action));
+  /** Runs a queued activation now, or when its retry is due. */
+  private dispatch(queued: QueuedActivation, known?: ActionVersion): void {
+    const delay = queued.notBefore - Date.now();
+    if (delay > 0) {
+      const timer = setTimeout(() => {
+        this.retryTimers.delete(timer);
+        this.dispatch({ ...queued, notBefore: 0 }, known);
+      }, delay);
+      this.retryTimers.add(timer);
+      return;
     }
-    return { failed: interrupted.length, resumed: queued.length };
+    this.track(
+      (async () => {
+        const action = known ?? (await this.store.getAction(queued.namespace, queued.name, queued.version));
+        const maxRetries = action ? functionSettings(action).retries : 0;
+        await this.invoker.runQueued(queued, action, {
+          maxRetries,
+          baseDelayMs: this.config.retryBaseMs,
+          requeued: (again) => this.dispatch(again, action),
+        });
+      })(),
+    );
+  }
+
+  /**
+   * After a restart, asynchronous invocations are delivered at least once: those still queued run,
+   * and those that were running when the server stopped run again while they have retries left
+   * (they may have had effects: functions that must not run twice set `retries: 0`). Blocking
+   * invocations that were running are recorded as failed.
+   */
+  async recover(): Promise<{ failed: number; resumed: number; retried: number }> {
+    let failed = 0;
+    let retried = 0;
+    // Read before the interrupted ones are put back in the queue.
+    const queued = await this.store.queuedActivations();
+    for (const pending of await this.store.interruptedActivations()) {
+      const action = await this.store.getAction(pending.namespace, pending.name, pending.version);
+      const attempt = pending.attempts + 1;
+      if (pending.params !== undefined && action && attempt <= functionSettings(action).retries) {
+        await this.store.requeueActivation(pending.activationId, attempt, 0);
+        this.dispatch({ ...pending, attempts: attempt, notBefore: 0 }, action);
+        retried++;
+      } else {
+        await this.invoker.fail(
+          { ...pending, attempts: attempt },
+          pending.params === undefined
+            ? 'The server stopped while this blocking activation was running; blocking invocations are not run again.'
+            : 'The server stopped while this activation was running, and it has no retries left.',
+        );
+        failed++;
+      }
+    }
+    for (const activation of queued) this.dispatch(activation);
+    await this.triggers.start();
+    // Functions that keep instances provisioned get them back.
+    for (const action of await this.store.allActions()) {
+      try {
+        if (functionSettings(action).minInstances > 0 && this.backends.has(action.isolation)) this.scheduler.provision(action);
+      } catch {
+        // an action stored before its annotations were checked: it runs with the defaults
+      }
+    }
+    return { failed, resumed: queued.length, retried };
   }
 
   async close(): Promise<void> {
+    this.triggers.stop();
+    for (const timer of this.retryTimers) clearTimeout(timer);
     await this.scheduler.close();
     await Promise.allSettled([...this.background]);
     await Promise.all([...this.backends.values()].map((b) => b.close()));

@@ -43,6 +43,10 @@ export class Instance {
   keepAliveTimer: NodeJS.Timeout | undefined;
   /** Came from a pool of blank sandboxes made ahead of time. */
   prewarmed = false;
+  /** Started for a waiting invocation, by the keep-alive policy's prewarm, or to provision. */
+  origin: 'demand' | 'prewarm' | 'provisioned' = 'demand';
+  /** Has served an invocation. */
+  used = false;
 
   constructor(
     readonly poolKey: string,

@@ -4,6 +4,7 @@ import { DEFAULT_LIMITS, type Limits } from '../core/limits.js';
 import type { ActionVersion } from '../core/types.js';
 import { IsolateBackend } from '../sandbox/isolate/isolate-backend.js';
 import { IllegalTransition, transition } from './instance.js';
+import { FixedKeepAlive } from './policy.js';
 import { CapacityError, InitFailure, type Lease, Scheduler, type SchedulerOptions } from './scheduler.js';
 
 const backend = new IsolateBackend();
@@ -33,7 +34,7 @@ function scheduler(options: Partial<SchedulerOptions> = {}): Scheduler {
   const s = new Scheduler({
     backends: new Map([['isolate', backend]]),
     memoryBudgetMb: 64,
-    keepAliveMs: 60_000,
+    policy: new FixedKeepAlive(60_000),
     queueTimeoutMs: 5_000,
     ...options,
   });
@@ -144,7 +145,7 @@ describe('scheduler', () => {
   });
 
   it('removes an instance idle longer than the keep-alive', async () => {
-    const s = scheduler({ keepAliveMs: 100 });
+    const s = scheduler({ policy: new FixedKeepAlive(100) });
     const a = action('brief');
     s.release(await s.acquire(a, noLogs), true);
     assert.equal(s.instancesOf(a).length, 1);

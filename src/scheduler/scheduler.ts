@@ -1,15 +1,17 @@
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
 import { type Backend, functionCodeOf, type InitOutcome, type LogSink, type Sandbox } from '../sandbox/backend.js';
+import { type FunctionSettings, functionSettings } from './function-settings.js';
 import { Instance, type InstanceState } from './instance.js';
+import type { FunctionPolicy, KeepAlivePolicy } from './policy.js';
 import { StemCells, type StemCellTarget } from './stem-cells.js';
 
 export interface SchedulerOptions {
   backends: ReadonlyMap<Isolation, Backend>;
   /** Sum of the memory limits of live instances may not exceed this (OpenWhisk's user memory). */
   memoryBudgetMb: number;
-  /** An idle instance is removed after this long without work. */
-  keepAliveMs: number;
+  /** When idle instances go, and whether they come back before the next call: the server default. */
+  policy: KeepAlivePolicy;
   /** How long a request may wait for memory or a free instance before it fails. */
   queueTimeoutMs: number;
   stemCells?: readonly StemCellTarget[];
@@ -21,10 +23,12 @@ export interface Lease {
   readonly instance: Instance;
   readonly sandbox: Sandbox;
   readonly cold: boolean;
-  /** The sandbox was made ahead of time (a stem cell). */
+  /** A cold start on a blank sandbox made ahead of time (a stem cell). */
   readonly prewarmed: boolean;
   /** The sandbox was restored from a snapshot of the function taken after its initialisation. */
   readonly restored: boolean;
+  /** Warm on an instance the keep-alive policy started before this call, or a provisioned one. */
+  readonly prewarmHit: boolean;
   /** ms spent creating the sandbox and loading the function; 0 when warm. */
   readonly initMs: number;
   /** ms from the request's arrival until its instance was chosen or began to start. */
@@ -48,11 +52,16 @@ export class InitFailure extends Error {
 /** No capacity was found in time, or the function can never fit. */
 export class CapacityError extends Error {}
 
+/** The function's queue is full: the caller should come back later (HTTP 429). */
+export class QueueFullError extends CapacityError {}
+
 interface Waiter {
   pool: Pool;
   arrived: number;
   onLog: LogSink;
   settled: boolean;
+  /** Waits for memory (not only for one of the function's instances to come free). */
+  forMemory: boolean;
   timer: NodeJS.Timeout;
   resolve: (lease: Promise<Lease> | Lease) => void;
   reject: (error: Error) => void;
@@ -66,6 +75,7 @@ class Pool {
   constructor(
     readonly key: string,
     readonly action: ActionVersion,
+    readonly fn: FunctionState,
   ) {}
 
   /** A running instance with room for one more invocation: fill busy ones first, then the freshest idle one. */
@@ -79,6 +89,40 @@ class Pool {
     }
     return best;
   }
+
+  /** Instances alive or on their way: what counts against maxInstances and minInstances. */
+  get live(): number {
+    let n = 0;
+    for (const instance of this.instances) if (instance.state !== 'stopping' && instance.state !== 'stopped') n++;
+    return n;
+  }
+
+  get queued(): number {
+    return this.waiters.filter((w) => !w.settled).length;
+  }
+}
+
+/** What the scheduler remembers of a function (all its versions): its policy's state and load. */
+class FunctionState {
+  /** Invocations accepted and not yet finished. */
+  inflight = 0;
+  lastEnd: number | undefined;
+  prewarmTimer: NodeJS.Timeout | undefined;
+  latest: ActionVersion | undefined;
+
+  constructor(
+    readonly key: string,
+    readonly policyName: string,
+    readonly policy: FunctionPolicy,
+    public settings: FunctionSettings,
+  ) {}
+}
+
+export interface FunctionStats {
+  namespace: string;
+  action: string;
+  instances: { state: InstanceState; count: number }[];
+  queued: number;
 }
 
 export interface SchedulerStats {
@@ -87,20 +131,29 @@ export interface SchedulerStats {
   queued: number;
   stemCells: number;
   instances: { isolation: Isolation; state: InstanceState; count: number }[];
+  functions: FunctionStats[];
 }
 
 export function poolKey(action: Pick<ActionVersion, 'namespace' | 'name' | 'version'>): string {
   return `${action.namespace}/${action.name}@${action.version}`;
 }
 
+function functionKey(action: Pick<ActionVersion, 'namespace' | 'name'>): string {
+  return `${action.namespace}/${action.name}`;
+}
+
 /**
  * Places invocations on instances: reuses a warm one, starts one when memory allows, evicts idle
- * instances to make room, and queues the rest. It knows instances and their states, never how a
- * backend makes a sandbox.
+ * instances to make room, and queues the rest (fairly across namespaces). After each burst of
+ * work the function's keep-alive policy decides how long its idle instances stay, or whether to
+ * unload them and start one again just before the next call is expected. It knows instances and
+ * their states, never how a backend makes a sandbox.
  */
 export class Scheduler {
   private readonly pools = new Map<string, Pool>();
-  private memoryWaiters: Waiter[] = [];
+  private readonly functions = new Map<string, FunctionState>();
+  /** Invocations waiting for memory, per namespace, served round robin. */
+  private readonly memoryWaiters = new Map<string, Waiter[]>();
   private memoryUsedMb = 0;
   private readonly stemCells: StemCells;
   private closed = false;
@@ -112,27 +165,62 @@ export class Scheduler {
     this.stemCells.start();
   }
 
-  /** Finds or starts an instance for this version. Throws InitFailure or CapacityError. */
-  acquire(action: ActionVersion, onLog: LogSink): Promise<Lease> {
+  /** Throws QueueFullError if another invocation of this function would exceed its queue. */
+  admit(action: ActionVersion): void {
+    const fn = this.functionFor(action);
+    const pool = this.pools.get(poolKey(action));
+    if (pool && pool.queued >= fn.settings.maxQueued) {
+      throw new QueueFullError(
+        `Too many invocations of ${functionKey(action)} are waiting (at most ${fn.settings.maxQueued}); try again later.`,
+      );
+    }
+  }
+
+  /** Finds or starts an instance for this version. Throws InitFailure, CapacityError or QueueFullError. */
+  async acquire(action: ActionVersion, onLog: LogSink): Promise<Lease> {
     const arrived = Date.now();
-    if (this.closed) return Promise.reject(new CapacityError('The platform is shutting down.'));
-    const pool = this.poolFor(action);
+    if (this.closed) throw new CapacityError('The platform is shutting down.');
+    const fn = this.functionFor(action);
+    fn.policy.onInvocation(arrived, fn.inflight === 0 && fn.lastEnd !== undefined ? arrived - fn.lastEnd : undefined);
+    clearTimeout(fn.prewarmTimer);
+    fn.inflight++;
+    try {
+      return await this.place(this.poolFor(action, fn), arrived, onLog);
+    } catch (error) {
+      this.finish(fn);
+      throw error;
+    }
+  }
+
+  private place(pool: Pool, arrived: number, onLog: LogSink): Promise<Lease> {
     const warm = pool.pickInstance();
     if (warm) return Promise.resolve(this.assign(warm, arrived));
-    const memory = action.limits.memory;
+    const { settings } = pool.fn;
+    const memory = pool.action.limits.memory;
     if (memory > this.options.memoryBudgetMb) {
       this.dropPoolIfEmpty(pool);
       return Promise.reject(
         new CapacityError(`The action needs ${memory} MB but this host's memory budget is ${this.options.memoryBudgetMb} MB.`),
       );
     }
-    if (this.memoryWaiters.length === 0 && this.reserve(memory)) return this.startInstance(pool, arrived, onLog);
+    const atMax = pool.live >= settings.maxInstances;
+    if (!atMax && this.waitingForMemory() === 0 && this.reserve(memory)) return this.startInstance(pool, arrived, onLog);
+    if (pool.queued >= settings.maxQueued) {
+      this.dropPoolIfEmpty(pool);
+      return Promise.reject(
+        new QueueFullError(
+          `Too many invocations of ${functionKey(pool.action)} are waiting (at most ${settings.maxQueued}); try again later.`,
+        ),
+      );
+    }
     return new Promise<Lease>((resolve, reject) => {
       const waiter: Waiter = {
         pool,
         arrived,
         onLog,
         settled: false,
+        // At its maximum, the function waits for one of its own instances, not for memory.
+        forMemory: !atMax,
         resolve,
         reject,
         timer: setTimeout(() => {
@@ -142,7 +230,12 @@ export class Scheduler {
         }, this.options.queueTimeoutMs),
       };
       pool.waiters.push(waiter);
-      this.memoryWaiters.push(waiter);
+      if (waiter.forMemory) {
+        const namespace = pool.action.namespace;
+        const queue = this.memoryWaiters.get(namespace) ?? [];
+        queue.push(waiter);
+        this.memoryWaiters.set(namespace, queue);
+      }
     });
   }
 
@@ -151,25 +244,32 @@ export class Scheduler {
     const instance = lease.instance;
     instance.inflight--;
     instance.lastUsed = Date.now();
+    const pool = this.pools.get(instance.poolKey);
     if (!healthy || !instance.sandbox?.alive) {
       this.stop(instance, 'Failed');
-      return;
-    }
-    instance.fire(instance.inflight === 0 ? 'Released' : 'RunEnded');
-    const pool = this.pools.get(instance.poolKey);
-    while (pool && pool.waiters.length > 0 && instance.hasCapacity) {
-      const waiter = pool.waiters.shift() as Waiter;
-      if (waiter.settled) continue;
-      this.settle(waiter, this.assign(instance, waiter.arrived));
-    }
-    if (instance.state === 'idle') {
-      if (pool?.draining) this.stop(instance, 'Retired');
-      else {
-        this.scheduleKeepAlive(instance);
-        // Invocations of other functions waiting for memory may evict this now idle instance.
-        this.wakeMemoryWaiters();
+    } else {
+      instance.fire(instance.inflight === 0 ? 'Released' : 'RunEnded');
+      const namespace = pool?.action.namespace ?? '';
+      if (this.othersWaitForMemory(namespace)) {
+        // Fair share: this namespace just had a turn, so it goes to the back of the round and the
+        // freed capacity is offered in turn (another namespace may evict this instance).
+        const queue = this.memoryWaiters.get(namespace);
+        if (queue) {
+          this.memoryWaiters.delete(namespace);
+          this.memoryWaiters.set(namespace, queue);
+        }
+      } else {
+        while (pool && pool.waiters.length > 0 && instance.hasCapacity) {
+          const waiter = pool.waiters.shift() as Waiter;
+          if (waiter.settled) continue;
+          this.settle(waiter, this.assign(instance, waiter.arrived));
+        }
       }
+      if (instance.state === 'idle' && pool?.draining) this.stop(instance, 'Retired');
     }
+    if (pool) this.finish(pool.fn);
+    // Invocations of other functions waiting for memory may evict an instance that is now idle.
+    this.wakeMemoryWaiters();
   }
 
   /** Drains every version of an action except `keep`: idle instances go now, busy ones when done. */
@@ -181,18 +281,47 @@ export class Scheduler {
       for (const instance of [...pool.instances]) if (instance.state === 'idle') this.stop(instance, 'Retired');
       this.dropPoolIfEmpty(pool);
     }
+    if (keep === undefined) {
+      const fn = this.functions.get(`${namespace}/${name}`);
+      if (fn) clearTimeout(fn.prewarmTimer);
+      this.functions.delete(`${namespace}/${name}`);
+    }
+  }
+
+  /** Starts instances until the version has its `minInstances` (provisioned concurrency). */
+  provision(action: ActionVersion): void {
+    if (this.closed) return;
+    const fn = this.functionFor(action);
+    const pool = this.poolFor(action, fn);
+    for (let missing = fn.settings.minInstances - pool.live; missing > 0; missing--) {
+      if (!this.reserve(action.limits.memory)) break;
+      void this.launchInBackground(pool, 'provisioned', undefined);
+    }
   }
 
   stats(): SchedulerStats {
     const counts = new Map<string, { isolation: Isolation; state: InstanceState; count: number }>();
+    const functions = new Map<string, FunctionStats>();
     let queued = 0;
     for (const pool of this.pools.values()) {
-      queued += pool.waiters.filter((w) => !w.settled).length;
+      const fnKey = functionKey(pool.action);
+      const fnStats = functions.get(fnKey) ?? {
+        namespace: pool.action.namespace,
+        action: pool.action.name,
+        instances: [],
+        queued: 0,
+      };
+      functions.set(fnKey, fnStats);
+      fnStats.queued += pool.queued;
+      queued += pool.queued;
       for (const instance of pool.instances) {
         const key = `${instance.isolation}:${instance.state}`;
         const entry = counts.get(key) ?? { isolation: instance.isolation, state: instance.state, count: 0 };
         entry.count++;
         counts.set(key, entry);
+        const own = fnStats.instances.find((i) => i.state === instance.state);
+        if (own) own.count++;
+        else fnStats.instances.push({ state: instance.state, count: 1 });
       }
     }
     return {
@@ -201,6 +330,7 @@ export class Scheduler {
       queued,
       stemCells: this.stemCells.size,
       instances: [...counts.values()],
+      functions: [...functions.values()],
     };
   }
 
@@ -209,18 +339,33 @@ export class Scheduler {
     return [...(this.pools.get(poolKey(action))?.instances ?? [])];
   }
 
+  /** The keep-alive policy in force for a function, for activation records and metrics. */
+  policyOf(action: ActionVersion): string {
+    return this.functionFor(action).policyName;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
-    for (const waiter of this.memoryWaiters) {
-      if (!waiter.settled) {
-        waiter.settled = true;
-        clearTimeout(waiter.timer);
-        waiter.reject(new CapacityError('The platform is shutting down.'));
+    for (const queue of this.memoryWaiters.values()) {
+      for (const waiter of queue) {
+        if (!waiter.settled) {
+          waiter.settled = true;
+          clearTimeout(waiter.timer);
+          waiter.reject(new CapacityError('The platform is shutting down.'));
+        }
       }
     }
-    this.memoryWaiters = [];
+    this.memoryWaiters.clear();
+    for (const fn of this.functions.values()) clearTimeout(fn.prewarmTimer);
     const sandboxes: Sandbox[] = [];
     for (const pool of this.pools.values()) {
+      for (const waiter of pool.waiters) {
+        if (!waiter.settled) {
+          waiter.settled = true;
+          clearTimeout(waiter.timer);
+          waiter.reject(new CapacityError('The platform is shutting down.'));
+        }
+      }
       for (const instance of pool.instances) {
         clearTimeout(instance.keepAliveTimer);
         if (instance.sandbox) sandboxes.push(instance.sandbox);
@@ -230,20 +375,86 @@ export class Scheduler {
     await Promise.all([...sandboxes.map((s) => s.destroy()), this.stemCells.close()]);
   }
 
-  private poolFor(action: ActionVersion): Pool {
+  private functionFor(action: ActionVersion): FunctionState {
+    const key = functionKey(action);
+    let fn = this.functions.get(key);
+    const settings = functionSettings(action);
+    const policy = settings.policy ?? this.options.policy;
+    // A new policy for the function starts with an empty memory of it.
+    if (!fn || fn.policyName !== policy.name) {
+      fn = new FunctionState(key, policy.name, policy.forFunction(), settings);
+      this.functions.set(key, fn);
+    }
+    fn.settings = settings;
+    if (!fn.latest || fn.latest.version !== action.version) fn.latest = action;
+    return fn;
+  }
+
+  private poolFor(action: ActionVersion, fn: FunctionState): Pool {
     const key = poolKey(action);
     let pool = this.pools.get(key);
     if (!pool) {
-      pool = new Pool(key, action);
+      pool = new Pool(key, action, fn);
       this.pools.set(key, pool);
     }
     return pool;
+  }
+
+  /** One invocation of the function is done; when it was the last, ask the policy what comes next. */
+  private finish(fn: FunctionState): void {
+    fn.inflight--;
+    if (fn.inflight > 0 || this.closed) return;
+    const now = Date.now();
+    fn.lastEnd = now;
+    const decision = fn.policy.onIdle(now);
+    const idle = [...this.pools.values()]
+      .filter((p) => p.fn === fn)
+      .flatMap((p) => [...p.instances])
+      .filter((i) => i.state === 'idle');
+    const provisioned = fn.settings.minInstances;
+    if (decision.prewarmAt !== undefined) {
+      // Unload now (keeping provisioned instances) and load again just before the next call.
+      for (const instance of idle.slice(provisioned)) this.stop(instance, 'Retired');
+      clearTimeout(fn.prewarmTimer);
+      const keepUntil = decision.keepUntil;
+      fn.prewarmTimer = setTimeout(() => this.prewarm(fn, keepUntil), Math.max(0, decision.prewarmAt - now));
+      fn.prewarmTimer.unref();
+      return;
+    }
+    for (const instance of idle) this.scheduleExpiry(instance, decision.keepUntil);
+  }
+
+  /** The policy's prewarm: start an instance of the latest version before the next call is expected. */
+  private prewarm(fn: FunctionState, keepUntil: number): void {
+    if (this.closed || !fn.latest || fn.inflight > 0 || this.functions.get(fn.key) !== fn) return;
+    // The pool may have been dropped when its last instance was unloaded: find or make it anew.
+    const pool = this.poolFor(fn.latest, fn);
+    if (pool.draining || pool.pickInstance()) return;
+    if (!this.reserve(pool.action.limits.memory)) return;
+    void this.launchInBackground(pool, 'prewarm', keepUntil);
+  }
+
+  private async launchInBackground(pool: Pool, origin: 'prewarm' | 'provisioned', keepUntil: number | undefined): Promise<void> {
+    try {
+      const { instance } = await this.launch(pool, () => {}, origin);
+      if (this.closed) return;
+      // The instance is idle: serve anyone who queued for the function meanwhile.
+      while (pool.waiters.length > 0 && instance.hasCapacity) {
+        const waiter = pool.waiters.shift() as Waiter;
+        if (!waiter.settled) this.settle(waiter, this.assign(instance, waiter.arrived));
+      }
+      if (instance.state === 'idle' && keepUntil !== undefined) this.scheduleExpiry(instance, keepUntil);
+    } catch (error) {
+      this.options.onBackgroundError?.(`starting a ${origin} instance of ${pool.key} failed`, error);
+    }
   }
 
   private assign(instance: Instance, arrived: number, cold?: { initMs: number; startedAt: number; restored: boolean }): Lease {
     clearTimeout(instance.keepAliveTimer);
     instance.fire('Assigned');
     instance.inflight++;
+    const prewarmHit = cold === undefined && instance.origin !== 'demand' && !instance.used;
+    instance.used = true;
     const now = Date.now();
     return {
       instance,
@@ -251,6 +462,7 @@ export class Scheduler {
       cold: cold !== undefined,
       prewarmed: cold !== undefined && instance.prewarmed,
       restored: cold?.restored ?? false,
+      prewarmHit,
       initMs: cold?.initMs ?? 0,
       waitMs: cold ? cold.startedAt - arrived : now - arrived,
       startedAt: cold?.startedAt ?? now,
@@ -258,8 +470,28 @@ export class Scheduler {
   }
 
   private async startInstance(pool: Pool, arrived: number, onLog: LogSink): Promise<Lease> {
+    const started = await this.launch(pool, onLog, 'demand', arrived);
+    if (this.closed) {
+      this.stop(started.instance, 'Failed');
+      throw new CapacityError('The platform is shutting down.');
+    }
+    return this.assign(started.instance, arrived, started);
+  }
+
+  /**
+   * Makes a new instance of the pool's version, with memory already reserved for it: a snapshot
+   * restore when the function has one, else a blank sandbox (ahead-made or new) that loads the
+   * function. The instance ends idle.
+   */
+  private async launch(
+    pool: Pool,
+    onLog: LogSink,
+    origin: Instance['origin'],
+    arrived = Date.now(),
+  ): Promise<{ instance: Instance; initMs: number; startedAt: number; restored: boolean }> {
     const action = pool.action;
     const instance = new Instance(pool.key, action.isolation, action.limits.memory, action.limits.concurrency);
+    instance.origin = origin;
     pool.instances.add(instance);
     const startedAt = Date.now();
     const fail = (outcome: Extract<InitOutcome, { ok: false }>) => {
@@ -297,18 +529,21 @@ export class Scheduler {
       if (instance.state === 'idle') this.stop(instance, 'Failed');
     });
     instance.fire('Started');
-    if (this.closed) {
-      this.stop(instance, 'Failed');
-      throw new CapacityError('The platform is shutting down.');
-    }
-    return this.assign(instance, arrived, { initMs: Date.now() - startedAt, startedAt, restored });
+    return { instance, initMs: Date.now() - startedAt, startedAt, restored };
   }
 
-  private scheduleKeepAlive(instance: Instance): void {
+  private scheduleExpiry(instance: Instance, keepUntil: number): void {
     clearTimeout(instance.keepAliveTimer);
-    instance.keepAliveTimer = setTimeout(() => {
-      if (instance.state === 'idle') this.stop(instance, 'Retired');
-    }, this.options.keepAliveMs);
+    instance.keepAliveTimer = setTimeout(
+      () => {
+        if (instance.state !== 'idle') return;
+        const pool = this.pools.get(instance.poolKey);
+        // Provisioned instances of the latest version are never let go.
+        if (pool && pool.fn.latest?.version === pool.action.version && pool.live <= pool.fn.settings.minInstances) return;
+        this.stop(instance, 'Retired');
+      },
+      Math.max(0, keepUntil - Date.now()),
+    );
     instance.keepAliveTimer.unref();
   }
 
@@ -316,6 +551,7 @@ export class Scheduler {
     clearTimeout(instance.keepAliveTimer);
     instance.fire(event);
     const sandbox = instance.sandbox;
+    const pool = this.pools.get(instance.poolKey);
     this.forgetInstance(instance);
     void (async () => {
       try {
@@ -325,6 +561,10 @@ export class Scheduler {
       }
       instance.fire('Stopped');
     })();
+    // A provisioned function that lost an instance gets it back.
+    if (pool && !pool.draining && pool.fn.latest?.version === pool.action.version && pool.live < pool.fn.settings.minInstances) {
+      this.provision(pool.action);
+    }
   }
 
   /** Removes an instance from its pool and returns its memory, then lets waiters use it. */
@@ -362,22 +602,47 @@ export class Scheduler {
     return true;
   }
 
+  private othersWaitForMemory(namespace: string): boolean {
+    for (const [other, queue] of this.memoryWaiters) if (other !== namespace && queue.some((w) => !w.settled)) return true;
+    return false;
+  }
+
+  private waitingForMemory(): number {
+    let n = 0;
+    for (const queue of this.memoryWaiters.values()) for (const w of queue) if (!w.settled) n++;
+    return n;
+  }
+
+  /**
+   * Serves invocations waiting for memory, one namespace at a time in turn, so that a namespace
+   * with a flood of invocations cannot keep another's from ever starting.
+   */
   private wakeMemoryWaiters(): void {
-    while (this.memoryWaiters.length > 0) {
-      const waiter = this.memoryWaiters[0] as Waiter;
-      if (waiter.settled) {
-        this.memoryWaiters.shift();
-        continue;
+    for (;;) {
+      let progressed = false;
+      for (const [namespace, queue] of [...this.memoryWaiters]) {
+        while (queue.length > 0 && (queue[0] as Waiter).settled) queue.shift();
+        const waiter = queue[0];
+        if (!waiter) {
+          this.memoryWaiters.delete(namespace);
+          continue;
+        }
+        const warm = waiter.pool.pickInstance();
+        if (warm) {
+          queue.shift();
+          this.settle(waiter, this.assign(warm, waiter.arrived));
+          progressed = true;
+          continue;
+        }
+        if (waiter.pool.live >= waiter.pool.fn.settings.maxInstances || !this.reserve(waiter.pool.action.limits.memory)) continue;
+        queue.shift();
+        this.settle(waiter, this.startInstance(waiter.pool, waiter.arrived, waiter.onLog));
+        progressed = true;
+        // Rotate: this namespace goes to the back of the round.
+        this.memoryWaiters.delete(namespace);
+        if (queue.length > 0) this.memoryWaiters.set(namespace, queue);
       }
-      const warm = waiter.pool.pickInstance();
-      if (warm) {
-        this.memoryWaiters.shift();
-        this.settle(waiter, this.assign(warm, waiter.arrived));
-        continue;
-      }
-      if (!this.reserve(waiter.pool.action.limits.memory)) return;
-      this.memoryWaiters.shift();
-      this.settle(waiter, this.startInstance(waiter.pool, waiter.arrived, waiter.onLog));
+      if (!progressed) return;
     }
   }
 
@@ -390,7 +655,12 @@ export class Scheduler {
 
   private forgetWaiter(waiter: Waiter): void {
     waiter.pool.waiters = waiter.pool.waiters.filter((w) => w !== waiter);
-    this.memoryWaiters = this.memoryWaiters.filter((w) => w !== waiter);
+    const queue = this.memoryWaiters.get(waiter.pool.action.namespace);
+    if (queue) {
+      const remaining = queue.filter((w) => w !== waiter);
+      if (remaining.length > 0) this.memoryWaiters.set(waiter.pool.action.namespace, remaining);
+      else this.memoryWaiters.delete(waiter.pool.action.namespace);
+    }
     this.dropPoolIfEmpty(waiter.pool);
   }
 }

@@ -24,6 +24,7 @@ const COLUMNS = [
   'logs',
   'annotations',
   'params',
+  'attempts',
 ] as const satisfies readonly (keyof ActivationRow)[];
 const KEPT_ON_CONFLICT = new Set(['activation_id', 'namespace', 'name', 'subject', 'accepted']);
 

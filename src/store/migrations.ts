@@ -70,6 +70,41 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0002_retries_triggers_rules': {
+    async up(db: Kysely<unknown>) {
+      // Asynchronous invocations are retried: how many times so far, and not before when.
+      await db.schema
+        .alterTable('activations')
+        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema
+        .alterTable('activations')
+        .addColumn('not_before', 'bigint', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema
+        .createTable('triggers')
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('parameters', 'text', (c) => c.notNull())
+        .addColumn('annotations', 'text', (c) => c.notNull())
+        .addColumn('version', 'text', (c) => c.notNull())
+        .addColumn('updated', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('triggers_pk', ['namespace', 'name'])
+        .execute();
+      await db.schema
+        .createTable('rules')
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('trigger', 'text', (c) => c.notNull())
+        .addColumn('action', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('version', 'text', (c) => c.notNull())
+        .addColumn('updated', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('rules_pk', ['namespace', 'name'])
+        .execute();
+      await db.schema.createIndex('rules_by_trigger').on('rules').columns(['namespace', 'trigger']).execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

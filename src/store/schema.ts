@@ -54,6 +54,29 @@ export interface ActivationsTable {
   /** The invocation's parameters while it waits in the queue; cleared once it ran. */
   params: string | null;
   seq: Generated<number>;
+  /** Attempts made so far (asynchronous invocations are retried). */
+  attempts: Generated<number>;
+  /** A queued retry does not run before this time. */
+  not_before: Generated<number>;
+}
+
+export interface TriggersTable {
+  namespace: string;
+  name: string;
+  parameters: string;
+  annotations: string;
+  version: string;
+  updated: number;
+}
+
+export interface RulesTable {
+  namespace: string;
+  name: string;
+  trigger: string;
+  action: string;
+  status: 'active' | 'inactive';
+  version: string;
+  updated: number;
 }
 
 export interface Database {
@@ -61,4 +84,6 @@ export interface Database {
   actions: ActionsTable;
   action_versions: ActionVersionsTable;
   activations: ActivationsTable;
+  triggers: TriggersTable;
+  rules: RulesTable;
 }

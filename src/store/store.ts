@@ -9,7 +9,7 @@ import type { Limits } from '../core/limits.js';
 import { type ActionVersion, type ActivationRecord, compareVersions, type KeyValue, nextVersion } from '../core/types.js';
 import { ActivationWriter } from './activation-writer.js';
 import { migrationProvider } from './migrations.js';
-import type { ActionVersionsTable, ActivationsTable, Database } from './schema.js';
+import type { ActionVersionsTable, ActivationsTable, Database, TriggersTable } from './schema.js';
 
 export interface StoreOptions {
   dataDir: string;
@@ -41,8 +41,32 @@ export interface QueuedActivation {
   version: string;
   subject: string;
   accepted: number;
-  params: Record<string, unknown>;
+  /** The invocation's parameters; undefined for one that may not be run again (a blocking call). */
+  params: Record<string, unknown> | undefined;
   annotations: KeyValue[];
+  /** Attempts made so far. */
+  attempts: number;
+  /** Not to run before this time (a retry's backoff). */
+  notBefore: number;
+}
+
+export interface TriggerRecord {
+  namespace: string;
+  name: string;
+  version: string;
+  parameters: KeyValue[];
+  annotations: KeyValue[];
+  updated: number;
+}
+
+export interface RuleRecord {
+  namespace: string;
+  name: string;
+  version: string;
+  trigger: string;
+  action: string;
+  status: 'active' | 'inactive';
+  updated: number;
 }
 
 export const SQLITE_FILE = 'isola.db';
@@ -232,7 +256,10 @@ export class Store {
    * Records an accepted invocation before the caller is told it was accepted: `queued` to run
    * later, or `running` for one already under way. A record that already exists wins.
    */
-  async enqueueActivation(queued: QueuedActivation, state: 'queued' | 'running' = 'queued'): Promise<void> {
+  async enqueueActivation(
+    queued: Omit<QueuedActivation, 'attempts' | 'notBefore'>,
+    state: 'queued' | 'running' = 'queued',
+  ): Promise<void> {
     await this.db
       .insertInto('activations')
       .values({
@@ -251,10 +278,31 @@ export class Store {
         result: 'null',
         logs: '[]',
         annotations: JSON.stringify(queued.annotations),
-        params: JSON.stringify(queued.params),
+        params: queued.params === undefined ? null : JSON.stringify(queued.params),
       })
       .onConflict((oc) => oc.column('activation_id').doNothing())
       .execute();
+  }
+
+  /** Puts an activation back in the queue for another attempt, not before `notBefore`. */
+  async requeueActivation(activationId: string, attempts: number, notBefore: number): Promise<void> {
+    await this.db
+      .updateTable('activations')
+      .set({ state: 'queued', attempts, not_before: notBefore })
+      .where('activation_id', '=', activationId)
+      .execute();
+  }
+
+  /** Activations of an action accepted and not finished yet. */
+  async countPending(namespace: string, name: string): Promise<number> {
+    const row = await this.db
+      .selectFrom('activations')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('state', '<>', 'done')
+      .where('namespace', '=', namespace)
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return Number(row?.n ?? 0);
   }
 
   async markActivationRunning(activationId: string): Promise<void> {
@@ -267,8 +315,8 @@ export class Store {
   }
 
   /** Stores a finished activation; resolves once it is committed. Writes are grouped per tick. */
-  completeActivation(record: ActivationRecord, accepted: number): Promise<void> {
-    return this.activationWriter.write(toActivationRow(record, accepted));
+  completeActivation(record: ActivationRecord, accepted: number, attempts = 1): Promise<void> {
+    return this.activationWriter.write(toActivationRow(record, accepted, attempts));
   }
 
   async getActivation(namespace: string, activationId: string): Promise<ActivationRecord | undefined> {
@@ -301,31 +349,149 @@ export class Store {
       .orderBy('accepted')
       .orderBy('seq')
       .execute();
-    return rows.map((row) => ({
-      activationId: row.activation_id,
-      namespace: row.namespace,
-      name: row.name,
-      version: row.version,
-      subject: row.subject,
-      accepted: Number(row.accepted),
-      params: JSON.parse(row.params ?? '{}') as Record<string, unknown>,
-      annotations: JSON.parse(row.annotations) as KeyValue[],
-    }));
+    return rows.map(fromPendingRow);
   }
 
   /** Activations that were running when the server stopped. */
   async interruptedActivations(): Promise<QueuedActivation[]> {
     const rows = await this.db.selectFrom('activations').selectAll().where('state', '=', 'running').execute();
-    return rows.map((row) => ({
-      activationId: row.activation_id,
-      namespace: row.namespace,
-      name: row.name,
-      version: row.version,
-      subject: row.subject,
-      accepted: Number(row.accepted),
-      params: {},
-      annotations: JSON.parse(row.annotations) as KeyValue[],
-    }));
+    return rows.map(fromPendingRow);
+  }
+
+  /** The latest version of every action, in every namespace. */
+  async allActions(): Promise<ActionVersion[]> {
+    const rows = await this.db
+      .selectFrom('action_versions as v')
+      .innerJoin('actions as a', (join) =>
+        join.onRef('a.namespace', '=', 'v.namespace').onRef('a.name', '=', 'v.name').onRef('a.latest_version', '=', 'v.version'),
+      )
+      .selectAll('v')
+      .execute();
+    return rows.map(fromVersionRow);
+  }
+
+  // ---- triggers and rules -----------------------------------------------------------------
+
+  async putTrigger(input: Omit<TriggerRecord, 'version' | 'updated'>, options: { overwrite: boolean }): Promise<TriggerRecord> {
+    return this.db.transaction().execute(async (trx) => {
+      const existing = await trx
+        .selectFrom('triggers')
+        .selectAll()
+        .where('namespace', '=', input.namespace)
+        .where('name', '=', input.name)
+        .executeTakeFirst();
+      if (existing && !options.overwrite)
+        throw conflict(`The trigger "${input.name}" already exists; pass overwrite=true to update it.`);
+      const stored: TriggerRecord = { ...input, version: nextVersion(existing?.version), updated: Date.now() };
+      const row = {
+        namespace: stored.namespace,
+        name: stored.name,
+        parameters: JSON.stringify(stored.parameters),
+        annotations: JSON.stringify(stored.annotations),
+        version: stored.version,
+        updated: stored.updated,
+      };
+      if (existing) {
+        await trx
+          .updateTable('triggers')
+          .set(row)
+          .where('namespace', '=', input.namespace)
+          .where('name', '=', input.name)
+          .execute();
+      } else {
+        await trx.insertInto('triggers').values(row).execute();
+      }
+      return stored;
+    });
+  }
+
+  async getTrigger(namespace: string, name: string): Promise<TriggerRecord | undefined> {
+    const row = await this.db
+      .selectFrom('triggers')
+      .selectAll()
+      .where('namespace', '=', namespace)
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return row ? fromTriggerRow(row) : undefined;
+  }
+
+  async listTriggers(namespace?: string): Promise<TriggerRecord[]> {
+    let query = this.db.selectFrom('triggers').selectAll();
+    if (namespace !== undefined) query = query.where('namespace', '=', namespace);
+    return (await query.orderBy('name').execute()).map(fromTriggerRow);
+  }
+
+  async deleteTrigger(namespace: string, name: string): Promise<TriggerRecord | undefined> {
+    const trigger = await this.getTrigger(namespace, name);
+    if (trigger) await this.db.deleteFrom('triggers').where('namespace', '=', namespace).where('name', '=', name).execute();
+    return trigger;
+  }
+
+  async putRule(input: Omit<RuleRecord, 'version' | 'updated'>, options: { overwrite: boolean }): Promise<RuleRecord> {
+    return this.db.transaction().execute(async (trx) => {
+      const existing = await trx
+        .selectFrom('rules')
+        .selectAll()
+        .where('namespace', '=', input.namespace)
+        .where('name', '=', input.name)
+        .executeTakeFirst();
+      if (existing && !options.overwrite)
+        throw conflict(`The rule "${input.name}" already exists; pass overwrite=true to update it.`);
+      const stored: RuleRecord = { ...input, version: nextVersion(existing?.version), updated: Date.now() };
+      if (existing) {
+        await trx
+          .updateTable('rules')
+          .set(stored)
+          .where('namespace', '=', input.namespace)
+          .where('name', '=', input.name)
+          .execute();
+      } else {
+        await trx.insertInto('rules').values(stored).execute();
+      }
+      return stored;
+    });
+  }
+
+  async getRule(namespace: string, name: string): Promise<RuleRecord | undefined> {
+    return (await this.db
+      .selectFrom('rules')
+      .selectAll()
+      .where('namespace', '=', namespace)
+      .where('name', '=', name)
+      .executeTakeFirst()) as RuleRecord | undefined;
+  }
+
+  async listRules(namespace: string): Promise<RuleRecord[]> {
+    return (await this.db
+      .selectFrom('rules')
+      .selectAll()
+      .where('namespace', '=', namespace)
+      .orderBy('name')
+      .execute()) as RuleRecord[];
+  }
+
+  async rulesFor(namespace: string, trigger: string): Promise<RuleRecord[]> {
+    return (await this.db
+      .selectFrom('rules')
+      .selectAll()
+      .where('namespace', '=', namespace)
+      .where('trigger', '=', trigger)
+      .execute()) as RuleRecord[];
+  }
+
+  async setRuleStatus(namespace: string, name: string, status: 'active' | 'inactive'): Promise<void> {
+    await this.db
+      .updateTable('rules')
+      .set({ status, updated: Date.now() })
+      .where('namespace', '=', namespace)
+      .where('name', '=', name)
+      .execute();
+  }
+
+  async deleteRule(namespace: string, name: string): Promise<RuleRecord | undefined> {
+    const rule = await this.getRule(namespace, name);
+    if (rule) await this.db.deleteFrom('rules').where('namespace', '=', namespace).where('name', '=', name).execute();
+    return rule;
   }
 }
 
@@ -407,9 +573,35 @@ function withStatementCache(sqlite: SqliteDatabase.Database) {
   };
 }
 
-export type ActivationRow = Omit<ActivationsTable, 'seq'>;
+export type ActivationRow = Omit<ActivationsTable, 'seq' | 'attempts' | 'not_before'> & { attempts: number };
 
-function toActivationRow(record: ActivationRecord, accepted: number): ActivationRow {
+function fromPendingRow(row: Selectable<ActivationsTable>): QueuedActivation {
+  return {
+    activationId: row.activation_id,
+    namespace: row.namespace,
+    name: row.name,
+    version: row.version,
+    subject: row.subject,
+    accepted: Number(row.accepted),
+    params: row.params === null ? undefined : (JSON.parse(row.params) as Record<string, unknown>),
+    annotations: JSON.parse(row.annotations) as KeyValue[],
+    attempts: Number(row.attempts),
+    notBefore: Number(row.not_before),
+  };
+}
+
+function fromTriggerRow(row: Selectable<TriggersTable>): TriggerRecord {
+  return {
+    namespace: row.namespace,
+    name: row.name,
+    version: row.version,
+    parameters: JSON.parse(row.parameters) as KeyValue[],
+    annotations: JSON.parse(row.annotations) as KeyValue[],
+    updated: Number(row.updated),
+  };
+}
+
+function toActivationRow(record: ActivationRecord, accepted: number, attempts: number): ActivationRow {
   return {
     activation_id: record.activationId,
     namespace: record.namespace,
@@ -427,6 +619,7 @@ function toActivationRow(record: ActivationRecord, accepted: number): Activation
     logs: JSON.stringify(record.logs),
     annotations: JSON.stringify(record.annotations),
     params: null,
+    attempts,
   };
 }
 

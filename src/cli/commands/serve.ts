@@ -10,7 +10,10 @@ export function registerServeCommand(program: Command): void {
     .option('--backends <list>', 'comma-separated backends to enable (env ISOLA_BACKENDS, default: all that work)')
     .option('--database <url>', 'database URL (env ISOLA_DATABASE_URL, default: SQLite in the data dir)')
     .option('--memory-budget <MB>', 'memory for instances, summed over their limits (env ISOLA_MEMORY_BUDGET_MB)')
-    .option('--keep-alive <duration>', 'how long an idle instance is kept (env ISOLA_KEEP_ALIVE, default 10m)')
+    .option(
+      '--keep-alive <policy>',
+      'default keep-alive policy: a duration (fixed), fixed:<duration> or hybrid (env ISOLA_KEEP_ALIVE, default 10m)',
+    )
     .option('--prewarm <list>', 'blank sandboxes kept ready, e.g. isolate:2,process:1 (env ISOLA_PREWARM)')
     .option(
       '--container-runtime <runc|crun>',
@@ -41,9 +44,9 @@ export function registerServeCommand(program: Command): void {
       process.stdout.write(`${lines.join('\n')}\n`);
       printBackendStatuses(platform.backendStatuses);
       const recovered = await platform.recover();
-      if (recovered.failed + recovered.resumed > 0) {
+      if (recovered.failed + recovered.resumed + recovered.retried > 0) {
         process.stdout.write(
-          `Recovered after restart: ${recovered.resumed} queued activation(s) resumed, ${recovered.failed} interrupted one(s) recorded as failed.\n`,
+          `Recovered after restart: ${recovered.resumed} queued activation(s) resumed, ${recovered.retried} interrupted one(s) run again, ${recovered.failed} recorded as failed.\n`,
         );
       }
       let stopping = false;
