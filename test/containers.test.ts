@@ -89,6 +89,14 @@ for (const setup of SETUPS) {
       assert.deepEqual(warm.response.result, { hi: 'w', uid });
     });
 
+    it('loads a function of several megabytes (more than a pipe holds) and a large payload', async () => {
+      // 6 MB of code: the init frame fills the container's stdin FIFO many times over.
+      const big = `const TABLE = "${'x'.repeat(6 * 1024 * 1024)}";\nfunction main(p) { return { size: TABLE.length, echoed: p.blob.length }; }`;
+      assert.equal((await deploy(`big-${setup.runtime}`, big, { memory: 256 })).status, 200);
+      const res = await run(`big-${setup.runtime}`, { blob: 'y'.repeat(512 * 1024) });
+      assert.deepEqual(res.response.result, { size: 6 * 1024 * 1024, echoed: 512 * 1024 }, JSON.stringify(res.response));
+    });
+
     it('kills the container at the timeout and serves the next call', async () => {
       await deploy(`spin-${setup.runtime}`, 'function main(p) { if (p.spin) while (true) {} return { ok: true }; }', {
         timeout: 1500,

@@ -1,17 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
-import {
-  constants,
-  createWriteStream,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmdirSync,
-  rmSync,
-  type WriteStream,
-  writeFileSync,
-} from 'node:fs';
+import { constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Isolation } from '../../core/kinds.js';
 import type { NodeRootfs } from '../../images/node-rootfs.js';
@@ -56,7 +45,7 @@ export interface ContainerBackendOptions {
   uids: UidAllocator;
 }
 
-interface Profile {
+export interface ContainerProfile {
   overheadMb: number;
   pidsLimit: number;
   nprocLimit: number;
@@ -66,12 +55,17 @@ interface Profile {
 // gVisor's Sentry runs inside the sandbox's cgroup and needs room for itself; with a low pids
 // limit the sandbox itself crashes, so the guest is held back by RLIMIT_NPROC instead, which the
 // Sentry enforces. Under runc and crun the cgroup's pids limit stops a fork bomb.
-const PROFILES: Record<ContainerBackendOptions['isolation'], Profile> = {
+export const CONTAINER_PROFILES: Record<ContainerBackendOptions['isolation'], ContainerProfile> = {
   container: { overheadMb: 0, pidsLimit: 128, nprocLimit: 256, seccomp: true },
   gvisor: { overheadMb: 64, pidsLimit: 1024, nprocLimit: 64, seccomp: true },
 };
 
 let counter = 0;
+
+/** The V8 heap a container of a memory limit gets: the rest is for Node.js itself. */
+export function containerHeapMb(memoryMb: number): number {
+  return Math.max(16, Math.floor(memoryMb * 0.75));
+}
 
 /** The memory cgroup file that counts OOM kills, for cgroup v1 or v2. */
 function oomKills(cgroupsPath: string): number {
@@ -118,13 +112,13 @@ function removeCgroupDirs(cgroupsPath: string): void {
 export class ContainerBackend implements Backend {
   readonly isolation: Isolation;
   readonly minMemoryMb = 64;
-  private readonly profile: Profile;
+  private readonly profile: ContainerProfile;
   private checked: Promise<BackendStatus> | undefined;
   private readonly fifos: FifoPool;
 
   private constructor(private readonly options: ContainerBackendOptions) {
     this.isolation = options.isolation;
-    this.profile = PROFILES[options.isolation];
+    this.profile = CONTAINER_PROFILES[options.isolation];
     mkdirSync(options.bundlesDir, { recursive: true, mode: 0o700 });
     this.fifos = new FifoPool(join(options.bundlesDir, '..', `fifos-${options.runtime.name}`));
   }
@@ -204,7 +198,7 @@ export class ContainerBackend implements Backend {
     const cgroupsPath = `/${CGROUP_PARENT}/${id}`;
     mkdirSync(bundle, { mode: 0o700 });
     const uid = this.options.uids.acquire();
-    const heapMb = Math.max(16, Math.floor(spec.memoryMb * 0.75));
+    const heapMb = containerHeapMb(spec.memoryMb);
     const config = containerSpec({
       rootfs: this.options.image.path,
       args: [this.options.image.nodePath, `--max-old-space-size=${heapMb}`, this.options.image.agentPath, '--channel=stdio'],
@@ -230,7 +224,10 @@ export class ContainerBackend implements Backend {
       bundle,
       cgroupsPath,
       child,
-      createWriteStream('', { fd: stdinFd, autoClose: true }),
+      // A socket, not an fs stream: the agent's Node.js makes the FIFO non-blocking (the open file
+      // description is shared), and only libuv's pipe handling waits out a full FIFO instead of
+      // failing a large frame (a big function's code) with a partial write.
+      new Socket({ fd: stdinFd, readable: false, writable: true }),
       () => this.options.uids.release(uid),
     );
     const agent = new AgentSandbox(id, transport);
@@ -295,7 +292,7 @@ class ContainerTransport implements AgentTransport {
     private readonly bundle: string,
     private readonly cgroupsPath: string,
     createProcess: ChildProcess,
-    input: WriteStream,
+    input: Socket,
     private readonly releaseUid: () => void,
   ) {
     const { stdout, stderr } = createProcess;
