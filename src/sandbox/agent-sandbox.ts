@@ -46,6 +46,7 @@ export class AgentSandbox implements Sandbox {
   private exitInfo: ExitInfo | undefined;
   private deathListener: ((reason: string) => void) | undefined;
   private destroying = false;
+  private destroyed: Promise<void> | undefined;
   private timedOut = false;
   private timedOutRun: string | undefined;
   private helloSeen = false;
@@ -169,12 +170,15 @@ export class AgentSandbox implements Sandbox {
     this.deathListener = listener;
   }
 
-  async destroy(): Promise<void> {
-    if (this.destroying) return;
-    this.destroying = true;
-    this.transport.kill();
-    await this.transport.exited;
-    await this.transport.cleanup();
+  /** Kills the sandbox and removes what it leaves; every caller waits for the same cleanup. */
+  destroy(): Promise<void> {
+    this.destroyed ??= (async () => {
+      this.destroying = true;
+      this.transport.kill();
+      await this.transport.exited;
+      await this.transport.cleanup();
+    })();
+    return this.destroyed;
   }
 
   private send(message: HostMessage): void {

@@ -157,6 +157,8 @@ export class Scheduler {
   private memoryUsedMb = 0;
   private readonly stemCells: StemCells;
   private closed = false;
+  /** Sandboxes being made or destroyed: shutting down waits for them, so none outlives the server. */
+  private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(private readonly options: SchedulerOptions) {
     this.stemCells = new StemCells(options.backends, options.stemCells ?? [], (isolation, error) =>
@@ -373,6 +375,17 @@ export class Scheduler {
     }
     this.pools.clear();
     await Promise.all([...sandboxes.map((s) => s.destroy()), this.stemCells.close()]);
+    // Launches finishing now stop their instance at once (see launch), which adds a destroy.
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  private track<T>(work: Promise<T>): Promise<T> {
+    this.inFlight.add(work);
+    void work.then(
+      () => this.inFlight.delete(work),
+      () => this.inFlight.delete(work),
+    );
+    return work;
   }
 
   private functionFor(action: ActionVersion): FunctionState {
@@ -437,7 +450,10 @@ export class Scheduler {
   private async launchInBackground(pool: Pool, origin: 'prewarm' | 'provisioned', keepUntil: number | undefined): Promise<void> {
     try {
       const { instance } = await this.launch(pool, () => {}, origin);
-      if (this.closed) return;
+      if (this.closed) {
+        this.stop(instance, 'Failed');
+        return;
+      }
       // The instance is idle: serve anyone who queued for the function meanwhile.
       while (pool.waiters.length > 0 && instance.hasCapacity) {
         const waiter = pool.waiters.shift() as Waiter;
@@ -445,7 +461,7 @@ export class Scheduler {
       }
       if (instance.state === 'idle' && keepUntil !== undefined) this.scheduleExpiry(instance, keepUntil);
     } catch (error) {
-      this.options.onBackgroundError?.(`starting a ${origin} instance of ${pool.key} failed`, error);
+      if (!this.closed) this.options.onBackgroundError?.(`starting a ${origin} instance of ${pool.key} failed`, error);
     }
   }
 
@@ -471,10 +487,6 @@ export class Scheduler {
 
   private async startInstance(pool: Pool, arrived: number, onLog: LogSink): Promise<Lease> {
     const started = await this.launch(pool, onLog, 'demand', arrived);
-    if (this.closed) {
-      this.stop(started.instance, 'Failed');
-      throw new CapacityError('The platform is shutting down.');
-    }
     return this.assign(started.instance, arrived, started);
   }
 
@@ -483,11 +495,20 @@ export class Scheduler {
    * restore when the function has one, else a blank sandbox (ahead-made or new) that loads the
    * function. The instance ends idle.
    */
-  private async launch(
+  private launch(
     pool: Pool,
     onLog: LogSink,
     origin: Instance['origin'],
     arrived = Date.now(),
+  ): Promise<{ instance: Instance; initMs: number; startedAt: number; restored: boolean }> {
+    return this.track(this.launchUntracked(pool, onLog, origin, arrived));
+  }
+
+  private async launchUntracked(
+    pool: Pool,
+    onLog: LogSink,
+    origin: Instance['origin'],
+    arrived: number,
   ): Promise<{ instance: Instance; initMs: number; startedAt: number; restored: boolean }> {
     const action = pool.action;
     const instance = new Instance(pool.key, action.isolation, action.limits.memory, action.limits.concurrency);
@@ -529,6 +550,11 @@ export class Scheduler {
       if (instance.state === 'idle') this.stop(instance, 'Failed');
     });
     instance.fire('Started');
+    if (this.closed) {
+      // Made while the server was shutting down: it goes at once, not with the process.
+      this.stop(instance, 'Failed');
+      throw new CapacityError('The platform is shutting down.');
+    }
     return { instance, initMs: Date.now() - startedAt, startedAt, restored };
   }
 
@@ -553,14 +579,16 @@ export class Scheduler {
     const sandbox = instance.sandbox;
     const pool = this.pools.get(instance.poolKey);
     this.forgetInstance(instance);
-    void (async () => {
-      try {
-        await sandbox?.destroy();
-      } catch (error) {
-        this.options.onBackgroundError?.(`stopping instance ${instance.id} failed`, error);
-      }
-      instance.fire('Stopped');
-    })();
+    void this.track(
+      (async () => {
+        try {
+          await sandbox?.destroy();
+        } catch (error) {
+          this.options.onBackgroundError?.(`stopping instance ${instance.id} failed`, error);
+        }
+        instance.fire('Stopped');
+      })(),
+    );
     // A provisioned function that lost an instance gets it back.
     if (pool && !pool.draining && pool.fn.latest?.version === pool.action.version && pool.live < pool.fn.settings.minInstances) {
       this.provision(pool.action);

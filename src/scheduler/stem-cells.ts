@@ -17,6 +17,7 @@ export interface StemCellTarget {
 export class StemCells {
   private readonly ready = new Map<string, Sandbox[]>();
   private readonly filling = new Set<string>();
+  private readonly refills = new Set<Promise<void>>();
   private closed = false;
 
   constructor(
@@ -47,11 +48,12 @@ export class StemCells {
     return n;
   }
 
+  /** Destroys the ready sandboxes, and those still being made once they are. */
   async close(): Promise<void> {
     this.closed = true;
     const all = [...this.ready.values()].flat();
     this.ready.clear();
-    await Promise.all(all.map((s) => s.destroy()));
+    await Promise.all([...all.map((s) => s.destroy()), ...this.refills]);
   }
 
   private refill(target: StemCellTarget): void {
@@ -59,7 +61,7 @@ export class StemCells {
     const backend = this.backends.get(target.isolation);
     if (!backend || this.filling.has(key) || this.closed) return;
     this.filling.add(key);
-    void (async () => {
+    const refill = (async () => {
       try {
         for (;;) {
           const cells = this.ready.get(key) ?? [];
@@ -78,5 +80,7 @@ export class StemCells {
         this.filling.delete(key);
       }
     })();
+    this.refills.add(refill);
+    void refill.finally(() => this.refills.delete(refill));
   }
 }
