@@ -85,6 +85,19 @@ for (const { isolation, memory } of BACKENDS) {
       assert.deepEqual((await run('ok', { n: 2 })).body.response.result, { ok: true, n: 2 });
     });
 
+    it('caps memory outside the heap too: ArrayBuffers past the limit fail, the server keeps serving', {
+      skip: isolation === 'process' && process.getuid?.() !== 0 ? 'the process backend caps private memory only as root' : false,
+    }, async () => {
+      await deploy(
+        'buffers',
+        'function main() { const keep = []; let mb = 0; while (mb < 4 * 1024) { keep.push(new Uint8Array(8 << 20).fill(1)); mb += 8; } return { mb }; }',
+        { timeout: 20000 },
+      );
+      const res = await run('buffers');
+      assert.equal(res.body.response.success, false, `allocated past the limit: ${JSON.stringify(res.body.response)}`);
+      assert.deepEqual((await run('ok', { n: 3 })).body.response.result, { ok: true, n: 3 });
+    });
+
     it('rejects a result that is not a dictionary, and treats no result as {}', async () => {
       await deploy('number', 'function main() { return 42; }');
       const res = await run('number');

@@ -12,6 +12,9 @@ const HELLO_TIMEOUT_MS = 15_000;
 // Threads count against RLIMIT_NPROC: a Node.js process uses about a dozen, so this leaves room
 // for a few child processes and stops a fork bomb.
 const MAX_PROCESSES = 256;
+// RLIMIT_DATA caps private writable memory: the V8 heap, ArrayBuffers and Buffers (which the
+// heap limit does not see) and thread stacks. Node.js itself needs about this much beside the heap.
+const DATA_OVERHEAD_MB = 64;
 
 export interface ProcessBackendOptions {
   /** The bundled guest agent. */
@@ -25,7 +28,8 @@ let counter = 0;
 /**
  * Runs each function in its own Node.js child process under the guest agent. Isolation is that of
  * an operating-system process: when the server runs as root each sandbox gets its own unprivileged
- * uid and a private working directory; the V8 heap is capped at the memory limit.
+ * uid and a private working directory; the V8 heap is capped at the memory limit and, as root,
+ * all private memory (Buffers included) at the limit plus Node.js's own overhead.
  */
 export class ProcessBackend implements Backend {
   readonly isolation: Isolation = 'process';
@@ -53,7 +57,7 @@ export class ProcessBackend implements Backend {
     }
     await sandbox.destroy();
     const how = this.uids
-      ? `one unprivileged uid per sandbox${this.usePrlimit ? `, at most ${MAX_PROCESSES} tasks` : ''}`
+      ? `one unprivileged uid per sandbox${this.usePrlimit ? `, at most ${MAX_PROCESSES} tasks, private memory capped` : ''}`
       : 'same user as the server (run as root for per-sandbox uids)';
     return { isolation: 'process', available: true, detail: `node ${process.version} child processes, ${how}, heap capped` };
   }
@@ -71,7 +75,18 @@ export class ProcessBackend implements Backend {
     }
     const nodeArgs = [`--max-old-space-size=${spec.memoryMb}`, agent, '--channel=stdio'];
     const [command, args] = this.usePrlimit
-      ? [PRLIMIT, [`--nproc=${MAX_PROCESSES}`, '--core=0', '--nofile=1024', '--', process.execPath, ...nodeArgs]]
+      ? [
+          PRLIMIT,
+          [
+            `--nproc=${MAX_PROCESSES}`,
+            `--data=${(spec.memoryMb + DATA_OVERHEAD_MB) * 2 ** 20}`,
+            '--core=0',
+            '--nofile=1024',
+            '--',
+            process.execPath,
+            ...nodeArgs,
+          ],
+        ]
       : [process.execPath, nodeArgs];
     const child = spawn(command, args, {
       cwd: workdir,
