@@ -112,10 +112,19 @@ describe('WebAssembly backend', () => {
       greeting: 'Hello after',
       language: 'AssemblyScript',
     });
-    // Both workers busy looping: the spares take over and nothing waits for the loops.
-    const loops = await Promise.all([run('loop'), run('loop'), run('greet', { name: 'x' })]);
-    assert.equal(loops[0].body.response.status, 'action developer error');
-    assert.equal(loops[1].body.response.status, 'action developer error');
+    // Every worker busy looping: the pool grows, and a call made meanwhile is answered before
+    // the loops reach their timeout instead of queueing behind them.
+    await deploy('long-loop', await wat(LOOP), { timeout: 3000 });
+    const finished: string[] = [];
+    const track = async (label: string, call: Promise<unknown>) => {
+      await call;
+      finished.push(label);
+    };
+    const loops = [track('loop', run('long-loop')), track('loop', run('long-loop')), track('loop', run('long-loop'))];
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await track('greet', run('greet', { name: 'x' }));
+    await Promise.all(loops);
+    assert.deepEqual(finished, ['greet', 'loop', 'loop', 'loop']);
   });
 
   it('stops memory growth at the memory limit with a clear error', async () => {

@@ -68,7 +68,7 @@ export class WasmBackend implements Backend {
     return {
       isolation: 'wasm',
       available: true,
-      detail: `WebAssembly (V8 ${process.versions.v8}) with WASI preview 1 on ${this.pool.size} worker threads`,
+      detail: `WebAssembly (V8 ${process.versions.v8}) with WASI preview 1 on ${this.pool.size} worker threads (up to ${this.pool.maxSize} while busy)`,
     };
   }
 

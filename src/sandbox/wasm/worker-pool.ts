@@ -5,6 +5,8 @@ import type { RunMessage, WorkerMessage } from './messages.js';
 // Mirrors the worker's own module cache (insertion order, no refresh) so the host knows when it
 // must send the compiled module along.
 const WORKER_MODULE_CACHE = 64;
+// Workers added beyond the pool's size while it was busy go again after this long idle.
+const EXTRA_WORKER_IDLE_MS = 10_000;
 
 interface Job {
   message: Omit<RunMessage, 'module'>;
@@ -21,6 +23,7 @@ class Slot {
   readonly modules: string[] = [];
   job: Job | undefined;
   runTimer: NodeJS.Timeout | undefined;
+  idleTimer: NodeJS.Timeout | undefined;
   dead = false;
 
   constructor(script: string) {
@@ -52,7 +55,9 @@ class Slot {
 /**
  * Worker threads that run wasm invocations, one at a time each. A run that overruns its deadline
  * has its worker terminated (nothing else stops a loop in wasm) and a spare, started ahead of
- * time, takes the worker's place.
+ * time, takes the worker's place. When every worker is busy the pool grows, up to `maxSize`, so
+ * that long runs (a busy loop waiting for its timeout) share the CPU with the others instead of
+ * making them queue; the extra workers go again once idle.
  */
 export class WorkerPool {
   private readonly slots: Slot[] = [];
@@ -63,6 +68,7 @@ export class WorkerPool {
   constructor(
     private readonly script: string,
     readonly size: number,
+    readonly maxSize = size * 4,
   ) {
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
     this.spare = this.spawn();
@@ -77,7 +83,7 @@ export class WorkerPool {
   run(message: Omit<RunMessage, 'module'>, module: WebAssembly.Module, deadline: number, onLog: LogSink): Promise<RunOutcome> {
     return new Promise((resolve) => {
       const job: Job = { message, module, deadline, onLog, resolve };
-      const free = this.pick(message.key);
+      const free = this.pick(message.key) ?? this.grow();
       if (free) {
         this.start(free, job);
         return;
@@ -106,6 +112,7 @@ export class WorkerPool {
       all.map(async (slot) => {
         slot.dead = true;
         clearTimeout(slot.runTimer);
+        clearTimeout(slot.idleTimer);
         slot.job?.resolve({ kind: 'crash', reason: 'The platform is shutting down.' });
         await slot.worker.terminate();
       }),
@@ -131,7 +138,30 @@ export class WorkerPool {
     return fallback;
   }
 
+  /** Adds a worker (the spare, which is ready) while below the maximum. */
+  private grow(): Slot | undefined {
+    if (this.closed || this.slots.length >= this.maxSize) return undefined;
+    const slot = this.spare ?? this.spawn();
+    this.spare = this.spawn();
+    this.slots.push(slot);
+    return slot;
+  }
+
+  /** Lets an extra worker go once it has been idle for a while. */
+  private shrinkLater(slot: Slot): void {
+    if (this.slots.length <= this.size || slot.dead) return;
+    clearTimeout(slot.idleTimer);
+    slot.idleTimer = setTimeout(() => {
+      if (slot.job || slot.dead || this.slots.length <= this.size) return;
+      slot.dead = true;
+      this.slots.splice(this.slots.indexOf(slot), 1);
+      void slot.worker.terminate();
+    }, EXTRA_WORKER_IDLE_MS);
+    slot.idleTimer.unref();
+  }
+
   private start(slot: Slot, job: Job): void {
+    clearTimeout(slot.idleTimer);
     slot.job = job;
     const remaining = job.deadline - Date.now();
     if (remaining <= 0) {
@@ -157,6 +187,7 @@ export class WorkerPool {
     slot.job = undefined;
     job?.resolve(outcome);
     this.drain();
+    if (!slot.job) this.shrinkLater(slot);
   }
 
   /** Ends a worker (deadline passed, or it died) and puts the spare in its place. */
@@ -164,6 +195,7 @@ export class WorkerPool {
     if (slot.dead) return;
     slot.dead = true;
     clearTimeout(slot.runTimer);
+    clearTimeout(slot.idleTimer);
     const job = slot.job;
     slot.job = undefined;
     void slot.worker.terminate();
@@ -182,7 +214,7 @@ export class WorkerPool {
   private drain(): void {
     while (this.queue.length > 0) {
       const job = this.queue[0] as Job;
-      const slot = this.pick(job.message.key);
+      const slot = this.pick(job.message.key) ?? this.grow();
       if (!slot) return;
       this.queue.shift();
       clearTimeout(job.queueTimer);
