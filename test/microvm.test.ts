@@ -87,6 +87,10 @@ describe('isolation "microvm"', { skip }, () => {
     const res = await run('vm-bomb');
     assert.equal(res.response.status, 'action developer error');
     assert.match(String((res.response.result as { error: string }).error), /exhausted its memory limit of 256 MB/);
+    // Outside the V8 heap (ArrayBuffers) the guest kernel runs out instead: reported the same way.
+    await deploy('vm-buffers', 'function main() { const keep = []; for (;;) keep.push(new Uint8Array(8 << 20).fill(1)); }');
+    const buffers = await run('vm-buffers');
+    assert.match(String((buffers.response.result as { error: string }).error), /exhausted its memory limit of 256 MB/);
   });
 
   it('cannot see host files or reach the host network', async () => {

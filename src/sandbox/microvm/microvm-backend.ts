@@ -36,6 +36,12 @@ export interface MicrovmBackendOptions {
    * waiting for the snapshot to restore). Default `restored`.
    */
   prewarmMode?: 'restored' | 'waiting';
+  /**
+   * How instances start: `snapshot` (restored from the base snapshot, the default) or `boot`
+   * (every instance boots the guest from scratch; no snapshots are made). `boot` is there to
+   * measure what snapshots save (ISOLA_MICROVM_START).
+   */
+  start?: 'snapshot' | 'boot';
   /** Forces an accelerator instead of probing (ISOLA_MICROVM_ACCEL). */
   accelerator?: Accelerator;
 }
@@ -118,7 +124,7 @@ export class MicrovmBackend implements Backend {
     return {
       isolation: 'microvm',
       available: true,
-      detail: `${this.qemu} microvm, ${this.accelerator.toUpperCase()} (${this.acceleratorReason}), kernel ${this.options.image.kernelVersion}`,
+      detail: `${this.qemu} microvm, ${this.accelerator.toUpperCase()} (${this.acceleratorReason}), kernel ${this.options.image.kernelVersion}${this.options.start === 'boot' ? ', every instance boots (no snapshots)' : ''}`,
     };
   }
 
@@ -127,9 +133,13 @@ export class MicrovmBackend implements Backend {
    * state; made ahead of demand, also restored (see prewarmMode).
    */
   async create(spec: SandboxSpec): Promise<Sandbox> {
-    const template = await this.baseSnapshot(spec.memoryMb);
-    const vm = this.startVm({ path: template.ram, shared: false }, spec.memoryMb, true);
-    const sandbox = new MicrovmSandbox(vm, template, false);
+    let sandbox: MicrovmSandbox;
+    if (this.options.start === 'boot') {
+      sandbox = new MicrovmSandbox(this.startVm('private', spec.memoryMb, false), undefined, false);
+    } else {
+      const template = await this.baseSnapshot(spec.memoryMb);
+      sandbox = new MicrovmSandbox(this.startVm({ path: template.ram, shared: false }, spec.memoryMb, true), template, false);
+    }
     if (spec.ahead && (this.options.prewarmMode ?? 'restored') === 'restored') {
       const resumed = await sandbox.resume(Date.now() + RESTORE_TIMEOUT_MS);
       if (!resumed.ok) {
@@ -142,6 +152,7 @@ export class MicrovmBackend implements Backend {
 
   /** A clone of the function's own snapshot, taken after its initialisation, if there is one. */
   async restore(code: FunctionCode, spec: SandboxSpec): Promise<Sandbox | undefined> {
+    if (this.options.start === 'boot') return undefined;
     const snapshot = await this.functionSnapshots.get(snapshotKey(code, spec));
     if (!snapshot) return undefined;
     const vm = this.startVm({ path: snapshot.ram, shared: false }, spec.memoryMb, true);
@@ -154,7 +165,7 @@ export class MicrovmBackend implements Backend {
   /** Takes, in the background, a snapshot of the function after its initialisation. */
   snapshot(code: FunctionCode, spec: SandboxSpec): void {
     const key = snapshotKey(code, spec);
-    if (this.functionSnapshots.has(key)) return;
+    if (this.options.start === 'boot' || this.functionSnapshots.has(key)) return;
     const taking = this.takeFunctionSnapshot(key, code, spec).catch(() => undefined);
     this.functionSnapshots.set(key, taking);
     void taking.then((snapshot) => {
@@ -261,9 +272,14 @@ export class MicrovmBackend implements Backend {
     };
   }
 
-  startVm(ram: VmConfig['ram'], memoryMb: number, incoming: boolean): Vm {
+  /** A QEMU process for a VM; `private` RAM is a file in the VM's own directory. */
+  startVm(ram: VmConfig['ram'] | 'private', memoryMb: number, incoming: boolean): Vm {
     const id = `${process.pid}-${++vmCounter}`;
-    return new Vm(id, this.vmConfig(join(this.vmsDir, id), ram, memoryMb, incoming));
+    const dir = join(this.vmsDir, id);
+    return new Vm(
+      id,
+      this.vmConfig(dir, ram === 'private' ? { path: join(dir, 'ram'), shared: false } : ram, memoryMb, incoming),
+    );
   }
 }
 
@@ -375,10 +391,12 @@ class MicrovmSandbox implements Sandbox {
   private resumed: Promise<InitOutcome> | undefined;
   private deathListener: ((reason: string) => void) | undefined;
   private destroyed = false;
+  private removal: Promise<void> | undefined;
 
   constructor(
     private readonly vm: Vm,
-    private readonly snapshot: Snapshot,
+    /** Absent: the VM boots the guest instead of restoring a snapshot. */
+    private readonly snapshot: Snapshot | undefined,
     /** The snapshot already has the function loaded. */
     private readonly hasFunction: boolean,
   ) {
@@ -389,9 +407,13 @@ class MicrovmSandbox implements Sandbox {
     return !this.destroyed && this.vm.alive && (this.agent?.alive ?? true);
   }
 
-  /** Restores the snapshot into the waiting VM and gives the agent fresh entropy and the time. */
+  /**
+   * Restores the snapshot into the waiting VM and gives the agent fresh entropy and the time; or,
+   * without a snapshot, waits for the booting guest's agent to say hello.
+   */
   resume(deadline: number): Promise<InitOutcome> {
     this.resumed ??= (async (): Promise<InitOutcome> => {
+      if (!this.snapshot) return this.boot(deadline);
       try {
         // Connect before the guest runs again, so that it finds its port connected.
         const socket = await this.vm.connectAgent(Math.max(1, deadline - Date.now()));
@@ -407,6 +429,20 @@ class MicrovmSandbox implements Sandbox {
       }
     })();
     return this.resumed;
+  }
+
+  private async boot(deadline: number): Promise<InitOutcome> {
+    try {
+      const socket = await this.vm.connectAgent(Math.max(1, deadline - Date.now()));
+      this.agent = new AgentSandbox(this.id, new VmTransport(this.vm, socket));
+      if (this.deathListener) this.agent.onDeath(this.deathListener);
+      if (!(await this.agent.waitForHello(Math.max(1, deadline - Date.now())))) {
+        return { ok: false, kind: 'crash', error: `The VM did not boot: ${this.agent.describeFailure()}` };
+      }
+      return { ok: true };
+    } catch (error) {
+      return { ok: false, kind: 'crash', error: `The VM could not be booted: ${(error as Error).message}` };
+    }
   }
 
   async init(code: FunctionCode, deadline: number, onLog: LogSink): Promise<InitOutcome> {
@@ -429,10 +465,12 @@ class MicrovmSandbox implements Sandbox {
     this.agent?.onDeath(listener);
   }
 
-  async destroy(): Promise<void> {
-    if (this.destroyed) return;
-    this.destroyed = true;
-    if (this.agent) await this.agent.destroy();
-    else await this.vm.remove();
+  destroy(): Promise<void> {
+    this.removal ??= (async () => {
+      this.destroyed = true;
+      if (this.agent) await this.agent.destroy();
+      else await this.vm.remove();
+    })();
+    return this.removal;
   }
 }

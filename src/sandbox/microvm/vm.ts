@@ -7,7 +7,10 @@ import { qemuArguments, type VmConfig } from './qemu.js';
 import { QmpClient } from './qmp.js';
 
 export const QEMU = '/usr/bin/qemu-system-x86_64';
-const OOM_IN_GUEST = /JavaScript heap out of memory|Out of memory: Killed process|Reached heap limit|Allocation failed/;
+// The agent is the guest's init: when it alone fills the guest's memory the kernel cannot kill
+// it and panics ("deadlocked on memory") instead.
+const OOM_IN_GUEST =
+  /JavaScript heap out of memory|Out of memory: Killed process|Reached heap limit|Allocation failed|deadlocked on memory|Out of memory and no killable processes/;
 
 /** One QEMU process running one microVM, in a directory of its own. */
 export class Vm {
