@@ -7,21 +7,19 @@
  *
  *   node --no-node-snapshot --import tsx bench/containers.ts [--quick]
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { hostInfo } from '../src/bench/host.js';
+import { KeepAliveClient } from '../src/bench/http.js';
+import { bareNodeStart, bareOciRun } from '../src/bench/peers.js';
+import { cgroupPids, pssMib, round } from '../src/bench/pss.js';
+import { ServerProcess } from '../src/bench/server-process.js';
+import { pause, ratio, summarize, time } from '../src/bench/stats.js';
 import type { ActivationRecord } from '../src/core/types.js';
-import { encodeFrame, FrameDecoder, type GuestMessage } from '../src/guest/protocol.js';
 import { ensureNodeRootfs } from '../src/images/node-rootfs.js';
-import { containerSpec } from '../src/sandbox/container/oci-spec.js';
-import { findBinary, hybridCgroups, OciRuntime } from '../src/sandbox/container/runtime.js';
+import { findBinary } from '../src/sandbox/container/runtime.js';
 import { RUNNING_AS_ROOT } from '../src/sandbox/host-ids.js';
-import { TestServer } from '../test/helpers/server.js';
-import { hostInfo } from './lib/host.js';
-import { KeepAliveClient } from './lib/http.js';
-import { cgroupPids, pssMib, round } from './lib/pss.js';
-import { pause, ratio, summarize, time } from './lib/stats.js';
 
 const quick = process.argv.includes('--quick');
 const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';
@@ -33,75 +31,8 @@ const COLD = { runc: quick ? 5 : 20, crun: quick ? 5 : 20, runsc: quick ? 3 : 10
 const WARM = quick ? 50 : 300;
 const IDLE_INSTANCES = quick ? 2 : 5;
 
-/**
- * Time from spawning a command that runs the guest agent until the function's result comes back:
- * the init and run frames are written at once, as a caller with no platform would.
- */
-function bareInvoke(command: string, args: string[]): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: '/usr/bin:/bin' } });
-    const decoder = new FrameDecoder<GuestMessage>();
-    child.stdout.on('data', (chunk: Buffer) => {
-      for (const message of decoder.push(chunk)) {
-        if (message.type === 'result' || message.type === 'error' || message.type === 'initError') {
-          resolve(performance.now() - started);
-          child.kill('SIGKILL');
-        }
-      }
-    });
-    child.once('error', reject);
-    child.stdin.write(encodeFrame({ type: 'init', code: HELLO, main: 'main', binary: false, env: {} }));
-    child.stdin.write(encodeFrame({ type: 'run', id: 'bare', params: { name: 'x' }, deadline: Date.now() + 60_000, env: {} }));
-  });
-}
-
-/** The bare runtime CLI: `run` of a bundle identical to the platform's, timed to the function's result. */
-async function bareCli(name: RuntimeName, workDir: string, dataDir: string): Promise<number[]> {
-  const image = ensureNodeRootfs(join(dataDir, 'images'), join(dataDir, 'runtime'));
-  const binary = findBinary(name) as string;
-  const runtime = new OciRuntime(
-    name,
-    binary,
-    join(workDir, `state-${name}`),
-    name === 'crun' && hybridCgroups(),
-    name === 'runsc' ? ['--network=none', '--platform=ptrace'] : [],
-  );
-  const samples: number[] = [];
-  for (let i = 0; i < COLD[name]; i++) {
-    const id = `bare-${name}-${process.pid}-${i}`;
-    const bundle = join(workDir, id);
-    mkdirSync(bundle);
-    const spec = containerSpec({
-      rootfs: image.path,
-      args: [image.nodePath, '--max-old-space-size=192', image.agentPath, '--channel=stdio'],
-      memoryMb: 256,
-      overheadMb: name === 'runsc' ? 64 : 0,
-      pidsLimit: name === 'runsc' ? 1024 : 128,
-      nprocLimit: name === 'runsc' ? 64 : 256,
-      cgroupsPath: `/isola/${id}`,
-      seccomp: true,
-      uid: 65534,
-    });
-    writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec));
-    const [command, args] = runtime.commandLine(['run', '--bundle', bundle, id]);
-    samples.push(await bareInvoke(command, args));
-    await runtime.kill(id);
-    await runtime.delete(id);
-    rmSync(bundle, { recursive: true, force: true });
-  }
-  return samples;
-}
-
-async function bareNode(workDir: string, dataDir: string): Promise<number[]> {
-  const image = ensureNodeRootfs(join(dataDir, 'images'), join(dataDir, 'runtime'));
-  const samples: number[] = [];
-  for (let i = 0; i < 20; i++) {
-    samples.push(await bareInvoke(process.execPath, [join(image.path, image.agentPath), '--channel=stdio']));
-  }
-  void workDir;
-  return samples;
-}
+const HELLO_FN = { code: HELLO, params: { name: 'x' } };
+const image = (dataDir: string) => ensureNodeRootfs(join(dataDir, 'images'), join(dataDir, 'runtime'));
 
 interface ApiFigures {
   cold: number[];
@@ -109,7 +40,7 @@ interface ApiFigures {
 }
 
 async function apiCold(
-  server: TestServer,
+  server: ServerProcess,
   client: KeepAliveClient,
   isolation: string,
   label: string,
@@ -146,8 +77,8 @@ async function measureRuntime(name: RuntimeName, workDir: string) {
     ...(name === 'runsc' ? {} : { ISOLA_CONTAINER_RUNTIME: name }),
   };
   log(`${name}: bare CLI run...`);
-  const server = await TestServer.start({ env: { ...env, ISOLA_PREWARM: `${isolation}:0` } });
-  const bare = await bareCli(name, workDir, server.dataDir);
+  const server = await ServerProcess.start({ env: { ...env, ISOLA_PREWARM: `${isolation}:0` } });
+  const bare = await bareOciRun(name, image(server.dataDir), workDir, HELLO_FN, COLD[name]);
   const client = new KeepAliveClient(server.url, { authorization: `Basic ${Buffer.from(server.auth).toString('base64')}` });
   log(`${name}: cold starts through the API...`);
   const cold = await apiCold(server, client, isolation, `cold-${name}`, COLD[name], 100);
@@ -176,7 +107,7 @@ async function measureRuntime(name: RuntimeName, workDir: string) {
 
   const prewarmedStart = async (mode: 'started' | 'created') => {
     log(`${name}: prewarmed (${mode} ahead) starts through the API...`);
-    const prewarmServer = await TestServer.start({
+    const prewarmServer = await ServerProcess.start({
       env: { ...env, ISOLA_PREWARM: `${isolation}:1`, ISOLA_CONTAINER_PREWARM: mode },
     });
     const prewarmClient = new KeepAliveClient(prewarmServer.url, {
@@ -228,9 +159,9 @@ async function main() {
   const runtimes = (['runc', 'crun', 'runsc'] as const).filter((r) => findBinary(r));
   const results: Record<string, unknown> = { benchmark: 'containers', quick, host: hostInfo() };
   try {
-    const probe = await TestServer.start({ env: { ISOLA_BACKENDS: 'isolate' } });
+    const probe = await ServerProcess.start({ env: { ISOLA_BACKENDS: 'isolate' } });
     log('bare node start...');
-    const node = summarize(await bareNode(workDir, probe.dataDir));
+    const node = summarize(await bareNodeStart(image(probe.dataDir), HELLO_FN, 20));
     await probe.dispose();
     const perRuntime = [];
     for (const runtime of runtimes) perRuntime.push(await measureRuntime(runtime, workDir));

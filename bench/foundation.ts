@@ -6,20 +6,19 @@
  *
  *   npm run bench [-- --quick]
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import autocannon from 'autocannon';
+import { hostInfo } from '../src/bench/host.js';
+import { KeepAliveClient } from '../src/bench/http.js';
+import { loadTest, startNodeHttp } from '../src/bench/peers.js';
+import { ServerProcess } from '../src/bench/server-process.js';
+import { pause, ratio, summarize, time } from '../src/bench/stats.js';
 import type { ActivationRecord } from '../src/core/types.js';
 import { buildAgent } from '../src/guest/bundle.js';
 import type { Backend, FunctionCode } from '../src/sandbox/backend.js';
 import { IsolateBackend } from '../src/sandbox/isolate/isolate-backend.js';
 import { ProcessBackend } from '../src/sandbox/process/process-backend.js';
-import { TestServer } from '../test/helpers/server.js';
-import { hostInfo } from './lib/host.js';
-import { KeepAliveClient } from './lib/http.js';
-import { pause, ratio, summarize, time } from './lib/stats.js';
 
 const quick = process.argv.includes('--quick');
 const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';
@@ -38,7 +37,7 @@ function annotation(record: ActivationRecord, key: string): unknown {
   return record.annotations.find((a) => a.key === key)?.value;
 }
 
-async function apiLatencies(server: TestServer, isolation: Isolation) {
+async function apiLatencies(server: ServerProcess, isolation: Isolation) {
   const client = new KeepAliveClient(server.url, { authorization: `Basic ${Buffer.from(server.auth).toString('base64')}` });
   const invoke = (name: string, query: string) =>
     client.send('POST', `/api/v1/namespaces/_/actions/${name}?${query}`, { name: 'bench' });
@@ -110,43 +109,13 @@ async function directLatencies(backend: Backend, isolation: Isolation) {
   return { coldCreated: summarize(created), coldPrewarmed: summarize(prewarmed), warm: summarize(warm) };
 }
 
-async function load(url: string, headers: Record<string, string>, body: string) {
-  const result = await autocannon({ url, method: 'POST', headers, body, connections: CONNECTIONS, duration: THROUGHPUT_SECONDS });
-  return {
-    requestsPerSecond: Math.round(result.requests.average),
-    latencyMs: { p50: result.latency.p50, p99: result.latency.p99 },
-    errors: result.errors + result.non2xx,
-  };
-}
-
-/** A bare node:http server answering the same hello-world JSON, in its own process. */
-async function startBareServer(): Promise<{ url: string; proc: ChildProcess }> {
-  const source = `
-    const http = require('node:http');
-    const server = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (c) => (body += c));
-      req.on('end', () => {
-        const params = body ? JSON.parse(body) : {};
-        res.setHeader('content-type', 'application/json');
-        res.end(JSON.stringify({ greeting: 'Hello ' + (params.name || 'world') }));
-      });
-    });
-    server.listen(0, '127.0.0.1', () => console.log('port ' + server.address().port));`;
-  const proc = spawn(process.execPath, ['-e', source], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((resolve) =>
-    proc.stdout?.on('data', (chunk: Buffer) => {
-      const match = /port (\d+)/.exec(chunk.toString());
-      if (match) resolve(Number(match[1]));
-    }),
-  );
-  return { url: `http://127.0.0.1:${port}/`, proc };
-}
+const load = (url: string, headers: Record<string, string>, body: string) =>
+  loadTest(url, headers, body, THROUGHPUT_SECONDS, CONNECTIONS);
 
 async function main() {
   const started = Date.now();
   const results: Record<string, unknown> = { benchmark: 'foundation', quick, host: hostInfo() };
-  const server = await TestServer.start({ env: { ISOLA_LOG_LEVEL: 'error', ISOLA_PREWARM: 'isolate:2,process:1' } });
+  const server = await ServerProcess.start({ env: { ISOLA_LOG_LEVEL: 'error', ISOLA_PREWARM: 'isolate:2,process:1' } });
   const runtimeDir = mkdtempSync(join(tmpdir(), 'isola-bench-'));
   try {
     const backends: Record<Isolation, Backend> = {
@@ -171,9 +140,9 @@ async function main() {
     results.backends = perBackend;
 
     log('throughput: bare node:http...');
-    const bare = await startBareServer();
+    const bare = await startNodeHttp({ code: HELLO, params: { name: 'load' } });
     const bareLoad = await load(bare.url, { 'content-type': 'application/json' }, '{"name":"load"}');
-    bare.proc.kill();
+    await bare.stop();
     log('throughput: Isola, warm isolate...');
     const auth = `Basic ${Buffer.from(server.auth).toString('base64')}`;
     await server.deploy('throughput', HELLO, { limits: { memory: 128 } });

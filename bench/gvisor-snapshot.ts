@@ -10,12 +10,12 @@ import { execFileSync, spawn } from 'node:child_process';
 import { constants, createWriteStream, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { hostInfo } from '../src/bench/host.js';
+import { summarize } from '../src/bench/stats.js';
 import { encodeFrame, FrameDecoder, type GuestMessage, type HostMessage } from '../src/guest/protocol.js';
 import { ensureNodeRootfs } from '../src/images/node-rootfs.js';
 import { containerSpec } from '../src/sandbox/container/oci-spec.js';
 import { findBinary } from '../src/sandbox/container/runtime.js';
-import { hostInfo } from './lib/host.js';
-import { summarize } from './lib/stats.js';
 
 const quick = process.argv.includes('--quick');
 const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';

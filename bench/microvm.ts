@@ -6,24 +6,22 @@
  *
  *   node --no-node-snapshot --import tsx bench/microvm.ts [--quick]
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { hostInfo } from '../src/bench/host.js';
+import { KeepAliveClient } from '../src/bench/http.js';
+import { bareQemuBoot } from '../src/bench/peers.js';
+import { pssMib, round } from '../src/bench/pss.js';
+import { ServerProcess } from '../src/bench/server-process.js';
+import { pause, ratio, summarize, time } from '../src/bench/stats.js';
 import type { ActivationRecord } from '../src/core/types.js';
 import { ensureMicrovmImage } from '../src/images/microvm-image.js';
 import { ensureNodeRootfs } from '../src/images/node-rootfs.js';
 import { AgentSandbox } from '../src/sandbox/agent-sandbox.js';
 import type { FunctionCode } from '../src/sandbox/backend.js';
 import { MicrovmBackend } from '../src/sandbox/microvm/microvm-backend.js';
-import { qemuArguments } from '../src/sandbox/microvm/qemu.js';
-import { QEMU, Vm, VmTransport } from '../src/sandbox/microvm/vm.js';
-import { TestServer } from '../test/helpers/server.js';
-import { hostInfo } from './lib/host.js';
-import { KeepAliveClient } from './lib/http.js';
-import { pssMib, round } from './lib/pss.js';
-import { pause, ratio, summarize, time } from './lib/stats.js';
+import { VmTransport } from '../src/sandbox/microvm/vm.js';
 
 const quick = process.argv.includes('--quick');
 const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';
@@ -52,42 +50,12 @@ async function main() {
     results.accelerator = { name: backend.accelerator, why: backend.acceleratorReason };
 
     log('bare QEMU boot of the image, to the agent saying hello...');
-    const bare: number[] = [];
-    for (let i = 0; i < N.boot; i++) {
-      const dir = join(dataDir, `bare-${i}`);
-      mkdirSync(dir);
-      const args = qemuArguments({
-        image,
-        accelerator: backend.accelerator,
-        memoryMb: 256,
-        heapMb: 121,
-        dir,
-        ram: { path: join(dir, 'ram'), shared: false },
-        incoming: false,
-      });
-      const t0 = performance.now();
-      const qemu = spawn(QEMU, args, { stdio: 'ignore' });
-      const elapsed = await new Promise<number>((resolve, reject) => {
-        const tryConnect = () => {
-          const socket = connect(join(dir, 'agent.sock'));
-          socket.once('data', () => {
-            resolve(performance.now() - t0);
-            socket.destroy();
-          });
-          socket.once('error', () => setTimeout(tryConnect, 5));
-        };
-        tryConnect();
-        qemu.once('exit', () => reject(new Error('QEMU exited during boot')));
-      });
-      bare.push(elapsed);
-      qemu.kill('SIGKILL');
-      await new Promise((resolve) => qemu.once('exit', resolve));
-    }
+    const bare = await bareQemuBoot(image, backend.accelerator, dataDir, N.boot);
 
     log('cold start booting from scratch (boot, load, first result)...');
     const boot: number[] = [];
     for (let i = 0; i < N.boot; i++) {
-      const vm = backend.startVm({ path: join(dataDir, `boot-ram-${i}`), shared: false }, 256, false);
+      const vm = backend.startVm('private', 256, false);
       boot.push(
         await time(async () => {
           const agent = new AgentSandbox(vm.id, new VmTransport(vm, await vm.connectAgent(120_000)));
@@ -98,7 +66,6 @@ async function main() {
         }),
       );
       await vm.remove();
-      rmSync(join(dataDir, `boot-ram-${i}`), { force: true });
     }
 
     log('snapshot: base template...');
@@ -127,7 +94,7 @@ async function main() {
     await backend.close();
 
     const throughApi = async (prewarm: string) => {
-      const server = await TestServer.start({ dataDir, env: { ISOLA_BACKENDS: 'microvm', ISOLA_PREWARM: prewarm } });
+      const server = await ServerProcess.start({ dataDir, env: { ISOLA_BACKENDS: 'microvm', ISOLA_PREWARM: prewarm } });
       const client = new KeepAliveClient(server.url, { authorization: `Basic ${Buffer.from(server.auth).toString('base64')}` });
       const cold: number[] = [];
       const init: number[] = [];

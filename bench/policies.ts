@@ -9,14 +9,14 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { hostInfo } from '../src/bench/host.js';
+import { ServerProcess } from '../src/bench/server-process.js';
 import { IsolaClient } from '../src/cli/client.js';
 import { parsePolicy } from '../src/scheduler/policy.js';
 import { replay } from '../src/simulator/replay.js';
 import { scalePolicy } from '../src/simulator/scale.js';
 import { simulate, simulateApp } from '../src/simulator/simulate.js';
 import { generateTrace } from '../src/simulator/trace.js';
-import { TestServer } from '../test/helpers/server.js';
-import { hostInfo } from './lib/host.js';
 
 const quick = process.argv.includes('--quick');
 const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';
@@ -48,20 +48,26 @@ async function main() {
       .slice(0, REPLAY.apps)
       .map((c) => c.app);
 
-    const server = await TestServer.start({ env: { ISOLA_BACKENDS: 'isolate', ISOLA_PREWARM: 'isolate:0' } });
+    const server = await ServerProcess.start({ env: { ISOLA_BACKENDS: 'isolate', ISOLA_PREWARM: 'isolate:0' } });
     const client = new IsolaClient({ apihost: server.url, auth: server.auth });
     const replays = [];
     try {
       for (const [i, policy] of ['fixed:10m', 'hybrid'].entries()) {
         const scaled = scalePolicy(policy, REPLAY.minuteMs);
-        log(`live replay under ${policy} (${scaled}): ${chosen.length} apps, ${REPLAY.minutes} minutes at ${REPLAY.minuteMs} ms each...`);
+        log(
+          `live replay under ${policy} (${scaled}): ${chosen.length} apps, ${REPLAY.minutes} minutes at ${REPLAY.minuteMs} ms each...`,
+        );
         const live = await replay({ client, apps: chosen, policy: scaled, minuteMs: REPLAY.minuteMs, prefix: `replay-${i}` });
         const predicted = simulate(chosen, parsePolicy(scaled), REPLAY.minuteMs);
         replays.push({
           policy,
           scaled,
           live: { invocations: live.invocations, coldStarts: live.coldStarts, coldStartPct: live.coldStartPct },
-          simulated: { invocations: predicted.invocations, coldStarts: predicted.coldStarts, coldStartPct: predicted.coldStartPct },
+          simulated: {
+            invocations: predicted.invocations,
+            coldStarts: predicted.coldStarts,
+            coldStartPct: predicted.coldStartPct,
+          },
         });
       }
     } finally {
@@ -76,22 +82,29 @@ async function main() {
       coldStartPct: { fixed10m: f?.coldStartPct, hybrid: h?.coldStartPct },
       wastedMemoryGbSeconds: { fixed10m: f?.wastedMemoryGbSeconds, hybrid: h?.wastedMemoryGbSeconds },
       met: Boolean(f && h && h.coldStartPct < f.coldStartPct && h.wastedMemoryGbSeconds <= f.wastedMemoryGbSeconds),
-      confirmedLive: replays.every((r) => Math.abs(r.live.coldStarts - r.simulated.coldStarts) <= Math.max(2, r.simulated.coldStarts * 0.1)),
+      confirmedLive: replays.every(
+        (r) => Math.abs(r.live.coldStarts - r.simulated.coldStarts) <= Math.max(2, r.simulated.coldStarts * 0.1),
+      ),
     };
     results.durationSeconds = Math.round((Date.now() - started) / 1000);
     mkdirSync(outDir, { recursive: true });
     const suffix = quick ? '-quick' : '';
     writeFileSync(join(outDir, `policies${suffix}.json`), `${JSON.stringify(results, null, 2)}\n`);
     const table = [
-      '| policy | cold starts | cold start % | p75 of apps\' cold start % | idle memory (GB-s) | apps on the histogram |',
+      "| policy | cold starts | cold start % | p75 of apps' cold start % | idle memory (GB-s) | apps on the histogram |",
       '|---|---|---|---|---|---|',
-      ...reports.map((r) => `| ${r.policy} | ${r.coldStarts} | ${r.coldStartPct} | ${r.appColdStartPctP75} | ${r.wastedMemoryGbSeconds} | ${r.appsOnHistogramPct}% |`),
+      ...reports.map(
+        (r) =>
+          `| ${r.policy} | ${r.coldStarts} | ${r.coldStartPct} | ${r.appColdStartPctP75} | ${r.wastedMemoryGbSeconds} | ${r.appsOnHistogramPct}% |`,
+      ),
       '',
       `Live replay (${chosen.length} apps, ${REPLAY.minutes} trace minutes at ${REPLAY.minuteMs} ms each):`,
       '',
       '| policy | live cold starts | simulated cold starts | invocations |',
       '|---|---|---|---|',
-      ...replays.map((r) => `| ${r.policy} (${r.scaled}) | ${r.live.coldStarts} | ${r.simulated.coldStarts} | ${r.live.invocations} |`),
+      ...replays.map(
+        (r) => `| ${r.policy} (${r.scaled}) | ${r.live.coldStarts} | ${r.simulated.coldStarts} | ${r.live.invocations} |`,
+      ),
     ].join('\n');
     writeFileSync(join(outDir, `policies${suffix}.md`), `${table}\n`);
     process.stdout.write(`${table}\n`);

@@ -12,15 +12,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { buildServer } from '../src/api/server.js';
+import { hostInfo } from '../src/bench/host.js';
+import { KeepAliveClient } from '../src/bench/http.js';
+import { pause, ratio, summarize, time } from '../src/bench/stats.js';
 import { resolveServerConfig } from '../src/config.js';
 import type { Isolation } from '../src/core/kinds.js';
 import type { ActionVersion } from '../src/core/types.js';
 import type { ActionDraft } from '../src/platform/platform.js';
 import { Platform } from '../src/platform/platform.js';
 import type { WasmBackend } from '../src/sandbox/wasm/wasm-backend.js';
-import { hostInfo } from './lib/host.js';
-import { KeepAliveClient } from './lib/http.js';
-import { pause, ratio, summarize, time } from './lib/stats.js';
 
 const quick = process.argv.includes('--quick');
 const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';

@@ -6,6 +6,7 @@
 #   containers  runc, crun (isolation "container") and runsc (isolation "gvisor")
 #   microvm     QEMU and what builds the guest image (busybox, mke2fs, cpio, lz4)
 #   wasm        clang + wasi-libc and rustc + its wasm32 standard library, to rebuild the examples
+#   browser     Chromium, in which the tests open the benchmark report (headless)
 #   all         every group (the default)
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
@@ -17,9 +18,10 @@ declare -A groups=(
   [containers]="runc crun runsc"
   [microvm]="qemu-system-x86 busybox-static e2fsprogs cpio lz4"
   [wasm]="clang lld wasi-libc libclang-rt-14-dev-wasm32 rustc libstd-rust-dev-wasm32"
+  [browser]="chromium"
 )
 wanted=("$@")
-if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers microvm wasm); fi
+if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers microvm wasm browser); fi
 packages=()
 for group in "${wanted[@]}"; do
   if [ -z "${groups[$group]+x}" ]; then

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** Proportional set size of a process in MiB (shared pages split among those sharing them). */
@@ -28,4 +28,65 @@ export function cgroupPids(cgroupsPath: string): number[] {
 export function round(value: number, digits = 1): number {
   const factor = 10 ** digits;
   return Math.round(value * factor) / factor;
+}
+
+/** Parent of every process, from /proc. */
+function parents(): Map<number, number> {
+  const result = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // The command name is in parentheses and may contain spaces: the ppid follows the last ')'.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      result.set(Number(entry), ppid);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return result;
+}
+
+/**
+ * Every host process that belongs to a server: the server, its descendants (process sandboxes,
+ * QEMU), the processes in its containers' cgroups (which runtimes reparent away from it) and its
+ * microVMs' QEMU processes.
+ */
+export function serverProcesses(serverPid: number, dataDir: string): number[] {
+  const pids = new Set<number>([serverPid]);
+  const tree = parents();
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const [pid, ppid] of tree) {
+      if (!pids.has(pid) && pids.has(ppid)) {
+        pids.add(pid);
+        grew = true;
+      }
+    }
+  }
+  for (const root of ['/sys/fs/cgroup/memory/isola', '/sys/fs/cgroup/isola']) {
+    if (!existsSync(root)) continue;
+    for (const entry of readdirSync(root)) {
+      if (entry.startsWith(`isola-${serverPid}-`))
+        for (const pid of cgroupPids(join(root.replace(/^\/sys\/fs\/cgroup(\/memory)?/, ''), entry))) pids.add(pid);
+    }
+  }
+  const vms = join(dataDir, 'microvm', 'vms');
+  if (existsSync(vms)) {
+    for (const entry of readdirSync(vms)) {
+      if (!entry.startsWith(`${serverPid}-`)) continue;
+      try {
+        pids.add(Number(readFileSync(join(vms, entry, 'qemu.pid'), 'utf8').trim()));
+      } catch {
+        // not started yet
+      }
+    }
+  }
+  return [...pids].filter((pid) => pid > 0);
+}
+
+/** Host memory (PSS, MiB) of everything a server runs. */
+export function serverMemoryMib(serverPid: number, dataDir: string): number {
+  return serverProcesses(serverPid, dataDir).reduce((sum, pid) => sum + pssMib(pid), 0);
 }

@@ -45,6 +45,22 @@ export async function createBackend(isolation: Isolation, context: BackendContex
 
 const SETUP_FIX = 'Install the runtimes with `npx isola setup` (Debian packages runc, crun, runsc) and run the server as root.';
 
+/**
+ * The runtime CLI as every backend drives it: runsc with no network and the ptrace platform
+ * (systrap and KVM do not work here), crun outside the cgroup2 mount on a hybrid host.
+ */
+export function ociRuntime(name: 'runc' | 'crun' | 'runsc', stateRoot: string): OciRuntime {
+  const binary = findBinary(name);
+  if (!binary) throw new Error(`${name} is not installed`);
+  return new OciRuntime(
+    name,
+    binary,
+    stateRoot,
+    name === 'crun' && hybridCgroups(),
+    name === 'runsc' ? ['--network=none', '--platform=ptrace'] : [],
+  );
+}
+
 function containerPaths(context: BackendContext, runtime: string) {
   return {
     stateRoot: resolve(context.dataDir, 'run', runtime),
@@ -73,7 +89,7 @@ async function openContainerBackend(context: BackendContext): Promise<Backend | 
       continue;
     }
     const paths = containerPaths(context, name);
-    const runtime = new OciRuntime(name, binary, paths.stateRoot, name === 'crun' && hybridCgroups());
+    const runtime = ociRuntime(name, paths.stateRoot);
     const backend = await ContainerBackend.open({
       isolation: 'container',
       runtime,
@@ -90,7 +106,7 @@ async function openContainerBackend(context: BackendContext): Promise<Backend | 
   return { isolation: 'container', available: false, detail: failures.join('; '), fix: SETUP_FIX };
 }
 
-/** isolation "gvisor": runsc with no network and the ptrace platform (systrap and KVM do not work here). */
+/** isolation "gvisor": runsc (see ociRuntime). */
 async function openGvisorBackend(context: BackendContext): Promise<Backend | BackendStatus> {
   const binary = findBinary('runsc');
   if (!RUNNING_AS_ROOT || !binary) {
@@ -102,7 +118,7 @@ async function openGvisorBackend(context: BackendContext): Promise<Backend | Bac
     };
   }
   const paths = containerPaths(context, 'runsc');
-  const runtime = new OciRuntime('runsc', binary, paths.stateRoot, false, ['--network=none', '--platform=ptrace']);
+  const runtime = ociRuntime('runsc', paths.stateRoot);
   return ContainerBackend.open({
     isolation: 'gvisor',
     runtime,
@@ -130,11 +146,13 @@ async function openMicrovmBackend(context: BackendContext): Promise<Backend | Ba
   }
   const forced = process.env.ISOLA_MICROVM_ACCEL;
   const prewarm = process.env.ISOLA_MICROVM_PREWARM;
+  const start = process.env.ISOLA_MICROVM_START;
   return MicrovmBackend.open({
     dataDir: context.dataDir,
     image,
     ...(forced === 'kvm' || forced === 'tcg' ? { accelerator: forced } : {}),
     ...(prewarm === 'restored' || prewarm === 'waiting' ? { prewarmMode: prewarm } : {}),
+    ...(start === 'boot' || start === 'snapshot' ? { start } : {}),
   });
 }
 
@@ -158,13 +176,7 @@ export async function probeContainerRuntimes(context: BackendContext): Promise<R
       continue;
     }
     const paths = containerPaths(context, name);
-    const runtime = new OciRuntime(
-      name,
-      binary,
-      paths.stateRoot,
-      name === 'crun' && hybridCgroups(),
-      name === 'runsc' ? ['--network=none', '--platform=ptrace'] : [],
-    );
+    const runtime = ociRuntime(name, paths.stateRoot);
     try {
       const backend = await ContainerBackend.open({
         isolation: name === 'runsc' ? 'gvisor' : 'container',

@@ -7,7 +7,9 @@ const SCRIPT = fileURLToPath(new URL('../../../scripts/setup-host.sh', import.me
 export function registerSetupCommand(program: Command): void {
   program
     .command('setup [groups...]')
-    .description('install the Debian packages the backends need (groups: base, containers, microvm, wasm, all; default all)')
+    .description(
+      'install the Debian packages the backends need (groups: base, containers, microvm, wasm, browser, all; default all)',
+    )
     .action(async (groups: string[]) => {
       const code = await new Promise<number>((resolve) => {
         const child = spawn('bash', [SCRIPT, ...groups], { stdio: 'inherit' });

@@ -1,0 +1,862 @@
+/**
+ * The evaluation harness behind `isola bench`: every backend this host supports, the same
+ * workloads on each, through the real server over HTTP; the peers measured in the same run; the
+ * isolation battery; results written as JSON, Markdown and a self-contained HTML report.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { resolveServerConfig } from '../config.js';
+import { ISOLATIONS, type Isolation } from '../core/kinds.js';
+import type { ActivationRecord } from '../core/types.js';
+import { ensureMicrovmImage } from '../images/microvm-image.js';
+import { ensureNodeRootfs } from '../images/node-rootfs.js';
+import type { BackendStatus } from '../sandbox/backend.js';
+import { findBinary } from '../sandbox/container/runtime.js';
+import { MicrovmBackend } from '../sandbox/microvm/microvm-backend.js';
+import { createBackend } from '../sandbox/registry.js';
+import { ATTACKS, type IsolationResult, plantBait, removeBait, runAttacks } from './attacks.js';
+import { hostInfo } from './host.js';
+import { KeepAliveClient } from './http.js';
+import {
+  bareNodeStart,
+  bareOciRun,
+  bareQemuBoot,
+  loadTest,
+  type PeerFunction,
+  startNodeHttp,
+  startWorkerd,
+  warmLatencies,
+} from './peers.js';
+import { round, serverMemoryMib, serverProcesses } from './pss.js';
+import { ServerProcess } from './server-process.js';
+import { pause, type Summary, summarize, time } from './stats.js';
+import { ensureMlBundle, WORKLOAD_NAMES, WORKLOADS, type Workload } from './workloads.js';
+
+/** One backend configuration the harness measures. */
+export interface Target {
+  id: string;
+  isolation: Isolation;
+  description: string;
+  /** Server settings that select it. */
+  env: Record<string, string>;
+  /** Runs the isolation battery (the boot variant of microvm shares the snapshot variant's guest). */
+  attacks: boolean;
+}
+
+export const TARGETS: Target[] = [
+  { id: 'isolate', isolation: 'isolate', description: 'V8 isolate (isolated-vm) in the server', env: {}, attacks: true },
+  { id: 'wasm', isolation: 'wasm', description: 'WebAssembly with WASI preview 1 on worker threads', env: {}, attacks: true },
+  { id: 'process', isolation: 'process', description: 'a Node.js child process per instance', env: {}, attacks: true },
+  {
+    id: 'container:runc',
+    isolation: 'container',
+    description: 'OCI container under runc',
+    env: { ISOLA_CONTAINER_RUNTIME: 'runc' },
+    attacks: true,
+  },
+  {
+    id: 'container:crun',
+    isolation: 'container',
+    description: 'OCI container under crun',
+    env: { ISOLA_CONTAINER_RUNTIME: 'crun' },
+    attacks: true,
+  },
+  { id: 'gvisor', isolation: 'gvisor', description: 'gVisor (runsc)', env: {}, attacks: true },
+  {
+    id: 'microvm',
+    isolation: 'microvm',
+    description: 'QEMU microvm restored from a memory snapshot',
+    env: { ISOLA_MICROVM_START: 'snapshot' },
+    attacks: true,
+  },
+  {
+    id: 'microvm:boot',
+    isolation: 'microvm',
+    description: 'QEMU microvm booted from scratch for every instance',
+    env: { ISOLA_MICROVM_START: 'boot' },
+    attacks: false,
+  },
+];
+
+export interface Percentiles {
+  p50: number;
+  p99: number;
+}
+
+export interface WorkloadResult {
+  backend: string;
+  workload: string;
+  kind: Workload['kind'];
+  coldStartMs: Percentiles | null;
+  /** The activation's own initTime on those cold starts: the sandbox and the function's load. */
+  coldInitMs: Percentiles | null;
+  /**
+   * Hello only: a cold start with the backend's default pool of blank sandboxes made ahead (what
+   * the server does out of the box), and how many of those starts found one ready.
+   */
+  prewarmedStartMs?: Percentiles | null;
+  prewarmedHits?: string;
+  warmMs: Percentiles | null;
+  throughputRps: number | null;
+  /** Host memory (PSS) per idle instance. */
+  pssMb: number | null;
+  /** Idle instances that fit in the memory budget. */
+  density: number | null;
+  samples: { cold: number; warm: number; throughputSeconds: number };
+  skipped?: string;
+  error?: string;
+}
+
+export interface PeerResult {
+  name: string;
+  workload: string;
+  /** The backend (target id) it is the peer of. */
+  peerOf: string;
+  description: string;
+  startMs?: Percentiles;
+  warmMs?: Percentiles;
+  throughputRps?: number;
+  error?: string;
+}
+
+export interface BackendReport {
+  id: string;
+  isolation: Isolation;
+  description: string;
+  available: boolean;
+  detail: string;
+}
+
+export interface HarnessResults {
+  version: 1;
+  quick: boolean;
+  host: ReturnType<typeof hostInfo> & { accelerator?: string };
+  settings: {
+    concurrency: number;
+    memoryBudgetMb: number;
+    coldSamples: number;
+    warmSamples: number;
+    throughputSeconds: number;
+  };
+  durationSeconds: number;
+  backends: BackendReport[];
+  workloads: { name: string; kind: Workload['kind']; description: string }[];
+  results: WorkloadResult[];
+  peers: PeerResult[];
+  isolation: IsolationResult[];
+  /** Anything that went wrong around the measurements, e.g. processes a server left behind. */
+  warnings: string[];
+}
+
+export interface Progress {
+  /** The number of steps the run will take, once known. */
+  total(steps: number): void;
+  /** A step is starting. */
+  step(label: string): void;
+  /** A step finished. */
+  done(): void;
+  /** A line worth showing (e.g. a backend that is not available). */
+  note(message: string): void;
+}
+
+export interface HarnessOptions {
+  quick: boolean;
+  /** Target ids (`container:runc`) or isolations (`container` means runc and crun). */
+  backends?: string[];
+  workloads?: string[];
+  /** Where images and snapshots are cached; a scratch directory when absent. */
+  dataDir?: string;
+  concurrency?: number;
+  memoryBudgetMb?: number;
+  attacks?: boolean;
+  peers?: boolean;
+  progress?: Progress;
+}
+
+const SILENT: Progress = { total: () => {}, step: () => {}, done: () => {}, note: () => {} };
+
+export class HarnessError extends Error {}
+
+/** Resolves `--backends` names to targets; unknown names are an error. */
+export function selectTargets(names: readonly string[] | undefined): Target[] {
+  if (!names || names.length === 0) return TARGETS;
+  const chosen = new Set<Target>();
+  for (const name of names) {
+    const matches = TARGETS.filter((t) => t.id === name || t.isolation === name);
+    if (matches.length === 0) {
+      throw new HarnessError(
+        `Unknown backend "${name}"; choose from ${TARGETS.map((t) => t.id).join(', ')} (or ${ISOLATIONS.join(', ')}).`,
+      );
+    }
+    for (const match of matches) chosen.add(match);
+  }
+  return TARGETS.filter((t) => chosen.has(t));
+}
+
+export function selectWorkloads(names: readonly string[] | undefined): string[] {
+  if (!names || names.length === 0) return WORKLOAD_NAMES;
+  for (const name of names) {
+    if (!WORKLOAD_NAMES.includes(name))
+      throw new HarnessError(`Unknown workload "${name}"; choose from ${WORKLOAD_NAMES.join(', ')}.`);
+  }
+  return WORKLOAD_NAMES.filter((n) => names.includes(n));
+}
+
+const pick = (s: Summary): Percentiles => ({ p50: round(s.p50, 3), p99: round(s.p99, 3) });
+
+interface Counts {
+  cold: number;
+  warm: number;
+  seconds: number;
+}
+
+function countsFor(quick: boolean, target: Target, workload: Workload): Counts {
+  const slow = target.id === 'microvm:boot' || workload.name === 'ml';
+  if (quick) return { cold: slow ? 2 : 3, warm: 20, seconds: 1 };
+  return { cold: slow ? 5 : target.isolation === 'gvisor' ? 10 : 20, warm: 200, seconds: 5 };
+}
+
+/** A wasm module with a custom section appended, so that its content (and compiled module) is its own. */
+function distinctWasm(base64: string, tag: string): string {
+  const name = Buffer.from('isola-bench');
+  const payload = Buffer.from(tag);
+  const body = Buffer.concat([Buffer.from([name.length]), name, payload]);
+  if (body.length > 127) throw new Error('tag too long');
+  return Buffer.concat([Buffer.from(base64, 'base64'), Buffer.from([0, body.length]), body]).toString('base64');
+}
+
+class TargetRun {
+  readonly client: KeepAliveClient;
+  serverPid = 0;
+
+  constructor(
+    readonly target: Target,
+    readonly server: ServerProcess,
+    private readonly options: Required<Pick<HarnessOptions, 'quick' | 'concurrency' | 'memoryBudgetMb'>>,
+  ) {
+    this.client = new KeepAliveClient(server.url, { authorization: `Basic ${Buffer.from(server.auth).toString('base64')}` });
+  }
+
+  async init(): Promise<void> {
+    this.serverPid = Number((await this.server.request<{ pid: number }>('GET', '/healthz', undefined, { auth: null })).body.pid);
+  }
+
+  private code(workload: Workload, tag: string): string {
+    const code = workload.code();
+    return workload.kind === 'wasm' ? distinctWasm(code, tag) : `${code}\n// ${tag}\n`;
+  }
+
+  async deploy(name: string, workload: Workload, tag = name): Promise<void> {
+    const exec =
+      workload.kind === 'wasm'
+        ? { kind: 'wasm', code: this.code(workload, tag), binary: true }
+        : { kind: 'nodejs:20', code: this.code(workload, tag) };
+    const response = await this.server.request('PUT', `/api/v1/namespaces/_/actions/${name}?overwrite=true`, {
+      exec,
+      limits: { memory: workload.memoryMb, timeout: workload.timeoutMs },
+      annotations: [{ key: 'isolation', value: this.target.isolation }],
+    });
+    if (response.status !== 200)
+      throw new Error(`deploying ${name} failed (${response.status}): ${JSON.stringify(response.body).slice(0, 300)}`);
+  }
+
+  async remove(name: string): Promise<void> {
+    await this.server.request('DELETE', `/api/v1/namespaces/_/actions/${name}`);
+  }
+
+  async invoke(name: string, params: unknown): Promise<ActivationRecord> {
+    const response = await this.client.send('POST', `/api/v1/namespaces/_/actions/${name}?blocking=true`, params);
+    const record = JSON.parse(response.body) as ActivationRecord;
+    if (!record.response?.success) {
+      throw new Error(`${name} failed: ${JSON.stringify(record.response ?? response.body).slice(0, 400)}`);
+    }
+    return record;
+  }
+
+  memory(): number {
+    return serverMemoryMib(this.serverPid, this.server.dataDir);
+  }
+
+  /** Live instances of every function, from the server's own gauge. */
+  async instances(): Promise<number> {
+    const metrics = String((await this.server.request('GET', '/metrics')).body);
+    let total = 0;
+    for (const match of metrics.matchAll(/^isola_instances\{[^}]*\} (\d+)/gm)) total += Number(match[1]);
+    return total;
+  }
+
+  /**
+   * Waits until the instances of functions removed before are gone (a microVM or container takes
+   * a moment to go), so that a memory baseline does not count them.
+   */
+  async settle(): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    while ((await this.instances()) > 0 && Date.now() < deadline) await pause(100);
+    await pause(500);
+  }
+
+  /** Makes what a first instance of a memory size needs (a microVM's base snapshot, say) before timing. */
+  async warmUp(memorySizes: number[]): Promise<void> {
+    const hello = WORKLOADS.find(
+      (w) => w.name === 'hello' && w.kind === (this.target.isolation === 'wasm' ? 'wasm' : 'nodejs:20'),
+    ) as Workload;
+    for (const memoryMb of memorySizes) {
+      const name = `bench-warm-up-${memoryMb}`;
+      await this.deploy(name, { ...hello, memoryMb });
+      await this.invoke(name, hello.params);
+      await this.remove(name);
+    }
+  }
+
+  async measure(workload: Workload, counts: Counts, step: (label: string) => void, done: () => void): Promise<WorkloadResult> {
+    const row: WorkloadResult = {
+      backend: this.target.id,
+      workload: workload.name,
+      kind: workload.kind,
+      coldStartMs: null,
+      coldInitMs: null,
+      warmMs: null,
+      throughputRps: null,
+      pssMb: null,
+      density: null,
+      samples: { cold: counts.cold, warm: counts.warm, throughputSeconds: counts.seconds },
+    };
+    const label = `${this.target.id} ${workload.name}`;
+    const coldNames: string[] = [];
+    try {
+      // Cold starts, each a function of its own; their instances stay idle for the memory figure.
+      step(`${label}: cold starts`);
+      await this.settle();
+      const before = this.memory();
+      const cold: number[] = [];
+      const init: number[] = [];
+      for (let i = 0; i < counts.cold; i++) {
+        const name = `bench-cold-${workload.name}-${i}`;
+        await this.deploy(name, workload, `${this.target.id}-${Date.now()}-${i}`);
+        coldNames.push(name);
+        let record: ActivationRecord | undefined;
+        cold.push(
+          await time(async () => {
+            record = await this.invoke(name, workload.params);
+          }),
+        );
+        if (record?.annotations.find((a) => a.key === 'coldStart')?.value !== true)
+          throw new Error(`${name} was not a cold start`);
+        init.push(Number(record.annotations.find((a) => a.key === 'initTime')?.value ?? 0));
+      }
+      row.coldStartMs = pick(summarize(cold));
+      row.coldInitMs = pick(summarize(init));
+      await pause(1000);
+      const perInstance = (this.memory() - before) / counts.cold;
+      row.pssMb = round(Math.max(0, perInstance), 2);
+      row.density = perInstance > 0 ? Math.floor(this.options.memoryBudgetMb / perInstance) : null;
+      for (const name of coldNames.splice(0)) await this.remove(name);
+      done();
+
+      step(`${label}: warm invocations`);
+      const warmName = `bench-warm-${workload.name}`;
+      await this.deploy(warmName, workload);
+      await this.invoke(warmName, workload.params);
+      const path = `/api/v1/namespaces/_/actions/${warmName}?blocking=true&result=true`;
+      for (let i = 0; i < Math.max(5, counts.warm / 10); i++) await this.client.send('POST', path, workload.params);
+      const warm: number[] = [];
+      for (let i = 0; i < counts.warm; i++) warm.push(await time(() => this.client.send('POST', path, workload.params)));
+      row.warmMs = pick(summarize(warm));
+      done();
+
+      step(`${label}: throughput at concurrency ${this.options.concurrency}`);
+      // One warm instance per connection first, so that the load measures warm invocations.
+      await Promise.all(Array.from({ length: this.options.concurrency }, () => this.invoke(warmName, workload.params)));
+      const load = await loadTest(
+        `${this.server.url}${path}`,
+        { 'content-type': 'application/json', authorization: `Basic ${Buffer.from(this.server.auth).toString('base64')}` },
+        JSON.stringify(workload.params),
+        counts.seconds,
+        this.options.concurrency,
+      );
+      row.throughputRps = load.requestsPerSecond;
+      if (load.errors > 0) row.error = `${load.errors} requests failed under load`;
+      await this.remove(warmName);
+      done();
+    } catch (error) {
+      row.error = (error as Error).message.slice(0, 500);
+      for (const name of coldNames) await this.remove(name).catch(() => {});
+      await this.remove(`bench-warm-${workload.name}`).catch(() => {});
+    }
+    return row;
+  }
+
+  /**
+   * Cold starts of distinct functions on a server that keeps blank sandboxes ready, pausing
+   * between them so that the pool refills as it would between requests that are not back to back.
+   */
+  async prewarmed(workload: Workload, count: number, gapMs: number): Promise<{ start: Percentiles; hits: string }> {
+    const samples: number[] = [];
+    const names: string[] = [];
+    // A first call warms the server's own code paths up; its blank sandbox is then made again.
+    await this.warmUp([workload.memoryMb]);
+    await pause(gapMs);
+    for (let i = 0; i < count; i++) {
+      const name = `bench-prewarmed-${i}`;
+      await this.deploy(name, workload, `${this.target.id}-prewarmed-${Date.now()}-${i}`);
+      names.push(name);
+      await pause(gapMs);
+      samples.push(await time(() => this.invoke(name, workload.params)));
+    }
+    const metrics = String((await this.server.request('GET', '/metrics')).body);
+    const hits = names.filter((name) =>
+      new RegExp(`isola_starts_total\\{[^}]*action="${name}"[^}]*start="stemcell"\\} [1-9]`).test(metrics),
+    ).length;
+    for (const name of names) await this.remove(name);
+    return { start: pick(summarize(samples)), hits: `${hits} of ${count}` };
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** How long a backend's pool takes to make a blank sandbox again. */
+const REFILL_MS: Record<string, number> = {
+  isolate: 100,
+  process: 300,
+  'container:runc': 800,
+  'container:crun': 800,
+  gvisor: 2000,
+  microvm: 2000,
+  'microvm:boot': 10_000,
+};
+
+/**
+ * Stops a server and checks that it took everything it ran with it (sandbox processes,
+ * containers, VMs); kills and reports whatever is left, which would be a platform bug.
+ */
+async function stopAndCheck(server: ServerProcess, serverPid: number, label: string, warnings: string[]): Promise<void> {
+  const before = serverPid ? serverProcesses(serverPid, server.dataDir).filter((pid) => pid !== serverPid) : [];
+  await server.stop();
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
+    } catch {
+      return false;
+    }
+  };
+  let left: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    left = [...new Set([...before, ...(serverPid ? serverProcesses(serverPid, server.dataDir) : [])])].filter(
+      (pid) => pid !== serverPid && alive(pid),
+    );
+    if (left.length === 0) return;
+    await pause(100);
+  }
+  warnings.push(`${label}: the server left ${left.length} process(es) running after it stopped (killed now)`);
+  for (const pid of left) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
+}
+
+/** Whether a target works here, and what it is (the backend's own status line). */
+async function probeTarget(target: Target, dataDir: string): Promise<BackendStatus> {
+  if (target.isolation === 'container') {
+    const runtime = target.env.ISOLA_CONTAINER_RUNTIME as 'runc' | 'crun';
+    if (!findBinary(runtime))
+      return { isolation: 'container', available: false, detail: `${runtime} is not installed (npx isola setup containers)` };
+    const made = await createBackend('container', { dataDir, containerRuntime: runtime });
+    if (!('create' in made)) return made;
+    const status = await made.status();
+    await made.close();
+    return status;
+  }
+  const made = await createBackend(target.isolation, { dataDir });
+  if (!('create' in made)) return made;
+  const status = await made.status();
+  await made.close();
+  if (target.id === 'microvm:boot' && status.available) return { ...status, detail: `${status.detail}; every instance boots` };
+  return status;
+}
+
+/**
+ * Why a target does not run a workload, if it does not. `emulated`: microVMs run under TCG here,
+ * where what takes seconds under KVM takes minutes, so quick runs leave those out.
+ */
+function applicable(target: Target, workload: Workload, quick: boolean, emulated: boolean): string | undefined {
+  const unsupported = workload.unsupported?.[target.isolation];
+  if (unsupported) return unsupported;
+  if (!quick || (target.isolation === 'microvm' && !emulated)) return undefined;
+  const fullOnly = workload.fullOnly?.[target.isolation];
+  if (fullOnly) return `full runs only: ${fullOnly}`;
+  if (target.id === 'microvm:boot' && workload.name !== 'hello')
+    return 'full runs only: every instance boots under an emulated CPU';
+  return undefined;
+}
+
+/** The rows a target has for a workload name: its own kind, or a skipped row saying why not. */
+function plan(target: Target, names: string[], quick: boolean, emulated = true): { workload: Workload; skip?: string }[] {
+  const rows: { workload: Workload; skip?: string }[] = [];
+  const kind = target.isolation === 'wasm' ? 'wasm' : 'nodejs:20';
+  for (const name of names) {
+    const workload = WORKLOADS.find((w) => w.name === name && w.kind === kind);
+    if (!workload) {
+      const other = WORKLOADS.find((w) => w.name === name) as Workload;
+      rows.push({
+        workload: other,
+        skip: kind === 'wasm' ? 'no WebAssembly build of this workload' : 'a WebAssembly-only workload',
+      });
+      continue;
+    }
+    const skip = applicable(target, workload, quick, emulated);
+    rows.push(skip ? { workload, skip } : { workload });
+  }
+  return rows;
+}
+
+function skippedRow(target: Target, workload: Workload, reason: string): WorkloadResult {
+  return {
+    backend: target.id,
+    workload: workload.name,
+    kind: target.isolation === 'wasm' ? 'wasm' : 'nodejs:20',
+    coldStartMs: null,
+    coldInitMs: null,
+    warmMs: null,
+    throughputRps: null,
+    pssMb: null,
+    density: null,
+    samples: { cold: 0, warm: 0, throughputSeconds: 0 },
+    skipped: reason,
+  };
+}
+
+/** How many steps measurePeers takes for these targets. */
+function peerSteps(available: Target[], names: string[]): number {
+  const ids = new Set(available.map((t) => t.id));
+  const workerd = ids.has('isolate')
+    ? WORKLOADS.filter((w) => w.kind === 'nodejs:20' && names.includes(w.name) && !w.unsupported?.isolate).length
+    : 0;
+  const runtimes = ['container:runc', 'container:crun', 'gvisor'].filter((id) => ids.has(id)).length;
+  return 1 + workerd + (ids.has('process') ? 1 : 0) + runtimes + (ids.has('microvm') || ids.has('microvm:boot') ? 1 : 0);
+}
+
+const HELLO = WORKLOADS.find((w) => w.name === 'hello' && w.kind === 'nodejs:20') as Workload;
+const helloFunction = (): PeerFunction => ({ code: HELLO.code(), params: HELLO.params });
+
+/** The peers, for the targets that are available. */
+async function measurePeers(
+  available: Target[],
+  names: string[],
+  dataDir: string,
+  quick: boolean,
+  concurrency: number,
+  progress: Progress,
+): Promise<PeerResult[]> {
+  const peers: PeerResult[] = [];
+  const ids = new Set(available.map((t) => t.id));
+  const n = quick ? 3 : 10;
+  const warmN = quick ? 20 : 200;
+  const seconds = quick ? 1 : 5;
+  const attempt = async (label: string, fn: () => Promise<PeerResult | PeerResult[]>) => {
+    progress.step(`peer: ${label}`);
+    try {
+      const result = await fn();
+      peers.push(...(Array.isArray(result) ? result : [result]));
+    } catch (error) {
+      peers.push({ name: label, workload: 'hello', peerOf: '', description: '', error: (error as Error).message.slice(0, 300) });
+    }
+    progress.done();
+  };
+  const serverPeer = async (
+    name: string,
+    peerOf: string,
+    description: string,
+    start: () => Promise<{ url: string; startMs: number; stop: () => Promise<void> }>,
+    workload: Workload,
+  ): Promise<PeerResult> => {
+    const server = await start();
+    try {
+      const warm = await warmLatencies(server.url, workload.params, warmN);
+      const load = await loadTest(
+        server.url,
+        { 'content-type': 'application/json' },
+        JSON.stringify(workload.params),
+        seconds,
+        concurrency,
+      );
+      return {
+        name,
+        workload: workload.name,
+        peerOf,
+        description,
+        startMs: { p50: round(server.startMs, 3), p99: round(server.startMs, 3) },
+        warmMs: pick(summarize(warm)),
+        throughputRps: load.requestsPerSecond,
+      };
+    } finally {
+      await server.stop();
+    }
+  };
+
+  await attempt('node:http', () =>
+    serverPeer(
+      'node:http',
+      'all',
+      'a bare node:http server calling the function in-process: no platform, no isolation',
+      () => startNodeHttp(helloFunction()),
+      HELLO,
+    ),
+  );
+  if (ids.has('isolate')) {
+    const scratch = mkdtempSync(join(tmpdir(), 'isola-workerd-'));
+    try {
+      for (const name of names) {
+        const workload = WORKLOADS.find((w) => w.name === name && w.kind === 'nodejs:20');
+        if (!workload || workload.unsupported?.isolate) continue;
+        await attempt(`workerd ${name}`, async () => {
+          // Started afresh per sample: the start time is spawn to first response.
+          const starts: number[] = [];
+          for (let i = 0; i < (quick ? 1 : 3) - 1; i++) {
+            const server = await startWorkerd({ code: workload.code(), params: workload.params }, scratch);
+            starts.push(server.startMs);
+            await server.stop();
+          }
+          const result = await serverPeer(
+            'workerd',
+            'isolate',
+            "Cloudflare's workerd serving the function as a Worker",
+            async () => {
+              const server = await startWorkerd({ code: workload.code(), params: workload.params }, scratch);
+              starts.push(server.startMs);
+              return server;
+            },
+            workload,
+          );
+          return { ...result, startMs: pick(summarize(starts)) };
+        });
+      }
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  }
+  const needsImage = available.some((t) => ['process', 'container', 'gvisor', 'microvm'].includes(t.isolation));
+  if (!needsImage) return peers;
+  const image = ensureNodeRootfs(join(dataDir, 'images'), join(dataDir, 'runtime'));
+  const work = mkdtempSync(join(tmpdir(), 'isola-peers-'));
+  try {
+    if (ids.has('process')) {
+      await attempt('bare node start', async () => ({
+        name: 'bare node start',
+        workload: 'hello',
+        peerOf: 'process',
+        description: 'spawning node with the guest agent and calling the function once, no platform',
+        startMs: pick(summarize(await bareNodeStart(image, helloFunction(), n))),
+      }));
+    }
+    for (const [runtime, peerOf] of [
+      ['runc', 'container:runc'],
+      ['crun', 'container:crun'],
+      ['runsc', 'gvisor'],
+    ] as const) {
+      if (!ids.has(peerOf)) continue;
+      await attempt(`${runtime} run`, async () => ({
+        name: `${runtime} run`,
+        workload: 'hello',
+        peerOf,
+        description: `\`${runtime} run\` of the same bundle (rootfs, limits, seccomp) and calling the function once, no platform`,
+        startMs: pick(
+          summarize(await bareOciRun(runtime, image, work, helloFunction(), runtime === 'runsc' ? Math.min(n, 5) : n)),
+        ),
+      }));
+    }
+    if (ids.has('microvm') || ids.has('microvm:boot')) {
+      await attempt('QEMU boot', async () => {
+        const microvmImage = ensureMicrovmImage(join(dataDir, 'images'), image);
+        const backend = await MicrovmBackend.open({ dataDir, image: microvmImage });
+        await backend.close();
+        return {
+          name: 'QEMU boot',
+          workload: 'hello',
+          peerOf: 'microvm',
+          description: `a bare QEMU boot of the same guest image (${backend.accelerator.toUpperCase()}) until its agent answers, no platform`,
+          startMs: pick(summarize(await bareQemuBoot(microvmImage, backend.accelerator, work, quick ? 2 : 5))),
+        };
+      });
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  return peers;
+}
+
+/** Runs the harness and returns its results (written out by report.ts). */
+export async function runHarness(options: HarnessOptions): Promise<HarnessResults> {
+  const started = Date.now();
+  const progress = options.progress ?? SILENT;
+  const quick = options.quick;
+  const targets = selectTargets(options.backends);
+  const names = selectWorkloads(options.workloads);
+  const concurrency = options.concurrency ?? 4;
+  const memoryBudgetMb = options.memoryBudgetMb ?? 1024;
+  const ownsDataDir = !options.dataDir;
+  const dataDir = options.dataDir ? resolve(options.dataDir) : mkdtempSync(join(tmpdir(), 'isola-bench-'));
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const results: HarnessResults = {
+    version: 1,
+    quick,
+    host: hostInfo(),
+    settings: {
+      concurrency,
+      memoryBudgetMb,
+      coldSamples: quick ? 3 : 20,
+      warmSamples: quick ? 20 : 200,
+      throughputSeconds: quick ? 1 : 5,
+    },
+    durationSeconds: 0,
+    backends: [],
+    workloads: WORKLOADS.filter((w) => names.includes(w.name)).map((w) => ({
+      name: w.name,
+      kind: w.kind,
+      description: w.description,
+    })),
+    results: [],
+    peers: [],
+    isolation: [],
+    warnings: [],
+  };
+  try {
+    // Which targets work here; probing also builds the images they need, outside the timings.
+    progress.total(targets.length);
+    const available: Target[] = [];
+    for (const target of targets) {
+      progress.step(`checking ${target.id}`);
+      const status = await probeTarget(target, dataDir).catch((error: unknown) => ({
+        isolation: target.isolation,
+        available: false,
+        detail: (error as Error).message,
+      }));
+      results.backends.push({
+        id: target.id,
+        isolation: target.isolation,
+        description: target.description,
+        available: status.available,
+        detail: status.detail,
+      });
+      if (status.available) available.push(target);
+      else progress.note(`${target.id} is not available here: ${status.detail}`);
+      if (target.isolation === 'microvm' && status.available)
+        results.host.accelerator = /\b(KVM|TCG)\b/.exec(status.detail)?.[1] ?? '';
+      progress.done();
+    }
+    if (names.includes('ml') && available.some((t) => t.isolation !== 'isolate' && t.isolation !== 'wasm')) {
+      try {
+        await ensureMlBundle();
+      } catch (error) {
+        for (const w of WORKLOADS)
+          if (w.name === 'ml')
+            w.unsupported = Object.fromEntries(
+              ISOLATIONS.map((i) => [i, `the model could not be bundled: ${(error as Error).message}`]),
+            );
+      }
+    }
+
+    const emulated = results.host.accelerator !== 'KVM';
+    const plans = available.map((target) => ({ target, rows: plan(target, names, quick, emulated) }));
+    const measured = plans.reduce(
+      (sum, p) =>
+        sum +
+        1 +
+        p.rows.filter((r) => !r.skip).length * 3 +
+        (p.target.isolation !== 'wasm' && p.rows.some((r) => r.workload.name === 'hello' && !r.skip) ? 1 : 0) +
+        (options.attacks !== false && p.target.attacks ? ATTACKS.length : 0),
+      0,
+    );
+    progress.total(targets.length + measured + (options.peers !== false ? peerSteps(available, names) : 0));
+
+    if (options.peers !== false) results.peers = await measurePeers(available, names, dataDir, quick, concurrency, progress);
+
+    const bait = options.attacks !== false ? await plantBait(dataDir) : undefined;
+    try {
+      for (const { target, rows } of plans) {
+        const server = await ServerProcess.start({
+          dataDir,
+          env: {
+            ISOLA_BACKENDS: target.isolation,
+            ISOLA_PREWARM: `${target.isolation}:0`,
+            ...(bait ? { ISOLA_BENCH_SECRET: bait.secret } : {}),
+            ...target.env,
+          },
+        });
+        const run = new TargetRun(target, server, { quick, concurrency, memoryBudgetMb });
+        try {
+          await run.init();
+          const sizes = [...new Set(rows.filter((r) => !r.skip).map((r) => r.workload.memoryMb))];
+          progress.step(`${target.id}: first instances`);
+          await run.warmUp(sizes);
+          progress.done();
+          for (const row of rows) {
+            if (row.skip) results.results.push(skippedRow(target, row.workload, row.skip));
+            else {
+              const result = await run.measure(
+                row.workload,
+                countsFor(quick, target, row.workload),
+                progress.step,
+                progress.done,
+              );
+              results.results.push(result);
+              if (result.error) progress.note(`${target.id} ${row.workload.name}: ${result.error}`);
+            }
+          }
+          if (bait && target.attacks && options.attacks !== false) {
+            const isolation = await runAttacks(
+              { backend: target.id, isolation: target.isolation, server, client: run.client, serverPid: run.serverPid, quick },
+              bait,
+              { before: (attack) => progress.step(`${target.id}: attack ${attack}`), after: () => progress.done() },
+            );
+            results.isolation.push(...isolation);
+          }
+        } finally {
+          run.close();
+          await stopAndCheck(server, run.serverPid, target.id, results.warnings);
+        }
+        const hello = results.results.find((r) => r.backend === target.id && r.workload === 'hello' && !r.skipped);
+        if (hello && target.isolation !== 'wasm') {
+          progress.step(`${target.id}: cold starts with blank sandboxes made ahead`);
+          // The server's default prewarm pool for this backend.
+          const pool = resolveServerConfig({}, {}).prewarm[target.isolation] ?? 1;
+          const pooled = await ServerProcess.start({
+            dataDir,
+            env: { ISOLA_BACKENDS: target.isolation, ISOLA_PREWARM: `${target.isolation}:${pool}`, ...target.env },
+          });
+          const pooledRun = new TargetRun(target, pooled, { quick, concurrency, memoryBudgetMb });
+          try {
+            await pooledRun.init();
+            const workload = plan(target, ['hello'], quick)[0]?.workload as Workload;
+            const figures = await pooledRun.prewarmed(
+              workload,
+              countsFor(quick, target, workload).cold,
+              REFILL_MS[target.id] ?? 1000,
+            );
+            hello.prewarmedStartMs = figures.start;
+            hello.prewarmedHits = figures.hits;
+          } catch (error) {
+            hello.prewarmedStartMs = null;
+            hello.prewarmedHits = `failed: ${(error as Error).message.slice(0, 200)}`;
+          } finally {
+            pooledRun.close();
+            await stopAndCheck(pooled, pooledRun.serverPid, `${target.id} (pool)`, results.warnings);
+          }
+          progress.done();
+        }
+      }
+    } finally {
+      if (bait) await removeBait(bait);
+    }
+    results.durationSeconds = Math.round((Date.now() - started) / 1000);
+    return results;
+  } finally {
+    if (ownsDataDir) rmSync(dataDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,349 @@
+/**
+ * The peers Isola is measured against in the same run: the same work done without the platform
+ * (a bare runtime CLI, a bare QEMU boot, a bare `node` start, a bare `node:http` server) and by
+ * another platform (Cloudflare's `workerd`).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { connect, createServer } from 'node:net';
+import { join } from 'node:path';
+import autocannon from 'autocannon';
+import { encodeFrame, FrameDecoder, type GuestMessage } from '../guest/protocol.js';
+import type { MicrovmImage } from '../images/microvm-image.js';
+import type { NodeRootfs } from '../images/node-rootfs.js';
+import { CONTAINER_PROFILES, containerHeapMb } from '../sandbox/container/container-backend.js';
+import { containerSpec } from '../sandbox/container/oci-spec.js';
+import type { RuntimeName } from '../sandbox/container/runtime.js';
+import type { Accelerator } from '../sandbox/microvm/qemu.js';
+import { qemuArguments } from '../sandbox/microvm/qemu.js';
+import { QEMU } from '../sandbox/microvm/vm.js';
+import { ociRuntime } from '../sandbox/registry.js';
+import { KeepAliveClient } from './http.js';
+import { time } from './stats.js';
+
+/** A JavaScript function (`function main(params)`) and the parameters to call it with. */
+export interface PeerFunction {
+  code: string;
+  params: Record<string, unknown>;
+}
+
+/**
+ * Time from spawning a command that runs the guest agent until the function's result comes back:
+ * the init and run frames are written at once, as a caller with no platform would.
+ */
+export function bareAgentInvoke(command: string, args: string[], fn: PeerFunction): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'ignore'], env: { PATH: '/usr/bin:/bin' } });
+    const decoder = new FrameDecoder<GuestMessage>();
+    let done = false;
+    child.stdout.on('data', (chunk: Buffer) => {
+      for (const message of decoder.push(chunk)) {
+        if (done) return;
+        if (message.type === 'result') {
+          done = true;
+          resolve(performance.now() - started);
+          child.kill('SIGKILL');
+        } else if (message.type === 'error' || message.type === 'initError') {
+          done = true;
+          reject(new Error(`the function failed: ${JSON.stringify(message)}`));
+          child.kill('SIGKILL');
+        }
+      }
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      if (!done) reject(new Error(`${command} exited with ${code} before answering`));
+    });
+    child.stdin.on('error', () => {
+      // the child went away; 'exit' says so
+    });
+    child.stdin.write(encodeFrame({ type: 'init', code: fn.code, main: 'main', binary: false, env: {} }));
+    child.stdin.write(encodeFrame({ type: 'run', id: 'bare', params: fn.params, deadline: Date.now() + 120_000, env: {} }));
+  });
+}
+
+/** A bare `node` process running the guest agent: the floor under every Node.js backend. */
+export async function bareNodeStart(image: NodeRootfs, fn: PeerFunction, count: number): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    samples.push(await bareAgentInvoke(process.execPath, [join(image.path, image.agentPath), '--channel=stdio'], fn));
+  }
+  return samples;
+}
+
+/**
+ * The runtime CLI alone: `run` of a bundle identical to the one the platform writes (same rootfs,
+ * limits, seccomp profile and uid), timed from spawning the CLI to the function's result.
+ */
+export async function bareOciRun(
+  name: RuntimeName,
+  image: NodeRootfs,
+  workDir: string,
+  fn: PeerFunction,
+  count: number,
+  memoryMb = 256,
+): Promise<number[]> {
+  const runtime = ociRuntime(name, join(workDir, `state-${name}`));
+  const profile = CONTAINER_PROFILES[name === 'runsc' ? 'gvisor' : 'container'];
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const id = `bare-${name}-${process.pid}-${i}`;
+    const bundle = join(workDir, id);
+    mkdirSync(bundle, { recursive: true });
+    const spec = containerSpec({
+      rootfs: image.path,
+      args: [image.nodePath, `--max-old-space-size=${containerHeapMb(memoryMb)}`, image.agentPath, '--channel=stdio'],
+      memoryMb,
+      cgroupsPath: `/isola/${id}`,
+      uid: 65534,
+      ...profile,
+    });
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec));
+    const [command, args] = runtime.commandLine(['run', '--bundle', bundle, id]);
+    try {
+      samples.push(await bareAgentInvoke(command, args, fn));
+    } finally {
+      await runtime.kill(id);
+      await runtime.delete(id);
+      rmSync(bundle, { recursive: true, force: true });
+    }
+  }
+  return samples;
+}
+
+/** A bare QEMU boot of the microVM image, timed from spawning QEMU until the guest agent says hello. */
+export async function bareQemuBoot(
+  image: MicrovmImage,
+  accelerator: Accelerator,
+  workDir: string,
+  count: number,
+): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const dir = join(workDir, `qemu-boot-${process.pid}-${i}`);
+    mkdirSync(dir, { recursive: true });
+    const args = qemuArguments({
+      image,
+      accelerator,
+      memoryMb: 256,
+      heapMb: 121,
+      dir,
+      ram: { path: join(dir, 'ram'), shared: false },
+      incoming: false,
+    });
+    const started = performance.now();
+    const qemu = spawn(QEMU, args, { stdio: 'ignore' });
+    try {
+      samples.push(
+        await new Promise<number>((resolve, reject) => {
+          const deadline = Date.now() + 180_000;
+          const tryConnect = () => {
+            if (Date.now() > deadline) return reject(new Error('the guest did not say hello within 180 s'));
+            const socket = connect(join(dir, 'agent.sock'));
+            socket.once('data', () => {
+              resolve(performance.now() - started);
+              socket.destroy();
+            });
+            socket.once('error', () => setTimeout(tryConnect, 5));
+          };
+          tryConnect();
+          qemu.once('exit', () => reject(new Error('QEMU exited during boot')));
+        }),
+      );
+    } finally {
+      if (qemu.exitCode === null) {
+        const exited = new Promise((resolve) => qemu.once('exit', resolve));
+        qemu.kill('SIGKILL');
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return samples;
+}
+
+export interface LoadResult {
+  requestsPerSecond: number;
+  latencyMs: { p50: number; p99: number };
+  errors: number;
+}
+
+/** Closed-loop load: `connections` clients sending the same POST back to back for `seconds`. */
+export async function loadTest(
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  seconds: number,
+  connections: number,
+): Promise<LoadResult> {
+  const result = await autocannon({ url, method: 'POST', headers, body, connections, duration: seconds });
+  return {
+    requestsPerSecond: Math.round(result.requests.average),
+    latencyMs: { p50: result.latency.p50, p99: result.latency.p99 },
+    errors: result.errors + result.non2xx,
+  };
+}
+
+/** A server running in a child process of ours, on 127.0.0.1. */
+export interface PeerServer {
+  url: string;
+  /** Spawn to first successful response. */
+  startMs: number;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls with POSTs until the server answers 200, and returns how long that took from `started`. */
+async function firstResponse(
+  url: string,
+  body: string,
+  started: number,
+  child: ChildProcess,
+  output: () => string,
+): Promise<number> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode}: ${output().slice(-2000)}`);
+    try {
+      const response = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+      await response.text();
+      if (response.ok) return performance.now() - started;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`no answer from ${url} within 60 s: ${output().slice(-2000)}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+/** Wraps a `main(params)` function as an HTTP handler body: params in as JSON, result out as JSON. */
+const NODE_HTTP_SERVER = (fn: PeerFunction, port: number) => `
+${fn.code}
+const http = require('node:http');
+http.createServer((req, res) => {
+  let body = '';
+  req.on('data', (c) => (body += c));
+  req.on('end', async () => {
+    const result = await main(body ? JSON.parse(body) : {});
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(result));
+  });
+}).listen(${port}, '127.0.0.1');`;
+
+/** A bare `node:http` server running the function in its own process: no platform at all. */
+export async function startNodeHttp(fn: PeerFunction): Promise<PeerServer> {
+  const port = await freePort();
+  const started = performance.now();
+  const child = spawn(process.execPath, ['-e', NODE_HTTP_SERVER(fn, port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let output = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const url = `http://127.0.0.1:${port}/`;
+  const startMs = await firstResponse(url, JSON.stringify(fn.params), started, child, () => output);
+  return { url, startMs, pid: child.pid ?? 0, stop: () => stopChild(child) };
+}
+
+/** Where npm put the workerd binary, if it did. */
+export function workerdBinary(): string | undefined {
+  try {
+    const require = createRequire(import.meta.url);
+    const module = require('workerd') as { default?: string };
+    return typeof module.default === 'string' ? module.default : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const WORKERD_CONFIG = (port: number) => `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [ (name = "main", worker = .worker) ],
+  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "main") ],
+);
+const worker :Workerd.Worker = (
+  modules = [ (name = "worker.js", esModule = embed "worker.js") ],
+  compatibilityDate = "2024-09-23",
+);
+`;
+
+/** The function as an ES module Worker: params from the request body, result as the JSON response. */
+const WORKERD_WORKER = (fn: PeerFunction) => `${fn.code}
+export default {
+  async fetch(request) {
+    const text = await request.text();
+    return Response.json(await main(text ? JSON.parse(text) : {}));
+  },
+};
+`;
+
+/**
+ * Cloudflare's workerd serving the function as a Worker: what the isolate backend is measured
+ * against. `startMs` is process start to first response (workerd loads its workers at start-up).
+ */
+export async function startWorkerd(fn: PeerFunction, workDir: string): Promise<PeerServer> {
+  const binary = workerdBinary();
+  if (!binary) throw new Error('workerd is not installed (npm install)');
+  const dir = join(workDir, `workerd-${process.pid}-${Date.now()}`);
+  mkdirSync(dir, { recursive: true });
+  const port = await freePort();
+  writeFileSync(join(dir, 'config.capnp'), WORKERD_CONFIG(port));
+  writeFileSync(join(dir, 'worker.js'), WORKERD_WORKER(fn));
+  const started = performance.now();
+  const child = spawn(binary, ['serve', join(dir, 'config.capnp')], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  let output = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const url = `http://127.0.0.1:${port}/`;
+  try {
+    const startMs = await firstResponse(url, JSON.stringify(fn.params), started, child, () => output);
+    return {
+      url,
+      startMs,
+      pid: child.pid ?? 0,
+      stop: async () => {
+        await stopChild(child);
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    await stopChild(child);
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** Sequential warm requests to a peer server over one keep-alive connection. */
+export async function warmLatencies(url: string, body: unknown, count: number): Promise<number[]> {
+  const client = new KeepAliveClient(url);
+  const path = new URL(url).pathname;
+  try {
+    for (let i = 0; i < Math.max(5, count / 10); i++) await client.send('POST', path, body);
+    const samples: number[] = [];
+    for (let i = 0; i < count; i++) samples.push(await time(() => client.send('POST', path, body)));
+    return samples;
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,175 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const MAIN = join(ROOT, 'src/cli/main.ts');
+
+export interface Response<T = unknown> {
+  status: number;
+  headers: Headers;
+  body: T;
+}
+
+export interface RequestOptions {
+  auth?: string | null;
+  headers?: Record<string, string>;
+  /** Sent as is instead of JSON. */
+  raw?: string | Buffer;
+}
+
+/**
+ * A real `isola serve` in a child process on a free port, with its own data dir: what the
+ * end-to-end tests and the benchmarks drive over HTTP.
+ */
+export class ServerProcess {
+  url = '';
+  auth = '';
+  output = '';
+  private constructor(
+    readonly dataDir: string,
+    private readonly ownsDataDir: boolean,
+    private readonly env: Record<string, string>,
+    private readonly args: string[],
+    private proc?: ChildProcess,
+  ) {}
+
+  static async start(options: { dataDir?: string; env?: Record<string, string>; args?: string[] } = {}): Promise<ServerProcess> {
+    const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'isola-server-'));
+    const server = new ServerProcess(dataDir, !options.dataDir, options.env ?? {}, options.args ?? []);
+    await server.launch();
+    return server;
+  }
+
+  /** Starts the server again on the same data dir (after stop or kill). */
+  async restart(): Promise<void> {
+    await this.launch();
+  }
+
+  private async launch(): Promise<void> {
+    const proc = spawn(
+      process.execPath,
+      [
+        '--no-node-snapshot',
+        '--import',
+        import.meta.resolve('tsx'),
+        MAIN,
+        'serve',
+        '--port',
+        '0',
+        '--data-dir',
+        this.dataDir,
+        ...this.args,
+      ],
+      {
+        cwd: ROOT,
+        // Only the in-process backends unless a suite asks for more: probing containers and
+        // microVMs at every start would slow every suite down.
+        env: {
+          ...process.env,
+          ISOLA_LOG_LEVEL: 'error',
+          ISOLA_PREWARM: 'isolate:1',
+          ISOLA_BACKENDS: 'isolate,wasm,process',
+          ...this.env,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    this.proc = proc;
+    this.output = '';
+    proc.stderr?.on('data', (chunk: Buffer) => {
+      this.output += chunk.toString();
+    });
+    this.url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`server did not start:\n${this.output}`)), 60_000);
+      proc.stdout?.on('data', (chunk: Buffer) => {
+        this.output += chunk.toString();
+        const match = /listening on (http:\/\/\S+)/.exec(this.output);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1] as string);
+        }
+      });
+      proc.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`server exited with ${code}:\n${this.output}`));
+      });
+    });
+    this.auth = this.env.ISOLA_GUEST_AUTH ?? readFileSync(join(this.dataDir, 'guest.auth'), 'utf8').trim();
+  }
+
+  async request<T = unknown>(method: string, path: string, body?: unknown, options: RequestOptions = {}): Promise<Response<T>> {
+    const auth = options.auth === undefined ? this.auth : options.auth;
+    const headers: Record<string, string> = { ...(options.headers ?? {}) };
+    if (auth) headers.authorization = `Basic ${Buffer.from(auth).toString('base64')}`;
+    let payload: string | Buffer | undefined;
+    if (options.raw !== undefined) payload = options.raw;
+    else if (body !== undefined) {
+      payload = JSON.stringify(body);
+      headers['content-type'] ??= 'application/json';
+    }
+    const response = await fetch(`${this.url}${path}`, { method, headers, ...(payload !== undefined ? { body: payload } : {}) });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      // keep text
+    }
+    return { status: response.status, headers: response.headers, body: parsed as T };
+  }
+
+  /** Deploys a Node.js action and returns the stored action. */
+  async deploy(name: string, code: string, extra: Record<string, unknown> = {}): Promise<Response<Record<string, unknown>>> {
+    const { exec, ...rest } = extra as { exec?: Record<string, unknown> };
+    return this.request('PUT', `/api/v1/namespaces/_/actions/${encodeURIComponent(name)}?overwrite=true`, {
+      exec: { kind: 'nodejs:20', code, ...(exec ?? {}) },
+      ...rest,
+    });
+  }
+
+  async invoke<T = Record<string, unknown>>(name: string, params: unknown = {}, query = 'blocking=true'): Promise<Response<T>> {
+    return this.request<T>('POST', `/api/v1/namespaces/_/actions/${encodeURIComponent(name)}?${query}`, params);
+  }
+
+  /** SIGKILL: no cleanup, as after a crash. */
+  async kill(): Promise<void> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGKILL');
+    await exited;
+  }
+
+  async stop(): Promise<void> {
+    const proc = this.proc;
+    if (proc && proc.exitCode === null) {
+      const exited = new Promise((resolve) => proc.once('exit', resolve));
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(timer);
+    }
+  }
+
+  async dispose(): Promise<void> {
+    await this.stop();
+    if (this.ownsDataDir) rmSync(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+export function annotation(record: { annotations: { key: string; value: unknown }[] }, key: string): unknown {
+  return record.annotations.find((a) => a.key === key)?.value;
+}
+
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

@@ -1,0 +1,208 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { ATTACKS } from '../src/bench/attacks.js';
+import type { HarnessResults } from '../src/bench/harness.js';
+import { TARGETS } from '../src/bench/harness.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CHROMIUM = '/usr/bin/chromium';
+
+// Evaluated in the page as source text: a function compiled here would carry the TypeScript
+// loader's helpers with it. Counts, per chart, the data marks (bars, dots, lines) and the axis
+// labels that have a size on the page.
+const DRAWN_MARKS = `[...document.querySelectorAll('figure')].map((figure) => {
+  const visible = (selector) => [...figure.querySelectorAll(selector)].filter((element) => {
+    const box = element.getBoundingClientRect();
+    return box.width > 0 && box.height > 0;
+  }).length;
+  return { id: figure.id, marks: visible('.role-mark path, .role-mark line'), labels: visible('.role-axis-label text') };
+})`;
+
+/** Runs the real CLI: `isola bench --quick` on every backend this host has. */
+function bench(out: string): Promise<{ code: number | null; stderr: string; stdout: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin/isola.js'), 'bench', '--quick', '--out', out], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('isola bench --quick (the evaluation harness, end to end)', { timeout: 45 * 60_000 }, () => {
+  const out = mkdtempSync(join(tmpdir(), 'isola-bench-test-'));
+  let results: HarnessResults & { headline: { question: string; value: number | null }[] };
+  let run: { code: number | null; stderr: string; stdout: string };
+
+  before(async () => {
+    run = await bench(out);
+    assert.equal(run.code, 0, `isola bench failed:\n${run.stderr.slice(-4000)}`);
+    results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+  });
+  after(() => rmSync(out, { recursive: true, force: true }));
+
+  it('prints where it wrote results.json, summary.md and report.html', () => {
+    for (const file of ['results.json', 'summary.md', 'report.html']) {
+      assert.ok(run.stdout.includes(join(out, file)), `stdout names ${file}`);
+      assert.ok(existsSync(join(out, file)));
+    }
+    assert.match(readFileSync(join(out, 'summary.md'), 'utf8'), /## Headline[\s\S]*## Results[\s\S]*## Isolation/);
+  });
+
+  it('lists every backend, with the reason where one is not available', () => {
+    assert.deepEqual(
+      results.backends.map((b) => b.id),
+      TARGETS.map((t) => t.id),
+    );
+    for (const backend of results.backends) assert.ok(backend.detail.length > 0, `${backend.id} says why`);
+    // Every server the harness stopped took its sandboxes, containers and VMs with it.
+    assert.deepEqual(results.warnings, []);
+    assert.ok(results.host.cpu && results.host.kernel && results.host.node);
+    // The in-process backends work on any host that can run the suite.
+    for (const id of ['isolate', 'wasm', 'process']) assert.ok(results.backends.find((b) => b.id === id)?.available, id);
+  });
+
+  it('measures cold start, warm latency, throughput and memory for every workload on every available backend', () => {
+    const available = results.backends.filter((b) => b.available).map((b) => b.id);
+    for (const backend of available) {
+      const rows = results.results.filter((r) => r.backend === backend);
+      assert.ok(rows.length >= results.workloads.length / 2, `${backend} has a row per workload`);
+      const measured = rows.filter((r) => !r.skipped);
+      assert.ok(
+        measured.some((r) => r.workload === 'hello'),
+        `${backend} measured hello`,
+      );
+      for (const r of measured) {
+        assert.equal(r.error, undefined, `${backend} ${r.workload}: ${r.error}`);
+        assert.ok(
+          (r.coldStartMs?.p50 ?? 0) > 0 && (r.coldStartMs?.p99 ?? 0) >= (r.coldStartMs?.p50 ?? 0),
+          `${backend} ${r.workload} cold`,
+        );
+        assert.ok((r.warmMs?.p50 ?? 0) > 0, `${backend} ${r.workload} warm`);
+        // A warm call costs less than starting a sandbox (wasm makes a fresh instance for every call).
+        if (backend !== 'wasm')
+          assert.ok((r.warmMs?.p50 ?? 0) < (r.coldStartMs?.p50 ?? 0), `${backend} ${r.workload}: warm below cold`);
+        assert.ok((r.throughputRps ?? 0) > 0, `${backend} ${r.workload} throughput`);
+        assert.ok(r.pssMb !== null && r.pssMb >= 0, `${backend} ${r.workload} memory`);
+      }
+      for (const r of rows.filter((x) => x.skipped)) assert.ok(r.skipped && r.skipped.length > 0);
+    }
+    // Sandboxes that are processes cost more memory each than isolates inside the server.
+    const hello = (id: string) => results.results.find((r) => r.backend === id && r.workload === 'hello');
+    assert.ok((hello('process')?.pssMb ?? 0) > (hello('isolate')?.pssMb ?? Number.POSITIVE_INFINITY));
+    assert.ok((hello('isolate')?.prewarmedStartMs?.p50 ?? 0) > 0, 'isolate cold start with the pool ready');
+  });
+
+  it('measures the peers in the same run', () => {
+    const nodeHttp = results.peers.find((p) => p.name === 'node:http');
+    assert.ok((nodeHttp?.throughputRps ?? 0) > 0);
+    const workerd = results.peers.find((p) => p.name === 'workerd' && p.workload === 'hello');
+    assert.ok((workerd?.startMs?.p50 ?? 0) > 0 && (workerd?.warmMs?.p50 ?? 0) > 0, JSON.stringify(workerd));
+    assert.ok((results.peers.find((p) => p.name === 'bare node start')?.startMs?.p50 ?? 0) > 0);
+    for (const [peer, backend] of [
+      ['runc run', 'container:runc'],
+      ['crun run', 'container:crun'],
+      ['runsc run', 'gvisor'],
+      ['QEMU boot', 'microvm'],
+    ]) {
+      if (!results.backends.find((b) => b.id === backend)?.available) continue;
+      const found = results.peers.find((p) => p.name === peer);
+      assert.ok((found?.startMs?.p50 ?? 0) > 0, `${peer}: ${JSON.stringify(found)}`);
+    }
+    for (const peer of results.peers) assert.equal(peer.error, undefined, `${peer.name}: ${peer.error}`);
+  });
+
+  it('runs the escape battery and tells contained from not contained', () => {
+    const attacked = results.backends.filter((b) => b.available && TARGETS.find((t) => t.id === b.id)?.attacks);
+    for (const backend of attacked) {
+      const rows = results.isolation.filter((r) => r.backend === backend.id);
+      assert.deepEqual(
+        rows.map((r) => r.attack),
+        ATTACKS.map((a) => a.name),
+        backend.id,
+      );
+    }
+    const cell = (backend: string, attack: string) => results.isolation.find((r) => r.backend === backend && r.attack === attack);
+    // What every sandboxing backend must contain (not timing-dependent, so asserted).
+    const strict = [
+      'read-host-files',
+      'list-host-processes',
+      'reach-network',
+      'write-host-files',
+      'env-leak',
+      'proc-leak',
+      'memory-bomb',
+    ];
+    for (const backend of attacked.filter((b) => b.id !== 'process')) {
+      for (const attack of strict)
+        assert.equal(cell(backend.id, attack)?.contained, true, `${backend.id} ${attack}: ${cell(backend.id, attack)?.note}`);
+    }
+    // A plain process shares the host's network and file system: the battery must see that.
+    assert.equal(cell('process', 'reach-network')?.contained, false, cell('process', 'reach-network')?.note);
+    assert.equal(cell('process', 'write-host-files')?.contained, false, cell('process', 'write-host-files')?.note);
+    assert.equal(cell('process', 'env-leak')?.contained, true, 'the process backend passes a clean environment');
+    assert.equal(cell('wasm', 'fork-bomb')?.attempted, false);
+  });
+
+  it('answers the headline questions from the run', () => {
+    const answered = (question: string) => results.headline.find((h) => h.question.startsWith(question));
+    const hasContainer = results.backends.some((b) => b.isolation === 'container' && b.available);
+    if (hasContainer) {
+      assert.ok((answered('WebAssembly vs container')?.value ?? 0) > 0);
+      assert.ok((answered('V8 isolate vs container')?.value ?? 0) > 0);
+    }
+    if (results.backends.find((b) => b.id === 'microvm')?.available) {
+      // Restoring a snapshot must beat booting the same guest.
+      assert.ok((answered('microVM snapshot restore vs boot')?.value ?? 0) > 1);
+    }
+    if (
+      results.backends.find((b) => b.id === 'gvisor')?.available &&
+      results.backends.find((b) => b.id === 'container:runc')?.available
+    ) {
+      assert.ok((answered('gVisor vs runc')?.value ?? 0) > 0);
+    }
+  });
+
+  it('renders report.html with its charts drawn, in headless Chromium', {
+    skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (npx isola setup browser)`,
+  }, async () => {
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking'],
+    });
+    try {
+      const page = await browser.newPage();
+      const requests: string[] = [];
+      page.on('request', (request) => {
+        if (!request.url().startsWith('file:')) requests.push(request.url());
+      });
+      await page.goto(`file://${join(out, 'report.html')}`);
+      const charts = (await page.evaluate(DRAWN_MARKS)) as { id: string; marks: number; labels: number }[];
+      const ids = charts.map((c) => c.id);
+      for (const id of ['chart-cold-start', 'chart-warm', 'chart-throughput', 'chart-memory', 'chart-peers', 'chart-isolation']) {
+        assert.ok(ids.includes(id), `${id} is in the report`);
+      }
+      for (const chart of charts) {
+        assert.ok(chart.marks > 0, `${chart.id} draws its data: ${JSON.stringify(chart)}`);
+        assert.ok(chart.labels > 0, `${chart.id} has axis labels`);
+      }
+      assert.deepEqual(requests, [], 'the report needs no network');
+    } finally {
+      await browser.close();
+    }
+  });
+});

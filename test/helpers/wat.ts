@@ -1,0 +1,1 @@
+export { wat } from '../../src/bench/wat.js';
