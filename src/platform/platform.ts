@@ -4,6 +4,7 @@ import { newActivationId } from '../core/ids.js';
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion, ActivationRecord, KeyValue } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
+import { IsolateBackend } from '../sandbox/isolate/isolate-backend.js';
 import { probeBackends } from '../sandbox/registry.js';
 import { functionSettings } from '../scheduler/function-settings.js';
 import { parsePolicy } from '../scheduler/policy.js';
@@ -85,7 +86,8 @@ export class Platform {
       onBackgroundError: (message, error) =>
         events.warn?.(`${message}: ${error instanceof Error ? error.message : String(error)}`),
     });
-    const metrics = new Metrics(scheduler);
+    const isolates = backends.get('isolate');
+    const metrics = new Metrics(scheduler, isolates instanceof IsolateBackend ? isolates.runStats : undefined);
     const invoker = new Invoker(store, scheduler, metrics);
     return new Platform(config, store, backends, statuses, scheduler, metrics, invoker, guest, events);
   }

@@ -1,15 +1,17 @@
 // Runs once inside every new V8 isolate, before any function code. It is plain JavaScript read as
-// text: nothing here may depend on the host's module system. The host installs four bridges as
+// text: nothing here may depend on the host's module system. The host installs five bridges as
 // globals; this script captures them in a closure and removes them from the global scope.
 ((global) => {
   const hostLog = global.__isola_log;
   const hostTimer = global.__isola_timer;
   const hostClearTimer = global.__isola_clear_timer;
   const hostRandom = global.__isola_random;
+  const hostDone = global.__isola_done;
   delete global.__isola_log;
   delete global.__isola_timer;
   delete global.__isola_clear_timer;
   delete global.__isola_random;
+  delete global.__isola_done;
   // The isolate's memory limit does not cover WebAssembly memory; wasm runs under isolation "wasm".
   delete global.WebAssembly;
 
@@ -244,5 +246,24 @@
         return JSON.stringify({ err: String(described), logs: logsSent(id) });
       }
     }
+  };
+
+  // The host's fast path calls __isola_start and then __isola_take, both synchronously on its own
+  // thread: a function that finishes within its microtasks is answered by __isola_take; one still
+  // awaiting something (a timer) reports through the __isola_done bridge when it settles.
+  const startedSync = new Set();
+  const settledSync = new Map();
+  global.__isola_start = (id, paramsJson) => {
+    startedSync.add(id);
+    global.__isola_run(id, paramsJson).then((envelope) => {
+      if (startedSync.delete(id)) settledSync.set(id, envelope);
+      else hostDone(id, envelope);
+    });
+  };
+  global.__isola_take = (id) => {
+    if (startedSync.delete(id)) return undefined;
+    const envelope = settledSync.get(id);
+    settledSync.delete(id);
+    return envelope;
   };
 })(globalThis);
