@@ -152,6 +152,7 @@ function functionKey(action: Pick<ActionVersion, 'namespace' | 'name'>): string 
 export class Scheduler {
   private readonly pools = new Map<string, Pool>();
   private readonly functions = new Map<string, FunctionState>();
+  private readonly settingsCache = new WeakMap<ActionVersion, FunctionSettings>();
   /** Invocations waiting for memory, per namespace, served round robin. */
   private readonly memoryWaiters = new Map<string, Waiter[]>();
   private memoryUsedMb = 0;
@@ -391,7 +392,7 @@ export class Scheduler {
   private functionFor(action: ActionVersion): FunctionState {
     const key = functionKey(action);
     let fn = this.functions.get(key);
-    const settings = functionSettings(action);
+    const settings = this.settingsOf(action);
     const policy = settings.policy ?? this.options.policy;
     // A new policy for the function starts with an empty memory of it.
     if (!fn || fn.policyName !== policy.name) {
@@ -401,6 +402,16 @@ export class Scheduler {
     fn.settings = settings;
     if (!fn.latest || fn.latest.version !== action.version) fn.latest = action;
     return fn;
+  }
+
+  /** A version's settings never change, and reading them is on every invocation's path. */
+  private settingsOf(action: ActionVersion): FunctionSettings {
+    let settings = this.settingsCache.get(action);
+    if (!settings) {
+      settings = functionSettings(action);
+      this.settingsCache.set(action, settings);
+    }
+    return settings;
   }
 
   private poolFor(action: ActionVersion, fn: FunctionState): Pool {
