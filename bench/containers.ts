@@ -1,7 +1,8 @@
 /**
  * Container and gVisor backends: for runc, crun and runsc, cold start, prewarmed start and warm
  * latency (p50/p99) through the API, against the same runtime CLI run directly on the same bundle
- * in the same run (spawned and handed the function, timed to its result), a bare `node` start of
+ * in the same run, in turns with the same pacing (spawned and handed the function, timed to its
+ * result), a bare `node` start of
  * the same agent, and host memory (PSS) per idle instance. Writes
  * bench/results/containers.json.
  *
@@ -39,6 +40,31 @@ interface ApiFigures {
   coldInit: number[];
 }
 
+/** One cold start through the API: a function of its own, deployed, left alone for gapMs, invoked, then removed. */
+async function apiColdOnce(
+  server: ServerProcess,
+  client: KeepAliveClient,
+  isolation: string,
+  name: string,
+  gapMs: number,
+  figures: ApiFigures,
+): Promise<void> {
+  await server.deploy(name, HELLO, { limits: { memory: 256 }, annotations: [{ key: 'isolation', value: isolation }] });
+  await pause(gapMs);
+  let record: ActivationRecord | undefined;
+  figures.cold.push(
+    await time(async () => {
+      record = JSON.parse((await client.send('POST', `/api/v1/namespaces/_/actions/${name}?blocking=true`, { name: 'x' })).body);
+    }),
+  );
+  const init = record?.annotations.find((a) => a.key === 'initTime')?.value;
+  if (record?.annotations.find((a) => a.key === 'coldStart')?.value !== true)
+    throw new Error(`expected a cold start: ${JSON.stringify(record)}`);
+  figures.coldInit.push(Number(init));
+  // Drop the instance so that the next cold start does not compete with idle containers.
+  await server.request('DELETE', `/api/v1/namespaces/_/actions/${name}`);
+}
+
 async function apiCold(
   server: ServerProcess,
   client: KeepAliveClient,
@@ -48,26 +74,32 @@ async function apiCold(
   gapMs: number,
 ): Promise<ApiFigures> {
   const figures: ApiFigures = { cold: [], coldInit: [] };
-  for (let i = 0; i < count; i++) {
-    const name = `${label}-${i}`;
-    await server.deploy(name, HELLO, { limits: { memory: 256 }, annotations: [{ key: 'isolation', value: isolation }] });
-    await pause(gapMs);
-    let record: ActivationRecord | undefined;
-    figures.cold.push(
-      await time(async () => {
-        record = JSON.parse(
-          (await client.send('POST', `/api/v1/namespaces/_/actions/${name}?blocking=true`, { name: 'x' })).body,
-        );
-      }),
-    );
-    const init = record?.annotations.find((a) => a.key === 'initTime')?.value;
-    if (record?.annotations.find((a) => a.key === 'coldStart')?.value !== true)
-      throw new Error(`expected a cold start: ${JSON.stringify(record)}`);
-    figures.coldInit.push(Number(init));
-    // Drop the instance so that the next cold start does not compete with idle containers.
-    await server.request('DELETE', `/api/v1/namespaces/_/actions/${name}`);
-  }
+  for (let i = 0; i < count; i++) await apiColdOnce(server, client, isolation, `${label}-${i}`, gapMs, figures);
   return figures;
+}
+
+/**
+ * Bare CLI runs and cold starts through the API, taken in turns with the same pause before each:
+ * on these machines a start after an idle moment is slower than one right after another, so the
+ * two must be paced alike for their ratio to be the platform's overhead.
+ */
+async function coldSideBySide(
+  name: RuntimeName,
+  server: ServerProcess,
+  client: KeepAliveClient,
+  isolation: string,
+  workDir: string,
+  gapMs: number,
+): Promise<{ bare: number[]; api: ApiFigures }> {
+  const bare: number[] = [];
+  const api: ApiFigures = { cold: [], coldInit: [] };
+  const rootfs = image(server.dataDir);
+  for (let i = 0; i < COLD[name]; i++) {
+    await pause(gapMs);
+    bare.push(...(await bareOciRun(name, rootfs, workDir, HELLO_FN, 1, 256, i)));
+    await apiColdOnce(server, client, isolation, `cold-${name}-${i}`, gapMs, api);
+  }
+  return { bare, api };
 }
 
 async function measureRuntime(name: RuntimeName, workDir: string) {
@@ -76,12 +108,10 @@ async function measureRuntime(name: RuntimeName, workDir: string) {
     ISOLA_BACKENDS: isolation,
     ...(name === 'runsc' ? {} : { ISOLA_CONTAINER_RUNTIME: name }),
   };
-  log(`${name}: bare CLI run...`);
   const server = await ServerProcess.start({ env: { ...env, ISOLA_PREWARM: `${isolation}:0` } });
-  const bare = await bareOciRun(name, image(server.dataDir), workDir, HELLO_FN, COLD[name]);
   const client = new KeepAliveClient(server.url, { authorization: `Basic ${Buffer.from(server.auth).toString('base64')}` });
-  log(`${name}: cold starts through the API...`);
-  const cold = await apiCold(server, client, isolation, `cold-${name}`, COLD[name], 100);
+  log(`${name}: bare CLI runs and cold starts through the API, in turns...`);
+  const { bare, api: cold } = await coldSideBySide(name, server, client, isolation, workDir, 100);
   log(`${name}: warm invocations...`);
   await server.deploy(`warm-${name}`, HELLO, { limits: { memory: 256 }, annotations: [{ key: 'isolation', value: isolation }] });
   await client.send('POST', `/api/v1/namespaces/_/actions/warm-${name}?blocking=true`, {});

@@ -84,11 +84,13 @@ export async function bareOciRun(
   fn: PeerFunction,
   count: number,
   memoryMb = 256,
+  /** Numbers the containers from here, for callers that take one sample at a time. */
+  firstIndex = 0,
 ): Promise<number[]> {
   const runtime = ociRuntime(name, join(workDir, `state-${name}`));
   const profile = CONTAINER_PROFILES[name === 'runsc' ? 'gvisor' : 'container'];
   const samples: number[] = [];
-  for (let i = 0; i < count; i++) {
+  for (let i = firstIndex; i < firstIndex + count; i++) {
     const id = `bare-${name}-${process.pid}-${i}`;
     const bundle = join(workDir, id);
     mkdirSync(bundle, { recursive: true });
