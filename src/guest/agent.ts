@@ -147,7 +147,7 @@ function handle(message: HostMessage): void {
       send({ type: 'pong', id: message.id });
       return;
     case 'reseed': {
-      const offset = reseed(Buffer.from(message.entropy, 'base64'), message.now);
+      const offset = reseed(message.entropy, message.now);
       send({ type: 'reseeded', now: Date.now(), skewMs: offset });
       return;
     }

@@ -17,18 +17,27 @@ function take(length: number): Buffer {
   return source ? source(length) : crypto.randomBytes(length);
 }
 
-function keystream(seed: Buffer): Source {
-  const cipher = crypto.createCipheriv('aes-256-ctr', seed.subarray(0, 32), seed.subarray(32, 48));
+/**
+ * The cipher is made at the first draw, not at the reseed: right after a restore the guest runs
+ * every code path for the first time (under TCG each must be translated again), and the reseed
+ * answer is what a cold start waits for, while many functions never draw at all.
+ */
+function keystream(seedOf: () => Buffer): Source {
+  let cipher: crypto.Cipher | undefined;
   // Small blocks: under an emulated CPU a large first block is a noticeable wait.
   const zeros = Buffer.alloc(1024);
   let pool = Buffer.alloc(0);
   let offset = 0;
   return (length) => {
+    if (!cipher) {
+      const seed = seedOf();
+      cipher = crypto.createCipheriv('aes-256-ctr', seed.subarray(0, 32), seed.subarray(32, 48));
+    }
     const out = Buffer.allocUnsafe(length);
     let filled = 0;
     while (filled < length) {
       if (offset >= pool.length) {
-        pool = cipher.update(zeros);
+        pool = (cipher as crypto.Cipher).update(zeros);
         offset = 0;
       }
       const n = Math.min(length - filled, pool.length - offset);
@@ -137,9 +146,10 @@ export function installRestorableClock(): void {
  * From now on, randomness comes from a keystream keyed with these 48 bytes of host entropy, and
  * the clock follows the host's. Returns the clock offset applied, in ms.
  */
-export function reseed(entropy: Buffer, hostNow: number): number {
-  if (entropy.length < 48) throw new Error('reseeding needs 48 bytes of entropy');
-  source = keystream(entropy);
+export function reseed(entropyBase64: string, hostNow: number): number {
+  // 48 bytes are 64 base64 characters; decoded at the first draw.
+  if (entropyBase64.length < 64) throw new Error('reseeding needs 48 bytes of entropy');
+  source = keystream(() => Buffer.from(entropyBase64, 'base64'));
   const skew = hostNow - (Date.now() - clockOffsetMs);
   clockOffsetMs = Math.abs(skew) > CLOCK_TOLERANCE_MS ? skew : 0;
   return clockOffsetMs;

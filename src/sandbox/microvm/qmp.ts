@@ -8,9 +8,17 @@ interface Pending {
 export class QmpError extends Error {}
 
 /** A client for QEMU's machine protocol (QMP): JSON lines over a unix socket. */
+interface EventWaiter {
+  name: string;
+  accept: (data: Record<string, unknown>) => boolean;
+  resolve: (data: Record<string, unknown>) => void;
+  reject: (error: Error) => void;
+}
+
 export class QmpClient {
   private buffer = '';
   private readonly pending: Pending[] = [];
+  private readonly eventWaiters = new Set<EventWaiter>();
   private closedError: Error | undefined;
 
   private constructor(private readonly socket: Socket) {
@@ -53,6 +61,37 @@ export class QmpClient {
     });
   }
 
+  /**
+   * Resolves with the data of the next event of this name that `accept` takes (events seen before
+   * the call are not kept: call it before causing the event).
+   */
+  waitForEvent(
+    name: string,
+    accept: (data: Record<string, unknown>) => boolean,
+    timeoutMs: number,
+  ): Promise<Record<string, unknown>> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.eventWaiters.delete(waiter);
+        reject(new QmpError(`no ${name} event within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter: EventWaiter = {
+        name,
+        accept,
+        resolve: (data) => {
+          clearTimeout(timer);
+          resolve(data);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      };
+      this.eventWaiters.add(waiter);
+    });
+  }
+
   /** Polls query-migrate until the migration completes (or fails). */
   async waitForMigration(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -77,13 +116,16 @@ export class QmpClient {
       const line = this.buffer.slice(0, newline).trim();
       this.buffer = this.buffer.slice(newline + 1);
       if (!line) continue;
-      let message: { QMP?: unknown; return?: unknown; error?: { desc?: string }; event?: string };
+      let message: { QMP?: unknown; return?: unknown; error?: { desc?: string }; event?: string; data?: Record<string, unknown> };
       try {
         message = JSON.parse(line);
       } catch {
         continue;
       }
-      if (message.event) continue;
+      if (message.event) {
+        this.dispatchEvent(message.event, message.data ?? {});
+        continue;
+      }
       const waiter = this.pending.shift();
       if (!waiter) continue;
       if (message.error) waiter.reject(new QmpError(message.error.desc ?? 'QMP error'));
@@ -91,8 +133,18 @@ export class QmpClient {
     }
   }
 
+  private dispatchEvent(name: string, data: Record<string, unknown>): void {
+    for (const waiter of this.eventWaiters) {
+      if (waiter.name !== name || !waiter.accept(data)) continue;
+      this.eventWaiters.delete(waiter);
+      waiter.resolve(data);
+    }
+  }
+
   private fail(error: Error): void {
     this.closedError ??= error;
     for (const waiter of this.pending.splice(0)) waiter.reject(error);
+    for (const waiter of this.eventWaiters) waiter.reject(error);
+    this.eventWaiters.clear();
   }
 }

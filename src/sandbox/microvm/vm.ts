@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { AgentTransport, ExitInfo } from '../agent-sandbox.js';
 import { qemuArguments, type VmConfig } from './qemu.js';
-import { QmpClient } from './qmp.js';
+import { QmpClient, QmpError } from './qmp.js';
 
 export const QEMU = '/usr/bin/qemu-system-x86_64';
 // The agent is the guest's init: when it alone fills the guest's memory the kernel cannot kill
@@ -18,6 +18,8 @@ export class Vm {
   readonly exited: Promise<ExitInfo>;
   private qmpClient: QmpClient | undefined;
   private removed = false;
+  /** For a VM waiting for a restore: QMP connected and QEMU listening for the incoming state. */
+  private readonly incomingReady: Promise<void> | undefined;
 
   constructor(
     readonly id: string,
@@ -41,6 +43,30 @@ export class Vm {
         resolve({ code: null, signal: null, oom: false });
       });
     });
+    if (config.incoming) {
+      this.incomingReady = this.listenForIncoming();
+      // Awaited by restore; a VM removed before that must not leave an unhandled rejection.
+      this.incomingReady.catch(() => {});
+    }
+  }
+
+  private get incomingSocket(): string {
+    return join(this.config.dir, 'incoming.sock');
+  }
+
+  /**
+   * Everything a restore can do before it is asked for, done while QEMU waits: connecting QMP,
+   * setting the migration capabilities, and having QEMU listen for the state on a socket.
+   */
+  private async listenForIncoming(): Promise<void> {
+    const qmp = await this.qmp(30_000);
+    await qmp.execute('migrate-set-capabilities', {
+      capabilities: [
+        { capability: 'x-ignore-shared', state: true },
+        { capability: 'events', state: true },
+      ],
+    });
+    await qmp.execute('migrate-incoming', { uri: `unix:${this.incomingSocket}` });
   }
 
   get alive(): boolean {
@@ -52,14 +78,32 @@ export class Vm {
     return this.qmpClient;
   }
 
-  /** Loads a snapshot's device state into this VM (started with `-incoming defer`) and runs it. */
+  /**
+   * Loads a snapshot's device state into this VM (started with `-incoming defer`) and runs it:
+   * the state is written into the socket QEMU listens on, and the VM continues as soon as QEMU
+   * says the migration completed.
+   */
   async restore(statePath: string, timeoutMs: number): Promise<void> {
+    if (!this.incomingReady) throw new Error('this VM was not started to wait for a restore');
+    const state = readFileSync(statePath);
+    await this.incomingReady;
     const qmp = await this.qmp(timeoutMs);
-    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
-    await qmp.execute('migrate-incoming', { uri: `exec:cat ${statePath}` });
-    await qmp.waitForMigration(timeoutMs);
-    const status = await qmp.execute<{ status: string }>('query-status');
-    if (status.status !== 'running') await qmp.execute('cont');
+    const settled = qmp.waitForEvent(
+      'MIGRATION',
+      (data) => ['completed', 'failed', 'cancelled'].includes(String(data.status)),
+      timeoutMs,
+    );
+    await new Promise<void>((resolve, reject) => {
+      const socket = connect(this.incomingSocket);
+      socket.once('error', reject);
+      socket.end(state, () => resolve());
+    });
+    const { status } = await settled;
+    if (status !== 'completed') {
+      const info = await qmp.execute<{ 'error-desc'?: string }>('query-migrate').catch(() => ({}) as { 'error-desc'?: string });
+      throw new QmpError(`migration ${String(status)}: ${info['error-desc'] ?? ''}`);
+    }
+    await qmp.execute('cont');
   }
 
   /**
