@@ -787,6 +787,9 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
           env: {
             ISOLA_BACKENDS: target.isolation,
             ISOLA_PREWARM: `${target.isolation}:0`,
+            // A heavy workload's cold starts on a slow backend (ML on a TCG microVM, several at
+            // once for the throughput figure) outlast the default minute a blocking call waits.
+            ISOLA_BLOCKING_WAIT: '10m',
             ...(bait ? { ISOLA_BENCH_SECRET: bait.secret } : {}),
             ...target.env,
           },
