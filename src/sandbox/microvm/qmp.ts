@@ -7,7 +7,6 @@ interface Pending {
 
 export class QmpError extends Error {}
 
-/** A client for QEMU's machine protocol (QMP): JSON lines over a unix socket. */
 interface EventWaiter {
   name: string;
   accept: (data: Record<string, unknown>) => boolean;
@@ -15,6 +14,7 @@ interface EventWaiter {
   reject: (error: Error) => void;
 }
 
+/** A client for QEMU's machine protocol (QMP): JSON lines over a unix socket. */
 export class QmpClient {
   private buffer = '';
   private readonly pending: Pending[] = [];
