@@ -9,9 +9,10 @@ describe('isolate backend: runs on the server thread for short functions', () =>
   const backend = new IsolateBackend();
   let versions = 0;
 
-  async function load(code: string): Promise<Sandbox> {
+  async function load(code: string, namespace = 'test'): Promise<Sandbox> {
     const sandbox = await backend.create({ memoryMb: 64 });
-    const fn: FunctionCode = { key: `test/fast@${++versions}`, kind: 'nodejs:20', code, binary: false, main: 'main', env: {} };
+    const key = `${namespace}/fast@${++versions}`;
+    const fn: FunctionCode = { key, kind: 'nodejs:20', code, binary: false, main: 'main', env: {} };
     const init = await sandbox.init(fn, Date.now() + 5000, () => {});
     assert.deepEqual(init, { ok: true });
     return sandbox;
@@ -90,6 +91,30 @@ describe('isolate backend: runs on the server thread for short functions', () =>
     assert.equal(backend.runStats.sync, afterOverrun.sync, 'the version stays on the asynchronous path');
     assert.ok(sandbox.alive);
     await sandbox.destroy();
+  });
+
+  it('takes the fast path away from a namespace whose versions keep overrunning it', async () => {
+    const SPIN = 'function main(p) { const end = Date.now() + (p.spinMs ?? 0); while (Date.now() < end) {} return {}; }';
+    for (let i = 0; i < 3; i++) {
+      const sandbox = await load(SPIN, 'noisy');
+      await warm(sandbox);
+      const overruns = backend.runStats.overruns;
+      assert.equal((await run(sandbox, { spinMs: 40 })).outcome.kind, 'result');
+      assert.equal(backend.runStats.overruns, overruns + 1);
+      await sandbox.destroy();
+    }
+    const fresh = await load(SPIN, 'noisy');
+    await warm(fresh);
+    const syncBefore = backend.runStats.sync;
+    assert.equal((await run(fresh)).outcome.kind, 'result');
+    assert.equal(backend.runStats.sync, syncBefore, 'a new version of the same namespace runs asynchronously');
+    await fresh.destroy();
+    const neighbour = await load(SPIN, 'quiet');
+    await warm(neighbour);
+    const neighbourBefore = backend.runStats.sync;
+    assert.equal((await run(neighbour)).outcome.kind, 'result');
+    assert.equal(backend.runStats.sync, neighbourBefore + 1, 'another namespace keeps the fast path');
+    await neighbour.destroy();
   });
 
   it('still stops an endless loop at the function timeout, not at the budget', async () => {

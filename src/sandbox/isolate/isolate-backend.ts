@@ -75,16 +75,32 @@ const SYNC_BUDGET_MS = 10;
 const SHORT_RUN_MS = 1;
 /** Short asynchronous runs a version needs before it is called synchronously. */
 const SHORT_RUNS_NEEDED = 3;
+/**
+ * Each overrun blocks the server's thread for the budget once. So that a tenant cannot make that
+ * a habit by deploying version after version, a namespace with this many overruns loses the fast
+ * path for all its functions for NAMESPACE_PENALTY_MS.
+ */
+const NAMESPACE_OVERRUNS_ALLOWED = 3;
+const NAMESPACE_PENALTY_MS = 10 * 60_000;
+
+/** `namespace/name@version` → `namespace`. */
+function namespaceOf(key: string): string {
+  const slash = key.indexOf('/');
+  return slash < 0 ? key : key.slice(0, slash);
+}
 
 /** Per version: whether its runs are short enough to be made on the server's thread. */
 class SyncEligibility {
   private readonly entries = new Map<string, { shortRuns: number; overran: boolean }>();
+  private readonly namespaces = new Map<string, { overruns: number; since: number }>();
 
   constructor(private readonly capacity: number) {}
 
   eligible(key: string): boolean {
     const entry = this.entries.get(key);
-    return entry !== undefined && !entry.overran && entry.shortRuns >= SHORT_RUNS_NEEDED;
+    if (entry === undefined || entry.overran || entry.shortRuns < SHORT_RUNS_NEEDED) return false;
+    const namespace = this.namespaces.get(namespaceOf(key));
+    return !namespace || namespace.overruns < NAMESPACE_OVERRUNS_ALLOWED || Date.now() - namespace.since > NAMESPACE_PENALTY_MS;
   }
 
   /** After each run that ended normally. */
@@ -95,6 +111,11 @@ class SyncEligibility {
 
   overran(key: string): void {
     this.entry(key).overran = true;
+    const name = namespaceOf(key);
+    const now = Date.now();
+    const namespace = this.namespaces.get(name);
+    if (!namespace || now - namespace.since > NAMESPACE_PENALTY_MS) this.namespaces.set(name, { overruns: 1, since: now });
+    else namespace.overruns++;
   }
 
   private entry(key: string) {
