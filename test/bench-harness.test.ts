@@ -174,6 +174,14 @@ describe('isola bench --quick (the evaluation harness, end to end)', { timeout: 
     ) {
       assert.ok((answered('gVisor vs runc')?.value ?? 0) > 0);
     }
+    // The overhead over each runtime's bare CLI comes from samples taken in turns with it.
+    for (const backend of ['container:runc', 'container:crun', 'gvisor']) {
+      if (!results.backends.find((b) => b.id === backend)?.available) continue;
+      const hello = results.results.find((r) => r.backend === backend && r.workload === 'hello');
+      assert.ok(hello?.sideBySide, `${backend} hello has side-by-side samples`);
+      assert.ok(hello.sideBySide.bareMs.p50 > 0 && hello.sideBySide.apiMs.p50 > 0);
+      assert.match(answered(`Platform overhead on a ${backend}`)?.question ?? '', new RegExp(backend));
+    }
   });
 
   it('renders report.html with its charts drawn, in headless Chromium', {

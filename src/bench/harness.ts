@@ -97,6 +97,13 @@ export interface WorkloadResult {
    */
   prewarmedStartMs?: Percentiles | null;
   prewarmedHits?: string;
+  /**
+   * Hello on a runtime backend: cold starts through the API and bare runs of the runtime CLI on
+   * an identical bundle, taken in turns with the same pause before each, for the platform's
+   * overhead (a start after an idle moment is slower than one right after another here, so the
+   * two must be paced alike).
+   */
+  sideBySide?: { runtime: string; apiMs: Percentiles; bareMs: Percentiles; samples: number };
   warmMs: Percentiles | null;
   throughputRps: number | null;
   /** Host memory (PSS) per idle instance. */
@@ -414,9 +421,41 @@ class TargetRun {
     return { start: pick(summarize(samples)), hits: `${hits} of ${count}` };
   }
 
+  /** See WorkloadResult.sideBySide. */
+  async coldSideBySide(
+    workload: Workload,
+    runtime: 'runc' | 'crun' | 'runsc',
+    count: number,
+    workDir: string,
+  ): Promise<NonNullable<WorkloadResult['sideBySide']>> {
+    const image = ensureNodeRootfs(join(this.server.dataDir, 'images'), join(this.server.dataDir, 'runtime'));
+    const fn = { code: workload.code(), params: workload.params };
+    const api: number[] = [];
+    const bare: number[] = [];
+    for (let i = 0; i < count; i++) {
+      await pause(SIDE_BY_SIDE_GAP_MS);
+      bare.push(...(await bareOciRun(runtime, image, workDir, fn, 1, workload.memoryMb, i)));
+      const name = `bench-side-by-side-${i}`;
+      await this.deploy(name, workload, `${this.target.id}-side-by-side-${Date.now()}-${i}`);
+      await pause(SIDE_BY_SIDE_GAP_MS);
+      api.push(await time(() => this.invoke(name, workload.params)));
+      await this.remove(name);
+    }
+    return { runtime, apiMs: pick(summarize(api)), bareMs: pick(summarize(bare)), samples: count };
+  }
+
   close(): void {
     this.client.close();
   }
+}
+
+const SIDE_BY_SIDE_GAP_MS = 100;
+
+/** The runtime CLI behind a target, for the ones that have one. */
+function runtimeOf(target: Target): 'runc' | 'crun' | 'runsc' | undefined {
+  if (target.isolation === 'gvisor') return 'runsc';
+  if (target.isolation === 'container') return target.env.ISOLA_CONTAINER_RUNTIME as 'runc' | 'crun';
+  return undefined;
 }
 
 /** How long a backend's pool takes to make a blank sandbox again. */
@@ -772,6 +811,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
         1 +
         p.rows.filter((r) => !r.skip).length * 3 +
         (p.target.isolation !== 'wasm' && p.rows.some((r) => r.workload.name === 'hello' && !r.skip) ? 1 : 0) +
+        (runtimeOf(p.target) && p.rows.some((r) => r.workload.name === 'hello' && !r.skip) ? 1 : 0) +
         (options.attacks !== false && p.target.attacks ? ATTACKS.length : 0),
       0,
     );
@@ -812,6 +852,25 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
               );
               results.results.push(result);
               if (result.error) progress.note(`${target.id} ${row.workload.name}: ${result.error}`);
+              const runtime = runtimeOf(target);
+              if (runtime && row.workload.name === 'hello' && !result.error) {
+                progress.step(`${target.id}: cold starts beside bare \`${runtime} run\`, in turns`);
+                const workDir = mkdtempSync(join(tmpdir(), 'isola-side-by-side-'));
+                try {
+                  const cold = countsFor(quick, target, row.workload).cold;
+                  result.sideBySide = await run.coldSideBySide(
+                    row.workload,
+                    runtime,
+                    runtime === 'runsc' ? Math.min(cold, 10) : cold,
+                    workDir,
+                  );
+                } catch (error) {
+                  progress.note(`${target.id}: side by side with ${runtime} failed: ${(error as Error).message.slice(0, 200)}`);
+                } finally {
+                  rmSync(workDir, { recursive: true, force: true });
+                }
+                progress.done();
+              }
             }
           }
           if (bait && target.attacks && options.attacks !== false) {

@@ -119,6 +119,16 @@ export function headline(results: HarnessResults): HeadlineRow[] {
     ['gvisor', 'runsc run'],
   ] as const) {
     const r = row(results, backend);
+    const turns = r?.sideBySide;
+    if (turns) {
+      rows.push({
+        question: `Platform overhead on a ${backend} cold start`,
+        answer: `${fmt((turns.apiMs.p50 / turns.bareMs.p50 - 1) * 100, 1)}% over \`${peer}\` of the same bundle`,
+        value: Math.round((turns.apiMs.p50 / turns.bareMs.p50 - 1) * 10000) / 100,
+        basis: `hello p50, ${turns.samples} of each taken in turns: Isola ${fmt(turns.apiMs.p50)} ms, bare ${fmt(turns.bareMs.p50)} ms`,
+      });
+      continue;
+    }
     const p = results.peers.find((x) => x.name === peer && x.startMs);
     if (r?.coldStartMs && p?.startMs) {
       rows.push({
