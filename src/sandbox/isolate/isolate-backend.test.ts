@@ -48,7 +48,8 @@ describe('isolate backend: runs on the server thread for short functions', () =>
     );
     const before = { ...backend.runStats };
     const results = [];
-    for (let i = 0; i < 8; i++) results.push(await run(sandbox, { x: i }));
+    // Ten runs: three to qualify, and room for one run that a busy host makes look long.
+    for (let i = 0; i < 10; i++) results.push(await run(sandbox, { x: i }));
     assert.deepEqual(
       results.map((r) => r.outcome),
       results.map((_, i) => ({ kind: 'result', result: { calls: i + 1, x: i } })),

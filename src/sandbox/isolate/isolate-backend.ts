@@ -71,7 +71,10 @@ async function compile(
  * outside it, and the abandoned attempt's logs are dropped.
  */
 const SYNC_BUDGET_MS = 10;
-/** A run counts as short when its isolate CPU time (asynchronous) or wall time (synchronous) is under this. */
+/**
+ * A run counts as short when its isolate CPU time is under this. CPU time rather than wall time,
+ * so that the host preempting the server's thread does not count against the function.
+ */
 const SHORT_RUN_MS = 1;
 /** Short asynchronous runs a version needs before it is called synchronously. */
 const SHORT_RUNS_NEEDED = 3;
@@ -377,7 +380,7 @@ export class IsolateSandbox implements Sandbox {
   ): Promise<Envelope | undefined> {
     const { start, take } = this.realm;
     if (!start || !take) return undefined;
-    const began = performance.now();
+    const cpuBefore = this.isolate.cpuTime;
     this.stats.sync++;
     try {
       start.applySync(undefined, [id, paramsJson], { timeout: SYNC_BUDGET_MS });
@@ -389,7 +392,7 @@ export class IsolateSandbox implements Sandbox {
       return undefined;
     }
     const envelope = take.applySync(undefined, [id]);
-    if (performance.now() - began >= SHORT_RUN_MS) this.syncEligibility.observe(code.key, false);
+    if (Number(this.isolate.cpuTime - cpuBefore) >= SHORT_RUN_MS * 1e6) this.syncEligibility.observe(code.key, false);
     if (envelope !== undefined) return envelope;
     // Still awaiting something: it reports through __isola_done when it settles.
     return new Promise<Envelope>((resolve, reject) => this.settling.set(id, { resolve, reject }));
