@@ -31,12 +31,14 @@ describe('scheduling policies, scaling, async and triggers', () => {
   });
 
   it('prewarms a periodic function under the hybrid policy, so its calls turn warm', async () => {
-    // The paper's policy on a time axis where a minute lasts 20 ms: calls every "15 minutes".
-    await server.deploy('tick', SLEEPER, { annotations: [{ key: 'keepAlive', value: 'hybrid:20ms' }] });
+    // The paper's policy on a time axis where a minute lasts 50 ms: calls every "15 minutes". The
+    // window it keeps the instance in is 13.5 to 17.6 "minutes" after a call, which leaves a busy
+    // CI host 75 ms to prewarm and 130 ms of lateness.
+    await server.deploy('tick', SLEEPER, { annotations: [{ key: 'keepAlive', value: 'hybrid:50ms' }] });
     const runs: ActivationRecord[] = [];
     for (let i = 0; i < 16; i++) {
       runs.push((await server.invoke<ActivationRecord>('tick')).body);
-      await sleep(300);
+      await sleep(750);
     }
     assert.ok(
       runs.slice(0, 3).every((r) => annotation(r, 'coldStart') === true),
