@@ -180,9 +180,22 @@ export async function loadTest(
   seconds: number,
   connections: number,
 ): Promise<LoadResult> {
-  const result = await autocannon({ url, method: 'POST', headers, body, connections, duration: seconds });
+  // A call may take longer under load than autocannon's default 10 s timeout (an inference on an
+  // emulated CPU): let one last the whole window.
+  const result = await autocannon({
+    url,
+    method: 'POST',
+    headers,
+    body,
+    connections,
+    duration: seconds,
+    timeout: Math.max(10, seconds),
+  });
+  // Completed requests over the window, not the mean of per-second samples rounded to an integer,
+  // which reads 0 for a workload that completes less than one call a second.
+  const perSecond = result.requests.total / Math.max(result.duration, seconds);
   return {
-    requestsPerSecond: Math.round(result.requests.average),
+    requestsPerSecond: perSecond >= 100 ? Math.round(perSecond) : Math.round(perSecond * 100) / 100,
     latencyMs: { p50: result.latency.p50, p99: result.latency.p99 },
     errors: result.errors + result.non2xx,
   };
