@@ -92,9 +92,14 @@ describe('isola bench --quick (the evaluation harness, end to end)', { timeout: 
           `${backend} ${r.workload} cold`,
         );
         assert.ok((r.warmMs?.p50 ?? 0) > 0, `${backend} ${r.workload} warm`);
-        // A warm call costs less than starting a sandbox (wasm makes a fresh instance for every call).
-        if (backend !== 'wasm')
-          assert.ok((r.warmMs?.p50 ?? 0) < (r.coldStartMs?.p50 ?? 0), `${backend} ${r.workload}: warm below cold`);
+        // A warm call costs less than starting a sandbox (wasm makes a fresh instance for every
+        // call). An isolate starts in a few ms, less than the noise on the heavier workloads'
+        // compute in a quick run (3 cold samples), so there only hello is compared.
+        if (backend !== 'wasm' && (backend !== 'isolate' || r.workload === 'hello'))
+          assert.ok(
+            (r.warmMs?.p50 ?? 0) < (r.coldStartMs?.p50 ?? 0),
+            `${backend} ${r.workload}: warm p50 ${r.warmMs?.p50} ms below cold ${r.coldStartMs?.p50} ms`,
+          );
         assert.ok((r.throughputRps ?? 0) > 0, `${backend} ${r.workload} throughput`);
         assert.ok(r.pssMb !== null && r.pssMb >= 0, `${backend} ${r.workload} memory`);
       }
