@@ -348,7 +348,7 @@ export class IsolateSandbox implements Sandbox {
           timeout: Math.max(1, request.deadline - Date.now()),
           result: { promise: true, copy: true },
         });
-        if (alone) this.syncEligibility.observe(code.key, Number(this.isolate.cpuTime - cpuBefore) < SHORT_RUN_MS * 1e6);
+        if (alone) this.syncEligibility.observe(code.key, this.ranShort(cpuBefore));
       }
       const parsed = JSON.parse(envelope) as { ok?: unknown; err?: unknown; logs: number };
       // Log callbacks travel on the event loop separately from the result; wait for the stragglers.
@@ -392,10 +392,15 @@ export class IsolateSandbox implements Sandbox {
       return undefined;
     }
     const envelope = take.applySync(undefined, [id]);
-    if (Number(this.isolate.cpuTime - cpuBefore) >= SHORT_RUN_MS * 1e6) this.syncEligibility.observe(code.key, false);
+    if (!this.ranShort(cpuBefore)) this.syncEligibility.observe(code.key, false);
     if (envelope !== undefined) return envelope;
     // Still awaiting something: it reports through __isola_done when it settles.
     return new Promise<Envelope>((resolve, reject) => this.settling.set(id, { resolve, reject }));
+  }
+
+  /** Whether the isolate spent less than SHORT_RUN_MS of CPU since `cpuBefore` (its cpuTime then). */
+  private ranShort(cpuBefore: bigint): boolean {
+    return Number(this.isolate.cpuTime - cpuBefore) < SHORT_RUN_MS * 1e6;
   }
 
   /** Replaces the isolate with a new one with the function loaded, keeping this sandbox. */
