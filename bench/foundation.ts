@@ -78,6 +78,7 @@ async function directLatencies(backend: Backend, isolation: Isolation) {
     binary: false,
     main: 'main',
     env: {},
+    logLimitBytes: 10 * 2 ** 20,
   });
   const run = { activationId: 'direct', params: { name: 'direct' }, env: {}, onLog: () => {} };
   const created: number[] = [];

@@ -28,7 +28,15 @@ const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'be
 const N = { boot: quick ? 2 : 5, restore: quick ? 5 : 20, api: quick ? 5 : 15, warm: quick ? 50 : 200, idle: quick ? 2 : 4 };
 const log = (message: string) => process.stderr.write(`${message}\n`);
 const HELLO = 'function main(params) { return { greeting: "Hello " + (params.name || "world") }; }';
-const code = (key: string): FunctionCode => ({ key, kind: 'nodejs:20', code: HELLO, binary: false, main: 'main', env: {} });
+const code = (key: string): FunctionCode => ({
+  key,
+  kind: 'nodejs:20',
+  code: HELLO,
+  binary: false,
+  main: 'main',
+  env: {},
+  logLimitBytes: 10 * 2 ** 20,
+});
 const runRequest = (id: string) => ({
   activationId: id,
   params: { name: 'bench' },

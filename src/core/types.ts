@@ -20,6 +20,12 @@ export interface ActionVersion {
   namespace: string;
   name: string;
   version: string;
+  /**
+   * Random and never reused: tells apart versions that share a number (an action deleted and
+   * created again), so that nothing keyed by a version (instance pools, code caches, snapshots)
+   * ever serves one incarnation's code for another's.
+   */
+  revision: string;
   exec: Exec;
   limits: Limits;
   parameters: KeyValue[];

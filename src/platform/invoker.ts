@@ -22,6 +22,11 @@ export interface Invocation {
   annotations?: KeyValue[];
   /** Called once an instance is found, before the function runs. */
   onStarted?: () => Promise<void>;
+  /**
+   * A door's own rule for a successful result (a web action's HTTP shape, say): a message when
+   * the result breaks it, which makes the activation the function's error, recorded as such.
+   */
+  checkResult?: (result: unknown) => string | undefined;
 }
 
 interface Timing {
@@ -83,6 +88,8 @@ export class Invoker {
       this.scheduler.release(lease, outcome.kind === 'result' || outcome.kind === 'error');
       timedOut = outcome.kind === 'timeout';
       response = responseFor(outcome, action);
+      const broken = response.success ? invocation.checkResult?.(response.result) : undefined;
+      if (broken !== undefined) response = developerError(broken);
       retryable =
         outcome.kind === 'timeout' ||
         outcome.kind === 'oom' ||
@@ -241,6 +248,12 @@ export function responseFor(outcome: RunOutcome, action: ActionVersion): Activat
       return developerError(`The action exhausted its memory limit of ${action.limits.memory} MB and was aborted.`);
     case 'crash':
       return developerError(`The action did not complete: ${outcome.reason}`);
+    case 'not-started':
+      return {
+        status: 'whisk internal error',
+        success: false,
+        result: { error: `The action could not be run: ${outcome.reason}` },
+      };
   }
 }
 

@@ -11,11 +11,11 @@ import { parsePolicy } from '../scheduler/policy.js';
 import { QueueFullError, Scheduler } from '../scheduler/scheduler.js';
 import { type QueuedActivation, Store } from '../store/store.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
-import { Invoker } from './invoker.js';
+import { type Invocation, Invoker } from './invoker.js';
 import { Metrics } from './metrics.js';
 import { Triggers } from './triggers.js';
 
-export type ActionDraft = Omit<ActionVersion, 'version' | 'updated'>;
+export type ActionDraft = Omit<ActionVersion, 'version' | 'revision' | 'updated'>;
 
 export type BlockingOutcome = { done: true; record: ActivationRecord } | { done: false; activationId: string };
 
@@ -122,10 +122,10 @@ export class Platform {
     } catch (error) {
       throw badRequest((error as Error).message);
     }
-    await backend.validate?.({ ...draft, version: '0.0.0', updated: Date.now() });
+    await backend.validate?.(draft);
     const stored = await this.store.putAction(draft, { overwrite });
     this.latest.set(actionKey(stored.namespace, stored.name), stored);
-    this.scheduler.retireVersions(stored.namespace, stored.name, stored.version);
+    this.scheduler.retireVersions(stored.namespace, stored.name, stored.revision);
     this.scheduler.provision(stored);
     return stored;
   }
@@ -164,11 +164,12 @@ export class Platform {
     params: Record<string, unknown>,
     subject: string,
     annotations: KeyValue[] = [],
+    options: Pick<Invocation, 'checkResult'> = {},
   ): Promise<BlockingOutcome> {
     this.admit(action);
     const activationId = newActivationId();
     const accepted = Date.now();
-    const run = this.invoker.invoke({ action, params, subject, activationId, accepted, annotations });
+    const run = this.invoker.invoke({ action, params, subject, activationId, accepted, annotations, ...options });
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<'late'>((resolve) => {
       timer = setTimeout(() => resolve('late'), this.config.blockingWaitMs);

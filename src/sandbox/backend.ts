@@ -3,13 +3,18 @@ import { type ActionVersion, annotationValue } from '../core/types.js';
 
 /** What a sandbox needs to load one version of a function. */
 export interface FunctionCode {
-  /** `namespace/name@version`: identifies the version in caches. */
+  /** `namespace/name@version#revision`: identifies the version in caches; never reused. */
   key: string;
   kind: Kind;
   code: string;
   binary: boolean;
   main: string;
   env: Record<string, string>;
+  /**
+   * Log bytes one activation (or the initialisation) may print: a sandbox stops copying output
+   * out once an activation has printed this much and writes one truncation line instead.
+   */
+  logLimitBytes: number;
   /** The action asked for a snapshot after initialisation (annotation `snapshot: true`). */
   snapshot?: boolean;
 }
@@ -42,7 +47,12 @@ export type RunOutcome =
   | { kind: 'error'; error: unknown }
   | { kind: 'timeout' }
   | { kind: 'oom' }
-  | { kind: 'crash'; reason: string };
+  | { kind: 'crash'; reason: string }
+  /**
+   * The function never began this run (the sandbox died or was stopped before it got to it, e.g.
+   * blocked by an earlier activation's leftover work): the invoker may place it elsewhere.
+   */
+  | { kind: 'not-started'; reason: string };
 
 export type InitOutcome = { ok: true } | { ok: false; kind: 'error' | 'timeout' | 'oom' | 'crash'; error: string };
 
@@ -71,8 +81,8 @@ export interface Backend {
   /** Smallest memory limit this backend can run a function in, in MB. */
   readonly minMemoryMb: number;
   status(): Promise<BackendStatus>;
-  /** Deploy-time checks beyond the generic ones; throws an IsolaError with the reason. */
-  validate?(action: ActionVersion): Promise<void>;
+  /** Deploy-time checks beyond the generic ones, on what is about to be stored; throws an IsolaError with the reason. */
+  validate?(action: Omit<ActionVersion, 'version' | 'revision' | 'updated'>): Promise<void>;
   create(spec: SandboxSpec): Promise<Sandbox>;
   /**
    * Per-function snapshots, for backends that can take them: a sandbox restored with this
@@ -84,6 +94,15 @@ export interface Backend {
   close(): Promise<void>;
 }
 
+/**
+ * Output that an activation's leftover work (a timer, a promise) produced after the activation
+ * returned. Sandboxes hold it and write it at the start of the next activation on the same
+ * sandbox, each line marked with where it came from, as Lambda does for a frozen environment.
+ */
+export function lateOutputLine(activationId: string, text: string): string {
+  return `[after activation ${activationId} returned] ${text}`;
+}
+
 /** Parameter values that can be environment variables: strings, numbers and booleans. */
 function parametersAsEnv(action: ActionVersion): Record<string, string> {
   const env: Record<string, string> = {};
@@ -93,13 +112,19 @@ function parametersAsEnv(action: ActionVersion): Record<string, string> {
   return env;
 }
 
+/** `namespace/name@version#revision`: one stored version, never the same for two of them. */
+export function versionKey(action: Pick<ActionVersion, 'namespace' | 'name' | 'version' | 'revision'>): string {
+  return `${action.namespace}/${action.name}@${action.version}#${action.revision}`;
+}
+
 export function functionCodeOf(action: ActionVersion): FunctionCode {
   return {
-    key: `${action.namespace}/${action.name}@${action.version}`,
+    key: versionKey(action),
     kind: action.exec.kind,
     code: action.exec.code,
     binary: action.exec.binary,
     main: action.exec.main ?? 'main',
+    logLimitBytes: action.limits.logs * 1024,
     ...(annotationValue(action.annotations, 'snapshot') === true ? { snapshot: true } : {}),
     env: {
       // A WASI module has no other way to read its configuration than its environment.

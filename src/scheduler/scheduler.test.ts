@@ -21,6 +21,7 @@ function action(
     namespace: 'test',
     name,
     version,
+    revision: `r-${name}-${version}`,
     exec: { kind: 'nodejs:20', code, binary: false },
     limits: { ...DEFAULT_LIMITS, memory: 16, timeout: 2000, ...limits },
     parameters: [],

@@ -1,6 +1,6 @@
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
-import { type Backend, functionCodeOf, type InitOutcome, type LogSink, type Sandbox } from '../sandbox/backend.js';
+import { type Backend, functionCodeOf, type InitOutcome, type LogSink, type Sandbox, versionKey } from '../sandbox/backend.js';
 import { type FunctionSettings, functionSettings } from './function-settings.js';
 import { Instance, type InstanceState } from './instance.js';
 import type { FunctionPolicy, KeepAlivePolicy } from './policy.js';
@@ -134,8 +134,8 @@ export interface SchedulerStats {
   functions: FunctionStats[];
 }
 
-export function poolKey(action: Pick<ActionVersion, 'namespace' | 'name' | 'version'>): string {
-  return `${action.namespace}/${action.name}@${action.version}`;
+export function poolKey(action: Pick<ActionVersion, 'namespace' | 'name' | 'version' | 'revision'>): string {
+  return versionKey(action);
 }
 
 function functionKey(action: Pick<ActionVersion, 'namespace' | 'name'>): string {
@@ -275,11 +275,11 @@ export class Scheduler {
     this.wakeMemoryWaiters();
   }
 
-  /** Drains every version of an action except `keep`: idle instances go now, busy ones when done. */
+  /** Drains every version of an action except the revision `keep`: idle instances go now, busy ones when done. */
   retireVersions(namespace: string, name: string, keep?: string): void {
     for (const pool of this.pools.values()) {
       const a = pool.action;
-      if (a.namespace !== namespace || a.name !== name || a.version === keep) continue;
+      if (a.namespace !== namespace || a.name !== name || a.revision === keep) continue;
       pool.draining = true;
       for (const instance of [...pool.instances]) if (instance.state === 'idle') this.stop(instance, 'Retired');
       this.dropPoolIfEmpty(pool);
@@ -338,7 +338,7 @@ export class Scheduler {
   }
 
   /** Instances of one version, for tests and the dashboard. */
-  instancesOf(action: Pick<ActionVersion, 'namespace' | 'name' | 'version'>): readonly Instance[] {
+  instancesOf(action: Pick<ActionVersion, 'namespace' | 'name' | 'version' | 'revision'>): readonly Instance[] {
     return [...(this.pools.get(poolKey(action))?.instances ?? [])];
   }
 
@@ -400,7 +400,7 @@ export class Scheduler {
       this.functions.set(key, fn);
     }
     fn.settings = settings;
-    if (!fn.latest || fn.latest.version !== action.version) fn.latest = action;
+    if (!fn.latest || fn.latest.revision !== action.revision) fn.latest = action;
     return fn;
   }
 
@@ -576,7 +576,7 @@ export class Scheduler {
         if (instance.state !== 'idle') return;
         const pool = this.pools.get(instance.poolKey);
         // Provisioned instances of the latest version are never let go.
-        if (pool && pool.fn.latest?.version === pool.action.version && pool.live <= pool.fn.settings.minInstances) return;
+        if (pool && pool.fn.latest?.revision === pool.action.revision && pool.live <= pool.fn.settings.minInstances) return;
         this.stop(instance, 'Retired');
       },
       Math.max(0, keepUntil - Date.now()),
@@ -601,7 +601,12 @@ export class Scheduler {
       })(),
     );
     // A provisioned function that lost an instance gets it back.
-    if (pool && !pool.draining && pool.fn.latest?.version === pool.action.version && pool.live < pool.fn.settings.minInstances) {
+    if (
+      pool &&
+      !pool.draining &&
+      pool.fn.latest?.revision === pool.action.revision &&
+      pool.live < pool.fn.settings.minInstances
+    ) {
       this.provision(pool.action);
     }
   }

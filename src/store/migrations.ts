@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
+import { compareVersions } from '../core/types.js';
 
 // Migrations are code, kept in order; names sort in the order they apply. Each one is written
 // with Kysely's schema builder so it runs on SQLite and Postgres alike.
@@ -105,7 +107,53 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('rules_by_trigger').on('rules').columns(['namespace', 'trigger']).execute();
     },
   },
+  '0003_revisions_and_version_counters': {
+    async up(db: Kysely<unknown>) {
+      // Every stored version gets a random revision: version numbers alone repeated after an
+      // action was deleted and created again, and instance pools keyed by them served old code.
+      await db.schema
+        .alterTable('action_versions')
+        .addColumn('revision', 'text', (c) => c.notNull().defaultTo(''))
+        .execute();
+      const versions = db as unknown as Kysely<{
+        action_versions: { namespace: string; name: string; version: string; revision: string };
+      }>;
+      const rows = await versions.selectFrom('action_versions').select(['namespace', 'name', 'version']).execute();
+      for (const row of rows) {
+        await versions
+          .updateTable('action_versions')
+          .set({ revision: newRevision() })
+          .where('namespace', '=', row.namespace)
+          .where('name', '=', row.name)
+          .where('version', '=', row.version)
+          .execute();
+      }
+      // The highest version ever given to an action name: kept when the action is deleted, so a
+      // re-created action continues after it and old activation records stay unambiguous.
+      await db.schema
+        .createTable('version_counters')
+        .addColumn('namespace', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('last_version', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('version_counters_pk', ['namespace', 'name'])
+        .execute();
+      const highest = new Map<string, { namespace: string; name: string; last_version: string }>();
+      for (const row of rows) {
+        const key = `${row.namespace}/${row.name}`;
+        const seen = highest.get(key);
+        if (!seen || compareVersions(row.version, seen.last_version) > 0)
+          highest.set(key, { namespace: row.namespace, name: row.name, last_version: row.version });
+      }
+      const counters = db as unknown as Kysely<{ version_counters: { namespace: string; name: string; last_version: string } }>;
+      for (const counter of highest.values()) await counters.insertInto('version_counters').values(counter).execute();
+    },
+  },
 };
+
+/** A new action revision: 64 random bits as hex. */
+export function newRevision(): string {
+  return randomUUID().replaceAll('-', '').slice(0, 16);
+}
 
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {

@@ -21,6 +21,7 @@ export interface ActionVersionsTable {
   namespace: string;
   name: string;
   version: string;
+  revision: string;
   kind: string;
   code: string;
   binary: number;
@@ -79,6 +80,12 @@ export interface RulesTable {
   updated: number;
 }
 
+export interface VersionCountersTable {
+  namespace: string;
+  name: string;
+  last_version: string;
+}
+
 export interface Database {
   namespaces: NamespacesTable;
   actions: ActionsTable;
@@ -86,4 +93,5 @@ export interface Database {
   activations: ActivationsTable;
   triggers: TriggersTable;
   rules: RulesTable;
+  version_counters: VersionCountersTable;
 }

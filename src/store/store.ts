@@ -8,7 +8,7 @@ import type { Isolation, Kind } from '../core/kinds.js';
 import type { Limits } from '../core/limits.js';
 import { type ActionVersion, type ActivationRecord, compareVersions, type KeyValue, nextVersion } from '../core/types.js';
 import { ActivationWriter } from './activation-writer.js';
-import { migrationProvider } from './migrations.js';
+import { migrationProvider, newRevision } from './migrations.js';
 import type { ActionVersionsTable, ActivationsTable, Database, TriggersTable } from './schema.js';
 
 export interface StoreOptions {
@@ -166,7 +166,10 @@ export class Store {
   // ---- actions ----------------------------------------------------------------------------
 
   /** Stores a new immutable version of an action. Without overwrite, an existing action is a conflict. */
-  async putAction(input: Omit<ActionVersion, 'version' | 'updated'>, options: { overwrite: boolean }): Promise<ActionVersion> {
+  async putAction(
+    input: Omit<ActionVersion, 'version' | 'revision' | 'updated'>,
+    options: { overwrite: boolean },
+  ): Promise<ActionVersion> {
     return this.db.transaction().execute(async (trx) => {
       const existing = await trx
         .selectFrom('actions')
@@ -178,19 +181,25 @@ export class Store {
         throw conflict(`The action "${input.name}" already exists; pass overwrite=true to update it.`);
       }
       // Versions of a deleted action stay gone; a re-created action continues after the highest
-      // version ever stored so that old activation records keep pointing at what really ran.
-      const highest = await trx
-        .selectFrom('action_versions')
-        .select('version')
+      // version ever given to its name, so that old activation records keep pointing at what ran.
+      const counter = await trx
+        .selectFrom('version_counters')
+        .select('last_version')
         .where('namespace', '=', input.namespace)
         .where('name', '=', input.name)
-        .execute();
-      const previous = highest
-        .map((r) => r.version)
-        .sort(compareVersions)
-        .at(-1);
+        .executeTakeFirst();
       const now = Date.now();
-      const stored: ActionVersion = { ...input, version: nextVersion(previous), updated: now };
+      const stored: ActionVersion = {
+        ...input,
+        version: nextVersion(counter?.last_version),
+        revision: newRevision(),
+        updated: now,
+      };
+      await trx
+        .insertInto('version_counters')
+        .values({ namespace: input.namespace, name: input.name, last_version: stored.version })
+        .onConflict((oc) => oc.columns(['namespace', 'name']).doUpdateSet({ last_version: stored.version }))
+        .execute();
       await trx.insertInto('action_versions').values(toVersionRow(stored)).execute();
       if (existing) {
         await trx
@@ -500,6 +509,7 @@ function toVersionRow(v: ActionVersion): ActionVersionsTable {
     namespace: v.namespace,
     name: v.name,
     version: v.version,
+    revision: v.revision,
     kind: v.exec.kind,
     code: v.exec.code,
     binary: v.exec.binary ? 1 : 0,
@@ -517,6 +527,7 @@ function fromVersionRow(row: Selectable<ActionVersionsTable>): ActionVersion {
     namespace: row.namespace,
     name: row.name,
     version: row.version,
+    revision: row.revision,
     exec: {
       kind: row.kind as Kind,
       code: row.code,

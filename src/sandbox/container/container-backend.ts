@@ -153,6 +153,7 @@ export class ContainerBackend implements Backend {
             binary: false,
             main: 'main',
             env: {},
+            logLimitBytes: 65536,
           },
           Date.now() + 30_000,
           () => {},

@@ -15,7 +15,6 @@ import type {
   Sandbox,
   SandboxSpec,
 } from '../backend.js';
-import { functionCodeOf } from '../backend.js';
 import { capMemories, type ModuleInfo, PAGE_BYTES, parseModule, WasmFormatError } from './binary.js';
 import { REACTOR_ALLOC, REACTOR_HANDLE, type WasmAbi } from './messages.js';
 import { WorkerPool } from './worker-pool.js';
@@ -72,9 +71,12 @@ export class WasmBackend implements Backend {
     };
   }
 
-  /** Deploy-time checks: the module parses, compiles, imports only what is provided and fits its limit. */
-  async validate(action: ActionVersion): Promise<void> {
-    await this.compile(functionCodeOf(action), action.limits.memory);
+  /**
+   * Deploy-time checks: the module parses, compiles, imports only what is provided and fits its
+   * limit. Always on the bytes being deployed, never on what a version key remembers.
+   */
+  async validate(action: Pick<ActionVersion, 'exec' | 'limits'>): Promise<void> {
+    await this.compileBytes(Buffer.from(action.exec.code, 'base64'), action.limits.memory);
   }
 
   compile(code: FunctionCode, memoryMb: number): Promise<CompiledFunction> {
@@ -82,11 +84,21 @@ export class WasmBackend implements Backend {
     const known = this.keysByVersion.get(versionKey);
     const cached = known ? this.compiled.get(known) : undefined;
     if (cached) return cached;
-    const bytes = Buffer.from(code.code, 'base64');
+    const compiled = this.compileBytes(Buffer.from(code.code, 'base64'), memoryMb);
+    void compiled.then(
+      (fn) => {
+        this.keysByVersion.set(versionKey, fn.key);
+        if (this.keysByVersion.size > COMPILED_CACHE_SIZE * 4)
+          this.keysByVersion.delete(this.keysByVersion.keys().next().value as string);
+      },
+      () => {},
+    );
+    return compiled;
+  }
+
+  /** Compiled modules are cached by their content and memory limit. */
+  private compileBytes(bytes: Buffer, memoryMb: number): Promise<CompiledFunction> {
     const key = `${createHash('sha256').update(bytes).digest('hex').slice(0, 32)}:${memoryMb}`;
-    this.keysByVersion.set(versionKey, key);
-    if (this.keysByVersion.size > COMPILED_CACHE_SIZE * 4)
-      this.keysByVersion.delete(this.keysByVersion.keys().next().value as string);
     let compiled = this.compiled.get(key);
     if (!compiled) {
       compiled = compileModule(key, bytes, memoryMb);
