@@ -77,6 +77,7 @@ async function directLatencies(backend: Backend, isolation: Isolation) {
     code: HELLO,
     binary: false,
     main: 'main',
+    filename: 'index.js',
     env: {},
     logLimitBytes: 10 * 2 ** 20,
   });

@@ -34,6 +34,7 @@ const code = (key: string): FunctionCode => ({
   code: HELLO,
   binary: false,
   main: 'main',
+  filename: 'index.js',
   env: {},
   logLimitBytes: 10 * 2 ** 20,
 });

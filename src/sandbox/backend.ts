@@ -9,6 +9,8 @@ export interface FunctionCode {
   code: string;
   binary: boolean;
   main: string;
+  /** The name stack traces and syntax errors give the function's file: the action's name and extension. */
+  filename: string;
   env: Record<string, string>;
   /**
    * Log bytes one activation (or the initialisation) may print: a sandbox stops copying output
@@ -124,6 +126,7 @@ export function functionCodeOf(action: ActionVersion): FunctionCode {
     code: action.exec.code,
     binary: action.exec.binary,
     main: action.exec.main ?? 'main',
+    filename: `${action.name}${action.exec.kind === 'wasm' ? '.wasm' : '.js'}`,
     logLimitBytes: action.limits.logs * 1024,
     ...(annotationValue(action.annotations, 'snapshot') === true ? { snapshot: true } : {}),
     env: {

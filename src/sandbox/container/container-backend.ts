@@ -152,6 +152,7 @@ export class ContainerBackend implements Backend {
             code: 'function main() { return { ok: true }; }',
             binary: false,
             main: 'main',
+            filename: 'index.js',
             env: {},
             logLimitBytes: 65536,
           },

@@ -12,7 +12,16 @@ describe('isolate backend: runs on the server thread for short functions', () =>
   async function load(code: string, namespace = 'test'): Promise<Sandbox> {
     const sandbox = await backend.create({ memoryMb: 64 });
     const key = `${namespace}/fast@${++versions}`;
-    const fn: FunctionCode = { key, kind: 'nodejs:20', code, binary: false, main: 'main', env: {}, logLimitBytes: 10 * 2 ** 20 };
+    const fn: FunctionCode = {
+      key,
+      kind: 'nodejs:20',
+      code,
+      binary: false,
+      main: 'main',
+      filename: 'index.js',
+      env: {},
+      logLimitBytes: 10 * 2 ** 20,
+    };
     const init = await sandbox.init(fn, Date.now() + 5000, () => {});
     assert.deepEqual(init, { ok: true });
     return sandbox;

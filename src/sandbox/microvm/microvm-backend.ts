@@ -288,7 +288,16 @@ const WARM_UP_CODE = 'function main(params) { return { ok: true, n: params.n, at
 async function warmUp(agent: AgentSandbox): Promise<void> {
   for (let i = 0; i < 3; i++) await agent.reseed(RESTORE_TIMEOUT_MS);
   const init = await agent.init(
-    { key: 'warm-up', kind: 'nodejs:20', code: WARM_UP_CODE, binary: false, main: 'main', env: {}, logLimitBytes: 65536 },
+    {
+      key: 'warm-up',
+      kind: 'nodejs:20',
+      code: WARM_UP_CODE,
+      binary: false,
+      main: 'main',
+      filename: 'index.js',
+      env: {},
+      logLimitBytes: 65536,
+    },
     Date.now() + BOOT_TIMEOUT_MS,
     () => {},
   );
