@@ -52,3 +52,24 @@ export function resolveLimits(requested: Partial<Limits> | undefined, base: Limi
 function stripUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
+
+/**
+ * How deeply JSON that crosses the platform (invocation parameters, results) may nest. Real data
+ * rarely passes a few dozen levels; far deeper values overflow recursive serialisers (V8's
+ * JSON.stringify fails near 9,000 levels), so they are refused where they enter.
+ */
+export const MAX_JSON_DEPTH = 256;
+
+/** True when objects and arrays in `value` nest deeper than `max` levels. Iterative: safe on any depth. */
+export function nestedDeeperThan(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [item, depth] = stack.pop() as [unknown, number];
+    if (item === null || typeof item !== 'object') continue;
+    if (depth + 1 > max) return true;
+    for (const child of Array.isArray(item) ? item : Object.values(item)) {
+      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+    }
+  }
+  return false;
+}

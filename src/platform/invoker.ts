@@ -1,7 +1,8 @@
 import { newActivationId } from '../core/ids.js';
+import { MAX_JSON_DEPTH, nestedDeeperThan } from '../core/limits.js';
 import type { ActionVersion, ActivationRecord, ActivationResponse, KeyValue } from '../core/types.js';
 import type { RunOutcome } from '../sandbox/backend.js';
-import { CapacityError, InitFailure, type Lease, type Scheduler } from '../scheduler/scheduler.js';
+import { InitFailure, type Lease, type Scheduler, TooBigError } from '../scheduler/scheduler.js';
 import type { QueuedActivation, Store } from '../store/store.js';
 import { LogCollector } from './logs.js';
 import type { Metrics } from './metrics.js';
@@ -37,6 +38,17 @@ interface Timing {
   restored?: boolean;
 }
 
+/** How one placement of an invocation ended: how its run ended, or the response it could not get past. */
+type Attempt = {
+  timing: Timing;
+  /** The failed initialisation timed out. */
+  initTimedOut: boolean;
+  retryable: boolean;
+} & ({ outcome: RunOutcome; response?: undefined } | { outcome?: undefined; response: ActivationResponse });
+
+/** Placements one invocation may have when its runs are never begun. */
+const MAX_PLACEMENTS = 3;
+
 /**
  * The one invoke every door leads to: finds an instance, runs the function, and stores the
  * activation record before anyone is told the result.
@@ -65,28 +77,18 @@ export class Invoker {
     const activationId = invocation.activationId ?? newActivationId();
     const action = invocation.action;
     const logs = new LogCollector(action.limits.logs * 1024);
+    let attempt: Attempt;
+    for (let placements = 1; ; placements++) {
+      attempt = await this.attempt(invocation, activationId, accepted, logs);
+      // A run its sandbox never began (blocked by an earlier activation's leftover work, say)
+      // goes to another instance; the function has not run, so this cannot run it twice.
+      if (attempt.outcome?.kind !== 'not-started' || placements >= MAX_PLACEMENTS) break;
+    }
+    const { timing, outcome } = attempt;
     let response: ActivationResponse;
-    let timing: Timing;
-    let timedOut = false;
-    let retryable = false;
-    let lease: Lease | undefined;
-    try {
-      lease = await this.scheduler.acquire(action, logs.sink);
-      await invocation.onStarted?.();
-      timing = { start: lease.startedAt, waitMs: lease.waitMs, initMs: lease.initMs, cold: lease.cold, restored: lease.restored };
-      this.countStart(
-        action,
-        lease.cold ? (lease.restored ? 'restore' : lease.prewarmed ? 'stemcell' : 'cold') : lease.prewarmHit ? 'prewarm' : 'warm',
-      );
-      const outcome = await lease.sandbox.run({
-        activationId,
-        params: { ...parametersOf(action), ...invocation.params },
-        deadline: Date.now() + action.limits.timeout,
-        env: {},
-        onLog: logs.sink,
-      });
-      this.scheduler.release(lease, outcome.kind === 'result' || outcome.kind === 'error');
-      timedOut = outcome.kind === 'timeout';
+    let retryable = attempt.retryable;
+    if (!outcome) response = attempt.response;
+    else {
       response = responseFor(outcome, action);
       const broken = response.success ? invocation.checkResult?.(response.result) : undefined;
       if (broken !== undefined) response = developerError(broken);
@@ -94,28 +96,10 @@ export class Invoker {
         outcome.kind === 'timeout' ||
         outcome.kind === 'oom' ||
         outcome.kind === 'crash' ||
+        outcome.kind === 'not-started' ||
         (!response.success && (response.result as { retryable?: unknown } | undefined)?.retryable === true);
-    } catch (error) {
-      if (error instanceof InitFailure) {
-        timing = { start: error.startedAt, waitMs: error.waitMs, initMs: error.initMs, cold: true };
-        timedOut = error.outcome.kind === 'timeout';
-        this.countStart(action, 'cold');
-        response = developerError(initFailureMessage(error, action));
-      } else if (error instanceof CapacityError) {
-        retryable = true;
-        timing = { start: Date.now(), waitMs: Date.now() - accepted, cold: false };
-        response = { status: 'whisk internal error', success: false, result: { error: error.message } };
-      } else {
-        if (lease) this.scheduler.release(lease, false);
-        retryable = true;
-        timing = { start: Date.now(), waitMs: Date.now() - accepted, cold: false };
-        response = {
-          status: 'whisk internal error',
-          success: false,
-          result: { error: `The platform failed to run the action: ${error instanceof Error ? error.message : String(error)}` },
-        };
-      }
     }
+    const timedOut = outcome?.kind === 'timeout' || attempt.initTimedOut;
     const end = Date.now();
     const record: ActivationRecord = {
       activationId,
@@ -144,6 +128,72 @@ export class Invoker {
     };
     this.observe(record, timing);
     return { record, retryable };
+  }
+
+  /**
+   * One placement of the invocation: an instance, the run, and the instance given back exactly
+   * once, whatever happens. Never throws: every way it can end becomes an outcome or a response.
+   */
+  private async attempt(invocation: Invocation, activationId: string, accepted: number, logs: LogCollector): Promise<Attempt> {
+    const action = invocation.action;
+    let lease: Lease;
+    try {
+      lease = await this.scheduler.acquire(action, logs.sink);
+    } catch (error) {
+      if (error instanceof InitFailure) {
+        this.countStart(action, 'cold');
+        return {
+          timing: { start: error.startedAt, waitMs: error.waitMs, initMs: error.initMs, cold: true },
+          response: developerError(initFailureMessage(error, action)),
+          retryable: false,
+          initTimedOut: error.outcome.kind === 'timeout',
+        };
+      }
+      return {
+        timing: { start: Date.now(), waitMs: Date.now() - accepted, cold: false },
+        response: { status: 'whisk internal error', success: false, result: { error: errorMessage(error) } },
+        // A function bigger than the whole budget can never run here; other capacity shortages pass.
+        retryable: !(error instanceof TooBigError),
+        initTimedOut: false,
+      };
+    }
+    const timing: Timing = {
+      start: lease.startedAt,
+      waitMs: lease.waitMs,
+      initMs: lease.initMs,
+      cold: lease.cold,
+      restored: lease.restored,
+    };
+    let healthy = false;
+    try {
+      await invocation.onStarted?.();
+      this.countStart(
+        action,
+        lease.cold ? (lease.restored ? 'restore' : lease.prewarmed ? 'stemcell' : 'cold') : lease.prewarmHit ? 'prewarm' : 'warm',
+      );
+      const outcome = await lease.sandbox.run({
+        activationId,
+        params: { ...parametersOf(action), ...invocation.params },
+        deadline: Date.now() + action.limits.timeout,
+        env: {},
+        onLog: logs.sink,
+      });
+      healthy = outcome.kind === 'result' || outcome.kind === 'error';
+      return { timing, outcome, retryable: false, initTimedOut: false };
+    } catch (error) {
+      return {
+        timing,
+        response: {
+          status: 'whisk internal error',
+          success: false,
+          result: { error: `The platform failed to run the action: ${errorMessage(error)}` },
+        },
+        retryable: true,
+        initTimedOut: false,
+      };
+    } finally {
+      this.scheduler.release(lease, healthy);
+    }
   }
 
   /**
@@ -204,6 +254,10 @@ export class Invoker {
   }
 }
 
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 function parametersOf(action: ActionVersion): Record<string, unknown> {
   return Object.fromEntries(action.parameters.map((p) => [p.key, p.value]));
 }
@@ -229,19 +283,18 @@ export function responseFor(outcome: RunOutcome, action: ActionVersion): Activat
     case 'result': {
       const result = outcome.result ?? {};
       if (typeof result !== 'object') return developerError('The action did not return a dictionary.');
-      const size = Buffer.byteLength(JSON.stringify(result));
-      if (size > MAX_RESULT_BYTES) {
-        return developerError(
-          `The action produced a response that exceeded the allowed length: ${size} > ${MAX_RESULT_BYTES} bytes.`,
-        );
-      }
+      const problem = unstorable(result);
+      if (problem) return developerError(`The action produced a response that ${problem}.`);
       // OpenWhisk's rule: a result with a top-level "error" field is the function reporting failure.
       if (!Array.isArray(result) && Object.hasOwn(result, 'error'))
         return { status: 'application error', success: false, result };
       return { status: 'success', success: true, result };
     }
-    case 'error':
+    case 'error': {
+      const problem = unstorable(outcome.error);
+      if (problem) return developerError(`The action failed with an error value that ${problem}.`);
       return { status: 'application error', success: false, result: { error: outcome.error } };
+    }
     case 'timeout':
       return developerError(`The action exceeded its time limits of ${action.limits.timeout} milliseconds.`);
     case 'oom':
@@ -255,6 +308,27 @@ export function responseFor(outcome: RunOutcome, action: ActionVersion): Activat
         result: { error: `The action could not be run: ${outcome.reason}` },
       };
   }
+}
+
+/**
+ * Why a value from a function cannot be stored and sent back as JSON, or undefined when it can:
+ * too large (OpenWhisk's 1 MB limit), nested too deeply, or not serialisable at all.
+ */
+function unstorable(value: unknown): string | undefined {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (error) {
+    if (error instanceof RangeError) return `is nested more deeply than the ${MAX_JSON_DEPTH} levels allowed`;
+    return `is not JSON (${errorMessage(error)})`;
+  }
+  if (text === undefined) return undefined;
+  const size = Buffer.byteLength(text);
+  if (size > MAX_RESULT_BYTES) return `exceeded the allowed length: ${size} > ${MAX_RESULT_BYTES} bytes`;
+  // Nesting n levels takes at least 2n characters: only long texts need the walk.
+  if (text.length > 2 * MAX_JSON_DEPTH && nestedDeeperThan(value, MAX_JSON_DEPTH))
+    return `is nested more deeply than the ${MAX_JSON_DEPTH} levels allowed`;
+  return undefined;
 }
 
 function failedRecord(queued: QueuedActivation, status: ActivationResponse['status'], message: string): ActivationRecord {

@@ -1,5 +1,5 @@
 import type { ServerConfig } from '../config.js';
-import { badRequest, notFound, tooManyRequests } from '../core/errors.js';
+import { badRequest, notFound, tooManyRequests, unavailable } from '../core/errors.js';
 import { newActivationId } from '../core/ids.js';
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion, ActivationRecord, KeyValue } from '../core/types.js';
@@ -8,7 +8,7 @@ import { IsolateBackend } from '../sandbox/isolate/isolate-backend.js';
 import { probeBackends } from '../sandbox/registry.js';
 import { functionSettings } from '../scheduler/function-settings.js';
 import { parsePolicy } from '../scheduler/policy.js';
-import { QueueFullError, Scheduler } from '../scheduler/scheduler.js';
+import { QueueFullError, Scheduler, TooBigError } from '../scheduler/scheduler.js';
 import { type QueuedActivation, Store } from '../store/store.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
 import { type Invocation, Invoker } from './invoker.js';
@@ -198,12 +198,16 @@ export class Platform {
     return { done: false, activationId };
   }
 
-  /** 429 when the function's queue is full, before anything is recorded. */
+  /**
+   * Before anything is recorded: 429 when the function's queue is full, 503 when it needs more
+   * memory than this server's whole budget (it was stored before the budget was lowered).
+   */
   private admit(action: ActionVersion): void {
     try {
       this.scheduler.admit(action);
     } catch (error) {
       if (error instanceof QueueFullError) throw tooManyRequests(error.message);
+      if (error instanceof TooBigError) throw unavailable(error.message);
       throw error;
     }
   }
@@ -218,6 +222,12 @@ export class Platform {
     subject: string,
     annotations: KeyValue[] = [],
   ): Promise<string> {
+    if (action.limits.memory > this.config.memoryBudgetMb) {
+      throw unavailable(
+        `The action needs ${action.limits.memory} MB but this host's memory budget is ${this.config.memoryBudgetMb} MB: ` +
+          'lower its limits.memory or raise the server memory budget.',
+      );
+    }
     const { maxQueued } = functionSettings(action);
     if ((await this.store.countPending(action.namespace, action.name)) >= maxQueued) {
       throw tooManyRequests(

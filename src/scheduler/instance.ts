@@ -1,6 +1,3 @@
-import type { Isolation } from '../core/kinds.js';
-import type { Sandbox } from '../sandbox/backend.js';
-
 /**
  * The life of one instance: a sandbox loaded with one version of one function.
  *
@@ -8,19 +5,46 @@ import type { Sandbox } from '../sandbox/backend.js';
  *   starting --StartFailed--> stopped
  *   busy --Assigned--> busy (concurrency > 1)     busy --RunEnded--> busy (others still running)
  *   idle --Retired--> stopping (keep-alive expired, evicted for memory, old version drained)
- *   idle|busy --Failed--> stopping (sandbox died, timed out or ran out of memory)
+ *   starting|idle|busy --Failed--> stopping (sandbox died, timed out, ran out of memory, shutdown)
  *   stopping --Stopped--> stopped
+ *
+ * Like OpenWhisk's `Removing` state, `stopping` and `stopped` absorb the events that can still
+ * arrive once an instance is on its way out: the other runs on it ending, its sandbox's death
+ * being noticed, a start that finishes after shutdown began. Only events that no correct caller
+ * can produce (assigning work to a stopping instance, retiring a busy one) are illegal.
  */
 export type InstanceState = 'starting' | 'idle' | 'busy' | 'stopping' | 'stopped';
 
 export type InstanceEvent = 'Started' | 'StartFailed' | 'Assigned' | 'RunEnded' | 'Released' | 'Retired' | 'Failed' | 'Stopped';
 
-const TRANSITIONS: Record<InstanceState, Partial<Record<InstanceEvent, InstanceState>>> = {
-  starting: { Started: 'idle', StartFailed: 'stopped' },
+export const INSTANCE_STATES: readonly InstanceState[] = ['starting', 'idle', 'busy', 'stopping', 'stopped'];
+export const INSTANCE_EVENTS: readonly InstanceEvent[] = [
+  'Started',
+  'StartFailed',
+  'Assigned',
+  'RunEnded',
+  'Released',
+  'Retired',
+  'Failed',
+  'Stopped',
+];
+
+/** Late events an instance on its way out takes without changing state. */
+const ABSORBED_WHILE_STOPPING: Partial<Record<InstanceEvent, 'stopping'>> = {
+  Started: 'stopping',
+  StartFailed: 'stopping',
+  RunEnded: 'stopping',
+  Released: 'stopping',
+  Retired: 'stopping',
+  Failed: 'stopping',
+};
+
+export const TRANSITIONS: Record<InstanceState, Partial<Record<InstanceEvent, InstanceState>>> = {
+  starting: { Started: 'idle', StartFailed: 'stopped', Failed: 'stopping' },
   idle: { Assigned: 'busy', Retired: 'stopping', Failed: 'stopping' },
   busy: { Assigned: 'busy', RunEnded: 'busy', Released: 'idle', Failed: 'stopping' },
-  stopping: { Stopped: 'stopped' },
-  stopped: {},
+  stopping: { ...ABSORBED_WHILE_STOPPING, Stopped: 'stopped' },
+  stopped: { RunEnded: 'stopped', Released: 'stopped', Retired: 'stopped', Failed: 'stopped', Stopped: 'stopped' },
 };
 
 export class IllegalTransition extends Error {}
@@ -31,35 +55,7 @@ export function transition(state: InstanceState, event: InstanceEvent): Instance
   return next;
 }
 
-let instanceCounter = 0;
-
-export class Instance {
-  readonly id = `i${++instanceCounter}`;
-  state: InstanceState = 'starting';
-  sandbox: Sandbox | undefined;
-  inflight = 0;
-  /** ms since the epoch when it last finished a run (or started). */
-  lastUsed = Date.now();
-  keepAliveTimer: NodeJS.Timeout | undefined;
-  /** Came from a pool of blank sandboxes made ahead of time. */
-  prewarmed = false;
-  /** Started for a waiting invocation, by the keep-alive policy's prewarm, or to provision. */
-  origin: 'demand' | 'prewarm' | 'provisioned' = 'demand';
-  /** Has served an invocation. */
-  used = false;
-
-  constructor(
-    readonly poolKey: string,
-    readonly isolation: Isolation,
-    readonly memoryMb: number,
-    readonly concurrency: number,
-  ) {}
-
-  fire(event: InstanceEvent): void {
-    this.state = transition(this.state, event);
-  }
-
-  get hasCapacity(): boolean {
-    return (this.state === 'idle' || this.state === 'busy') && this.inflight < this.concurrency;
-  }
+/** States in which an instance holds memory and counts against its function's maximum. */
+export function isLive(state: InstanceState): boolean {
+  return state === 'starting' || state === 'idle' || state === 'busy';
 }

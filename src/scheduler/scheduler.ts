@@ -1,10 +1,14 @@
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
-import { type Backend, functionCodeOf, type InitOutcome, type LogSink, type Sandbox, versionKey } from '../sandbox/backend.js';
+import { type Backend, type LogSink, type Sandbox, versionKey } from '../sandbox/backend.js';
 import { type FunctionSettings, functionSettings } from './function-settings.js';
-import { Instance, type InstanceState } from './instance.js';
+import type { InstanceState } from './instance.js';
+import { InitFailure, type Launched, Launcher } from './launcher.js';
+import { type Effects, type InstanceRecord, Placement, type PoolSpec } from './placement.js';
 import type { FunctionPolicy, KeepAlivePolicy } from './policy.js';
 import { StemCells, type StemCellTarget } from './stem-cells.js';
+
+export { InitFailure } from './launcher.js';
 
 export interface SchedulerOptions {
   backends: ReadonlyMap<Isolation, Backend>;
@@ -18,9 +22,9 @@ export interface SchedulerOptions {
   onBackgroundError?: (message: string, error: unknown) => void;
 }
 
-/** An instance handed to one invocation; give it back with `release`. */
+/** An instance handed to one invocation; give it back with `release`, exactly once. */
 export interface Lease {
-  readonly instance: Instance;
+  readonly instance: Readonly<InstanceRecord>;
   readonly sandbox: Sandbox;
   readonly cold: boolean;
   /** A cold start on a blank sandbox made ahead of time (a stem cell). */
@@ -37,69 +41,38 @@ export interface Lease {
   readonly startedAt: number;
 }
 
-/** The function could not be loaded into a new instance. */
-export class InitFailure extends Error {
-  constructor(
-    readonly outcome: Extract<InitOutcome, { ok: false }>,
-    readonly initMs: number,
-    readonly waitMs: number,
-    readonly startedAt: number,
-  ) {
-    super(outcome.error);
-  }
-}
-
 /** No capacity was found in time, or the function can never fit. */
 export class CapacityError extends Error {}
+
+/** The function needs more memory than this host's whole budget: no call of it can ever run here. */
+export class TooBigError extends CapacityError {}
 
 /** The function's queue is full: the caller should come back later (HTTP 429). */
 export class QueueFullError extends CapacityError {}
 
+/** A call waiting for its instance. */
 interface Waiter {
-  pool: Pool;
-  arrived: number;
-  onLog: LogSink;
-  settled: boolean;
-  /** Waits for memory (not only for one of the function's instances to come free). */
-  forMemory: boolean;
-  timer: NodeJS.Timeout;
-  resolve: (lease: Promise<Lease> | Lease) => void;
+  readonly id: number;
+  readonly action: ActionVersion;
+  readonly fn: FunctionState;
+  readonly onLog: LogSink;
+  readonly arrived: number;
+  timer: NodeJS.Timeout | undefined;
+  resolve: (lease: Lease) => void;
   reject: (error: Error) => void;
 }
 
-class Pool {
-  readonly instances = new Set<Instance>();
-  waiters: Waiter[] = [];
-  draining = false;
-
-  constructor(
-    readonly key: string,
-    readonly action: ActionVersion,
-    readonly fn: FunctionState,
-  ) {}
-
-  /** A running instance with room for one more invocation: fill busy ones first, then the freshest idle one. */
-  pickInstance(): Instance | undefined {
-    let best: Instance | undefined;
-    for (const instance of this.instances) {
-      if (!instance.hasCapacity) continue;
-      if (!best) best = instance;
-      else if (instance.state === 'busy' && best.state !== 'busy') best = instance;
-      else if (instance.state === best.state && instance.lastUsed > best.lastUsed) best = instance;
-    }
-    return best;
-  }
-
-  /** Instances alive or on their way: what counts against maxInstances and minInstances. */
-  get live(): number {
-    let n = 0;
-    for (const instance of this.instances) if (instance.state !== 'stopping' && instance.state !== 'stopped') n++;
-    return n;
-  }
-
-  get queued(): number {
-    return this.waiters.filter((w) => !w.settled).length;
-  }
+/** What the driver keeps of an instance beside placement's record: its sandbox and timers. */
+interface InstanceRuntime {
+  readonly action: ActionVersion;
+  readonly fn: FunctionState;
+  sandbox: Sandbox | undefined;
+  launched: Launched | undefined;
+  keepAliveTimer: NodeJS.Timeout | undefined;
+  /** For a prewarmed instance: when the policy lets it go if unused. */
+  keepUntil: number | undefined;
+  /** Has served a call. */
+  served: boolean;
 }
 
 /** What the scheduler remembers of a function (all its versions): its policy's state and load. */
@@ -143,147 +116,105 @@ function functionKey(action: Pick<ActionVersion, 'namespace' | 'name'>): string 
 }
 
 /**
- * Places invocations on instances: reuses a warm one, starts one when memory allows, evicts idle
- * instances to make room, and queues the rest (fairly across namespaces). After each burst of
- * work the function's keep-alive policy decides how long its idle instances stay, or whether to
- * unload them and start one again just before the next call is expected. It knows instances and
- * their states, never how a backend makes a sandbox.
+ * Places invocations on instances and carries the decisions out: placement (pure, in
+ * placement.ts) decides which instance takes a call, what starts and what stops; this driver
+ * launches and destroys sandboxes, keeps the queue timeouts, and after each burst of work asks
+ * the function's keep-alive policy how long its idle instances stay, or whether to unload them
+ * and start one again just before the next call is expected. It knows instances and their
+ * states, never how a backend makes a sandbox.
  */
 export class Scheduler {
-  private readonly pools = new Map<string, Pool>();
+  private readonly placement: Placement;
   private readonly functions = new Map<string, FunctionState>();
   private readonly settingsCache = new WeakMap<ActionVersion, FunctionSettings>();
-  /** Invocations waiting for memory, per namespace, served round robin. */
-  private readonly memoryWaiters = new Map<string, Waiter[]>();
-  private memoryUsedMb = 0;
+  private readonly waiters = new Map<number, Waiter>();
+  private readonly runtimes = new Map<number, InstanceRuntime>();
+  /** Leases not yet given back, with the function each counts against. */
+  private readonly outstanding = new WeakMap<Lease, FunctionState>();
   private readonly stemCells: StemCells;
+  private readonly launcher: Launcher;
+  private nextWaiterId = 1;
   private closed = false;
   /** Sandboxes being made or destroyed: shutting down waits for them, so none outlives the server. */
   private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(private readonly options: SchedulerOptions) {
+    this.placement = new Placement(options.memoryBudgetMb);
+    const warn = (message: string, error: unknown) => options.onBackgroundError?.(message, error);
     this.stemCells = new StemCells(options.backends, options.stemCells ?? [], (isolation, error) =>
-      options.onBackgroundError?.(`prewarming a ${isolation} sandbox failed`, error),
+      warn(`prewarming a ${isolation} sandbox failed`, error),
     );
+    this.launcher = new Launcher(options.backends, this.stemCells, warn);
     this.stemCells.start();
   }
 
-  /** Throws QueueFullError if another invocation of this function would exceed its queue. */
+  /**
+   * Throws before anything is recorded when a call of this version cannot be taken now: the
+   * function needs more memory than the whole budget (TooBigError), or its queue is full.
+   */
   admit(action: ActionVersion): void {
+    if (action.limits.memory > this.options.memoryBudgetMb) throw tooBig(action, this.options.memoryBudgetMb);
     const fn = this.functionFor(action);
-    const pool = this.pools.get(poolKey(action));
-    if (pool && pool.queued >= fn.settings.maxQueued) {
-      throw new QueueFullError(
-        `Too many invocations of ${functionKey(action)} are waiting (at most ${fn.settings.maxQueued}); try again later.`,
-      );
-    }
+    if (this.placement.waitingCount(poolKey(action)) >= fn.settings.maxQueued) throw queueFull(action, fn.settings.maxQueued);
   }
 
-  /** Finds or starts an instance for this version. Throws InitFailure, CapacityError or QueueFullError. */
-  async acquire(action: ActionVersion, onLog: LogSink): Promise<Lease> {
+  /** Finds or starts an instance for this version. Throws InitFailure or CapacityError (and its kinds). */
+  acquire(action: ActionVersion, onLog: LogSink): Promise<Lease> {
     const arrived = Date.now();
-    if (this.closed) throw new CapacityError('The platform is shutting down.');
+    if (this.closed) return Promise.reject(new CapacityError('The platform is shutting down.'));
     const fn = this.functionFor(action);
     fn.policy.onInvocation(arrived, fn.inflight === 0 && fn.lastEnd !== undefined ? arrived - fn.lastEnd : undefined);
     clearTimeout(fn.prewarmTimer);
     fn.inflight++;
-    try {
-      return await this.place(this.poolFor(action, fn), arrived, onLog);
-    } catch (error) {
-      this.finish(fn);
-      throw error;
-    }
-  }
-
-  private place(pool: Pool, arrived: number, onLog: LogSink): Promise<Lease> {
-    const warm = pool.pickInstance();
-    if (warm) return Promise.resolve(this.assign(warm, arrived));
-    const { settings } = pool.fn;
-    const memory = pool.action.limits.memory;
-    if (memory > this.options.memoryBudgetMb) {
-      this.dropPoolIfEmpty(pool);
-      return Promise.reject(
-        new CapacityError(`The action needs ${memory} MB but this host's memory budget is ${this.options.memoryBudgetMb} MB.`),
-      );
-    }
-    const atMax = pool.live >= settings.maxInstances;
-    if (!atMax && this.waitingForMemory() === 0 && this.reserve(memory)) return this.startInstance(pool, arrived, onLog);
-    if (pool.queued >= settings.maxQueued) {
-      this.dropPoolIfEmpty(pool);
-      return Promise.reject(
-        new QueueFullError(
-          `Too many invocations of ${functionKey(pool.action)} are waiting (at most ${settings.maxQueued}); try again later.`,
-        ),
-      );
-    }
     return new Promise<Lease>((resolve, reject) => {
       const waiter: Waiter = {
-        pool,
-        arrived,
+        id: this.nextWaiterId++,
+        action,
+        fn,
         onLog,
-        settled: false,
-        // At its maximum, the function waits for one of its own instances, not for memory.
-        forMemory: !atMax,
+        arrived,
+        timer: undefined,
         resolve,
-        reject,
-        timer: setTimeout(() => {
-          waiter.settled = true;
-          this.forgetWaiter(waiter);
-          reject(new CapacityError(`No capacity to run the action within ${this.options.queueTimeoutMs} ms.`));
-        }, this.options.queueTimeoutMs),
+        reject: (error) => {
+          this.finish(fn);
+          reject(error);
+        },
       };
-      pool.waiters.push(waiter);
-      if (waiter.forMemory) {
-        const namespace = pool.action.namespace;
-        const queue = this.memoryWaiters.get(namespace) ?? [];
-        queue.push(waiter);
-        this.memoryWaiters.set(namespace, queue);
+      this.waiters.set(waiter.id, waiter);
+      this.apply(this.placement.arrive(this.specOf(action, fn), waiter.id, arrived));
+      if (this.placement.isWaiting(waiter.id)) {
+        waiter.timer = setTimeout(() => {
+          if (!this.placement.isWaiting(waiter.id)) return;
+          this.placement.leave(waiter.id);
+          this.takeWaiter(waiter.id)?.reject(
+            new CapacityError(`No capacity to run the action within ${this.options.queueTimeoutMs} ms.`),
+          );
+        }, this.options.queueTimeoutMs);
       }
     });
   }
 
-  /** Gives an instance back after a run. An unhealthy one (timed out, crashed) is replaced. */
+  /** Gives an instance back after a run. An unhealthy one (timed out, crashed) is replaced. Idempotent. */
   release(lease: Lease, healthy: boolean): void {
-    const instance = lease.instance;
-    instance.inflight--;
-    instance.lastUsed = Date.now();
-    const pool = this.pools.get(instance.poolKey);
-    if (!healthy || !instance.sandbox?.alive) {
-      this.stop(instance, 'Failed');
-    } else {
-      instance.fire(instance.inflight === 0 ? 'Released' : 'RunEnded');
-      const namespace = pool?.action.namespace ?? '';
-      if (this.othersWaitForMemory(namespace)) {
-        // Fair share: this namespace just had a turn, so it goes to the back of the round and the
-        // freed capacity is offered in turn (another namespace may evict this instance).
-        const queue = this.memoryWaiters.get(namespace);
-        if (queue) {
-          this.memoryWaiters.delete(namespace);
-          this.memoryWaiters.set(namespace, queue);
-        }
-      } else {
-        while (pool && pool.waiters.length > 0 && instance.hasCapacity) {
-          const waiter = pool.waiters.shift() as Waiter;
-          if (waiter.settled) continue;
-          this.settle(waiter, this.assign(instance, waiter.arrived));
-        }
-      }
-      if (instance.state === 'idle' && pool?.draining) this.stop(instance, 'Retired');
-    }
-    if (pool) this.finish(pool.fn);
-    // Invocations of other functions waiting for memory may evict an instance that is now idle.
-    this.wakeMemoryWaiters();
+    const fn = this.outstanding.get(lease);
+    if (!fn) return;
+    this.outstanding.delete(lease);
+    this.apply(this.placement.runEnded(lease.instance.id, healthy && lease.sandbox.alive, Date.now()));
+    this.finish(fn);
   }
 
   /** Drains every version of an action except the revision `keep`: idle instances go now, busy ones when done. */
   retireVersions(namespace: string, name: string, keep?: string): void {
-    for (const pool of this.pools.values()) {
-      const a = pool.action;
-      if (a.namespace !== namespace || a.name !== name || a.revision === keep) continue;
-      pool.draining = true;
-      for (const instance of [...pool.instances]) if (instance.state === 'idle') this.stop(instance, 'Retired');
-      this.dropPoolIfEmpty(pool);
+    const keys = new Set<string>();
+    for (const runtime of this.runtimes.values()) {
+      const a = runtime.action;
+      if (a.namespace === namespace && a.name === name && a.revision !== keep) keys.add(poolKey(a));
     }
+    for (const waiter of this.waiters.values()) {
+      const a = waiter.action;
+      if (a.namespace === namespace && a.name === name && a.revision !== keep) keys.add(poolKey(a));
+    }
+    this.apply(this.placement.retire(keys, Date.now()));
     if (keep === undefined) {
       const fn = this.functions.get(`${namespace}/${name}`);
       if (fn) clearTimeout(fn.prewarmTimer);
@@ -295,51 +226,53 @@ export class Scheduler {
   provision(action: ActionVersion): void {
     if (this.closed) return;
     const fn = this.functionFor(action);
-    const pool = this.poolFor(action, fn);
-    for (let missing = fn.settings.minInstances - pool.live; missing > 0; missing--) {
-      if (!this.reserve(action.limits.memory)) break;
-      void this.launchInBackground(pool, 'provisioned', undefined);
+    const key = poolKey(action);
+    for (let missing = fn.settings.minInstances - this.placement.instancesOf(key).length; missing > 0; missing--) {
+      const effects = this.placement.provision(this.specOf(action, fn), 'provisioned', Date.now());
+      if (effects.start.length === 0) break;
+      this.apply(effects, { action, fn });
     }
   }
 
   stats(): SchedulerStats {
     const counts = new Map<string, { isolation: Isolation; state: InstanceState; count: number }>();
     const functions = new Map<string, FunctionStats>();
-    let queued = 0;
-    for (const pool of this.pools.values()) {
-      const fnKey = functionKey(pool.action);
-      const fnStats = functions.get(fnKey) ?? {
-        namespace: pool.action.namespace,
-        action: pool.action.name,
-        instances: [],
-        queued: 0,
-      };
-      functions.set(fnKey, fnStats);
-      fnStats.queued += pool.queued;
-      queued += pool.queued;
-      for (const instance of pool.instances) {
-        const key = `${instance.isolation}:${instance.state}`;
-        const entry = counts.get(key) ?? { isolation: instance.isolation, state: instance.state, count: 0 };
-        entry.count++;
-        counts.set(key, entry);
-        const own = fnStats.instances.find((i) => i.state === instance.state);
-        if (own) own.count++;
-        else fnStats.instances.push({ state: instance.state, count: 1 });
+    const statsOf = (action: ActionVersion) => {
+      const key = functionKey(action);
+      let entry = functions.get(key);
+      if (!entry) {
+        entry = { namespace: action.namespace, action: action.name, instances: [], queued: 0 };
+        functions.set(key, entry);
       }
+      return entry;
+    };
+    for (const instance of this.placement.allInstances()) {
+      const runtime = this.runtimes.get(instance.id);
+      if (!runtime || instance.state === 'stopped') continue;
+      const isolation = runtime.action.isolation;
+      const key = `${isolation}:${instance.state}`;
+      const entry = counts.get(key) ?? { isolation, state: instance.state, count: 0 };
+      entry.count++;
+      counts.set(key, entry);
+      const own = statsOf(runtime.action);
+      const byState = own.instances.find((i) => i.state === instance.state);
+      if (byState) byState.count++;
+      else own.instances.push({ state: instance.state, count: 1 });
     }
+    for (const waiter of this.waiters.values()) if (this.placement.isWaiting(waiter.id)) statsOf(waiter.action).queued++;
     return {
       memoryBudgetMb: this.options.memoryBudgetMb,
-      memoryUsedMb: this.memoryUsedMb,
-      queued,
+      memoryUsedMb: this.placement.memoryUsedMb,
+      queued: this.placement.waitingCount(),
       stemCells: this.stemCells.size,
       instances: [...counts.values()],
       functions: [...functions.values()],
     };
   }
 
-  /** Instances of one version, for tests and the dashboard. */
-  instancesOf(action: Pick<ActionVersion, 'namespace' | 'name' | 'version' | 'revision'>): readonly Instance[] {
-    return [...(this.pools.get(poolKey(action))?.instances ?? [])];
+  /** Live instances of one version, for tests and the dashboard. */
+  instancesOf(action: Pick<ActionVersion, 'namespace' | 'name' | 'version' | 'revision'>): readonly Readonly<InstanceRecord>[] {
+    return this.placement.instancesOf(poolKey(action));
   }
 
   /** The keep-alive policy in force for a function, for activation records and metrics. */
@@ -347,37 +280,173 @@ export class Scheduler {
     return this.functionFor(action).policyName;
   }
 
+  /** Checks placement's invariants (memory account, states); throws on the first broken. For tests. */
+  checkInvariants(): void {
+    this.placement.check();
+  }
+
   async close(): Promise<void> {
     this.closed = true;
-    for (const queue of this.memoryWaiters.values()) {
-      for (const waiter of queue) {
-        if (!waiter.settled) {
-          waiter.settled = true;
-          clearTimeout(waiter.timer);
-          waiter.reject(new CapacityError('The platform is shutting down.'));
-        }
-      }
-    }
-    this.memoryWaiters.clear();
     for (const fn of this.functions.values()) clearTimeout(fn.prewarmTimer);
-    const sandboxes: Sandbox[] = [];
-    for (const pool of this.pools.values()) {
-      for (const waiter of pool.waiters) {
-        if (!waiter.settled) {
-          waiter.settled = true;
-          clearTimeout(waiter.timer);
-          waiter.reject(new CapacityError('The platform is shutting down.'));
-        }
-      }
-      for (const instance of pool.instances) {
-        clearTimeout(instance.keepAliveTimer);
-        if (instance.sandbox) sandboxes.push(instance.sandbox);
-      }
+    const waiting = [...this.waiters.values()];
+    this.waiters.clear();
+    this.apply(this.placement.stopAll());
+    for (const waiter of waiting) {
+      clearTimeout(waiter.timer);
+      waiter.reject(new CapacityError('The platform is shutting down.'));
     }
-    this.pools.clear();
-    await Promise.all([...sandboxes.map((s) => s.destroy()), this.stemCells.close()]);
+    await this.stemCells.close();
     // Launches finishing now stop their instance at once (see launch), which adds a destroy.
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  // ---- carrying out placement's decisions ----------------------------------------------------
+
+  /**
+   * Carries out effects. `speculative` names the version of instances started without a waiter
+   * (prewarm, provision), which placement's effects do not carry.
+   */
+  private apply(effects: Effects, speculative?: { action: ActionVersion; fn: FunctionState; keepUntil?: number }): void {
+    for (const { waiter: id, reason } of effects.rejected) {
+      const waiter = this.takeWaiter(id);
+      waiter?.reject(
+        reason === 'too-big'
+          ? tooBig(waiter.action, this.options.memoryBudgetMb)
+          : queueFull(waiter.action, waiter.fn.settings.maxQueued),
+      );
+    }
+    for (const { instance, event } of effects.stop) this.stopInstance(instance, event);
+    for (const { instance, waiter: waiterId } of effects.start) {
+      const waiter = waiterId === undefined ? undefined : this.waiters.get(waiterId);
+      if (waiter) clearTimeout(waiter.timer);
+      const origin = waiter ?? speculative;
+      if (!origin) {
+        // Nobody to start it for any more: give its memory back at once.
+        this.apply(this.placement.startFailed(instance, Date.now()));
+        continue;
+      }
+      const runtime: InstanceRuntime = {
+        action: origin.action,
+        fn: origin.fn,
+        sandbox: undefined,
+        launched: undefined,
+        keepAliveTimer: undefined,
+        keepUntil: waiter ? undefined : speculative?.keepUntil,
+        served: false,
+      };
+      this.runtimes.set(instance, runtime);
+      void this.track(this.launch(instance, runtime, waiter));
+    }
+    for (const { waiter: id, instance, cold } of effects.assigned) {
+      const waiter = this.takeWaiter(id);
+      const runtime = this.runtimes.get(instance);
+      const record = this.placement.instance(instance);
+      if (!waiter || !runtime?.sandbox || !record) {
+        // The run placement counted will never happen: end it, so the instance is not busy without one.
+        this.apply(this.placement.runEnded(instance, true, Date.now()));
+        continue;
+      }
+      clearTimeout(runtime.keepAliveTimer);
+      const lease = this.lease(record, runtime, waiter, cold);
+      this.outstanding.set(lease, waiter.fn);
+      waiter.resolve(lease);
+    }
+  }
+
+  /** Removes a waiter for good (served, refused or failed); undefined if it was already settled. */
+  private takeWaiter(id: number): Waiter | undefined {
+    const waiter = this.waiters.get(id);
+    if (!waiter) return undefined;
+    this.waiters.delete(id);
+    clearTimeout(waiter.timer);
+    return waiter;
+  }
+
+  private lease(record: InstanceRecord, runtime: InstanceRuntime, waiter: Waiter, cold: boolean): Lease {
+    const now = Date.now();
+    const launched = cold ? runtime.launched : undefined;
+    const firstCall = !runtime.served;
+    runtime.served = true;
+    return {
+      instance: record,
+      sandbox: runtime.sandbox as Sandbox,
+      cold,
+      prewarmed: launched?.prewarmed ?? false,
+      restored: launched?.restored ?? false,
+      // The first call on an instance started ahead of it (by the policy or to provision).
+      prewarmHit: !cold && record.origin !== 'demand' && firstCall,
+      initMs: launched?.initMs ?? 0,
+      waitMs: launched ? launched.startedAt - waiter.arrived : now - waiter.arrived,
+      startedAt: launched?.startedAt ?? now,
+    };
+  }
+
+  private async launch(id: number, runtime: InstanceRuntime, waiter: Waiter | undefined): Promise<void> {
+    let launched: Launched;
+    try {
+      launched = await this.launcher.launch(runtime.action, waiter?.onLog ?? (() => {}), waiter?.arrived ?? Date.now());
+    } catch (error) {
+      this.runtimes.delete(id);
+      const failure =
+        error instanceof InitFailure
+          ? error
+          : new InitFailure({ ok: false, kind: 'crash', error: String(error) }, 0, 0, Date.now());
+      if (waiter) this.takeWaiter(waiter.id)?.reject(failure);
+      else if (!this.closed) {
+        this.options.onBackgroundError?.(
+          `starting a ${runtime.action.isolation} instance of ${poolKey(runtime.action)} failed`,
+          failure,
+        );
+      }
+      this.apply(this.placement.startFailed(id, Date.now()));
+      // Stopped while it was starting (shutdown): placement still holds it until told it is gone.
+      if (this.placement.instance(id)) this.placement.stopped(id);
+      return;
+    }
+    runtime.sandbox = launched.sandbox;
+    runtime.launched = launched;
+    if (this.placement.instance(id)?.state !== 'starting') {
+      // Stopped while starting (the server is shutting down): it goes at once, not with the process.
+      if (waiter) this.takeWaiter(waiter.id)?.reject(new CapacityError('The platform is shutting down.'));
+      await this.destroy(id, launched.sandbox);
+      return;
+    }
+    launched.sandbox.onDeath(() => this.apply(this.placement.died(id, Date.now())));
+    this.apply(this.placement.started(id, Date.now()));
+    const record = this.placement.instance(id);
+    if (record?.state === 'idle' && runtime.keepUntil !== undefined) this.scheduleExpiry(id, runtime.keepUntil);
+  }
+
+  private stopInstance(id: number, _event: 'Retired' | 'Failed'): void {
+    const runtime = this.runtimes.get(id);
+    if (!runtime) {
+      this.placement.stopped(id);
+      return;
+    }
+    clearTimeout(runtime.keepAliveTimer);
+    // A sandbox still being made is destroyed when its launch finishes (see launch).
+    if (runtime.sandbox) void this.track(this.destroy(id, runtime.sandbox));
+    // A provisioned function that lost an instance gets it back.
+    const latest = runtime.fn.latest;
+    if (
+      !this.closed &&
+      latest &&
+      latest.revision === runtime.action.revision &&
+      this.functions.get(runtime.fn.key) === runtime.fn &&
+      this.placement.instancesOf(poolKey(latest)).length < runtime.fn.settings.minInstances
+    ) {
+      queueMicrotask(() => this.provision(latest));
+    }
+  }
+
+  private async destroy(id: number, sandbox: Sandbox): Promise<void> {
+    try {
+      await sandbox.destroy();
+    } catch (error) {
+      this.options.onBackgroundError?.(`stopping instance ${id} failed`, error);
+    }
+    this.runtimes.delete(id);
+    this.placement.stopped(id);
   }
 
   private track<T>(work: Promise<T>): Promise<T> {
@@ -387,6 +456,19 @@ export class Scheduler {
       () => this.inFlight.delete(work),
     );
     return work;
+  }
+
+  // ---- functions and their keep-alive policy -----------------------------------------------
+
+  private specOf(action: ActionVersion, fn: FunctionState): PoolSpec {
+    return {
+      key: poolKey(action),
+      namespace: action.namespace,
+      memoryMb: action.limits.memory,
+      concurrency: action.limits.concurrency,
+      maxInstances: fn.settings.maxInstances,
+      maxQueued: fn.settings.maxQueued,
+    };
   }
 
   private functionFor(action: ActionVersion): FunctionState {
@@ -414,14 +496,13 @@ export class Scheduler {
     return settings;
   }
 
-  private poolFor(action: ActionVersion, fn: FunctionState): Pool {
-    const key = poolKey(action);
-    let pool = this.pools.get(key);
-    if (!pool) {
-      pool = new Pool(key, action, fn);
-      this.pools.set(key, pool);
+  /** Instances of a function (any version) that are idle now. */
+  private idleInstancesOf(fn: FunctionState): number[] {
+    const ids: number[] = [];
+    for (const [id, runtime] of this.runtimes) {
+      if (runtime.fn === fn && this.placement.instance(id)?.state === 'idle') ids.push(id);
     }
-    return pool;
+    return ids;
   }
 
   /** One invocation of the function is done; when it was the last, ask the policy what comes next. */
@@ -431,284 +512,59 @@ export class Scheduler {
     const now = Date.now();
     fn.lastEnd = now;
     const decision = fn.policy.onIdle(now);
-    const idle = [...this.pools.values()]
-      .filter((p) => p.fn === fn)
-      .flatMap((p) => [...p.instances])
-      .filter((i) => i.state === 'idle');
-    const provisioned = fn.settings.minInstances;
+    const idle = this.idleInstancesOf(fn);
     if (decision.prewarmAt !== undefined) {
       // Unload now (keeping provisioned instances) and load again just before the next call.
-      for (const instance of idle.slice(provisioned)) this.stop(instance, 'Retired');
+      for (const id of idle.slice(fn.settings.minInstances)) this.apply(this.placement.expire(id, now));
       clearTimeout(fn.prewarmTimer);
       const keepUntil = decision.keepUntil;
       fn.prewarmTimer = setTimeout(() => this.prewarm(fn, keepUntil), Math.max(0, decision.prewarmAt - now));
       fn.prewarmTimer.unref();
       return;
     }
-    for (const instance of idle) this.scheduleExpiry(instance, decision.keepUntil);
+    for (const id of idle) this.scheduleExpiry(id, decision.keepUntil);
   }
 
   /** The policy's prewarm: start an instance of the latest version before the next call is expected. */
   private prewarm(fn: FunctionState, keepUntil: number): void {
-    if (this.closed || !fn.latest || fn.inflight > 0 || this.functions.get(fn.key) !== fn) return;
-    // The pool may have been dropped when its last instance was unloaded: find or make it anew.
-    const pool = this.poolFor(fn.latest, fn);
-    if (pool.draining || pool.pickInstance()) return;
-    if (!this.reserve(pool.action.limits.memory)) return;
-    void this.launchInBackground(pool, 'prewarm', keepUntil);
+    const action = fn.latest;
+    if (this.closed || !action || fn.inflight > 0 || this.functions.get(fn.key) !== fn) return;
+    if (this.placement.instancesOf(poolKey(action)).some((i) => i.state === 'idle' || i.state === 'starting')) return;
+    this.apply(this.placement.provision(this.specOf(action, fn), 'prewarm', Date.now()), { action, fn, keepUntil });
   }
 
-  private async launchInBackground(pool: Pool, origin: 'prewarm' | 'provisioned', keepUntil: number | undefined): Promise<void> {
-    try {
-      const { instance } = await this.launch(pool, () => {}, origin);
-      if (this.closed) {
-        this.stop(instance, 'Failed');
-        return;
-      }
-      // The instance is idle: serve anyone who queued for the function meanwhile.
-      while (pool.waiters.length > 0 && instance.hasCapacity) {
-        const waiter = pool.waiters.shift() as Waiter;
-        if (!waiter.settled) this.settle(waiter, this.assign(instance, waiter.arrived));
-      }
-      if (instance.state === 'idle' && keepUntil !== undefined) this.scheduleExpiry(instance, keepUntil);
-    } catch (error) {
-      if (!this.closed) this.options.onBackgroundError?.(`starting a ${origin} instance of ${pool.key} failed`, error);
-    }
-  }
-
-  private assign(instance: Instance, arrived: number, cold?: { initMs: number; startedAt: number; restored: boolean }): Lease {
-    clearTimeout(instance.keepAliveTimer);
-    instance.fire('Assigned');
-    instance.inflight++;
-    const prewarmHit = cold === undefined && instance.origin !== 'demand' && !instance.used;
-    instance.used = true;
-    const now = Date.now();
-    return {
-      instance,
-      sandbox: instance.sandbox as Sandbox,
-      cold: cold !== undefined,
-      prewarmed: cold !== undefined && instance.prewarmed,
-      restored: cold?.restored ?? false,
-      prewarmHit,
-      initMs: cold?.initMs ?? 0,
-      waitMs: cold ? cold.startedAt - arrived : now - arrived,
-      startedAt: cold?.startedAt ?? now,
-    };
-  }
-
-  private async startInstance(pool: Pool, arrived: number, onLog: LogSink): Promise<Lease> {
-    const started = await this.launch(pool, onLog, 'demand', arrived);
-    return this.assign(started.instance, arrived, started);
-  }
-
-  /**
-   * Makes a new instance of the pool's version, with memory already reserved for it: a snapshot
-   * restore when the function has one, else a blank sandbox (ahead-made or new) that loads the
-   * function. The instance ends idle.
-   */
-  private launch(
-    pool: Pool,
-    onLog: LogSink,
-    origin: Instance['origin'],
-    arrived = Date.now(),
-  ): Promise<{ instance: Instance; initMs: number; startedAt: number; restored: boolean }> {
-    return this.track(this.launchUntracked(pool, onLog, origin, arrived));
-  }
-
-  private async launchUntracked(
-    pool: Pool,
-    onLog: LogSink,
-    origin: Instance['origin'],
-    arrived: number,
-  ): Promise<{ instance: Instance; initMs: number; startedAt: number; restored: boolean }> {
-    const action = pool.action;
-    const instance = new Instance(pool.key, action.isolation, action.limits.memory, action.limits.concurrency);
-    instance.origin = origin;
-    pool.instances.add(instance);
-    const startedAt = Date.now();
-    const fail = (outcome: Extract<InitOutcome, { ok: false }>) => {
-      instance.fire('StartFailed');
-      this.forgetInstance(instance);
-      return new InitFailure(outcome, Date.now() - startedAt, startedAt - arrived, startedAt);
-    };
-    const backend = this.options.backends.get(action.isolation);
-    if (!backend)
-      throw fail({ ok: false, kind: 'crash', error: `The ${action.isolation} backend is not enabled on this server.` });
-    const code = functionCodeOf(action);
-    const spec = { memoryMb: action.limits.memory };
-    let sandbox: Sandbox | undefined;
-    // A snapshot of this function, when it asked for one and the backend has it, skips both the
-    // sandbox's boot and the function's initialisation.
-    if (code.snapshot && backend.restore) sandbox = await backend.restore(code, spec).catch(() => undefined);
-    const restored = sandbox !== undefined;
-    if (!sandbox) {
-      try {
-        sandbox = this.stemCells.take(action.isolation, action.limits.memory);
-        instance.prewarmed = sandbox !== undefined;
-        sandbox ??= await backend.create(spec);
-      } catch (error) {
-        throw fail({ ok: false, kind: 'crash', error: `The ${action.isolation} sandbox did not start: ${errorText(error)}` });
-      }
-      const outcome = await sandbox.init(code, startedAt + action.limits.timeout, onLog);
-      if (!outcome.ok) {
-        await sandbox.destroy();
-        throw fail(outcome);
-      }
-      if (code.snapshot) backend.snapshot?.(code, spec);
-    }
-    instance.sandbox = sandbox;
-    sandbox.onDeath(() => {
-      if (instance.state === 'idle') this.stop(instance, 'Failed');
-    });
-    instance.fire('Started');
-    if (this.closed) {
-      // Made while the server was shutting down: it goes at once, not with the process.
-      this.stop(instance, 'Failed');
-      throw new CapacityError('The platform is shutting down.');
-    }
-    return { instance, initMs: Date.now() - startedAt, startedAt, restored };
-  }
-
-  private scheduleExpiry(instance: Instance, keepUntil: number): void {
-    clearTimeout(instance.keepAliveTimer);
-    instance.keepAliveTimer = setTimeout(
+  private scheduleExpiry(id: number, keepUntil: number): void {
+    const runtime = this.runtimes.get(id);
+    if (!runtime) return;
+    clearTimeout(runtime.keepAliveTimer);
+    runtime.keepAliveTimer = setTimeout(
       () => {
-        if (instance.state !== 'idle') return;
-        const pool = this.pools.get(instance.poolKey);
+        const record = this.placement.instance(id);
+        if (record?.state !== 'idle') return;
+        const latest = runtime.fn.latest;
         // Provisioned instances of the latest version are never let go.
-        if (pool && pool.fn.latest?.revision === pool.action.revision && pool.live <= pool.fn.settings.minInstances) return;
-        this.stop(instance, 'Retired');
+        if (
+          latest?.revision === runtime.action.revision &&
+          this.placement.instancesOf(poolKey(latest)).length <= runtime.fn.settings.minInstances
+        )
+          return;
+        this.apply(this.placement.expire(id, Date.now()));
       },
       Math.max(0, keepUntil - Date.now()),
     );
-    instance.keepAliveTimer.unref();
-  }
-
-  private stop(instance: Instance, event: 'Retired' | 'Failed'): void {
-    clearTimeout(instance.keepAliveTimer);
-    instance.fire(event);
-    const sandbox = instance.sandbox;
-    const pool = this.pools.get(instance.poolKey);
-    this.forgetInstance(instance);
-    void this.track(
-      (async () => {
-        try {
-          await sandbox?.destroy();
-        } catch (error) {
-          this.options.onBackgroundError?.(`stopping instance ${instance.id} failed`, error);
-        }
-        instance.fire('Stopped');
-      })(),
-    );
-    // A provisioned function that lost an instance gets it back.
-    if (
-      pool &&
-      !pool.draining &&
-      pool.fn.latest?.revision === pool.action.revision &&
-      pool.live < pool.fn.settings.minInstances
-    ) {
-      this.provision(pool.action);
-    }
-  }
-
-  /** Removes an instance from its pool and returns its memory, then lets waiters use it. */
-  private forgetInstance(instance: Instance): void {
-    const pool = this.pools.get(instance.poolKey);
-    pool?.instances.delete(instance);
-    this.memoryUsedMb -= instance.memoryMb;
-    if (pool) this.dropPoolIfEmpty(pool);
-    this.wakeMemoryWaiters();
-  }
-
-  private dropPoolIfEmpty(pool: Pool): void {
-    if (pool.instances.size === 0 && pool.waiters.every((w) => w.settled)) this.pools.delete(pool.key);
-  }
-
-  /** Takes memory for a new instance, evicting the least recently used idle instances if needed. */
-  private reserve(memoryMb: number): boolean {
-    const budget = this.options.memoryBudgetMb;
-    if (this.memoryUsedMb + memoryMb > budget) {
-      const idle = [...this.pools.values()]
-        .flatMap((p) => [...p.instances])
-        .filter((i) => i.state === 'idle')
-        .sort((a, b) => a.lastUsed - b.lastUsed);
-      let freeable = budget - this.memoryUsedMb;
-      const victims: Instance[] = [];
-      for (const instance of idle) {
-        if (freeable >= memoryMb) break;
-        victims.push(instance);
-        freeable += instance.memoryMb;
-      }
-      if (freeable < memoryMb) return false;
-      for (const victim of victims) this.stop(victim, 'Retired');
-    }
-    this.memoryUsedMb += memoryMb;
-    return true;
-  }
-
-  private othersWaitForMemory(namespace: string): boolean {
-    for (const [other, queue] of this.memoryWaiters) if (other !== namespace && queue.some((w) => !w.settled)) return true;
-    return false;
-  }
-
-  private waitingForMemory(): number {
-    let n = 0;
-    for (const queue of this.memoryWaiters.values()) for (const w of queue) if (!w.settled) n++;
-    return n;
-  }
-
-  /**
-   * Serves invocations waiting for memory, one namespace at a time in turn, so that a namespace
-   * with a flood of invocations cannot keep another's from ever starting.
-   */
-  private wakeMemoryWaiters(): void {
-    for (;;) {
-      let progressed = false;
-      for (const [namespace, queue] of [...this.memoryWaiters]) {
-        while (queue.length > 0 && (queue[0] as Waiter).settled) queue.shift();
-        const waiter = queue[0];
-        if (!waiter) {
-          this.memoryWaiters.delete(namespace);
-          continue;
-        }
-        const warm = waiter.pool.pickInstance();
-        if (warm) {
-          queue.shift();
-          this.settle(waiter, this.assign(warm, waiter.arrived));
-          progressed = true;
-          continue;
-        }
-        if (waiter.pool.live >= waiter.pool.fn.settings.maxInstances || !this.reserve(waiter.pool.action.limits.memory)) continue;
-        queue.shift();
-        this.settle(waiter, this.startInstance(waiter.pool, waiter.arrived, waiter.onLog));
-        progressed = true;
-        // Rotate: this namespace goes to the back of the round.
-        this.memoryWaiters.delete(namespace);
-        if (queue.length > 0) this.memoryWaiters.set(namespace, queue);
-      }
-      if (!progressed) return;
-    }
-  }
-
-  private settle(waiter: Waiter, lease: Lease | Promise<Lease>): void {
-    waiter.settled = true;
-    clearTimeout(waiter.timer);
-    this.forgetWaiter(waiter);
-    waiter.resolve(lease);
-  }
-
-  private forgetWaiter(waiter: Waiter): void {
-    waiter.pool.waiters = waiter.pool.waiters.filter((w) => w !== waiter);
-    const queue = this.memoryWaiters.get(waiter.pool.action.namespace);
-    if (queue) {
-      const remaining = queue.filter((w) => w !== waiter);
-      if (remaining.length > 0) this.memoryWaiters.set(waiter.pool.action.namespace, remaining);
-      else this.memoryWaiters.delete(waiter.pool.action.namespace);
-    }
-    this.dropPoolIfEmpty(waiter.pool);
+    runtime.keepAliveTimer.unref();
   }
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+function tooBig(action: ActionVersion, budgetMb: number): TooBigError {
+  return new TooBigError(
+    `The action needs ${action.limits.memory} MB but this host's memory budget is ${budgetMb} MB: ` +
+      'lower its limits.memory or raise the server memory budget.',
+  );
+}
+
+function queueFull(action: ActionVersion, maxQueued: number): QueueFullError {
+  return new QueueFullError(
+    `Too many invocations of ${functionKey(action)} are waiting (at most ${maxQueued}); try again later.`,
+  );
 }
