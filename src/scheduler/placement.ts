@@ -75,6 +75,8 @@ interface PoolState {
   draining: boolean;
 }
 
+const MAX_REMEMBERED_NAMESPACES = 4096;
+
 function noEffects(): Effects {
   return { assigned: [], start: [], stop: [], rejected: [] };
 }
@@ -82,8 +84,11 @@ function noEffects(): Effects {
 export class Placement {
   private readonly pools = new Map<string, PoolState>();
   private readonly instances = new Map<number, InstanceRecord>();
-  /** Waiting calls per namespace, FIFO; the map's order is the round robin across namespaces. */
+  /** Waiting calls per namespace, first come first served. */
   private readonly queues = new Map<string, WaiterRecord[]>();
+  /** When each namespace was last served (a counter): the least recently served goes first. */
+  private readonly lastServed = new Map<string, number>();
+  private serveCount = 0;
   private readonly queued = new Map<number, WaiterRecord>();
   private used = 0;
   private nextInstanceId = 1;
@@ -131,6 +136,13 @@ export class Placement {
       return effects;
     }
     const pool = this.poolFor(spec);
+    // The common case, on every warm call: nobody waits, and an instance has room.
+    const warm = this.queued.size === 0 ? this.pickInstance(pool) : undefined;
+    if (warm) {
+      this.assign(warm);
+      effects.assigned.push({ waiter, instance: warm.id, cold: false });
+      return effects;
+    }
     const record: WaiterRecord = { id: waiter, pool: spec.key, namespace: spec.namespace };
     this.enqueue(record);
     this.drain(now, effects);
@@ -238,7 +250,10 @@ export class Placement {
     return effects;
   }
 
-  /** Old versions: no new instances; idle instances go now, busy ones when their runs end. */
+  /**
+   * Old versions: idle instances go now, busy ones when their runs end; calls already waiting
+   * for a version are still served by it, and nothing is started for it ahead of calls.
+   */
   retire(poolKeys: Iterable<string>, now: number): Effects {
     const effects = noEffects();
     for (const key of poolKeys) {
@@ -294,8 +309,9 @@ export class Placement {
   // ---- decisions ----------------------------------------------------------------------------
 
   /**
-   * Serves waiting calls while any can be served: namespaces take turns (the one just served goes
-   * to the back), and within a namespace calls go first come, first served. A call takes a warm
+   * Serves waiting calls while any can be served: namespaces take turns, the least recently
+   * served first (so one that just had an instance yields it to another that waits), and within
+   * a namespace calls go first come, first served. A call takes a warm
    * instance of its version with room, or else starts one if its version may have another and
    * memory can be found (evicting the least recently used idle instances). A namespace whose
    * oldest call needing memory cannot get it starts nothing else this turn.
@@ -303,15 +319,26 @@ export class Placement {
   private drain(now: number, effects: Effects): void {
     for (;;) {
       let progressed = false;
-      for (const [namespace, queue] of [...this.queues]) {
-        if (this.serveOne(queue, now, effects)) {
+      const rank = (namespace: string) => this.lastServed.get(namespace) ?? -1;
+      const turns = [...this.queues.keys()].sort((a, b) => rank(a) - rank(b));
+      for (const namespace of turns) {
+        const queue = this.queues.get(namespace);
+        if (queue && this.serveOne(queue, now, effects)) {
           progressed = true;
-          // This namespace had its turn: it goes to the back of the round.
-          this.queues.delete(namespace);
-          if (queue.length > 0) this.queues.set(namespace, queue);
+          this.servedNamespace(namespace);
         }
       }
       if (!progressed) return;
+    }
+  }
+
+  private servedNamespace(namespace: string): void {
+    this.lastServed.delete(namespace);
+    this.lastServed.set(namespace, ++this.serveCount);
+    // Bounded: the least recently served are forgotten, which only moves them to the front.
+    if (this.lastServed.size > MAX_REMEMBERED_NAMESPACES) {
+      for (const forgotten of [...this.lastServed.keys()].slice(0, MAX_REMEMBERED_NAMESPACES / 2))
+        this.lastServed.delete(forgotten);
     }
   }
 
@@ -330,7 +357,8 @@ export class Placement {
         effects.assigned.push({ waiter: waiter.id, instance: warm.id, cold: false });
         return true;
       }
-      if (memoryBlocked || pool.draining || this.liveCount(pool) >= pool.spec.maxInstances) {
+      // An old version still serves the calls accepted for it, then its instances go.
+      if (memoryBlocked || this.liveCount(pool) >= pool.spec.maxInstances) {
         blockedPools.add(waiter.pool);
         continue;
       }

@@ -1,0 +1,111 @@
+import type { Isolation } from '../../core/kinds.js';
+import type {
+  Backend,
+  BackendStatus,
+  FunctionCode,
+  InitOutcome,
+  LogSink,
+  RunOutcome,
+  RunRequest,
+  Sandbox,
+  SandboxSpec,
+} from '../backend.js';
+
+/**
+ * A backend for the scheduler's unit tests, beside the real ones: sandboxes that cost nothing and
+ * do what the test says, when the test says. A function's code names its behaviour: `fail` fails
+ * to load, `hold-init` waits to load until the test lets it (`finishInit`), anything else loads.
+ * Runs answer at once with their params, unless the params say `{ hold: true }`: then they wait
+ * for `finishRun(activationId, outcome)`. Never registered as a backend users can choose.
+ */
+export class FakeBackend implements Backend {
+  readonly minMemoryMb = 16;
+  readonly sandboxes: FakeSandbox[] = [];
+  readonly heldRuns = new Map<string, (outcome: RunOutcome) => void>();
+  readonly heldInits: ((outcome: InitOutcome) => void)[] = [];
+  created = 0;
+
+  constructor(readonly isolation: Isolation = 'isolate') {}
+
+  async status(): Promise<BackendStatus> {
+    return { isolation: this.isolation, available: true, detail: 'fake sandboxes for tests' };
+  }
+
+  async create(spec: SandboxSpec): Promise<Sandbox> {
+    this.created++;
+    const sandbox = new FakeSandbox(this, spec, this.created);
+    this.sandboxes.push(sandbox);
+    return sandbox;
+  }
+
+  /** Ends a held run. */
+  finishRun(activationId: string, outcome: RunOutcome = { kind: 'result', result: { done: activationId } }): void {
+    const finish = this.heldRuns.get(activationId);
+    if (!finish) throw new Error(`no held run ${activationId}`);
+    this.heldRuns.delete(activationId);
+    finish(outcome);
+  }
+
+  /** Lets the oldest held initialisation finish. */
+  finishInit(outcome: InitOutcome = { ok: true }): void {
+    const finish = this.heldInits.shift();
+    if (!finish) throw new Error('no held initialisation');
+    finish(outcome);
+  }
+
+  /** Live sandboxes (not destroyed, not dead). */
+  get alive(): number {
+    return this.sandboxes.filter((s) => s.alive).length;
+  }
+
+  async close(): Promise<void> {}
+}
+
+export class FakeSandbox implements Sandbox {
+  readonly id: string;
+  private dead = false;
+  private deathListener: ((reason: string) => void) | undefined;
+  code: FunctionCode | undefined;
+
+  constructor(
+    private readonly backend: FakeBackend,
+    readonly spec: SandboxSpec,
+    n: number,
+  ) {
+    this.id = `fake-${n}`;
+  }
+
+  get alive(): boolean {
+    return !this.dead;
+  }
+
+  init(code: FunctionCode, _deadline: number, _onLog: LogSink): Promise<InitOutcome> {
+    this.code = code;
+    if (code.code === 'fail') return Promise.resolve({ ok: false, kind: 'error', error: 'the function failed to load' });
+    if (code.code === 'hold-init') return new Promise((resolve) => this.backend.heldInits.push(resolve));
+    return Promise.resolve({ ok: true });
+  }
+
+  run(request: RunRequest): Promise<RunOutcome> {
+    if (this.dead) return Promise.resolve({ kind: 'crash', reason: 'the sandbox is gone' });
+    if (request.params.hold === true) {
+      return new Promise((resolve) => this.backend.heldRuns.set(request.activationId, resolve));
+    }
+    return Promise.resolve({ kind: 'result', result: request.params });
+  }
+
+  /** The sandbox dies on its own, as a crashed process would. */
+  kill(reason = 'killed'): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.deathListener?.(reason);
+  }
+
+  onDeath(listener: (reason: string) => void): void {
+    this.deathListener = listener;
+  }
+
+  async destroy(): Promise<void> {
+    this.dead = true;
+  }
+}
