@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { ActivationRecord } from '../src/core/types.js';
 import { annotation, TestServer, waitFor } from './helpers/server.js';
@@ -178,6 +179,29 @@ describe('versions and dying instances, end to end', () => {
       });
     });
   }
+});
+
+describe('deploy-time checks of WebAssembly modules', () => {
+  it('refuses a garbage module under a name that once held a valid one (update, and delete then create)', async () => {
+    const server = await TestServer.start({ env: { ISOLA_PREWARM: 'isolate:0' } });
+    try {
+      const valid = readFileSync(new URL('../examples/wasm/greet.wasm', import.meta.url)).toString('base64');
+      const garbage = Buffer.from('definitely not wasm').toString('base64');
+      const put = (code: string) =>
+        server.request<{ error?: string }>('PUT', '/api/v1/namespaces/_/actions/w?overwrite=true', {
+          exec: { kind: 'wasm', code, binary: true },
+        });
+      assert.equal((await put(valid)).status, 200);
+      const update = await put(garbage);
+      assert.equal(update.status, 400, JSON.stringify(update.body));
+      assert.match(String(update.body.error), /WebAssembly module/);
+      assert.equal((await server.request('DELETE', '/api/v1/namespaces/_/actions/w')).status, 200);
+      assert.equal((await put(garbage)).status, 400, 'nor after a delete');
+      assert.equal((await server.request('GET', '/api/v1/namespaces/_/actions/w')).status, 404, 'nothing was stored');
+    } finally {
+      await server.dispose();
+    }
+  });
 });
 
 describe('a server killed with SIGKILL during a burst of asynchronous invocations', () => {
