@@ -15,8 +15,9 @@ import type {
  * A backend for the scheduler's unit tests, beside the real ones: sandboxes that cost nothing and
  * do what the test says, when the test says. A function's code names its behaviour: `fail` fails
  * to load, `hold-init` waits to load until the test lets it (`finishInit`), anything else loads.
- * Runs answer at once with their params, unless the params say `{ hold: true }`: then they wait
- * for `finishRun(activationId, outcome)`. Never registered as a backend users can choose.
+ * Runs answer at once with their params (or `params.result` when given), unless the params say
+ * `{ hold: true }`: then they wait for `finishRun(activationId, outcome)`; `{ throw: true }` makes
+ * the run itself fail, as a broken backend would. Never registered as a backend users can choose.
  */
 export class FakeBackend implements Backend {
   readonly minMemoryMb = 16;
@@ -88,6 +89,14 @@ export class FakeSandbox implements Sandbox {
 
   run(request: RunRequest): Promise<RunOutcome> {
     if (this.dead) return Promise.resolve({ kind: 'crash', reason: 'the sandbox is gone' });
+    // `{ notStartedOn: "fake-1" }`: that sandbox never begins the run (and dies), as one blocked
+    // by an earlier activation's leftover work does.
+    if (request.params.notStartedOn === this.id) {
+      this.kill('blocked');
+      return Promise.resolve({ kind: 'not-started', reason: 'blocked by leftover work' });
+    }
+    if (request.params.throw === true) return Promise.reject(new Error('the sandbox broke'));
+    if (request.params.result !== undefined) return Promise.resolve({ kind: 'result', result: request.params.result });
     if (request.params.hold === true) {
       return new Promise((resolve) => this.backend.heldRuns.set(request.activationId, resolve));
     }
