@@ -117,9 +117,11 @@ class Model {
         return;
       }
       case 'died':
-        return this.onInstance(op.pick, (id) => this.apply(this.placement.died(id, this.now)));
+        this.onInstance(op.pick, (id) => this.apply(this.placement.died(id, this.now)));
+        return;
       case 'expire':
-        return this.onInstance(op.pick, (id) => this.apply(this.placement.expire(id, this.now)));
+        this.onInstance(op.pick, (id) => this.apply(this.placement.expire(id, this.now)));
+        return;
       case 'retire': {
         const spec = this.specs[op.pool] as PoolSpec;
         this.retired.add(spec.key);
