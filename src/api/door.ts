@@ -18,10 +18,10 @@ export function rawBody(body: unknown): Buffer {
 
 /** Lower-cased request headers as plain strings, for functions that want to see them. */
 export function headerMap(headers: Record<string, string | string[] | undefined>): Record<string, string> {
-  const result: Record<string, string> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name === 'authorization') continue;
-    result[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value;
-  }
-  return result;
+  // Built with fromEntries: a header called `__proto__` becomes a key, not a prototype.
+  return Object.fromEntries(
+    Object.entries(headers)
+      .filter((entry): entry is [string, string | string[]] => entry[1] !== undefined && entry[0] !== 'authorization')
+      .map(([name, value]) => [name.toLowerCase(), Array.isArray(value) ? value.join(', ') : value]),
+  );
 }
