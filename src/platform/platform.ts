@@ -117,8 +117,16 @@ export class Platform {
     if (draft.limits.memory < backend.minMemoryMb) {
       throw badRequest(`limits.memory must be at least ${backend.minMemoryMb} MB under isolation "${draft.isolation}".`);
     }
+    if (draft.limits.memory > this.config.memoryBudgetMb) {
+      throw badRequest(
+        `limits.memory of ${draft.limits.memory} MB exceeds this server's memory budget of ${this.config.memoryBudgetMb} MB ` +
+          '(ISOLA_MEMORY_BUDGET_MB): no instance of it could ever run here.',
+      );
+    }
     try {
-      functionSettings(draft);
+      // Everything the scheduler will build from the annotations is built once here, so that a
+      // setting that only fails when used (a policy with no bins, say) is refused, not stored.
+      functionSettings(draft).policy?.forFunction();
     } catch (error) {
       throw badRequest((error as Error).message);
     }
