@@ -29,6 +29,13 @@ export interface ServerConfig {
   containerRuntime?: 'runc' | 'crun';
   /** Whether prewarmed containers are started (agent booted) or only created. */
   containerPrewarm: 'started' | 'created';
+  // HTTP connection bounds, so that slow or silent clients cannot hold connections open.
+  /** Time a client has to send a request's headers (ISOLA_HEADERS_TIMEOUT). */
+  headersTimeoutMs: number;
+  /** Time a client has to send a whole request, body included (ISOLA_REQUEST_TIMEOUT). */
+  requestTimeoutMs: number;
+  /** How long a keep-alive connection may sit idle between requests (ISOLA_IDLE_TIMEOUT). */
+  idleTimeoutMs: number;
 }
 
 export interface ServerFlags {
@@ -126,5 +133,30 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
     prewarm: prewarm ? parsePrewarm(prewarm) : { isolate: 2, process: 1, container: 1, gvisor: 1, microvm: 1 },
     ...(containerRuntime ? { containerRuntime: containerRuntime as 'runc' | 'crun' } : {}),
     containerPrewarm,
+    ...httpTimeouts(env),
   };
+}
+
+/**
+ * ISOLA_HEADERS_TIMEOUT (default 10s), ISOLA_REQUEST_TIMEOUT (60s: a 48 MB action at 1 MB/s) and
+ * ISOLA_IDLE_TIMEOUT (72s, longer than the 60 s idle timeout of common load balancers, so that
+ * they close first), each from 100ms to 1h; the headers must be allowed no longer than the request.
+ */
+function httpTimeouts(env: NodeJS.ProcessEnv): Pick<ServerConfig, 'headersTimeoutMs' | 'requestTimeoutMs' | 'idleTimeoutMs'> {
+  const timeout = (name: string, fallback: number) => {
+    const text = env[name];
+    if (!text) return fallback;
+    const ms = parseDuration(text);
+    if (ms < 100 || ms > 3_600_000) throw new ConfigError(`${name} must be a duration from 100ms to 1h; got "${text}".`);
+    return ms;
+  };
+  const timeouts = {
+    headersTimeoutMs: timeout('ISOLA_HEADERS_TIMEOUT', 10_000),
+    requestTimeoutMs: timeout('ISOLA_REQUEST_TIMEOUT', 60_000),
+    idleTimeoutMs: timeout('ISOLA_IDLE_TIMEOUT', 72_000),
+  };
+  if (timeouts.headersTimeoutMs > timeouts.requestTimeoutMs) {
+    throw new ConfigError('ISOLA_HEADERS_TIMEOUT may not be longer than ISOLA_REQUEST_TIMEOUT.');
+  }
+  return timeouts;
 }

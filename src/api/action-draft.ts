@@ -27,6 +27,7 @@ export function draftFromPut(namespace: string, name: string, body: ActionPut, c
   }
   if (body.delAnnotations) annotations = annotations.filter((a) => !body.delAnnotations?.includes(a.key));
   const requested = annotations.find((a) => a.key === 'isolation')?.value;
+  assertWebAuth(annotations.find((a) => a.key === 'require-whisk-auth')?.value);
   return {
     namespace,
     name,
@@ -36,6 +37,16 @@ export function draftFromPut(namespace: string, name: string, body: ActionPut, c
     annotations,
     isolation: resolveIsolation(exec.kind, requested),
   };
+}
+
+/** `require-whisk-auth` is true/false or a secret; anything else would leave a web action open by mistake. */
+function assertWebAuth(value: unknown): void {
+  if (value === undefined || value === null || typeof value === 'boolean') return;
+  if (typeof value === 'string' && value.length > 0 && value.length <= 256) return;
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return;
+  throw badRequest(
+    'The annotation require-whisk-auth must be true, false or a secret (a string of 1 to 256 characters, or an integer).',
+  );
 }
 
 function stripInit(kv: { key: string; value?: unknown }): KeyValue {

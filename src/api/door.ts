@@ -18,10 +18,48 @@ export function rawBody(body: unknown): Buffer {
 
 /** Lower-cased request headers as plain strings, for functions that want to see them. */
 export function headerMap(headers: Record<string, string | string[] | undefined>): Record<string, string> {
-  const result: Record<string, string> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name === 'authorization') continue;
-    result[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value;
+  // Built with fromEntries: a header called `__proto__` becomes a key, not a prototype.
+  return Object.fromEntries(
+    Object.entries(headers)
+      .filter((entry): entry is [string, string | string[]] => entry[1] !== undefined && entry[0] !== 'authorization')
+      .map(([name, value]) => [name.toLowerCase(), Array.isArray(value) ? value.join(', ') : value]),
+  );
+}
+
+/** JSON text for a value, or an Error saying why it has none (too deep, say). */
+export function safeJson(value: unknown): string | Error {
+  try {
+    return JSON.stringify(value) ?? 'null';
+  } catch (error) {
+    return new Error(`The result cannot be sent as JSON: ${error instanceof Error ? error.message : String(error)}`);
   }
-  return result;
+}
+
+/**
+ * Serialises a successful result once, as the run ends (`check` is the invocation's checkResult),
+ * so that a result that cannot be sent as JSON is recorded as the function's error rather than
+ * failing the response; `render` hands back that text (serialising now if the check did not run).
+ */
+export function jsonRenderer(): { check: (result: unknown) => string | undefined; render: (result: unknown) => string | Error } {
+  let text: string | undefined;
+  return {
+    check: (result) => {
+      const serialised = safeJson(result);
+      if (serialised instanceof Error) return serialised.message;
+      text = serialised;
+      return undefined;
+    },
+    render: (result) => text ?? safeJson(result),
+  };
+}
+
+/** A failed activation's answer: its error fields, the activation id and the request id. */
+export function errorBody(result: unknown, failure: Error | undefined, activationId: string, requestId: string) {
+  const fields =
+    failure instanceof Error
+      ? { error: failure.message }
+      : result !== null && typeof result === 'object' && !Array.isArray(result)
+        ? result
+        : { error: result };
+  return { ...fields, activationId, code: requestId };
 }

@@ -13,14 +13,15 @@ export function httpParams(request: FastifyRequest, path: string): Record<string
   const body = rawBody(request.body);
   const contentType = String(request.headers['content-type'] ?? '');
   const query = request.query as Record<string, unknown>;
-  const params: Record<string, unknown> = { ...query };
+  // Merged by spreading, which defines keys: assigning a `__proto__` key would set a prototype.
+  let params: Record<string, unknown> = { ...query };
   if (body.length > 0) {
     if (/^application\/json/i.test(contentType)) {
       const parsed = parseJson(body.toString('utf8'));
-      if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) Object.assign(params, parsed);
+      if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) params = { ...params, ...parsed };
       else params.__ow_body = parsed;
     } else if (/^application\/x-www-form-urlencoded/i.test(contentType)) {
-      Object.assign(params, Object.fromEntries(new URLSearchParams(body.toString('utf8'))));
+      params = { ...params, ...Object.fromEntries(new URLSearchParams(body.toString('utf8'))) };
     } else {
       params.__ow_body = TEXT_TYPES.test(contentType) ? body.toString('utf8') : body.toString('base64');
     }

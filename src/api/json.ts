@@ -1,7 +1,21 @@
 import { badRequest, IsolaError } from '../core/errors.js';
 
-/** Parses a JSON body; malformed JSON and `__proto__` keys are the caller's mistake (400). */
+/**
+ * How deeply a JSON body may nest. Real documents (API payloads, GeoJSON, configuration) stay
+ * within a few dozen levels; 512 leaves room for generated ones such as syntax trees, and is a
+ * tenth of the ~5,000 levels at which V8's recursive JSON.stringify overflows the default stack:
+ * every part a parameter passes through (storage, copying into a sandbox, the guest protocol)
+ * handles it with room to spare.
+ */
+export const MAX_JSON_DEPTH = 512;
+
+/** Parses a JSON body; malformed JSON, nesting beyond MAX_JSON_DEPTH and `__proto__` keys are the caller's mistake (400). */
 export function parseJson(text: string): unknown {
+  // Checked before parsing: the reviver below recurses as deeply as the document does.
+  const depth = jsonDepthOver(text, MAX_JSON_DEPTH);
+  if (depth !== undefined) {
+    throw badRequest(`The request content is nested more than ${MAX_JSON_DEPTH} levels deep (at offset ${depth}).`);
+  }
   try {
     return JSON.parse(text, (key, value: unknown) => {
       // Merged into other objects, a `__proto__` key could replace a prototype.
@@ -11,5 +25,42 @@ export function parseJson(text: string): unknown {
   } catch (error) {
     if (error instanceof IsolaError) throw error;
     throw badRequest(`The request content was malformed: ${(error as Error).message}`);
+  }
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPEN_BRACE = 0x7b;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACE = 0x7d;
+const CLOSE_BRACKET = 0x5d;
+
+/**
+ * The offset at which a JSON text first nests deeper than `max` arrays and objects, or undefined.
+ * A scan that jumps over strings (an action's code is one long string); it does not validate
+ * (JSON.parse does), it only counts.
+ */
+export function jsonDepthOver(text: string, max: number): number | undefined {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) i = closingQuote(text, i);
+    else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
+      if (++depth > max) return i;
+    } else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) depth--;
+  }
+  return undefined;
+}
+
+/** The index of the quote that ends the string opened at `open` (the text's end when there is none). */
+function closingQuote(text: string, open: number): number {
+  let from = open + 1;
+  for (;;) {
+    const quote = text.indexOf('"', from);
+    if (quote < 0) return text.length;
+    let backslashes = 0;
+    while (text.charCodeAt(quote - 1 - backslashes) === BACKSLASH) backslashes++;
+    if (backslashes % 2 === 0) return quote;
+    from = quote + 1;
   }
 }

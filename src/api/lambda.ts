@@ -1,10 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { badRequest, notFound, unauthorized } from '../core/errors.js';
+import { assertEntityName } from '../core/names.js';
 import type { ActionVersion, ActivationRecord } from '../core/types.js';
 import type { Platform } from '../platform/platform.js';
 import { basicCredentials } from './auth.js';
-import { rawBody, rawBodyScope } from './door.js';
+import { jsonRenderer, rawBody, rawBodyScope, safeJson } from './door.js';
 import { parseJson } from './json.js';
+import { LambdaQuerySchema, parseOrThrow } from './schemas.js';
 import { parseSigV4, verifySigV4 } from './sigv4.js';
 
 interface InvokeParams {
@@ -18,28 +20,29 @@ interface InvokeParams {
  */
 export function registerLambdaRoutes(app: FastifyInstance, platform: Platform): void {
   rawBodyScope(app, (scope) => {
-    scope.post<{ Params: InvokeParams; Querystring: { Qualifier?: string } }>(
-      '/2015-03-31/functions/:name/invocations',
-      async (request, reply) => {
-        const namespace = await authenticateLambda(platform, request);
-        const name = request.params.name.replace(/^arn:aws:lambda:[^:]*:[^:]*:function:/, '').replace(/:.*$/, '');
-        const action = await resolveQualified(platform, namespace, name, request.query.Qualifier);
-        const params = lambdaPayload(rawBody(request.body));
-        const type = String(request.headers['x-amz-invocation-type'] ?? 'RequestResponse');
-        reply.header('x-amzn-requestid', String(request.id));
-        reply.header('x-amz-executed-version', action.version);
-        if (type === 'DryRun') return reply.code(204).send();
-        if (type === 'Event') {
-          const activationId = await platform.invokeAsync(action, params, namespace, [{ key: 'door', value: 'lambda' }]);
-          return reply.code(202).header('x-isola-activation-id', activationId).send();
-        }
-        if (type !== 'RequestResponse')
-          throw badRequest(`X-Amz-Invocation-Type must be RequestResponse, Event or DryRun; got ${type.slice(0, 40)}.`);
-        const outcome = await platform.invokeBlocking(action, params, namespace, [{ key: 'door', value: 'lambda' }]);
-        if (!outcome.done) return reply.code(202).header('x-isola-activation-id', outcome.activationId).send();
-        return sendLambdaResult(reply, outcome.record, String(request.headers['x-amz-log-type'] ?? '') === 'Tail');
-      },
-    );
+    scope.post<{ Params: InvokeParams }>('/2015-03-31/functions/:name/invocations', async (request, reply) => {
+      const namespace = await authenticateLambda(platform, request);
+      const { Qualifier } = parseOrThrow(LambdaQuerySchema, request.query, 'query');
+      const name = request.params.name.replace(/^arn:aws:lambda:[^:]*:[^:]*:function:/, '').replace(/:.*$/, '');
+      const action = await resolveQualified(platform, namespace, assertEntityName('function', name), Qualifier);
+      const params = lambdaPayload(rawBody(request.body));
+      const type = String(request.headers['x-amz-invocation-type'] ?? 'RequestResponse');
+      reply.header('x-amzn-requestid', String(request.id));
+      reply.header('x-amz-executed-version', action.version);
+      if (type === 'DryRun') return reply.code(204).send();
+      if (type === 'Event') {
+        const activationId = await platform.invokeAsync(action, params, namespace, [{ key: 'door', value: 'lambda' }]);
+        return reply.code(202).header('x-isola-activation-id', activationId).send();
+      }
+      if (type !== 'RequestResponse')
+        throw badRequest(`X-Amz-Invocation-Type must be RequestResponse, Event or DryRun; got ${type.slice(0, 40)}.`);
+      const json = jsonRenderer();
+      const outcome = await platform.invokeBlocking(action, params, namespace, [{ key: 'door', value: 'lambda' }], {
+        checkResult: json.check,
+      });
+      if (!outcome.done) return reply.code(202).header('x-isola-activation-id', outcome.activationId).send();
+      return sendLambdaResult(reply, outcome.record, json, String(request.headers['x-amz-log-type'] ?? '') === 'Tail');
+    });
   });
 }
 
@@ -78,23 +81,20 @@ function lambdaPayload(body: Buffer): Record<string, unknown> {
   return { payload };
 }
 
-function sendLambdaResult(reply: FastifyReply, record: ActivationRecord, tail: boolean) {
+function sendLambdaResult(reply: FastifyReply, record: ActivationRecord, json: ReturnType<typeof jsonRenderer>, tail: boolean) {
   reply.header('x-isola-activation-id', record.activationId);
   if (tail) reply.header('x-amz-log-result', Buffer.from(record.logs.join('\n').slice(-4096)).toString('base64'));
-  if (record.response.success)
-    return reply.code(200).header('content-type', 'application/json').send(JSON.stringify(record.response.result));
-  // Lambda answers 200 for a function's own failure and says so in a header.
-  const result = record.response.result as { error?: unknown } | undefined;
-  const message = typeof result?.error === 'string' ? result.error : JSON.stringify(result?.error ?? result);
-  const errorType =
-    record.response.status === 'application error'
-      ? 'Error'
-      : record.response.status === 'action developer error'
-        ? 'Runtime.ExitError'
-        : 'ServiceException';
-  if (record.response.status === 'whisk internal error') {
+  const response = record.response;
+  const body = response.success ? json.render(response.result) : undefined;
+  if (typeof body === 'string') return reply.code(200).header('content-type', 'application/json').send(body);
+  const error = (response.result as { error?: unknown } | undefined)?.error ?? response.result;
+  const rendered = body ?? (typeof error === 'string' ? error : safeJson(error));
+  const message = rendered instanceof Error ? rendered.message : rendered;
+  if (response.status === 'whisk internal error') {
     return reply.code(500).send({ error: message, code: String(reply.request.id), Type: 'Service', message });
   }
+  // Lambda answers 200 for a function's own failure and says so in a header.
+  const errorType = response.status === 'application error' ? 'Error' : 'Runtime.ExitError';
   return reply
     .code(200)
     .header('x-amz-function-error', 'Unhandled')

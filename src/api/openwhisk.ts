@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { notFound } from '../core/errors.js';
+import { badRequest, notFound } from '../core/errors.js';
 import { assertEntityName } from '../core/names.js';
 import type { ActivationRecord } from '../core/types.js';
 import type { Platform } from '../platform/platform.js';
@@ -60,36 +60,44 @@ export function registerOpenWhiskRoutes(app: FastifyInstance, platform: Platform
   app.get<{ Params: ActionParams }>(`${base}/actions/:name`, async (request) => {
     const namespace = await caller(request, request.params.namespace);
     const query = parseOrThrow(GetActionQuerySchema, request.query, 'query');
+    const name = assertEntityName('action', request.params.name);
     const action = query.version
-      ? await platform.store.getAction(namespace, request.params.name, query.version)
-      : await platform.getAction(namespace, request.params.name);
-    if (!action)
-      throw notFound(`The action "${request.params.name}" does not exist${query.version ? ` at version ${query.version}` : ''}.`);
+      ? await platform.store.getAction(namespace, name, query.version)
+      : await platform.getAction(namespace, name);
+    if (!action) throw notFound(`The action "${name}" does not exist${query.version ? ` at version ${query.version}` : ''}.`);
     return actionView(action, { code: query.code !== 'false' });
   });
 
   app.get<{ Params: ActionParams }>(`${base}/actions/:name/versions`, async (request) => {
     const namespace = await caller(request, request.params.namespace);
-    const versions = await platform.store.listVersions(namespace, request.params.name);
-    if (versions.length === 0) throw notFound(`The action "${request.params.name}" does not exist.`);
+    const name = assertEntityName('action', request.params.name);
+    const versions = await platform.store.listVersions(namespace, name);
+    if (versions.length === 0) throw notFound(`The action "${name}" does not exist.`);
     return versions.map((v) => actionView(v, { code: false }));
   });
 
   app.delete<{ Params: ActionParams }>(`${base}/actions/:name`, async (request) => {
     const namespace = await caller(request, request.params.namespace);
-    return actionView(await platform.deleteAction(namespace, request.params.name), { code: false });
+    return actionView(await platform.deleteAction(namespace, assertEntityName('action', request.params.name)), { code: false });
   });
 
   app.post<{ Params: ActionParams }>(`${base}/actions/:name`, async (request, reply) => {
     const namespace = await caller(request, request.params.namespace);
     const query = parseOrThrow(InvokeQuerySchema, request.query, 'query');
+    // As OpenWhisk: `timeout` bounds how long a blocking call waits, up to the server's own wait.
+    const maxWaitMs = platform.config.blockingWaitMs;
+    if (query.timeout !== undefined && query.timeout > maxWaitMs) {
+      throw badRequest(`timeout must be a number of milliseconds from 0 to ${maxWaitMs}; got ${query.timeout}.`);
+    }
     const params = paramsFrom(request.body);
-    const action = await platform.requireAction(namespace, request.params.name);
+    const action = await platform.requireAction(namespace, assertEntityName('action', request.params.name));
     if (!query.blocking) {
       const activationId = await platform.invokeAsync(action, params, namespace);
       return reply.code(202).send({ activationId });
     }
-    const outcome = await platform.invokeBlocking(action, params, namespace);
+    const outcome = await platform.invokeBlocking(action, params, namespace, [], {
+      ...(query.timeout !== undefined ? { waitMs: query.timeout } : {}),
+    });
     if (!outcome.done) return reply.code(202).send({ activationId: outcome.activationId });
     return sendRecord(reply, outcome.record, query.result);
   });

@@ -53,7 +53,16 @@ const count = (max: number, fallback: number) =>
     .transform((v) => v ?? fallback);
 
 export const PutQuerySchema = z.object({ overwrite: booleanFlag });
-export const InvokeQuerySchema = z.object({ blocking: booleanFlag, result: booleanFlag, timeout: z.string().optional() });
+export const InvokeQuerySchema = z.object({
+  blocking: booleanFlag,
+  result: booleanFlag,
+  timeout: z
+    .string()
+    .regex(/^\d{1,10}$/, 'must be a whole number of milliseconds')
+    .transform(Number)
+    .optional(),
+});
+export const LambdaQuerySchema = z.object({ Qualifier: z.string().max(128).optional() });
 export const ListQuerySchema = z.object({ limit: count(200, 30), skip: count(1_000_000, 0) });
 export const GetActionQuerySchema = z.object({
   code: z.enum(['true', 'false']).optional(),

@@ -1,4 +1,6 @@
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { IsolaError } from '../core/errors.js';
 import { newRequestId } from '../core/ids.js';
 import type { Platform } from '../platform/platform.js';
@@ -14,15 +16,62 @@ const API_INFO = {
   api_paths: ['/api/v1'],
 };
 
+const FRAMEWORK_ERRORS = new Map<string, [number, string]>([
+  ['FST_ERR_BAD_URL', [400, 'The request URL is malformed (a bad percent-encoding).']],
+  ['FST_ERR_MAX_PARAM_LENGTH', [414, 'A segment of the request path is longer than 1024 characters.']],
+]);
+
+/**
+ * Requests that are not HTTP at all, or too slow (Node's request and headers timeouts): a JSON
+ * error, then the connection is closed, and the answer says so. (Fastify's default answer omits
+ * `Connection: close`, so a keep-alive client may send its next request into a closing socket.)
+ */
+function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, message] =
+    error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'The request was not received in time.']
+      : error.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'The request headers are too large.']
+        : [400, 'The request is not valid HTTP.'];
+  const body = JSON.stringify({ error: message, code: newRequestId() });
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
+
 /** The HTTP server: every door onto the platform, one error shape, one request id per request. */
 export function buildServer(platform: Platform): FastifyInstance {
+  const config = platform.config;
   const app = Fastify({
     logger: { level: process.env.ISOLA_LOG_LEVEL ?? 'warn' },
-    bodyLimit: platform.config.maxPayloadBytes,
+    bodyLimit: config.maxPayloadBytes,
     genReqId: () => newRequestId(),
     // Action names may be up to 256 characters, and URL-encoded.
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 1024 },
     return503OnClosing: true,
+    // Slow or silent clients may not hold connections: the headers, then the whole request, must
+    // arrive in time (408 and closed otherwise), and an idle keep-alive connection is closed.
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.idleTimeoutMs,
+    // A connection with no traffic at all for longer than any call can wait (a client that stopped
+    // reading its response, say) is closed too.
+    connectionTimeout: config.blockingWaitMs + config.requestTimeoutMs,
+    http: {
+      headersTimeout: config.headersTimeoutMs,
+      // Node checks those deadlines on this interval (30 s by default, longer than the bounds).
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(config.headersTimeoutMs / 4))),
+    },
+    // Fastify's own 4xx answers (a malformed URL, a parameter too long) in the API's error shape.
+    frameworkErrors: (error, request, reply) => {
+      const [status, message] = FRAMEWORK_ERRORS.get(error.code) ?? [400, 'The request is malformed.'];
+      void (reply as FastifyReply).code(status).send({ error: message, code: String(request.id) });
+    },
+    clientErrorHandler: answerClientError,
   });
 
   // JSON bodies as OpenWhisk takes them: an empty body is no body; malformed JSON is a clear 400.

@@ -1,4 +1,5 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { unescape as lenientUnescape } from 'node:querystring';
 
 /** What a request looks like to AWS Signature Version 4. */
 export interface SignedRequest {
@@ -41,9 +42,21 @@ function uriEncode(text: string): string {
   return encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
+// SignedHeaders names come from the caller: only the request's own headers count, never
+// members of Object.prototype such as "constructor".
 function header(headers: SignedRequest['headers'], name: string): string | undefined {
+  if (!Object.hasOwn(headers, name)) return undefined;
   const value = headers[name];
   return Array.isArray(value) ? value.join(',') : value;
+}
+
+/**
+ * Decodes a query component the way signing clients read their own query string (Node's
+ * querystring, as aws4 uses): `+` is a space and a malformed escape such as `%zz` stays as it is
+ * rather than throwing, so a bad query is a signature mismatch, never a server error.
+ */
+function queryUnescape(text: string): string {
+  return lenientUnescape(text.replace(/\+/g, ' '));
 }
 
 /**
@@ -74,8 +87,9 @@ export function verifySigV4(
     .split('&')
     .filter(Boolean)
     .map((pair) => {
-      const [k = '', v = ''] = pair.split('=', 2);
-      return [uriEncode(decodeURIComponent(k.replace(/\+/g, ' '))), uriEncode(decodeURIComponent(v.replace(/\+/g, ' ')))];
+      const at = pair.indexOf('=');
+      const [k, v] = at < 0 ? [pair, ''] : [pair.slice(0, at), pair.slice(at + 1)];
+      return [uriEncode(queryUnescape(k)), uriEncode(queryUnescape(v))];
     })
     .sort(([a = '', x = ''], [b = '', y = '']) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0))
     .map(([k, v]) => `${k}=${v}`)

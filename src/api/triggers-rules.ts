@@ -71,22 +71,25 @@ export function registerTriggerRoutes(app: FastifyInstance, platform: Platform):
 
   app.get<{ Params: Params }>(`${base}/triggers/:name`, async (request) => {
     const namespace = await caller(request, request.params.namespace);
-    const trigger = await store.getTrigger(namespace, request.params.name);
-    if (!trigger) throw notFound(`The trigger "${request.params.name}" does not exist.`);
+    const name = assertEntityName('trigger', request.params.name);
+    const trigger = await store.getTrigger(namespace, name);
+    if (!trigger) throw notFound(`The trigger "${name}" does not exist.`);
     return triggerView(trigger, await store.rulesFor(namespace, trigger.name));
   });
 
   app.delete<{ Params: Params }>(`${base}/triggers/:name`, async (request) => {
     const namespace = await caller(request, request.params.namespace);
-    const trigger = await store.deleteTrigger(namespace, request.params.name);
-    if (!trigger) throw notFound(`The trigger "${request.params.name}" does not exist.`);
+    const name = assertEntityName('trigger', request.params.name);
+    const trigger = await store.deleteTrigger(namespace, name);
+    if (!trigger) throw notFound(`The trigger "${name}" does not exist.`);
     platform.triggers.unschedule(namespace, trigger.name);
     return triggerView(trigger, []);
   });
 
   app.post<{ Params: Params }>(`${base}/triggers/:name`, async (request, reply) => {
     const namespace = await caller(request, request.params.namespace);
-    const activationId = await platform.triggers.fire(namespace, request.params.name, paramsFrom(request.body), 'api');
+    const name = assertEntityName('trigger', request.params.name);
+    const activationId = await platform.triggers.fire(namespace, name, paramsFrom(request.body), 'api');
     if (!activationId) return reply.code(204).send();
     return reply.code(202).send({ activationId });
   });
@@ -115,7 +118,7 @@ export function registerTriggerRoutes(app: FastifyInstance, platform: Platform):
 
   app.get<{ Params: Params }>(`${base}/rules/:name`, async (request) => {
     const namespace = await caller(request, request.params.namespace);
-    const rule = await store.getRule(namespace, request.params.name);
+    const rule = await store.getRule(namespace, assertEntityName('rule', request.params.name));
     if (!rule) throw notFound(`The rule "${request.params.name}" does not exist.`);
     return ruleView(rule);
   });
@@ -123,7 +126,7 @@ export function registerTriggerRoutes(app: FastifyInstance, platform: Platform):
   app.post<{ Params: Params }>(`${base}/rules/:name`, async (request) => {
     const namespace = await caller(request, request.params.namespace);
     const { status } = parseOrThrow(RuleStatusSchema, request.body ?? {}, 'rule status');
-    const rule = await store.getRule(namespace, request.params.name);
+    const rule = await store.getRule(namespace, assertEntityName('rule', request.params.name));
     if (!rule) throw notFound(`The rule "${request.params.name}" does not exist.`);
     await store.setRuleStatus(namespace, rule.name, status);
     return ruleView({ ...rule, status });
@@ -131,7 +134,7 @@ export function registerTriggerRoutes(app: FastifyInstance, platform: Platform):
 
   app.delete<{ Params: Params }>(`${base}/rules/:name`, async (request) => {
     const namespace = await caller(request, request.params.namespace);
-    const rule = await store.deleteRule(namespace, request.params.name);
+    const rule = await store.deleteRule(namespace, assertEntityName('rule', request.params.name));
     if (!rule) throw notFound(`The rule "${request.params.name}" does not exist.`);
     return ruleView(rule);
   });

@@ -6,13 +6,14 @@ export type Isolation = (typeof ISOLATIONS)[number];
 export const KINDS = ['nodejs:20', 'wasm'] as const;
 export type Kind = (typeof KINDS)[number];
 
-// Names real OpenWhisk clients send for the default Node.js runtime.
-const KIND_ALIASES: Record<string, Kind> = {
-  'nodejs:20': 'nodejs:20',
-  'nodejs:default': 'nodejs:20',
-  nodejs: 'nodejs:20',
-  wasm: 'wasm',
-};
+// Names real OpenWhisk clients send for the default Node.js runtime. A Map, not an object literal:
+// a kind such as "constructor" or "__proto__" must not find Object.prototype's members.
+const KIND_ALIASES: ReadonlyMap<string, Kind> = new Map([
+  ['nodejs:20', 'nodejs:20'],
+  ['nodejs:default', 'nodejs:20'],
+  ['nodejs', 'nodejs:20'],
+  ['wasm', 'wasm'],
+]);
 
 /** Which isolation backends can run a kind. The first is the default. */
 export const ISOLATIONS_FOR_KIND: Record<Kind, readonly Isolation[]> = {
@@ -25,7 +26,7 @@ export function isIsolation(value: string): value is Isolation {
 }
 
 export function resolveKind(kind: string): Kind {
-  const resolved = KIND_ALIASES[kind];
+  const resolved = KIND_ALIASES.get(kind);
   if (!resolved) {
     throw badRequest(
       `The kind "${kind.slice(0, 40)}" is not supported. Supported kinds: nodejs:20 (alias nodejs:default), wasm.`,

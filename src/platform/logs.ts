@@ -2,7 +2,7 @@ import type { LogStream } from '../sandbox/backend.js';
 
 /**
  * Collects what a function prints as OpenWhisk log lines (`<ISO time> stdout: <text>`), up to the
- * action's log limit; beyond it one line says the rest was dropped.
+ * action's log limit in UTF-8 bytes; beyond it one line says the rest was dropped.
  */
 export class LogCollector {
   private readonly lines: string[] = [];
@@ -17,8 +17,10 @@ export class LogCollector {
     const parts = pending.split('\n');
     this.partial[stream] = parts.pop() ?? '';
     for (const line of parts) this.add(stream, line);
-    // A partial line longer than the limit is flushed rather than buffered without bound.
-    if (this.partial[stream].length > this.limitBytes) {
+    // A partial line longer than the limit is flushed rather than buffered without bound. (A
+    // string has at most 3 bytes per UTF-16 code unit: most writes skip the byte count.)
+    const partial = this.partial[stream];
+    if (partial.length * 3 > this.limitBytes && Buffer.byteLength(partial) > this.limitBytes) {
       this.add(stream, this.partial[stream]);
       this.partial[stream] = '';
     }
@@ -36,14 +38,16 @@ export class LogCollector {
   private add(stream: LogStream, text: string): void {
     if (this.truncated) return;
     const line = `${new Date().toISOString()} ${stream}: ${text}`;
-    if (this.bytes + line.length > this.limitBytes) {
+    // The limit is in bytes, as stored and sent (UTF-8), not in UTF-16 code units.
+    const bytes = Buffer.byteLength(line);
+    if (this.bytes + bytes > this.limitBytes) {
       this.truncated = true;
       this.lines.push(
         `${new Date().toISOString()} stderr: Logs were truncated because the total bytes size exceeds the limit of ${this.limitBytes} bytes.`,
       );
       return;
     }
-    this.bytes += line.length;
+    this.bytes += bytes;
     this.lines.push(line);
   }
 }

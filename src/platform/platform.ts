@@ -117,8 +117,16 @@ export class Platform {
     if (draft.limits.memory < backend.minMemoryMb) {
       throw badRequest(`limits.memory must be at least ${backend.minMemoryMb} MB under isolation "${draft.isolation}".`);
     }
+    if (draft.limits.memory > this.config.memoryBudgetMb) {
+      throw badRequest(
+        `limits.memory of ${draft.limits.memory} MB exceeds this server's memory budget of ${this.config.memoryBudgetMb} MB ` +
+          '(ISOLA_MEMORY_BUDGET_MB): no instance of it could ever run here.',
+      );
+    }
     try {
-      functionSettings(draft);
+      // Everything the scheduler will build from the annotations is built once here, so that a
+      // setting that only fails when used (a policy with no bins, say) is refused, not stored.
+      functionSettings(draft).policy?.forFunction();
     } catch (error) {
       throw badRequest((error as Error).message);
     }
@@ -156,26 +164,33 @@ export class Platform {
   // ---- invocations ------------------------------------------------------------------------
 
   /**
-   * Runs an action and waits for it, up to the blocking wait; past that the caller gets the
-   * activation id and the record is stored when the run ends.
+   * Runs an action and waits for it, up to the blocking wait (or `waitMs`, the caller's own
+   * shorter bound); past that the caller gets the activation id and the record is stored when the
+   * run ends.
    */
   async invokeBlocking(
     action: ActionVersion,
     params: Record<string, unknown>,
     subject: string,
     annotations: KeyValue[] = [],
-    options: Pick<Invocation, 'checkResult'> = {},
+    options: Pick<Invocation, 'checkResult'> & { waitMs?: number } = {},
   ): Promise<BlockingOutcome> {
     this.admit(action);
     const activationId = newActivationId();
     const accepted = Date.now();
-    const run = this.invoker.invoke({ action, params, subject, activationId, accepted, annotations, ...options });
+    const { waitMs = this.config.blockingWaitMs, ...invocationOptions } = options;
+    const run = this.invoker.invoke({ action, params, subject, activationId, accepted, annotations, ...invocationOptions });
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<'late'>((resolve) => {
-      timer = setTimeout(() => resolve('late'), this.config.blockingWaitMs);
+      timer = setTimeout(() => resolve('late'), Math.min(waitMs, this.config.blockingWaitMs));
     });
-    const first = await Promise.race([run, waited]);
-    clearTimeout(timer);
+    let first: ActivationRecord | 'late';
+    try {
+      first = await Promise.race([run, waited]);
+    } finally {
+      // Also when the run rejects: a pending timer would keep its closure (and the process) alive.
+      clearTimeout(timer);
+    }
     if (first !== 'late') return { done: true, record: first };
     // The caller stops waiting; mark the activation as running so that a restart records it.
     this.track(

@@ -46,7 +46,7 @@ export function functionSettings(action: Pick<ActionVersion, 'annotations'>): Fu
   };
   if (settings.minInstances > settings.maxInstances) throw new Error('The annotation minInstances may not exceed maxInstances.');
   const policy = annotationValue(action.annotations, 'keepAlive');
-  if (policy !== undefined) {
+  if (policy !== undefined && policy !== null) {
     if (typeof policy !== 'string') throw new Error('The annotation keepAlive must be a string such as "hybrid" or "fixed:10m".');
     settings.policy = parsePolicy(policy);
   }

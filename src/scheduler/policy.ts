@@ -159,25 +159,45 @@ function formatDuration(ms: number): string {
   return `${ms}ms`;
 }
 
+// Bounds on a policy's durations. Every window the policy yields ends up as a timer delay, and
+// Node fires a delay over 2^31 - 1 ms (24.8 days) at once: a fixed keep-alive may last a day (longer
+// is what minInstances is for), and a hybrid bin up to an hour, whose 4-hour range scaled by 60
+// (10 days, plus the margin) stays well inside that. Zero would make a hybrid histogram of no bins.
+export const POLICY_DURATION_LIMITS = {
+  fixed: { min: 1, max: 24 * 3_600_000 },
+  hybrid: { min: 1, max: 3_600_000 },
+} as const;
+
 /**
  * `fixed:10m`, `fixed:30s`, `hybrid`, or `hybrid:<bin>` (the histogram's bin width; every other
  * window scales with it, so that `hybrid:100ms` is the paper's policy on a time axis 600 times
- * faster, as a scaled-down replay needs).
+ * faster, as a scaled-down replay needs). Throws with the reason for anything else, durations
+ * out of `POLICY_DURATION_LIMITS` included.
  */
 export function parsePolicy(text: string): KeepAlivePolicy {
   const [kind, arg] = text.trim().split(/:(.*)/s) as [string, string | undefined];
   if (kind === 'fixed') {
     if (!arg) throw new Error('fixed needs a duration: fixed:10m');
-    return new FixedKeepAlive(parseDuration(arg));
+    return new FixedKeepAlive(policyDuration('fixed', arg));
   }
   if (kind === 'hybrid') {
     if (!arg) return new HybridHistogram();
-    const binMs = parseDuration(arg);
+    const binMs = policyDuration('hybrid', arg);
     const scale = binMs / HYBRID_DEFAULTS.binMs;
     return new HybridHistogram(
       { binMs, rangeMs: Math.round(HYBRID_DEFAULTS.rangeMs * scale), fallbackMs: Math.round(HYBRID_DEFAULTS.fallbackMs * scale) },
       `hybrid:${arg}`,
     );
   }
-  throw new Error(`Unknown keep-alive policy "${text}": use fixed:<duration> (e.g. fixed:10m) or hybrid.`);
+  throw new Error(`Unknown keep-alive policy "${text.slice(0, 80)}": use fixed:<duration> (e.g. fixed:10m) or hybrid.`);
+}
+
+function policyDuration(kind: keyof typeof POLICY_DURATION_LIMITS, text: string): number {
+  const { min, max } = POLICY_DURATION_LIMITS[kind];
+  const ms = text.length <= 40 ? parseDuration(text) : Number.NaN;
+  if (!(ms >= min && ms <= max)) {
+    const what = kind === 'fixed' ? 'A fixed keep-alive' : "A hybrid policy's bin";
+    throw new Error(`${what} must last from ${formatDuration(min)} to ${formatDuration(max)}; got "${text.slice(0, 40)}".`);
+  }
+  return ms;
 }
