@@ -2,16 +2,18 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import ivm from 'isolated-vm';
 import type { Isolation } from '../../core/kinds.js';
-import type {
-  Backend,
-  BackendStatus,
-  FunctionCode,
-  InitOutcome,
-  LogSink,
-  RunOutcome,
-  RunRequest,
-  Sandbox,
-  SandboxSpec,
+import {
+  type Backend,
+  type BackendStatus,
+  type FunctionCode,
+  type InitOutcome,
+  type LogSink,
+  type LogStream,
+  lateOutputLine,
+  type RunOutcome,
+  type RunRequest,
+  type Sandbox,
+  type SandboxSpec,
 } from '../backend.js';
 
 const BOOTSTRAP_SOURCE = readFileSync(new URL('./bootstrap.js', import.meta.url), 'utf8');
@@ -49,12 +51,12 @@ async function compile(
   cache: CodeCache,
   key: string,
   source: string,
-  filename: string,
+  origin: ivm.ScriptOrigin,
 ): Promise<ivm.Script> {
   const cachedData = cache.get(key);
   // The typings omit what the returned script carries: cachedData when produced.
   const script = (await isolate.compileScript(source, {
-    filename,
+    ...origin,
     ...(cachedData ? { cachedData } : { produceCachedData: true }),
   })) as ivm.Script & ivm.CachedDataResult;
   if (!cachedData && script.cachedData) cache.set(key, script.cachedData);
@@ -143,9 +145,15 @@ export interface IsolateRunStats {
 }
 
 type Envelope = string;
-type RunFunction = ivm.Reference<(id: string, params: string) => Promise<Envelope>>;
-type StartFunction = ivm.Reference<(id: string, params: string) => void>;
-type TakeFunction = ivm.Reference<(id: string) => Envelope | undefined>;
+
+/** The isolate's internals (see bootstrap.js), reachable only through these references. */
+interface Internals {
+  load: ivm.Reference<(moduleFunction: unknown, main: string, filename: string, logLimit: number, deadline: number) => Envelope>;
+  run: ivm.Reference<(id: string, params: string, deadline: number, acks: string) => Promise<Envelope>>;
+  start: ivm.Reference<(id: string, params: string, deadline: number, acks: string) => void>;
+  take: ivm.Reference<(id: string) => Envelope | undefined>;
+  fire: ivm.Reference<(id: number) => void>;
+}
 
 /** One isolate, its context and the references into it; replaced whole when rebuilt. */
 interface Realm {
@@ -153,10 +161,52 @@ interface Realm {
   abandoned: { value: boolean };
   isolate: ivm.Isolate;
   context: ivm.Context;
-  fire: ivm.Reference<(id: number) => void>;
-  run?: RunFunction;
-  start?: StartFunction;
-  take?: TakeFunction;
+  internals: Internals;
+}
+
+/** Envelopes from bootstrap.js: a result or an error, and how many log lines the run sent. */
+interface ParsedEnvelope {
+  ok?: unknown;
+  err?: unknown;
+  name?: string;
+  logs: number;
+}
+
+/** The owner of what the function's top-level code does and leaves behind (the same in bootstrap.js). */
+const INIT = '#init';
+/** Date.now() and isolated-vm's timers disagree by up to this when deciding which budget ran out. */
+const CLOCK_SLACK_MS = 2;
+/** Room beyond the log limit for the truncation lines of leftover output held for the next activation. */
+const HELD_SLACK_CHARS = 1024;
+const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
+
+/** A timer callback sent into the isolate that has not come back yet. */
+interface Fire {
+  owner: string;
+}
+
+interface ActiveRun {
+  id: string;
+  sink: LogSink;
+  /** Log lines received so far; the envelope says how many the run sent. */
+  received: number;
+  /** Timer callbacks that held the isolate when this run was sent to it: it starts after them. */
+  queuedBehind: Set<Fire> | undefined;
+}
+
+/** Why the sandbox stopped. An isolate that is disposed without the host stopping it ran out of memory. */
+type StopReason =
+  | { kind: 'timeout'; owner: string }
+  | { kind: 'blocked'; fire: Fire }
+  | { kind: 'oom' }
+  | { kind: 'failed'; message: string }
+  | { kind: 'destroyed' };
+
+/** A run that failed in a way already decided, e.g. when the function could not be loaded again. */
+class RunFailure extends Error {
+  constructor(readonly outcome: RunOutcome & { kind: 'crash' }) {
+    super(outcome.reason);
+  }
 }
 
 let sandboxCounter = 0;
@@ -164,15 +214,24 @@ let sandboxCounter = 0;
 export class IsolateSandbox implements Sandbox {
   readonly id = `isolate-${++sandboxCounter}`;
   private readonly timers = new Map<number, NodeJS.Timeout>();
-  private readonly sinks = new Map<string, { sink: LogSink; received: number }>();
-  /** Runs that went on past a synchronous call, waiting for the __isola_done bridge. */
+  private readonly runs = new Map<string, ActiveRun>();
+  /** Runs whose envelope comes later through the hostDone bridge. */
   private readonly settling = new Map<string, { resolve: (e: Envelope) => void; reject: (e: unknown) => void }>();
-  private initSink: LogSink | undefined;
+  private readonly fires = new Set<Fire>();
+  /** Envelopes received whose copies the isolate may drop: sent along with the next run. */
+  private acks: string[] = [];
+  /** Leftover output (after its activation returned), written at the start of the next activation. */
+  private held: { owner: string; stream: LogStream; text: string }[] = [];
+  private heldChars = 0;
+  private heldDroppedFrom: string | undefined;
+  /** The top-level code being run, and where its output goes (nowhere when loaded again after an overrun). */
+  private loading: { sink: LogSink | undefined; received: number } | undefined;
+  private logLimitBytes = 0;
   private realm!: Realm;
   private code: FunctionCode | undefined;
   private deathListener: ((reason: string) => void) | undefined;
   private destroyed = false;
-  private timedOut = false;
+  private stopReason: StopReason | undefined;
 
   private constructor(
     private readonly spec: SandboxSpec,
@@ -193,68 +252,63 @@ export class IsolateSandbox implements Sandbox {
     return sandbox;
   }
 
-  private get isolate(): ivm.Isolate {
-    return this.realm.isolate;
-  }
-
   private async openRealm(): Promise<Realm> {
     const isolate = new ivm.Isolate({ memoryLimit: this.spec.memoryMb });
     try {
       const abandoned = { value: false };
       const context = await isolate.createContext();
-      const fire = await this.installBridges(isolate, context, abandoned);
-      return { abandoned, isolate, context, fire };
+      const bootstrap = await compile(isolate, this.cache, 'bootstrap', BOOTSTRAP_SOURCE, { filename: 'isola:bootstrap.js' });
+      const factory = (await bootstrap.run(context, { reference: true })) as ivm.Reference<unknown>;
+      const internals = (await factory.apply(undefined, this.bridges(abandoned), {
+        result: { reference: true },
+      })) as ivm.Reference<Record<keyof Internals, unknown>>;
+      factory.release();
+      const take = <T>(name: keyof Internals) => internals.getSync(name, { reference: true }) as unknown as ivm.Reference<T>;
+      const realm: Realm = {
+        abandoned,
+        isolate,
+        context,
+        internals: { load: take('load'), run: take('run'), start: take('start'), take: take('take'), fire: take('fire') },
+      };
+      internals.release();
+      return realm;
     } catch (error) {
       if (!isolate.isDisposed) isolate.dispose();
       throw error;
     }
   }
 
-  private async installBridges(
-    isolate: ivm.Isolate,
-    context: ivm.Context,
-    abandoned: { value: boolean },
-  ): Promise<ivm.Reference<(id: number) => void>> {
-    const global = context.global;
+  /**
+   * The host's side of the bootstrap: log, timer, clear timer, random bytes, run settled. They
+   * must never throw into the host: isolated-vm turns that into an unhandled rejection.
+   */
+  private bridges(abandoned: { value: boolean }): ivm.Callback[] {
     // Callbacks of a realm that was given up are dropped: its logs belong to an abandoned attempt.
-    const current = () => !abandoned.value;
-    // Bridges must never throw into the host: isolated-vm turns a rejected host promise into an
-    // unhandled rejection, so every one of them catches.
-    await global.set(
-      '__isola_log',
+    const current = () => !abandoned.value && !this.destroyed;
+    return [
       new ivm.Callback(
-        (id: string, stream: 'stdout' | 'stderr', text: string) => {
-          if (!current()) return;
-          const run = this.sinks.get(id);
-          if (run) run.received++;
-          const sink = run?.sink ?? this.initSink ?? (this.sinks.size === 1 ? [...this.sinks.values()][0]?.sink : undefined);
-          sink?.(stream === 'stderr' ? 'stderr' : 'stdout', String(text));
+        (owner: string, stream: string, text: string, late: boolean) => {
+          if (current()) this.receive(String(owner), stream === 'stderr' ? 'stderr' : 'stdout', String(text), late === true);
         },
         { ignored: true },
       ),
-    );
-    await global.set(
-      '__isola_timer',
-      new ivm.Callback((id: number, ms: number) => current() && this.schedule(id, ms), { ignored: true }),
-    );
-    await global.set(
-      '__isola_clear_timer',
+      new ivm.Callback(
+        (id: number, ms: number, owner: string, deadline: number) => {
+          if (current()) this.schedule(id, ms, String(owner), deadline);
+        },
+        { ignored: true },
+      ),
       new ivm.Callback(
         (id: number) => {
+          if (!current()) return;
           clearTimeout(this.timers.get(id));
           this.timers.delete(id);
         },
         { ignored: true },
       ),
-    );
-    await global.set(
-      '__isola_random',
       new ivm.Callback((n: number) => randomBytes(Math.max(0, Math.min(MAX_RANDOM_BYTES, n | 0))).toString('hex'), {
         sync: true,
       }),
-    );
-    await global.set(
-      '__isola_done',
       new ivm.Callback(
         (id: string, envelope: string) => {
           if (!current()) return;
@@ -264,107 +318,254 @@ export class IsolateSandbox implements Sandbox {
         },
         { ignored: true },
       ),
-    );
-    const bootstrap = await compile(isolate, this.cache, 'bootstrap', BOOTSTRAP_SOURCE, 'isola:bootstrap.js');
-    await bootstrap.run(context);
-    return (await global.get('__isola_fire', { reference: true })) as ivm.Reference<(id: number) => void>;
+    ];
   }
 
   get alive(): boolean {
-    return !this.destroyed && !this.isolate.isDisposed;
+    return !this.destroyed && !this.realm.isolate.isDisposed;
   }
 
-  private schedule(id: number, ms: number): void {
-    if (!this.alive) return;
-    const handle = setTimeout(() => {
-      this.timers.delete(id);
-      if (!this.alive) return;
-      // A timer callback that throws is reported by the isolate's own console; here only an
-      // isolate that died under it (e.g. out of memory) matters.
-      this.realm.fire.apply(undefined, [id], { timeout: 1000 }).catch((error) => this.noticeDeath(error));
-    }, ms);
-    this.timers.set(id, handle);
+  /** Timer callbacks in the isolate right now: a run sent meanwhile waits for them. */
+  get timerCallbacksRunning(): number {
+    return this.fires.size;
+  }
+
+  /** A log line from the isolate: to its activation while it runs; held for the next one after it returned. */
+  private receive(owner: string, stream: LogStream, text: string, late: boolean): void {
+    if (!late) {
+      const target = owner === INIT ? this.loading : this.runs.get(owner);
+      if (target) {
+        target.received++;
+        target.sink?.(stream, text);
+        return;
+      }
+    }
+    this.hold(owner, stream, text);
+  }
+
+  /** A line the host itself writes for an owner (an unhandled rejection); not counted as sent by the isolate. */
+  private write(owner: string, stream: LogStream, text: string): void {
+    const target = owner === INIT ? this.loading : this.runs.get(owner);
+    if (target) target.sink?.(stream, text);
+    else this.hold(owner, stream, text);
+  }
+
+  private hold(owner: string, stream: LogStream, text: string): void {
+    // Each owner's output is capped in the isolate; this bounds what several of them leave together.
+    if (this.heldChars + text.length > this.logLimitBytes + HELD_SLACK_CHARS) {
+      this.heldDroppedFrom ??= owner;
+      return;
+    }
+    this.held.push({ owner, stream, text });
+    this.heldChars += text.length;
+  }
+
+  /** Writes the held leftover output at the start of an activation, each line marked with where it came from. */
+  private flushHeld(sink: LogSink): void {
+    if (this.held.length === 0 && this.heldDroppedFrom === undefined) return;
+    for (const { owner, stream, text } of this.held) {
+      const body = text.endsWith('\n') ? text.slice(0, -1) : text;
+      for (const line of body.split('\n')) sink(stream, `${lateLine(owner, line)}\n`);
+    }
+    if (this.heldDroppedFrom !== undefined) {
+      const notice = `Logs were truncated because the total bytes size exceeds the limit of ${this.logLimitBytes} bytes.`;
+      sink('stderr', `${lateLine(this.heldDroppedFrom, notice)}\n`);
+    }
+    this.held = [];
+    this.heldChars = 0;
+    this.heldDroppedFrom = undefined;
+  }
+
+  /** An unhandled rejection, which isolated-vm reports as the failure of the call it happened in. */
+  private reportRejection(owner: string, error: unknown): void {
+    const text = `Unhandled rejection: ${thrownText(error)}`;
+    this.write(owner, 'stderr', `${text.length > this.logLimitBytes ? text.slice(0, this.logLimitBytes) : text}\n`);
+  }
+
+  private schedule(id: number, ms: number, owner: string, deadline: number): void {
+    // The isolate schedules nothing past its activation's deadline; this holds even if it did.
+    if (Date.now() + ms > deadline) return;
+    clearTimeout(this.timers.get(id));
+    this.timers.set(
+      id,
+      setTimeout(() => this.fireTimer(id, owner, deadline), ms),
+    );
+  }
+
+  private fireTimer(id: number, owner: string, deadline: number): void {
+    this.timers.delete(id);
+    const realm = this.realm;
+    const remaining = deadline - Date.now();
+    if (!this.alive || remaining <= 0) return;
+    const fire: Fire = { owner };
+    this.fires.add(fire);
+    // The callback may run until its activation's deadline; isolated-vm stops it there.
+    void (async () => {
+      try {
+        await realm.internals.fire.apply(undefined, [id], { timeout: remaining });
+      } catch (error) {
+        this.fireFailed(realm, fire, deadline, error);
+      } finally {
+        this.fires.delete(fire);
+      }
+    })();
+  }
+
+  private fireFailed(realm: Realm, fire: Fire, deadline: number, error: unknown): void {
+    if (realm !== this.realm || realm.abandoned.value || this.destroyed) return;
+    if (realm.isolate.isDisposed) {
+      this.stop({ kind: 'oom' });
+      this.deathListener?.('The isolate ran out of memory while a timer callback ran.');
+      return;
+    }
+    if (Date.now() >= deadline - CLOCK_SLACK_MS) {
+      // Stopped at its activation's deadline. An activation still running reports that itself.
+      if (!this.runs.has(fire.owner))
+        this.hold(fire.owner, 'stderr', "A timer callback was stopped at the activation's deadline.\n");
+      return;
+    }
+    this.reportRejection(fire.owner, error);
   }
 
   async init(code: FunctionCode, deadline: number, onLog: LogSink): Promise<InitOutcome> {
-    this.initSink = onLog;
     const remaining = Math.max(1, deadline - Date.now());
+    this.logLimitBytes = code.logLimitBytes;
+    // isolated-vm's own timeout does not cover compiling; this covers everything.
+    const watchdog = setTimeout(() => this.stop({ kind: 'timeout', owner: INIT }), remaining);
     try {
-      await this.load(code, remaining);
-      this.code = code;
-      return { ok: true };
+      const outcome = await this.load(this.realm, code, deadline, onLog);
+      if (outcome.ok) this.code = code;
+      else await this.destroy();
+      return outcome;
     } catch (error) {
-      const kind = this.classify(error);
+      const reason = this.failure(this.realm, INIT, deadline, error);
       await this.destroy();
-      if (kind === 'timeout') return { ok: false, kind, error: `Initialization did not finish within ${remaining} ms.` };
-      if (kind === 'oom') return { ok: false, kind, error: 'Initialization exhausted the memory limit.' };
-      return { ok: false, kind: 'error', error: describeHostError(error) };
+      if (reason.kind === 'timeout')
+        return { ok: false, kind: 'timeout', error: `Initialization did not finish within ${remaining} ms.` };
+      if (reason.kind === 'oom') return { ok: false, kind: 'oom', error: 'Initialization exhausted the memory limit.' };
+      return { ok: false, kind: 'crash', error: reason.kind === 'failed' ? reason.message : 'The isolate was stopped.' };
     } finally {
-      this.initSink = undefined;
+      clearTimeout(watchdog);
     }
   }
 
-  /** Compiles and runs the function's code in the current realm and takes its entry points. */
-  private async load(code: FunctionCode, timeoutMs: number): Promise<void> {
-    const mainName = code.main;
-    // The prefix shares the first line with the code so that line numbers in stack traces match.
-    const source =
-      `globalThis.__isola_entry_module = (function () { const module = { exports: {} }; const exports = module.exports; const require = globalThis.__isola_require; ${code.code}\n` +
-      `;return [module.exports, typeof ${mainName} === 'function' ? ${mainName} : undefined]; })();` +
-      `globalThis.__isola_resolve(globalThis.__isola_entry_module[0], globalThis.__isola_entry_module[1], ${JSON.stringify(mainName)}); delete globalThis.__isola_entry_module;`;
-    const { isolate, context } = this.realm;
-    const script = await compile(isolate, this.cache, code.key, source, `${code.key}.js`);
-    await script.run(context, { timeout: timeoutMs });
-    const reference = { reference: true } as const;
-    this.realm.run = (await context.global.get('__isola_run', reference)) as RunFunction;
-    this.realm.start = (await context.global.get('__isola_start', reference)) as StartFunction;
-    this.realm.take = (await context.global.get('__isola_take', reference)) as TakeFunction;
+  /**
+   * Compiles the function's code as a CommonJS-style module function in `realm` and runs its
+   * top-level code. What the code throws is an error outcome; only the platform's own events
+   * (a timeout, the memory limit, the sandbox stopped) are thrown.
+   */
+  private async load(realm: Realm, code: FunctionCode, deadline: number, sink: LogSink | undefined): Promise<InitOutcome> {
+    const loading = { sink, received: 0 };
+    this.loading = loading;
+    try {
+      let script: ivm.Script;
+      try {
+        script = await compile(realm.isolate, this.cache, code.key, moduleSource(code), {
+          filename: code.filename,
+          lineOffset: -1,
+        });
+      } catch (error) {
+        if (this.destroyed || realm.isolate.isDisposed) throw error;
+        // The isolate is fine and nothing ran: the code does not compile.
+        const syntax = describeSyntaxError(error, code);
+        sink?.('stderr', syntax.log);
+        return { ok: false, kind: 'error', error: syntax.message };
+      }
+      // Evaluates the function expression only: none of the function's code runs here.
+      const moduleFunction = (await script.run(realm.context, { reference: true })) as ivm.Reference<unknown>;
+      script.release();
+      let envelope: Envelope;
+      try {
+        envelope = (await realm.internals.load.apply(
+          undefined,
+          [moduleFunction.derefInto({ release: true }), code.main, code.filename, code.logLimitBytes, deadline],
+          { timeout: Math.max(1, deadline - Date.now()), result: { copy: true } },
+        )) as Envelope;
+        this.acks.push(INIT);
+      } catch (error) {
+        if (!this.isRejection(realm, deadline)) throw error;
+        this.reportRejection(INIT, error);
+        envelope = await this.recover(realm, INIT);
+      }
+      const parsed = await this.readEnvelope(envelope, loading);
+      if ('err' in parsed) {
+        const message = typeof parsed.err === 'string' ? parsed.err : JSON.stringify(parsed.err);
+        return {
+          ok: false,
+          kind: 'error',
+          error: parsed.name && parsed.name !== 'Error' ? `${parsed.name}: ${message}` : message,
+        };
+      }
+      return { ok: true };
+    } finally {
+      if (this.loading === loading) this.loading = undefined;
+    }
   }
 
   async run(request: RunRequest): Promise<RunOutcome> {
     const code = this.code;
-    if (!code || !this.realm.run || !this.alive) return { kind: 'crash', reason: 'The isolate is not initialised.' };
-    const remaining = request.deadline - Date.now();
+    if (!code || !this.alive) return { kind: 'not-started', reason: 'The isolate is not initialised or no longer alive.' };
+    const id = request.activationId;
+    const deadline = request.deadline;
+    const remaining = deadline - Date.now();
     if (remaining <= 0) return { kind: 'timeout' };
-    const run = { sink: request.onLog, received: 0 };
-    this.sinks.set(request.activationId, run);
+    this.flushHeld(request.onLog);
+    let paramsJson: string;
+    try {
+      paramsJson = JSON.stringify(request.params) ?? '{}';
+    } catch (error) {
+      return { kind: 'error', error: `The parameters cannot be passed to the function: ${describeHostError(error)}` };
+    }
+    const run: ActiveRun = {
+      id,
+      sink: request.onLog,
+      received: 0,
+      queuedBehind: this.fires.size > 0 ? new Set(this.fires) : undefined,
+    };
+    this.runs.set(id, run);
     // isolated-vm's own timeout only covers synchronous execution; this one also covers time spent
     // awaiting timers and other host calls.
-    const watchdog = setTimeout(() => {
-      this.timedOut = true;
-      void this.destroy();
-    }, remaining);
-    const paramsJson = JSON.stringify(request.params);
+    const watchdog = setTimeout(() => this.overdue(run), remaining);
     try {
-      const alone = this.sinks.size === 1;
+      const alone = this.runs.size === 1 && this.fires.size === 0;
       let envelope: Envelope | undefined;
       if (alone && remaining > SYNC_BUDGET_MS && this.syncEligibility.eligible(code.key)) {
-        envelope = await this.runSynchronously(code, request.activationId, paramsJson, request.deadline);
+        envelope = await this.runSynchronously(code, run, paramsJson, deadline);
       }
       if (envelope === undefined) {
         this.stats.async++;
-        const cpuBefore = this.isolate.cpuTime;
-        envelope = await this.realm.run.apply(undefined, [request.activationId, paramsJson], {
-          timeout: Math.max(1, request.deadline - Date.now()),
-          result: { promise: true, copy: true },
-        });
-        if (alone) this.syncEligibility.observe(code.key, this.ranShort(cpuBefore));
+        const realm = this.realm;
+        const cpuBefore = realm.isolate.cpuTime;
+        envelope = await this.runAsynchronously(realm, run, paramsJson, deadline);
+        if (alone) this.syncEligibility.observe(code.key, this.ranShort(realm, cpuBefore));
       }
-      const parsed = JSON.parse(envelope) as { ok?: unknown; err?: unknown; logs: number };
-      // Log callbacks travel on the event loop separately from the result; wait for the stragglers.
-      for (let turns = 0; run.received < parsed.logs && turns < 100; turns++)
-        await new Promise((resolve) => setImmediate(resolve));
+      const parsed = await this.readEnvelope(envelope, run);
       return 'err' in parsed ? { kind: 'error', error: parsed.err } : { kind: 'result', result: parsed.ok };
     } catch (error) {
-      const kind = this.classify(error);
-      await this.destroy();
-      if (kind === 'timeout') return { kind: 'timeout' };
-      if (kind === 'oom') return { kind: 'oom' };
-      return { kind: 'crash', reason: describeHostError(error) };
+      if (error instanceof RunFailure) {
+        this.stop({ kind: 'failed', message: error.message });
+        return error.outcome;
+      }
+      return this.failedRun(run, deadline, error);
     } finally {
       clearTimeout(watchdog);
-      this.sinks.delete(request.activationId);
-      this.settling.delete(request.activationId);
+      this.runs.delete(id);
+      this.settling.delete(id);
+    }
+  }
+
+  private async runAsynchronously(realm: Realm, run: ActiveRun, paramsJson: string, deadline: number): Promise<Envelope> {
+    try {
+      const envelope = (await realm.internals.run.apply(undefined, [run.id, paramsJson, deadline, this.takeAcks()], {
+        timeout: Math.max(1, deadline - Date.now()),
+        result: { promise: true, copy: true },
+      })) as Envelope;
+      this.acks.push(run.id);
+      return envelope;
+    } catch (error) {
+      if (!this.isRejection(realm, deadline)) throw error;
+      this.reportRejection(run.id, error);
+      return this.recover(realm, run.id);
     }
   }
 
@@ -374,33 +575,122 @@ export class IsolateSandbox implements Sandbox {
    */
   private async runSynchronously(
     code: FunctionCode,
-    id: string,
+    run: ActiveRun,
     paramsJson: string,
     deadline: number,
   ): Promise<Envelope | undefined> {
-    const { start, take } = this.realm;
-    if (!start || !take) return undefined;
-    const cpuBefore = this.isolate.cpuTime;
+    const realm = this.realm;
+    const cpuBefore = realm.isolate.cpuTime;
     this.stats.sync++;
+    const started = performance.now();
     try {
-      start.applySync(undefined, [id, paramsJson], { timeout: SYNC_BUDGET_MS });
+      realm.internals.start.applySync(undefined, [run.id, paramsJson, deadline, this.takeAcks()], { timeout: SYNC_BUDGET_MS });
     } catch (error) {
-      if (this.classify(error) !== 'timeout') throw error;
-      this.syncEligibility.overran(code.key);
-      this.stats.overruns++;
-      await this.rebuild(code, deadline);
-      return undefined;
+      if (this.destroyed || realm.isolate.isDisposed) throw error;
+      if (performance.now() - started < SYNC_BUDGET_MS - CLOCK_SLACK_MS) {
+        // Not the budget: the call's task ended with a rejection nobody handled.
+        this.reportRejection(run.id, error);
+      } else {
+        this.syncEligibility.overran(code.key);
+        this.stats.overruns++;
+        await this.rebuild(code, deadline);
+        return undefined;
+      }
     }
-    const envelope = take.applySync(undefined, [id]);
-    if (!this.ranShort(cpuBefore)) this.syncEligibility.observe(code.key, false);
-    if (envelope !== undefined) return envelope;
-    // Still awaiting something: it reports through __isola_done when it settles.
-    return new Promise<Envelope>((resolve, reject) => this.settling.set(id, { resolve, reject }));
+    if (!this.ranShort(realm, cpuBefore)) this.syncEligibility.observe(code.key, false);
+    const envelope = realm.internals.take.applySync(undefined, [run.id]) as Envelope | undefined;
+    // Still awaiting something (a timer): it reports through the hostDone bridge when it settles,
+    // which cannot happen before this thread returns to the event loop.
+    return envelope ?? this.awaitSettlement(run.id);
+  }
+
+  /** The envelope of a call whose own result was lost to an unhandled rejection: the isolate's copy, or when it settles. */
+  private async recover(realm: Realm, id: string): Promise<Envelope> {
+    const later = this.awaitSettlement(id);
+    const envelope = (await realm.internals.take.apply(undefined, [id], { result: { copy: true } })) as Envelope | undefined;
+    if (envelope === undefined) return later;
+    this.settling.delete(id);
+    return envelope;
+  }
+
+  private awaitSettlement(id: string): Promise<Envelope> {
+    const settled = new Promise<Envelope>((resolve, reject) => this.settling.set(id, { resolve, reject }));
+    // Rejected when the sandbox stops, also when nobody waits for it any more.
+    settled.catch(() => {});
+    return settled;
+  }
+
+  private async readEnvelope(envelope: Envelope, target: { received: number }): Promise<ParsedEnvelope> {
+    let parsed: ParsedEnvelope;
+    try {
+      parsed = JSON.parse(envelope) as ParsedEnvelope;
+    } catch (error) {
+      return { err: `The function's result could not be read: ${describeHostError(error)}`, logs: 0 };
+    }
+    // Log callbacks travel on the event loop separately from the result; wait for the stragglers.
+    for (let turns = 0; target.received < parsed.logs && turns < 100; turns++)
+      await new Promise((resolve) => setImmediate(resolve));
+    return parsed;
+  }
+
+  private takeAcks(): string {
+    if (this.acks.length === 0) return '';
+    const acks = this.acks.join('\n');
+    this.acks = [];
+    return acks;
+  }
+
+  /** Whether a call that failed ended with a rejection nobody handled, rather than a platform event. */
+  private isRejection(realm: Realm, budgetEnd: number): boolean {
+    return !this.destroyed && realm === this.realm && !realm.isolate.isDisposed && Date.now() < budgetEnd - CLOCK_SLACK_MS;
+  }
+
+  /** Why a call failed, from what the host and the isolate know, never from the error's text. */
+  private failure(realm: Realm, owner: string, budgetEnd: number, error: unknown): StopReason {
+    if (this.stopReason) return this.stopReason;
+    // Nothing but its memory limit disposes an isolate that the host did not stop.
+    if (realm.isolate.isDisposed) return { kind: 'oom' };
+    // isolated-vm's timeout, which ends at the deadline the call was given.
+    if (Date.now() >= budgetEnd - CLOCK_SLACK_MS) return { kind: 'timeout', owner };
+    return { kind: 'failed', message: `The isolate failed: ${describeHostError(error)}` };
+  }
+
+  private failedRun(run: ActiveRun, deadline: number, error: unknown): RunOutcome {
+    const reason = this.failure(this.realm, run.id, deadline, error);
+    this.stop(reason);
+    switch (reason.kind) {
+      case 'timeout':
+        return reason.owner === run.id
+          ? { kind: 'timeout' }
+          : { kind: 'crash', reason: `The isolate was stopped because activation ${reason.owner} on it ran past its deadline.` };
+      case 'blocked':
+        return run.queuedBehind?.has(reason.fire)
+          ? {
+              kind: 'not-started',
+              reason: `Leftover work of activation ${reason.fire.owner} held the isolate past this activation's deadline.`,
+            }
+          : {
+              kind: 'crash',
+              reason: `The isolate was stopped because leftover work of activation ${reason.fire.owner} held it.`,
+            };
+      case 'oom':
+        return { kind: 'oom' };
+      case 'failed':
+        return { kind: 'crash', reason: reason.message };
+      case 'destroyed':
+        return { kind: 'crash', reason: 'The isolate was destroyed while the function ran.' };
+    }
+  }
+
+  /** A run's deadline passed: it timed out, or it never started because a timer callback still holds the isolate. */
+  private overdue(run: ActiveRun): void {
+    const blocker = [...(run.queuedBehind ?? [])].find((fire) => this.fires.has(fire) && fire.owner !== run.id);
+    this.stop(blocker ? { kind: 'blocked', fire: blocker } : { kind: 'timeout', owner: run.id });
   }
 
   /** Whether the isolate spent less than SHORT_RUN_MS of CPU since `cpuBefore` (its cpuTime then). */
-  private ranShort(cpuBefore: bigint): boolean {
-    return Number(this.isolate.cpuTime - cpuBefore) < SHORT_RUN_MS * 1e6;
+  private ranShort(realm: Realm, cpuBefore: bigint): boolean {
+    return Number(realm.isolate.cpuTime - cpuBefore) < SHORT_RUN_MS * 1e6;
   }
 
   /** Replaces the isolate with a new one with the function loaded, keeping this sandbox. */
@@ -409,56 +699,104 @@ export class IsolateSandbox implements Sandbox {
     old.abandoned.value = true;
     for (const handle of this.timers.values()) clearTimeout(handle);
     this.timers.clear();
+    this.acks = [];
     releaseRealm(old);
-    const realm = await this.openRealm();
+    let realm: Realm;
+    try {
+      realm = await this.openRealm();
+    } catch (error) {
+      throw new RunFailure({ kind: 'crash', reason: `The isolate could not be made again: ${describeHostError(error)}` });
+    }
     if (this.destroyed) {
       // The run's deadline passed while the new isolate was being made.
       releaseRealm(realm);
-      throw new Error('The run timed out.');
+      throw new Error('The isolate was stopped.');
     }
     this.realm = realm;
-    await this.load(code, Math.max(1, deadline - Date.now()));
-  }
-
-  private classify(error: unknown): 'timeout' | 'oom' | 'error' {
-    const message = error instanceof Error ? error.message : String(error);
-    if (this.timedOut || /timed out/i.test(message)) return 'timeout';
-    if (/memory limit/i.test(message)) return 'oom';
-    return 'error';
+    // The top-level code runs again; what it prints was shown at the first initialisation.
+    const outcome = await this.load(realm, code, deadline, undefined);
+    if (!outcome.ok) throw new RunFailure({ kind: 'crash', reason: `The function could not be loaded again: ${outcome.error}` });
   }
 
   onDeath(listener: (reason: string) => void): void {
     this.deathListener = listener;
   }
 
+  private stop(reason: StopReason): void {
+    if (this.destroyed) return;
+    this.stopReason = reason;
+    void this.destroy();
+  }
+
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
+    this.stopReason ??= { kind: 'destroyed' };
     for (const handle of this.timers.values()) clearTimeout(handle);
     this.timers.clear();
-    this.rejectSettling(new Error(this.timedOut ? 'The run timed out.' : 'The isolate was destroyed.'));
-    releaseRealm(this.realm);
-  }
-
-  private rejectSettling(error: unknown): void {
-    for (const waiting of this.settling.values()) waiting.reject(error);
+    for (const waiting of this.settling.values()) waiting.reject(new Error('The isolate was stopped.'));
     this.settling.clear();
-  }
-
-  private noticeDeath(error: unknown): void {
-    if (!this.destroyed && this.isolate.isDisposed) {
-      // A run waiting on a timer callback learns why the isolate died (e.g. its memory limit).
-      this.rejectSettling(error);
-      void this.destroy();
-      this.deathListener?.('The isolate was disposed while a timer ran.');
-    }
+    releaseRealm(this.realm);
   }
 }
 
 function releaseRealm(realm: Realm): void {
   if (realm.isolate.isDisposed) return;
-  for (const reference of [realm.run, realm.start, realm.take, realm.fire]) reference?.release();
+  for (const reference of Object.values(realm.internals)) reference.release();
   realm.isolate.dispose();
+}
+
+/**
+ * The function's code as a CommonJS-style module function. The wrapper has lines of its own and
+ * the script starts at line -1, so that every position in the function's code, on line 1 too, is
+ * the one `node file.js` would give.
+ */
+function moduleSource(code: FunctionCode): string {
+  const local = IDENTIFIER.test(code.main) ? `typeof ${code.main} === 'function' ? ${code.main} : undefined` : 'undefined';
+  return `(function (exports, require, module, __filename, __dirname) {\n${code.code}\n;return ${local};\n})`;
+}
+
+/** The marker for leftover output; the initialisation's is named as such. */
+function lateLine(owner: string, line: string): string {
+  return owner === INIT ? `[after initialization returned] ${line}` : lateOutputLine(owner, line);
+}
+
+/**
+ * A compile error as `node file.js` shows it: the file and line, the line itself with a caret,
+ * then the error. isolated-vm appends ` [file:line:column]` to V8's message.
+ */
+function describeSyntaxError(error: unknown, code: FunctionCode): { message: string; log: string } {
+  const name = error instanceof Error ? error.name : 'SyntaxError';
+  const raw = error instanceof Error ? error.message : String(error);
+  const position = / \[([^\]]*):(\d+):(\d+)\]$/.exec(raw);
+  if (!position) return { message: `${name}: ${raw}`, log: `${name}: ${raw}\n` };
+  const [, file, line, column] = position;
+  const text = raw.slice(0, position.index);
+  const where = `${file}:${line}:${column}`;
+  const source = code.code.split('\n')[Number(line) - 1]?.replace(/\r$/, '');
+  const excerpt =
+    source !== undefined && source.length <= 300 ? `${source}\n${' '.repeat(Math.max(0, Number(column) - 1))}^\n\n` : '';
+  return { message: `${name}: ${text} at ${where}`, log: `${file}:${line}\n${excerpt}${name}: ${text}\n    at ${where}\n` };
+}
+
+/** What a value thrown in the isolate says, as its copy on the host shows it. */
+function thrownText(error: unknown): string {
+  if (error instanceof Error) {
+    const stack = typeof error.stack === 'string' ? error.stack : `${error.name}: ${error.message}`;
+    // The copy's stack goes on past the isolate's boundary into the host's frames.
+    const lines: string[] = [];
+    for (const line of stack.split('\n')) {
+      if (line.includes('<isolated-vm boundary>')) break;
+      if (!line.includes('isola:bootstrap.js')) lines.push(line);
+    }
+    return lines.join('\n');
+  }
+  if (typeof error === 'string') return error;
+  try {
+    return JSON.stringify(error) ?? String(error);
+  } catch {
+    return String(error);
+  }
 }
 
 function describeHostError(error: unknown): string {
