@@ -87,14 +87,14 @@ describe('isolation "microvm"', { skip }, () => {
   });
 
   it('gives clones of one snapshot their own randomness and the current time', async () => {
-    await deploy(
-      'vm-random',
-      'async function main() { await new Promise((r) => setTimeout(r, 400)); return { uuid: crypto.randomUUID(), random: Math.random(), now: Date.now() }; }',
-    );
+    // Three functions: the first call of each is a clone restored from the same base snapshot.
+    const names = ['vm-random-0', 'vm-random-1', 'vm-random-2'];
+    for (const name of names)
+      await deploy(name, 'function main() { return { uuid: crypto.randomUUID(), random: Math.random(), now: Date.now() }; }');
     const sentAt = Date.now();
-    const clones = await Promise.all([0, 1, 2].map(() => run('vm-random')));
+    const clones = await Promise.all(names.map((name) => run(name)));
     const answeredAt = Date.now();
-    for (const clone of clones) assert.equal(annotation(clone, 'coldStart'), true, 'three at once: three clones');
+    for (const clone of clones) assert.equal(annotation(clone, 'coldStart'), true, 'each a clone of its own');
     const results = clones.map((c) => c.response.result as { uuid: string; random: number; now: number });
     assert.equal(new Set(results.map((r) => r.uuid)).size, 3, JSON.stringify(results));
     assert.equal(new Set(results.map((r) => r.random)).size, 3, JSON.stringify(results));
@@ -147,7 +147,7 @@ describe('isolation "microvm"', { skip }, () => {
 
   it('turns a VM killed mid-invocation into a failed activation and serves the next call', async () => {
     // Only this function's VM may be running: deleting the others drains their instances.
-    for (const name of ['vm-hello', 'vm-random', 'vm-spin', 'vm-bomb', 'vm-peek'])
+    for (const name of ['vm-hello', 'vm-random-0', 'vm-random-1', 'vm-random-2', 'vm-spin', 'vm-bomb', 'vm-peek'])
       await server.request('DELETE', `/api/v1/namespaces/_/actions/${name}`);
     await waitFor('idle VMs to stop', async () => (vmPids(server.dataDir).length === 0 ? true : undefined));
     await deploy('vm-slow', 'function main(p) { return new Promise((r) => setTimeout(() => r({ done: p.n }), p.wait)); }');
