@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, constants, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { closeSync, constants, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Isolation } from '../../core/kinds.js';
@@ -197,7 +197,7 @@ export class ContainerBackend implements Backend {
     let transport: ContainerTransport;
     let child: ChildProcess;
     try {
-      mkdirSync(bundle, { mode: 0o700 });
+      await mkdir(bundle, { mode: 0o700 });
       uid = this.options.uids.acquire();
       const heapMb = containerHeapMb(spec.memoryMb);
       const config = containerSpec({
@@ -208,7 +208,7 @@ export class ContainerBackend implements Backend {
         uid,
         ...this.profile,
       });
-      writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
+      await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
       // Node.js closes a child's stdin pipe when the child exits, and `create` exits long before
       // the container does: the container reads its stdin from a FIFO instead. The container gets
       // the read end and this process the only write end, so the agent reads end-of-file, and
