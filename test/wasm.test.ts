@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { ActivationRecord } from '../src/core/types.js';
-import { annotation, TestServer } from './helpers/server.js';
+import { annotation, TestServer, waitFor } from './helpers/server.js';
 import { wat } from './helpers/wat.js';
 
 const example = (file: string) => readFileSync(new URL(`../examples/wasm/${file}`, import.meta.url)).toString('base64');
@@ -31,6 +31,26 @@ const command = (exitCode: number) => `(module
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
     (call $proc_exit (i32.const ${exitCode}))))`;
 
+// A reactor whose result is nested 2,000 levels deep: {"a":{"a":...1...}}.
+const DEPTH = 2000;
+const DEEP = `(module
+  (memory (export "memory") 1)
+  (func (export "isola_alloc") (param i32) (result i32) (i32.const 32768))
+  (func (export "isola_handle") (param i32 i32) (result i64)
+    (local $i i32)
+    (loop $levels
+      ;; {"a": at 5 * i, and } at 5 * DEPTH + 1 + i
+      (i32.store8 (i32.mul (local.get $i) (i32.const 5)) (i32.const 123))
+      (i32.store8 (i32.add (i32.mul (local.get $i) (i32.const 5)) (i32.const 1)) (i32.const 34))
+      (i32.store8 (i32.add (i32.mul (local.get $i) (i32.const 5)) (i32.const 2)) (i32.const 97))
+      (i32.store8 (i32.add (i32.mul (local.get $i) (i32.const 5)) (i32.const 3)) (i32.const 34))
+      (i32.store8 (i32.add (i32.mul (local.get $i) (i32.const 5)) (i32.const 4)) (i32.const 58))
+      (i32.store8 (i32.add (i32.const ${5 * DEPTH + 1}) (local.get $i)) (i32.const 125))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $levels (i32.lt_u (local.get $i) (i32.const ${DEPTH}))))
+    (i32.store8 (i32.const ${5 * DEPTH}) (i32.const 49))
+    (i64.const ${6 * DEPTH + 1})))`;
+
 const LOOP = '(module (memory (export "memory") 1) (func (export "_start") (loop $forever (br $forever))))';
 
 // Grows memory a page at a time; when growing fails (the limit), it traps as an allocator would.
@@ -50,6 +70,14 @@ describe('WebAssembly backend', () => {
       { exec: { kind: 'wasm', code, binary: true }, limits: { timeout: 3000, ...limits }, parameters },
     );
   const run = (name: string, params = {}) => server.invoke<ActivationRecord>(name, params);
+  /** Instances of a function that are running a call now, from the server's gauge. */
+  const busy = async (name: string) => {
+    const metrics = String((await server.request('GET', '/metrics')).body);
+    const match = new RegExp(`^isola_function_instances\\{[^}]*action="${name}"[^}]*state="busy"[^}]*\\} (\\d+)`, 'm').exec(
+      metrics,
+    );
+    return Number(match?.[1] ?? 0);
+  };
 
   before(async () => {
     server = await TestServer.start({ env: { ISOLA_WASM_WORKERS: '2' } });
@@ -103,11 +131,9 @@ describe('WebAssembly backend', () => {
 
   it('ends an infinite loop at its timeout and serves the next call', async () => {
     await deploy('loop', await wat(LOOP), { timeout: 300 });
-    const started = Date.now();
     const res = await run('loop');
     assert.equal(res.body.response.status, 'action developer error');
     assert.match(String((res.body.response.result as { error: string }).error), /exceeded its time limits of 300 milliseconds/);
-    assert.ok(Date.now() - started < 3000);
     assert.deepEqual((await run('greet', { name: 'after' })).body.response.result, {
       greeting: 'Hello after',
       language: 'AssemblyScript',
@@ -121,10 +147,20 @@ describe('WebAssembly backend', () => {
       finished.push(label);
     };
     const loops = [track('loop', run('long-loop')), track('loop', run('long-loop')), track('loop', run('long-loop'))];
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await waitFor('the three loops to run', async () => ((await busy('long-loop')) === 3 ? true : undefined));
     await track('greet', run('greet', { name: 'x' }));
     await Promise.all(loops);
     assert.deepEqual(finished, ['greet', 'loop', 'loop', 'loop']);
+  });
+
+  it('answers a call whose result is nested thousands of levels deep', async () => {
+    await deploy('deep', await wat(DEEP), { timeout: 30_000 });
+    const res = await run('deep');
+    assert.equal(res.status, 200, JSON.stringify(res.body).slice(0, 300));
+    let level: unknown = res.body.response.result;
+    let depth = 0;
+    for (; typeof level === 'object' && level !== null; depth++) level = (level as { a: unknown }).a;
+    assert.deepEqual({ depth, innermost: level }, { depth: DEPTH, innermost: 1 });
   });
 
   it('stops memory growth at the memory limit with a clear error', async () => {
@@ -185,5 +221,14 @@ describe('WebAssembly backend', () => {
       annotations: [{ key: 'isolation', value: 'isolate' }],
     });
     assert.equal(wasmIsolate.status, 400);
+  });
+
+  // Last: it stops the server, to read everything it printed.
+  it("prints nothing of its own into the server's output while running modules", async () => {
+    // The C example asks WASI for its arguments and environment, which the shim's debug mode logs.
+    assert.equal((await run('wordcount', { text: 'a b' })).body.response.status, 'success');
+    assert.equal((await run('greet', { name: 'quiet' })).body.response.status, 'success');
+    await server.stop();
+    assert.doesNotMatch(server.output, /^wasi:/m);
   });
 });

@@ -340,6 +340,53 @@ export interface AttackTarget {
 
 type Invocation = { record: ActivationRecord; text: string; why?: string };
 
+/** What a neighbour saw: the latencies of the calls that were served, and how many were not. */
+export interface NeighbourCalls {
+  latencies: number[];
+  failed: number;
+}
+
+/**
+ * A function beside an attack, called one call after another. A call counts as served only when
+ * it succeeded: an answer that reports a failure (a 502, a 503) is a neighbour not served.
+ */
+export class Neighbour {
+  constructor(
+    private readonly client: KeepAliveClient,
+    private readonly name: string,
+  ) {}
+
+  private async once(calls: NeighbourCalls): Promise<void> {
+    let status = 0;
+    const ms = await time(async () => {
+      status = (await this.client.send('POST', `/api/v1/namespaces/_/actions/${this.name}?blocking=true&result=true`, {})).status;
+    });
+    if (status === 200) calls.latencies.push(ms);
+    else calls.failed++;
+  }
+
+  /** `count` calls. */
+  async sample(count: number): Promise<NeighbourCalls> {
+    const calls: NeighbourCalls = { latencies: [], failed: 0 };
+    for (let i = 0; i < count; i++) await this.once(calls);
+    return calls;
+  }
+
+  /** Calls until `busy` settles. */
+  async during(busy: Promise<unknown>): Promise<NeighbourCalls> {
+    let finished = false;
+    void busy.finally(() => {
+      finished = true;
+    });
+    const calls: NeighbourCalls = { latencies: [], failed: 0 };
+    while (!finished) await this.once(calls);
+    return calls;
+  }
+}
+
+/** True when every call was served, and there was at least one. */
+export const served = (calls: NeighbourCalls) => calls.failed === 0 && calls.latencies.length > 0;
+
 class Battery {
   private readonly names: string[] = [];
   private readonly wasm: boolean;
@@ -376,11 +423,8 @@ class Battery {
     for (const name of this.names.splice(0)) await this.target.server.request('DELETE', `/api/v1/namespaces/_/actions/${name}`);
   }
 
-  /** A warm hello on the same backend, and its sequential latency over a window or a count. */
-  private async neighbour(): Promise<{
-    sample: (count: number) => Promise<number[]>;
-    during: (busy: Promise<unknown>) => Promise<number[]>;
-  }> {
+  /** A warm hello on the same backend, called one call after another. */
+  private async neighbour(): Promise<Neighbour> {
     const name = 'bench-neighbour';
     if (!this.names.includes(name)) {
       if (this.wasm)
@@ -388,24 +432,7 @@ class Battery {
       else await this.deploy(name, HELLO, 30_000);
       await this.invoke(name);
     }
-    const once = () =>
-      time(() => this.target.client.send('POST', `/api/v1/namespaces/_/actions/${name}?blocking=true&result=true`, {}));
-    return {
-      sample: async (count) => {
-        const samples: number[] = [];
-        for (let i = 0; i < count; i++) samples.push(await once());
-        return samples;
-      },
-      during: async (busy) => {
-        let finished = false;
-        void busy.finally(() => {
-          finished = true;
-        });
-        const samples: number[] = [];
-        while (!finished) samples.push(await once());
-        return samples;
-      },
-    };
+    return new Neighbour(this.target.client, name);
   }
 
   async run(attack: AttackName): Promise<Omit<IsolationResult, 'backend' | 'attack'>> {
@@ -500,13 +527,15 @@ class Battery {
         const lastError = /"lastError":"([^"]+)"/.exec(text)?.[1];
         const leaks = [
           survivors > 0 && `${survivors} processes survived the sandbox`,
-          (during.length === 0 || after.length === 0) && 'the neighbour was not served',
+          !served(during) &&
+            `the neighbour was not served meanwhile (${during.failed} of ${during.failed + during.latencies.length} calls failed)`,
+          !served(after) && `the neighbour was not served afterwards (${after.failed} of 3 calls failed)`,
         ].filter(Boolean) as string[];
-        const served = `the neighbour was served ${during.length} times meanwhile (p50 ${summarize(during).p50} ms)`;
+        const servedNote = `the neighbour was served ${during.latencies.length} times meanwhile (p50 ${summarize(during.latencies).p50} ms)`;
         return {
           contained: leaks.length === 0,
           attempted: true,
-          note: `${started ?? '?'} processes started, ${failed ?? '?'} refused${lastError ? ` (${lastError})` : ''}; ${leaks.length ? leaks.join('; ') : `${served}; none survived`}`,
+          note: `${started ?? '?'} processes started, ${failed ?? '?'} refused${lastError ? ` (${lastError})` : ''}; ${leaks.length ? leaks.join('; ') : `${servedNote}; none survived`}`,
         };
       }
       case 'memory-bomb': {
@@ -529,8 +558,8 @@ class Battery {
           }
         }
         const after = await neighbour.sample(3);
-        if (after.length === 0) outcomes.push('the neighbour was not served');
-        return { contained: !escaped && after.length > 0, attempted: true, note: outcomes.join('; ') };
+        if (!served(after)) outcomes.push(`the neighbour was not served afterwards (${after.failed} of 3 calls failed)`);
+        return { contained: !escaped && served(after), attempted: true, note: outcomes.join('; ') };
       }
       case 'cpu-hog': {
         const neighbour = await this.neighbour();
@@ -542,16 +571,19 @@ class Battery {
           // One warm instance per hog first, so that the hogs run at once.
           await Promise.all(Array.from({ length: hogs }, () => this.invoke(name, { ms: 300 })));
         }
-        const baseline = summarize(await neighbour.sample(this.target.quick ? 20 : 50));
+        const baselineCalls = await neighbour.sample(this.target.quick ? 20 : 50);
         const started = Promise.all(Array.from({ length: hogs }, () => this.invoke(name, { ms })));
         await pause(100);
-        const during = summarize(await neighbour.during(started));
+        const duringCalls = await neighbour.during(started);
+        const baseline = summarize(baselineCalls.latencies);
+        const during = summarize(duringCalls.latencies);
         const limit = 5 * Math.max(1, baseline.p50);
         const ratio = Math.round((during.p50 / baseline.p50) * 10) / 10;
+        const failed = baselineCalls.failed + duringCalls.failed;
         return {
-          contained: during.n > 0 && during.p50 <= limit,
+          contained: served(baselineCalls) && served(duringCalls) && during.p50 <= limit,
           attempted: true,
-          note: `${hogs} hogs: neighbour p50 ${baseline.p50} ms -> ${during.p50} ms (${ratio}x, limit 5x with a 1 ms floor; ${during.n} calls)`,
+          note: `${hogs} hogs: neighbour p50 ${baseline.p50} ms -> ${during.p50} ms (${ratio}x, limit 5x with a 1 ms floor; ${during.n} calls${failed ? `, ${failed} not served` : ''})`,
         };
       }
       case 'env-leak': {

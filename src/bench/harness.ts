@@ -28,7 +28,7 @@ import {
   startWorkerd,
   warmLatencies,
 } from './peers.js';
-import { round, serverMemoryMib, serverProcesses } from './pss.js';
+import { pssMib, round, serverMemoryMib, serverProcesses } from './pss.js';
 import { ServerProcess } from './server-process.js';
 import { pause, type Summary, summarize, time } from './stats.js';
 import { ensureMlBundle, WORKLOAD_NAMES, WORKLOADS, type Workload } from './workloads.js';
@@ -292,8 +292,21 @@ class TargetRun {
     return record;
   }
 
+  /** Host memory of the server and everything it runs; throws when the server cannot be found. */
   memory(): number {
+    if (pssMib(this.serverPid) <= 0) throw new Error(`the memory of the server (pid ${this.serverPid}) could not be read`);
     return serverMemoryMib(this.serverPid, this.server.dataDir);
+  }
+
+  /** A warm call's latency; a call that fails is an error, not a sample. */
+  private async timedCall(path: string, params: unknown): Promise<number> {
+    let status = 0;
+    let body = '';
+    const ms = await time(async () => {
+      ({ status, body } = await this.client.send('POST', path, params));
+    });
+    if (status !== 200) throw new Error(`a warm call failed (${status}): ${body.slice(0, 300)}`);
+    return ms;
   }
 
   /** Live instances of every function, from the server's own gauge. */
@@ -366,8 +379,10 @@ class TargetRun {
       row.coldStartMs = pick(summarize(cold));
       row.coldInitMs = pick(summarize(init));
       await pause(1000);
+      // As measured: an instance that costs less than the noise in the server's own memory may
+      // come out at zero or below, and is reported so rather than rounded up to a cost.
       const perInstance = (this.memory() - before) / counts.cold;
-      row.pssMb = round(Math.max(0, perInstance), 2);
+      row.pssMb = round(perInstance, 2);
       row.density = perInstance > 0 ? Math.floor(this.options.memoryBudgetMb / perInstance) : null;
       for (const name of coldNames.splice(0)) await this.remove(name);
       done();
@@ -377,9 +392,9 @@ class TargetRun {
       await this.deploy(warmName, workload);
       await this.invoke(warmName, workload.params);
       const path = `/api/v1/namespaces/_/actions/${warmName}?blocking=true&result=true`;
-      for (let i = 0; i < Math.max(5, counts.warm / 10); i++) await this.client.send('POST', path, workload.params);
+      for (let i = 0; i < Math.max(5, counts.warm / 10); i++) await this.timedCall(path, workload.params);
       const warm: number[] = [];
-      for (let i = 0; i < counts.warm; i++) warm.push(await time(() => this.client.send('POST', path, workload.params)));
+      for (let i = 0; i < counts.warm; i++) warm.push(await this.timedCall(path, workload.params));
       row.warmMs = pick(summarize(warm));
       done();
 
@@ -549,7 +564,7 @@ function applicable(target: Target, workload: Workload, quick: boolean, emulated
 }
 
 /** The rows a target has for a workload name: its own kind, or a skipped row saying why not. */
-function plan(target: Target, names: string[], quick: boolean, emulated = true): { workload: Workload; skip?: string }[] {
+export function plan(target: Target, names: string[], quick: boolean, emulated = true): { workload: Workload; skip?: string }[] {
   const rows: { workload: Workload; skip?: string }[] = [];
   const kind = target.isolation === 'wasm' ? 'wasm' : 'nodejs:20';
   for (const name of names) {

@@ -18,7 +18,7 @@ export interface HeadlineRow {
   basis: string;
 }
 
-const fmt = (value: number | null | undefined, digits = 2): string => {
+export const fmt = (value: number | null | undefined, digits = 2): string => {
   if (value === null || value === undefined || Number.isNaN(value)) return '–';
   if (Math.abs(value) >= 100) return Math.round(value).toLocaleString('en-US');
   return String(Math.round(value * 10 ** digits) / 10 ** digits);
@@ -138,6 +138,38 @@ export function headline(results: HarnessResults): HeadlineRow[] {
         basis: `hello p50: Isola ${fmt(r.coldStartMs.p50)} ms, bare ${fmt(p.startMs.p50)} ms`,
       });
     }
+  }
+  // What a warm call saves over a cold start, and what an idle instance costs, per backend: the
+  // comparisons are the benchmark's to report, with the figures they rest on.
+  const hellos = BACKEND_ORDER.flatMap((backend) => {
+    const r = row(results, backend);
+    return r ? [r] : [];
+  });
+  const warmCold = hellos.filter((r) => r.warmMs && r.coldStartMs);
+  if (warmCold.length > 0) {
+    rows.push({
+      question: 'Warm call vs cold start (hello p50)',
+      answer: warmCold
+        .map(
+          (r) =>
+            `${r.backend}: warm ${fmt(r.warmMs?.p50)} ms, cold ${fmt(r.coldStartMs?.p50)} ms (${fmt((r.coldStartMs?.p50 ?? 0) / (r.warmMs?.p50 ?? 1), 1)}x)`,
+        )
+        .join('; '),
+      value: null,
+      basis: 'the same runs as the Results table; wasm makes a fresh instance for every call, warm or not',
+    });
+  }
+  const costs = hellos.filter((r) => r.pssMb !== null);
+  if (costs.length > 0) {
+    rows.push({
+      question: 'Host memory per idle hello instance (PSS)',
+      answer: [...costs]
+        .sort((a, b) => (a.pssMb ?? 0) - (b.pssMb ?? 0))
+        .map((r) => `${r.backend} ${fmt(r.pssMb, 1)} MB`)
+        .join(', '),
+      value: null,
+      basis: 'growth of the PSS of the server and everything it runs, per idle instance, cheapest first',
+    });
   }
   const densest = results.results
     .filter((r) => r.workload === 'hello' && r.density)
@@ -329,7 +361,10 @@ export async function charts(results: HarnessResults): Promise<{ id: string; cap
       svg: await svg(groupedBars('Throughput (requests/s)', throughput, 'requests/s')),
     });
   }
-  const memory = measured.flatMap((r) => (r.pssMb ? [{ workload: r.workload, backend: r.backend, value: r.pssMb }] : []));
+  // A log scale: figures at or below zero (an instance cheaper than the noise) are in the tables only.
+  const memory = measured.flatMap((r) =>
+    r.pssMb !== null && r.pssMb > 0 ? [{ workload: r.workload, backend: r.backend, value: r.pssMb }] : [],
+  );
   if (memory.length > 0) {
     out.push({
       id: 'memory',

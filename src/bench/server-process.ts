@@ -143,15 +143,26 @@ export class ServerProcess {
     await exited;
   }
 
+  /** SIGTERM, then waits until the server exited and everything it printed has been read. */
   async stop(): Promise<void> {
     const proc = this.proc;
-    if (proc && proc.exitCode === null) {
-      const exited = new Promise((resolve) => proc.once('exit', resolve));
+    if (proc && proc.exitCode === null && proc.signalCode === null) {
+      // 'close' comes once the process exited and its output pipes are drained; a process the
+      // server left holding them open must not hold this up for long.
+      const closed = new Promise<void>((resolve) => {
+        proc.once('close', () => resolve());
+        proc.once('exit', () => setTimeout(resolve, 5000).unref());
+      });
       proc.kill('SIGTERM');
       const timer = setTimeout(() => proc.kill('SIGKILL'), 15_000);
-      await exited;
+      await closed;
       clearTimeout(timer);
     }
+  }
+
+  /** The server's process id, while it runs. */
+  get pid(): number | undefined {
+    return this.proc?.exitCode === null ? this.proc.pid : undefined;
   }
 
   async dispose(): Promise<void> {

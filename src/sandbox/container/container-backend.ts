@@ -1,5 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
-import { constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Isolation } from '../../core/kinds.js';
@@ -16,7 +17,8 @@ import type {
   Sandbox,
   SandboxSpec,
 } from '../backend.js';
-import { pidAlive, type UidAllocator } from '../host-ids.js';
+import type { UidAllocator } from '../host-ids.js';
+import { removeCgroup, sweepContainers } from '../sweep.js';
 import { FifoPool } from './fifo-pool.js';
 import { containerSpec } from './oci-spec.js';
 import type { ContainerLaunch, OciRuntime } from './runtime.js';
@@ -42,7 +44,7 @@ export interface ContainerBackendOptions {
   /** Where per-container bundles (config.json, pid file) go. */
   bundlesDir: string;
   /** Hands out the unprivileged host uid each container runs as. */
-  uids: UidAllocator;
+  uids: Pick<UidAllocator, 'acquire' | 'release'>;
 }
 
 export interface ContainerProfile {
@@ -83,23 +85,14 @@ function oomKills(cgroupsPath: string): number {
   return 0;
 }
 
-/** Removes cgroup directories that runtimes leave behind when a container dies oddly. */
-function removeCgroupDirs(cgroupsPath: string): void {
-  let controllers: string[] = [];
+/** True while `pid` is a process in the cgroup: what proves a pid read earlier is still the container's. */
+function inCgroup(pid: number, cgroupsPath: string): boolean {
   try {
-    controllers = readdirSync(CGROUP_ROOT);
+    return readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+      .split('\n')
+      .some((line) => line.endsWith(`:${cgroupsPath}`));
   } catch {
-    return;
-  }
-  for (const base of [CGROUP_ROOT, ...controllers.map((c) => join(CGROUP_ROOT, c))]) {
-    const dir = join(base, cgroupsPath);
-    if (existsSync(dir)) {
-      try {
-        rmdirSync(dir);
-      } catch {
-        // still has processes, or is not ours to remove
-      }
-    }
+    return false;
   }
 }
 
@@ -198,40 +191,61 @@ export class ContainerBackend implements Backend {
     const id = `isola-${process.pid}-${++counter}`;
     const bundle = join(this.options.bundlesDir, id);
     const cgroupsPath = `/${CGROUP_PARENT}/${id}`;
-    mkdirSync(bundle, { mode: 0o700 });
-    const uid = this.options.uids.acquire();
-    const heapMb = containerHeapMb(spec.memoryMb);
-    const config = containerSpec({
-      rootfs: this.options.image.path,
-      args: [this.options.image.nodePath, `--max-old-space-size=${heapMb}`, this.options.image.agentPath, '--channel=stdio'],
-      memoryMb: spec.memoryMb,
-      cgroupsPath,
-      uid,
-      ...this.profile,
-    });
-    writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
-    const pidFile = join(bundle, 'container.pid');
-    // Node.js closes a child's stdin pipe when the child exits, and `create` exits long before the
-    // container does: the container reads its stdin from a FIFO instead, which this process holds
-    // open read-write (so that opening it never blocks) and writes frames into.
-    const fifo = join(bundle, 'stdin');
-    this.fifos.take(fifo);
-    const stdinFd = openSync(fifo, constants.O_RDWR);
-    const child = runtime.spawnContainer(how, id, bundle, pidFile, stdinFd);
-    // Listen on the container's output from the first moment: when the command exits, Node.js
-    // resumes stdio streams nobody reads, and whatever the agent had already said would be lost.
-    const transport = new ContainerTransport(
-      runtime,
-      id,
-      bundle,
-      cgroupsPath,
-      child,
-      // A socket, not an fs stream: the agent's Node.js makes the FIFO non-blocking (the open file
-      // description is shared), and only libuv's pipe handling waits out a full FIFO instead of
-      // failing a large frame (a big function's code) with a partial write.
-      new Socket({ fd: stdinFd, readable: false, writable: true }),
-      () => this.options.uids.release(uid),
-    );
+    // Until the transport exists, this is what has to be undone if anything fails.
+    let uid: number | undefined;
+    const fds: number[] = [];
+    let transport: ContainerTransport;
+    let child: ChildProcess;
+    try {
+      await mkdir(bundle, { mode: 0o700 });
+      uid = this.options.uids.acquire();
+      const heapMb = containerHeapMb(spec.memoryMb);
+      const config = containerSpec({
+        rootfs: this.options.image.path,
+        args: [this.options.image.nodePath, `--max-old-space-size=${heapMb}`, this.options.image.agentPath, '--channel=stdio'],
+        memoryMb: spec.memoryMb,
+        cgroupsPath,
+        uid,
+        ...this.profile,
+      });
+      await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
+      // Node.js closes a child's stdin pipe when the child exits, and `create` exits long before
+      // the container does: the container reads its stdin from a FIFO instead. The container gets
+      // the read end and this process the only write end, so the agent reads end-of-file, and
+      // exits, when this process closes it or dies: a container does not outlive its server.
+      // Opening the read end without waiting for a writer, then the write end, never blocks.
+      const fifo = join(bundle, 'stdin');
+      await this.fifos.take(fifo);
+      const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+      fds.push(readFd);
+      const writeFd = openSync(fifo, constants.O_WRONLY);
+      fds.push(writeFd);
+      child = runtime.spawnContainer(how, id, bundle, join(bundle, 'container.pid'), readFd);
+      // Listen on the container's output from the first moment: when the command exits, Node.js
+      // resumes stdio streams nobody reads, and whatever the agent had already said would be lost.
+      const leased = uid;
+      transport = new ContainerTransport(
+        runtime,
+        id,
+        bundle,
+        cgroupsPath,
+        child,
+        // A socket, not an fs stream: the agent's Node.js makes the FIFO non-blocking (the open
+        // file description is shared), and only libuv's pipe handling waits out a full FIFO
+        // instead of failing a large frame (a big function's code) with a partial write.
+        new Socket({ fd: writeFd, readable: false, writable: true }),
+        () => this.options.uids.release(leased),
+      );
+      fds.pop();
+      // The runtime command has its own copy of the read end now.
+      closeSync(readFd);
+      fds.pop();
+    } catch (error) {
+      for (const fd of fds) closeSync(fd);
+      if (uid !== undefined) this.options.uids.release(uid);
+      await rm(bundle, { recursive: true, force: true });
+      throw error;
+    }
     const agent = new AgentSandbox(id, transport);
     let commandErrors = '';
     child.stderr?.on('data', (chunk: Buffer) => {
@@ -245,36 +259,20 @@ export class ContainerBackend implements Backend {
       await agent.destroy();
       throw new Error(`${runtime.name} ${how.kind} failed: ${commandErrors.trim().slice(-500) || `exit code ${code}`}`);
     }
-    try {
-      transport.pid = Number(readFileSync(pidFile, 'utf8').trim()) || undefined;
-    } catch {
-      // no pid file: the runtime's kill command does instead
-    }
+    const pid = Number((await readFile(join(bundle, 'container.pid'), 'utf8').catch(() => '')).trim());
+    if (pid > 0) transport.pid = pid;
     return new ContainerSandbox(runtime, id, agent, how.kind !== 'create');
   }
 
   async close(): Promise<void> {}
 
+  /**
+   * Deletes what servers that are gone left with this runtime: their containers, bundles and
+   * cgroups. A live server's (another server on the same data dir, or the one `isola doctor`
+   * is pointed at) are left alone.
+   */
   private async sweepOrphans(): Promise<void> {
-    const runtime = this.options.runtime;
-    for (const id of await runtime.list()) {
-      await runtime.kill(id);
-      await runtime.delete(id);
-      removeCgroupDirs(`/${CGROUP_PARENT}/${id}`);
-    }
-    for (const entry of readdirSync(this.options.bundlesDir)) {
-      rmSync(join(this.options.bundlesDir, entry), { recursive: true, force: true });
-    }
-
-    // cgroups named after a server that is gone, from any data dir
-    for (const base of [CGROUP_ROOT, join(CGROUP_ROOT, 'memory'), join(CGROUP_ROOT, 'pids'), join(CGROUP_ROOT, 'cpu')]) {
-      const parent = join(base, CGROUP_PARENT);
-      if (!existsSync(parent)) continue;
-      for (const entry of readdirSync(parent)) {
-        const owner = /^isola-(\d+)-\d+$/.exec(entry);
-        if (owner && !pidAlive(Number(owner[1]))) removeCgroupDirs(`/${CGROUP_PARENT}/${entry}`);
-      }
-    }
+    await sweepContainers(this.options.runtime, this.options.bundlesDir, CGROUP_PARENT);
   }
 }
 
@@ -284,6 +282,8 @@ class ContainerTransport implements AgentTransport {
   readonly stderr;
   readonly exited: Promise<ExitInfo>;
   private killed = false;
+  /** The container's processes have all closed its output: it exited. */
+  private gone = false;
   private cleaned: Promise<void> | undefined;
   /** The container process on the host, once the runtime has written it down. */
   pid: number | undefined;
@@ -305,34 +305,38 @@ class ContainerTransport implements AgentTransport {
     const oomBefore = oomKills(cgroupsPath);
     // The container's process holds the other ends of these pipes: they close when it is gone.
     this.exited = new Promise((resolve) => {
-      stdout.once('close', () =>
-        resolve({ code: null, signal: this.killed ? 'SIGKILL' : null, oom: oomKills(this.cgroupsPath) > oomBefore }),
-      );
+      stdout.once('close', () => {
+        this.gone = true;
+        resolve({ code: null, signal: this.killed ? 'SIGKILL' : null, oom: oomKills(this.cgroupsPath) > oomBefore });
+      });
     });
   }
 
   kill(): void {
+    if (this.gone) return;
     this.killed = true;
-    if (this.pid !== undefined) {
+    // Signalling the pid directly is the fast way, but only while the pid is provably still the
+    // container's (a process in its cgroup): a pid read from the pid file may have been reused.
+    if (this.pid !== undefined && inCgroup(this.pid, this.cgroupsPath)) {
       try {
         process.kill(this.pid, 'SIGKILL');
         return;
       } catch {
-        // already gone, or not a host process: ask the runtime
+        // gone meanwhile: ask the runtime
       }
     }
     void this.runtime.kill(this.id);
   }
 
+  /** After the container exited: `delete --force` stops whatever is left of it. */
   cleanup(): Promise<void> {
     this.cleaned ??= (async () => {
-      this.kill();
       this.input.destroy();
       this.output.destroy();
       this.stderr.destroy();
       await this.runtime.delete(this.id);
-      rmSync(this.bundle, { recursive: true, force: true });
-      removeCgroupDirs(this.cgroupsPath);
+      await rm(this.bundle, { recursive: true, force: true });
+      await removeCgroup(this.cgroupsPath);
       this.releaseUid();
     })();
     return this.cleaned;

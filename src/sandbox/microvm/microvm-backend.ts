@@ -1,8 +1,10 @@
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { Isolation } from '../../core/kinds.js';
 import type { MicrovmImage } from '../../images/microvm-image.js';
 import { AgentSandbox } from '../agent-sandbox.js';
@@ -17,7 +19,7 @@ import type {
   Sandbox,
   SandboxSpec,
 } from '../backend.js';
-import { pidAlive } from '../host-ids.js';
+import { processAlive, sweepVms } from '../sweep.js';
 import { type Accelerator, qemuArguments, type VmConfig } from './qemu.js';
 import { QEMU, Vm, VmTransport } from './vm.js';
 
@@ -58,9 +60,12 @@ function heapFor(memoryMb: number): number {
   return Math.max(32, Math.floor(memoryMb * 0.6) - 32);
 }
 
-function qemuVersion(): string {
+const execFileAsync = promisify(execFile);
+
+async function qemuVersion(): Promise<string> {
   try {
-    return execFileSync(QEMU, ['--version'], { encoding: 'utf8' }).split('\n')[0]?.trim() ?? 'unknown';
+    const { stdout } = await execFileAsync(QEMU, ['--version'], { encoding: 'utf8' });
+    return stdout.split('\n')[0]?.trim() || 'unknown';
   } catch {
     return 'unknown';
   }
@@ -110,10 +115,10 @@ export class MicrovmBackend implements Backend {
   }
 
   static async open(options: MicrovmBackendOptions): Promise<MicrovmBackend> {
-    const qemu = qemuVersion();
+    const qemu = await qemuVersion();
     const root = join(options.dataDir, 'microvm');
     mkdirSync(root, { recursive: true, mode: 0o700 });
-    sweepOrphans(join(root, 'vms'));
+    await sweepOrphans(root);
     const { accelerator, reason } = options.accelerator
       ? { accelerator: options.accelerator, reason: 'chosen by ISOLA_MICROVM_ACCEL' }
       : await chooseAccelerator(options, root, qemu);
@@ -158,7 +163,16 @@ export class MicrovmBackend implements Backend {
     const vm = this.startVm({ path: snapshot.ram, shared: false }, spec.memoryMb, true);
     const sandbox = new MicrovmSandbox(vm, snapshot, true);
     const outcome = await sandbox.resume(Date.now() + RESTORE_TIMEOUT_MS);
-    if (!outcome.ok) return undefined;
+    if (!outcome.ok) {
+      // The VM goes with the failed attempt, and the snapshot it failed on is taken again.
+      await sandbox.destroy();
+      const key = snapshotKey(code, spec);
+      if ((await this.functionSnapshots.get(key)) === snapshot) {
+        this.functionSnapshots.delete(key);
+        await rm(snapshot.dir, { recursive: true, force: true });
+      }
+      throw new Error(`Restoring the function's snapshot failed: ${outcome.error}`);
+    }
     return sandbox;
   }
 
@@ -168,9 +182,9 @@ export class MicrovmBackend implements Backend {
     if (this.options.start === 'boot' || this.functionSnapshots.has(key)) return;
     const taking = this.takeFunctionSnapshot(key, code, spec).catch(() => undefined);
     this.functionSnapshots.set(key, taking);
-    void taking.then((snapshot) => {
+    void taking.then(async (snapshot) => {
       if (!snapshot) this.functionSnapshots.delete(key);
-      this.pruneFunctionSnapshots();
+      await this.pruneFunctionSnapshots().catch(() => {});
     });
   }
 
@@ -193,8 +207,8 @@ export class MicrovmBackend implements Backend {
     const dir = join(this.snapshotsDir, `base-${memoryMb}`);
     const snapshot = { dir, ram: join(dir, 'ram'), state: join(dir, 'state') };
     if (existsSync(join(dir, '.complete'))) return snapshot;
-    rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     const vm = this.startVm({ path: snapshot.ram, shared: true }, memoryMb, false);
     try {
       const socket = await vm.connectAgent(BOOT_TIMEOUT_MS);
@@ -208,10 +222,10 @@ export class MicrovmBackend implements Backend {
       await warmUp(agent);
       await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
       await vm.snapshot(snapshot.state, RESTORE_TIMEOUT_MS);
-      writeFileSync(join(dir, '.complete'), `${new Date().toISOString()}\n`);
+      await writeFile(join(dir, '.complete'), `${new Date().toISOString()}\n`);
       return snapshot;
     } catch (error) {
-      rmSync(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true });
       throw error;
     } finally {
       await vm.remove();
@@ -227,36 +241,46 @@ export class MicrovmBackend implements Backend {
     const dir = join(this.snapshotsDir, `fn-${key}`);
     const snapshot = { dir, ram: join(dir, 'ram'), state: join(dir, 'state') };
     if (existsSync(join(dir, '.complete'))) return snapshot;
-    rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    execFileSync('cp', ['--sparse=always', base.ram, snapshot.ram]);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // A RAM file is the VM's memory size: copied by a child process, never on the server's thread.
+    try {
+      await execFileAsync('cp', ['--sparse=always', base.ram, snapshot.ram]);
+    } catch {
+      await rm(dir, { recursive: true, force: true });
+      return undefined;
+    }
     const vm = this.startVm({ path: snapshot.ram, shared: true }, spec.memoryMb, true);
     try {
       const template = new MicrovmSandbox(vm, base, false);
       const init = await template.init(code, Date.now() + 120_000, () => {});
       if (!init.ok || this.closed) {
-        rmSync(dir, { recursive: true, force: true });
+        await rm(dir, { recursive: true, force: true });
         return undefined;
       }
       await vm.snapshot(snapshot.state, RESTORE_TIMEOUT_MS);
-      writeFileSync(join(dir, '.complete'), `${code.key}\n`);
+      await writeFile(join(dir, '.complete'), `${code.key}\n`);
       return snapshot;
     } catch {
-      rmSync(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true });
       return undefined;
     } finally {
       await vm.remove();
     }
   }
 
-  private pruneFunctionSnapshots(): void {
-    const entries = readdirSync(this.snapshotsDir)
-      .filter((e) => e.startsWith('fn-'))
-      .map((e) => ({ path: join(this.snapshotsDir, e), mtime: statSync(join(this.snapshotsDir, e)).mtimeMs }))
-      .sort((a, b) => b.mtime - a.mtime);
+  private async pruneFunctionSnapshots(): Promise<void> {
+    const names = (await readdir(this.snapshotsDir)).filter((e) => e.startsWith('fn-'));
+    const entries = await Promise.all(
+      names.map(async (e) => ({
+        path: join(this.snapshotsDir, e),
+        mtime: (await stat(join(this.snapshotsDir, e)).catch(() => undefined))?.mtimeMs ?? 0,
+      })),
+    );
+    entries.sort((a, b) => b.mtime - a.mtime);
     for (const stale of entries.slice(MAX_FUNCTION_SNAPSHOTS)) {
-      rmSync(stale.path, { recursive: true, force: true });
       for (const [key] of this.functionSnapshots) if (stale.path.endsWith(`fn-${key}`)) this.functionSnapshots.delete(key);
+      await rm(stale.path, { recursive: true, force: true });
     }
   }
 
@@ -318,18 +342,12 @@ function snapshotKey(code: FunctionCode, spec: SandboxSpec): string {
 }
 
 /** Kills the QEMU processes of VMs whose server is gone and removes their directories. */
-function sweepOrphans(vmsDir: string): void {
-  if (!existsSync(vmsDir)) return;
-  for (const entry of readdirSync(vmsDir)) {
-    const owner = /^(\d+)-\d+$/.exec(entry);
-    if (!owner || pidAlive(Number(owner[1]))) continue;
-    try {
-      const pid = Number(readFileSync(join(vmsDir, entry, 'qemu.pid'), 'utf8'));
-      if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
-    } catch {
-      // no pid file: QEMU never started
-    }
-    rmSync(join(vmsDir, entry), { recursive: true, force: true });
+async function sweepOrphans(root: string): Promise<void> {
+  await sweepVms(join(root, 'vms'));
+  // A KVM probe's directory, left by a server that died while probing.
+  for (const entry of await readdir(root).catch(() => [] as string[])) {
+    const owner = /^kvm-probe-(\d+)$/.exec(entry);
+    if (owner && !processAlive(Number(owner[1]))) await rm(join(root, entry), { recursive: true, force: true });
   }
 }
 
@@ -361,7 +379,7 @@ async function chooseAccelerator(
     // no probe yet
   }
   const probeDir = join(root, `kvm-probe-${process.pid}`);
-  rmSync(probeDir, { recursive: true, force: true });
+  await rm(probeDir, { recursive: true, force: true });
   mkdirSync(probeDir, { recursive: true });
   const vm = new Vm('kvm-probe', {
     image: options.image,

@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
+import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import type { AgentTransport, ExitInfo } from '../agent-sandbox.js';
 import { qemuArguments, type VmConfig } from './qemu.js';
 import { QmpClient, QmpError } from './qmp.js';
@@ -85,7 +87,7 @@ export class Vm {
    */
   async restore(statePath: string, timeoutMs: number): Promise<void> {
     if (!this.incomingReady) throw new Error('this VM was not started to wait for a restore');
-    const state = readFileSync(statePath);
+    const state = await readFile(statePath);
     await this.incomingReady;
     const qmp = await this.qmp(timeoutMs);
     const settled = qmp.waitForEvent(
@@ -114,8 +116,31 @@ export class Vm {
     const qmp = await this.qmp(timeoutMs);
     await qmp.execute('stop');
     await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
-    await qmp.execute('migrate', { uri: `exec:cat > ${statePath}` });
-    await qmp.waitForMigration(timeoutMs);
+    // QEMU sends the state to a socket of ours, written to the file as it comes: no shell, and
+    // nothing in the path is interpreted.
+    const socketPath = join(this.config.dir, 'outgoing.sock');
+    const server = createServer();
+    try {
+      const written = new Promise<void>((resolve, reject) => {
+        server.once('connection', (socket) => {
+          server.close();
+          pipeline(socket, createWriteStream(statePath, { mode: 0o600 })).then(resolve, reject);
+        });
+        server.once('error', reject);
+      });
+      // Not awaited until the migration has finished; a failure before that must not go unhandled.
+      written.catch(() => {});
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(socketPath, resolve);
+      });
+      await qmp.execute('migrate', { uri: `unix:${socketPath}` });
+      await qmp.waitForMigration(timeoutMs);
+      await written;
+    } finally {
+      server.close();
+      await rm(socketPath, { force: true });
+    }
   }
 
   /** Connects to the agent's virtio-serial port, retrying until QEMU has created the socket. */
@@ -156,7 +181,8 @@ export class Vm {
     this.qmpClient?.close();
     this.kill();
     await this.exited;
-    rmSync(this.config.dir, { recursive: true, force: true });
+    // A VM booted with private RAM has a file of its memory size here.
+    await rm(this.config.dir, { recursive: true, force: true });
   }
 
   private appendConsole(text: string): void {

@@ -18,8 +18,13 @@ export interface RunMessage {
   maxPages: number;
 }
 
+/**
+ * A result travels as the module's JSON text and is parsed by the host: a structured clone of a
+ * deeply nested value cannot be deserialised (the receiving side runs out of stack), and the
+ * message would be lost.
+ */
 export type WorkerOutcome =
-  | { kind: 'result'; result: unknown }
+  | { kind: 'json'; text: string; source: string }
   | { kind: 'error'; error: unknown }
   | { kind: 'oom' }
   | { kind: 'crash'; reason: string };

@@ -21,7 +21,7 @@ import { WorkerPool } from './worker-pool.js';
 
 const PAGES_PER_MB = (1024 * 1024) / PAGE_BYTES;
 const COMPILED_CACHE_SIZE = 512;
-const WASI_FUNCTIONS = new Set(Object.keys(new WASI([], [], []).wasiImport));
+const WASI_FUNCTIONS = new Set(Object.keys(new WASI([], [], [], { debug: false }).wasiImport));
 const ENV_FUNCTIONS = new Set(['abort', 'trace', 'seed']);
 
 /** A module validated, limited and compiled once for a memory limit, shared by every instance. */

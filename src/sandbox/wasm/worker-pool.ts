@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { LogSink, RunOutcome } from '../backend.js';
-import type { RunMessage, WorkerMessage } from './messages.js';
+import type { RunMessage, WorkerMessage, WorkerOutcome } from './messages.js';
 
 // Mirrors the worker's own module cache (insertion order, no refresh) so the host knows when it
 // must send the compiled module along.
@@ -49,6 +49,17 @@ class Slot {
   rememberModule(key: string): void {
     this.modules.push(key);
     if (this.modules.length > WORKER_MODULE_CACHE) this.modules.shift();
+  }
+}
+
+/** A worker's outcome as the platform's: the module's JSON text parsed here. */
+export function runOutcome(outcome: WorkerOutcome): RunOutcome {
+  if (outcome.kind !== 'json') return outcome;
+  if (outcome.text.trim() === '') return { kind: 'result', result: {} };
+  try {
+    return { kind: 'result', result: JSON.parse(outcome.text) };
+  } catch {
+    return { kind: 'error', error: `${outcome.source} that is not JSON: ${outcome.text.slice(0, 200)}` };
   }
 }
 
@@ -123,6 +134,11 @@ export class WorkerPool {
     const slot = new Slot(this.script);
     slot.worker.on('message', (message: WorkerMessage) => this.onMessage(slot, message));
     slot.worker.on('error', (error) => this.retire(slot, { kind: 'crash', reason: `The wasm worker failed: ${error.message}` }));
+    // A message that cannot be deserialised would otherwise vanish and leave its run waiting for
+    // its timeout.
+    slot.worker.on('messageerror', (error) =>
+      this.retire(slot, { kind: 'crash', reason: `The wasm worker's answer could not be read: ${error.message}` }),
+    );
     slot.worker.on('exit', () => this.retire(slot, { kind: 'crash', reason: 'The wasm worker exited.' }));
     return slot;
   }
@@ -178,7 +194,7 @@ export class WorkerPool {
     const job = slot.job;
     if (!job) return;
     if (message.type === 'log' && message.id === job.message.id) job.onLog(message.stream, message.text);
-    else if (message.type === 'done' && message.id === job.message.id) this.finish(slot, message.outcome);
+    else if (message.type === 'done' && message.id === job.message.id) this.finish(slot, runOutcome(message.outcome));
   }
 
   private finish(slot: Slot, outcome: RunOutcome): void {
