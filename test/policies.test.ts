@@ -10,7 +10,7 @@ const SLEEPER = 'async function main(p) { await new Promise((r) => setTimeout(r,
 describe('scheduling policies, scaling, async and triggers', () => {
   let server: TestServer;
   const metric = async (pattern: RegExp) => {
-    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const text = await server.metrics();
     return Number(pattern.exec(text)?.[1] ?? 0);
   };
   const record = (id: string, timeoutMs = 15_000) =>
