@@ -19,15 +19,24 @@ export function registerDoctorCommand(program: Command): void {
     .description('check which isolation backends work on this host, and how to fix the others')
     .action(async (_options: unknown, command: Command) => {
       const { probeBackends, probeContainerRuntimes } = await import('../../sandbox/registry.js');
+      const { liveServer } = await import('../../platform/data-dir-lock.js');
       const { dataDir, json } = globals(command);
-      // Probing builds runtime files; use the data dir when given, else a scratch one.
+      // Probing builds runtime files; use the data dir when given (its images are cached there),
+      // else a scratch one. A server may be running on it: doctor never takes the data dir's lock
+      // and only adds files that are named by their content.
       const dir = dataDir ? resolve(dataDir) : mkdtempSync(join(tmpdir(), 'isola-doctor-'));
+      const server = dataDir ? liveServer(dir) : undefined;
       try {
         const { backends, statuses } = await probeBackends({ dataDir: dir });
         await Promise.all([...backends.values()].map((b) => b.close()));
         const runtimes = await probeContainerRuntimes({ dataDir: dir });
-        if (json) printJson({ backends: statuses, containerRuntimes: runtimes });
+        if (json) printJson({ backends: statuses, containerRuntimes: runtimes, ...(server ? { server } : {}) });
         else {
+          if (server) {
+            process.stdout.write(
+              `A server runs on this data dir (pid ${server.pid}${server.url ? `, ${server.url}` : ''}); it was left alone.\n\n`,
+            );
+          }
           printBackendStatuses(statuses);
           process.stdout.write('\nOCI runtimes:\n');
           printTable(
