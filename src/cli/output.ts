@@ -5,7 +5,7 @@ export interface OutputOptions {
 }
 
 /** Narrowest a column is squeezed to when a table does not fit. */
-const MIN_COLUMN = 8;
+const MIN_COLUMN = 4;
 const GAP = 2;
 
 export function printJson(value: unknown): void {
@@ -69,6 +69,11 @@ export function wrapText(text: string, width: number): string {
     out.push(line);
   }
   return out.join('\n');
+}
+
+/** Prose, wrapped to the terminal's width. */
+export function printWrapped(text: string, width = terminalWidth()): void {
+  process.stdout.write(`${wrapText(text, width)}\n`);
 }
 
 /** A plain table, wrapped to the terminal's width. */

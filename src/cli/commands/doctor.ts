@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { BackendStatus } from '../../sandbox/backend.js';
-import { printJson, printTable } from '../output.js';
+import { printJson, printTable, printWrapped } from '../output.js';
 import { globals } from './common.js';
 
 export function printBackendStatuses(statuses: readonly BackendStatus[]): void {
@@ -33,8 +33,8 @@ export function registerDoctorCommand(program: Command): void {
         if (json) printJson({ backends: statuses, containerRuntimes: runtimes, ...(server ? { server } : {}) });
         else {
           if (server) {
-            process.stdout.write(
-              `A server runs on this data dir (pid ${server.pid}${server.url ? `, ${server.url}` : ''}); it was left alone.\n\n`,
+            printWrapped(
+              `A server runs on this data dir (pid ${server.pid}${server.url ? `, ${server.url}` : ''}); it was left alone.\n`,
             );
           }
           printBackendStatuses(statuses);
@@ -44,9 +44,7 @@ export function registerDoctorCommand(program: Command): void {
             runtimes.map((r) => [r.runtime, r.works ? 'works' : 'does not work', r.detail]),
           );
           const working = statuses.filter((s) => s.available).map((s) => s.isolation);
-          process.stdout.write(
-            `\n${working.length} of ${statuses.length} backends work here: ${working.join(', ') || 'none'}.\n`,
-          );
+          printWrapped(`\n${working.length} of ${statuses.length} backends work here: ${working.join(', ') || 'none'}.`);
         }
       } finally {
         if (!dataDir) rmSync(dir, { recursive: true, force: true });
