@@ -63,7 +63,15 @@ export function registerServeCommand(program: Command): void {
         throw error;
       }
       const app = buildServer(platform);
-      await app.listen({ port: config.port, host: config.host });
+      try {
+        await app.listen({ port: config.port, host: config.host });
+      } catch (error) {
+        // e.g. the port is taken: stop everything started, or the process would linger.
+        await platform.close();
+        removeServerInfo(config.dataDir);
+        lock.release();
+        throw error;
+      }
       const address = app.server.address();
       const port = typeof address === 'object' && address ? address.port : config.port;
       const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
