@@ -419,15 +419,15 @@ export class Store {
   }
 
   /**
-   * Where a namespace's newest `keep` finished activations end: the newest one older than them,
-   * or undefined when it has no more than `keep`.
+   * Where a namespace's newest `keep` activations end: the newest one older than them, or
+   * undefined when it has no more than `keep`. Queued and running ones count too (the few there
+   * are), so that this reads the index alone rather than `keep` rows.
    */
   async activationCountBoundary(namespace: string, keep: number): Promise<{ start: number; seq: number } | undefined> {
     const row = await this.db
       .selectFrom('activations')
       .select(['start', 'seq'])
       .where('namespace', '=', namespace)
-      .where('state', '=', 'done')
       .orderBy('start', 'desc')
       .orderBy('seq', 'desc')
       .limit(1)
