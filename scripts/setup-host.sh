@@ -9,8 +9,13 @@
 #   browser     Chromium, in which the tests open the benchmark report (headless)
 #   all         every group (the default)
 set -euo pipefail
+# apt-get needs root: as another user, ask sudo (a root host may have no sudo at all, so it is
+# only used when needed).
 if [ "$(id -u)" -ne 0 ]; then
-  echo "setup: run as root (it calls apt-get)" >&2
+  if command -v sudo >/dev/null 2>&1; then
+    exec sudo -- bash "$0" "$@"
+  fi
+  echo "setup: it calls apt-get, which needs root: run it as root (sudo is not installed)" >&2
   exit 1
 fi
 declare -A groups=(

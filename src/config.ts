@@ -52,12 +52,12 @@ export interface ServerFlags {
 
 export class ConfigError extends Error {}
 
-/** Durations as `500ms`, `30s`, `10m`, `4h` or a bare number of ms. */
+/** Durations as `500ms`, `30s`, `10m`, `4h`, `7d` or a bare number of ms. */
 export function parseDuration(text: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!match) throw new ConfigError(`"${text}" is not a duration: use e.g. 500ms, 30s, 10m or 4h.`);
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim());
+  if (!match) throw new ConfigError(`"${text}" is not a duration: use e.g. 500ms, 30s, 10m, 4h or 7d.`);
   const value = Number(match[1]);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(match[2] ?? 'ms') as 'ms' | 's' | 'm' | 'h'];
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(match[2] ?? 'ms') as 'ms' | 's' | 'm' | 'h' | 'd'];
   return Math.round(value * unit);
 }
 
@@ -134,6 +134,56 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
     ...(containerRuntime ? { containerRuntime: containerRuntime as 'runc' | 'crun' } : {}),
     containerPrewarm,
     ...httpTimeouts(env),
+    ...resolveOperatorSettings(flags, env),
+  };
+}
+
+// ---- operator settings: the admin token, activation retention, bounded metrics ---------------
+
+export interface ServerConfig {
+  /** The operator's token for /metrics and the admin API; read from the data dir when absent. */
+  adminToken?: string;
+  /** Finished activations older than this are pruned; 0 keeps them whatever their age. */
+  activationRetentionMs: number;
+  /** At most this many finished activations are kept per namespace, the newest; 0 for no limit. */
+  activationsPerNamespace: number;
+  /** How often the retention runs. */
+  retentionIntervalMs: number;
+  /** Functions with series of their own in /metrics (the most recently active); the rest are summed. */
+  metricsFunctions: number;
+}
+
+export interface ServerFlags {
+  activationRetention?: string;
+  activationsPerNamespace?: string;
+}
+
+type OperatorSettings = Pick<
+  ServerConfig,
+  'adminToken' | 'activationRetentionMs' | 'activationsPerNamespace' | 'retentionIntervalMs' | 'metricsFunctions'
+>;
+
+export function resolveOperatorSettings(flags: ServerFlags, env: NodeJS.ProcessEnv): OperatorSettings {
+  const adminToken = env.ISOLA_ADMIN_TOKEN || undefined;
+  if (adminToken !== undefined && !/^\S{16,}$/.test(adminToken)) {
+    throw new ConfigError('ISOLA_ADMIN_TOKEN must be at least 16 characters, without spaces.');
+  }
+  const retention = flags.activationRetention ?? (env.ISOLA_ACTIVATION_RETENTION || undefined);
+  const perNamespace = flags.activationsPerNamespace ?? (env.ISOLA_ACTIVATIONS_PER_NAMESPACE || undefined);
+  const off = (text: string | undefined) => text === 'off' || text === '0';
+  return {
+    ...(adminToken ? { adminToken } : {}),
+    activationRetentionMs: retention === undefined ? 7 * 86_400_000 : off(retention) ? 0 : parseDuration(retention),
+    activationsPerNamespace:
+      perNamespace === undefined
+        ? 10_000
+        : off(perNamespace)
+          ? 0
+          : parseInteger('activations kept per namespace', perNamespace, 1, 1_000_000_000),
+    retentionIntervalMs: env.ISOLA_RETENTION_INTERVAL ? parseDuration(env.ISOLA_RETENTION_INTERVAL) || 1 : 60_000,
+    metricsFunctions: env.ISOLA_METRICS_FUNCTIONS
+      ? parseInteger('ISOLA_METRICS_FUNCTIONS', env.ISOLA_METRICS_FUNCTIONS, 1, 100_000)
+      : 100,
   };
 }
 

@@ -378,8 +378,7 @@ describe('OpenWhisk API end to end', () => {
     const health = await server.request<{ status: string; backends: string[] }>('GET', '/healthz', undefined, { auth: null });
     assert.equal(health.body.status, 'ok');
     assert.ok(health.body.backends.includes('isolate'));
-    const metrics = await fetch(`${server.url}/metrics`);
-    const text = await metrics.text();
+    const text = await server.metrics();
     assert.match(text, /isola_activations_total\{isolation="isolate",namespace="guest",action="hello",status="success"\} \d+/);
     assert.match(text, /isola_starts_total\{isolation="isolate",namespace="guest",action="hello",start="(cold|prewarm)"\} \d+/);
     assert.match(text, /isola_instances\{isolation="isolate",state="idle"\} \d+/);

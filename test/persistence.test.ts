@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import type { ActivationRecord } from '../src/core/types.js';
 import { annotation, TestServer, waitFor } from './helpers/server.js';
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 
 function activationState(dataDir: string, id: string): string | undefined {
   const db = new Database(join(dataDir, 'isola.db'), { readonly: true });
@@ -74,6 +78,17 @@ describe('a server killed with SIGKILL and restarted', () => {
     const finished = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${finishedId}`);
     assert.equal(finished.status, 200);
     assert.deepEqual(finished.body.response.result, { done: 'before', v: 2 });
+  });
+
+  it('holds the data dir again: the lock of the killed server was taken over', async () => {
+    const pid = (await server.request<{ pid: number }>('GET', '/healthz', undefined, { auth: null })).body.pid;
+    const second = spawnSync(
+      process.execPath,
+      ['--no-node-snapshot', '--import', import.meta.resolve('tsx'), MAIN, 'serve', '--port', '0', '--data-dir', server.dataDir],
+      { env: { ...process.env, ISOLA_BACKENDS: 'isolate', ISOLA_PREWARM: 'isolate:0' }, encoding: 'utf8', timeout: 60_000 },
+    );
+    assert.notEqual(second.status, 0);
+    assert.match(second.stderr, new RegExp(`Another Isola server \\(pid ${pid}, listening on ${server.url}\\)`));
   });
 
   it('runs the activation that was still queued', async () => {

@@ -9,7 +9,7 @@ const SLEEPER = 'async function main(p) { await new Promise((r) => setTimeout(r,
 describe('scheduling policies, scaling, async and triggers', () => {
   let server: TestServer;
   const metric = async (pattern: RegExp, target: TestServer = server) => {
-    const text = await (await fetch(`${target.url}/metrics`)).text();
+    const text = await target.metrics();
     return Number(pattern.exec(text)?.[1] ?? 0);
   };
   const record = (id: string, timeoutMs = 15_000) =>

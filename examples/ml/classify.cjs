@@ -56,10 +56,29 @@ function syntheticImage(seed) {
   return pixels;
 }
 
+/** The image to classify, or why the parameters do not give one. */
+function imageFrom(params) {
+  if (params.pixels !== undefined) {
+    if (typeof params.pixels !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(params.pixels)) {
+      return { error: `pixels must be a base64 string of ${SIZE}x${SIZE} RGB bytes.` };
+    }
+    const pixels = Int32Array.from(Buffer.from(params.pixels, 'base64'));
+    if (pixels.length !== SIZE * SIZE * 3) {
+      return { error: `pixels must be ${SIZE}x${SIZE} RGB (${SIZE * SIZE * 3} bytes), base64; got ${pixels.length} bytes.` };
+    }
+    return { pixels };
+  }
+  const seed = params.seed ?? 1;
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+    return { error: `seed must be a whole number from 0 to ${0xffffffff}; got ${JSON.stringify(seed)?.slice(0, 40)}.` };
+  }
+  return { pixels: syntheticImage(seed) };
+}
+
 async function main(params) {
+  const { pixels, error } = imageFrom(params);
+  if (error) return { error };
   const classifier = await load();
-  const pixels = params.pixels ? Int32Array.from(Buffer.from(params.pixels, 'base64')) : syntheticImage(Number(params.seed ?? 1));
-  if (pixels.length !== SIZE * SIZE * 3) return { error: `pixels must be ${SIZE}x${SIZE} RGB, base64` };
   const image = tf.tensor3d(pixels, [SIZE, SIZE, 3], 'int32');
   try {
     const predictions = await classifier.classify(image, 3);

@@ -4,6 +4,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } f
 import { IsolaError } from '../core/errors.js';
 import { newRequestId } from '../core/ids.js';
 import type { Platform } from '../platform/platform.js';
+import { adminOnly, registerAdminRoutes } from './admin.js';
 import { parseJson } from './json.js';
 import { registerLambdaRoutes } from './lambda.js';
 import { registerOpenFaasRoutes } from './openfaas.js';
@@ -116,7 +117,7 @@ export function buildServer(platform: Platform): FastifyInstance {
     pid: process.pid,
     backends: platform.backendStatuses.filter((s) => s.available).map((s) => s.isolation),
   }));
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', { onRequest: adminOnly(platform) }, async (_request, reply) => {
     reply.header('content-type', platform.metrics.registry.contentType);
     return platform.metrics.registry.metrics();
   });
@@ -126,5 +127,6 @@ export function buildServer(platform: Platform): FastifyInstance {
   registerWebActionRoutes(app, platform);
   registerLambdaRoutes(app, platform);
   registerOpenFaasRoutes(app, platform);
+  registerAdminRoutes(app, platform);
   return app;
 }

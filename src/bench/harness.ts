@@ -311,7 +311,7 @@ class TargetRun {
 
   /** Live instances of every function, from the server's own gauge. */
   async instances(): Promise<number> {
-    const metrics = String((await this.server.request('GET', '/metrics')).body);
+    const metrics = await this.server.metrics();
     let total = 0;
     for (const match of metrics.matchAll(/^isola_instances\{[^}]*\} (\d+)/gm)) total += Number(match[1]);
     return total;
@@ -439,7 +439,7 @@ class TargetRun {
       await pause(gapMs);
       samples.push(await time(() => this.invoke(name, workload.params)));
     }
-    const metrics = String((await this.server.request('GET', '/metrics')).body);
+    const metrics = await this.server.metrics();
     const hits = names.filter((name) =>
       new RegExp(`isola_starts_total\\{[^}]*action="${name}"[^}]*start="stemcell"\\} [1-9]`).test(metrics),
     ).length;

@@ -121,6 +121,18 @@ export class ServerProcess {
     return { status: response.status, headers: response.headers, body: parsed as T };
   }
 
+  /** The operator token (ISOLA_ADMIN_TOKEN, or admin.token in the data dir) that /metrics and the admin API need. */
+  get adminToken(): string {
+    return this.env.ISOLA_ADMIN_TOKEN ?? readFileSync(join(this.dataDir, 'admin.token'), 'utf8').trim();
+  }
+
+  /** The Prometheus text of /metrics, read with the operator token. */
+  async metrics(): Promise<string> {
+    const response = await fetch(`${this.url}/metrics`, { headers: { authorization: `Bearer ${this.adminToken}` } });
+    if (response.status !== 200) throw new Error(`/metrics answered ${response.status}: ${await response.text()}`);
+    return response.text();
+  }
+
   /** Deploys a Node.js action and returns the stored action. */
   async deploy(name: string, code: string, extra: Record<string, unknown> = {}): Promise<Response<Record<string, unknown>>> {
     const { exec, ...rest } = extra as { exec?: Record<string, unknown> };

@@ -1,9 +1,11 @@
 import { resolve } from 'node:path';
-import { readGuestAuth, readServerInfo } from '../platform/credentials.js';
+import { parseAuth, readGuestAuth, readServerInfo } from '../platform/credentials.js';
 
 export interface ClientOptions {
   apihost?: string;
   auth?: string;
+  /** Where `auth` came from, for the error when it is malformed (e.g. `--auth`, `ISOLA_AUTH`). */
+  authSource?: string;
   dataDir?: string;
 }
 
@@ -18,6 +20,44 @@ export class ApiError extends Error {
   }
 }
 
+/** One HTTP request to an Isola server, with its error shape turned into an ApiError. */
+async function send<T>(
+  apihost: string,
+  authorization: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; data: T }> {
+  let response: Response;
+  try {
+    response = await fetch(`${apihost}${path}`, {
+      method,
+      headers: {
+        authorization,
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  } catch (error) {
+    throw new Error(
+      `Cannot reach the Isola server at ${apihost}: ${(error as Error).cause ?? (error as Error).message}. Is \`isola serve\` running?`,
+    );
+  }
+  const text = await response.text();
+  let data: unknown = text;
+  try {
+    data = text ? JSON.parse(text) : undefined;
+  } catch {
+    // Not JSON: keep the text.
+  }
+  if (response.status >= 400) {
+    const err = data as { error?: unknown; code?: string } | undefined;
+    const message = typeof err?.error === 'string' ? err.error : `HTTP ${response.status}: ${text.slice(0, 200)}`;
+    throw new ApiError(response.status, message, err?.code, data);
+  }
+  return { status: response.status, data: data as T };
+}
+
 /** A small client for the OpenWhisk API, used by the CLI and the benchmarks. */
 export class IsolaClient {
   readonly apihost: string;
@@ -29,47 +69,39 @@ export class IsolaClient {
       /\/$/,
       '',
     );
-    const auth = options.auth ?? env.ISOLA_AUTH ?? env.ISOLA_GUEST_AUTH ?? readGuestAuth(dataDir);
+    const [auth, source] = options.auth
+      ? [options.auth, options.authSource ?? '--auth']
+      : env.ISOLA_AUTH
+        ? [env.ISOLA_AUTH, 'ISOLA_AUTH']
+        : env.ISOLA_GUEST_AUTH
+          ? [env.ISOLA_GUEST_AUTH, 'ISOLA_GUEST_AUTH']
+          : [readGuestAuth(dataDir), `${dataDir}/guest.auth`];
     if (!auth) {
       throw new Error(
         `No credentials: pass --auth uuid:key, set ISOLA_AUTH, or run where ${dataDir} holds the server's guest.auth.`,
       );
     }
+    parseAuth(auth, `The credentials from ${source}`);
     this.authorization = `Basic ${Buffer.from(auth).toString('base64')}`;
   }
 
-  async request<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; data: T }> {
-    let response: Response;
-    try {
-      response = await fetch(`${this.apihost}${path}`, {
-        method,
-        headers: {
-          authorization: this.authorization,
-          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-        },
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      });
-    } catch (error) {
-      throw new Error(
-        `Cannot reach the Isola server at ${this.apihost}: ${(error as Error).cause ?? (error as Error).message}. Is \`isola serve\` running?`,
-      );
-    }
-    const text = await response.text();
-    let data: unknown = text;
-    try {
-      data = text ? JSON.parse(text) : undefined;
-    } catch {
-      // Not JSON: keep the text.
-    }
-    if (response.status >= 400) {
-      const err = data as { error?: unknown; code?: string } | undefined;
-      const message = typeof err?.error === 'string' ? err.error : `HTTP ${response.status}: ${text.slice(0, 200)}`;
-      throw new ApiError(response.status, message, err?.code, data);
-    }
-    return { status: response.status, data: data as T };
+  request<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; data: T }> {
+    return send<T>(this.apihost, this.authorization, method, path, body);
   }
 
   static path(...parts: string[]): string {
     return parts.map((p) => encodeURIComponent(p)).join('/');
+  }
+}
+
+/** A client for a server's admin API, with the operator token. */
+export class AdminClient {
+  constructor(
+    readonly apihost: string,
+    private readonly token: string,
+  ) {}
+
+  request<T = unknown>(method: string, path: string): Promise<{ status: number; data: T }> {
+    return send<T>(this.apihost.replace(/\/$/, ''), `Bearer ${this.token}`, method, path);
   }
 }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { ApiError } from './client.js';
 import { registerActionCommands } from './commands/action.js';
@@ -10,6 +11,8 @@ import { registerServeCommand } from './commands/serve.js';
 import { registerSetupCommand } from './commands/setup.js';
 import { registerSimulateCommand } from './commands/simulate.js';
 
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
 const program = new Command('isola')
   .description('Isola: functions as a service under the isolation you choose')
   .addOption(
@@ -20,7 +23,18 @@ const program = new Command('isola')
   .addOption(new Option('--auth <uuid:key>', 'credentials (default: the guest credentials in the data dir)').env('ISOLA_AUTH'))
   .addOption(new Option('--data-dir <dir>', 'data directory').env('ISOLA_DATA_DIR'))
   .option('--json', 'print machine-readable JSON')
+  .addHelpText('after', '\n`isola --version` (or -V) prints the version.')
   .showHelpAfterError();
+
+// Handled before commander: a program-level --version option would also capture
+// `isola action get <name> --version <version>`, since program options are recognised anywhere.
+const args = process.argv.slice(2);
+const commandAt = args.findIndex((arg) => !arg.startsWith('-'));
+const beforeCommand = commandAt < 0 ? args : args.slice(0, commandAt);
+if (beforeCommand.includes('--version') || beforeCommand.includes('-V')) {
+  process.stdout.write(`${version}\n`);
+  process.exit(0);
+}
 
 registerServeCommand(program);
 registerDoctorCommand(program);

@@ -4,21 +4,121 @@ import type { Scheduler } from '../scheduler/scheduler.js';
 
 const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
+/** The label values of the series that sums up every function without a series of its own. */
+export const OTHER_FUNCTIONS = '_other';
+
+interface FunctionLabels {
+  namespace: string;
+  action: string;
+}
+
+/**
+ * Which functions have series of their own: the `limit` most recently active ones. Namespaces and
+ * action names are chosen by tenants, so without a bound their number of series would be too.
+ */
+class RecentFunctions {
+  private readonly order = new Map<string, FunctionLabels>();
+  readonly evictions: ((fn: FunctionLabels) => void)[] = [];
+
+  constructor(readonly limit: number) {}
+
+  touch(namespace: string, action: string): void {
+    const key = functionKey(namespace, action);
+    const known = this.order.get(key);
+    if (known) this.order.delete(key);
+    this.order.set(key, known ?? { namespace, action });
+    if (this.order.size <= this.limit) return;
+    const [oldestKey, oldest] = this.order.entries().next().value as [string, FunctionLabels];
+    this.order.delete(oldestKey);
+    for (const evict of this.evictions) evict(oldest);
+  }
+
+  has(namespace: string, action: string): boolean {
+    return this.order.has(functionKey(namespace, action));
+  }
+
+  forgetNamespace(namespace: string): void {
+    for (const [key, fn] of this.order) if (fn.namespace === namespace) this.order.delete(key);
+  }
+
+  /** The labels a function's figures go under: its own, or the summary's. */
+  labels(namespace: string, action: string): FunctionLabels {
+    return this.has(namespace, action) ? { namespace, action } : { namespace: OTHER_FUNCTIONS, action: OTHER_FUNCTIONS };
+  }
+}
+
+function functionKey(namespace: string, action: string): string {
+  return `${namespace}/${action}`;
+}
+
+type FunctionCounterLabels<L extends string> = Record<L | 'namespace' | 'action', string>;
+
+/**
+ * A counter per function and other labels, with per-function series bounded by RecentFunctions:
+ * when a function drops out of the recent ones, its counts move to the summary series, so that the
+ * sum over all series still counts everything.
+ */
+export class FunctionCounter<L extends string> {
+  private readonly series = new Map<string, { labels: FunctionCounterLabels<L>; value: number }>();
+
+  constructor(
+    name: string,
+    help: string,
+    private readonly labelNames: readonly L[],
+    registry: Registry,
+    private readonly recent: RecentFunctions,
+  ) {
+    const series = this.series;
+    new Counter({
+      name,
+      help,
+      labelNames: [...labelNames.slice(0, 1), 'namespace', 'action', ...labelNames.slice(1)],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { labels, value } of series.values()) this.inc(labels, value);
+      },
+    });
+    recent.evictions.push((fn) => this.fold(fn));
+  }
+
+  inc(labels: FunctionCounterLabels<L>, value = 1): void {
+    this.recent.touch(labels.namespace, labels.action);
+    this.add(labels, value);
+  }
+
+  /** Drops a deleted namespace's series. */
+  forgetNamespace(namespace: string): void {
+    for (const [key, entry] of this.series) if (entry.labels.namespace === namespace) this.series.delete(key);
+  }
+
+  private add(labels: FunctionCounterLabels<L>, value: number): void {
+    const key = [labels.namespace, labels.action, ...this.labelNames.map((l) => labels[l])].join('\u0000');
+    const entry = this.series.get(key);
+    if (entry) entry.value += value;
+    else this.series.set(key, { labels: { ...labels }, value });
+  }
+
+  private fold(fn: FunctionLabels): void {
+    for (const [key, entry] of this.series) {
+      if (entry.labels.namespace !== fn.namespace || entry.labels.action !== fn.action) continue;
+      this.series.delete(key);
+      this.add({ ...entry.labels, namespace: OTHER_FUNCTIONS, action: OTHER_FUNCTIONS }, entry.value);
+    }
+  }
+}
+
+export interface MetricsOptions {
+  /** Functions with series of their own (the most recently active); the rest are summed under `_other`. */
+  functions?: number;
+}
+
 /** The platform's Prometheus metrics, in a registry of its own. */
 export class Metrics {
   readonly registry = new Registry();
-  readonly activations = new Counter({
-    name: 'isola_activations_total',
-    help: 'Finished activations by backend, function and status.',
-    labelNames: ['isolation', 'namespace', 'action', 'status'] as const,
-    registers: [this.registry],
-  });
-  readonly starts = new Counter({
-    name: 'isola_starts_total',
-    help: 'How invocations found their instance: cold (a new one was started), stemcell (a cold start on a blank sandbox made ahead), restore (from a snapshot of the function), warm, or prewarm (the first call on an instance the keep-alive policy started ahead, or a provisioned one).',
-    labelNames: ['isolation', 'namespace', 'action', 'start'] as const,
-    registers: [this.registry],
-  });
+  private readonly recent: RecentFunctions;
+  readonly activations: FunctionCounter<'isolation' | 'status'>;
+  readonly starts: FunctionCounter<'isolation' | 'start'>;
   readonly duration = new Histogram({
     name: 'isola_activation_duration_seconds',
     help: 'Activation duration, initialisation included.',
@@ -41,7 +141,23 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(scheduler: Scheduler, isolateRuns?: IsolateRunStats) {
+  constructor(scheduler: Scheduler, isolateRuns?: IsolateRunStats, options: MetricsOptions = {}) {
+    const recent = new RecentFunctions(options.functions ?? 100);
+    this.recent = recent;
+    this.activations = new FunctionCounter(
+      'isola_activations_total',
+      `Finished activations by backend, function and status (the ${recent.limit} most recently active functions; the others summed under namespace and action "${OTHER_FUNCTIONS}").`,
+      ['isolation', 'status'],
+      this.registry,
+      recent,
+    );
+    this.starts = new FunctionCounter(
+      'isola_starts_total',
+      'How invocations found their instance: cold (a new one was started), stemcell (a cold start on a blank sandbox made ahead), restore (from a snapshot of the function), warm, or prewarm (the first call on an instance the keep-alive policy started ahead, or a provisioned one).',
+      ['isolation', 'start'],
+      this.registry,
+      recent,
+    );
     collectDefaultMetrics({ register: this.registry, prefix: 'isola_process_' });
     new Gauge({
       name: 'isola_instances',
@@ -63,7 +179,7 @@ export class Metrics {
         this.reset();
         for (const fn of scheduler.stats().functions) {
           for (const entry of fn.instances)
-            this.set({ namespace: fn.namespace, action: fn.action, state: entry.state }, entry.count);
+            this.inc({ ...recent.labels(fn.namespace, fn.action), state: entry.state }, entry.count);
         }
       },
     });
@@ -74,7 +190,7 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const fn of scheduler.stats().functions) this.set({ namespace: fn.namespace, action: fn.action }, fn.queued);
+        for (const fn of scheduler.stats().functions) this.inc(recent.labels(fn.namespace, fn.action), fn.queued);
       },
     });
     new Gauge({
@@ -131,5 +247,12 @@ export class Metrics {
         this.set(scheduler.stats().stemCells);
       },
     });
+  }
+
+  /** Forgets a deleted namespace's functions. */
+  forgetNamespace(namespace: string): void {
+    this.recent.forgetNamespace(namespace);
+    this.activations.forgetNamespace(namespace);
+    this.starts.forgetNamespace(namespace);
   }
 }

@@ -9,7 +9,8 @@ import { probeBackends } from '../sandbox/registry.js';
 import { functionSettings } from '../scheduler/function-settings.js';
 import { parsePolicy } from '../scheduler/policy.js';
 import { QueueFullError, Scheduler, TooBigError } from '../scheduler/scheduler.js';
-import { type QueuedActivation, Store } from '../store/store.js';
+import { ActivationRetention } from '../store/retention.js';
+import { type NamespacePurge, type QueuedActivation, Store } from '../store/store.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
 import { type Invocation, Invoker } from './invoker.js';
 import { Metrics } from './metrics.js';
@@ -32,6 +33,7 @@ export class Platform {
   private readonly background = new Set<Promise<unknown>>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   readonly triggers: Triggers;
+  private readonly retention: ActivationRetention;
 
   private constructor(
     readonly config: ServerConfig,
@@ -50,6 +52,16 @@ export class Platform {
       invokeAsync: (action, params, subject, annotations) => this.invokeAsync(action, params, subject, annotations),
       warn: (message) => events.warn?.(message),
     });
+    this.retention = new ActivationRetention(
+      store,
+      {
+        maxAgeMs: config.activationRetentionMs,
+        perNamespace: config.activationsPerNamespace,
+        intervalMs: config.retentionIntervalMs,
+      },
+      (message) => events.warn?.(message),
+    );
+    this.retention.start();
   }
 
   static async start(config: ServerConfig, events: PlatformEvents = {}): Promise<Platform> {
@@ -87,7 +99,9 @@ export class Platform {
         events.warn?.(`${message}: ${error instanceof Error ? error.message : String(error)}`),
     });
     const isolates = backends.get('isolate');
-    const metrics = new Metrics(scheduler, isolates instanceof IsolateBackend ? isolates.runStats : undefined);
+    const metrics = new Metrics(scheduler, isolates instanceof IsolateBackend ? isolates.runStats : undefined, {
+      functions: config.metricsFunctions,
+    });
     const invoker = new Invoker(store, scheduler, metrics);
     return new Platform(config, store, backends, statuses, scheduler, metrics, invoker, guest, events);
   }
@@ -102,6 +116,32 @@ export class Platform {
     if (this.authCache.size > 10_000) this.authCache.clear();
     this.authCache.set(cacheKey, { namespace, expires: now + AUTH_CACHE_MS });
     return namespace;
+  }
+
+  // ---- namespaces -------------------------------------------------------------------------
+
+  /**
+   * Deletes a namespace and everything in it, and forgets what the platform holds for it: its
+   * key stops working at once, its cron triggers stop, its instances are retired (busy ones when
+   * their run ends), and records of its runs still under way are not stored. Undefined when there
+   * is no such namespace.
+   */
+  async deleteNamespace(name: string): Promise<NamespacePurge | undefined> {
+    const actions = await this.store.actionNames(name);
+    const triggers = await this.store.listTriggers(name);
+    const purge = await this.store.purgeNamespace(name);
+    if (!purge) return undefined;
+    // After the purge: whatever was cached before it, or while it ran, goes.
+    for (const [key, entry] of this.authCache) if (entry.namespace === name) this.authCache.delete(key);
+    for (const trigger of triggers) this.triggers.unschedule(name, trigger.name);
+    for (const key of this.latest.keys()) if (key.startsWith(`${name}/`)) this.latest.delete(key);
+    const live = this.scheduler
+      .stats()
+      .functions.filter((fn) => fn.namespace === name)
+      .map((fn) => fn.action);
+    for (const action of new Set([...actions, ...live])) this.scheduler.retireVersions(name, action);
+    this.metrics.forgetNamespace(name);
+    return purge;
   }
 
   // ---- actions ----------------------------------------------------------------------------
@@ -333,6 +373,7 @@ export class Platform {
 
   async close(): Promise<void> {
     this.triggers.stop();
+    await this.retention.stop();
     for (const timer of this.retryTimers) clearTimeout(timer);
     await this.scheduler.close();
     await Promise.allSettled([...this.background]);

@@ -188,7 +188,7 @@ export async function probeContainerRuntimes(context: BackendContext): Promise<R
       const status = await backend.status();
       const hybrid =
         name === 'crun' && hybridCgroups()
-          ? " (inside a mount namespace without the cgroup2 mount: crun 1.8 refuses this host's hybrid cgroups)"
+          ? "; run in a mount namespace of its own without the cgroup2 mount, as crun 1.8 needs on this host's hybrid cgroups"
           : '';
       result.push({ runtime: name, works: status.available, detail: status.detail + (status.available ? hybrid : '') });
     } catch (error) {

@@ -71,6 +71,16 @@ export interface RuleRecord {
 
 export const SQLITE_FILE = 'isola.db';
 
+/** What deleting a namespace removed. */
+export interface NamespacePurge {
+  namespace: string;
+  actions: number;
+  versions: number;
+  activations: number;
+  triggers: number;
+  rules: number;
+}
+
 export function hashKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }
@@ -78,6 +88,12 @@ export function hashKey(key: string): string {
 /** Persistence for namespaces, action versions and activations behind one Kysely query layer. */
 export class Store {
   readonly activationWriter: ActivationWriter;
+  /**
+   * Namespaces deleted while this store was open, with when: a record of an activation the old
+   * tenant started before that (still running when its namespace went) is not written, or it
+   * would show up in a new namespace of the same name.
+   */
+  private readonly deletedNamespaces = new Map<string, number>();
 
   private constructor(
     readonly db: Kysely<Database>,
@@ -158,9 +174,50 @@ export class Store {
     return this.db.selectFrom('namespaces').select(['name', 'uuid', 'created']).orderBy('name').execute();
   }
 
-  async deleteNamespace(name: string): Promise<boolean> {
-    const result = await this.db.deleteFrom('namespaces').where('name', '=', name).executeTakeFirst();
-    return Number(result.numDeletedRows) > 0;
+  async getNamespace(name: string): Promise<NamespaceRow | undefined> {
+    return this.db.selectFrom('namespaces').select(['name', 'uuid', 'created']).where('name', '=', name).executeTakeFirst();
+  }
+
+  /**
+   * Deletes a namespace with everything in it: its credentials, actions, versions and version
+   * counters, activations (queued and running ones too), triggers and rules. A namespace created
+   * again under the same name starts empty. Undefined when there was no such namespace.
+   */
+  async purgeNamespace(name: string): Promise<NamespacePurge | undefined> {
+    // Marked first: from here records of its activations are dropped, and those already waiting
+    // for the group commit are committed now so that the purge below takes them too.
+    const previous = this.deletedNamespaces.get(name);
+    this.deletedNamespaces.set(name, Date.now());
+    await this.activationWriter.flush();
+    const purge = await this.db.transaction().execute(async (trx) => {
+      const deleted = await trx.deleteFrom('namespaces').where('name', '=', name).executeTakeFirst();
+      if (Number(deleted.numDeletedRows) === 0) return undefined;
+      const count = (result: { numDeletedRows: bigint }) => Number(result.numDeletedRows);
+      const actions = count(await trx.deleteFrom('actions').where('namespace', '=', name).executeTakeFirstOrThrow());
+      const versions = count(await trx.deleteFrom('action_versions').where('namespace', '=', name).executeTakeFirstOrThrow());
+      await trx.deleteFrom('version_counters').where('namespace', '=', name).execute();
+      const activations = count(await trx.deleteFrom('activations').where('namespace', '=', name).executeTakeFirstOrThrow());
+      const triggers = count(await trx.deleteFrom('triggers').where('namespace', '=', name).executeTakeFirstOrThrow());
+      const rules = count(await trx.deleteFrom('rules').where('namespace', '=', name).executeTakeFirstOrThrow());
+      return { namespace: name, actions, versions, activations, triggers, rules };
+    });
+    if (!purge) {
+      if (previous === undefined) this.deletedNamespaces.delete(name);
+      else this.deletedNamespaces.set(name, previous);
+    }
+    return purge;
+  }
+
+  /** Whether an activation accepted at `accepted` belongs to a namespace deleted since. */
+  private fromDeletedNamespace(namespace: string, accepted: number): boolean {
+    const deleted = this.deletedNamespaces.get(namespace);
+    return deleted !== undefined && accepted <= deleted;
+  }
+
+  /** The names of a namespace's actions. */
+  async actionNames(namespace: string): Promise<string[]> {
+    const rows = await this.db.selectFrom('actions').select('name').where('namespace', '=', namespace).execute();
+    return rows.map((r) => r.name);
   }
 
   // ---- actions ----------------------------------------------------------------------------
@@ -269,6 +326,7 @@ export class Store {
     queued: Omit<QueuedActivation, 'attempts' | 'notBefore'>,
     state: 'queued' | 'running' = 'queued',
   ): Promise<void> {
+    if (this.fromDeletedNamespace(queued.namespace, queued.accepted)) return;
     await this.db
       .insertInto('activations')
       .values({
@@ -325,6 +383,7 @@ export class Store {
 
   /** Stores a finished activation; resolves once it is committed. Writes are grouped per tick. */
   completeActivation(record: ActivationRecord, accepted: number, attempts = 1): Promise<void> {
+    if (this.fromDeletedNamespace(record.namespace, accepted)) return Promise.resolve();
     return this.activationWriter.write(toActivationRow(record, accepted, attempts));
   }
 
@@ -347,6 +406,63 @@ export class Store {
     if (query.upto !== undefined) q = q.where('start', '<=', query.upto);
     const rows = await q.orderBy('start', 'desc').orderBy('seq', 'desc').limit(query.limit).offset(query.skip).execute();
     return rows.map(fromActivationRow);
+  }
+
+  // ---- retention --------------------------------------------------------------------------
+
+  /** The namespace after `after` (in name order) that has activations: walks the index, not the table. */
+  async nextNamespaceWithActivations(after: string | undefined): Promise<string | undefined> {
+    let query = this.db.selectFrom('activations').select('namespace');
+    if (after !== undefined) query = query.where('namespace', '>', after);
+    const row = await query.orderBy('namespace').limit(1).executeTakeFirst();
+    return row?.namespace;
+  }
+
+  /**
+   * Where a namespace's newest `keep` activations end: the newest one older than them, or
+   * undefined when it has no more than `keep`. Queued and running ones count too (the few there
+   * are), so that this reads the index alone rather than `keep` rows.
+   */
+  async activationCountBoundary(namespace: string, keep: number): Promise<{ start: number; seq: number } | undefined> {
+    const row = await this.db
+      .selectFrom('activations')
+      .select(['start', 'seq'])
+      .where('namespace', '=', namespace)
+      .orderBy('start', 'desc')
+      .orderBy('seq', 'desc')
+      .limit(1)
+      .offset(keep)
+      .executeTakeFirst();
+    return row ? { start: Number(row.start), seq: Number(row.seq) } : undefined;
+  }
+
+  /**
+   * Deletes up to `batch` of a namespace's finished activations that started before `before`, or
+   * (with `through`) are at or older than that boundary. Queued and running ones are never touched.
+   * Returns how many went.
+   */
+  async pruneActivations(
+    namespace: string,
+    cut: { before: number } | { through: { start: number; seq: number } },
+    batch: number,
+  ): Promise<number> {
+    const victims = this.db
+      .selectFrom('activations')
+      .select('seq')
+      .where('namespace', '=', namespace)
+      .where('state', '=', 'done')
+      .where((eb) =>
+        'before' in cut
+          ? eb('start', '<', cut.before)
+          : eb.or([
+              eb('start', '<', cut.through.start),
+              eb.and([eb('start', '=', cut.through.start), eb('seq', '<=', cut.through.seq)]),
+            ]),
+      )
+      .orderBy('start')
+      .limit(batch);
+    const result = await this.db.deleteFrom('activations').where('seq', 'in', victims).executeTakeFirst();
+    return Number(result.numDeletedRows);
   }
 
   /** Activations that were accepted but had not started when the server stopped, oldest first. */

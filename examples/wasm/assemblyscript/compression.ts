@@ -1,7 +1,7 @@
 // The compression workload in AssemblyScript: the same generated text and the same LZ77 with a
 // hash of 3-byte prefixes as the JavaScript version, so the two return the same result.
 //   build: npx asc compression.ts -o compression.wasm --runtime stub -O3 --noAssert
-import { numberField, Prng, result } from './params';
+import { integerField, Prng, paramError, paramErrorResult, result } from './params';
 
 export { isola_alloc } from './params';
 
@@ -9,8 +9,9 @@ const WORDS: string[] = ['function', 'serverless', 'isolation', 'container', 'sn
 
 export function isola_handle(pointer: usize, length: i32): u64 {
   const params = String.UTF8.decodeUnsafe(pointer, <usize>length);
-  const random = new Prng(<u32>numberField(params, 'seed', 1));
-  const wanted = <i32>numberField(params, 'bytes', 65536);
+  const random = new Prng(<u32>integerField(params, 'seed', 1, 0, 4294967295));
+  const wanted = <i32>integerField(params, 'bytes', 65536, 1, 16777216);
+  if (paramError.length > 0) return paramErrorResult();
   // Words are appended whole, so the text may run past `wanted` by one word.
   const input = new Uint8Array(wanted + 16);
   let size = 0;

@@ -1,16 +1,17 @@
 // The graph workload in AssemblyScript: BFS and PageRank on the same generated graph as the
 // JavaScript version (adjacency kept in insertion order, so the floating-point sums agree).
 //   build: npx asc graph.ts -o graph.wasm --runtime stub -O3 --noAssert
-import { numberField, Prng, result } from './params';
+import { integerField, Prng, paramError, paramErrorResult, result } from './params';
 
 export { isola_alloc } from './params';
 
 export function isola_handle(pointer: usize, length: i32): u64 {
   const params = String.UTF8.decodeUnsafe(pointer, <usize>length);
-  const random = new Prng(<u32>numberField(params, 'seed', 1));
-  const n = <i32>numberField(params, 'nodes', 5000);
-  const edgeCount = <i32>numberField(params, 'edges', 20000);
-  const iterations = <i32>numberField(params, 'iterations', 10);
+  const random = new Prng(<u32>integerField(params, 'seed', 1, 0, 4294967295));
+  const n = <i32>integerField(params, 'nodes', 5000, 1, 1000000);
+  const edgeCount = <i32>integerField(params, 'edges', 20000, 0, 5000000);
+  const iterations = <i32>integerField(params, 'iterations', 10, 0, 1000);
+  if (paramError.length > 0) return paramErrorResult();
   // Compressed adjacency: count degrees, then place each endpoint in the order it was added.
   const from = new Int32Array(edgeCount);
   const to = new Int32Array(edgeCount);

@@ -1,7 +1,7 @@
 // The thumbnail workload in AssemblyScript: the same generated RGBA image and the same bilinear
 // downscaling as the JavaScript version, with Uint8ClampedArray's rounding (ties to even).
 //   build: npx asc thumbnail.ts -o thumbnail.wasm --runtime stub -O3 --noAssert
-import { numberField, Prng, result } from './params';
+import { integerField, Prng, paramError, paramErrorResult, result } from './params';
 
 export { isola_alloc } from './params';
 
@@ -11,10 +11,12 @@ function clampByte(value: f64): u8 {
 
 export function isola_handle(pointer: usize, length: i32): u64 {
   const params = String.UTF8.decodeUnsafe(pointer, <usize>length);
-  const random = new Prng(<u32>numberField(params, 'seed', 1));
-  const w = <i32>numberField(params, 'width', 512);
-  const h = <i32>numberField(params, 'height', 512);
-  const tw = <i32>numberField(params, 'thumb', 64);
+  const random = new Prng(<u32>integerField(params, 'seed', 1, 0, 4294967295));
+  const w = <i32>integerField(params, 'width', 512, 2, 4096);
+  const h = <i32>integerField(params, 'height', 512, 2, 4096);
+  // The thumbnail is square and at least 2 pixels wide: the scale divides by its width - 1.
+  const tw = <i32>integerField(params, 'thumb', 64, 2, 1024);
+  if (paramError.length > 0) return paramErrorResult();
   const th = tw;
   const src = new Uint8Array(w * h * 4);
   for (let i = 0; i < src.length; i++) src[i] = <u8>(<i32>(<f64>((i >> 2) % w) + random.next() * 32) & 255);

@@ -1,9 +1,34 @@
 import { readFileSync } from 'node:fs';
-import { extname } from 'node:path';
-import { type Command, Option } from 'commander';
+import { basename, extname } from 'node:path';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { parseDuration } from '../../config.js';
+import { LIMIT_RANGES } from '../../core/limits.js';
 import { ApiError, IsolaClient } from '../client.js';
-import { formatTime, printJson, printTable } from '../output.js';
-import { clientFor, globals, pairs } from './common.js';
+import { formatTime, notePage, printJson, printTable } from '../output.js';
+import { clientFor, globals, pairs, wholeNumber } from './common.js';
+
+/** The kinds a file's extension says it is; anything else needs --kind. */
+const KIND_BY_EXTENSION: Record<string, string> = {
+  '.js': 'nodejs:20',
+  '.cjs': 'nodejs:20',
+  '.wasm': 'wasm',
+};
+/** Kinds whose code is sent base64 (`binary: true`). */
+const BINARY_KINDS = new Set(['wasm']);
+
+/** The kind to deploy a file as: --kind, else what its extension says; a file it cannot tell is refused. */
+export function kindOf(file: string, kind: string | undefined): string {
+  if (kind) return kind;
+  const known = KIND_BY_EXTENSION[extname(file).toLowerCase()];
+  if (known) return known;
+  const extensions = Object.entries(KIND_BY_EXTENSION)
+    .map(([extension, k]) => `${extension} (${k})`)
+    .join(', ');
+  throw new Error(
+    `Cannot tell how to run ${basename(file)}: isola deploys ${extensions} files. ` +
+      'If this file is one of those kinds, say which with --kind.',
+  );
+}
 
 interface ActionView {
   namespace: string;
@@ -18,10 +43,10 @@ interface ActionView {
 interface DeployOptions {
   kind?: string;
   main?: string;
-  memory?: string;
-  timeout?: string;
-  concurrency?: string;
-  logsize?: string;
+  memory?: number;
+  timeout?: number;
+  concurrency?: number;
+  logsize?: number;
   isolation?: string;
   param?: string[];
   annotation?: string[];
@@ -31,19 +56,20 @@ interface DeployOptions {
 function deployBody(file: string | undefined, options: DeployOptions) {
   let exec: Record<string, unknown> | undefined;
   if (file) {
-    const isWasm = options.kind === 'wasm' || extname(file) === '.wasm';
+    const kind = kindOf(file, options.kind);
+    const binary = BINARY_KINDS.has(kind);
     const content = readFileSync(file);
     exec = {
-      kind: options.kind ?? (isWasm ? 'wasm' : 'nodejs:20'),
-      code: isWasm ? content.toString('base64') : content.toString('utf8'),
-      binary: isWasm,
+      kind,
+      code: binary ? content.toString('base64') : content.toString('utf8'),
+      binary,
       ...(options.main ? { main: options.main } : {}),
     };
   }
   const limits: Record<string, number> = {};
   for (const key of ['memory', 'timeout', 'concurrency', 'logsize'] as const) {
     const value = options[key];
-    if (value !== undefined) limits[key === 'logsize' ? 'logs' : key] = Number(value);
+    if (value !== undefined) limits[key === 'logsize' ? 'logs' : key] = value;
   }
   const annotations = pairs(options.annotation, '--annotation');
   if (options.isolation) annotations.push({ key: 'isolation', value: options.isolation });
@@ -57,14 +83,32 @@ function deployBody(file: string | undefined, options: DeployOptions) {
   };
 }
 
+const limit = (key: keyof typeof LIMIT_RANGES) =>
+  wholeNumber(LIMIT_RANGES[key].min, LIMIT_RANGES[key].max, LIMIT_RANGES[key].unit || undefined);
+
+/** A timeout in ms, or a duration such as 30s or 2m. */
+function timeoutMs(text: string): number {
+  const { min, max } = LIMIT_RANGES.timeout;
+  let value: number;
+  try {
+    value = /^\s*\d+\s*$/.test(text) ? Number(text) : parseDuration(text);
+  } catch {
+    value = Number.NaN;
+  }
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidArgumentError(`It must be from ${min} to ${max} ms, in ms or as a duration such as 30s or 2m.`);
+  }
+  return value;
+}
+
 function deployOptions(command: Command): Command {
   return command
-    .option('--kind <kind>', 'runtime kind: nodejs:20 or wasm (default from the file)')
+    .option('--kind <kind>', 'runtime kind: nodejs:20 or wasm (default from the file: .js and .cjs are nodejs:20, .wasm is wasm)')
     .option('--main <name>', 'entry point (default main)')
-    .option('-m, --memory <MB>', 'memory limit in MB')
-    .option('-t, --timeout <ms>', 'timeout in ms')
-    .option('-c, --concurrency <n>', 'invocations one instance serves at once')
-    .option('-l, --logsize <KB>', 'log limit in KB')
+    .option('-m, --memory <MB>', 'memory limit in MB', limit('memory'))
+    .option('-t, --timeout <ms>', 'timeout in ms (or 30s, 2m)', timeoutMs)
+    .option('-c, --concurrency <n>', 'invocations one instance serves at once', limit('concurrency'))
+    .option('-l, --logsize <KB>', 'log limit in KB', limit('logs'))
     .addOption(
       new Option('-i, --isolation <backend>', 'isolation backend').choices([
         'isolate',
@@ -88,6 +132,20 @@ function printAction(action: ActionView, verb: string, json: boolean | undefined
       `ok: ${verb} action ${action.name} (version ${action.version}, ${action.exec.kind}, isolation ${isolation})\n`,
     );
   }
+}
+
+/** `-P file.json`: a JSON object of parameters. */
+function paramFile(file: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new Error(`--param-file ${file}: ${(error as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new Error(`--param-file ${file} must hold a JSON object of parameters.`);
+  }
+  return value as Record<string, unknown>;
 }
 
 export function registerActionCommands(program: Command): void {
@@ -150,13 +208,14 @@ export function registerActionCommands(program: Command): void {
   action
     .command('list')
     .description('list actions')
-    .option('--limit <n>', 'how many', '30')
-    .option('--skip <n>', 'how many to skip', '0')
-    .action(async (options: { limit: string; skip: string }, command: Command) => {
+    .option('--limit <n>', 'how many (at most 200)', wholeNumber(1, 200), 30)
+    .option('--skip <n>', 'how many to skip', wholeNumber(0), 0)
+    .action(async (options: { limit: number; skip: number }, command: Command) => {
       const { data } = await clientFor(command).request<ActionView[]>(
         'GET',
-        `/api/v1/namespaces/_/actions?limit=${Number(options.limit)}&skip=${Number(options.skip)}`,
+        `/api/v1/namespaces/_/actions?limit=${options.limit}&skip=${options.skip}`,
       );
+      notePage('action', data.length, options);
       if (globals(command).json) return printJson(data);
       printTable(
         ['action', 'version', 'kind', 'isolation', 'memory', 'timeout', 'updated'],
@@ -197,7 +256,7 @@ export function registerActionCommands(program: Command): void {
         options: { param?: string[]; paramFile?: string; blocking?: boolean; result?: boolean },
         command: Command,
       ) => {
-        const params: Record<string, unknown> = options.paramFile ? JSON.parse(readFileSync(options.paramFile, 'utf8')) : {};
+        const params = options.paramFile ? paramFile(options.paramFile) : {};
         for (const { key, value } of pairs(options.param, '--param')) params[key] = value;
         const blocking = Boolean(options.blocking || options.result);
         const query = `blocking=${blocking}&result=${Boolean(options.result)}`;
@@ -217,8 +276,19 @@ export function registerActionCommands(program: Command): void {
           data = error.body;
           process.exitCode = 1;
         }
+        const activationId = (data as { activationId?: string } | undefined)?.activationId;
+        if (status === 202 && blocking) {
+          // The server stopped waiting (its blocking wait); the activation goes on.
+          process.exitCode = 1;
+          const message =
+            `The activation ${activationId} of ${name} is still running: the server stopped waiting for it. ` +
+            `Fetch its result once it is done with \`isola activation result ${activationId}\` ` +
+            `(or wait for it: \`isola activation result ${activationId} --wait\`).`;
+          if (json) process.stderr.write(`${JSON.stringify({ error: message, activationId, running: true })}\n`);
+          else process.stderr.write(`${message}\n`);
+          return;
+        }
         if (json || options.result) return printJson(data);
-        const activationId = (data as { activationId?: string }).activationId;
         if (status === 202) {
           process.stdout.write(`ok: invoked /_/${name} with id ${activationId}\n`);
           return;

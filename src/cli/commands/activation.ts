@@ -1,12 +1,43 @@
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
+import { parseDuration } from '../../config.js';
 import type { ActivationRecord } from '../../core/types.js';
-import { IsolaClient } from '../client.js';
-import { formatTime, printJson, printTable } from '../output.js';
-import { clientFor, globals } from './common.js';
+import { ApiError, IsolaClient } from '../client.js';
+import { formatTime, notePage, printJson, printTable } from '../output.js';
+import { clientFor, globals, wholeNumber } from './common.js';
 
 const STATUS_NAMES = ['success', 'application error', 'developer error', 'internal error'];
+const DEFAULT_WAIT = '5m';
 
 type Summary = Omit<ActivationRecord, 'logs' | 'response'> & { statusCode: number };
+
+/**
+ * A point in time as ms since the epoch: a duration means that long ago (`5m`, `2h`, `7d`), else
+ * a date (`2024-05-01`, `2024-05-01T12:00:00Z`) or ms since the epoch.
+ */
+export function pointInTime(text: string, now = Date.now()): number {
+  const trimmed = text.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed);
+  try {
+    return now - parseDuration(trimmed);
+  } catch {
+    // not a duration
+  }
+  const date = Date.parse(trimmed);
+  if (Number.isNaN(date)) {
+    throw new InvalidArgumentError(
+      'It must be a duration back from now (30s, 5m, 2h, 7d), a date (2024-05-01 or 2024-05-01T12:00:00Z) or ms since the epoch.',
+    );
+  }
+  return date;
+}
+
+function waitDuration(text: string): number {
+  try {
+    return parseDuration(text);
+  } catch {
+    throw new InvalidArgumentError('It must be a duration such as 30s, 5m or 1h.');
+  }
+}
 
 export function registerActivationCommands(program: Command): void {
   const activation = program.command('activation').description('list activations and read their records, logs and results');
@@ -14,33 +45,57 @@ export function registerActivationCommands(program: Command): void {
   activation
     .command('list [name]')
     .description('list activations, newest first')
-    .option('--limit <n>', 'how many', '30')
-    .option('--skip <n>', 'how many to skip', '0')
-    .option('--since <ms>', 'only those started at or after this time (ms since the epoch)')
-    .action(async (name: string | undefined, options: { limit: string; skip: string; since?: string }, command: Command) => {
-      const query = new URLSearchParams({ limit: String(Number(options.limit)), skip: String(Number(options.skip)) });
-      if (name) query.set('name', name);
-      if (options.since) query.set('since', options.since);
-      const { data } = await clientFor(command).request<Summary[]>('GET', `/api/v1/namespaces/_/activations?${query}`);
-      if (globals(command).json) return printJson(data);
-      const annotation = (a: Summary, key: string) => a.annotations.find((x) => x.key === key)?.value;
-      printTable(
-        ['start', 'activation id', 'action', 'version', 'isolation', 'cold/warm', 'duration', 'status'],
-        data.map((a) => [
-          formatTime(a.start),
-          a.activationId,
-          a.name,
-          a.version,
-          String(annotation(a, 'isolation') ?? ''),
-          annotation(a, 'coldStart') ? 'cold' : 'warm',
-          `${a.duration} ms`,
-          STATUS_NAMES[a.statusCode] ?? String(a.statusCode),
-        ]),
-      );
-    });
+    .option('--limit <n>', 'how many (at most 200)', wholeNumber(1, 200), 30)
+    .option('--skip <n>', 'how many to skip', wholeNumber(0), 0)
+    .option('--since <when>', 'only those started since then: 5m (ago), a date, or ms since the epoch', (t) => pointInTime(t))
+    .option('--upto <when>', 'only those started until then: 5m (ago), a date, or ms since the epoch', (t) => pointInTime(t))
+    .action(
+      async (
+        name: string | undefined,
+        options: { limit: number; skip: number; since?: number; upto?: number },
+        command: Command,
+      ) => {
+        const query = new URLSearchParams({ limit: String(options.limit), skip: String(options.skip) });
+        if (name) query.set('name', name);
+        if (options.since !== undefined) query.set('since', String(options.since));
+        if (options.upto !== undefined) query.set('upto', String(options.upto));
+        const { data } = await clientFor(command).request<Summary[]>('GET', `/api/v1/namespaces/_/activations?${query}`);
+        notePage('activation', data.length, options);
+        if (globals(command).json) return printJson(data);
+        const annotation = (a: Summary, key: string) => a.annotations.find((x) => x.key === key)?.value;
+        printTable(
+          ['start', 'activation id', 'action', 'version', 'isolation', 'cold/warm', 'duration', 'status'],
+          data.map((a) => [
+            formatTime(a.start),
+            a.activationId,
+            a.name,
+            a.version,
+            String(annotation(a, 'isolation') ?? ''),
+            annotation(a, 'coldStart') ? 'cold' : 'warm',
+            `${a.duration} ms`,
+            STATUS_NAMES[a.statusCode] ?? String(a.statusCode),
+          ]),
+        );
+      },
+    );
 
-  const byId = (path: string) => async (id: string, _options: unknown, command: Command) => {
-    const { data } = await clientFor(command).request('GET', `/api/v1/namespaces/_/activations/${IsolaClient.path(id)}${path}`);
+  const byId = (path: string) => async (id: string, options: { wait?: number | true }, command: Command) => {
+    const client = clientFor(command);
+    const url = `/api/v1/namespaces/_/activations/${IsolaClient.path(id)}${path}`;
+    const waitMs = options.wait === true ? parseDuration(DEFAULT_WAIT) : options.wait;
+    const deadline = Date.now() + (waitMs ?? 0);
+    let data: unknown;
+    for (;;) {
+      try {
+        ({ data } = await client.request('GET', url));
+        break;
+      } catch (error) {
+        // A running activation has no record yet: with --wait, ask again until it has one.
+        if (!(error instanceof ApiError) || error.status !== 404 || waitMs === undefined) throw error;
+        if (Date.now() > deadline) throw new Error(`The activation ${id} did not finish within the wait (or does not exist).`);
+        await new Promise((done) => setTimeout(done, 250));
+      }
+    }
     if (path === '/logs' && !globals(command).json) {
       for (const line of (data as { logs: string[] }).logs) process.stdout.write(`${line}\n`);
       return;
@@ -48,7 +103,23 @@ export function registerActivationCommands(program: Command): void {
     printJson(path === '/result' && !globals(command).json ? (data as { result: unknown }).result : data);
   };
 
-  activation.command('get <id>').description('show an activation record').action(byId(''));
-  activation.command('logs <id>').description("print an activation's logs").action(byId('/logs'));
-  activation.command('result <id>').description("print an activation's result").action(byId('/result'));
+  const waitOption = [
+    '--wait [duration]',
+    `wait for a running activation to finish (up to ${DEFAULT_WAIT}, or this long)`,
+  ] as const;
+  activation
+    .command('get <id>')
+    .description('show an activation record')
+    .option(...waitOption, waitDuration)
+    .action(byId(''));
+  activation
+    .command('logs <id>')
+    .description("print an activation's logs")
+    .option(...waitOption, waitDuration)
+    .action(byId('/logs'));
+  activation
+    .command('result <id>')
+    .description("print an activation's result")
+    .option(...waitOption, waitDuration)
+    .action(byId('/result'));
 }

@@ -1,21 +1,15 @@
 import type { Command } from 'commander';
-import { globals } from './common.js';
+import { globals, wholeNumber } from './common.js';
 
 interface BenchOptions {
   quick?: boolean;
   backends?: string[];
   workloads?: string[];
   out: string;
-  concurrency: string;
-  memoryBudget: string;
+  concurrency: number;
+  memoryBudget: number;
   attacks: boolean;
   peers: boolean;
-}
-
-function positiveInteger(name: string, text: string): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer; got "${text}".`);
-  return value;
 }
 
 export function registerBenchCommand(program: Command): void {
@@ -29,8 +23,8 @@ export function registerBenchCommand(program: Command): void {
     )
     .option('--workloads <name...>', 'hello, json, compression, graph, thumbnail, fib, ml')
     .requiredOption('--out <dir>', 'where results.json, summary.md and report.html go')
-    .option('--concurrency <n>', 'connections for the throughput figures', '4')
-    .option('--memory-budget <MB>', 'memory the density figure fills with idle instances', '1024')
+    .option('--concurrency <n>', 'connections for the throughput figures', wholeNumber(1, 1024), 4)
+    .option('--memory-budget <MB>', 'memory the density figure fills with idle instances', wholeNumber(1), 1024)
     .option('--no-attacks', 'skip the isolation battery')
     .option('--no-peers', 'skip the peers (workerd, bare runtimes, bare QEMU, bare node)')
     .action(async (options: BenchOptions, command: Command) => {
@@ -59,8 +53,8 @@ export function registerBenchCommand(program: Command): void {
         ...(options.workloads ? { workloads: options.workloads.flatMap((w) => w.split(',')).filter(Boolean) } : {}),
         // Images and snapshots are cached under the data dir when one is given.
         ...(dataDir ? { dataDir: `${dataDir}/bench` } : {}),
-        concurrency: positiveInteger('--concurrency', options.concurrency),
-        memoryBudgetMb: positiveInteger('--memory-budget', options.memoryBudget),
+        concurrency: options.concurrency,
+        memoryBudgetMb: options.memoryBudget,
         attacks: options.attacks,
         peers: options.peers,
         progress: {

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { IsolaClient } from '../client.js';
 
 export interface GlobalOptions {
@@ -14,11 +14,27 @@ export function globals(command: Command): GlobalOptions {
 
 export function clientFor(command: Command): IsolaClient {
   const { apihost, auth, dataDir } = globals(command);
+  const authSource = command.getOptionValueSourceWithGlobals('auth') === 'env' ? 'ISOLA_AUTH' : '--auth';
   return new IsolaClient({
     ...(apihost ? { apihost } : {}),
-    ...(auth ? { auth } : {}),
+    ...(auth ? { auth, authSource } : {}),
     ...(dataDir ? { dataDir } : {}),
   });
+}
+
+/**
+ * A parser for a whole-number option: commander reports a bad value as "option '<flags>' argument
+ * '<value>' is invalid." followed by this reason, so the message names the option.
+ */
+export function wholeNumber(min: number, max = Number.MAX_SAFE_INTEGER, unit = ''): (text: string) => number {
+  return (text: string) => {
+    const value = /^\s*-?\d+\s*$/.test(text) ? Number(text) : Number.NaN;
+    if (!Number.isSafeInteger(value) || value < min || value > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`;
+      throw new InvalidArgumentError(`It must be a whole number ${range}${unit ? ` (${unit})` : ''}.`);
+    }
+    return value;
+  };
 }
 
 /** `-p key value` pairs as wsk takes them: values that parse as JSON are JSON, others strings. */

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { BackendStatus } from '../../sandbox/backend.js';
-import { printJson, printTable } from '../output.js';
+import { printJson, printTable, printWrapped } from '../output.js';
 import { globals } from './common.js';
 
 export function printBackendStatuses(statuses: readonly BackendStatus[]): void {
@@ -19,15 +19,24 @@ export function registerDoctorCommand(program: Command): void {
     .description('check which isolation backends work on this host, and how to fix the others')
     .action(async (_options: unknown, command: Command) => {
       const { probeBackends, probeContainerRuntimes } = await import('../../sandbox/registry.js');
+      const { liveServer } = await import('../../platform/data-dir-lock.js');
       const { dataDir, json } = globals(command);
-      // Probing builds runtime files; use the data dir when given, else a scratch one.
+      // Probing builds runtime files; use the data dir when given (its images are cached there),
+      // else a scratch one. A server may be running on it: doctor never takes the data dir's lock
+      // and only adds files that are named by their content.
       const dir = dataDir ? resolve(dataDir) : mkdtempSync(join(tmpdir(), 'isola-doctor-'));
+      const server = dataDir ? liveServer(dir) : undefined;
       try {
         const { backends, statuses } = await probeBackends({ dataDir: dir });
         await Promise.all([...backends.values()].map((b) => b.close()));
         const runtimes = await probeContainerRuntimes({ dataDir: dir });
-        if (json) printJson({ backends: statuses, containerRuntimes: runtimes });
+        if (json) printJson({ backends: statuses, containerRuntimes: runtimes, ...(server ? { server } : {}) });
         else {
+          if (server) {
+            printWrapped(
+              `A server runs on this data dir (pid ${server.pid}${server.url ? `, ${server.url}` : ''}); it was left alone.\n`,
+            );
+          }
           printBackendStatuses(statuses);
           process.stdout.write('\nOCI runtimes:\n');
           printTable(
@@ -35,9 +44,7 @@ export function registerDoctorCommand(program: Command): void {
             runtimes.map((r) => [r.runtime, r.works ? 'works' : 'does not work', r.detail]),
           );
           const working = statuses.filter((s) => s.available).map((s) => s.isolation);
-          process.stdout.write(
-            `\n${working.length} of ${statuses.length} backends work here: ${working.join(', ') || 'none'}.\n`,
-          );
+          printWrapped(`\n${working.length} of ${statuses.length} backends work here: ${working.join(', ') || 'none'}.`);
         }
       } finally {
         if (!dataDir) rmSync(dir, { recursive: true, force: true });

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { printJson } from '../output.js';
-import { globals } from './common.js';
+import { globals, wholeNumber } from './common.js';
 
 export function registerImagesCommands(program: Command): void {
   const images = program.command('images').description('build the images sandboxes run from');
@@ -10,8 +10,8 @@ export function registerImagesCommands(program: Command): void {
     .description(
       'build an image now rather than on first use: "microvm" (guest kernel, initramfs, root disk and base snapshot) or "container" (rootfs)',
     )
-    .option('--memory <MB>', 'memory size of the microVM base snapshot to make', '256')
-    .action(async (kind: string, options: { memory: string }, command: Command) => {
+    .option('--memory <MB>', 'memory size of the microVM base snapshot to make', wholeNumber(16, 8192, 'MB'), 256)
+    .action(async (kind: string, options: { memory: number }, command: Command) => {
       const { dataDir, json } = globals(command);
       const dir = resolve(dataDir ?? './.isola');
       const { ensureNodeRootfs } = await import('../../images/node-rootfs.js');
@@ -27,7 +27,7 @@ export function registerImagesCommands(program: Command): void {
       const started = Date.now();
       const image = ensureMicrovmImage(resolve(dir, 'images'), rootfs);
       const backend = await MicrovmBackend.open({ dataDir: dir, image });
-      const snapshot = await backend.baseSnapshot(Number(options.memory));
+      const snapshot = await backend.baseSnapshot(options.memory);
       await backend.close();
       const summary = {
         image,

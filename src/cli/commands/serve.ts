@@ -19,26 +19,68 @@ export function registerServeCommand(program: Command): void {
       '--container-runtime <runc|crun>',
       'runtime for isolation container (env ISOLA_CONTAINER_RUNTIME, default: the faster that works)',
     )
+    .option(
+      '--activation-retention <duration>',
+      'prune finished activations older than this, e.g. 7d or 12h; off keeps them (env ISOLA_ACTIVATION_RETENTION, default 7d)',
+    )
+    .option(
+      '--activations-per-namespace <n>',
+      'keep at most this many finished activations per namespace; off for no limit (env ISOLA_ACTIVATIONS_PER_NAMESPACE, default 10000)',
+    )
     .action(async (options: Record<string, string | undefined>, command: Command) => {
       // Loaded here so that other commands do not pay for the server's modules.
       const { buildServer } = await import('../../api/server.js');
       const { resolveServerConfig } = await import('../../config.js');
-      const { GUEST_AUTH_FILE, formatAuth, writeServerInfo } = await import('../../platform/credentials.js');
+      const {
+        ADMIN_TOKEN_FILE,
+        GUEST_AUTH_FILE,
+        ensureDataDir,
+        formatAuth,
+        loadOrCreateAdminToken,
+        removeServerInfo,
+        writeServerInfo,
+      } = await import('../../platform/credentials.js');
+      const { DataDirLock, processStartTime } = await import('../../platform/data-dir-lock.js');
       const { Platform } = await import('../../platform/platform.js');
       const { printBackendStatuses } = await import('./doctor.js');
       const { dataDir } = globals(command);
       const config = resolveServerConfig({ ...options, ...(dataDir ? { dataDir } : {}) });
-      const platform = await Platform.start(config, { warn: (message) => process.stderr.write(`warning: ${message}\n`) });
+      // One server per data dir, locked before anything in it is touched (store, backends'
+      // sweeps): a second one would share the database and fire every cron trigger again. Waits a
+      // little for a command that holds it for a moment (`isola namespace` without a server).
+      ensureDataDir(config.dataDir);
+      const lock = DataDirLock.acquire(config.dataDir, 3000);
+      const startTime = processStartTime(process.pid);
+      writeServerInfo(config.dataDir, { pid: process.pid, ...(startTime ? { startTime } : {}) });
+      const adminTokenFromEnv = config.adminToken !== undefined;
+      config.adminToken ??= loadOrCreateAdminToken(config.dataDir);
+      let platform: Awaited<ReturnType<typeof Platform.start>>;
+      try {
+        platform = await Platform.start(config, { warn: (message) => process.stderr.write(`warning: ${message}\n`) });
+      } catch (error) {
+        removeServerInfo(config.dataDir);
+        lock.release();
+        throw error;
+      }
       const app = buildServer(platform);
-      await app.listen({ port: config.port, host: config.host });
+      try {
+        await app.listen({ port: config.port, host: config.host });
+      } catch (error) {
+        // e.g. the port is taken: stop everything started, or the process would linger.
+        await platform.close();
+        removeServerInfo(config.dataDir);
+        lock.release();
+        throw error;
+      }
       const address = app.server.address();
       const port = typeof address === 'object' && address ? address.port : config.port;
       const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-      writeServerInfo(config.dataDir, { url, pid: process.pid });
+      writeServerInfo(config.dataDir, { url, pid: process.pid, ...(startTime ? { startTime } : {}) });
       const lines = [
         `Isola is listening on ${url}`,
         `Data directory: ${config.dataDir}`,
         `Guest credentials: ${formatAuth(platform.guest)}${config.guestAuth ? ' (from ISOLA_GUEST_AUTH)' : ` (saved in ${config.dataDir}/${GUEST_AUTH_FILE})`}`,
+        `Operator token (for /metrics and the admin API): ${adminTokenFromEnv ? 'from ISOLA_ADMIN_TOKEN' : `in ${config.dataDir}/${ADMIN_TOKEN_FILE}`}`,
         'Backends:',
       ];
       process.stdout.write(`${lines.join('\n')}\n`);
@@ -56,6 +98,8 @@ export function registerServeCommand(program: Command): void {
         process.stdout.write(`Stopping (${signal})...\n`);
         await app.close();
         await platform.close();
+        removeServerInfo(config.dataDir);
+        lock.release();
         process.exit(0);
       };
       process.on('SIGINT', () => void stop('SIGINT'));

@@ -1,6 +1,6 @@
 import { type Command, Option } from 'commander';
 import { printJson, printTable } from '../output.js';
-import { clientFor, globals } from './common.js';
+import { clientFor, globals, wholeNumber } from './common.js';
 
 export function registerSimulateCommand(program: Command): void {
   program
@@ -11,24 +11,24 @@ export function registerSimulateCommand(program: Command): void {
       new Option('--policy <policy...>', 'policies to compare: fixed:<duration>, hybrid').default(['fixed:10m', 'hybrid']),
     )
     .option('--generate <dir>', 'write a synthetic trace in the dataset format into <dir> (and simulate it)')
-    .option('--apps <n>', 'apps in a generated trace', '200')
-    .option('--days <n>', 'days in a generated trace', '1')
-    .option('--seed <n>', 'seed of a generated trace', '1')
+    .option('--apps <n>', 'apps in a generated trace', wholeNumber(1, 1_000_000), 200)
+    .option('--days <n>', 'days in a generated trace', wholeNumber(1, 366), 1)
+    .option('--seed <n>', 'seed of a generated trace', wholeNumber(0, 2 ** 32 - 1), 1)
     .option('--replay <ms-per-minute>', 'also replay the trace against the server (--apihost), one trace minute in this many ms')
-    .option('--replay-apps <n>', 'how many apps to replay (the busiest)', '20')
-    .option('--replay-minutes <n>', 'how many minutes of the trace to replay', '240')
+    .option('--replay-apps <n>', 'how many apps to replay (the busiest)', wholeNumber(1), 20)
+    .option('--replay-minutes <n>', 'how many minutes of the trace to replay', wholeNumber(1), 240)
     .action(
       async (
         options: {
           trace?: string;
           policy: string[];
           generate?: string;
-          apps: string;
-          days: string;
-          seed: string;
+          apps: number;
+          days: number;
+          seed: number;
           replay?: string;
-          replayApps: string;
-          replayMinutes: string;
+          replayApps: number;
+          replayMinutes: number;
         },
         command: Command,
       ) => {
@@ -41,9 +41,9 @@ export function registerSimulateCommand(program: Command): void {
         if (!dir) throw new Error('Give --trace <dir>, or --generate <dir> to make a synthetic one.');
         const apps = options.generate
           ? generateTrace(options.generate, {
-              apps: Number(options.apps),
-              days: Number(options.days),
-              seed: Number(options.seed),
+              apps: options.apps,
+              days: options.days,
+              seed: options.seed,
             })
           : readTrace(dir);
         const policies = options.policy.map(parsePolicy);
@@ -52,11 +52,11 @@ export function registerSimulateCommand(program: Command): void {
         if (options.replay) {
           const { replay } = await import('../../simulator/replay.js');
           const minuteMs = parseDuration(options.replay);
-          const minutes = Number(options.replayMinutes);
+          const minutes = options.replayMinutes;
           const busiest = [...apps]
             .map((app) => ({ ...app, perMinute: app.perMinute.slice(0, minutes) }))
             .sort((a, b) => b.perMinute.filter(Boolean).length - a.perMinute.filter(Boolean).length)
-            .slice(0, Number(options.replayApps));
+            .slice(0, options.replayApps);
           replays = [];
           for (const [i, policy] of options.policy.entries()) {
             const scaled = scalePolicy(policy, minuteMs);
