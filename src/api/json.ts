@@ -1,13 +1,5 @@
 import { badRequest, IsolaError } from '../core/errors.js';
-
-/**
- * How deeply a JSON body may nest. Real documents (API payloads, GeoJSON, configuration) stay
- * within a few dozen levels; 512 leaves room for generated ones such as syntax trees, and is a
- * tenth of the ~5,000 levels at which V8's recursive JSON.stringify overflows the default stack:
- * every part a parameter passes through (storage, copying into a sandbox, the guest protocol)
- * handles it with room to spare.
- */
-export const MAX_JSON_DEPTH = 512;
+import { MAX_JSON_DEPTH } from '../core/limits.js';
 
 /** Parses a JSON body; malformed JSON, nesting beyond MAX_JSON_DEPTH and `__proto__` keys are the caller's mistake (400). */
 export function parseJson(text: string): unknown {

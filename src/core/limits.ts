@@ -54,11 +54,14 @@ function stripUndefined<T extends object>(value: T): Partial<T> {
 }
 
 /**
- * How deeply JSON that crosses the platform (invocation parameters, results) may nest. Real data
- * rarely passes a few dozen levels; far deeper values overflow recursive serialisers (V8's
- * JSON.stringify fails near 9,000 levels), so they are refused where they enter.
+ * How deeply JSON that crosses the platform (request bodies and parameters, results) may nest.
+ * Real documents (API payloads, GeoJSON, configuration) stay within a few dozen levels; 512
+ * leaves room for generated ones such as syntax trees, and is a tenth of the ~5,000 levels at
+ * which V8's recursive JSON.stringify overflows the default stack: every part a value passes
+ * through (storage, copying into a sandbox, the guest protocol) handles it with room to spare.
+ * The same limit for parameters and results lets a function echo anything the API accepts.
  */
-export const MAX_JSON_DEPTH = 256;
+export const MAX_JSON_DEPTH = 512;
 
 /** True when objects and arrays in `value` nest deeper than `max` levels. Iterative: safe on any depth. */
 export function nestedDeeperThan(value: unknown, max: number): boolean {

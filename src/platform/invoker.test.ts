@@ -83,8 +83,8 @@ describe('the invoker', () => {
     }
     const tooDeep = await invoke({ result: root });
     assert.equal(tooDeep.response.status, 'action developer error');
-    assert.match(JSON.stringify(tooDeep.response.result), /nested more deeply than the 256 levels allowed/);
-    const moderate = await invoke({ result: JSON.parse(`${'{"a":'.repeat(300)}1${'}'.repeat(300)}`) });
+    assert.match(JSON.stringify(tooDeep.response.result), /nested more deeply than the 512 levels allowed/);
+    const moderate = await invoke({ result: JSON.parse(`${'{"a":'.repeat(600)}1${'}'.repeat(600)}`) });
     assert.equal(moderate.response.status, 'action developer error', 'deeper than the limit, though serialisable');
     const big = await invoke({ result: { text: 'x'.repeat(2 * 1024 * 1024) } });
     assert.match(JSON.stringify(big.response.result), /exceeded the allowed length/);

@@ -6,7 +6,7 @@ import type { ActionVersion, ActivationRecord, KeyValue } from '../core/types.js
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
 import { IsolateBackend } from '../sandbox/isolate/isolate-backend.js';
 import { probeBackends } from '../sandbox/registry.js';
-import { functionSettings } from '../scheduler/function-settings.js';
+import { functionSettings, storedFunctionSettings } from '../scheduler/function-settings.js';
 import { parsePolicy } from '../scheduler/policy.js';
 import { QueueFullError, Scheduler, TooBigError } from '../scheduler/scheduler.js';
 import { ActivationRetention } from '../store/retention.js';
@@ -283,7 +283,7 @@ export class Platform {
           'lower its limits.memory or raise the server memory budget.',
       );
     }
-    const { maxQueued } = functionSettings(action);
+    const { maxQueued } = storedFunctionSettings(action);
     if ((await this.store.countPending(action.namespace, action.name)) >= maxQueued) {
       throw tooManyRequests(
         `Too many invocations of ${action.namespace}/${action.name} are queued (at most ${maxQueued}); try again later.`,
@@ -320,7 +320,7 @@ export class Platform {
     this.track(
       (async () => {
         const action = known ?? (await this.store.getAction(queued.namespace, queued.name, queued.version));
-        const maxRetries = action ? functionSettings(action).retries : 0;
+        const maxRetries = action ? storedFunctionSettings(action).retries : 0;
         await this.invoker.runQueued(queued, action, {
           maxRetries,
           baseDelayMs: this.config.retryBaseMs,
@@ -344,7 +344,7 @@ export class Platform {
     for (const pending of await this.store.interruptedActivations()) {
       const action = await this.store.getAction(pending.namespace, pending.name, pending.version);
       const attempt = pending.attempts + 1;
-      if (pending.params !== undefined && action && attempt <= functionSettings(action).retries) {
+      if (pending.params !== undefined && action && attempt <= storedFunctionSettings(action).retries) {
         await this.store.requeueActivation(pending.activationId, attempt, 0);
         this.dispatch({ ...pending, attempts: attempt, notBefore: 0 }, action);
         retried++;
@@ -362,11 +362,8 @@ export class Platform {
     await this.triggers.start();
     // Functions that keep instances provisioned get them back.
     for (const action of await this.store.allActions()) {
-      try {
-        if (functionSettings(action).minInstances > 0 && this.backends.has(action.isolation)) this.scheduler.provision(action);
-      } catch {
-        // an action stored before its annotations were checked: it runs with the defaults
-      }
+      if (storedFunctionSettings(action).minInstances > 0 && this.backends.has(action.isolation))
+        this.scheduler.provision(action);
     }
     return { failed, resumed: queued.length, retried };
   }

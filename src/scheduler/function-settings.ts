@@ -52,3 +52,15 @@ export function functionSettings(action: Pick<ActionVersion, 'annotations'>): Fu
   }
   return settings;
 }
+
+/**
+ * Settings of a version already stored. One stored by an earlier build whose annotations today's
+ * checks refuse (a keep-alive of zero, say) runs with the defaults rather than failing every call.
+ */
+export function storedFunctionSettings(action: Pick<ActionVersion, 'annotations'>): FunctionSettings {
+  try {
+    return functionSettings(action);
+  } catch {
+    return functionSettings({ annotations: [] });
+  }
+}

@@ -302,6 +302,15 @@ describe('scheduler', () => {
     assert.equal(backend.alive, 0);
   });
 
+  it('runs a version stored with annotations that today\'s checks refuse, with the default settings', async () => {
+    const s = scheduler();
+    const old = action('old', {}, 'ok', '0.0.1', [{ key: 'keepAlive', value: 'hybrid:0ms' }]);
+    const lease = await s.acquire(old, noLogs);
+    assert.equal(lease.cold, true);
+    s.release(lease, true);
+    assert.equal(s.policyOf(old), 'fixed:1m');
+  });
+
   it('prewarms a periodic function under the hybrid policy, so its calls turn warm', async () => {
     // The paper's policy on a time axis where a minute lasts 50 ms; a call every "15 minutes".
     const s = scheduler();

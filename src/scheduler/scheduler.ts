@@ -1,7 +1,7 @@
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
 import { type Backend, type LogSink, type Sandbox, versionKey } from '../sandbox/backend.js';
-import { type FunctionSettings, functionSettings } from './function-settings.js';
+import { type FunctionSettings, storedFunctionSettings } from './function-settings.js';
 import type { InstanceState } from './instance.js';
 import { InitFailure, type Launched, Launcher } from './launcher.js';
 import { type Effects, type InstanceRecord, Placement, type PoolSpec } from './placement.js';
@@ -490,7 +490,7 @@ export class Scheduler {
   private settingsOf(action: ActionVersion): FunctionSettings {
     let settings = this.settingsCache.get(action);
     if (!settings) {
-      settings = functionSettings(action);
+      settings = storedFunctionSettings(action);
       this.settingsCache.set(action, settings);
     }
     return settings;
