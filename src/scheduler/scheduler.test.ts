@@ -302,7 +302,7 @@ describe('scheduler', () => {
     assert.equal(backend.alive, 0);
   });
 
-  it('runs a version stored with annotations that today\'s checks refuse, with the default settings', async () => {
+  it("runs a version stored with annotations that today's checks refuse, with the default settings", async () => {
     const s = scheduler();
     const old = action('old', {}, 'ok', '0.0.1', [{ key: 'keepAlive', value: 'hybrid:0ms' }]);
     const lease = await s.acquire(old, noLogs);
