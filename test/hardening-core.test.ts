@@ -9,7 +9,7 @@ const SLEEPER =
 
 /** The value of one Prometheus series (0 when absent). */
 async function metric(server: TestServer, pattern: RegExp): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const text = await server.metrics();
   return Number(pattern.exec(text)?.[1] ?? 0);
 }
 
@@ -120,7 +120,7 @@ describe('versions and dying instances, end to end', () => {
       await server.deploy(name, code('old'), { annotations, limits: { memory: 128, concurrency: 2 } });
       const inFlight = server.invoke<ActivationRecord>(name, { ms: 1500 });
       await waitFor('the old run to start', async () => {
-        const text = await (await fetch(`${server.url}/metrics`)).text();
+        const text = await server.metrics();
         return new RegExp(`isola_function_instances\\{namespace="guest",action="${name}",state="busy"\\} 1`).test(text)
           ? true
           : undefined;
@@ -150,7 +150,7 @@ describe('versions and dying instances, end to end', () => {
       assert.equal((await server.invoke(name, {})).status, 200, 'a first call warms one instance');
       const hung = server.invoke<ActivationRecord>(name, { hang: true });
       await waitFor('the hung run to start', async () => {
-        const text = await (await fetch(`${server.url}/metrics`)).text();
+        const text = await server.metrics();
         return new RegExp(`isola_function_instances\\{namespace="guest",action="${name}",state="busy"\\} 1`).test(text)
           ? true
           : undefined;
@@ -172,7 +172,7 @@ describe('versions and dying instances, end to end', () => {
       // lets the idle instance go.
       assert.equal((await server.invoke(name, {})).status, 200);
       await waitFor('the keep-alive to unload the instance', async () => {
-        const text = await (await fetch(`${server.url}/metrics`)).text();
+        const text = await server.metrics();
         return new RegExp(`isola_function_instances\\{namespace="guest",action="${name}",state="idle"\\}`).test(text)
           ? undefined
           : true;
