@@ -101,7 +101,7 @@ function containerPidOf(dataDir: string, runtime: string, uid: number): number {
 
 /** Instances of a function that are running a call now, from the server's gauge. */
 async function busyInstances(server: TestServer, name: string): Promise<number> {
-  const metrics = String((await server.request('GET', '/metrics')).body);
+  const metrics = await server.metrics();
   const match = new RegExp(`^isola_function_instances\\{[^}]*action="${name}"[^}]*state="busy"[^}]*\\} (\\d+)`, 'm').exec(
     metrics,
   );

@@ -45,7 +45,7 @@ describe('isolation "microvm"', { skip }, () => {
     });
   const run = async (name: string, params = {}) => (await server.invoke<ActivationRecord>(name, params)).body;
   const gauge = async (pattern: RegExp) => {
-    const metrics = String((await server.request('GET', '/metrics')).body);
+    const metrics = await server.metrics();
     let total = 0;
     for (const match of metrics.matchAll(pattern)) total += Number(match[1]);
     return total;

@@ -249,6 +249,11 @@ export class Metrics {
     });
   }
 
+  /** A function was deployed: it counts as active, so its instances (provisioned ones too) show under its own name. */
+  noteDeployed(namespace: string, action: string): void {
+    this.recent.touch(namespace, action);
+  }
+
   /** Forgets a deleted namespace's functions. */
   forgetNamespace(namespace: string): void {
     this.recent.forgetNamespace(namespace);

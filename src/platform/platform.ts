@@ -174,6 +174,7 @@ export class Platform {
     const stored = await this.store.putAction(draft, { overwrite });
     this.latest.set(actionKey(stored.namespace, stored.name), stored);
     this.scheduler.retireVersions(stored.namespace, stored.name, stored.revision);
+    this.metrics.noteDeployed(stored.namespace, stored.name);
     this.scheduler.provision(stored);
     return stored;
   }
