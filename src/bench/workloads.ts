@@ -216,7 +216,7 @@ export const WORKLOADS: Workload[] = [
   },
   {
     name: 'fib',
-    description: 'Fibonacci of 78 (Rust, reactor ABI; 78 is the largest whose result is exact as a JSON number)',
+    description: 'Fibonacci of 78 (Rust, reactor ABI; exact as a string, like the JavaScript version)',
     kind: 'wasm',
     code: example('wasm/fib.wasm'),
     params: { n: 78 },
