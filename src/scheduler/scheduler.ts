@@ -249,7 +249,8 @@ export class Scheduler {
     instance.lastUsed = Date.now();
     const pool = this.pools.get(instance.poolKey);
     if (!healthy || !instance.sandbox?.alive) {
-      this.stop(instance, 'Failed');
+      // With concurrency > 1, another run's end may already have stopped the instance.
+      if (instance.state === 'idle' || instance.state === 'busy') this.stop(instance, 'Failed');
     } else {
       instance.fire(instance.inflight === 0 ? 'Released' : 'RunEnded');
       const namespace = pool?.action.namespace ?? '';
