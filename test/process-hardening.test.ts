@@ -311,21 +311,25 @@ describe('process sandboxes under misbehaving functions', () => {
     await deploy(
       'spawner',
       `const { spawn, execSync } = require('child_process');
+      // A helper started while loading is part of what the function loaded: it stays.
+      const helper = spawn('sleep', ['1000'], { detached: true, stdio: 'ignore' });
+      helper.unref();
       function main(p) {
-        if (!p.spawn) return { agent: process.pid };
+        if (!p.spawn) return { agent: process.pid, helper: helper.pid };
         const pids = [];
         for (let i = 0; i < 20; i++) { const c = spawn('sleep', ['1000'], { detached: true, stdio: 'ignore' }); c.unref(); pids.push(c.pid); }
         // An orphan: its parent shell exits at once.
         pids.push(Number(execSync('sleep 1000 > /dev/null 2>&1 & echo $!', { encoding: 'utf8' }).trim()));
-        return { agent: process.pid, pids };
+        return { agent: process.pid, helper: helper.pid, pids };
       }`,
     );
     const res = await run('spawner', { spawn: true });
-    const { agent, pids } = res.body.response.result as { agent: number; pids: number[] };
+    const { agent, helper, pids } = res.body.response.result as { agent: number; helper: number; pids: number[] };
     assert.equal(pids.length, 21);
     await waitFor('the sleepers to be killed', async () => (pids.every(dead) ? true : undefined));
     const again = await run('spawner');
-    assert.deepEqual(again.body.response.result, { agent }, 'the agent itself lives on');
+    assert.deepEqual(again.body.response.result, { agent, helper }, 'the agent itself lives on');
+    assert.equal(dead(helper), false, 'the helper started while loading lives on');
   });
 
   it('gives each sandbox private /tmp, /var/tmp and /dev/shm, removed with it', { skip: ROOT_ONLY }, async () => {

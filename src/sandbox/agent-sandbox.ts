@@ -39,6 +39,11 @@ export interface AgentTransport {
    * on the path of every warm call, so it must be quick.
    */
   reapStrays?(): void;
+  /**
+   * Called once the function has loaded: processes it started while loading are part of what
+   * it loaded (a helper it keeps between calls) and `reapStrays` spares them and their children.
+   */
+  adoptProcesses?(): void;
 }
 
 interface PendingRun {
@@ -68,6 +73,8 @@ const OOM_PATTERN = /out of memory|Reached heap limit|Allocation failed|std::bad
  * have passed, an agent that has not begun a run within this much is stuck in leftover work.
  */
 const START_GRACE_MS = 5000;
+/** A slow channel's pace (about 1 MB/s), for how long a run frame may take to arrive. */
+const START_BYTES_PER_MS = 1000;
 const STALLED_REASON =
   "The sandbox was stopped before the run began: it was still busy with an earlier activation's leftover work past that activation's deadline.";
 const NEIGHBOUR_OVERRAN = 'The sandbox was stopped because another activation in it overran its time limit.';
@@ -200,10 +207,7 @@ export class AgentSandbox implements Sandbox {
         timer: undefined,
         settle: resolve,
       };
-      const waitUntil = Math.min(request.deadline, Math.max(this.latestDeadline, now + START_GRACE_MS));
-      run.timer = setTimeout(() => this.onStartOverdue(run), waitUntil - now);
-      this.runs.set(run.id, run);
-      this.send({
+      const frame = encodeFrame({
         type: 'run',
         id: request.activationId,
         params: request.params,
@@ -212,6 +216,16 @@ export class AgentSandbox implements Sandbox {
         ack: true,
         env: { ...request.env, __OW_ACTIVATION_ID: request.activationId, __OW_DEADLINE: String(request.deadline) },
       });
+      // Before any activation ran here nothing can be left over: the run's own timeout bounds
+      // the wait. After, the earlier deadlines do (or a grace once they passed), plus the time a
+      // large frame takes to cross a slow channel (a microVM's serial port under emulation).
+      const waitUntil =
+        this.latestDeadline === 0
+          ? request.deadline
+          : Math.min(request.deadline, Math.max(this.latestDeadline, now + START_GRACE_MS) + frame.length / START_BYTES_PER_MS);
+      run.timer = setTimeout(() => this.onStartOverdue(run), waitUntil - now);
+      this.runs.set(run.id, run);
+      if (this.transport.input.writable) this.transport.input.write(frame);
     });
   }
 
@@ -348,6 +362,7 @@ export class AgentSandbox implements Sandbox {
         this.helloWaiter?.(true);
         return;
       case 'ready':
+        if (this.initWaiter) this.transport.adoptProcesses?.();
         this.initWaiter?.({ ok: true });
         return;
       case 'initError':

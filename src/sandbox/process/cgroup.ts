@@ -94,11 +94,11 @@ export class SandboxCgroup {
     return text.trim().split('\n').map(Number);
   }
 
-  /** SIGKILLs every process in the cgroup but `keep` (the agent); the number killed. */
-  killAllBut(keep: number | undefined): number {
+  /** SIGKILLs every process in the cgroup that `spare` does not keep; the number killed. */
+  killAllBut(spare: (pid: number) => boolean): number {
     let killed = 0;
     for (let round = 0; round < KILL_ROUNDS; round++) {
-      const others = this.pids().filter((pid) => pid !== keep);
+      const others = this.pids().filter((pid) => !spare(pid));
       if (others.length === 0) break;
       for (const pid of others) {
         try {
@@ -119,7 +119,7 @@ export class SandboxCgroup {
     } catch {
       // v1, or a kernel before 5.14
     }
-    this.killAllBut(undefined);
+    this.killAllBut(() => false);
   }
 
   /** Removes the cgroup once its last process has exited (killed processes take a moment). */
@@ -137,7 +137,7 @@ export class SandboxCgroup {
         if (code === 'ENOENT') return;
         if (code !== 'EBUSY') throw error;
       }
-      this.killAllBut(undefined);
+      this.killAllBut(() => false);
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }

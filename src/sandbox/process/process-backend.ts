@@ -1,5 +1,15 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Isolation } from '../../core/kinds.js';
@@ -230,6 +240,17 @@ export class ProcessBackend implements Backend {
   }
 }
 
+function parentOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // After the command name (which may hold spaces and parentheses): state, then the parent's pid.
+    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number.isInteger(parent) ? parent : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function discard(dir: string, uid: number | undefined, uids: UidAllocator | undefined, cgroup: SandboxCgroup | undefined) {
   if (cgroup) {
     cgroup.killAll();
@@ -246,6 +267,8 @@ class ProcessTransport implements AgentTransport {
   readonly stderr;
   readonly exited: Promise<ExitInfo>;
   private cleaned: Promise<void> | undefined;
+  /** Processes the function started while loading: they stay, with their children, between runs. */
+  private readonly adopted = new Set<number>();
 
   constructor(
     private readonly child: ChildProcess,
@@ -266,7 +289,29 @@ class ProcessTransport implements AgentTransport {
   }
 
   reapStrays(): void {
-    if (this.child.pid !== undefined) this.cgroup?.killAllBut(this.child.pid);
+    const agent = this.child.pid;
+    const cgroup = this.cgroup;
+    if (agent === undefined || !cgroup) return;
+    if (this.adopted.size > 0) {
+      // Forget adopted processes that are gone, so that a later process given the same pid is not spared.
+      const alive = new Set(cgroup.pids());
+      for (const pid of this.adopted) if (!alive.has(pid)) this.adopted.delete(pid);
+    }
+    cgroup.killAllBut((pid) => pid === agent || (this.adopted.size > 0 && this.descendsFromAdopted(pid, agent)));
+  }
+
+  adoptProcesses(): void {
+    for (const pid of this.cgroup?.pids() ?? []) if (pid !== this.child.pid) this.adopted.add(pid);
+  }
+
+  private descendsFromAdopted(pid: number, agent: number): boolean {
+    let current: number | undefined = pid;
+    for (let depth = 0; depth < 64 && current !== undefined; depth++) {
+      if (this.adopted.has(current)) return true;
+      if (current === agent || current <= 1) return false;
+      current = parentOf(current);
+    }
+    return false;
   }
 
   kill(): void {
