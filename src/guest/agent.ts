@@ -400,6 +400,8 @@ function pointAt(line: string, column: number): string {
 function describeInitFailure(error: unknown, code: string, filename: string): InitFailure {
   if (!(error instanceof Error)) return { message: String(error), log: `${String(error)}\n` };
   const title = `${error.name}: ${error.message}`;
+  // The result gets one line (the logs get all of it): the first line of the message, and where.
+  const headline = `${error.name}: ${error.message.split('\n')[0]}`;
   if (error instanceof SyntaxError) {
     // Node.js puts the position in front of a compile error's stack: "file:line\n<source>\n   ^".
     // (An error at the very end has an empty line and no caret: column 1.)
@@ -409,13 +411,13 @@ function describeInitFailure(error: unknown, code: string, filename: string): In
       const column = arrow[5] ? (arrow[4] as string).length : 0;
       const source = code.split('\n')[line - 1] ?? (arrow[3] as string);
       const where = `${filename}:${line}:${column + 1}`;
-      return { message: `${title} (${where})`, log: `${where}\n${pointAt(source, column)}\n\n${title}\n` };
+      return { message: `${headline} (${where})`, log: `${where}\n${pointAt(source, column)}\n\n${title}\n` };
     }
-    return { message: title, log: `${title}\n` };
+    return { message: headline, log: `${title}\n` };
   }
   const stack = userStack(error.stack ?? title);
   const frame = new RegExp(`\\(?(${escapeRegExp(filename)}:\\d+:\\d+)\\)?$`, 'm').exec(stack);
-  return { message: frame ? `${title} (${frame[1]})` : title, log: `${stack}\n` };
+  return { message: frame ? `${headline} (${frame[1]})` : headline, log: `${stack}\n` };
 }
 
 function escapeRegExp(text: string): string {
