@@ -63,6 +63,11 @@ function dead(pid: number): boolean {
   }
 }
 
+function parentOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
 /** Every file of that name under a directory tree (the sandboxes' directories). */
 function findFiles(dir: string, name: string): string[] {
   const found: string[] = [];
@@ -478,11 +483,17 @@ describe('a process sandbox outlives neither its server nor its activation', () 
       void server.invoke('spin', { spin: true, hook: `${hooks.url}/spin` }).catch(() => undefined);
       await spinning;
       assert.equal(dead(pid), false, 'busy before the server goes');
+      const serverPid = parentOf(pid);
       await server.kill();
       killed = true;
       await waitFor('the sandbox to die with its server', async () => (dead(pid) ? true : undefined));
+      // What the dead server left (the sandbox's directory, cgroup and uid) goes at the next start.
+      await server.restart();
+      killed = false;
+      const left = () => readdirSync(SANDBOX_ROOT).filter((entry) => entry.startsWith(`process-${serverPid}-`));
+      await waitFor('the next server to sweep what the dead one left', async () => (left().length === 0 ? true : undefined));
     } finally {
-      // A killed server has nothing left to stop (the next server's start sweeps what it left).
+      // A killed server has nothing left to stop.
       if (killed) rmSync(server.dataDir, { recursive: true, force: true });
       else await server.dispose();
       await hooks.stop();
