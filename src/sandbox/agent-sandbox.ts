@@ -41,7 +41,8 @@ export interface AgentTransport {
   reapStrays?(): void;
   /**
    * Called once the function has loaded: processes it started while loading are part of what
-   * it loaded (a helper it keeps between calls) and `reapStrays` spares them and their children.
+   * it loaded (a background process it keeps between calls), and `reapStrays` spares them and
+   * their children.
    */
   adoptProcesses?(): void;
 }
