@@ -3,14 +3,28 @@
  * speaks the framed protocol with the platform. It is bundled into a single CommonJS file that
  * needs nothing but the node binary.
  *
- * Usage: node agent.cjs [--channel=stdio | --channel=/dev/virtio-ports/<name>]
+ * Usage: node agent.cjs [--channel=stdio | --channel=/dev/virtio-ports/<name>] [--unlink-self]
+ *
+ * `--unlink-self` removes the agent's file once it is loaded, for a sandbox whose private /tmp
+ * holds it: the function then finds its /tmp empty.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createReadStream, createWriteStream, openSync } from 'node:fs';
+import { createReadStream, createWriteStream, openSync, unlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { format } from 'node:util';
+import { join } from 'node:path';
+import timers from 'node:timers';
+import { format, promisify } from 'node:util';
 import { compileFunction } from 'node:vm';
-import { AGENT_PROTOCOL_VERSION, encodeFrame, FrameDecoder, type GuestMessage, type HostMessage } from './protocol.js';
+import {
+  AGENT_PROTOCOL_VERSION,
+  DEFAULT_LOG_LIMIT_BYTES,
+  encodeFrame,
+  encodeJsonFrame,
+  FrameDecoder,
+  type GuestMessage,
+  type HostMessage,
+  MAX_RESULT_BYTES,
+} from './protocol.js';
 import { installReseedableRandomness, installRestorableClock, reseed } from './reseed.js';
 
 // Before any function code loads, so that everything it captures can be reseeded after a restore.
@@ -18,9 +32,50 @@ installReseedableRandomness();
 installRestorableClock();
 
 type Entry = (params: unknown) => unknown;
+type Stream = 'stdout' | 'stderr';
 
-const currentActivation = new AsyncLocalStorage<string>();
+/** What the agent keeps about one run, from its start until its deadline. */
+interface Activation {
+  readonly id: string;
+  /** Timers and immediates the run (or its leftover work) scheduled and that have not fired yet. */
+  readonly timers: Map<object, 'timeout' | 'immediate'>;
+  /** UTF-8 bytes of output so far, against the log limit; output after its return counts too. */
+  logBytes: number;
+  truncated: boolean;
+  returned: boolean;
+  /** When its time is up, on this process's monotonic clock (performance.now()). */
+  readonly deadlineAt: number;
+  /** Past its deadline: its pending timers were cleared and it may not schedule more. */
+  expired: boolean;
+  /** Fires at the deadline while the activation runs or has timers pending. */
+  expiry: NodeJS.Timeout | undefined;
+}
+
+// Every frame a function's output is cut into stays small, whatever it prints at once.
+const LOG_CHUNK_CHARS = 256 * 1024;
+// A syntax error's source line is shown around the error when the line is longer than this.
+const SOURCE_LINE_WINDOW = 160;
+
+const original = {
+  setTimeout: globalThis.setTimeout,
+  setInterval: globalThis.setInterval,
+  setImmediate: globalThis.setImmediate,
+  clearTimeout: globalThis.clearTimeout,
+  clearInterval: globalThis.clearInterval,
+  clearImmediate: globalThis.clearImmediate,
+};
+
+const currentActivation = new AsyncLocalStorage<Activation>();
 const channelArg = process.argv.find((a) => a.startsWith('--channel='))?.slice('--channel='.length) ?? 'stdio';
+const agentFile = __filename;
+
+if (process.argv.includes('--unlink-self')) {
+  try {
+    unlinkSync(agentFile);
+  } catch {
+    // Nothing to hide if it is already gone.
+  }
+}
 
 let writeFrame: (frame: Buffer) => void;
 /** Starts reading frames from the channel, calling `onChunk` with each chunk. */
@@ -49,8 +104,8 @@ if (channelArg === 'stdio') {
     const read = () => {
       const stream = createReadStream('', { fd, autoClose: false, highWaterMark: 256 * 1024 });
       stream.on('data', (chunk) => onChunk(chunk as Buffer));
-      stream.on('end', () => setTimeout(read, 5));
-      stream.on('error', () => setTimeout(read, 5));
+      stream.on('end', () => original.setTimeout(read, 5));
+      stream.on('error', () => original.setTimeout(read, 5));
     };
     read();
   };
@@ -60,16 +115,78 @@ function send(message: GuestMessage): void {
   writeFrame(encodeFrame(message));
 }
 
-function log(stream: 'stdout' | 'stderr', text: string): void {
-  const id = currentActivation.getStore();
-  send(id === undefined ? { type: 'log', stream, text } : { type: 'log', id, stream, text });
+// ---------------------------------------------------------------------------------------------
+// Output: tagged with the activation that printed it, capped per activation.
+
+let logLimitBytes = DEFAULT_LOG_LIMIT_BYTES;
+/** Output outside any activation (the initialisation, timers it set): capped per init and per run. */
+const looseOutput = { logBytes: 0, truncated: false };
+
+/** The longest prefix of `text` that is at most `maxBytes` bytes of UTF-8, without splitting a character. */
+function utf8Prefix(text: string, maxBytes: number): string {
+  if (maxBytes <= 0) return '';
+  let end = Math.min(text.length, maxBytes);
+  for (;;) {
+    let prefix = text.slice(0, end);
+    const last = prefix.charCodeAt(prefix.length - 1);
+    if (last >= 0xd800 && last <= 0xdbff) prefix = prefix.slice(0, -1);
+    const bytes = Buffer.byteLength(prefix, 'utf8');
+    if (bytes <= maxBytes) return prefix;
+    end = Math.floor((end * maxBytes) / bytes);
+  }
+}
+
+function sendLog(id: string | undefined, stream: Stream, text: string): void {
+  let offset = 0;
+  while (offset < text.length) {
+    let end = Math.min(text.length, offset + LOG_CHUNK_CHARS);
+    const last = text.charCodeAt(end - 1);
+    if (end < text.length && last >= 0xd800 && last <= 0xdbff) end--;
+    const piece = offset === 0 && end === text.length ? text : text.slice(offset, end);
+    send(id === undefined ? { type: 'log', stream, text: piece } : { type: 'log', id, stream, text: piece });
+    offset = end;
+  }
+}
+
+function log(stream: Stream, text: string): void {
+  const activation = currentActivation.getStore();
+  const budget = activation ?? looseOutput;
+  if (budget.truncated || text.length === 0) return;
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (budget.logBytes + bytes <= logLimitBytes) {
+    budget.logBytes += bytes;
+    sendLog(activation?.id, stream, text);
+    return;
+  }
+  // Cut before framing: a function that prints 100 MB at once must not make a 100 MB frame.
+  const fits = utf8Prefix(text, logLimitBytes - budget.logBytes);
+  budget.logBytes = logLimitBytes;
+  budget.truncated = true;
+  if (fits) sendLog(activation?.id, stream, `${fits}\n`);
+  sendLog(
+    activation?.id,
+    'stderr',
+    `Logs were truncated because the total bytes size exceeds the limit of ${logLimitBytes} bytes.\n`,
+  );
+}
+
+function textOf(chunk: unknown, encoding: unknown): string {
+  if (typeof chunk === 'string') {
+    const decode = typeof encoding === 'string' && encoding !== 'utf8' && encoding !== 'utf-8' && Buffer.isEncoding(encoding);
+    return decode ? Buffer.from(chunk, encoding).toString('utf8') : chunk;
+  }
+  if (chunk instanceof Uint8Array) {
+    // Decode no more than can be logged: a 100 MB Buffer must not become a 100 MB string here.
+    const length = Math.min(chunk.byteLength, logLimitBytes + 4);
+    return Buffer.from(chunk.buffer, chunk.byteOffset, length).toString('utf8');
+  }
+  return String(chunk ?? '');
 }
 
 // Route everything the function prints into log frames tagged with its activation.
-function patchStream(stream: NodeJS.WriteStream, name: 'stdout' | 'stderr'): void {
+function patchStream(stream: NodeJS.WriteStream, name: Stream): void {
   stream.write = ((chunk: unknown, encodingOrCallback?: unknown, callback?: unknown): boolean => {
-    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString('utf8');
-    log(name, text);
+    log(name, textOf(chunk, encodingOrCallback));
     const done = typeof encodingOrCallback === 'function' ? encodingOrCallback : callback;
     if (typeof done === 'function') process.nextTick(done as () => void);
     return true;
@@ -77,23 +194,183 @@ function patchStream(stream: NodeJS.WriteStream, name: 'stdout' | 'stderr'): voi
 }
 patchStream(process.stdout, 'stdout');
 patchStream(process.stderr, 'stderr');
-console.log = (...args: unknown[]) => log('stdout', `${format(...args)}\n`);
+/** A line of output; a long one is logged in two parts rather than copied whole to add the newline. */
+function logLine(stream: Stream, text: string): void {
+  if (text.length <= LOG_CHUNK_CHARS) {
+    log(stream, `${text}\n`);
+  } else {
+    log(stream, text);
+    log(stream, '\n');
+  }
+}
+console.log = (...args: unknown[]) => logLine('stdout', format(...args));
 console.info = console.log;
 console.debug = console.log;
-console.warn = (...args: unknown[]) => log('stderr', `${format(...args)}\n`);
+console.warn = (...args: unknown[]) => logLine('stderr', format(...args));
 console.error = console.warn;
-console.trace = (...args: unknown[]) => log('stderr', `${format(...args)}\n${new Error().stack ?? ''}\n`);
+console.trace = function trace(...args: unknown[]) {
+  const holder: { stack?: string } = {};
+  Error.captureStackTrace(holder, trace);
+  const frames = userStack(holder.stack ?? '')
+    .split('\n')
+    .slice(1)
+    .join('\n');
+  log('stderr', `Trace: ${format(...args)}\n${frames}\n`);
+};
+
+/** A stack without the agent's own frames below the function's (they say nothing to its author). */
+function userStack(stack: string): string {
+  const lines = stack.split('\n');
+  let cut = lines.findIndex((line) => line.startsWith('    at ') && line.includes(agentFile));
+  if (cut < 0) return stack;
+  while (cut > 1 && /\(node:async_hooks:|^ {4}at node:async_hooks:/.test(lines[cut - 1] as string)) cut--;
+  return lines.slice(0, cut).join('\n');
+}
+
+function stackOf(error: unknown): string {
+  if (error instanceof Error) return userStack(error.stack ?? `${error.name}: ${error.message}`);
+  return String(error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers: each belongs to the activation that scheduled it, and none outlives its deadline.
+
+const OWNER = Symbol('isola.activation');
+type Owned = { [OWNER]?: Activation };
+
+/**
+ * Watches for the activation's deadline while it can still do something at it; false once the
+ * deadline has passed. Watching only then keeps a busy function from piling up a timer per run.
+ */
+function watchDeadline(activation: Activation): boolean {
+  if (activation.expired) return false;
+  const remaining = activation.deadlineAt - performance.now();
+  if (remaining <= 0) {
+    expire(activation);
+    return false;
+  }
+  if (!activation.expiry) {
+    activation.expiry = original.setTimeout(() => expire(activation), remaining);
+    activation.expiry.unref();
+  }
+  return true;
+}
+
+/** Stops watching an activation that returned and has nothing pending. */
+function settleIfIdle(activation: Activation): void {
+  if (activation.returned && activation.timers.size === 0 && activation.expiry) {
+    original.clearTimeout(activation.expiry);
+    activation.expiry = undefined;
+  }
+}
+
+function expire(activation: Activation): void {
+  if (activation.expiry) original.clearTimeout(activation.expiry);
+  activation.expired = true;
+  activation.expiry = undefined;
+  for (const [timer, kind] of activation.timers) {
+    if (kind === 'immediate') original.clearImmediate(timer as NodeJS.Immediate);
+    else original.clearTimeout(timer as NodeJS.Timeout);
+  }
+  activation.timers.clear();
+}
+
+function wrapScheduler<T extends object>(
+  schedule: (callback: (...args: unknown[]) => void, ...rest: unknown[]) => T,
+  cancel: (timer: T) => void,
+  kind: 'timeout' | 'immediate',
+  repeats: boolean,
+): (callback: unknown, ...rest: unknown[]) => T {
+  const wrapped = function (this: unknown, callback: unknown, ...rest: unknown[]): T {
+    const activation = currentActivation.getStore();
+    if (activation === undefined || typeof callback !== 'function') {
+      return schedule.call(this, callback as (...args: unknown[]) => void, ...rest);
+    }
+    if (!watchDeadline(activation)) {
+      // Leftover work past its deadline: what it schedules never runs.
+      const timer = schedule(() => {}, ...rest);
+      cancel(timer);
+      return timer;
+    }
+    const fn = callback as (...args: unknown[]) => void;
+    const timer: T = schedule(
+      function (this: unknown, ...args: unknown[]) {
+        if (!repeats) {
+          activation.timers.delete(timer);
+          settleIfIdle(activation);
+        }
+        return fn.apply(this, args);
+      },
+      ...rest,
+    );
+    (timer as Owned)[OWNER] = activation;
+    activation.timers.set(timer, kind);
+    return timer;
+  };
+  // util.promisify(setTimeout) keeps giving timers/promises' version (looked up when asked for).
+  if (promisify.custom in schedule) {
+    Object.defineProperty(wrapped, promisify.custom, {
+      get: () => (schedule as unknown as Record<symbol, unknown>)[promisify.custom],
+    });
+  }
+  return wrapped;
+}
+
+function wrapCancel<T>(cancel: (timer: T) => void): (timer: T) => void {
+  return (timer: T) => {
+    const activation = timer !== null && typeof timer === 'object' ? (timer as Owned)[OWNER] : undefined;
+    if (activation) {
+      activation.timers.delete(timer as object);
+      settleIfIdle(activation);
+    }
+    cancel(timer);
+  };
+}
+
+const patchedTimers = {
+  setTimeout: wrapScheduler(original.setTimeout as never, original.clearTimeout as never, 'timeout', false),
+  setInterval: wrapScheduler(original.setInterval as never, original.clearInterval as never, 'timeout', true),
+  setImmediate: wrapScheduler(original.setImmediate as never, original.clearImmediate as never, 'immediate', false),
+  clearTimeout: wrapCancel(original.clearTimeout),
+  clearInterval: wrapCancel(original.clearInterval),
+  clearImmediate: wrapCancel(original.clearImmediate),
+};
+Object.assign(globalThis, patchedTimers);
+Object.assign(timers, patchedTimers);
+
+// ---------------------------------------------------------------------------------------------
+// Loading the function.
 
 let entry: Entry | undefined;
+let sourceName = 'index.js';
 
-function loadFunction(code: string, mainName: string): Entry {
-  const filename = `${process.cwd()}/index.js`;
+interface InitFailure {
+  /** One line for the activation's result. */
+  message: string;
+  /** What goes to the initialisation's logs. */
+  log: string;
+}
+
+function compile(code: string, filename: string) {
+  return compileFunction(code, ['exports', 'require', 'module', '__filename', '__dirname'], { filename });
+}
+
+function loadFunction(code: string, mainName: string, filename: string): Entry {
+  const dir = process.cwd();
+  const path = join(dir, filename);
   const module = { exports: {} as unknown };
   // Scripts declare `function main` at top level; modules assign exports.main or module.exports.
   // The appended return hands back a top-level declaration when there is one.
   const body = `${code}\n;return typeof ${mainName} === 'function' ? ${mainName} : undefined;`;
-  const compiled = compileFunction(body, ['exports', 'require', 'module', '__filename', '__dirname'], { filename });
-  const local = compiled(module.exports, createRequire(filename), module, filename, process.cwd()) as unknown;
+  let compiled: ReturnType<typeof compile>;
+  try {
+    compiled = compile(body, filename);
+  } catch (error) {
+    // Where the error is in the function's own text, not in what was appended to it.
+    if (error instanceof SyntaxError) compile(code, filename);
+    throw error;
+  }
+  const local = compiled(module.exports, createRequire(path), module, path, dir) as unknown;
   const exported = module.exports as Record<string, unknown> | ((...a: unknown[]) => unknown);
   const candidates: unknown[] = [
     typeof exported === 'object' && exported !== null ? exported[mainName] : undefined,
@@ -106,40 +383,175 @@ function loadFunction(code: string, mainName: string): Entry {
   return found as Entry;
 }
 
-function describeError(error: unknown): unknown {
-  if (error instanceof Error) return error.message || String(error);
-  if (error === undefined) return 'The function rejected with undefined.';
-  return error;
+/** A source line short enough to read, with the caret under the error's column. */
+function pointAt(line: string, column: number): string {
+  let start = 0;
+  let shown = line;
+  if (line.length > SOURCE_LINE_WINDOW) {
+    start = Math.max(0, column - SOURCE_LINE_WINDOW / 2);
+    shown = `${start > 0 ? '...' : ''}${line.slice(start, start + SOURCE_LINE_WINDOW)}${start + SOURCE_LINE_WINDOW < line.length ? '...' : ''}`;
+    if (start > 0) start -= 3;
+  }
+  // Tabs stay tabs under the line, so that the caret lines up however they are shown.
+  return `${shown}\n${shown.slice(0, Math.max(0, column - start)).replace(/[^\t]/g, ' ')}^`;
+}
+
+/** Why loading failed, in `node file.js` terms: where (file:line:column), the line, and the stack. */
+function describeInitFailure(error: unknown, code: string, filename: string): InitFailure {
+  if (!(error instanceof Error)) return { message: String(error), log: `${String(error)}\n` };
+  const title = `${error.name}: ${error.message}`;
+  // The result gets one line (the logs get all of it): the first line of the message, and where.
+  const headline = `${error.name}: ${error.message.split('\n')[0]}`;
+  if (error instanceof SyntaxError) {
+    // Node.js puts the position in front of a compile error's stack: "file:line\n<source>\n   ^".
+    // (An error at the very end has an empty line and no caret: column 1.)
+    const arrow = /^(.*):(\d+)\n(.*)\n([ \t]*)(\^?)/.exec(error.stack ?? '');
+    if (arrow && arrow[1] === filename) {
+      const line = Number(arrow[2]);
+      const column = arrow[5] ? (arrow[4] as string).length : 0;
+      const source = code.split('\n')[line - 1] ?? (arrow[3] as string);
+      const where = `${filename}:${line}:${column + 1}`;
+      return { message: `${headline} (${where})`, log: `${where}\n${pointAt(source, column)}\n\n${title}\n` };
+    }
+    return { message: headline, log: `${title}\n` };
+  }
+  const stack = userStack(error.stack ?? title);
+  const frame = new RegExp(`\\(?(${escapeRegExp(filename)}:\\d+:\\d+)\\)?$`, 'm').exec(stack);
+  return { message: frame ? `${headline} (${frame[1]})` : headline, log: `${stack}\n` };
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results: checked and serialised once, never into a frame larger than the platform accepts.
+
+class TooLarge extends Error {}
+
+type Serialised = { json: string } | { error: string };
+
+/**
+ * JSON for a value, refusing it once it is certainly more than `limit` bytes: the replacer sees
+ * every value and counts a lower bound of its size, so a giant result is never built whole.
+ */
+function serialise(value: unknown, limit: number, what: string): Serialised {
+  let atLeast = 0;
+  let root = true;
+  function count(this: unknown, key: string, v: unknown): unknown {
+    if (v === undefined || typeof v === 'function' || typeof v === 'symbol') return v;
+    // An element costs at least a comma, a property its quoted key and a colon; the first call
+    // is for the value itself, under an empty key.
+    const around = root ? 0 : Array.isArray(this) ? 1 : Buffer.byteLength(key, 'utf8') + 3;
+    root = false;
+    atLeast += around + (typeof v === 'string' ? Buffer.byteLength(v, 'utf8') + 2 : 1);
+    if (atLeast > limit) throw new TooLarge();
+    return v;
+  }
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(value, count);
+  } catch (error) {
+    if (error instanceof TooLarge) {
+      return { error: `The action produced ${what} that exceeded the allowed length: more than ${limit} bytes.` };
+    }
+    if (error instanceof RangeError && /call stack/i.test(error.message)) {
+      return { error: `The action produced ${what} nested too deeply to be sent as JSON.` };
+    }
+    const reason = (error instanceof Error ? error.message : String(error)).replace(/\s*\n\s*/g, ' ');
+    return { error: `The action produced ${what} that is not JSON: ${reason}` };
+  }
+  if (json === undefined) return { json: 'null' };
+  const bytes = Buffer.byteLength(json, 'utf8');
+  if (bytes > limit) return { error: `The action produced ${what} that exceeded the allowed length: ${bytes} > ${limit} bytes.` };
+  return { json };
+}
+
+function isOutOfMemory(error: unknown): boolean {
+  return error instanceof RangeError && /allocation failed|out of memory/i.test(error.message);
+}
+
+function sendError(id: string, error: unknown): void {
+  const outOfMemory = isOutOfMemory(error);
+  let value: unknown;
+  if (error instanceof Error) value = utf8Prefix(error.message || String(error), MAX_RESULT_BYTES);
+  else if (error === undefined) value = 'The function rejected with undefined.';
+  else {
+    const serialised = serialise(error, MAX_RESULT_BYTES, 'an error value');
+    value = 'json' in serialised ? JSON.parse(serialised.json) : serialised.error;
+  }
+  send({ type: 'error', id, error: value, ...(outOfMemory ? { outOfMemory: true } : {}) });
 }
 
 async function run(message: Extract<HostMessage, { type: 'run' }>): Promise<void> {
-  Object.assign(process.env, message.env);
+  const timeoutMs = message.timeoutMs ?? message.deadline - Date.now();
+  const activation: Activation = {
+    id: message.id,
+    timers: new Map(),
+    logBytes: 0,
+    truncated: false,
+    returned: false,
+    deadlineAt: performance.now() + timeoutMs,
+    expired: false,
+    expiry: undefined,
+  };
+  watchDeadline(activation);
+  if (message.ack) send({ type: 'started', id: message.id });
+  looseOutput.logBytes = 0;
+  looseOutput.truncated = false;
+  Object.assign(process.env, message.env, { __OW_DEADLINE: String(Date.now() + timeoutMs) });
+  let outcome: { result: unknown } | { error: unknown };
   try {
     if (!entry) throw new Error('The function has not been initialised.');
     const callEntry = entry;
-    const result = await currentActivation.run(message.id, () => callEntry(message.params));
-    try {
-      send({ type: 'result', id: message.id, result: result === undefined ? null : result });
-    } catch (error) {
-      send({ type: 'error', id: message.id, error: `The function returned a value that is not JSON: ${describeError(error)}` });
+    outcome = { result: await currentActivation.run(activation, () => callEntry(message.params)) };
+  } catch (error) {
+    outcome = { error };
+  }
+  activation.returned = true;
+  settleIfIdle(activation);
+  try {
+    if ('result' in outcome) {
+      const serialised = serialise(outcome.result, MAX_RESULT_BYTES, 'a response');
+      if ('json' in serialised) {
+        writeFrame(encodeJsonFrame(`{"type":"result","id":${JSON.stringify(message.id)},"result":${serialised.json}}`));
+      } else {
+        send({ type: 'error', id: message.id, error: serialised.error });
+      }
+    } else {
+      const { error } = outcome;
+      if (error instanceof Error) currentActivation.run(activation, () => log('stderr', `${stackOf(error)}\n`));
+      sendError(message.id, error);
     }
   } catch (error) {
-    if (error instanceof Error && error.stack) currentActivation.run(message.id, () => log('stderr', `${error.stack}\n`));
-    send({ type: 'error', id: message.id, error: describeError(error) });
+    // Whatever went wrong, the platform hears how the run ended.
+    send({
+      type: 'error',
+      id: message.id,
+      error: `The function's outcome could not be sent: ${error instanceof Error ? error.message : String(error)}`,
+      ...(isOutOfMemory(error) ? { outOfMemory: true } : {}),
+    });
   }
 }
 
 function handle(message: HostMessage): void {
   switch (message.type) {
-    case 'init':
+    case 'init': {
+      if (message.logLimitBytes !== undefined) logLimitBytes = message.logLimitBytes;
+      sourceName = message.filename ?? sourceName;
+      looseOutput.logBytes = 0;
+      looseOutput.truncated = false;
       try {
         Object.assign(process.env, message.env);
-        entry = loadFunction(message.code, message.main);
+        entry = loadFunction(message.code, message.main, sourceName);
         send({ type: 'ready' });
       } catch (error) {
-        send({ type: 'initError', error: error instanceof Error ? `${error.name}: ${error.message}` : String(error) });
+        const failure = describeInitFailure(error, message.code, sourceName);
+        log('stderr', failure.log);
+        send({ type: 'initError', error: failure.message });
       }
       return;
+    }
     case 'run':
       void run(message);
       return;
@@ -166,11 +578,13 @@ listen((chunk: Buffer) => {
   for (const message of messages) handle(message);
 });
 
+// An error thrown by work the function left behind is logged on the activation it belongs to
+// (the async context survives into these handlers); the platform marks it if that one returned.
 process.on('uncaughtException', (error) => {
-  log('stderr', `Uncaught exception: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  log('stderr', `Uncaught exception: ${stackOf(error)}\n`);
 });
 process.on('unhandledRejection', (reason) => {
-  log('stderr', `Unhandled rejection: ${reason instanceof Error ? (reason.stack ?? reason.message) : String(reason)}\n`);
+  log('stderr', `Unhandled rejection: ${stackOf(reason)}\n`);
 });
 
 send({ type: 'hello', protocol: AGENT_PROTOCOL_VERSION, pid: process.pid, node: process.version });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeFrame, FrameDecoder, FrameError, type GuestMessage, MAX_FRAME_BYTES } from './protocol.js';
+import { encodeFrame, encodeJsonFrame, FrameDecoder, FrameError, type GuestMessage, MAX_FRAME_BYTES } from './protocol.js';
 
 describe('framed protocol', () => {
   it('reassembles frames split anywhere and several in one chunk', () => {
@@ -23,5 +23,15 @@ describe('framed protocol', () => {
     assert.throws(() => new FrameDecoder().push(header), FrameError);
     const corrupt = Buffer.concat([Buffer.from([0, 0, 0, 3]), Buffer.from('{x}')]);
     assert.throws(() => new FrameDecoder().push(corrupt), FrameError);
+  });
+  it('refuses valid JSON that is not a message (a forged frame must not reach the handlers)', () => {
+    for (const json of ['null', '42', '"text"', '[]', '{}', '{"type":5}']) {
+      assert.throws(() => new FrameDecoder().push(encodeJsonFrame(json)), FrameError, json);
+    }
+  });
+  it('frames JSON text written by hand like a message', () => {
+    const json = '{"type":"result","id":"é","result":{"n":1}}';
+    assert.deepEqual(new FrameDecoder().push(encodeJsonFrame(json)), [{ type: 'result', id: 'é', result: { n: 1 } }]);
+    assert.deepEqual(encodeJsonFrame(JSON.stringify({ type: 'ready' })), encodeFrame({ type: 'ready' }));
   });
 });

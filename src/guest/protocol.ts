@@ -4,12 +4,36 @@
  * child's stdio, a container's stdio or a microVM's virtio-serial port.
  */
 
-export const AGENT_PROTOCOL_VERSION = 1;
+export const AGENT_PROTOCOL_VERSION = 2;
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
+/** OpenWhisk's limit on a result: the agent refuses to send a larger one. */
+export const MAX_RESULT_BYTES = 1024 * 1024;
+/** Log bytes an activation may print when the platform does not say. */
+export const DEFAULT_LOG_LIMIT_BYTES = 10 * 1024 * 1024;
 
 export type HostMessage =
-  | { type: 'init'; code: string; main: string; binary: boolean; env: Record<string, string> }
-  | { type: 'run'; id: string; params: unknown; deadline: number; env: Record<string, string> }
+  | {
+      type: 'init';
+      code: string;
+      main: string;
+      binary: boolean;
+      env: Record<string, string>;
+      /** The name stack traces and syntax errors give the function's file. */
+      filename?: string;
+      /** Log bytes one activation (or the initialisation) may print; the rest is dropped. */
+      logLimitBytes?: number;
+    }
+  | {
+      type: 'run';
+      id: string;
+      params: unknown;
+      deadline: number;
+      env: Record<string, string>;
+      /** The run's time budget; its deadline counts from when the agent begins it. */
+      timeoutMs?: number;
+      /** Asks for a `started` frame when the agent begins the run. */
+      ack?: boolean;
+    }
   | { type: 'ping'; id: string }
   /** After a snapshot restore: fresh entropy (48 bytes, base64) and the host's time (ms). */
   | { type: 'reseed'; entropy: string; now: number };
@@ -19,16 +43,24 @@ export type GuestMessage =
   | { type: 'ready' }
   | { type: 'initError'; error: string }
   | { type: 'log'; id?: string; stream: 'stdout' | 'stderr'; text: string }
+  /** The agent began this run (sent only when the run frame asked for it). */
+  | { type: 'started'; id: string }
   | { type: 'result'; id: string; result: unknown }
-  | { type: 'error'; id: string; error: unknown }
+  /** The function threw or rejected; `outOfMemory` when what it threw says memory ran out. */
+  | { type: 'error'; id: string; error: unknown; outOfMemory?: boolean }
   | { type: 'pong'; id: string }
   | { type: 'reseeded'; now: number; skewMs: number };
 
 export function encodeFrame(message: HostMessage | GuestMessage): Buffer {
-  const body = Buffer.from(JSON.stringify(message), 'utf8');
-  const frame = Buffer.allocUnsafe(4 + body.length);
-  frame.writeUInt32BE(body.length, 0);
-  body.copy(frame, 4);
+  return encodeJsonFrame(JSON.stringify(message));
+}
+
+/** A frame around JSON text that is already serialised (a message built by hand). */
+export function encodeJsonFrame(json: string): Buffer {
+  const length = Buffer.byteLength(json, 'utf8');
+  const frame = Buffer.allocUnsafe(4 + length);
+  frame.writeUInt32BE(length, 0);
+  frame.write(json, 4, 'utf8');
   return frame;
 }
 
@@ -49,11 +81,16 @@ export class FrameDecoder<T> {
       if (length > MAX_FRAME_BYTES) throw new FrameError(`frame of ${length} bytes exceeds ${MAX_FRAME_BYTES}`);
       if (this.bufferedBytes < 4 + length) break;
       const frame = this.take(4 + length);
+      let message: unknown;
       try {
-        messages.push(JSON.parse(frame.subarray(4).toString('utf8')) as T);
+        message = JSON.parse(frame.subarray(4).toString('utf8'));
       } catch {
         throw new FrameError('frame is not valid JSON');
       }
+      if (typeof message !== 'object' || message === null || typeof (message as { type?: unknown }).type !== 'string') {
+        throw new FrameError('frame is not a message');
+      }
+      messages.push(message as T);
     }
     return messages;
   }

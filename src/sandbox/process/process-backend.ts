@@ -1,13 +1,27 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Isolation } from '../../core/kinds.js';
 import { AgentSandbox, type AgentTransport, type ExitInfo } from '../agent-sandbox.js';
 import type { Backend, BackendStatus, Sandbox, SandboxSpec } from '../backend.js';
-import { killProcessesOf, pidAlive, RUNNING_AS_ROOT, sandboxUids, type UidAllocator } from '../host-ids.js';
+import { ensurePrivateDir, killProcessesOf, pidAlive, RUNNING_AS_ROOT, sandboxUids, type UidAllocator } from '../host-ids.js';
+import { ProcessCgroups, type SandboxCgroup } from './cgroup.js';
 
 const PRLIMIT = '/usr/bin/prlimit';
+const SETPRIV = '/usr/bin/setpriv';
+const UNSHARE = '/usr/bin/unshare';
+const MOUNT = ['/usr/bin/mount', '/bin/mount'].find((path) => existsSync(path));
 const HELLO_TIMEOUT_MS = 15_000;
 // Threads count against RLIMIT_NPROC: a Node.js process uses about a dozen, so this leaves room
 // for a few child processes and stops a fork bomb.
@@ -15,34 +29,58 @@ const MAX_PROCESSES = 256;
 // RLIMIT_DATA caps private writable memory: the V8 heap, ArrayBuffers and Buffers (which the
 // heap limit does not see) and thread stacks. Node.js itself needs about this much beside the heap.
 const DATA_OVERHEAD_MB = 64;
+/** The agent's name inside a sandbox's private /tmp; it removes the file once loaded. */
+const PRIVATE_AGENT = '.isola-agent.cjs';
+const PATH = '/usr/local/bin:/usr/bin:/bin';
+
+/**
+ * Run as root inside a new mount namespace, before the switch to the sandbox's uid: joins the
+ * sandbox's cgroup, gives it private /var/tmp, /dev/shm and /tmp (bind mounts of its own
+ * directories; /tmp last, since the sandbox directories may live under the host's /tmp), then
+ * runs the rest of the command line. Arguments: sandbox dir, cgroup.procs file or '', command.
+ */
+const PRIVATE_MOUNTS = `w=$1; cg=$2; shift 2
+if [ -n "$cg" ]; then echo $$ > "$cg" || exit 71; fi
+if [ -d /var/tmp ]; then mount --bind "$w/var-tmp" /var/tmp || exit 71; fi
+if [ -d /dev/shm ]; then mount --bind "$w/shm" /dev/shm || exit 71; fi
+mount --bind "$w/tmp" /tmp && cd /tmp || exit 71
+exec "$@"`;
 
 export interface ProcessBackendOptions {
   /** The bundled guest agent. */
   agentPath: string;
-  /** Where per-sandbox working directories go. */
+  /** Where per-sandbox directories go. */
   sandboxRoot?: string;
+  /** The uid allocator (as root); the host-wide one by default. */
+  uids?: UidAllocator;
 }
 
 let counter = 0;
 
 /**
  * Runs each function in its own Node.js child process under the guest agent. Isolation is that of
- * an operating-system process: when the server runs as root each sandbox gets its own unprivileged
- * uid and a private working directory; the V8 heap is capped at the memory limit and, as root,
- * all private memory (Buffers included) at the limit plus Node.js's own overhead.
+ * an operating-system process. As root, each sandbox gets its own unprivileged uid (no
+ * capabilities, no_new_privs), private /tmp, /var/tmp and /dev/shm in a mount namespace of its
+ * own, a cgroup that finds every process it starts, and limits on tasks and private memory; the
+ * V8 heap is capped at the memory limit. The kernel kills the agent if the server dies.
  */
 export class ProcessBackend implements Backend {
   readonly isolation: Isolation = 'process';
   readonly minMemoryMb = 64;
   private readonly sandboxRoot: string;
   private readonly uids: UidAllocator | undefined;
+  private readonly cgroups: ProcessCgroups | undefined;
   private readonly usePrlimit = existsSync(PRLIMIT) && RUNNING_AS_ROOT;
+  private readonly useSetpriv = existsSync(SETPRIV);
+  private readonly privateTmp = RUNNING_AS_ROOT && existsSync(UNSHARE) && MOUNT !== undefined;
+  private readonly swept: Promise<void>;
 
   constructor(private readonly options: ProcessBackendOptions) {
     this.sandboxRoot = options.sandboxRoot ?? join(tmpdir(), 'isola-sandboxes');
-    mkdirSync(this.sandboxRoot, { recursive: true, mode: 0o711 });
-    this.uids = RUNNING_AS_ROOT ? sandboxUids() : undefined;
-    this.sweepOrphans();
+    ensurePrivateDir(this.sandboxRoot, 0o711);
+    this.uids = RUNNING_AS_ROOT ? (options.uids ?? sandboxUids()) : undefined;
+    this.cgroups = RUNNING_AS_ROOT ? ProcessCgroups.open() : undefined;
+    this.swept = this.sweepOrphans();
   }
 
   async status(): Promise<BackendStatus> {
@@ -56,47 +94,41 @@ export class ProcessBackend implements Backend {
       };
     }
     await sandbox.destroy();
-    const how = this.uids
-      ? `one unprivileged uid per sandbox${this.usePrlimit ? `, at most ${MAX_PROCESSES} tasks, private memory capped` : ''}`
-      : 'same user as the server (run as root for per-sandbox uids)';
-    return { isolation: 'process', available: true, detail: `node ${process.version} child processes, ${how}, heap capped` };
+    const features = this.uids
+      ? [
+          'one unprivileged uid per sandbox',
+          ...(this.useSetpriv ? ['no capabilities', 'killed with the server'] : []),
+          ...(this.privateTmp ? ['private /tmp'] : ['shared /tmp (unshare or mount is missing)']),
+          ...(this.cgroups ? [`stray processes stopped after each run (cgroup ${this.cgroups.path})`] : []),
+          ...(this.usePrlimit ? [`at most ${MAX_PROCESSES} tasks, private memory capped`] : []),
+        ]
+      : ['same user as the server (run as root for per-sandbox uids and a private /tmp)'];
+    return {
+      isolation: 'process',
+      available: true,
+      detail: `node ${process.version} child processes, ${features.join(', ')}, heap capped`,
+    };
   }
 
   async create(spec: SandboxSpec): Promise<Sandbox> {
+    await this.swept;
     const id = `process-${process.pid}-${++counter}`;
-    const workdir = join(this.sandboxRoot, id);
-    mkdirSync(workdir, { mode: 0o700 });
-    const uid = this.uids?.acquire();
-    const agent = join(workdir, 'agent.cjs');
-    copyFileSync(this.options.agentPath, agent);
-    if (uid !== undefined) {
-      chownSync(workdir, uid, uid);
-      chownSync(agent, uid, uid);
+    const dir = join(this.sandboxRoot, id);
+    let uid: number | undefined;
+    let cgroup: SandboxCgroup | undefined;
+    let transport: ProcessTransport | undefined;
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+      uid = this.uids?.acquire();
+      cgroup = uid !== undefined ? this.cgroups?.create(id) : undefined;
+      const child = this.spawnAgent(dir, uid, cgroup, spec);
+      transport = new ProcessTransport(child, dir, uid, this.uids, cgroup);
+    } catch (error) {
+      // Nothing may outlive a sandbox that failed to start: its process, cgroup, directory, uid.
+      if (transport) await transport.cleanup();
+      else await discard(dir, uid, this.uids, cgroup);
+      throw error;
     }
-    const nodeArgs = [`--max-old-space-size=${spec.memoryMb}`, agent, '--channel=stdio'];
-    const [command, args] = this.usePrlimit
-      ? [
-          PRLIMIT,
-          [
-            `--nproc=${MAX_PROCESSES}`,
-            `--data=${(spec.memoryMb + DATA_OVERHEAD_MB) * 2 ** 20}`,
-            '--core=0',
-            '--nofile=1024',
-            '--',
-            process.execPath,
-            ...nodeArgs,
-          ],
-        ]
-      : [process.execPath, nodeArgs];
-    const child = spawn(command, args, {
-      cwd: workdir,
-      // A clean environment: nothing of the server's (credentials, NODE_OPTIONS, NODE_EXTRA_CA_CERTS) leaks in.
-      env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: workdir, TMPDIR: workdir, LANG: 'C.UTF-8' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true,
-      ...(uid !== undefined ? { uid, gid: uid } : {}),
-    });
-    const transport = new ProcessTransport(child, workdir, uid, this.uids);
     const sandbox = new AgentSandbox(id, transport);
     if (!(await sandbox.waitForHello(HELLO_TIMEOUT_MS))) {
       const reason = sandbox.describeFailure();
@@ -108,14 +140,125 @@ export class ProcessBackend implements Backend {
 
   async close(): Promise<void> {}
 
-  /** Removes working directories left by servers that died without cleaning up. */
-  private sweepOrphans(): void {
-    this.uids?.sweep();
-    for (const entry of readdirSync(this.sandboxRoot)) {
-      const owner = /^process-(\d+)-/.exec(entry);
-      if (owner && !pidAlive(Number(owner[1]))) rmSync(join(this.sandboxRoot, entry), { recursive: true, force: true });
+  private spawnAgent(dir: string, uid: number | undefined, cgroup: SandboxCgroup | undefined, spec: SandboxSpec): ChildProcess {
+    const privateTmp = uid !== undefined && this.privateTmp;
+    let agent: string;
+    if (privateTmp) {
+      // The sandbox sees its own directories as /tmp, /var/tmp and /dev/shm; the agent starts
+      // from its /tmp and removes itself from there.
+      for (const sub of ['tmp', 'var-tmp', 'shm']) {
+        mkdirSync(join(dir, sub), { mode: 0o700 });
+        chownSync(join(dir, sub), uid, uid);
+      }
+      copyFileSync(this.options.agentPath, join(dir, 'tmp', PRIVATE_AGENT));
+      chmodSync(join(dir, 'tmp', PRIVATE_AGENT), 0o444);
+      agent = `/tmp/${PRIVATE_AGENT}`;
+    } else {
+      agent = join(dir, 'agent.cjs');
+      copyFileSync(this.options.agentPath, agent);
+      if (uid !== undefined) {
+        chownSync(dir, uid, uid);
+        chownSync(agent, uid, uid);
+      }
+    }
+    const home = privateTmp ? '/tmp' : dir;
+    let command = [
+      process.execPath,
+      `--max-old-space-size=${spec.memoryMb}`,
+      agent,
+      '--channel=stdio',
+      ...(privateTmp ? ['--unlink-self'] : []),
+    ];
+    if (this.usePrlimit) {
+      command = [
+        PRLIMIT,
+        `--nproc=${MAX_PROCESSES}`,
+        `--data=${(spec.memoryMb + DATA_OVERHEAD_MB) * 2 ** 20}`,
+        '--core=0',
+        '--nofile=1024',
+        '--',
+        ...command,
+      ];
+    }
+    // setpriv sets the parent-death signal after switching uid (a uid change clears it), so the
+    // kernel kills the agent when the server dies, however it dies.
+    const switchUid = uid !== undefined && this.useSetpriv;
+    if (this.useSetpriv) {
+      command = [
+        SETPRIV,
+        ...(switchUid
+          ? [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs']
+          : []),
+        '--pdeathsig=KILL',
+        '--',
+        ...command,
+      ];
+    }
+    if (privateTmp) {
+      command = [
+        UNSHARE,
+        '--mount',
+        '--propagation',
+        'private',
+        '/bin/sh',
+        '-c',
+        PRIVATE_MOUNTS,
+        'isola-sandbox',
+        dir,
+        cgroup?.procsFile ?? '',
+        ...command,
+      ];
+    }
+    const [file, ...args] = command as [string, ...string[]];
+    const child = spawn(file, args, {
+      cwd: privateTmp ? '/' : dir,
+      // A clean environment: nothing of the server's (credentials, NODE_OPTIONS, NODE_EXTRA_CA_CERTS) leaks in.
+      env: { PATH, HOME: home, TMPDIR: home, LANG: 'C.UTF-8' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
+      // Without setpriv, Node.js switches the uid itself (and the parent-death signal is lost).
+      ...(uid !== undefined && !switchUid ? { uid, gid: uid } : {}),
+    });
+    // Without the mount namespace's prelude to join the cgroup first, join it now, before the
+    // agent has loaded (let alone run) any function code.
+    if (cgroup && !privateTmp && child.pid !== undefined) writeFileSync(cgroup.procsFile, String(child.pid));
+    return child;
+  }
+
+  /** Removes what servers that died without cleaning up left: directories, cgroups, uid leases. */
+  private async sweepOrphans(): Promise<void> {
+    try {
+      this.uids?.sweep();
+      await this.cgroups?.sweep(pidAlive);
+      for (const entry of readdirSync(this.sandboxRoot)) {
+        const owner = /^process-(\d+)-/.exec(entry);
+        if (owner && !pidAlive(Number(owner[1]))) rmSync(join(this.sandboxRoot, entry), { recursive: true, force: true });
+      }
+    } catch {
+      // What is left stays for the next start to sweep; it does not stop this server.
     }
   }
+}
+
+function parentOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // After the command name (which may hold spaces and parentheses): state, then the parent's pid.
+    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number.isInteger(parent) ? parent : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function discard(dir: string, uid: number | undefined, uids: UidAllocator | undefined, cgroup: SandboxCgroup | undefined) {
+  if (cgroup) {
+    cgroup.killAll();
+    await cgroup.remove();
+  }
+  if (uid !== undefined) killProcessesOf(uid);
+  rmSync(dir, { recursive: true, force: true });
+  if (uid !== undefined) uids?.release(uid);
 }
 
 class ProcessTransport implements AgentTransport {
@@ -123,23 +266,52 @@ class ProcessTransport implements AgentTransport {
   readonly output;
   readonly stderr;
   readonly exited: Promise<ExitInfo>;
-  private cleaned = false;
+  private cleaned: Promise<void> | undefined;
+  /** Processes the function started while loading: they stay, with their children, between runs. */
+  private readonly adopted = new Set<number>();
 
   constructor(
     private readonly child: ChildProcess,
-    private readonly workdir: string,
+    private readonly dir: string,
     private readonly uid: number | undefined,
     private readonly uids: UidAllocator | undefined,
+    private readonly cgroup: SandboxCgroup | undefined,
   ) {
-    if (!child.stdin || !child.stdout || !child.stderr) throw new Error('child process has no stdio pipes');
-    this.input = child.stdin;
-    this.output = child.stdout;
-    this.stderr = child.stderr;
     // 'exit', not 'close': a grandchild holding the pipes open must not keep the sandbox alive.
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal, oom: false }));
       child.once('error', () => resolve({ code: null, signal: null, oom: false }));
     });
+    if (!child.stdin || !child.stdout || !child.stderr) throw new Error('child process has no stdio pipes');
+    this.input = child.stdin;
+    this.output = child.stdout;
+    this.stderr = child.stderr;
+  }
+
+  reapStrays(): void {
+    const agent = this.child.pid;
+    const cgroup = this.cgroup;
+    if (agent === undefined || !cgroup) return;
+    if (this.adopted.size > 0) {
+      // Forget adopted processes that are gone, so that a later process given the same pid is not spared.
+      const alive = new Set(cgroup.pids());
+      for (const pid of this.adopted) if (!alive.has(pid)) this.adopted.delete(pid);
+    }
+    cgroup.killAllBut((pid) => pid === agent || (this.adopted.size > 0 && this.descendsFromAdopted(pid, agent)));
+  }
+
+  adoptProcesses(): void {
+    for (const pid of this.cgroup?.pids() ?? []) if (pid !== this.child.pid) this.adopted.add(pid);
+  }
+
+  private descendsFromAdopted(pid: number, agent: number): boolean {
+    let current: number | undefined = pid;
+    for (let depth = 0; depth < 64 && current !== undefined; depth++) {
+      if (this.adopted.has(current)) return true;
+      if (current === agent || current <= 1) return false;
+      current = parentOf(current);
+    }
+    return false;
   }
 
   kill(): void {
@@ -150,17 +322,18 @@ class ProcessTransport implements AgentTransport {
         // Already gone.
       }
     }
+    this.cgroup?.killAll();
     if (this.uid !== undefined) killProcessesOf(this.uid);
   }
 
-  async cleanup(): Promise<void> {
-    if (this.cleaned) return;
-    this.cleaned = true;
-    this.kill();
-    this.child.stdout?.destroy();
-    this.child.stderr?.destroy();
-    this.child.stdin?.destroy();
-    rmSync(this.workdir, { recursive: true, force: true });
-    if (this.uid !== undefined) this.uids?.release(this.uid);
+  cleanup(): Promise<void> {
+    this.cleaned ??= (async () => {
+      this.kill();
+      this.child.stdout?.destroy();
+      this.child.stderr?.destroy();
+      this.child.stdin?.destroy();
+      await discard(this.dir, this.uid, this.uids, this.cgroup);
+    })();
+    return this.cleaned;
   }
 }
