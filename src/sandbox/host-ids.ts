@@ -24,14 +24,9 @@ export function sandboxUids(): UidAllocator {
   return sharedAllocator;
 }
 
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+import { processAlive as pidAlive } from './sweep.js';
+
+export { pidAlive };
 
 /** When a process started (clock ticks since boot): with its pid, names it even after pids wrap. */
 export function processStartTime(pid: number): string | undefined {

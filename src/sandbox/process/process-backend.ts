@@ -16,6 +16,7 @@ import type { Isolation } from '../../core/kinds.js';
 import { AgentSandbox, type AgentTransport, type ExitInfo } from '../agent-sandbox.js';
 import type { Backend, BackendStatus, Sandbox, SandboxSpec } from '../backend.js';
 import { ensurePrivateDir, killProcessesOf, pidAlive, RUNNING_AS_ROOT, sandboxUids, type UidAllocator } from '../host-ids.js';
+import { sweepOwnedEntries } from '../sweep.js';
 import { ProcessCgroups, type SandboxCgroup } from './cgroup.js';
 
 const PRLIMIT = '/usr/bin/prlimit';
@@ -230,10 +231,7 @@ export class ProcessBackend implements Backend {
     try {
       this.uids?.sweep();
       await this.cgroups?.sweep(pidAlive);
-      for (const entry of readdirSync(this.sandboxRoot)) {
-        const owner = /^process-(\d+)-/.exec(entry);
-        if (owner && !pidAlive(Number(owner[1]))) rmSync(join(this.sandboxRoot, entry), { recursive: true, force: true });
-      }
+      await sweepOwnedEntries(this.sandboxRoot);
     } catch {
       // What is left stays for the next start to sweep; it does not stop this server.
     }
