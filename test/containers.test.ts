@@ -337,12 +337,13 @@ describe('isola doctor on a live data dir', { skip: skipReason('runc') ?? false 
     const first = (await live.invoke<ActivationRecord>(fn)).body;
     const { uid } = first.response.result as { uid: number };
 
-    // A second server on the same data dir runs a container and is killed: what it leaves is
-    // what a crashed server leaves. Starting it also sweeps, and must spare the live server's.
+    // Another server runs a container and is killed: what it leaves is what a crashed server
+    // leaves. It has a data dir of its own (a live server's data dir is locked to it); cgroups
+    // are host-wide, so a doctor on any data dir sees the dead one's.
     const dead = await TestServer.start({
-      dataDir: live.dataDir,
       env: { ISOLA_BACKENDS: 'container', ISOLA_CONTAINER_RUNTIME: 'runc', ISOLA_PREWARM: 'container:1' },
     });
+    after(() => dead.dispose());
     const deadPid = dead.pid as number;
     await dead.deploy('doctor-victim', 'function main() { return {}; }', {
       limits: { memory: 128, timeout: 10_000 },
@@ -356,13 +357,12 @@ describe('isola doctor on a live data dir', { skip: skipReason('runc') ?? false 
         .filter((entry) => entry.startsWith(`isola-${deadPid}-`))
         .flatMap((entry) => cgroupPids(`/isola/${entry}`));
     await waitFor("the killed server's containers to exit", async () => (running().length === 0 ? true : undefined));
-    assert.notDeepEqual(leftovers(live.dataDir, [deadPid]), [], 'the killed server left containers behind');
+    assert.notDeepEqual(leftovers(dead.dataDir, [deadPid]), [], 'the killed server left containers behind');
     const liveThings = leftovers(live.dataDir, [livePid]);
     assert.ok(liveThings.length > 0);
 
     const byFlag = await doctor(['--data-dir', live.dataDir]);
     assert.equal(byFlag.code, 0, byFlag.output);
-    assert.deepEqual(leftovers(live.dataDir, [deadPid]), [], "the dead server's containers, bundles and cgroups are gone");
     const stillThere = leftovers(live.dataDir, [livePid]);
     assert.deepEqual(
       liveThings.filter((thing) => !stillThere.includes(thing)),
@@ -372,6 +372,9 @@ describe('isola doctor on a live data dir', { skip: skipReason('runc') ?? false 
     const again = (await live.invoke<ActivationRecord>(fn)).body;
     assert.equal(annotation(again, 'coldStart'), false, 'served by the same container');
     assert.deepEqual(again.response.result, { uid });
+    const onDeadDir = await doctor(['--data-dir', dead.dataDir]);
+    assert.equal(onDeadDir.code, 0, onDeadDir.output);
+    assert.deepEqual(leftovers(dead.dataDir, [deadPid]), [], "the dead server's containers, bundles and cgroups are gone");
 
     const byEnv = await doctor([], { ISOLA_DATA_DIR: live.dataDir });
     assert.equal(byEnv.code, 0, byEnv.output);

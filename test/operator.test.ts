@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import type { ActivationRecord } from '../src/core/types.js';
+import { activationState } from './helpers/activations.js';
 import { annotation, TestServer, waitFor } from './helpers/server.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -53,15 +54,6 @@ function serverJson(dataDir: string): { pid: number; url?: string; startTime?: s
 
 async function serverPid(server: TestServer): Promise<number> {
   return (await server.request<{ pid: number }>('GET', '/healthz', undefined, { auth: null })).body.pid;
-}
-
-function activationState(dataDir: string, id: string): string | undefined {
-  const db = new Database(join(dataDir, 'isola.db'), { readonly: true });
-  try {
-    return (db.prepare('select state from activations where activation_id = ?').get(id) as { state?: string } | undefined)?.state;
-  } finally {
-    db.close();
-  }
 }
 
 /** Requests as another namespace: the same server, other credentials. */

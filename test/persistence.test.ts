@@ -5,18 +5,10 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import type { ActivationRecord } from '../src/core/types.js';
+import { activationState } from './helpers/activations.js';
 import { annotation, TestServer, waitFor } from './helpers/server.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-
-function activationState(dataDir: string, id: string): string | undefined {
-  const db = new Database(join(dataDir, 'isola.db'), { readonly: true });
-  try {
-    return (db.prepare('select state from activations where activation_id = ?').get(id) as { state?: string } | undefined)?.state;
-  } finally {
-    db.close();
-  }
-}
 
 describe('a server killed with SIGKILL and restarted', () => {
   let server: TestServer;

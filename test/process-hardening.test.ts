@@ -426,7 +426,10 @@ describe('process sandboxes under misbehaving functions', () => {
     const [first, second] = await Promise.all([a, b]);
     assert.equal(annotation(first.body, 'timeout'), true, JSON.stringify(first.body.response));
     assert.equal(second.body.response.status, 'action developer error');
-    assert.match(errorOf(second.body), /another activation in it overran its time limit/);
+    // B is charged with A's overrun; only on a host so loaded that B's own deadline (a moment
+    // after A's) had also passed when the sandbox went may it be B's own timeout.
+    if (annotation(second.body, 'timeout') === true) assert.ok(second.body.duration >= 1900, JSON.stringify(second.body));
+    else assert.match(errorOf(second.body), /another activation in it overran its time limit/);
 
     // A spins; B arrives while the agent cannot even begin it: B never started, so it is not
     // charged with anything (the platform may run it elsewhere).
