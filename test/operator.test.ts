@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
 import type { ActivationRecord } from '../src/core/types.js';
 import { activationState } from './helpers/activations.js';
 import { annotation, TestServer, waitFor } from './helpers/server.js';

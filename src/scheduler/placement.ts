@@ -39,8 +39,6 @@ export interface InstanceRecord {
   inflight: number;
   /** When it last finished a run (or was made). */
   lastUsed: number;
-  /** Has served a call. */
-  used: boolean;
   /** The waiter it is being started for, until it has started. */
   starter: number | undefined;
 }
@@ -90,13 +88,13 @@ export class Placement {
   private readonly lastServed = new Map<string, number>();
   private serveCount = 0;
   private readonly queued = new Map<number, WaiterRecord>();
-  private used = 0;
+  private usedMb = 0;
   private nextInstanceId = 1;
 
   constructor(readonly budgetMb: number) {}
 
   get memoryUsedMb(): number {
-    return this.used;
+    return this.usedMb;
   }
 
   instance(id: number): InstanceRecord | undefined {
@@ -201,7 +199,7 @@ export class Placement {
     const wasLive = isLive(instance.state);
     this.fire(instance, 'StartFailed');
     instance.starter = undefined;
-    if (wasLive) this.used -= instance.memoryMb;
+    if (wasLive) this.usedMb -= instance.memoryMb;
     if (instance.state === 'stopped') this.forget(instance);
     this.drain(now, effects);
     return effects;
@@ -296,8 +294,8 @@ export class Placement {
       if (!this.pools.get(instance.pool)?.instances.has(instance.id))
         throw new Error(`instance ${instance.id} is not in its pool`);
     }
-    if (live !== this.used) throw new Error(`memory account ${this.used} MB differs from live instances' ${live} MB`);
-    if (this.used > this.budgetMb) throw new Error(`memory in use ${this.used} MB exceeds the budget ${this.budgetMb} MB`);
+    if (live !== this.usedMb) throw new Error(`memory account ${this.usedMb} MB differs from live instances' ${live} MB`);
+    if (this.usedMb > this.budgetMb) throw new Error(`memory in use ${this.usedMb} MB exceeds the budget ${this.budgetMb} MB`);
     let waiting = 0;
     for (const pool of this.pools.values()) {
       waiting += pool.waiting;
@@ -392,9 +390,9 @@ export class Placement {
 
   /** Takes memory for a new instance, evicting the least recently used idle instances if that is enough. */
   private reserve(memoryMb: number, effects: Effects): boolean {
-    if (this.used + memoryMb > this.budgetMb) {
+    if (this.usedMb + memoryMb > this.budgetMb) {
       const idle = [...this.instances.values()].filter((i) => i.state === 'idle').sort((a, b) => a.lastUsed - b.lastUsed);
-      let free = this.budgetMb - this.used;
+      let free = this.budgetMb - this.usedMb;
       const victims: InstanceRecord[] = [];
       for (const instance of idle) {
         if (free >= memoryMb) break;
@@ -404,7 +402,7 @@ export class Placement {
       if (free < memoryMb) return false;
       for (const victim of victims) this.stop(victim, 'Retired', effects);
     }
-    this.used += memoryMb;
+    this.usedMb += memoryMb;
     return true;
   }
 
@@ -435,7 +433,6 @@ export class Placement {
       state: 'starting',
       inflight: 0,
       lastUsed: now,
-      used: false,
       starter,
     };
     this.instances.set(instance.id, instance);
@@ -446,7 +443,6 @@ export class Placement {
   private assign(instance: InstanceRecord): void {
     this.fire(instance, 'Assigned');
     instance.inflight++;
-    instance.used = true;
   }
 
   /** Out of the memory account at once: the sandbox is being destroyed. */
@@ -454,7 +450,7 @@ export class Placement {
     const wasLive = isLive(instance.state);
     this.fire(instance, event);
     if (!wasLive) return;
-    this.used -= instance.memoryMb;
+    this.usedMb -= instance.memoryMb;
     effects.stop.push({ instance: instance.id, event });
   }
 

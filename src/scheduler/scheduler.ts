@@ -315,7 +315,7 @@ export class Scheduler {
           : queueFull(waiter.action, waiter.fn.settings.maxQueued),
       );
     }
-    for (const { instance, event } of effects.stop) this.stopInstance(instance, event);
+    for (const { instance } of effects.stop) this.stopInstance(instance);
     for (const { instance, waiter: waiterId } of effects.start) {
       const waiter = waiterId === undefined ? undefined : this.waiters.get(waiterId);
       if (waiter) clearTimeout(waiter.timer);
@@ -417,7 +417,7 @@ export class Scheduler {
     if (record?.state === 'idle' && runtime.keepUntil !== undefined) this.scheduleExpiry(id, runtime.keepUntil);
   }
 
-  private stopInstance(id: number, _event: 'Retired' | 'Failed'): void {
+  private stopInstance(id: number): void {
     const runtime = this.runtimes.get(id);
     if (!runtime) {
       this.placement.stopped(id);
