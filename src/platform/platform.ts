@@ -278,11 +278,11 @@ export class Platform {
     subject: string,
     annotations: KeyValue[] = [],
   ): Promise<string> {
-    if (action.limits.memory > this.config.memoryBudgetMb) {
-      throw unavailable(
-        `The action needs ${action.limits.memory} MB but this host's memory budget is ${this.config.memoryBudgetMb} MB: ` +
-          'lower its limits.memory or raise the server memory budget.',
-      );
+    try {
+      this.scheduler.assertFits(action);
+    } catch (error) {
+      if (error instanceof TooBigError) throw unavailable(error.message);
+      throw error;
     }
     const { maxQueued } = storedFunctionSettings(action);
     if ((await this.store.countPending(action.namespace, action.name)) >= maxQueued) {

@@ -227,12 +227,7 @@ export class Placement {
 
   /** The keep-alive let an idle instance go. Ignored unless it is idle. */
   expire(id: number, now: number): Effects {
-    const effects = noEffects();
-    const instance = this.instances.get(id);
-    if (instance?.state !== 'idle') return effects;
-    this.stop(instance, 'Retired', effects);
-    this.drain(now, effects);
-    return effects;
+    return this.stopIdle(id, 'Retired', now);
   }
 
   /**
@@ -240,10 +235,14 @@ export class Placement {
    * end (they end with the death, unhealthy); a starting one fails its start.
    */
   died(id: number, now: number): Effects {
+    return this.stopIdle(id, 'Failed', now);
+  }
+
+  private stopIdle(id: number, event: 'Retired' | 'Failed', now: number): Effects {
     const effects = noEffects();
     const instance = this.instances.get(id);
     if (instance?.state !== 'idle') return effects;
-    this.stop(instance, 'Failed', effects);
+    this.stop(instance, event, effects);
     this.drain(now, effects);
     return effects;
   }

@@ -107,10 +107,6 @@ export interface SchedulerStats {
   functions: FunctionStats[];
 }
 
-export function poolKey(action: Pick<ActionVersion, 'namespace' | 'name' | 'version' | 'revision'>): string {
-  return versionKey(action);
-}
-
 function functionKey(action: Pick<ActionVersion, 'namespace' | 'name'>): string {
   return `${action.namespace}/${action.name}`;
 }
@@ -153,9 +149,14 @@ export class Scheduler {
    * function needs more memory than the whole budget (TooBigError), or its queue is full.
    */
   admit(action: ActionVersion): void {
-    if (action.limits.memory > this.options.memoryBudgetMb) throw tooBig(action, this.options.memoryBudgetMb);
+    this.assertFits(action);
     const fn = this.functionFor(action);
-    if (this.placement.waitingCount(poolKey(action)) >= fn.settings.maxQueued) throw queueFull(action, fn.settings.maxQueued);
+    if (this.placement.waitingCount(versionKey(action)) >= fn.settings.maxQueued) throw queueFull(action, fn.settings.maxQueued);
+  }
+
+  /** Throws TooBigError when the function needs more memory than the whole budget: no call of it can ever run here. */
+  assertFits(action: ActionVersion): void {
+    if (action.limits.memory > this.options.memoryBudgetMb) throw tooBig(action, this.options.memoryBudgetMb);
   }
 
   /** Finds or starts an instance for this version. Throws InitFailure or CapacityError (and its kinds). */
@@ -208,11 +209,11 @@ export class Scheduler {
     const keys = new Set<string>();
     for (const runtime of this.runtimes.values()) {
       const a = runtime.action;
-      if (a.namespace === namespace && a.name === name && a.revision !== keep) keys.add(poolKey(a));
+      if (a.namespace === namespace && a.name === name && a.revision !== keep) keys.add(versionKey(a));
     }
     for (const waiter of this.waiters.values()) {
       const a = waiter.action;
-      if (a.namespace === namespace && a.name === name && a.revision !== keep) keys.add(poolKey(a));
+      if (a.namespace === namespace && a.name === name && a.revision !== keep) keys.add(versionKey(a));
     }
     this.apply(this.placement.retire(keys, Date.now()));
     if (keep === undefined) {
@@ -226,7 +227,7 @@ export class Scheduler {
   provision(action: ActionVersion): void {
     if (this.closed) return;
     const fn = this.functionFor(action);
-    const key = poolKey(action);
+    const key = versionKey(action);
     for (let missing = fn.settings.minInstances - this.placement.instancesOf(key).length; missing > 0; missing--) {
       const effects = this.placement.provision(this.specOf(action, fn), 'provisioned', Date.now());
       if (effects.start.length === 0) break;
@@ -272,7 +273,7 @@ export class Scheduler {
 
   /** Live instances of one version, for tests and the dashboard. */
   instancesOf(action: Pick<ActionVersion, 'namespace' | 'name' | 'version' | 'revision'>): readonly Readonly<InstanceRecord>[] {
-    return this.placement.instancesOf(poolKey(action));
+    return this.placement.instancesOf(versionKey(action));
   }
 
   /** The keep-alive policy in force for a function, for activation records and metrics. */
@@ -394,7 +395,7 @@ export class Scheduler {
       if (waiter) this.takeWaiter(waiter.id)?.reject(failure);
       else if (!this.closed) {
         this.options.onBackgroundError?.(
-          `starting a ${runtime.action.isolation} instance of ${poolKey(runtime.action)} failed`,
+          `starting a ${runtime.action.isolation} instance of ${versionKey(runtime.action)} failed`,
           failure,
         );
       }
@@ -433,7 +434,7 @@ export class Scheduler {
       latest &&
       latest.revision === runtime.action.revision &&
       this.functions.get(runtime.fn.key) === runtime.fn &&
-      this.placement.instancesOf(poolKey(latest)).length < runtime.fn.settings.minInstances
+      this.placement.instancesOf(versionKey(latest)).length < runtime.fn.settings.minInstances
     ) {
       queueMicrotask(() => this.provision(latest));
     }
@@ -462,7 +463,7 @@ export class Scheduler {
 
   private specOf(action: ActionVersion, fn: FunctionState): PoolSpec {
     return {
-      key: poolKey(action),
+      key: versionKey(action),
       namespace: action.namespace,
       memoryMb: action.limits.memory,
       concurrency: action.limits.concurrency,
@@ -529,7 +530,7 @@ export class Scheduler {
   private prewarm(fn: FunctionState, keepUntil: number): void {
     const action = fn.latest;
     if (this.closed || !action || fn.inflight > 0 || this.functions.get(fn.key) !== fn) return;
-    if (this.placement.instancesOf(poolKey(action)).some((i) => i.state === 'idle' || i.state === 'starting')) return;
+    if (this.placement.instancesOf(versionKey(action)).some((i) => i.state === 'idle' || i.state === 'starting')) return;
     this.apply(this.placement.provision(this.specOf(action, fn), 'prewarm', Date.now()), { action, fn, keepUntil });
   }
 
@@ -545,7 +546,7 @@ export class Scheduler {
         // Provisioned instances of the latest version are never let go.
         if (
           latest?.revision === runtime.action.revision &&
-          this.placement.instancesOf(poolKey(latest)).length <= runtime.fn.settings.minInstances
+          this.placement.instancesOf(versionKey(latest)).length <= runtime.fn.settings.minInstances
         )
           return;
         this.apply(this.placement.expire(id, Date.now()));
