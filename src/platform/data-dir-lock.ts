@@ -1,24 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
+import { processStartTime } from '../sandbox/sweep.js';
 import { readServerInfo, type ServerInfo } from './credentials.js';
 
 export const LOCK_FILE = 'server.lock';
 
-/**
- * When a process started, as /proc/<pid>/stat's field 22 (clock ticks since boot): with the pid
- * it names one process, even after the pid is reused. Undefined when no such process runs.
- */
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) is in parentheses and may contain spaces: count from after it.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[19];
-  } catch {
-    return undefined;
-  }
-}
+export { processStartTime };
 
 /** The server that server.json names, if that very process (same pid, same start time) still runs. */
 export function liveServer(dataDir: string): ServerInfo | undefined {

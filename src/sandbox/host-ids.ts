@@ -24,20 +24,9 @@ export function sandboxUids(): UidAllocator {
   return sharedAllocator;
 }
 
-import { processAlive as pidAlive } from './sweep.js';
+import { processAlive as pidAlive, processStartTime } from './sweep.js';
 
-export { pidAlive };
-
-/** When a process started (clock ticks since boot): with its pid, names it even after pids wrap. */
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
+export { pidAlive, processStartTime };
 
 export function isSandboxUid(uid: number): boolean {
   return Number.isInteger(uid) && uid >= SANDBOX_UID_FIRST && uid < SANDBOX_UID_FIRST + SANDBOX_UID_COUNT;

@@ -5,6 +5,7 @@
  * sharing the host's cgroups and temporary directory) can tell what is still in use: only what
  * belongs to a process that is gone is removed, and names that carry no owner are not ours.
  */
+import { readFileSync } from 'node:fs';
 import { readdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -27,6 +28,34 @@ export function processAlive(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses,
+ * so they are counted from the last ')'): the state first, then the parent's pid, and so on.
+ * Undefined when no such process runs.
+ */
+function statFields(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * When a process started, as /proc/<pid>/stat's field 22 (clock ticks since boot): with the pid
+ * it names one process, even after the pid is reused. Undefined when no such process runs.
+ */
+export function processStartTime(pid: number): string | undefined {
+  return statFields(pid)?.[19];
+}
+
+/** A process's parent, or undefined when it is gone. */
+export function parentPid(pid: number): number | undefined {
+  const parent = Number(statFields(pid)?.[1]);
+  return Number.isInteger(parent) ? parent : undefined;
 }
 
 /** Names that belong to a server that is gone. */

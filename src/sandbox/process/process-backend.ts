@@ -6,7 +6,7 @@ import type { Isolation } from '../../core/kinds.js';
 import { AgentSandbox, type AgentTransport, type ExitInfo } from '../agent-sandbox.js';
 import type { Backend, BackendStatus, Sandbox, SandboxSpec } from '../backend.js';
 import { ensurePrivateDir, killProcessesOf, pidAlive, RUNNING_AS_ROOT, sandboxUids, type UidAllocator } from '../host-ids.js';
-import { sweepOwnedEntries } from '../sweep.js';
+import { parentPid, sweepOwnedEntries } from '../sweep.js';
 import { ProcessCgroups, type SandboxCgroup } from './cgroup.js';
 
 const PRLIMIT = '/usr/bin/prlimit';
@@ -228,17 +228,6 @@ export class ProcessBackend implements Backend {
   }
 }
 
-function parentOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // After the command name (which may hold spaces and parentheses): state, then the parent's pid.
-    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    return Number.isInteger(parent) ? parent : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 async function discard(dir: string, uid: number | undefined, uids: UidAllocator | undefined, cgroup: SandboxCgroup | undefined) {
   if (cgroup) {
     cgroup.killAll();
@@ -297,7 +286,7 @@ class ProcessTransport implements AgentTransport {
     for (let depth = 0; depth < 64 && current !== undefined; depth++) {
       if (this.adopted.has(current)) return true;
       if (current === agent || current <= 1) return false;
-      current = parentOf(current);
+      current = parentPid(current);
     }
     return false;
   }
