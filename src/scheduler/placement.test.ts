@@ -16,6 +16,7 @@ type Op =
   | { op: 'arrive'; pool: number }
   | { op: 'startDone'; pick: number; ok: boolean }
   | { op: 'runEnded'; pick: number; healthy: boolean }
+  | { op: 'endedAgain'; pick: number; healthy: boolean }
   | { op: 'timeout'; pick: number }
   | { op: 'died'; pick: number }
   | { op: 'retire'; pool: number }
@@ -42,6 +43,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 5, arbitrary: fc.record({ op: fc.constant('arrive' as const), pool: fc.nat(3) }) },
   { weight: 4, arbitrary: fc.record({ op: fc.constant('startDone' as const), pick: fc.nat(), ok: fc.boolean() }) },
   { weight: 5, arbitrary: fc.record({ op: fc.constant('runEnded' as const), pick: fc.nat(), healthy: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('endedAgain' as const), pick: fc.nat(), healthy: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('timeout' as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('died' as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('retire' as const), pool: fc.nat(3) }) },
@@ -63,10 +65,14 @@ class Model {
   readonly starting = new Map<number, number | undefined>();
   /** Runs in flight per instance. */
   readonly runs = new Map<number, Set<number>>();
+  /** Runs that ended, as [instance, run]. */
+  readonly endedRuns: (readonly [number, number])[] = [];
   /** Instances being destroyed. */
   readonly stopping = new Set<number>();
   /** Retired versions never get new instances. */
   private readonly retired = new Set<string>();
+  /** Retired versions no call has arrived for since: once everything settles, none of their instances is left. */
+  readonly drained = new Set<string>();
 
   constructor(
     budgetMb: number,
@@ -82,6 +88,7 @@ class Model {
         const spec = this.specs[op.pool] as PoolSpec;
         const id = this.nextWaiter++;
         this.pending.add(id);
+        this.drained.delete(spec.key);
         this.apply(this.placement.arrive(spec, id, this.now), spec);
         return;
       }
@@ -103,7 +110,19 @@ class Model {
         const entry = entries.length > 0 ? entries[op.pick % entries.length] : undefined;
         if (!entry) return;
         this.runs.get(entry[0])?.delete(entry[1]);
-        this.apply(this.placement.runEnded(entry[0], op.healthy, this.now));
+        this.endedRuns.push(entry);
+        this.apply(this.placement.runEnded(entry[0], entry[1], op.healthy, this.now));
+        return;
+      }
+      case 'endedAgain': {
+        // A run released twice, or its result arriving after it was already counted as ended.
+        const entry = pick(this.endedRuns, op.pick);
+        if (!entry) return;
+        const before = this.placement.instance(entry[0]);
+        const state = before?.state;
+        const effects = this.placement.runEnded(entry[0], entry[1], op.healthy, this.now);
+        assert.deepEqual(effects, { assigned: [], start: [], stop: [], rejected: [] }, 'a run ending twice changes nothing');
+        assert.equal(this.placement.instance(entry[0])?.state, state);
         return;
       }
       case 'timeout': {
@@ -125,6 +144,7 @@ class Model {
       case 'retire': {
         const spec = this.specs[op.pool] as PoolSpec;
         this.retired.add(spec.key);
+        this.drained.add(spec.key);
         this.apply(this.placement.retire([spec.key], this.now));
         return;
       }
@@ -159,7 +179,8 @@ class Model {
         const [instance, waiters] = busy;
         const waiter = waiters.values().next().value as number;
         waiters.delete(waiter);
-        this.apply(this.placement.runEnded(instance, true, ++this.now));
+        this.endedRuns.push([instance, waiter]);
+        this.apply(this.placement.runEnded(instance, waiter, true, ++this.now));
         continue;
       }
       const stop = this.stopping.values().next();
@@ -176,8 +197,8 @@ class Model {
   check(): void {
     this.placement.check();
     for (const instance of this.placement.allInstances()) {
-      const runs = this.runs.get(instance.id)?.size ?? 0;
-      assert.equal(instance.inflight, runs, `instance ${instance.id} counts ${instance.inflight} runs, ${runs} are running`);
+      const runs = [...(this.runs.get(instance.id) ?? [])].sort();
+      assert.deepEqual([...instance.runs].sort(), runs, `instance ${instance.id} holds the runs that are running on it`);
     }
   }
 
@@ -245,6 +266,8 @@ describe('placement, under random interleavings', () => {
         model.quiesce();
         model.check();
         assert.equal(model.placement.waitingCount(), 0, 'once nothing runs, no call is left waiting');
+        for (const key of model.drained)
+          assert.deepEqual(model.placement.instancesOf(key), [], `a retired version ${key} keeps no instance once idle`);
         assert.equal(model.pending.size, 0, 'every admitted call was served, refused or gave up');
         assert.equal(
           model.placement.memoryUsedMb,
@@ -273,12 +296,12 @@ describe('placement, under random interleavings', () => {
     for (let w = 2; w <= 10; w++) placement.arrive(hog, w, 2);
     placement.arrive(quiet, 100, 3);
     // The hog's run ends: the quiet namespace goes before the hog's next nine.
-    const next = placement.runEnded(instance, true, 4);
+    const next = placement.runEnded(instance, 1, true, 4);
     assert.deepEqual(
       next.start.map((s) => s.waiter),
       [100],
     );
-    assert.deepEqual(next.stop, [{ instance, event: 'Retired' }], "the hog's idle instance made room");
+    assert.deepEqual(next.stop, [{ instance, reason: 'retired' }], "the hog's idle instance made room");
     placement.check();
   });
 });
