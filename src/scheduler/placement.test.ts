@@ -65,6 +65,8 @@ class Model {
   readonly starting = new Map<number, number | undefined>();
   /** Runs in flight per instance. */
   readonly runs = new Map<number, Set<number>>();
+  /** The version each waiter called. */
+  private readonly poolOf = new Map<number, string>();
   /** Runs that ended, as [instance, run]. */
   readonly endedRuns: (readonly [number, number])[] = [];
   /** Instances being destroyed. */
@@ -88,6 +90,7 @@ class Model {
         const spec = this.specs[op.pool] as PoolSpec;
         const id = this.nextWaiter++;
         this.pending.add(id);
+        this.poolOf.set(id, spec.key);
         this.drained.delete(spec.key);
         this.apply(this.placement.arrive(spec, id, this.now), spec);
         return;
@@ -159,7 +162,10 @@ class Model {
         const spec = this.specs[op.pool] as PoolSpec;
         // The driver never prewarms or provisions a version it retired.
         if (this.retired.has(spec.key)) return;
-        this.apply(this.placement.provision(spec, 'prewarm', this.now), spec);
+        const waiting = this.placement.waitingCount();
+        const effects = this.placement.provision(spec, 'prewarm', this.now);
+        if (waiting > 0) assert.deepEqual(effects.start, [], 'nothing starts ahead of calls while calls wait');
+        this.apply(effects, spec);
         return;
       }
     }
@@ -196,6 +202,8 @@ class Model {
 
   check(): void {
     this.placement.check();
+    for (const spec of this.specs)
+      assert.ok(this.placement.waitingCount(spec.key) <= spec.maxQueued, `${spec.key} has more calls waiting than its maxQueued`);
     for (const instance of this.placement.allInstances()) {
       const runs = [...(this.runs.get(instance.id) ?? [])].sort();
       assert.deepEqual([...instance.runs].sort(), runs, `instance ${instance.id} holds the runs that are running on it`);
@@ -223,6 +231,17 @@ class Model {
   }
 
   private apply(effects: Effects, spec?: PoolSpec): void {
+    // First come, first served within a version: nobody served now may have overtaken an older call of its version still waiting.
+    const served = [
+      ...effects.start.flatMap((s) => (s.waiter === undefined ? [] : [s.waiter])),
+      ...effects.assigned.filter((a) => !a.cold).map((a) => a.waiter),
+    ];
+    for (const waiter of served) {
+      const pool = this.poolOf.get(waiter);
+      for (const older of this.pending)
+        if (older < waiter && this.poolOf.get(older) === pool && this.placement.isWaiting(older))
+          assert.fail(`waiter ${waiter} of ${pool} was served before the older ${older}`);
+    }
     for (const { waiter } of effects.rejected) this.end(waiter);
     for (const { instance } of effects.stop) this.stopping.add(instance);
     for (const { instance, waiter } of effects.start) {
@@ -276,6 +295,49 @@ describe('placement, under random interleavings', () => {
       }),
       { numRuns: 400 },
     );
+  });
+
+  it('lets an instance started ahead of calls go as soon as it started when its version was retired meanwhile', () => {
+    const placement = new Placement(256);
+    const spec: PoolSpec = { key: 'ns/f@1#a', namespace: 'ns', memoryMb: 128, concurrency: 1, maxInstances: 2, maxQueued: 10 };
+    const instance = placement.provision(spec, 'prewarm', 0).start[0]?.instance as number;
+    assert.deepEqual(placement.retire([spec.key], 1).stop, [], 'still starting: nothing to stop yet');
+    const effects = placement.started(instance, 2);
+    assert.deepEqual(effects.stop, [{ instance, reason: 'retired' }]);
+    assert.equal(placement.memoryUsedMb, 0);
+    placement.check();
+  });
+
+  it('starts nothing ahead of calls while a call waits, even with memory free', () => {
+    const placement = new Placement(512);
+    const busy: PoolSpec = { key: 'ns/a@1#a', namespace: 'ns', memoryMb: 128, concurrency: 1, maxInstances: 1, maxQueued: 10 };
+    const other: PoolSpec = { key: 'ns/b@1#b', namespace: 'ns', memoryMb: 128, concurrency: 1, maxInstances: 1, maxQueued: 10 };
+    placement.arrive(busy, 1, 0);
+    placement.arrive(busy, 2, 0);
+    assert.equal(placement.waitingCount(), 1, "the second call waits for the version's only instance");
+    assert.deepEqual(placement.provision(other, 'prewarm', 1).start, []);
+    assert.equal(placement.memoryUsedMb, 128);
+  });
+
+  it('serves the calls of one version in the order they came, also when memory frees', () => {
+    const placement = new Placement(128);
+    const spec: PoolSpec = { key: 'ns/f@1#a', namespace: 'ns', memoryMb: 128, concurrency: 1, maxInstances: 1, maxQueued: 10 };
+    const instance = placement.arrive(spec, 1, 0).start[0]?.instance as number;
+    placement.started(instance, 1);
+    for (const waiter of [2, 3, 4]) placement.arrive(spec, waiter, 2);
+    assert.deepEqual(placement.runEnded(instance, 1, true, 3).assigned, [{ waiter: 2, instance, cold: false }]);
+    assert.deepEqual(placement.runEnded(instance, 2, false, 4).start, [{ instance: instance + 1, waiter: 3 }]);
+    placement.check();
+  });
+
+  it("refuses a call beyond its version's maxQueued, and only that one", () => {
+    const placement = new Placement(128);
+    const spec: PoolSpec = { key: 'ns/f@1#a', namespace: 'ns', memoryMb: 128, concurrency: 1, maxInstances: 1, maxQueued: 2 };
+    placement.arrive(spec, 1, 0);
+    assert.deepEqual(placement.arrive(spec, 2, 0).rejected, []);
+    assert.deepEqual(placement.arrive(spec, 3, 0).rejected, []);
+    assert.deepEqual(placement.arrive(spec, 4, 0).rejected, [{ waiter: 4, reason: 'queue-full' }]);
+    assert.equal(placement.waitingCount(spec.key), 2);
   });
 
   it('serves a namespace flooding the queue and a quiet one in turn', () => {
