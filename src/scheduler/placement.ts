@@ -108,15 +108,6 @@ export class Placement {
     return this.queue.has(waiter);
   }
 
-  /** The waiting calls, for stats. */
-  waiting(): IterableIterator<WaiterRecord> {
-    return this.queue.values();
-  }
-
-  poolSpecs(): PoolSpec[] {
-    return [...this.pools.values()].map((p) => p.spec);
-  }
-
   /** A call arrives: it gets a warm instance, a new one, a place in the queue, or a refusal. */
   arrive(spec: PoolSpec, waiter: number, now: number): Effects {
     const effects = noEffects();

@@ -34,10 +34,6 @@ export class FairQueue<T extends Queued> {
     return this.byId.has(id);
   }
 
-  get(id: number): T | undefined {
-    return this.byId.get(id);
-  }
-
   values(): IterableIterator<T> {
     return this.byId.values();
   }
