@@ -168,6 +168,26 @@ describe('the keep-alive driver', () => {
     assert.deepEqual(host.expired, [id]);
   });
 
+  it("does not let an instance go on an old expiry while the function's calls go on", () => {
+    const d = driver(new FixedKeepAlive(100));
+    const fn = d.functionFor(action());
+    const a = host.instance(action(), fn);
+    host.ready(a);
+    serve(d, fn, a);
+    mock.timers.tick(50);
+    // Two calls overlap: one takes the idle instance and ends, the other still runs elsewhere.
+    d.callArrived(fn, Date.now());
+    d.callArrived(fn, Date.now());
+    host.busy(a);
+    host.idle(a);
+    d.callEnded(fn, Date.now());
+    mock.timers.tick(60);
+    assert.deepEqual(host.expired, [], 'idle again, but its old expiry no longer counts');
+    d.callEnded(fn, Date.now());
+    mock.timers.tick(100);
+    assert.deepEqual(host.expired, [a]);
+  });
+
   it('asks the policy only when the last of overlapping calls ends', () => {
     const decisions: number[] = [];
     const d = driver(
