@@ -29,8 +29,10 @@ export interface PoolSpec {
 
 export type { InstanceOrigin } from './instance.js';
 
-/** An instance as placement keeps it: its state machine and runs, with what placement needs. */
-export type InstanceRecord = Instance;
+/** An instance as others may see it: read only, and no way to send it events but through placement. */
+export type InstanceRecord = Readonly<
+  Pick<Instance, 'id' | 'pool' | 'memoryMb' | 'concurrency' | 'origin' | 'state' | 'lastUsed' | 'inflight' | 'runs'>
+>;
 
 export interface WaiterRecord {
   readonly id: number;
@@ -83,16 +85,16 @@ export class Placement {
     return this.usedMb;
   }
 
-  instance(id: number): Instance | undefined {
+  instance(id: number): InstanceRecord | undefined {
     return this.instances.get(id);
   }
 
-  allInstances(): IterableIterator<Instance> {
+  allInstances(): IterableIterator<InstanceRecord> {
     return this.instances.values();
   }
 
   /** Live instances of a version. */
-  instancesOf(poolKey: string): Instance[] {
+  instancesOf(poolKey: string): InstanceRecord[] {
     const pool = this.pools.get(poolKey);
     if (!pool) return [];
     return [...pool.instances].map((id) => this.instances.get(id) as Instance).filter((i) => isLive(i.state));
