@@ -16,6 +16,7 @@ type Op =
   | { op: 'arrive'; pool: number }
   | { op: 'startDone'; pick: number; ok: boolean }
   | { op: 'runEnded'; pick: number; healthy: boolean }
+  | { op: 'endedAgain'; pick: number; healthy: boolean }
   | { op: 'timeout'; pick: number }
   | { op: 'died'; pick: number }
   | { op: 'retire'; pool: number }
@@ -42,6 +43,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 5, arbitrary: fc.record({ op: fc.constant('arrive' as const), pool: fc.nat(3) }) },
   { weight: 4, arbitrary: fc.record({ op: fc.constant('startDone' as const), pick: fc.nat(), ok: fc.boolean() }) },
   { weight: 5, arbitrary: fc.record({ op: fc.constant('runEnded' as const), pick: fc.nat(), healthy: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('endedAgain' as const), pick: fc.nat(), healthy: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('timeout' as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('died' as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('retire' as const), pool: fc.nat(3) }) },
@@ -63,10 +65,16 @@ class Model {
   readonly starting = new Map<number, number | undefined>();
   /** Runs in flight per instance. */
   readonly runs = new Map<number, Set<number>>();
+  /** The version each waiter called. */
+  private readonly poolOf = new Map<number, string>();
+  /** Runs that ended, as [instance, run]. */
+  readonly endedRuns: (readonly [number, number])[] = [];
   /** Instances being destroyed. */
   readonly stopping = new Set<number>();
   /** Retired versions never get new instances. */
   private readonly retired = new Set<string>();
+  /** Retired versions no call has arrived for since: once everything settles, none of their instances is left. */
+  readonly drained = new Set<string>();
 
   constructor(
     budgetMb: number,
@@ -82,6 +90,8 @@ class Model {
         const spec = this.specs[op.pool] as PoolSpec;
         const id = this.nextWaiter++;
         this.pending.add(id);
+        this.poolOf.set(id, spec.key);
+        this.drained.delete(spec.key);
         this.apply(this.placement.arrive(spec, id, this.now), spec);
         return;
       }
@@ -103,7 +113,19 @@ class Model {
         const entry = entries.length > 0 ? entries[op.pick % entries.length] : undefined;
         if (!entry) return;
         this.runs.get(entry[0])?.delete(entry[1]);
-        this.apply(this.placement.runEnded(entry[0], op.healthy, this.now));
+        this.endedRuns.push(entry);
+        this.apply(this.placement.runEnded(entry[0], entry[1], op.healthy, this.now));
+        return;
+      }
+      case 'endedAgain': {
+        // A run released twice, or its result arriving after it was already counted as ended.
+        const entry = pick(this.endedRuns, op.pick);
+        if (!entry) return;
+        const before = this.placement.instance(entry[0]);
+        const state = before?.state;
+        const effects = this.placement.runEnded(entry[0], entry[1], op.healthy, this.now);
+        assert.deepEqual(effects, { assigned: [], start: [], stop: [], rejected: [] }, 'a run ending twice changes nothing');
+        assert.equal(this.placement.instance(entry[0])?.state, state);
         return;
       }
       case 'timeout': {
@@ -125,6 +147,7 @@ class Model {
       case 'retire': {
         const spec = this.specs[op.pool] as PoolSpec;
         this.retired.add(spec.key);
+        this.drained.add(spec.key);
         this.apply(this.placement.retire([spec.key], this.now));
         return;
       }
@@ -139,7 +162,10 @@ class Model {
         const spec = this.specs[op.pool] as PoolSpec;
         // The driver never prewarms or provisions a version it retired.
         if (this.retired.has(spec.key)) return;
-        this.apply(this.placement.provision(spec, 'prewarm', this.now), spec);
+        const waiting = this.placement.waitingCount();
+        const effects = this.placement.provision(spec, 'prewarm', this.now);
+        if (waiting > 0) assert.deepEqual(effects.start, [], 'nothing starts ahead of calls while calls wait');
+        this.apply(effects, spec);
         return;
       }
     }
@@ -159,7 +185,8 @@ class Model {
         const [instance, waiters] = busy;
         const waiter = waiters.values().next().value as number;
         waiters.delete(waiter);
-        this.apply(this.placement.runEnded(instance, true, ++this.now));
+        this.endedRuns.push([instance, waiter]);
+        this.apply(this.placement.runEnded(instance, waiter, true, ++this.now));
         continue;
       }
       const stop = this.stopping.values().next();
@@ -175,9 +202,11 @@ class Model {
 
   check(): void {
     this.placement.check();
+    for (const spec of this.specs)
+      assert.ok(this.placement.waitingCount(spec.key) <= spec.maxQueued, `${spec.key} has more calls waiting than its maxQueued`);
     for (const instance of this.placement.allInstances()) {
-      const runs = this.runs.get(instance.id)?.size ?? 0;
-      assert.equal(instance.inflight, runs, `instance ${instance.id} counts ${instance.inflight} runs, ${runs} are running`);
+      const runs = [...(this.runs.get(instance.id) ?? [])].sort();
+      assert.deepEqual([...instance.runs].sort(), runs, `instance ${instance.id} holds the runs that are running on it`);
     }
   }
 
@@ -202,6 +231,17 @@ class Model {
   }
 
   private apply(effects: Effects, spec?: PoolSpec): void {
+    // First come, first served within a version: nobody served now may have overtaken an older call of its version still waiting.
+    const served = [
+      ...effects.start.flatMap((s) => (s.waiter === undefined ? [] : [s.waiter])),
+      ...effects.assigned.filter((a) => !a.cold).map((a) => a.waiter),
+    ];
+    for (const waiter of served) {
+      const pool = this.poolOf.get(waiter);
+      for (const older of this.pending)
+        if (older < waiter && this.poolOf.get(older) === pool && this.placement.isWaiting(older))
+          assert.fail(`waiter ${waiter} of ${pool} was served before the older ${older}`);
+    }
     for (const { waiter } of effects.rejected) this.end(waiter);
     for (const { instance } of effects.stop) this.stopping.add(instance);
     for (const { instance, waiter } of effects.start) {
@@ -245,6 +285,8 @@ describe('placement, under random interleavings', () => {
         model.quiesce();
         model.check();
         assert.equal(model.placement.waitingCount(), 0, 'once nothing runs, no call is left waiting');
+        for (const key of model.drained)
+          assert.deepEqual(model.placement.instancesOf(key), [], `a retired version ${key} keeps no instance once idle`);
         assert.equal(model.pending.size, 0, 'every admitted call was served, refused or gave up');
         assert.equal(
           model.placement.memoryUsedMb,
@@ -253,6 +295,49 @@ describe('placement, under random interleavings', () => {
       }),
       { numRuns: 400 },
     );
+  });
+
+  it('lets an instance started ahead of calls go as soon as it started when its version was retired meanwhile', () => {
+    const placement = new Placement(256);
+    const spec: PoolSpec = { key: 'ns/f@1#a', namespace: 'ns', memoryMb: 128, concurrency: 1, maxInstances: 2, maxQueued: 10 };
+    const instance = placement.provision(spec, 'prewarm', 0).start[0]?.instance as number;
+    assert.deepEqual(placement.retire([spec.key], 1).stop, [], 'still starting: nothing to stop yet');
+    const effects = placement.started(instance, 2);
+    assert.deepEqual(effects.stop, [{ instance, reason: 'retired' }]);
+    assert.equal(placement.memoryUsedMb, 0);
+    placement.check();
+  });
+
+  it('starts nothing ahead of calls while a call waits, even with memory free', () => {
+    const placement = new Placement(512);
+    const busy: PoolSpec = { key: 'ns/a@1#a', namespace: 'ns', memoryMb: 128, concurrency: 1, maxInstances: 1, maxQueued: 10 };
+    const other: PoolSpec = { key: 'ns/b@1#b', namespace: 'ns', memoryMb: 128, concurrency: 1, maxInstances: 1, maxQueued: 10 };
+    placement.arrive(busy, 1, 0);
+    placement.arrive(busy, 2, 0);
+    assert.equal(placement.waitingCount(), 1, "the second call waits for the version's only instance");
+    assert.deepEqual(placement.provision(other, 'prewarm', 1).start, []);
+    assert.equal(placement.memoryUsedMb, 128);
+  });
+
+  it('serves the calls of one version in the order they came, also when memory frees', () => {
+    const placement = new Placement(128);
+    const spec: PoolSpec = { key: 'ns/f@1#a', namespace: 'ns', memoryMb: 128, concurrency: 1, maxInstances: 1, maxQueued: 10 };
+    const instance = placement.arrive(spec, 1, 0).start[0]?.instance as number;
+    placement.started(instance, 1);
+    for (const waiter of [2, 3, 4]) placement.arrive(spec, waiter, 2);
+    assert.deepEqual(placement.runEnded(instance, 1, true, 3).assigned, [{ waiter: 2, instance, cold: false }]);
+    assert.deepEqual(placement.runEnded(instance, 2, false, 4).start, [{ instance: instance + 1, waiter: 3 }]);
+    placement.check();
+  });
+
+  it("refuses a call beyond its version's maxQueued, and only that one", () => {
+    const placement = new Placement(128);
+    const spec: PoolSpec = { key: 'ns/f@1#a', namespace: 'ns', memoryMb: 128, concurrency: 1, maxInstances: 1, maxQueued: 2 };
+    placement.arrive(spec, 1, 0);
+    assert.deepEqual(placement.arrive(spec, 2, 0).rejected, []);
+    assert.deepEqual(placement.arrive(spec, 3, 0).rejected, []);
+    assert.deepEqual(placement.arrive(spec, 4, 0).rejected, [{ waiter: 4, reason: 'queue-full' }]);
+    assert.equal(placement.waitingCount(spec.key), 2);
   });
 
   it('serves a namespace flooding the queue and a quiet one in turn', () => {
@@ -273,12 +358,12 @@ describe('placement, under random interleavings', () => {
     for (let w = 2; w <= 10; w++) placement.arrive(hog, w, 2);
     placement.arrive(quiet, 100, 3);
     // The hog's run ends: the quiet namespace goes before the hog's next nine.
-    const next = placement.runEnded(instance, true, 4);
+    const next = placement.runEnded(instance, 1, true, 4);
     assert.deepEqual(
       next.start.map((s) => s.waiter),
       [100],
     );
-    assert.deepEqual(next.stop, [{ instance, event: 'Retired' }], "the hog's idle instance made room");
+    assert.deepEqual(next.stop, [{ instance, reason: 'retired' }], "the hog's idle instance made room");
     placement.check();
   });
 });

@@ -1,14 +1,16 @@
-import { type InstanceEvent, type InstanceState, isLive, transition } from './instance.js';
+import { Instance, type InstanceEvent, type InstanceOrigin, isLive, type Reaction } from './instance.js';
+import { FairQueue } from './waiters.js';
 
 /**
  * Where invocations run, decided without timers, I/O or promises (after OpenWhisk's
  * `ContainerPool` object): which instance takes a call, when a new one may start, which idle
- * ones to evict for memory, and in which order waiting calls are served. Every change goes
- * through one method that returns the effects for a driver to carry out (start these instances,
- * stop those, hand these waiters their instance); the driver reports back how the effects ended
- * (started, failed, stopped, run ended) through the same methods. Nothing here calls back into
- * the driver, so no decision can be re-entered half made, and the memory account is exact:
- * the sum of the memory of live (starting, idle, busy) instances, never above the budget.
+ * ones to evict for memory, and which waiting call goes next (in the fair order of waiters.ts).
+ * Every change goes through one method that returns the effects for a driver to carry out (start
+ * these instances, stop those, hand these waiters their instance); the driver reports back how
+ * the effects ended (started, failed, stopped, run ended) through the same methods. Nothing here
+ * calls back into the driver, so no decision can be re-entered half made, and the memory account
+ * is exact: the sum of the memory of live (starting, idle, busy) instances, never above the budget.
+ * Each instance keeps its own state and runs (instance.ts); placement only sends it events.
  */
 
 /** One version of a function as placement sees it. */
@@ -25,23 +27,12 @@ export interface PoolSpec {
   maxQueued: number;
 }
 
-export type InstanceOrigin = 'demand' | 'prewarm' | 'provisioned';
+export type { InstanceOrigin } from './instance.js';
 
-export interface InstanceRecord {
-  readonly id: number;
-  readonly pool: string;
-  readonly memoryMb: number;
-  readonly concurrency: number;
-  /** Started for a waiting call, by the keep-alive policy's prewarm, or to provision. */
-  readonly origin: InstanceOrigin;
-  state: InstanceState;
-  /** Runs on it now. */
-  inflight: number;
-  /** When it last finished a run (or was made). */
-  lastUsed: number;
-  /** The waiter it is being started for, until it has started. */
-  starter: number | undefined;
-}
+/** An instance as others may see it: read only, and no way to send it events but through placement. */
+export type InstanceRecord = Readonly<
+  Pick<Instance, 'id' | 'pool' | 'memoryMb' | 'concurrency' | 'origin' | 'state' | 'lastUsed' | 'inflight' | 'runs'>
+>;
 
 export interface WaiterRecord {
   readonly id: number;
@@ -49,16 +40,20 @@ export interface WaiterRecord {
   readonly namespace: string;
 }
 
-export type Rejection = 'too-big' | 'queue-full';
+/** Why a waiter will not be served: too big for the budget, its queue is full, or its instance was stopped while starting. */
+export type Rejection = 'too-big' | 'queue-full' | 'stopped';
+
+/** Why an instance is stopped: let go while idle, a run failed on it, its sandbox died, or shutdown. */
+export type StopReason = 'retired' | 'failed' | 'died' | 'shutdown';
 
 /** What the driver must do after a decision. */
 export interface Effects {
-  /** Waiters given an instance; `cold` when the instance was started for that waiter. */
+  /** Waiters given an instance; `cold` when the instance was started for that waiter. The waiter's id is its run's. */
   assigned: { waiter: number; instance: number; cold: boolean }[];
   /** Instances to start, memory already reserved, with the waiter each is for (if any). */
   start: { instance: number; waiter: number | undefined }[];
   /** Instances to stop; their memory is already returned. */
-  stop: { instance: number; event: 'Retired' | 'Failed' }[];
+  stop: { instance: number; reason: StopReason }[];
   /** Waiters that will not be served. */
   rejected: { waiter: number; reason: Rejection }[];
 }
@@ -73,21 +68,14 @@ interface PoolState {
   draining: boolean;
 }
 
-const MAX_REMEMBERED_NAMESPACES = 4096;
-
 function noEffects(): Effects {
   return { assigned: [], start: [], stop: [], rejected: [] };
 }
 
 export class Placement {
   private readonly pools = new Map<string, PoolState>();
-  private readonly instances = new Map<number, InstanceRecord>();
-  /** Waiting calls per namespace, first come first served. */
-  private readonly queues = new Map<string, WaiterRecord[]>();
-  /** When each namespace was last served (a counter): the least recently served goes first. */
-  private readonly lastServed = new Map<string, number>();
-  private serveCount = 0;
-  private readonly queued = new Map<number, WaiterRecord>();
+  private readonly instances = new Map<number, Instance>();
+  private readonly queue = new FairQueue<WaiterRecord>();
   private usedMb = 0;
   private nextInstanceId = 1;
 
@@ -109,21 +97,17 @@ export class Placement {
   instancesOf(poolKey: string): InstanceRecord[] {
     const pool = this.pools.get(poolKey);
     if (!pool) return [];
-    return [...pool.instances].map((id) => this.instances.get(id) as InstanceRecord).filter((i) => isLive(i.state));
+    return [...pool.instances].map((id) => this.instances.get(id) as Instance).filter((i) => isLive(i.state));
   }
 
   /** Calls waiting, in all or one version. */
   waitingCount(poolKey?: string): number {
-    if (poolKey === undefined) return this.queued.size;
+    if (poolKey === undefined) return this.queue.size;
     return this.pools.get(poolKey)?.waiting ?? 0;
   }
 
   isWaiting(waiter: number): boolean {
-    return this.queued.has(waiter);
-  }
-
-  poolSpecs(): PoolSpec[] {
-    return [...this.pools.values()].map((p) => p.spec);
+    return this.queue.has(waiter);
   }
 
   /** A call arrives: it gets a warm instance, a new one, a place in the queue, or a refusal. */
@@ -135,17 +119,16 @@ export class Placement {
     }
     const pool = this.poolFor(spec);
     // The common case, on every warm call: nobody waits, and an instance has room.
-    const warm = this.queued.size === 0 ? this.pickInstance(pool) : undefined;
+    const warm = this.queue.size === 0 ? this.pickInstance(pool) : undefined;
     if (warm) {
-      this.assign(warm);
-      effects.assigned.push({ waiter, instance: warm.id, cold: false });
+      this.assign(warm, waiter, effects, false);
       return effects;
     }
     const record: WaiterRecord = { id: waiter, pool: spec.key, namespace: spec.namespace };
     this.enqueue(record);
     this.drain(now, effects);
-    if (this.queued.has(waiter) && pool.waiting > spec.maxQueued) {
-      this.dequeue(record);
+    if (this.queue.has(waiter) && pool.waiting > spec.maxQueued) {
+      this.dequeue(waiter);
       effects.rejected.push({ waiter, reason: 'queue-full' });
     }
     return effects;
@@ -153,8 +136,7 @@ export class Placement {
 
   /** A waiting call gave up (its queue timeout passed). */
   leave(waiter: number): void {
-    const record = this.queued.get(waiter);
-    if (record) this.dequeue(record);
+    const record = this.dequeue(waiter);
     this.dropPoolIfUnused(record?.pool);
   }
 
@@ -162,7 +144,7 @@ export class Placement {
   provision(spec: PoolSpec, origin: Exclude<InstanceOrigin, 'demand'>, now: number): Effects {
     const effects = noEffects();
     // Calls that wait come first: a speculative instance must not take memory they need.
-    if (spec.memoryMb > this.budgetMb || this.queued.size > 0) return effects;
+    if (spec.memoryMb > this.budgetMb || this.queue.size > 0) return effects;
     const pool = this.poolFor(spec);
     if (pool.draining || this.liveCount(pool) >= spec.maxInstances || !this.reserve(spec.memoryMb, effects)) {
       this.dropPoolIfUnused(spec.key);
@@ -173,20 +155,24 @@ export class Placement {
     return effects;
   }
 
-  /** An instance finished starting: the call it was started for runs on it first. */
+  /**
+   * An instance finished starting: the call it was started for runs on it first. One stopped
+   * while it started (shutdown) serves nobody: its call is refused.
+   */
   started(id: number, now: number): Effects {
     const effects = noEffects();
     const instance = this.instances.get(id);
     if (!instance) return effects;
-    this.fire(instance, 'Started');
-    if (instance.state !== 'idle') return effects;
-    instance.lastUsed = now;
     const starter = instance.starter;
     instance.starter = undefined;
-    if (starter !== undefined) {
-      this.assign(instance);
-      effects.assigned.push({ waiter: starter, instance: id, cold: true });
+    if (this.fire(instance, { type: 'Started' }, effects) !== 'changed') {
+      if (starter !== undefined) effects.rejected.push({ waiter: starter, reason: 'stopped' });
+      return effects;
     }
+    instance.lastUsed = now;
+    if (starter !== undefined) this.assign(instance, starter, effects, true);
+    // Started ahead of calls for a version retired meanwhile: nothing will ever need it.
+    else if (this.pools.get(instance.pool)?.draining) this.fire(instance, { type: 'Retired' }, effects, 'retired');
     this.drain(now, effects);
     return effects;
   }
@@ -196,53 +182,46 @@ export class Placement {
     const effects = noEffects();
     const instance = this.instances.get(id);
     if (!instance) return effects;
-    const wasLive = isLive(instance.state);
-    this.fire(instance, 'StartFailed');
     instance.starter = undefined;
-    if (wasLive) this.usedMb -= instance.memoryMb;
+    this.fire(instance, { type: 'StartFailed' }, effects);
     if (instance.state === 'stopped') this.forget(instance);
     this.drain(now, effects);
     return effects;
   }
 
-  /** A run on an instance ended. An unhealthy instance (timed out, crashed, died) is replaced. */
-  runEnded(id: number, healthy: boolean, now: number): Effects {
+  /**
+   * Run `run` on an instance ended. An unhealthy instance (timed out, crashed, died) is replaced;
+   * a run ending on an instance already on its way out, or ending twice, changes nothing else.
+   */
+  runEnded(id: number, run: number, healthy: boolean, now: number): Effects {
     const effects = noEffects();
     const instance = this.instances.get(id);
     if (!instance) return effects;
-    if (instance.inflight > 0) instance.inflight--;
+    if (this.fire(instance, { type: 'RunEnded', run, healthy }, effects, 'failed') !== 'changed') return effects;
     instance.lastUsed = now;
-    if (!isLive(instance.state)) {
-      this.fire(instance, instance.inflight === 0 ? 'Released' : 'RunEnded');
-      return effects;
-    }
-    if (!healthy) this.stop(instance, 'Failed', effects);
-    else {
-      this.fire(instance, instance.inflight === 0 ? 'Released' : 'RunEnded');
-      if (instance.state === 'idle' && this.pools.get(instance.pool)?.draining) this.stop(instance, 'Retired', effects);
-    }
+    if (instance.state === 'idle' && this.pools.get(instance.pool)?.draining)
+      this.fire(instance, { type: 'Retired' }, effects, 'retired');
     this.drain(now, effects);
     return effects;
   }
 
   /** The keep-alive let an idle instance go. Ignored unless it is idle. */
   expire(id: number, now: number): Effects {
-    return this.stopIdle(id, 'Retired', now);
+    return this.stopOne(id, { type: 'Retired' }, 'retired', now);
   }
 
   /**
-   * An instance's sandbox died on its own. An idle one goes now; a busy one goes when its runs
-   * end (they end with the death, unhealthy); a starting one fails its start.
+   * An instance's sandbox died on its own: it stops now, whatever it was doing; the runs on it
+   * end with the death (unhealthy), and are absorbed.
    */
   died(id: number, now: number): Effects {
-    return this.stopIdle(id, 'Failed', now);
+    return this.stopOne(id, { type: 'Died' }, 'died', now);
   }
 
-  private stopIdle(id: number, event: 'Retired' | 'Failed', now: number): Effects {
+  private stopOne(id: number, event: InstanceEvent, reason: StopReason, now: number): Effects {
     const effects = noEffects();
     const instance = this.instances.get(id);
-    if (instance?.state !== 'idle') return effects;
-    this.stop(instance, event, effects);
+    if (!instance || this.fire(instance, event, effects, reason) !== 'changed') return effects;
     this.drain(now, effects);
     return effects;
   }
@@ -257,10 +236,7 @@ export class Placement {
       const pool = this.pools.get(key);
       if (!pool) continue;
       pool.draining = true;
-      for (const id of pool.instances) {
-        const instance = this.instances.get(id) as InstanceRecord;
-        if (instance.state === 'idle') this.stop(instance, 'Retired', effects);
-      }
+      for (const id of pool.instances) this.fire(this.instances.get(id) as Instance, { type: 'Retired' }, effects, 'retired');
     }
     this.drain(now, effects);
     return effects;
@@ -269,8 +245,8 @@ export class Placement {
   /** Stops everything (shutdown): every live instance, and every waiter is rejected by the driver. */
   stopAll(): Effects {
     const effects = noEffects();
-    for (const instance of this.instances.values()) if (isLive(instance.state)) this.stop(instance, 'Failed', effects);
-    for (const record of [...this.queued.values()]) this.dequeue(record);
+    for (const instance of this.instances.values()) this.fire(instance, { type: 'Stop' }, effects, 'shutdown');
+    for (const record of [...this.queue.values()]) this.dequeue(record.id);
     return effects;
   }
 
@@ -278,7 +254,7 @@ export class Placement {
   stopped(id: number): void {
     const instance = this.instances.get(id);
     if (!instance) return;
-    this.fire(instance, 'Stopped');
+    this.fire(instance, { type: 'Stopped' }, noEffects());
     this.forget(instance);
   }
 
@@ -288,7 +264,8 @@ export class Placement {
     for (const instance of this.instances.values()) {
       if (isLive(instance.state)) live += instance.memoryMb;
       if (instance.state === 'busy' && instance.inflight === 0) throw new Error(`instance ${instance.id} is busy without a run`);
-      if (instance.state === 'idle' && instance.inflight !== 0) throw new Error(`instance ${instance.id} is idle with runs`);
+      if ((instance.state === 'idle' || instance.state === 'starting') && instance.inflight !== 0)
+        throw new Error(`instance ${instance.id} is ${instance.state} with runs`);
       if (instance.inflight > instance.concurrency) throw new Error(`instance ${instance.id} runs more than its concurrency`);
       if (!this.pools.get(instance.pool)?.instances.has(instance.id))
         throw new Error(`instance ${instance.id} is not in its pool`);
@@ -300,58 +277,42 @@ export class Placement {
       waiting += pool.waiting;
       if (pool.waiting < 0) throw new Error(`pool ${pool.spec.key} has a negative queue`);
     }
-    if (waiting !== this.queued.size) throw new Error(`pools count ${waiting} waiters, the queues hold ${this.queued.size}`);
+    if (waiting !== this.queue.size) throw new Error(`pools count ${waiting} waiters, the queue holds ${this.queue.size}`);
   }
 
   // ---- decisions ----------------------------------------------------------------------------
 
   /**
-   * Serves waiting calls while any can be served: namespaces take turns, the least recently
-   * served first (so one that just had an instance yields it to another that waits), and within
-   * a namespace calls go first come, first served. A call takes a warm
-   * instance of its version with room, or else starts one if its version may have another and
-   * memory can be found (evicting the least recently used idle instances). A namespace whose
-   * oldest call needing memory cannot get it starts nothing else this turn.
+   * Serves waiting calls while any can be served, in the fair queue's order: namespaces take
+   * turns, least recently served first, and within a namespace first come, first served. A call
+   * takes a warm instance of its version with room, or else starts one if its version may have
+   * another and memory can be found (evicting the least recently used idle instances). A
+   * namespace whose oldest call needing memory cannot get it starts nothing else this turn.
    */
   private drain(now: number, effects: Effects): void {
     for (;;) {
       let progressed = false;
-      const rank = (namespace: string) => this.lastServed.get(namespace) ?? -1;
-      const turns = [...this.queues.keys()].sort((a, b) => rank(a) - rank(b));
-      for (const namespace of turns) {
-        const queue = this.queues.get(namespace);
-        if (queue && this.serveOne(queue, now, effects)) {
+      for (const { namespace, calls } of this.queue.turns()) {
+        if (this.serveOne(calls, now, effects)) {
           progressed = true;
-          this.servedNamespace(namespace);
+          this.queue.served(namespace);
         }
       }
       if (!progressed) return;
     }
   }
 
-  private servedNamespace(namespace: string): void {
-    this.lastServed.delete(namespace);
-    this.lastServed.set(namespace, ++this.serveCount);
-    // Bounded: the least recently served are forgotten, which only moves them to the front.
-    if (this.lastServed.size > MAX_REMEMBERED_NAMESPACES) {
-      for (const forgotten of [...this.lastServed.keys()].slice(0, MAX_REMEMBERED_NAMESPACES / 2))
-        this.lastServed.delete(forgotten);
-    }
-  }
-
-  /** Serves the first call of a namespace's queue that can be served now; false if none can. */
-  private serveOne(queue: WaiterRecord[], now: number, effects: Effects): boolean {
+  /** Serves the first call of a namespace's queue that can be served now; false if none can. Changes the queue only as it returns. */
+  private serveOne(calls: readonly WaiterRecord[], now: number, effects: Effects): boolean {
     const blockedPools = new Set<string>();
     let memoryBlocked = false;
-    for (let i = 0; i < queue.length; i++) {
-      const waiter = queue[i] as WaiterRecord;
+    for (const waiter of calls) {
       if (blockedPools.has(waiter.pool)) continue;
       const pool = this.pools.get(waiter.pool) as PoolState;
       const warm = this.pickInstance(pool);
       if (warm) {
-        this.dequeue(waiter);
-        this.assign(warm);
-        effects.assigned.push({ waiter: waiter.id, instance: warm.id, cold: false });
+        this.dequeue(waiter.id);
+        this.assign(warm, waiter.id, effects, false);
         return true;
       }
       // An old version still serves the calls accepted for it, then its instances go.
@@ -366,7 +327,7 @@ export class Placement {
         blockedPools.add(waiter.pool);
         continue;
       }
-      this.dequeue(waiter);
+      this.dequeue(waiter.id);
       const instance = this.newInstance(pool, 'demand', now, waiter.id);
       effects.start.push({ instance: instance.id, waiter: waiter.id });
       return true;
@@ -375,11 +336,11 @@ export class Placement {
   }
 
   /** A live instance with room for another run: busy ones first (fill them), then the freshest idle one. */
-  private pickInstance(pool: PoolState): InstanceRecord | undefined {
-    let best: InstanceRecord | undefined;
+  private pickInstance(pool: PoolState): Instance | undefined {
+    let best: Instance | undefined;
     for (const id of pool.instances) {
-      const instance = this.instances.get(id) as InstanceRecord;
-      if ((instance.state !== 'idle' && instance.state !== 'busy') || instance.inflight >= instance.concurrency) continue;
+      const instance = this.instances.get(id) as Instance;
+      if (!instance.hasRoom) continue;
       if (!best) best = instance;
       else if (instance.state === 'busy' && best.state !== 'busy') best = instance;
       else if (instance.state === best.state && instance.lastUsed > best.lastUsed) best = instance;
@@ -392,20 +353,41 @@ export class Placement {
     if (this.usedMb + memoryMb > this.budgetMb) {
       const idle = [...this.instances.values()].filter((i) => i.state === 'idle').sort((a, b) => a.lastUsed - b.lastUsed);
       let free = this.budgetMb - this.usedMb;
-      const victims: InstanceRecord[] = [];
+      const victims: Instance[] = [];
       for (const instance of idle) {
         if (free >= memoryMb) break;
         victims.push(instance);
         free += instance.memoryMb;
       }
       if (free < memoryMb) return false;
-      for (const victim of victims) this.stop(victim, 'Retired', effects);
+      for (const victim of victims) this.fire(victim, { type: 'Retired' }, effects, 'retired');
     }
     this.usedMb += memoryMb;
     return true;
   }
 
   // ---- bookkeeping --------------------------------------------------------------------------
+
+  /**
+   * Sends an instance an event and keeps the memory account: an instance that leaves the live
+   * states gives its memory back at once, and one now stopping is to be destroyed (`reason`).
+   */
+  private fire(instance: Instance, event: InstanceEvent, effects: Effects, reason: StopReason = 'failed'): Reaction {
+    const wasLive = isLive(instance.state);
+    const reaction = instance.handle(event);
+    if (wasLive && !isLive(instance.state)) {
+      this.usedMb -= instance.memoryMb;
+      if (instance.state === 'stopping') effects.stop.push({ instance: instance.id, reason });
+    }
+    return reaction;
+  }
+
+  private assign(instance: Instance, waiter: number, effects: Effects, cold: boolean): void {
+    // Placement only picks instances with room, so a refusal is a defect here, not a late event.
+    if (this.fire(instance, { type: 'Assigned', run: waiter }, effects) !== 'changed')
+      throw new Error(`instance ${instance.id} refused run ${waiter} while ${instance.state}`);
+    effects.assigned.push({ waiter, instance: instance.id, cold });
+  }
 
   private poolFor(spec: PoolSpec): PoolState {
     let pool = this.pools.get(spec.key);
@@ -418,46 +400,26 @@ export class Placement {
 
   private liveCount(pool: PoolState): number {
     let n = 0;
-    for (const id of pool.instances) if (isLive((this.instances.get(id) as InstanceRecord).state)) n++;
+    for (const id of pool.instances) if (isLive((this.instances.get(id) as Instance).state)) n++;
     return n;
   }
 
-  private newInstance(pool: PoolState, origin: InstanceOrigin, now: number, starter: number | undefined): InstanceRecord {
-    const instance: InstanceRecord = {
-      id: this.nextInstanceId++,
-      pool: pool.spec.key,
-      memoryMb: pool.spec.memoryMb,
-      concurrency: pool.spec.concurrency,
+  private newInstance(pool: PoolState, origin: InstanceOrigin, now: number, starter: number | undefined): Instance {
+    const instance = new Instance(
+      this.nextInstanceId++,
+      pool.spec.key,
+      pool.spec.memoryMb,
+      pool.spec.concurrency,
       origin,
-      state: 'starting',
-      inflight: 0,
-      lastUsed: now,
+      now,
       starter,
-    };
+    );
     this.instances.set(instance.id, instance);
     pool.instances.add(instance.id);
     return instance;
   }
 
-  private assign(instance: InstanceRecord): void {
-    this.fire(instance, 'Assigned');
-    instance.inflight++;
-  }
-
-  /** Out of the memory account at once: the sandbox is being destroyed. */
-  private stop(instance: InstanceRecord, event: 'Retired' | 'Failed', effects: Effects): void {
-    const wasLive = isLive(instance.state);
-    this.fire(instance, event);
-    if (!wasLive) return;
-    this.usedMb -= instance.memoryMb;
-    effects.stop.push({ instance: instance.id, event });
-  }
-
-  private fire(instance: InstanceRecord, event: InstanceEvent): void {
-    instance.state = transition(instance.state, event);
-  }
-
-  private forget(instance: InstanceRecord): void {
+  private forget(instance: Instance): void {
     this.instances.delete(instance.id);
     this.pools.get(instance.pool)?.instances.delete(instance.id);
     this.dropPoolIfUnused(instance.pool);
@@ -470,24 +432,14 @@ export class Placement {
   }
 
   private enqueue(waiter: WaiterRecord): void {
-    let queue = this.queues.get(waiter.namespace);
-    if (!queue) {
-      queue = [];
-      this.queues.set(waiter.namespace, queue);
-    }
-    queue.push(waiter);
-    this.queued.set(waiter.id, waiter);
+    this.queue.add(waiter);
     (this.pools.get(waiter.pool) as PoolState).waiting++;
   }
 
-  private dequeue(waiter: WaiterRecord): void {
-    if (!this.queued.delete(waiter.id)) return;
-    const pool = this.pools.get(waiter.pool);
+  private dequeue(id: number): WaiterRecord | undefined {
+    const waiter = this.queue.remove(id);
+    const pool = waiter && this.pools.get(waiter.pool);
     if (pool) pool.waiting--;
-    const queue = this.queues.get(waiter.namespace);
-    if (!queue) return;
-    const index = queue.indexOf(waiter);
-    if (index >= 0) queue.splice(index, 1);
-    if (queue.length === 0) this.queues.delete(waiter.namespace);
+    return waiter;
   }
 }

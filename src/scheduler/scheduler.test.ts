@@ -290,6 +290,72 @@ describe('scheduler', () => {
     s.release(next, true);
   });
 
+  it('stops an instance whose sandbox dies while busy at once, and absorbs its run ending after', async () => {
+    const s = scheduler({ memoryBudgetMb: 16 });
+    const a = action('doomed');
+    const lease = await s.acquire(a, noLogs);
+    const waiting = tracked(s.acquire(a, noLogs));
+    await settle();
+    assert.equal(waiting.done, false);
+    backend.sandboxes[0]?.kill();
+    assert.equal(lease.instance.state, 'stopping');
+    await settle();
+    const next = waiting.value as Lease;
+    assert.equal(next.cold, true, 'the waiter got a new instance in the memory the dead one left');
+    assert.notEqual(next.instance.id, lease.instance.id);
+    s.release(lease, false);
+    s.checkInvariants();
+    assert.equal(next.instance.state, 'busy', 'the late release touched nothing else');
+    s.release(next, true);
+    assert.equal(s.stats().memoryUsedMb, 16);
+  });
+
+  it('keeps provisioned instances ready, and starts a lost one again', async () => {
+    const s = scheduler();
+    const a = action('ready', {}, 'ok', '0.0.1', [{ key: 'minInstances', value: 2 }]);
+    s.provision(a);
+    await settle();
+    assert.deepEqual(
+      s.instancesOf(a).map((i) => i.state),
+      ['idle', 'idle'],
+    );
+    const lease = await s.acquire(a, noLogs);
+    assert.equal(lease.cold, false);
+    assert.equal(lease.prewarmHit, true, 'the first call on a provisioned instance');
+    s.release(lease, true);
+    mock.timers.tick(120_000);
+    assert.equal(s.instancesOf(a).length, 2, 'the keep-alive never lets them go');
+    backend.sandboxes[0]?.kill();
+    await settle();
+    assert.equal(s.instancesOf(a).length, 2);
+    assert.equal(backend.created, 3);
+  });
+
+  it('lets an instance started ahead of calls go when its version was retired while it started', async () => {
+    const s = scheduler();
+    const a = action('gone', { memory: 16 }, 'hold-init', '0.0.1', [{ key: 'minInstances', value: 1 }]);
+    s.provision(a);
+    await settle();
+    s.retireVersions('test', 'gone');
+    backend.finishInit();
+    await settle();
+    assert.equal(s.instancesOf(a).length, 0);
+    assert.equal(backend.alive, 0, 'its sandbox was destroyed');
+    assert.equal(s.stats().memoryUsedMb, 0);
+  });
+
+  it('counts the queue timeout only while a call waits in the queue, not while its instance starts', async () => {
+    const s = scheduler({ queueTimeoutMs: 100 });
+    const pending = tracked(s.acquire(action('slow', {}, 'hold-init'), noLogs));
+    mock.timers.tick(1000);
+    await settle();
+    assert.equal(pending.done, false);
+    backend.finishInit();
+    await settle();
+    assert.equal((pending.value as Lease).cold, true);
+    s.release(pending.value as Lease, true);
+  });
+
   it('rejects a call whose instance is still starting when the platform shuts down, and destroys the sandbox', async () => {
     const s = scheduler();
     const pending = tracked(s.acquire(action('slow', {}, 'hold-init'), noLogs));

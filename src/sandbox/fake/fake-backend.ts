@@ -17,7 +17,9 @@ import type {
  * to load, `hold-init` waits to load until the test lets it (`finishInit`), anything else loads.
  * Runs answer at once with their params (or `params.result` when given), unless the params say
  * `{ hold: true }`: then they wait for `finishRun(activationId, outcome)`; `{ throw: true }` makes
- * the run itself fail, as a broken backend would. Never registered as a backend users can choose.
+ * the run itself fail, as a broken backend would. With `snapshots: true` it also takes snapshots
+ * (a function loaded once is restored after) and fails to restore those listed in `brokenSnapshots`.
+ * Never registered as a backend users can choose.
  */
 export class FakeBackend implements Backend {
   readonly minMemoryMb = 16;
@@ -25,16 +27,43 @@ export class FakeBackend implements Backend {
   readonly heldRuns = new Map<string, (outcome: RunOutcome) => void>();
   readonly heldInits: ((outcome: InitOutcome) => void)[] = [];
   created = 0;
+  /** Keys of the functions snapshotted, and of those whose restore fails. */
+  readonly snapshots = new Set<string>();
+  readonly brokenSnapshots = new Set<string>();
+  restored = 0;
+  /** The next this many creates fail, as a backend out of resources would. */
+  failCreates = 0;
+  readonly restore?: (code: FunctionCode, spec: SandboxSpec) => Promise<Sandbox | undefined>;
+  readonly snapshot?: (code: FunctionCode, spec: SandboxSpec) => void;
 
-  constructor(readonly isolation: Isolation = 'isolate') {}
+  constructor(
+    readonly isolation: Isolation = 'isolate',
+    options: { snapshots?: boolean } = {},
+  ) {
+    if (options.snapshots) {
+      this.snapshot = (code) => this.snapshots.add(code.key);
+      this.restore = async (code, spec) => {
+        if (this.brokenSnapshots.has(code.key)) throw new Error('the snapshot is corrupt');
+        if (!this.snapshots.has(code.key)) return undefined;
+        this.restored++;
+        const sandbox = new FakeSandbox(this, spec, ++this.created);
+        sandbox.code = code;
+        this.sandboxes.push(sandbox);
+        return sandbox;
+      };
+    }
+  }
 
   async status(): Promise<BackendStatus> {
     return { isolation: this.isolation, available: true, detail: 'fake sandboxes for tests' };
   }
 
   async create(spec: SandboxSpec): Promise<Sandbox> {
-    this.created++;
-    const sandbox = new FakeSandbox(this, spec, this.created);
+    if (this.failCreates > 0) {
+      this.failCreates--;
+      throw new Error('no room for another sandbox');
+    }
+    const sandbox = new FakeSandbox(this, spec, ++this.created);
     this.sandboxes.push(sandbox);
     return sandbox;
   }

@@ -1,0 +1,225 @@
+import type { ActionVersion } from '../core/types.js';
+import { type FunctionSettings, storedFunctionSettings } from './function-settings.js';
+import type { InstanceState } from './instance.js';
+import type { FunctionPolicy, KeepAlivePolicy } from './policy.js';
+
+/** What the keep-alive driver remembers of a function (all its versions): its policy's state and load. */
+export class FunctionState {
+  /** Invocations accepted and not yet finished. */
+  inflight = 0;
+  lastEnd: number | undefined;
+  prewarmTimer: NodeJS.Timeout | undefined;
+  latest: ActionVersion | undefined;
+
+  constructor(
+    readonly key: string,
+    readonly policyName: string,
+    readonly policy: FunctionPolicy,
+    public settings: FunctionSettings,
+  ) {}
+}
+
+/** What the keep-alive driver asks of the scheduler: instances' states, and the two things it may do. */
+export interface KeepAliveHost {
+  /** An instance's state; undefined once it is gone. */
+  stateOf(id: number): InstanceState | undefined;
+  /** Live instances of a version. */
+  liveInstances(action: ActionVersion): readonly { readonly state: InstanceState }[];
+  /** Lets an idle instance go. */
+  expire(id: number): void;
+  /**
+   * Starts an instance of the version with no call waiting for it (told back through
+   * `instanceStarting`); false when placement would not start one now.
+   */
+  startAhead(action: ActionVersion, fn: FunctionState, origin: 'prewarm' | 'provisioned', keepUntil: number | undefined): boolean;
+}
+
+interface TrackedInstance {
+  readonly action: ActionVersion;
+  readonly fn: FunctionState;
+  /** For a prewarmed instance: when the policy lets it go if unused. */
+  readonly keepUntil: number | undefined;
+  expiry: NodeJS.Timeout | undefined;
+}
+
+export function functionKey(action: Pick<ActionVersion, 'namespace' | 'name'>): string {
+  return `${action.namespace}/${action.name}`;
+}
+
+/**
+ * The timers of keeping instances: after each burst of a function's work, its keep-alive policy
+ * says how long its idle instances stay (an expiry timer per instance), or to unload them and
+ * start one again just before the next call is expected (a prewarm timer per function); and a
+ * function with `minInstances` keeps that many instances of its latest version (provisioned
+ * concurrency), started again when one is lost. It decides when, never where: starting and
+ * stopping go through the host, that is placement.
+ */
+export class KeepAliveDriver {
+  private readonly functions = new Map<string, FunctionState>();
+  private readonly settingsCache = new WeakMap<ActionVersion, FunctionSettings>();
+  private readonly instances = new Map<number, TrackedInstance>();
+  private closed = false;
+
+  constructor(
+    /** The server default; a function's `keepAlive` annotation chooses its own. */
+    private readonly defaultPolicy: KeepAlivePolicy,
+    private readonly host: KeepAliveHost,
+  ) {}
+
+  /** The function of a version, with the settings of this version; remembers it as the latest. */
+  functionFor(action: ActionVersion): FunctionState {
+    const key = functionKey(action);
+    let fn = this.functions.get(key);
+    const settings = this.settingsOf(action);
+    const policy = settings.policy ?? this.defaultPolicy;
+    // A new policy for the function starts with an empty memory of it.
+    if (!fn || fn.policyName !== policy.name) {
+      fn = new FunctionState(key, policy.name, policy.forFunction(), settings);
+      this.functions.set(key, fn);
+    }
+    fn.settings = settings;
+    if (!fn.latest || fn.latest.revision !== action.revision) fn.latest = action;
+    return fn;
+  }
+
+  /** A call of the function arrived: the policy learns the idle time, and a pending prewarm is not needed. */
+  callArrived(fn: FunctionState, now: number): void {
+    fn.policy.onInvocation(now, fn.inflight === 0 && fn.lastEnd !== undefined ? now - fn.lastEnd : undefined);
+    clearTimeout(fn.prewarmTimer);
+    fn.inflight++;
+  }
+
+  /** A call of the function ended (served, refused or failed); when it was the last, the policy decides what comes next. */
+  callEnded(fn: FunctionState, now: number): void {
+    fn.inflight--;
+    if (fn.inflight > 0 || this.closed) return;
+    fn.lastEnd = now;
+    const decision = fn.policy.onIdle(now);
+    const idle = this.idleInstancesOf(fn);
+    if (decision.prewarmAt !== undefined) {
+      // Unload now (keeping provisioned instances) and load again just before the next call.
+      for (const id of idle.slice(fn.settings.minInstances)) this.host.expire(id);
+      clearTimeout(fn.prewarmTimer);
+      const keepUntil = decision.keepUntil;
+      fn.prewarmTimer = setTimeout(() => this.prewarm(fn, keepUntil), Math.max(0, decision.prewarmAt - now));
+      fn.prewarmTimer.unref();
+      return;
+    }
+    for (const id of idle) this.scheduleExpiry(id, decision.keepUntil, now);
+  }
+
+  /** An instance is being started; `keepUntil` when the policy prewarmed it. */
+  instanceStarting(id: number, action: ActionVersion, fn: FunctionState, keepUntil?: number): void {
+    this.instances.set(id, { action, fn, keepUntil, expiry: undefined });
+  }
+
+  /** An instance started and nobody took it: a prewarmed one stays until the policy's time. */
+  instanceIdle(id: number, now: number): void {
+    const tracked = this.instances.get(id);
+    if (tracked?.keepUntil !== undefined) this.scheduleExpiry(id, tracked.keepUntil, now);
+  }
+
+  /** A call took the instance: its expiry waits for the next idle time. */
+  instanceBusy(id: number): void {
+    const tracked = this.instances.get(id);
+    if (tracked) clearTimeout(tracked.expiry);
+  }
+
+  /** An instance is being stopped. A provisioned function that lost one gets it back. */
+  instanceStopping(id: number): void {
+    const tracked = this.instances.get(id);
+    if (!tracked) return;
+    clearTimeout(tracked.expiry);
+    const { fn, action } = tracked;
+    const latest = fn.latest;
+    if (
+      !this.closed &&
+      latest &&
+      latest.revision === action.revision &&
+      this.functions.get(fn.key) === fn &&
+      this.host.liveInstances(latest).length < fn.settings.minInstances
+    ) {
+      queueMicrotask(() => this.provision(latest));
+    }
+  }
+
+  /** The instance is gone (destroyed, or its start failed). */
+  instanceGone(id: number): void {
+    clearTimeout(this.instances.get(id)?.expiry);
+    this.instances.delete(id);
+  }
+
+  /** Starts instances until the version has its `minInstances` (provisioned concurrency). */
+  provision(action: ActionVersion): void {
+    if (this.closed) return;
+    const fn = this.functionFor(action);
+    for (let missing = fn.settings.minInstances - this.host.liveInstances(action).length; missing > 0; missing--) {
+      if (!this.host.startAhead(action, fn, 'provisioned', undefined)) break;
+    }
+  }
+
+  /** The function was deleted: its policy's memory and pending prewarm go. */
+  forget(namespace: string, name: string): void {
+    const key = functionKey({ namespace, name });
+    clearTimeout(this.functions.get(key)?.prewarmTimer);
+    this.functions.delete(key);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const fn of this.functions.values()) clearTimeout(fn.prewarmTimer);
+    for (const tracked of this.instances.values()) clearTimeout(tracked.expiry);
+  }
+
+  /** The keep-alive policy in force for a function, for activation records and metrics. */
+  policyOf(action: ActionVersion): string {
+    return this.functionFor(action).policyName;
+  }
+
+  /** A version's settings never change, and reading them is on every invocation's path. */
+  private settingsOf(action: ActionVersion): FunctionSettings {
+    let settings = this.settingsCache.get(action);
+    if (!settings) {
+      settings = storedFunctionSettings(action);
+      this.settingsCache.set(action, settings);
+    }
+    return settings;
+  }
+
+  /** Instances of a function (any version) that are idle now. */
+  private idleInstancesOf(fn: FunctionState): number[] {
+    const ids: number[] = [];
+    for (const [id, tracked] of this.instances) if (tracked.fn === fn && this.host.stateOf(id) === 'idle') ids.push(id);
+    return ids;
+  }
+
+  /** The policy's prewarm: start an instance of the latest version before the next call is expected. */
+  private prewarm(fn: FunctionState, keepUntil: number): void {
+    const action = fn.latest;
+    if (this.closed || !action || fn.inflight > 0 || this.functions.get(fn.key) !== fn) return;
+    if (this.host.liveInstances(action).some((i) => i.state === 'idle' || i.state === 'starting')) return;
+    this.host.startAhead(action, fn, 'prewarm', keepUntil);
+  }
+
+  private scheduleExpiry(id: number, keepUntil: number, now: number): void {
+    const tracked = this.instances.get(id);
+    if (!tracked) return;
+    clearTimeout(tracked.expiry);
+    tracked.expiry = setTimeout(
+      () => {
+        tracked.expiry = undefined;
+        if (this.host.stateOf(id) !== 'idle') return;
+        const latest = tracked.fn.latest;
+        // Provisioned instances of the latest version are never let go.
+        if (
+          latest?.revision === tracked.action.revision &&
+          this.host.liveInstances(latest).length <= tracked.fn.settings.minInstances
+        )
+          return;
+        this.host.expire(id);
+      },
+      Math.max(0, keepUntil - now),
+    );
+    tracked.expiry.unref();
+  }
+}
