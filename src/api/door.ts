@@ -1,6 +1,7 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { forbidden, IsolaError, notFound, tooManyRequests, unauthorized, unavailable } from '../core/errors.js';
-import type { InvokeOutcome, RejectReason } from '../platform/invoke.js';
+import type { InvokeCommand, InvokeOutcome, RejectReason } from '../platform/invoke.js';
+import type { Platform } from '../platform/platform.js';
 
 /**
  * Every door is the same three steps: parse the request into an invoke command (throwing a 400
@@ -14,6 +15,35 @@ const REJECTIONS: Record<RejectReason, (message: string) => IsolaError> = {
   'queue-full': tooManyRequests,
   'too-big': unavailable,
 };
+
+/**
+ * Hands a door's command to the platform. From then on the request's logger (and the reply's)
+ * carries the activation id, and one debug line says what was invoked and how it ended.
+ */
+export async function invokeFor(
+  platform: Pick<Platform, 'invoke'>,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  command: InvokeCommand,
+): Promise<InvokeOutcome> {
+  const outcome = await platform.invoke(command);
+  const activationId =
+    outcome.kind === 'completed' ? outcome.record.activationId : outcome.kind === 'accepted' ? outcome.activationId : undefined;
+  if (activationId !== undefined) {
+    request.log = request.log.child({ activationId });
+    reply.log = request.log;
+  }
+  request.log.debug(
+    {
+      door: command.door,
+      function: `${command.function.namespace}/${command.function.name}`,
+      mode: command.mode,
+      outcome: outcome.kind === 'rejected' ? `rejected: ${outcome.reason}` : outcome.kind,
+    },
+    'invoked',
+  );
+  return outcome;
+}
 
 /** The error a door answers for an invocation that found no function or was refused. */
 export function outcomeError(outcome: Extract<InvokeOutcome, { kind: 'not-found' | 'rejected' }>): IsolaError {

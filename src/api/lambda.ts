@@ -5,7 +5,7 @@ import type { ActivationRecord } from '../core/types.js';
 import type { Caller, InvokeCommand, InvokeMode, InvokeOutcome } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
 import { authenticateScope, basicCredentials, callerNamespace } from './auth.js';
-import { attempt, jsonRenderer, outcomeError, rawBody, rawBodyScope, safeJson } from './door.js';
+import { attempt, invokeFor, jsonRenderer, outcomeError, rawBody, rawBodyScope, safeJson } from './door.js';
 import { parseJson } from './json.js';
 import { LambdaQuerySchema, parseOrThrow } from './schemas.js';
 import { parseSigV4, verifySigV4 } from './sigv4.js';
@@ -98,7 +98,7 @@ export function registerLambdaRoutes(app: FastifyInstance, platform: Platform): 
     authenticateScope(scope, (request) => lambdaCaller(platform, request));
     scope.post<{ Params: InvokeParams }>('/2015-03-31/functions/:name/invocations', async (request, reply) => {
       const call = parseLambdaInvoke(request, { kind: 'namespace', namespace: callerNamespace(request) });
-      return formatLambdaInvoke(reply, call, await platform.invoke(call.command));
+      return formatLambdaInvoke(reply, call, await invokeFor(platform, request, reply, call.command));
     });
   });
 }

@@ -4,7 +4,7 @@ import { assertEntityName } from '../core/names.js';
 import type { Caller, InvokeCommand, InvokeOutcome } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
 import { authenticateScope, callerNamespace, namespaceAuth } from './auth.js';
-import { attempt, errorBody, jsonRenderer, outcomeError, rawBodyScope } from './door.js';
+import { attempt, errorBody, invokeFor, jsonRenderer, outcomeError, rawBodyScope } from './door.js';
 import { httpParams } from './http-params.js';
 
 interface FunctionParams {
@@ -86,7 +86,7 @@ export function registerOpenFaasRoutes(app: FastifyInstance, platform: Platform)
           url,
           handler: async (request, reply) => {
             const call = parseOpenFaasCall(request, { kind: 'namespace', namespace: callerNamespace(request) }, mode);
-            return formatOpenFaasCall(reply, call, await platform.invoke(call.command));
+            return formatOpenFaasCall(reply, call, await invokeFor(platform, request, reply, call.command));
           },
         });
       }

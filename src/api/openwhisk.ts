@@ -5,7 +5,7 @@ import type { Caller, InvokeCommand, InvokeOutcome } from '../platform/invoke.js
 import type { Platform } from '../platform/platform.js';
 import { draftFromPut } from './action-draft.js';
 import { authenticateScope, callerNamespace, callerOf, namespaceAuth, pathNamespace } from './auth.js';
-import { outcomeError } from './door.js';
+import { invokeFor, outcomeError } from './door.js';
 import {
   ActionPutSchema,
   ActivationListQuerySchema,
@@ -137,7 +137,7 @@ function registerRoutes(app: FastifyInstance, platform: Platform): void {
 
   app.post<{ Params: ActionParams }>(`${base}/actions/:name`, async (request, reply) => {
     const call = parseOpenWhiskInvoke(request, pathNamespace(request), callerOf(request), platform.config.blockingWaitMs);
-    return formatOpenWhiskInvoke(reply, call, await platform.invoke(call.command));
+    return formatOpenWhiskInvoke(reply, call, await invokeFor(platform, request, reply, call.command));
   });
 
   app.get<{ Params: NamespaceParams }>(`${base}/activations`, async (request) => {

@@ -3,7 +3,7 @@ import { IsolaError, notFound, unauthorized } from '../core/errors.js';
 import type { Caller, InvokeCommand, InvokeOutcome } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
 import { authenticateScope, basicCredentials, callerOf } from './auth.js';
-import { attempt, errorBody, outcomeError, rawBodyScope } from './door.js';
+import { attempt, errorBody, invokeFor, outcomeError, rawBodyScope } from './door.js';
 import { httpParams } from './http-params.js';
 import { renderWebResult, WEB_EXTENSIONS, type WebExtension, type WebResponse, WebResultError } from './web-response.js';
 
@@ -106,7 +106,7 @@ export function registerWebActionRoutes(app: FastifyInstance, platform: Platform
       url: '/api/v1/web/:namespace/:package/*',
       handler: async (request, reply) => {
         const call = parseWebCall(request, callerOf(request));
-        return formatWebCall(reply, call, await platform.invoke(call.command));
+        return formatWebCall(reply, call, await invokeFor(platform, request, reply, call.command));
       },
     });
   });

@@ -192,8 +192,9 @@ export class InvokePath {
         },
         'running',
       ),
+      activationId,
     );
-    this.track(run);
+    this.track(run, activationId);
     return { kind: 'accepted', function: fn, activationId, late: true };
   }
 
@@ -271,6 +272,7 @@ export class InvokePath {
           requeued: (again) => this.dispatch(again, action),
         });
       })(),
+      queued.activationId,
     );
   }
 
@@ -318,9 +320,11 @@ export class InvokePath {
     await Promise.allSettled([...this.background]);
   }
 
-  private track(promise: Promise<unknown>): void {
+  private track(promise: Promise<unknown>, activationId: string): void {
     const tracked = promise.catch((error: unknown) =>
-      this.options.warn(`background activation failed: ${error instanceof Error ? error.message : String(error)}`),
+      this.options.warn(
+        `background activation ${activationId} failed: ${error instanceof Error ? error.message : String(error)}`,
+      ),
     );
     this.background.add(tracked);
     void tracked.finally(() => this.background.delete(tracked));
