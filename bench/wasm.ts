@@ -18,6 +18,7 @@ import { pause, ratio, summarize, time } from '../src/bench/stats.js';
 import { resolveServerConfig } from '../src/config.js';
 import type { Isolation } from '../src/core/kinds.js';
 import type { ActionVersion } from '../src/core/types.js';
+import type { InvokeCommand } from '../src/platform/invoke.js';
 import type { ActionDraft } from '../src/platform/platform.js';
 import { Platform } from '../src/platform/platform.js';
 import type { WasmBackend } from '../src/sandbox/wasm/wasm-backend.js';
@@ -49,6 +50,12 @@ function draft(name: string, isolation: Isolation, code: string, kind: 'wasm' | 
   };
 }
 
+/** A blocking call as the guest, straight into the platform's invoke (no HTTP). */
+function syncCall(action: ActionVersion, params: Record<string, unknown>): InvokeCommand {
+  const ref = { namespace: action.namespace, name: action.name };
+  return { function: ref, params, mode: 'sync', door: 'openwhisk', caller: { kind: 'namespace', namespace: 'guest' } };
+}
+
 /**
  * Each action's first call. `gapMs` of idle between them: on these virtual machines a thread
  * that has slept a few ms takes a few hundred us to wake, which back-to-back calls never pay.
@@ -60,8 +67,9 @@ async function coldThroughInvoke(platform: Platform, actions: ActionVersion[], g
     let initTime = Number.NaN;
     total.push(
       await time(async () => {
-        const outcome = await platform.invokeBlocking(action, { name: 'cold' }, 'guest');
-        if (!outcome.done || !outcome.record.response.success) throw new Error(`cold start failed: ${JSON.stringify(outcome)}`);
+        const outcome = await platform.invoke(syncCall(action, { name: 'cold' }));
+        if (outcome.kind !== 'completed' || !outcome.record.response.success)
+          throw new Error(`cold start failed: ${JSON.stringify(outcome)}`);
         if (outcome.record.annotations.find((a) => a.key === 'coldStart')?.value !== true)
           throw new Error('expected a cold start');
         initTime = Number(outcome.record.annotations.find((a) => a.key === 'initTime')?.value);
@@ -123,7 +131,7 @@ async function main() {
     await client.send('POST', '/api/v1/namespaces/_/actions/greet-cached-0?blocking=true', {});
     const warmInvoke: number[] = [];
     for (let i = 0; i < N.warm; i++)
-      warmInvoke.push(await time(() => platform.invokeBlocking(cached[0] as ActionVersion, { name: 'w' }, 'guest')));
+      warmInvoke.push(await time(() => platform.invoke(syncCall(cached[0] as ActionVersion, { name: 'w' }))));
     const warmHttp: number[] = [];
     for (let i = 0; i < N.warm; i++)
       warmHttp.push(

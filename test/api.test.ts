@@ -778,7 +778,14 @@ describe('platform, in process', () => {
       platform.invoker.invoke = () => Promise.reject(new Error('the store is gone'));
       const timers = () => process.getActiveResourcesInfo().filter((resource) => resource === 'Timeout').length;
       const before = timers();
-      await assert.rejects(platform.invokeBlocking(action, {}, 'guest'), /the store is gone/);
+      const command = {
+        function: { namespace: action.namespace, name: action.name },
+        params: {},
+        mode: 'sync',
+        door: 'openwhisk',
+        caller: { kind: 'namespace', namespace: 'guest' },
+      } as const;
+      await assert.rejects(platform.invoke(command), /the store is gone/);
       assert.equal(timers(), before, 'no timer left behind');
     } finally {
       await platform.close();

@@ -46,19 +46,19 @@ export function registerAdminRoutes(app: FastifyInstance, platform: Platform): v
     admin.addHook('onRequest', adminOnly(platform));
 
     admin.get('/admin/v1/namespaces', async () => {
-      const rows = await platform.store.listNamespaces();
+      const rows = await platform.namespaces.list();
       return rows.map((r) => ({ name: r.name, uuid: r.uuid, created: Number(r.created) }));
     });
 
     admin.put<{ Params: NamespaceParams }>('/admin/v1/namespaces/:name', async (request, reply) => {
       const name = namespaceName(request.params.name);
       const credentials = newCredentials();
-      const row = await platform.store.createNamespace(name, credentials.uuid, credentials.key);
+      const row = await platform.namespaces.create(name, credentials);
       return reply.code(201).send({ name, uuid: row.uuid, created: row.created, auth: formatAuth(credentials) });
     });
 
     admin.delete<{ Params: NamespaceParams }>('/admin/v1/namespaces/:name', async (request) => {
-      const purge = await platform.deleteNamespace(request.params.name);
+      const purge = await platform.namespaces.delete(request.params.name);
       if (!purge) throw notFound(`The namespace "${request.params.name}" does not exist.`);
       return { deleted: purge.namespace, removed: purge };
     });

@@ -1,9 +1,15 @@
-import type { FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { forbidden, unauthorized } from '../core/errors.js';
+import type { Caller } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
 
-export interface Caller {
-  namespace: string;
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who sent the request, as the door scope's auth hook found it. */
+    caller: Caller | null;
+    /** The namespace the path names (`_` resolved), once the caller may use it. */
+    namespace: string | null;
+  }
 }
 
 /** Parses HTTP Basic `uuid:key`; undefined when absent or not Basic. */
@@ -17,17 +23,62 @@ export function basicCredentials(header: string | undefined): { uuid: string; ke
   return { uuid: decoded.slice(0, at), key: decoded.slice(at + 1) };
 }
 
-/** The namespace the request's credentials belong to; 401 without valid ones. */
-export async function authenticate(platform: Platform, request: FastifyRequest): Promise<Caller> {
+/** The namespace the request's Basic credentials belong to; 401 without valid ones. */
+export async function basicNamespace(platform: Platform, request: FastifyRequest): Promise<string> {
   const credentials = basicCredentials(request.headers.authorization);
   if (!credentials) throw unauthorized('The resource requires authentication, which was not supplied with the request.');
   const namespace = await platform.authenticate(credentials.uuid, credentials.key);
   if (!namespace) throw unauthorized();
-  return { namespace };
+  return namespace;
 }
 
 /** `_` is the caller's own namespace; any other namespace than the caller's is forbidden. */
-export function resolveNamespace(requested: string, caller: Caller): string {
-  if (requested === '_' || requested === caller.namespace) return caller.namespace;
+export function resolveNamespace(requested: string, namespace: string): string {
+  if (requested === '_' || requested === namespace) return namespace;
   throw forbidden();
+}
+
+/**
+ * A door scope's auth: one hook that finds the caller (and throws its 401 when there is none)
+ * and decorates the request with it, and with the path's namespace when the route has one.
+ * It runs before the handler and after the body is read, as the checks always have: a malformed
+ * body is a 400 whoever sends it.
+ */
+export function authenticateScope(scope: FastifyInstance, identify: (request: FastifyRequest) => Promise<Caller>): void {
+  scope.decorateRequest('caller', null);
+  scope.decorateRequest('namespace', null);
+  scope.addHook('preHandler', async (request) => {
+    const caller = await identify(request);
+    request.caller = caller;
+    const requested = (request.params as { namespace?: unknown } | undefined)?.namespace;
+    if (typeof requested === 'string' && caller.kind === 'namespace')
+      request.namespace = resolveNamespace(requested, caller.namespace);
+  });
+}
+
+/** HTTP Basic with a namespace's key (OpenWhisk's API, OpenFaaS). */
+export function namespaceAuth(platform: Platform) {
+  return async (request: FastifyRequest): Promise<Caller> => ({
+    kind: 'namespace',
+    namespace: await basicNamespace(platform, request),
+  });
+}
+
+/** The caller a hook found; only routes in a scope with an auth hook ask. */
+export function callerOf(request: FastifyRequest): Caller {
+  if (!request.caller) throw new Error(`No auth hook ran for ${request.routeOptions.url ?? request.url}.`);
+  return request.caller;
+}
+
+/** The caller's namespace, for routes of a namespace-authenticated scope. */
+export function callerNamespace(request: FastifyRequest): string {
+  const caller = callerOf(request);
+  if (caller.kind !== 'namespace') throw new Error('This route needs a namespace-authenticated caller.');
+  return caller.namespace;
+}
+
+/** The namespace the path names, resolved by the auth hook. */
+export function pathNamespace(request: FastifyRequest): string {
+  if (request.namespace === null) throw new Error(`No namespace was resolved for ${request.routeOptions.url ?? request.url}.`);
+  return request.namespace;
 }

@@ -1,4 +1,69 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { forbidden, IsolaError, notFound, tooManyRequests, unauthorized, unavailable } from '../core/errors.js';
+import type { InvokeCommand, InvokeOutcome, RejectReason } from '../platform/invoke.js';
+import type { Platform } from '../platform/platform.js';
+
+/**
+ * Every door is the same three steps: parse the request into an invoke command (throwing a 400
+ * for what it cannot read), hand it to `platform.invoke`, and format the outcome in the door's
+ * own protocol. A door's parse and format are plain functions beside its routes.
+ */
+
+const REJECTIONS: Record<RejectReason, (message: string) => IsolaError> = {
+  forbidden,
+  unauthorised: unauthorized,
+  'queue-full': tooManyRequests,
+  'too-big': unavailable,
+};
+
+/**
+ * Hands a door's command to the platform. From then on the request's logger (and the reply's)
+ * carries the activation id, and one debug line says what was invoked and how it ended.
+ */
+export async function invokeFor(
+  platform: Pick<Platform, 'invoke'>,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  command: InvokeCommand,
+): Promise<InvokeOutcome> {
+  const outcome = await platform.invoke(command);
+  const activationId =
+    outcome.kind === 'completed' ? outcome.record.activationId : outcome.kind === 'accepted' ? outcome.activationId : undefined;
+  if (activationId !== undefined) {
+    request.log = request.log.child({ activationId });
+    reply.log = request.log;
+  }
+  request.log.debug(
+    {
+      door: command.door,
+      function: `${command.function.namespace}/${command.function.name}`,
+      mode: command.mode,
+      outcome: outcome.kind === 'rejected' ? `rejected: ${outcome.reason}` : outcome.kind,
+    },
+    'invoked',
+  );
+  return outcome;
+}
+
+/** The error a door answers for an invocation that found no function or was refused. */
+export function outcomeError(outcome: Extract<InvokeOutcome, { kind: 'not-found' | 'rejected' }>): IsolaError {
+  return outcome.kind === 'not-found' ? notFound(outcome.message) : REJECTIONS[outcome.reason](outcome.message);
+}
+
+/**
+ * What a door read from a request body, or why it could not. OpenWhisk's order of checks reports
+ * a missing function (or a refused caller) before a body it cannot read: such a door parses the
+ * body into this, invokes in `dry-run` mode when it failed, and throws the error once the outcome
+ * says the function is there.
+ */
+export function attempt<T>(parse: () => T): T | IsolaError {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof IsolaError) return error;
+    throw error;
+  }
+}
 
 /**
  * Registers routes in a scope of their own where every body arrives as raw bytes, as doors other

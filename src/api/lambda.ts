@@ -1,16 +1,91 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { badRequest, notFound, unauthorized } from '../core/errors.js';
+import { badRequest, IsolaError, notFound, unauthorized } from '../core/errors.js';
 import { assertEntityName } from '../core/names.js';
-import type { ActionVersion, ActivationRecord } from '../core/types.js';
+import type { ActivationRecord } from '../core/types.js';
+import type { Caller, InvokeCommand, InvokeMode, InvokeOutcome } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
-import { basicCredentials } from './auth.js';
-import { jsonRenderer, rawBody, rawBodyScope, safeJson } from './door.js';
+import { authenticateScope, basicCredentials, callerNamespace } from './auth.js';
+import { attempt, invokeFor, jsonRenderer, outcomeError, rawBody, rawBodyScope, safeJson } from './door.js';
 import { parseJson } from './json.js';
 import { LambdaQuerySchema, parseOrThrow } from './schemas.js';
 import { parseSigV4, verifySigV4 } from './sigv4.js';
 
 interface InvokeParams {
   name: string;
+}
+
+/** Lambda's invocation types, and the mode each asks of the platform. */
+const INVOCATION_TYPES: Record<string, InvokeMode> = { RequestResponse: 'sync', Event: 'async', DryRun: 'dry-run' };
+
+/** A Lambda Invoke, parsed. */
+export interface LambdaCall {
+  command: InvokeCommand;
+  /** `X-Amz-Invocation-Type` as sent, when it is none of Lambda's: refused once the function is found. */
+  unknownType?: string;
+  /** The payload could not be read: refused once the function is found, as Lambda orders its checks. */
+  badPayload?: IsolaError;
+  qualifier?: string;
+  /** `X-Amz-Log-Type: Tail`: the log's end comes back in a header. */
+  tail: boolean;
+  json: ReturnType<typeof jsonRenderer>;
+}
+
+/** `POST /2015-03-31/functions/{name or ARN}/invocations?Qualifier=` with the event as its body. */
+export function parseLambdaInvoke(
+  request: { query: unknown; body: unknown; params: InvokeParams; headers: Record<string, string | string[] | undefined> },
+  caller: Caller & { kind: 'namespace' },
+): LambdaCall {
+  const { Qualifier } = parseOrThrow(LambdaQuerySchema, request.query, 'query');
+  const name = request.params.name.replace(/^arn:aws:lambda:[^:]*:[^:]*:function:/, '').replace(/:.*$/, '');
+  const ref = {
+    namespace: caller.namespace,
+    name: assertEntityName('function', name),
+    ...(Qualifier && Qualifier !== '$LATEST' ? { version: Qualifier } : {}),
+  };
+  const payload = attempt(() => lambdaPayload(rawBody(request.body)));
+  const type = String(request.headers['x-amz-invocation-type'] ?? 'RequestResponse');
+  const mode = Object.hasOwn(INVOCATION_TYPES, type) ? INVOCATION_TYPES[type] : undefined;
+  const json = jsonRenderer();
+  return {
+    command: {
+      function: ref,
+      params: payload instanceof IsolaError ? {} : payload,
+      // What cannot be run is still looked up, so that a missing function is what the caller hears first.
+      mode: mode === undefined || payload instanceof IsolaError ? 'dry-run' : mode,
+      door: 'lambda',
+      caller,
+      checkResult: json.check,
+    },
+    ...(mode === undefined ? { unknownType: type } : {}),
+    ...(payload instanceof IsolaError ? { badPayload: payload } : {}),
+    ...(ref.version !== undefined ? { qualifier: ref.version } : {}),
+    tail: String(request.headers['x-amz-log-type'] ?? '') === 'Tail',
+    json,
+  };
+}
+
+/** Lambda's answers: 204 for a dry run, 202 for an event, 200 with the result (or the function's error). */
+export function formatLambdaInvoke(reply: FastifyReply, call: LambdaCall, outcome: InvokeOutcome) {
+  if (outcome.kind === 'not-found') {
+    const ref = call.command.function;
+    throw call.qualifier !== undefined
+      ? notFound(`Function not found: ${ref.name}:${call.qualifier.slice(0, 40)}`)
+      : outcomeError(outcome);
+  }
+  if (call.badPayload) throw call.badPayload;
+  reply.header('x-amzn-requestid', String(reply.request.id));
+  reply.header('x-amz-executed-version', outcome.function.version);
+  if (outcome.kind === 'rejected') throw outcomeError(outcome);
+  if (call.unknownType !== undefined)
+    throw badRequest(`X-Amz-Invocation-Type must be RequestResponse, Event or DryRun; got ${call.unknownType.slice(0, 40)}.`);
+  switch (outcome.kind) {
+    case 'dry-run':
+      return reply.code(204).send();
+    case 'accepted':
+      return reply.code(202).header('x-isola-activation-id', outcome.activationId).send();
+    case 'completed':
+      return sendLambdaResult(reply, outcome.record, call.json, call.tail);
+  }
 }
 
 /**
@@ -20,36 +95,19 @@ interface InvokeParams {
  */
 export function registerLambdaRoutes(app: FastifyInstance, platform: Platform): void {
   rawBodyScope(app, (scope) => {
+    authenticateScope(scope, (request) => lambdaCaller(platform, request));
     scope.post<{ Params: InvokeParams }>('/2015-03-31/functions/:name/invocations', async (request, reply) => {
-      const namespace = await authenticateLambda(platform, request);
-      const { Qualifier } = parseOrThrow(LambdaQuerySchema, request.query, 'query');
-      const name = request.params.name.replace(/^arn:aws:lambda:[^:]*:[^:]*:function:/, '').replace(/:.*$/, '');
-      const action = await resolveQualified(platform, namespace, assertEntityName('function', name), Qualifier);
-      const params = lambdaPayload(rawBody(request.body));
-      const type = String(request.headers['x-amz-invocation-type'] ?? 'RequestResponse');
-      reply.header('x-amzn-requestid', String(request.id));
-      reply.header('x-amz-executed-version', action.version);
-      if (type === 'DryRun') return reply.code(204).send();
-      if (type === 'Event') {
-        const activationId = await platform.invokeAsync(action, params, namespace, [{ key: 'door', value: 'lambda' }]);
-        return reply.code(202).header('x-isola-activation-id', activationId).send();
-      }
-      if (type !== 'RequestResponse')
-        throw badRequest(`X-Amz-Invocation-Type must be RequestResponse, Event or DryRun; got ${type.slice(0, 40)}.`);
-      const json = jsonRenderer();
-      const outcome = await platform.invokeBlocking(action, params, namespace, [{ key: 'door', value: 'lambda' }], {
-        checkResult: json.check,
-      });
-      if (!outcome.done) return reply.code(202).header('x-isola-activation-id', outcome.activationId).send();
-      return sendLambdaResult(reply, outcome.record, json, String(request.headers['x-amz-log-type'] ?? '') === 'Tail');
+      const call = parseLambdaInvoke(request, { kind: 'namespace', namespace: callerNamespace(request) });
+      return formatLambdaInvoke(reply, call, await invokeFor(platform, request, reply, call.command));
     });
   });
 }
 
-async function authenticateLambda(platform: Platform, request: FastifyRequest): Promise<string> {
+/** Signature V4 over the exact bytes sent, or HTTP Basic. */
+async function lambdaCaller(platform: Platform, request: FastifyRequest): Promise<Caller> {
   const sig = parseSigV4(request.headers.authorization);
   if (sig) {
-    const owner = await platform.store.keyOf(sig.accessKeyId);
+    const owner = await platform.namespaces.keyOf(sig.accessKeyId);
     if (!owner) throw unauthorized('The security token included in the request is invalid.');
     const problem = verifySigV4(
       { method: request.method, rawUrl: request.raw.url ?? request.url, headers: request.headers, body: rawBody(request.body) },
@@ -57,20 +115,13 @@ async function authenticateLambda(platform: Platform, request: FastifyRequest): 
       owner.key,
     );
     if (problem) throw unauthorized(problem);
-    return owner.namespace;
+    return { kind: 'namespace', namespace: owner.namespace };
   }
   const basic = basicCredentials(request.headers.authorization);
   const namespace = basic ? await platform.authenticate(basic.uuid, basic.key) : undefined;
   if (!namespace)
     throw unauthorized('Sign the request with AWS Signature V4 (access key = namespace uuid, secret = key) or use Basic auth.');
-  return namespace;
-}
-
-async function resolveQualified(platform: Platform, namespace: string, name: string, qualifier?: string): Promise<ActionVersion> {
-  if (!qualifier || qualifier === '$LATEST') return platform.requireAction(namespace, name);
-  const action = await platform.store.getAction(namespace, name, qualifier);
-  if (!action) throw notFound(`Function not found: ${name}:${qualifier.slice(0, 40)}`);
-  return action;
+  return { kind: 'namespace', namespace };
 }
 
 /** A Lambda event is any JSON; Isola functions take an object, so anything else is wrapped. */

@@ -1,10 +1,11 @@
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { badRequest, notFound } from '../core/errors.js';
 import { assertEntityName } from '../core/names.js';
-import type { ActivationRecord } from '../core/types.js';
+import type { Caller, InvokeCommand, InvokeOutcome } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
 import { draftFromPut } from './action-draft.js';
-import { authenticate, resolveNamespace } from './auth.js';
+import { authenticateScope, callerNamespace, callerOf, namespaceAuth, pathNamespace } from './auth.js';
+import { invokeFor, outcomeError } from './door.js';
 import {
   ActionPutSchema,
   ActivationListQuerySchema,
@@ -29,83 +30,119 @@ interface ActivationParams extends NamespaceParams {
 
 const ACTIVATION_ID = /^[0-9a-f]{32}$/;
 
+/** An OpenWhisk invoke, parsed: the command, and whether the answer is the result alone. */
+export interface OpenWhiskCall {
+  command: InvokeCommand;
+  resultOnly: boolean;
+}
+
+/**
+ * `POST /namespaces/{ns}/actions/{name}?blocking=&result=&timeout=` with the params as its body.
+ * `maxWaitMs` is the server's blocking wait: as OpenWhisk, `timeout` bounds how long a blocking
+ * call waits, up to that.
+ */
+export function parseOpenWhiskInvoke(
+  request: { query: unknown; body: unknown; params: { name: string } },
+  namespace: string,
+  caller: Caller,
+  maxWaitMs: number,
+): OpenWhiskCall {
+  const query = parseOrThrow(InvokeQuerySchema, request.query, 'query');
+  if (query.timeout !== undefined && query.timeout > maxWaitMs) {
+    throw badRequest(`timeout must be a number of milliseconds from 0 to ${maxWaitMs}; got ${query.timeout}.`);
+  }
+  const params = paramsFrom(request.body);
+  const name = assertEntityName('action', request.params.name);
+  return {
+    command: {
+      function: { namespace, name },
+      params,
+      mode: query.blocking ? 'sync' : 'async',
+      door: 'openwhisk',
+      caller,
+      ...(query.blocking && query.timeout !== undefined ? { waitMs: query.timeout } : {}),
+    },
+    resultOnly: query.result,
+  };
+}
+
+/** OpenWhisk's answers: 202 with the activation id, or the record (or its result) with its status. */
+export function formatOpenWhiskInvoke(reply: FastifyReply, call: OpenWhiskCall, outcome: InvokeOutcome) {
+  switch (outcome.kind) {
+    case 'not-found':
+    case 'rejected':
+      throw outcomeError(outcome);
+    case 'accepted':
+      return reply.code(202).send({ activationId: outcome.activationId });
+    case 'dry-run':
+      // OpenWhisk has no dry run and its door never asks for one; were it to, nothing ran.
+      return reply.code(204).send();
+    case 'completed': {
+      const record = outcome.record;
+      reply.code(invokeStatus(record));
+      return reply.send(call.resultOnly ? (record.response.result ?? {}) : record);
+    }
+  }
+}
+
 /** OpenWhisk's REST API for namespaces, actions and activations. */
 export function registerOpenWhiskRoutes(app: FastifyInstance, platform: Platform): void {
-  const base = '/api/v1/namespaces/:namespace';
-  const caller = async (request: Parameters<typeof authenticate>[1], requested: string) =>
-    resolveNamespace(requested, await authenticate(platform, request));
-
-  app.get('/api/v1/namespaces', async (request) => {
-    const { namespace } = await authenticate(platform, request);
-    return [namespace];
+  void app.register(async (scope) => {
+    authenticateScope(scope, namespaceAuth(platform));
+    registerRoutes(scope, platform);
   });
+}
+
+function registerRoutes(app: FastifyInstance, platform: Platform): void {
+  const base = '/api/v1/namespaces/:namespace';
+
+  app.get('/api/v1/namespaces', async (request) => [callerNamespace(request)]);
 
   app.get<{ Params: NamespaceParams }>(`${base}/actions`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
     const page = parseOrThrow(ListQuerySchema, request.query, 'query');
-    const actions = await platform.store.listActions(namespace, page);
+    const actions = await platform.actions.list(pathNamespace(request), page);
     return actions.map((a) => actionView(a, { code: false }));
   });
 
   app.put<{ Params: ActionParams }>(`${base}/actions/:name`, { bodyLimit: platform.config.maxActionBytes }, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
+    const namespace = pathNamespace(request);
     const { overwrite } = parseOrThrow(PutQuerySchema, request.query, 'query');
     const body = parseOrThrow(ActionPutSchema, request.body ?? {}, 'action');
     const name = assertEntityName('action', request.params.name);
-    const current = overwrite ? await platform.getAction(namespace, name) : undefined;
+    const current = overwrite ? await platform.actions.get(namespace, name) : undefined;
     const stored = await platform.deploy(draftFromPut(namespace, name, body, current), overwrite);
     return actionView(stored);
   });
 
   app.get<{ Params: ActionParams }>(`${base}/actions/:name`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
+    const namespace = pathNamespace(request);
     const query = parseOrThrow(GetActionQuerySchema, request.query, 'query');
     const name = assertEntityName('action', request.params.name);
-    const action = query.version
-      ? await platform.store.getAction(namespace, name, query.version)
-      : await platform.getAction(namespace, name);
+    const action = await platform.actions.get(namespace, name, query.version);
     if (!action) throw notFound(`The action "${name}" does not exist${query.version ? ` at version ${query.version}` : ''}.`);
     return actionView(action, { code: query.code !== 'false' });
   });
 
   app.get<{ Params: ActionParams }>(`${base}/actions/:name/versions`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
     const name = assertEntityName('action', request.params.name);
-    const versions = await platform.store.listVersions(namespace, name);
+    const versions = await platform.actions.versions(pathNamespace(request), name);
     if (versions.length === 0) throw notFound(`The action "${name}" does not exist.`);
     return versions.map((v) => actionView(v, { code: false }));
   });
 
   app.delete<{ Params: ActionParams }>(`${base}/actions/:name`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
-    return actionView(await platform.deleteAction(namespace, assertEntityName('action', request.params.name)), { code: false });
+    const name = assertEntityName('action', request.params.name);
+    return actionView(await platform.deleteAction(pathNamespace(request), name), { code: false });
   });
 
   app.post<{ Params: ActionParams }>(`${base}/actions/:name`, async (request, reply) => {
-    const namespace = await caller(request, request.params.namespace);
-    const query = parseOrThrow(InvokeQuerySchema, request.query, 'query');
-    // As OpenWhisk: `timeout` bounds how long a blocking call waits, up to the server's own wait.
-    const maxWaitMs = platform.config.blockingWaitMs;
-    if (query.timeout !== undefined && query.timeout > maxWaitMs) {
-      throw badRequest(`timeout must be a number of milliseconds from 0 to ${maxWaitMs}; got ${query.timeout}.`);
-    }
-    const params = paramsFrom(request.body);
-    const action = await platform.requireAction(namespace, assertEntityName('action', request.params.name));
-    if (!query.blocking) {
-      const activationId = await platform.invokeAsync(action, params, namespace);
-      return reply.code(202).send({ activationId });
-    }
-    const outcome = await platform.invokeBlocking(action, params, namespace, [], {
-      ...(query.timeout !== undefined ? { waitMs: query.timeout } : {}),
-    });
-    if (!outcome.done) return reply.code(202).send({ activationId: outcome.activationId });
-    return sendRecord(reply, outcome.record, query.result);
+    const call = parseOpenWhiskInvoke(request, pathNamespace(request), callerOf(request), platform.config.blockingWaitMs);
+    return formatOpenWhiskInvoke(reply, call, await invokeFor(platform, request, reply, call.command));
   });
 
   app.get<{ Params: NamespaceParams }>(`${base}/activations`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
     const query = parseOrThrow(ActivationListQuerySchema, request.query, 'query');
-    const records = await platform.store.listActivations(namespace, {
+    const records = await platform.activations.list(pathNamespace(request), {
       limit: query.limit,
       skip: query.skip,
       ...(query.name ? { name: query.name.replace(/^.*\//, '') } : {}),
@@ -115,10 +152,9 @@ export function registerOpenWhiskRoutes(app: FastifyInstance, platform: Platform
     return query.docs ? records : records.map(activationSummary);
   });
 
-  const findActivation = async (request: { params: ActivationParams } & Parameters<typeof authenticate>[1]) => {
-    const namespace = await caller(request, request.params.namespace);
+  const findActivation = async (request: FastifyRequest<{ Params: ActivationParams }>) => {
     const id = request.params.id;
-    const record = ACTIVATION_ID.test(id) ? await platform.store.getActivation(namespace, id) : undefined;
+    const record = ACTIVATION_ID.test(id) ? await platform.activations.get(pathNamespace(request), id) : undefined;
     if (!record) throw notFound(`The activation ${id.slice(0, 64)} does not exist (or has not finished yet).`);
     return record;
   };
@@ -130,9 +166,4 @@ export function registerOpenWhiskRoutes(app: FastifyInstance, platform: Platform
   app.get<{ Params: ActivationParams }>(`${base}/activations/:id/result`, async (request) =>
     resultView(await findActivation(request)),
   );
-}
-
-function sendRecord(reply: FastifyReply, record: ActivationRecord, resultOnly: boolean) {
-  reply.code(invokeStatus(record));
-  return reply.send(resultOnly ? (record.response.result ?? {}) : record);
 }

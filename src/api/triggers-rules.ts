@@ -3,8 +3,8 @@ import { z } from 'zod';
 import { badRequest, notFound } from '../core/errors.js';
 import { assertEntityName } from '../core/names.js';
 import type { Platform } from '../platform/platform.js';
-import { localName, ruleView, Triggers, triggerView } from '../platform/triggers.js';
-import { authenticate, resolveNamespace } from './auth.js';
+import { localName, ruleView, triggerView } from '../platform/triggers.js';
+import { authenticateScope, namespaceAuth, pathNamespace } from './auth.js';
 import { KeyValueSchema, ListQuerySchema, PutQuerySchema, paramsFrom, parseOrThrow } from './schemas.js';
 
 const TriggerPutSchema = z.strictObject({
@@ -36,80 +36,75 @@ interface Params {
 
 /** OpenWhisk's `/triggers` and `/rules`. */
 export function registerTriggerRoutes(app: FastifyInstance, platform: Platform): void {
+  void app.register(async (scope) => {
+    authenticateScope(scope, namespaceAuth(platform));
+    registerRoutes(scope, platform);
+  });
+}
+
+function registerRoutes(app: FastifyInstance, platform: Platform): void {
   const base = '/api/v1/namespaces/:namespace';
-  const caller = async (request: Parameters<typeof authenticate>[1], requested: string) =>
-    resolveNamespace(requested, await authenticate(platform, request));
-  const store = platform.store;
+  const { triggers, rules } = platform;
 
   app.get<{ Params: Omit<Params, 'name'> }>(`${base}/triggers`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
     const page = parseOrThrow(ListQuerySchema, request.query, 'query');
-    const triggers = (await store.listTriggers(namespace)).slice(page.skip, page.skip + page.limit);
-    return triggers.map((t) => triggerView(t, []));
+    return (await triggers.list(pathNamespace(request), page)).map((t) => triggerView(t, []));
   });
 
   app.put<{ Params: Params }>(`${base}/triggers/:name`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
+    const namespace = pathNamespace(request);
     const name = assertEntityName('trigger', request.params.name);
     const { overwrite } = parseOrThrow(PutQuerySchema, request.query, 'query');
     const body = parseOrThrow(TriggerPutSchema, request.body ?? {}, 'trigger');
-    const current = overwrite ? await store.getTrigger(namespace, name) : undefined;
-    const annotations = (body.annotations ?? current?.annotations ?? []).map((a) => ({ key: a.key, value: a.value ?? null }));
-    Triggers.validate(annotations);
-    const stored = await store.putTrigger(
+    const current = overwrite ? await triggers.get(namespace, name) : undefined;
+    const stored = await triggers.put(
       {
         namespace,
         name,
         parameters: (body.parameters ?? current?.parameters ?? []).map((p) => ({ key: p.key, value: p.value ?? null })),
-        annotations,
+        annotations: (body.annotations ?? current?.annotations ?? []).map((a) => ({ key: a.key, value: a.value ?? null })),
       },
       { overwrite },
     );
-    platform.triggers.schedule(stored);
-    return triggerView(stored, await store.rulesFor(namespace, name));
+    return triggerView(stored, await rules.forTrigger(namespace, name));
   });
 
   app.get<{ Params: Params }>(`${base}/triggers/:name`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
+    const namespace = pathNamespace(request);
     const name = assertEntityName('trigger', request.params.name);
-    const trigger = await store.getTrigger(namespace, name);
+    const trigger = await triggers.get(namespace, name);
     if (!trigger) throw notFound(`The trigger "${name}" does not exist.`);
-    return triggerView(trigger, await store.rulesFor(namespace, trigger.name));
+    return triggerView(trigger, await rules.forTrigger(namespace, trigger.name));
   });
 
   app.delete<{ Params: Params }>(`${base}/triggers/:name`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
-    const name = assertEntityName('trigger', request.params.name);
-    const trigger = await store.deleteTrigger(namespace, name);
-    if (!trigger) throw notFound(`The trigger "${name}" does not exist.`);
-    platform.triggers.unschedule(namespace, trigger.name);
+    const trigger = await triggers.delete(pathNamespace(request), assertEntityName('trigger', request.params.name));
+    if (!trigger) throw notFound(`The trigger "${request.params.name}" does not exist.`);
     return triggerView(trigger, []);
   });
 
   app.post<{ Params: Params }>(`${base}/triggers/:name`, async (request, reply) => {
-    const namespace = await caller(request, request.params.namespace);
     const name = assertEntityName('trigger', request.params.name);
-    const activationId = await platform.triggers.fire(namespace, name, paramsFrom(request.body), 'api');
+    const activationId = await triggers.fire(pathNamespace(request), name, paramsFrom(request.body), 'api');
     if (!activationId) return reply.code(204).send();
     return reply.code(202).send({ activationId });
   });
 
   app.get<{ Params: Omit<Params, 'name'> }>(`${base}/rules`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
     const page = parseOrThrow(ListQuerySchema, request.query, 'query');
-    return (await store.listRules(namespace)).slice(page.skip, page.skip + page.limit).map(ruleView);
+    return (await rules.list(pathNamespace(request), page)).map(ruleView);
   });
 
   app.put<{ Params: Params }>(`${base}/rules/:name`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
+    const namespace = pathNamespace(request);
     const name = assertEntityName('rule', request.params.name);
     const { overwrite } = parseOrThrow(PutQuerySchema, request.query, 'query');
     const body = parseOrThrow(RulePutSchema, request.body ?? {}, 'rule');
     const trigger = localName(body.trigger, namespace, 'trigger');
     const action = localName(body.action, namespace, 'action');
-    if (!(await store.getTrigger(namespace, trigger))) throw badRequest(`The trigger "${trigger}" does not exist.`);
-    if (!(await platform.getAction(namespace, action))) throw badRequest(`The action "${action}" does not exist.`);
-    const stored = await store.putRule(
+    if (!(await triggers.get(namespace, trigger))) throw badRequest(`The trigger "${trigger}" does not exist.`);
+    if (!(await platform.actions.get(namespace, action))) throw badRequest(`The action "${action}" does not exist.`);
+    const stored = await rules.put(
       { namespace, name, trigger, action, status: body.status === 'inactive' ? 'inactive' : 'active' },
       { overwrite },
     );
@@ -117,24 +112,22 @@ export function registerTriggerRoutes(app: FastifyInstance, platform: Platform):
   });
 
   app.get<{ Params: Params }>(`${base}/rules/:name`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
-    const rule = await store.getRule(namespace, assertEntityName('rule', request.params.name));
+    const rule = await rules.get(pathNamespace(request), assertEntityName('rule', request.params.name));
     if (!rule) throw notFound(`The rule "${request.params.name}" does not exist.`);
     return ruleView(rule);
   });
 
   app.post<{ Params: Params }>(`${base}/rules/:name`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
+    const namespace = pathNamespace(request);
     const { status } = parseOrThrow(RuleStatusSchema, request.body ?? {}, 'rule status');
-    const rule = await store.getRule(namespace, assertEntityName('rule', request.params.name));
+    const rule = await rules.get(namespace, assertEntityName('rule', request.params.name));
     if (!rule) throw notFound(`The rule "${request.params.name}" does not exist.`);
-    await store.setRuleStatus(namespace, rule.name, status);
+    await rules.setStatus(namespace, rule.name, status);
     return ruleView({ ...rule, status });
   });
 
   app.delete<{ Params: Params }>(`${base}/rules/:name`, async (request) => {
-    const namespace = await caller(request, request.params.namespace);
-    const rule = await store.deleteRule(namespace, assertEntityName('rule', request.params.name));
+    const rule = await rules.delete(pathNamespace(request), assertEntityName('rule', request.params.name));
     if (!rule) throw notFound(`The rule "${request.params.name}" does not exist.`);
     return ruleView(rule);
   });

@@ -43,10 +43,11 @@ describe('cron triggers', () => {
     const fired: string[] = [];
     const triggers = new Triggers({
       store,
-      getAction: async (_namespace, name) => (name === action.name ? (action as ActionVersion) : undefined),
-      invokeAsync: async (invoked) => {
-        fired.push(invoked.name);
-        return `id-${fired.length}`;
+      invoke: async (command) => {
+        assert.equal(command.mode, 'async');
+        assert.equal(command.function.name, action.name);
+        fired.push(command.function.name);
+        return { kind: 'accepted', function: action as ActionVersion, activationId: `id-${fired.length}`, late: false };
       },
       warn: (message) => assert.fail(message),
     });

@@ -4,17 +4,13 @@ import { newActivationId } from '../core/ids.js';
 import { assertEntityName } from '../core/names.js';
 import type { ActivationRecord, KeyValue } from '../core/types.js';
 import { annotationValue } from '../core/types.js';
-import type { RuleRecord, Store, TriggerRecord } from '../store/store.js';
+import type { ListPage, RuleRecord, Store, TriggerRecord } from '../store/store.js';
+import type { InvokeCommand, InvokeOutcome } from './invoke.js';
 
 export interface TriggerHost {
   store: Store;
-  getAction: (namespace: string, name: string) => Promise<import('../core/types.js').ActionVersion | undefined>;
-  invokeAsync: (
-    action: import('../core/types.js').ActionVersion,
-    params: Record<string, unknown>,
-    subject: string,
-    annotations: KeyValue[],
-  ) => Promise<string>;
+  /** The platform's one invoke: each rule's action is invoked through it, asynchronously. */
+  invoke: (command: InvokeCommand) => Promise<InvokeOutcome>;
   warn: (message: string) => void;
 }
 
@@ -46,6 +42,29 @@ export class Triggers {
   stop(): void {
     for (const job of this.schedules.values()) job.stop();
     this.schedules.clear();
+  }
+
+  get(namespace: string, name: string): Promise<TriggerRecord | undefined> {
+    return this.host.store.getTrigger(namespace, name);
+  }
+
+  async list(namespace: string, page: ListPage): Promise<TriggerRecord[]> {
+    return (await this.host.store.listTriggers(namespace)).slice(page.skip, page.skip + page.limit);
+  }
+
+  /** Stores a trigger (its cron annotation checked first) and (re)schedules it. */
+  async put(input: Omit<TriggerRecord, 'version' | 'updated'>, options: { overwrite: boolean }): Promise<TriggerRecord> {
+    Triggers.validate(input.annotations);
+    const stored = await this.host.store.putTrigger(input, options);
+    this.schedule(stored);
+    return stored;
+  }
+
+  /** Deletes a trigger and stops its schedule; undefined when there is none. */
+  async delete(namespace: string, name: string): Promise<TriggerRecord | undefined> {
+    const trigger = await this.host.store.deleteTrigger(namespace, name);
+    if (trigger) this.unschedule(namespace, trigger.name);
+    return trigger;
   }
 
   /** Checks a cron annotation before it is stored; throws a 400 naming the problem. */
@@ -101,21 +120,21 @@ export class Triggers {
     const logs: string[] = [];
     for (const rule of rules) {
       const ruleLog = { rule: `${namespace}/${rule.name}`, action: `${namespace}/${rule.action}` };
-      const action = await this.host.getAction(namespace, rule.action);
-      if (!action) {
-        logs.push(
-          JSON.stringify({ statusCode: 1, success: false, error: `The action ${rule.action} does not exist.`, ...ruleLog }),
-        );
-        continue;
-      }
+      let entry: Record<string, unknown>;
       try {
-        const activationId = await this.host.invokeAsync(action, params, namespace, [
-          { key: 'cause', value: triggerActivationId },
-        ]);
-        logs.push(JSON.stringify({ statusCode: 0, success: true, activationId, ...ruleLog }));
+        const outcome = await this.host.invoke({
+          function: { namespace, name: rule.action },
+          params,
+          mode: 'async',
+          door: 'trigger',
+          caller: { kind: 'namespace', namespace },
+          cause: triggerActivationId,
+        });
+        entry = ruleEntry(outcome, rule.action);
       } catch (error) {
-        logs.push(JSON.stringify({ statusCode: 1, success: false, error: (error as Error).message, ...ruleLog }));
+        entry = { statusCode: 1, success: false, error: (error as Error).message };
       }
+      logs.push(JSON.stringify({ ...entry, ...ruleLog }));
     }
     const end = Date.now();
     const record: ActivationRecord = {
@@ -138,6 +157,20 @@ export class Triggers {
     };
     await store.completeActivation(record, started);
     return triggerActivationId;
+  }
+}
+
+/** A trigger activation's log line for one rule: the action's activation id, or why there is none. */
+function ruleEntry(outcome: InvokeOutcome, action: string): Record<string, unknown> {
+  switch (outcome.kind) {
+    case 'accepted':
+      return { statusCode: 0, success: true, activationId: outcome.activationId };
+    case 'not-found':
+      return { statusCode: 1, success: false, error: `The action ${action} does not exist.` };
+    case 'rejected':
+      return { statusCode: 1, success: false, error: outcome.message };
+    default:
+      return { statusCode: 1, success: false, error: `The action ${action} was not queued (${outcome.kind}).` };
   }
 }
 
