@@ -1,0 +1,62 @@
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import { upsertActivations } from '../activation-writer.js';
+import { redactPassword, type StoreDatabase } from '../database.js';
+import type { ActivationRow, Database } from '../schema.js';
+
+/** Rows per insert: 17 parameters each stays well under PostgreSQL's 65535 per statement. */
+const ROWS_PER_INSERT = 1000;
+
+/** PostgreSQL, for several servers sharing one database. */
+export async function openPostgres(url: string): Promise<StoreDatabase> {
+  const location = redactPassword(url);
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    // Times and sizes are bigint columns: read them as numbers, as SQLite gives them (ms since
+    // the epoch stays exact far beyond any date stored here).
+    types: {
+      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+        oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+    },
+  });
+  // An idle connection that breaks (the server restarted) is dropped by the pool and the next
+  // query opens a new one; without a listener the error would end the process.
+  pool.on('error', () => {});
+  try {
+    const client = await pool.connect();
+    client.release();
+  } catch (error) {
+    await pool.end();
+    throw new Error(`Cannot reach the database at ${location}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    dialect: 'postgres',
+    db,
+    location,
+    async writeActivations(rows) {
+      const unique = lastPerActivation(rows);
+      if (unique.length <= ROWS_PER_INSERT) {
+        await upsertActivations(db, unique).execute();
+        return;
+      }
+      await db.transaction().execute(async (trx) => {
+        for (let i = 0; i < unique.length; i += ROWS_PER_INSERT)
+          await upsertActivations(trx, unique.slice(i, i + ROWS_PER_INSERT)).execute();
+      });
+    },
+    inTransaction: () => false,
+    async lock(trx, key) {
+      await sql`select pg_advisory_xact_lock(hashtextextended(${key}, 0))`.execute(trx);
+    },
+    close: () => db.destroy(),
+  };
+}
+
+/** One insert may not touch a row twice in PostgreSQL: of two writes of one activation, the later wins. */
+function lastPerActivation(rows: readonly ActivationRow[]): ActivationRow[] {
+  const byId = new Map<string, ActivationRow>();
+  for (const row of rows) byId.set(row.activation_id, row);
+  return byId.size === rows.length ? [...rows] : [...byId.values()];
+}
