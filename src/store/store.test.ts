@@ -520,6 +520,28 @@ for (const database of DATABASES) {
       });
     });
 
+    describe('lookups by a name with a NUL character (which PostgreSQL cannot store)', () => {
+      it('find nothing, and change nothing', async () => {
+        const odd = 'a\0b';
+        await store.putAction(action('nul', 'a'), { overwrite: false });
+        assert.equal(await store.getAction('nul', odd), undefined);
+        assert.equal(await store.getAction(odd, 'a'), undefined);
+        assert.deepEqual(await store.listVersions('nul', odd), []);
+        assert.equal(await store.deleteAction('nul', odd), undefined);
+        assert.equal(await store.authenticate(odd, 'key'), undefined);
+        assert.equal(await store.keyOf(odd), undefined);
+        assert.equal(await store.getNamespace(odd), undefined);
+        assert.equal(await store.getActivation('nul', odd), undefined);
+        assert.deepEqual(await store.listActivations('nul', { limit: 10, skip: 0, name: odd }), []);
+        assert.equal(await store.getTrigger('nul', odd), undefined);
+        assert.equal(await store.deleteTrigger('nul', odd), undefined);
+        assert.equal(await store.getRule('nul', odd), undefined);
+        assert.equal(await store.deleteRule('nul', odd), undefined);
+        await store.setRuleStatus('nul', odd, 'inactive');
+        assert.equal((await store.getAction('nul', 'a'))?.version, '0.0.1');
+      });
+    });
+
     describe('purging a namespace', () => {
       it('removes everything in it and nothing else; a namespace made again starts empty', async () => {
         await store.createNamespace('doomed', 'uuid-doomed', 'key');

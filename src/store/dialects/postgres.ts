@@ -1,4 +1,4 @@
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { type CompiledQuery, Kysely, PostgresDialect, type QueryResult, sql } from 'kysely';
 import pg from 'pg';
 import { upsertActivations } from '../activation-writer.js';
 import { redactPassword, type StoreDatabase } from '../database.js';
@@ -30,7 +30,15 @@ export async function openPostgres(url: string): Promise<StoreDatabase> {
     await pool.end();
     throw new Error(`Cannot reach the database at ${location}: ${error instanceof Error ? error.message : String(error)}`);
   }
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({
+      pool,
+      onCreateConnection: async (connection) => {
+        const execute = connection.executeQuery.bind(connection);
+        connection.executeQuery = <R>(query: CompiledQuery) => (holdsNul(query) ? withoutNul<R>(query) : execute<R>(query));
+      },
+    }),
+  });
   return {
     dialect: 'postgres',
     db,
@@ -48,10 +56,27 @@ export async function openPostgres(url: string): Promise<StoreDatabase> {
     },
     inTransaction: () => false,
     async lock(trx, key) {
-      await sql`select pg_advisory_xact_lock(hashtextextended(${key}, 0))`.execute(trx);
+      // Without NUL characters, which PostgreSQL refuses (two keys that then meet only take turns).
+      await sql`select pg_advisory_xact_lock(hashtextextended(${key.replaceAll('\0', '')}, 0))`.execute(trx);
     },
     close: () => db.destroy(),
   };
+}
+
+/**
+ * PostgreSQL's text cannot hold a NUL character (SQLite's can) and refuses a query that carries
+ * one. No stored name holds one, then: a lookup by such a name (from a URL, say) finds nothing,
+ * as on SQLite, rather than failing.
+ */
+function holdsNul(query: CompiledQuery): boolean {
+  return query.parameters.some((p) => typeof p === 'string' && p.includes('\0'));
+}
+
+async function withoutNul<R>(query: CompiledQuery): Promise<QueryResult<R>> {
+  const kind = query.query.kind;
+  if (kind === 'SelectQueryNode') return { rows: [] };
+  if (kind === 'UpdateQueryNode' || kind === 'DeleteQueryNode') return { rows: [], numAffectedRows: 0n };
+  throw new Error('PostgreSQL cannot store text that holds a NUL character.');
 }
 
 /** One insert may not touch a row twice in PostgreSQL: of two writes of one activation, the later wins. */
