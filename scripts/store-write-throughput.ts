@@ -2,8 +2,9 @@
 // SQLite (and on PostgreSQL with --database). Pass one or more store modules to compare them side
 // by side in one run (rounds alternate between them, so that load on the machine hits both alike).
 // `--database private-postgres` runs against a private PostgreSQL started for the run.
-//   node --import tsx scripts/store-write-throughput.ts [--rounds 5] [--count 5000] [--database URL] [store.ts ...]
-// Prints the median per measure and module as JSON.
+//   node --import tsx scripts/store-write-throughput.ts [--rounds 5] [--count 5000] [--database URL]
+//     [--only <measure name part>] [store.ts ...]
+// Prints, per measure and module, the median rate and CPU time per operation as JSON.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -40,6 +41,7 @@ const { values, positionals } = parseArgs({
     rounds: { type: 'string', default: '5' },
     count: { type: 'string', default: '5000' },
     database: { type: 'string' },
+    only: { type: 'string' },
   },
 });
 const rounds = Number(values.rounds);
@@ -80,9 +82,13 @@ function record(id: string): ActivationRecord {
   };
 }
 
-/** Operations per second for `count` operations, `inFlight` at a time. */
-async function measure(inFlight: number, op: (id: string) => Promise<void>): Promise<number> {
+/**
+ * Operations per second for `count` operations, `inFlight` at a time, and the CPU time this
+ * process spent per operation (less sensitive than the rate to what else runs on the machine).
+ */
+async function measure(inFlight: number, op: (id: string) => Promise<void>): Promise<Sample> {
   const ids = Array.from({ length: count }, newId);
+  const cpu = process.cpuUsage();
   const started = performance.now();
   let next = 0;
   await Promise.all(
@@ -90,7 +96,14 @@ async function measure(inFlight: number, op: (id: string) => Promise<void>): Pro
       while (next < ids.length) await op(ids[next++] as string);
     }),
   );
-  return Math.round(count / ((performance.now() - started) / 1000));
+  const elapsed = (performance.now() - started) / 1000;
+  const used = process.cpuUsage(cpu);
+  return { opsPerSecond: Math.round(count / elapsed), cpuMicrosPerOp: Math.round(((used.user + used.system) / count) * 10) / 10 };
+}
+
+interface Sample {
+  opsPerSecond: number;
+  cpuMicrosPerOp: number;
 }
 
 const MEASURES = {
@@ -114,13 +127,16 @@ const loaded = await Promise.all(
     module: (await import(pathToFileURL(resolve(path)).href)) as StoreModule,
   })),
 );
-const samples = new Map<string, number[]>();
+const samples = new Map<string, Sample[]>();
 for (let round = 0; round < rounds; round++) {
-  for (const { path, module } of loaded) {
+  // Alternate which module goes first, so that neither always runs on a warmer process.
+  const order = round % 2 === 0 ? loaded : [...loaded].reverse();
+  for (const { path, module } of order) {
     const dataDir = mkdtempSync(join(tmpdir(), 'isola-store-bench-'));
     const store = await module.Store.open({ dataDir, ...(database ? { databaseUrl: database } : {}) });
     try {
       for (const [name, run] of Object.entries(MEASURES)) {
+        if (values.only && !name.includes(values.only)) continue;
         const key = `${path} | ${name}`;
         samples.set(key, [...(samples.get(key) ?? []), await run(store)]);
       }
@@ -132,5 +148,14 @@ for (let round = 0; round < rounds; round++) {
 }
 await privatePostgres?.stop();
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
-const result = Object.fromEntries([...samples].map(([key, xs]) => [key, { median: median(xs), samples: xs }]));
+const result = Object.fromEntries(
+  [...samples].map(([key, xs]) => [
+    key,
+    {
+      opsPerSecond: median(xs.map((x) => x.opsPerSecond)),
+      cpuMicrosPerOp: median(xs.map((x) => x.cpuMicrosPerOp)),
+      samples: xs.map((x) => x.opsPerSecond),
+    },
+  ]),
+);
 process.stdout.write(`${JSON.stringify({ count, rounds, database: values.database ?? 'sqlite', result }, null, 2)}\n`);

@@ -8,7 +8,7 @@ import { sharedPostgres, stopSharedPostgres } from '../../test/helpers/postgres.
 import { IsolaError } from '../core/errors.js';
 import { DEFAULT_LIMITS } from '../core/limits.js';
 import type { ActionVersion, ActivationRecord } from '../core/types.js';
-import { connectDatabase } from './database.js';
+import { connectDatabase, parseDatabaseSetting, SQLITE_FILE } from './database.js';
 import { migrationProvider } from './migrations.js';
 import { ActivationRetention } from './retention.js';
 import { Store, type StoreOptions } from './store.js';
@@ -83,6 +83,33 @@ const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 async function clockPast(ms: number): Promise<void> {
   while (Date.now() <= ms) await nextTurn();
 }
+
+describe('the database setting', () => {
+  it('is the SQLite file in the data dir when unset, and PostgreSQL for a postgres:// URL', () => {
+    assert.deepEqual(parseDatabaseSetting({ dataDir: '/d' }), { dialect: 'sqlite', file: join('/d', SQLITE_FILE) });
+    assert.deepEqual(parseDatabaseSetting({ dataDir: '/d', databaseUrl: 'sqlite:/elsewhere/x.db' }), {
+      dialect: 'sqlite',
+      file: '/elsewhere/x.db',
+    });
+    for (const url of ['postgres://u@h:5432/db', 'postgresql://u:p@h/db'])
+      assert.deepEqual(parseDatabaseSetting({ dataDir: '/d', databaseUrl: url }), { dialect: 'postgres', url });
+  });
+
+  it('refuses another kind of URL, and never repeats a password', async () => {
+    assert.throws(
+      () => parseDatabaseSetting({ dataDir: '/d', databaseUrl: 'mysql://me:hunter2@h/db' }),
+      (error: Error) =>
+        /Unsupported database URL "mysql:\/\/me:\*\*\*@h\/db"/.test(error.message) && !error.message.includes('hunter2'),
+    );
+    // Nothing listens on port 1.
+    await assert.rejects(
+      Store.open({ dataDir: '/nonexistent', databaseUrl: 'postgres://me:hunter2@127.0.0.1:1/db' }),
+      (error: Error) =>
+        /^Cannot reach the database at postgres:\/\/me:\*\*\*@127\.0\.0\.1:1\/db/.test(error.message) &&
+        !error.message.includes('hunter2'),
+    );
+  });
+});
 
 for (const database of DATABASES) {
   describe(`store on ${database.name}`, () => {

@@ -24,8 +24,9 @@ export class PostgresInstance {
 
   static async start(): Promise<PostgresInstance> {
     const bin = postgresBinDir();
-    const dir = mkdtempSync(join(tmpdir(), 'isola-pg-'));
     const owner = unprivilegedOwner();
+    // As root, under /tmp: the postgres user must be able to reach it, which root's TMPDIR may not let it.
+    const dir = mkdtempSync(join(owner ? '/tmp' : tmpdir(), 'isola-pg-'));
     if (owner) chownSync(dir, owner.uid, owner.gid);
     const data = join(dir, 'data');
     // The C locale: names sort by bytes, as in SQLite.
