@@ -547,8 +547,8 @@ for (const database of DATABASES) {
       });
     });
 
-    describe('lookups by a name with a NUL character (which PostgreSQL cannot store)', () => {
-      it('find nothing, and change nothing', async () => {
+    describe('text with a NUL character (which PostgreSQL cannot store)', () => {
+      it('finds nothing when looked up by, and changes nothing', async () => {
         const odd = 'a\0b';
         await store.putAction(action('nul', 'a'), { overwrite: false });
         assert.equal(await store.getAction('nul', odd), undefined);
@@ -566,6 +566,13 @@ for (const database of DATABASES) {
         assert.equal(await store.deleteRule('nul', odd), undefined);
         await store.setRuleStatus('nul', odd, 'inactive');
         assert.equal((await store.getAction('nul', 'a'))?.version, '0.0.1');
+      });
+
+      it('are stored in code on SQLite, and refused with 400 on PostgreSQL', async () => {
+        const put = store.putAction(action('nul', 'code', 'function main() { return "\0"; }'), { overwrite: false });
+        if (store.dialect === 'sqlite') assert.equal((await put).exec.code, 'function main() { return "\0"; }');
+        else await assert.rejects(put, (error: unknown) => error instanceof IsolaError && error.status === 400);
+        if (store.dialect === 'postgres') assert.equal(await store.getAction('nul', 'code'), undefined);
       });
     });
 

@@ -1,5 +1,6 @@
 import { type CompiledQuery, Kysely, PostgresDialect, type QueryResult, sql } from 'kysely';
 import pg from 'pg';
+import { badRequest } from '../../core/errors.js';
 import { upsertActivations } from '../activation-writer.js';
 import { redactPassword, type StoreDatabase } from '../database.js';
 import type { ActivationRow, Database } from '../schema.js';
@@ -66,7 +67,7 @@ export async function openPostgres(url: string): Promise<StoreDatabase> {
 /**
  * PostgreSQL's text cannot hold a NUL character (SQLite's can) and refuses a query that carries
  * one. No stored name holds one, then: a lookup by such a name (from a URL, say) finds nothing,
- * as on SQLite, rather than failing.
+ * as on SQLite, rather than failing; storing such text is the caller's error.
  */
 function holdsNul(query: CompiledQuery): boolean {
   return query.parameters.some((p) => typeof p === 'string' && p.includes('\0'));
@@ -76,7 +77,8 @@ async function withoutNul<R>(query: CompiledQuery): Promise<QueryResult<R>> {
   const kind = query.query.kind;
   if (kind === 'SelectQueryNode') return { rows: [] };
   if (kind === 'UpdateQueryNode' || kind === 'DeleteQueryNode') return { rows: [], numAffectedRows: 0n };
-  throw new Error('PostgreSQL cannot store text that holds a NUL character.');
+  // Only what a caller sent can hold one (names are checked at the doors; code is not).
+  throw badRequest('Text with a NUL character (U+0000) cannot be stored: this server keeps its data in PostgreSQL.');
 }
 
 /** One insert may not touch a row twice in PostgreSQL: of two writes of one activation, the later wins. */
