@@ -133,15 +133,16 @@ for (let round = 0; round < rounds; round++) {
   const order = round % 2 === 0 ? loaded : [...loaded].reverse();
   for (const { path, module } of order) {
     const dataDir = mkdtempSync(join(tmpdir(), 'isola-store-bench-'));
-    const store = await module.Store.open({ dataDir, ...(database ? { databaseUrl: database } : {}) });
+    let store: StoreUnderTest | undefined;
     try {
+      store = await module.Store.open({ dataDir, ...(database ? { databaseUrl: database } : {}) });
       for (const [name, run] of Object.entries(MEASURES)) {
         if (values.only && !name.includes(values.only)) continue;
         const key = `${path} | ${name}`;
         samples.set(key, [...(samples.get(key) ?? []), await run(store)]);
       }
     } finally {
-      await store.close();
+      await store?.close();
       rmSync(dataDir, { recursive: true, force: true });
     }
   }
