@@ -7,6 +7,8 @@
 #   microvm     QEMU and what builds the guest image (busybox, mke2fs, cpio, lz4)
 #   wasm        clang + wasi-libc and rustc + its wasm32 standard library, to rebuild the examples
 #   browser     Chromium, in which the tests open the benchmark report (headless)
+#   postgres    PostgreSQL, for `isola serve --database postgres://...`; the tests start private
+#               instances of it (initdb in a temp dir), never the cluster the package sets up
 #   all         every group (the default)
 set -euo pipefail
 # apt-get needs root: as another user, ask sudo (a root host may have no sudo at all, so it is
@@ -24,9 +26,10 @@ declare -A groups=(
   [microvm]="qemu-system-x86 busybox-static e2fsprogs cpio lz4"
   [wasm]="clang lld wasi-libc libclang-rt-14-dev-wasm32 rustc libstd-rust-dev-wasm32"
   [browser]="chromium"
+  [postgres]="postgresql"
 )
 wanted=("$@")
-if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers microvm wasm browser); fi
+if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers microvm wasm browser postgres); fi
 packages=()
 for group in "${wanted[@]}"; do
   if [ -z "${groups[$group]+x}" ]; then

@@ -25,6 +25,17 @@ describe('server settings', () => {
     assert.throws(() => resolveServerConfig({ backends: 'isolate,docker' }, {}), /Unknown backend "docker"/);
     assert.throws(() => resolveServerConfig({}, { ISOLA_GUEST_AUTH: 'nocolon' }), ConfigError);
   });
+  it('takes the database from --database, then ISOLA_DATABASE (or ISOLA_DATABASE_URL); unset is SQLite', () => {
+    const pg = 'postgres://isola@db:5432/isola';
+    assert.equal(resolveServerConfig({}, {}).databaseUrl, undefined);
+    assert.equal(resolveServerConfig({}, { ISOLA_DATABASE: pg }).databaseUrl, pg);
+    assert.equal(resolveServerConfig({}, { ISOLA_DATABASE_URL: pg }).databaseUrl, pg);
+    assert.equal(resolveServerConfig({ database: 'sqlite:/x.db' }, { ISOLA_DATABASE: pg }).databaseUrl, 'sqlite:/x.db');
+    assert.throws(
+      () => resolveServerConfig({ database: 'mysql://db/isola' }, {}),
+      /must be a postgres:\/\/user@host:port\/database URL/,
+    );
+  });
   it('parses durations', () => {
     assert.equal(parseDuration('500ms'), 500);
     assert.equal(parseDuration('30s'), 30_000);

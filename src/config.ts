@@ -10,6 +10,7 @@ export interface ServerConfig {
   guestAuth?: string;
   /** Backends to enable; all that work on this host when absent. */
   backends?: Isolation[];
+  /** The database setting: `postgres://...` selects PostgreSQL; unset, the SQLite file in the data dir. */
   databaseUrl?: string;
   memoryBudgetMb: number;
   /** The default keep-alive policy: `fixed:<duration>` or `hybrid`. */
@@ -101,7 +102,13 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
   const prewarm = pick(flags.prewarm, 'ISOLA_PREWARM');
   const guestAuth = env.ISOLA_GUEST_AUTH || undefined;
   if (guestAuth && !/^[^:\s]+:[^:\s]+$/.test(guestAuth)) throw new ConfigError('ISOLA_GUEST_AUTH must look like uuid:key.');
-  const databaseUrl = pick(flags.database, 'ISOLA_DATABASE_URL');
+  // ISOLA_DATABASE_URL, the earlier name, still works.
+  const databaseUrl = pick(flags.database, 'ISOLA_DATABASE') ?? (env.ISOLA_DATABASE_URL || undefined);
+  if (databaseUrl && !/^(postgres(ql)?:\/\/|sqlite:)/.test(databaseUrl)) {
+    throw new ConfigError(
+      'The database must be a postgres://user@host:port/database URL (or sqlite:<file>); unset, SQLite in the data dir.',
+    );
+  }
   const containerRuntime = pick(flags.containerRuntime, 'ISOLA_CONTAINER_RUNTIME');
   if (containerRuntime && containerRuntime !== 'runc' && containerRuntime !== 'crun') {
     throw new ConfigError(`The container runtime must be runc or crun; got "${containerRuntime}".`);

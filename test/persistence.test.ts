@@ -3,101 +3,121 @@ import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { ActivationRecord } from '../src/core/types.js';
-import { activationState } from './helpers/activations.js';
-import { annotation, TestServer, waitFor } from './helpers/server.js';
+import { storedActivationState } from './helpers/activations.js';
+import { stopSharedPostgres } from './helpers/postgres.js';
+import { annotation, type TestDatabase, TestServer, waitFor } from './helpers/server.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 
-describe('a server killed with SIGKILL and restarted', () => {
-  let server: TestServer;
-  // The budget fits two 256 MB instances: with both blockers running, the worker has to queue.
-  const env = { ISOLA_MEMORY_BUDGET_MB: '512', ISOLA_PREWARM: 'isolate:0' };
-  let finishedId = '';
-  let runningId = '';
-  let runningOnceId = '';
-  let queuedId = '';
-  const record = (id: string) =>
-    waitFor(
-      `activation ${id}`,
-      async () => {
-        const r = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${id}`);
-        return r.status === 200 ? r.body : undefined;
-      },
-      30_000,
-    );
+after(() => stopSharedPostgres());
 
-  before(async () => {
-    server = await TestServer.start({ env });
-  });
-  after(async () => {
-    await server.dispose();
-  });
+// On SQLite in the data dir, and on a private PostgreSQL (`isola serve --database postgres://...`).
+for (const database of ['sqlite', 'postgres'] as const satisfies readonly TestDatabase[]) {
+  describe(`a server killed with SIGKILL and restarted (${database})`, () => {
+    let server: TestServer;
+    // The budget fits two 256 MB instances: with both blockers running, the worker has to queue.
+    const env = { ISOLA_MEMORY_BUDGET_MB: '512', ISOLA_PREWARM: 'isolate:0' };
+    let finishedId = '';
+    let runningId = '';
+    let runningOnceId = '';
+    let queuedId = '';
+    const record = (id: string) =>
+      waitFor(
+        `activation ${id}`,
+        async () => {
+          const r = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${id}`);
+          return r.status === 200 ? r.body : undefined;
+        },
+        30_000,
+      );
 
-  it('is set up with versions, a finished activation, two running and one queued', async () => {
-    const limits = { memory: 256, timeout: 60000 };
-    const sleeper = 'async function main(p) { await new Promise((r) => setTimeout(r, p.ms)); return { slept: p.ms }; }';
-    assert.equal((await server.deploy('worker', 'function main(p) { return { done: p.job }; }', { limits })).status, 200);
-    assert.equal((await server.deploy('worker', 'function main(p) { return { done: p.job, v: 2 }; }', { limits })).status, 200);
-    await server.deploy('blocker', sleeper, { limits });
-    await server.deploy('blocker-once', sleeper, { limits, annotations: [{ key: 'retries', value: 0 }] });
-    const finished = await server.invoke<ActivationRecord>('worker', { job: 'before' });
-    assert.equal(finished.body.response.success, true);
-    finishedId = finished.body.activationId;
+    before(async () => {
+      server = await TestServer.start({ env, database });
+    });
+    after(async () => {
+      await server.dispose();
+    });
 
-    runningId = (await server.invoke<{ activationId: string }>('blocker', { ms: 3000 }, 'blocking=false')).body.activationId;
-    runningOnceId = (await server.invoke<{ activationId: string }>('blocker-once', { ms: 3000 }, 'blocking=false')).body
-      .activationId;
-    await waitFor('the blockers to start', async () =>
-      activationState(server.dataDir, runningId) === 'running' && activationState(server.dataDir, runningOnceId) === 'running'
-        ? true
-        : undefined,
-    );
-    queuedId = (await server.invoke<{ activationId: string }>('worker', { job: 'queued' }, 'blocking=false')).body.activationId;
-    assert.equal(activationState(server.dataDir, queuedId), 'queued', 'the worker waits for memory');
-    await server.kill();
-  });
+    it('is set up with versions, a finished activation, two running and one queued', async () => {
+      const limits = { memory: 256, timeout: 60000 };
+      const sleeper = 'async function main(p) { await new Promise((r) => setTimeout(r, p.ms)); return { slept: p.ms }; }';
+      assert.equal((await server.deploy('worker', 'function main(p) { return { done: p.job }; }', { limits })).status, 200);
+      assert.equal((await server.deploy('worker', 'function main(p) { return { done: p.job, v: 2 }; }', { limits })).status, 200);
+      await server.deploy('blocker', sleeper, { limits });
+      await server.deploy('blocker-once', sleeper, { limits, annotations: [{ key: 'retries', value: 0 }] });
+      const finished = await server.invoke<ActivationRecord>('worker', { job: 'before' });
+      assert.equal(finished.body.response.success, true);
+      finishedId = finished.body.activationId;
 
-  it('still has every action, version and finished activation', async () => {
-    await server.restart();
-    const versions = await server.request<{ version: string }[]>('GET', '/api/v1/namespaces/_/actions/worker/versions');
-    assert.deepEqual(
-      versions.body.map((v) => v.version),
-      ['0.0.2', '0.0.1'],
-    );
-    assert.equal((await server.request('GET', '/api/v1/namespaces/_/actions/blocker')).status, 200);
-    const finished = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${finishedId}`);
-    assert.equal(finished.status, 200);
-    assert.deepEqual(finished.body.response.result, { done: 'before', v: 2 });
-  });
+      runningId = (await server.invoke<{ activationId: string }>('blocker', { ms: 3000 }, 'blocking=false')).body.activationId;
+      runningOnceId = (await server.invoke<{ activationId: string }>('blocker-once', { ms: 3000 }, 'blocking=false')).body
+        .activationId;
+      await waitFor('the blockers to start', async () =>
+        (await storedActivationState(server, runningId)) === 'running' &&
+        (await storedActivationState(server, runningOnceId)) === 'running'
+          ? true
+          : undefined,
+      );
+      queuedId = (await server.invoke<{ activationId: string }>('worker', { job: 'queued' }, 'blocking=false')).body.activationId;
+      assert.equal(await storedActivationState(server, queuedId), 'queued', 'the worker waits for memory');
+      await server.kill();
+    });
 
-  it('holds the data dir again: the lock of the killed server was taken over', async () => {
-    const pid = (await server.request<{ pid: number }>('GET', '/healthz', undefined, { auth: null })).body.pid;
-    const second = spawnSync(
-      process.execPath,
-      ['--no-node-snapshot', '--import', import.meta.resolve('tsx'), MAIN, 'serve', '--port', '0', '--data-dir', server.dataDir],
-      { env: { ...process.env, ISOLA_BACKENDS: 'isolate', ISOLA_PREWARM: 'isolate:0' }, encoding: 'utf8', timeout: 60_000 },
-    );
-    assert.notEqual(second.status, 0);
-    assert.match(second.stderr, new RegExp(`Another Isola server \\(pid ${pid}, listening on ${server.url}\\)`));
-  });
+    it('still has every action, version and finished activation', async () => {
+      await server.restart();
+      const versions = await server.request<{ version: string }[]>('GET', '/api/v1/namespaces/_/actions/worker/versions');
+      assert.deepEqual(
+        versions.body.map((v) => v.version),
+        ['0.0.2', '0.0.1'],
+      );
+      assert.equal((await server.request('GET', '/api/v1/namespaces/_/actions/blocker')).status, 200);
+      const finished = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${finishedId}`);
+      assert.equal(finished.status, 200);
+      assert.deepEqual(finished.body.response.result, { done: 'before', v: 2 });
+    });
 
-  it('runs the activation that was still queued', async () => {
-    const queued = await record(queuedId);
-    assert.equal(queued.response.success, true);
-    assert.deepEqual(queued.response.result, { done: 'queued', v: 2 });
-  });
+    it('holds the data dir again: the lock of the killed server was taken over', async () => {
+      const pid = (await server.request<{ pid: number }>('GET', '/healthz', undefined, { auth: null })).body.pid;
+      const second = spawnSync(
+        process.execPath,
+        [
+          '--no-node-snapshot',
+          '--import',
+          import.meta.resolve('tsx'),
+          MAIN,
+          'serve',
+          '--port',
+          '0',
+          '--data-dir',
+          server.dataDir,
+        ],
+        { env: { ...process.env, ISOLA_BACKENDS: 'isolate', ISOLA_PREWARM: 'isolate:0' }, encoding: 'utf8', timeout: 60_000 },
+      );
+      assert.notEqual(second.status, 0);
+      assert.match(second.stderr, new RegExp(`Another Isola server \\(pid ${pid}, listening on ${server.url}\\)`));
+    });
 
-  it('runs an interrupted activation again (at least once), noting the attempt', async () => {
-    const rerun = await record(runningId);
-    assert.equal(rerun.response.status, 'success');
-    assert.deepEqual(rerun.response.result, { slept: 3000 });
-    assert.equal(annotation(rerun, 'attempt'), 2);
-  });
+    it('runs the activation that was still queued', async () => {
+      const queued = await record(queuedId);
+      assert.equal(queued.response.success, true);
+      assert.deepEqual(queued.response.result, { done: 'queued', v: 2 });
+    });
 
-  it('records an interrupted activation of a function without retries as failed, with the reason', async () => {
-    const failed = await record(runningOnceId);
-    assert.equal(failed.response.status, 'whisk internal error');
-    assert.match(String((failed.response.result as { error: string }).error), /server stopped while this activation was running/);
-    assert.match(server.output, /1 queued activation\(s\) resumed, 1 interrupted one\(s\) run again, 1 recorded as failed/);
+    it('runs an interrupted activation again (at least once), noting the attempt', async () => {
+      const rerun = await record(runningId);
+      assert.equal(rerun.response.status, 'success');
+      assert.deepEqual(rerun.response.result, { slept: 3000 });
+      assert.equal(annotation(rerun, 'attempt'), 2);
+    });
+
+    it('records an interrupted activation of a function without retries as failed, with the reason', async () => {
+      const failed = await record(runningOnceId);
+      assert.equal(failed.response.status, 'whisk internal error');
+      assert.match(
+        String((failed.response.result as { error: string }).error),
+        /server stopped while this activation was running/,
+      );
+      assert.match(server.output, /1 queued activation\(s\) resumed, 1 interrupted one\(s\) run again, 1 recorded as failed/);
+    });
   });
-});
+}

@@ -1,5 +1,32 @@
-import type SqliteDatabase from 'better-sqlite3';
-import type { ActivationRow } from './store.js';
+import type { Kysely } from 'kysely';
+import type { StoreDatabase } from './database.js';
+import type { ActivationRow, Database } from './schema.js';
+
+/**
+ * Inserts finished activations, or completes the record of one that was queued or running. The
+ * columns an enqueued record already holds (who, what, when accepted) stay as they are.
+ */
+export function upsertActivations(db: Kysely<Database>, rows: readonly ActivationRow[]) {
+  return db
+    .insertInto('activations')
+    .values([...rows])
+    .onConflict((oc) =>
+      oc.column('activation_id').doUpdateSet((eb) => ({
+        version: eb.ref('excluded.version'),
+        state: eb.ref('excluded.state'),
+        start: eb.ref('excluded.start'),
+        end: eb.ref('excluded.end'),
+        duration: eb.ref('excluded.duration'),
+        status: eb.ref('excluded.status'),
+        success: eb.ref('excluded.success'),
+        result: eb.ref('excluded.result'),
+        logs: eb.ref('excluded.logs'),
+        annotations: eb.ref('excluded.annotations'),
+        params: eb.ref('excluded.params'),
+        attempts: eb.ref('excluded.attempts'),
+      })),
+    );
+}
 
 interface Pending {
   row: ActivationRow;
@@ -7,77 +34,81 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
-const COLUMNS = [
-  'activation_id',
-  'namespace',
-  'name',
-  'version',
-  'subject',
-  'state',
-  'accepted',
-  'start',
-  'end',
-  'duration',
-  'status',
-  'success',
-  'result',
-  'logs',
-  'annotations',
-  'params',
-  'attempts',
-] as const satisfies readonly (keyof ActivationRow)[];
-const KEPT_ON_CONFLICT = new Set(['activation_id', 'namespace', 'name', 'subject', 'accepted']);
-
 /**
  * Group commit for finished activations, the one write on every invocation's path: every record
- * written during one turn of the event loop goes into one SQLite transaction, and each caller's
- * promise resolves only after that commit. Under load this turns thousands of single-row commits
- * a second into a few hundred, without ever answering a caller before its record is stored. It
- * talks to better-sqlite3 directly with one prepared statement: the general query layer's
- * per-query plumbing costs more than the insert itself here.
+ * written during one turn of the event loop goes into one transaction, and each caller's promise
+ * resolves only after that commit. Under load this turns thousands of single-row commits a second
+ * into a few hundred, without ever answering a caller before its record is stored. On PostgreSQL
+ * a batch commits while the next one gathers, so batches grow with the round trip.
  */
 export class ActivationWriter {
   private pending: Pending[] = [];
   private scheduled = false;
-  private readonly commitBatch: (rows: readonly ActivationRow[]) => void;
+  private committing: Promise<void> | undefined;
 
-  constructor(sqlite: SqliteDatabase.Database) {
-    const quoted = COLUMNS.map((c) => `"${c}"`);
-    const updates = COLUMNS.filter((c) => !KEPT_ON_CONFLICT.has(c)).map((c) => `"${c}" = excluded."${c}"`);
-    const upsert = sqlite.prepare(
-      `insert into "activations" (${quoted.join(', ')}) values (${COLUMNS.map(() => '?').join(', ')}) ` +
-        `on conflict ("activation_id") do update set ${updates.join(', ')}`,
-    );
-    this.commitBatch = sqlite.transaction((rows: readonly ActivationRow[]) => {
-      for (const row of rows) upsert.run(COLUMNS.map((c) => row[c]));
-    });
-  }
+  constructor(private readonly database: StoreDatabase) {}
 
   write(row: ActivationRow): Promise<void> {
     return new Promise((resolve, reject) => {
       this.pending.push({ row, resolve, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => this.commit());
-      }
+      this.schedule();
     });
   }
 
   /** Commits everything written so far. */
   async flush(): Promise<void> {
-    this.commit();
+    for (;;) {
+      if (this.committing) await this.committing;
+      else if (this.pending.length === 0) return;
+      else if (this.database.inTransaction()) await nextTurn();
+      else this.commit();
+    }
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.commit());
   }
 
   private commit(): void {
     this.scheduled = false;
+    // A commit under way schedules the next one when it ends.
+    if (this.committing || this.pending.length === 0) return;
+    // Not inside another transaction on SQLite's one connection, or its rollback would take these.
+    if (this.database.inTransaction()) {
+      this.schedule();
+      return;
+    }
     const batch = this.pending;
     this.pending = [];
-    if (batch.length === 0) return;
+    let committed: Promise<void> | undefined;
     try {
-      this.commitBatch(batch.map((p) => p.row));
-      for (const p of batch) p.resolve();
+      committed = this.database.writeActivations(batch.map((p) => p.row));
     } catch (error) {
       for (const p of batch) p.reject(error);
+      return;
     }
+    if (!committed) {
+      for (const p of batch) p.resolve();
+      return;
+    }
+    this.committing = committed
+      .then(
+        () => {
+          for (const p of batch) p.resolve();
+        },
+        (error: unknown) => {
+          for (const p of batch) p.reject(error);
+        },
+      )
+      .finally(() => {
+        this.committing = undefined;
+        if (this.pending.length > 0) this.schedule();
+      });
   }
+}
+
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }

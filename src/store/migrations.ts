@@ -1,162 +1,175 @@
 import { randomUUID } from 'node:crypto';
-import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, type RawBuilder, sql } from 'kysely';
 import { compareVersions } from '../core/types.js';
+import type { DialectName } from './database.js';
 
-// Migrations are code, kept in order; names sort in the order they apply. Each one is written
-// with Kysely's schema builder so it runs on SQLite and Postgres alike.
-const migrations: Record<string, Migration> = {
-  '0001_initial': {
-    async up(db: Kysely<unknown>) {
-      await db.schema
-        .createTable('namespaces')
-        .addColumn('name', 'text', (c) => c.primaryKey())
-        .addColumn('uuid', 'text', (c) => c.notNull().unique())
-        .addColumn('key', 'text', (c) => c.notNull())
-        .addColumn('created', 'bigint', (c) => c.notNull())
-        .execute();
-      await db.schema
-        .createTable('actions')
-        .addColumn('namespace', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('latest_version', 'text', (c) => c.notNull())
-        .addColumn('created', 'bigint', (c) => c.notNull())
-        .addColumn('updated', 'bigint', (c) => c.notNull())
-        .addPrimaryKeyConstraint('actions_pk', ['namespace', 'name'])
-        .execute();
-      await db.schema
-        .createTable('action_versions')
-        .addColumn('namespace', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('version', 'text', (c) => c.notNull())
-        .addColumn('kind', 'text', (c) => c.notNull())
-        .addColumn('code', 'text', (c) => c.notNull())
-        .addColumn('binary', 'integer', (c) => c.notNull())
-        .addColumn('main', 'text')
-        .addColumn('limits', 'text', (c) => c.notNull())
-        .addColumn('parameters', 'text', (c) => c.notNull())
-        .addColumn('annotations', 'text', (c) => c.notNull())
-        .addColumn('isolation', 'text', (c) => c.notNull())
-        .addColumn('created', 'bigint', (c) => c.notNull())
-        .addPrimaryKeyConstraint('action_versions_pk', ['namespace', 'name', 'version'])
-        .execute();
-      await db.schema
-        .createTable('activations')
-        // The row id in SQLite (an alias of rowid, no AUTOINCREMENT bookkeeping); it orders
-        // activations that started in the same millisecond.
-        .addColumn('seq', 'integer', (c) => c.primaryKey())
-        .addColumn('activation_id', 'text', (c) => c.notNull().unique())
-        .addColumn('namespace', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('version', 'text', (c) => c.notNull())
-        .addColumn('subject', 'text', (c) => c.notNull())
-        .addColumn('state', 'text', (c) => c.notNull())
-        .addColumn('accepted', 'bigint', (c) => c.notNull())
-        .addColumn('start', 'bigint', (c) => c.notNull())
-        .addColumn('end', 'bigint', (c) => c.notNull())
-        .addColumn('duration', 'bigint', (c) => c.notNull())
-        .addColumn('status', 'text', (c) => c.notNull())
-        .addColumn('success', 'integer', (c) => c.notNull())
-        .addColumn('result', 'text', (c) => c.notNull())
-        .addColumn('logs', 'text', (c) => c.notNull())
-        .addColumn('annotations', 'text', (c) => c.notNull())
-        .addColumn('params', 'text')
-        .execute();
-      await db.schema.createIndex('activations_by_namespace').on('activations').columns(['namespace', 'start']).execute();
-      await db.schema.createIndex('activations_by_name').on('activations').columns(['namespace', 'name', 'start']).execute();
-      // Partial: only queued and running activations are in it, so finished ones cost nothing here.
-      await db.schema
-        .createIndex('activations_pending')
-        .on('activations')
-        .columns(['state', 'accepted'])
-        .where(sql.ref('state'), '<>', 'done')
-        .execute();
-    },
-  },
-  '0002_retries_triggers_rules': {
-    async up(db: Kysely<unknown>) {
-      // Asynchronous invocations are retried: how many times so far, and not before when.
-      await db.schema
-        .alterTable('activations')
-        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
-        .execute();
-      await db.schema
-        .alterTable('activations')
-        .addColumn('not_before', 'bigint', (c) => c.notNull().defaultTo(0))
-        .execute();
-      await db.schema
-        .createTable('triggers')
-        .addColumn('namespace', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('parameters', 'text', (c) => c.notNull())
-        .addColumn('annotations', 'text', (c) => c.notNull())
-        .addColumn('version', 'text', (c) => c.notNull())
-        .addColumn('updated', 'bigint', (c) => c.notNull())
-        .addPrimaryKeyConstraint('triggers_pk', ['namespace', 'name'])
-        .execute();
-      await db.schema
-        .createTable('rules')
-        .addColumn('namespace', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('trigger', 'text', (c) => c.notNull())
-        .addColumn('action', 'text', (c) => c.notNull())
-        .addColumn('status', 'text', (c) => c.notNull())
-        .addColumn('version', 'text', (c) => c.notNull())
-        .addColumn('updated', 'bigint', (c) => c.notNull())
-        .addPrimaryKeyConstraint('rules_pk', ['namespace', 'name'])
-        .execute();
-      await db.schema.createIndex('rules_by_trigger').on('rules').columns(['namespace', 'trigger']).execute();
-    },
-  },
-  '0003_revisions_and_version_counters': {
-    async up(db: Kysely<unknown>) {
-      // Every stored version gets a random revision: version numbers alone repeated after an
-      // action was deleted and created again, and instance pools keyed by them served old code.
-      await db.schema
-        .alterTable('action_versions')
-        .addColumn('revision', 'text', (c) => c.notNull().defaultTo(''))
-        .execute();
-      const versions = db as unknown as Kysely<{
-        action_versions: { namespace: string; name: string; version: string; revision: string };
-      }>;
-      const rows = await versions.selectFrom('action_versions').select(['namespace', 'name', 'version']).execute();
-      for (const row of rows) {
-        await versions
-          .updateTable('action_versions')
-          .set({ revision: newRevision() })
-          .where('namespace', '=', row.namespace)
-          .where('name', '=', row.name)
-          .where('version', '=', row.version)
+/**
+ * Migrations are code, kept in order; names sort in the order they apply. Each one is written
+ * with Kysely's schema builder and runs on SQLite and PostgreSQL alike; where the two differ
+ * (text collation, the activation sequence) it asks which one it is on.
+ */
+function migrations(dialect: DialectName): Record<string, Migration> {
+  // PostgreSQL compares text by the database's locale unless told otherwise: byte order, as in
+  // SQLite, keeps listings and the retention's walk over namespaces the same on both.
+  const text: 'text' | RawBuilder<unknown> = dialect === 'postgres' ? sql`text collate "C"` : 'text';
+  return {
+    '0001_initial': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('namespaces')
+          .addColumn('name', text, (c) => c.primaryKey())
+          .addColumn('uuid', text, (c) => c.notNull().unique())
+          .addColumn('key', text, (c) => c.notNull())
+          .addColumn('created', 'bigint', (c) => c.notNull())
           .execute();
-      }
-      // The highest version ever given to an action name: kept when the action is deleted, so a
-      // re-created action continues after it and old activation records stay unambiguous.
-      await db.schema
-        .createTable('version_counters')
-        .addColumn('namespace', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('last_version', 'text', (c) => c.notNull())
-        .addPrimaryKeyConstraint('version_counters_pk', ['namespace', 'name'])
-        .execute();
-      const highest = new Map<string, { namespace: string; name: string; last_version: string }>();
-      for (const row of rows) {
-        const key = `${row.namespace}/${row.name}`;
-        const seen = highest.get(key);
-        if (!seen || compareVersions(row.version, seen.last_version) > 0)
-          highest.set(key, { namespace: row.namespace, name: row.name, last_version: row.version });
-      }
-      const counters = db as unknown as Kysely<{ version_counters: { namespace: string; name: string; last_version: string } }>;
-      for (const counter of highest.values()) await counters.insertInto('version_counters').values(counter).execute();
+        await db.schema
+          .createTable('actions')
+          .addColumn('namespace', text, (c) => c.notNull())
+          .addColumn('name', text, (c) => c.notNull())
+          .addColumn('latest_version', text, (c) => c.notNull())
+          .addColumn('created', 'bigint', (c) => c.notNull())
+          .addColumn('updated', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('actions_pk', ['namespace', 'name'])
+          .execute();
+        await db.schema
+          .createTable('action_versions')
+          .addColumn('namespace', text, (c) => c.notNull())
+          .addColumn('name', text, (c) => c.notNull())
+          .addColumn('version', text, (c) => c.notNull())
+          .addColumn('kind', text, (c) => c.notNull())
+          .addColumn('code', text, (c) => c.notNull())
+          .addColumn('binary', 'integer', (c) => c.notNull())
+          .addColumn('main', text)
+          .addColumn('limits', text, (c) => c.notNull())
+          .addColumn('parameters', text, (c) => c.notNull())
+          .addColumn('annotations', text, (c) => c.notNull())
+          .addColumn('isolation', text, (c) => c.notNull())
+          .addColumn('created', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('action_versions_pk', ['namespace', 'name', 'version'])
+          .execute();
+        await db.schema
+          .createTable('activations')
+          // The row id in SQLite (an alias of rowid, no AUTOINCREMENT bookkeeping), an identity
+          // column in PostgreSQL; it orders activations that started in the same millisecond.
+          .addColumn('seq', dialect === 'postgres' ? 'bigint' : 'integer', (c) =>
+            dialect === 'postgres' ? c.primaryKey().generatedByDefaultAsIdentity() : c.primaryKey(),
+          )
+          .addColumn('activation_id', text, (c) => c.notNull().unique())
+          .addColumn('namespace', text, (c) => c.notNull())
+          .addColumn('name', text, (c) => c.notNull())
+          .addColumn('version', text, (c) => c.notNull())
+          .addColumn('subject', text, (c) => c.notNull())
+          .addColumn('state', text, (c) => c.notNull())
+          .addColumn('accepted', 'bigint', (c) => c.notNull())
+          .addColumn('start', 'bigint', (c) => c.notNull())
+          .addColumn('end', 'bigint', (c) => c.notNull())
+          .addColumn('duration', 'bigint', (c) => c.notNull())
+          .addColumn('status', text, (c) => c.notNull())
+          .addColumn('success', 'integer', (c) => c.notNull())
+          .addColumn('result', text, (c) => c.notNull())
+          .addColumn('logs', text, (c) => c.notNull())
+          .addColumn('annotations', text, (c) => c.notNull())
+          .addColumn('params', text)
+          .execute();
+        await db.schema.createIndex('activations_by_namespace').on('activations').columns(['namespace', 'start']).execute();
+        await db.schema.createIndex('activations_by_name').on('activations').columns(['namespace', 'name', 'start']).execute();
+        // Partial: only queued and running activations are in it, so finished ones cost nothing here.
+        await db.schema
+          .createIndex('activations_pending')
+          .on('activations')
+          .columns(['state', 'accepted'])
+          .where(sql.ref('state'), '<>', 'done')
+          .execute();
+      },
     },
-  },
-};
+    '0002_retries_triggers_rules': {
+      async up(db: Kysely<unknown>) {
+        // Asynchronous invocations are retried: how many times so far, and not before when.
+        await db.schema
+          .alterTable('activations')
+          .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+          .execute();
+        await db.schema
+          .alterTable('activations')
+          .addColumn('not_before', 'bigint', (c) => c.notNull().defaultTo(0))
+          .execute();
+        await db.schema
+          .createTable('triggers')
+          .addColumn('namespace', text, (c) => c.notNull())
+          .addColumn('name', text, (c) => c.notNull())
+          .addColumn('parameters', text, (c) => c.notNull())
+          .addColumn('annotations', text, (c) => c.notNull())
+          .addColumn('version', text, (c) => c.notNull())
+          .addColumn('updated', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('triggers_pk', ['namespace', 'name'])
+          .execute();
+        await db.schema
+          .createTable('rules')
+          .addColumn('namespace', text, (c) => c.notNull())
+          .addColumn('name', text, (c) => c.notNull())
+          .addColumn('trigger', text, (c) => c.notNull())
+          .addColumn('action', text, (c) => c.notNull())
+          .addColumn('status', text, (c) => c.notNull())
+          .addColumn('version', text, (c) => c.notNull())
+          .addColumn('updated', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('rules_pk', ['namespace', 'name'])
+          .execute();
+        await db.schema.createIndex('rules_by_trigger').on('rules').columns(['namespace', 'trigger']).execute();
+      },
+    },
+    '0003_revisions_and_version_counters': {
+      async up(db: Kysely<unknown>) {
+        // Every stored version gets a random revision: version numbers alone repeated after an
+        // action was deleted and created again, and instance pools keyed by them served old code.
+        await db.schema
+          .alterTable('action_versions')
+          .addColumn('revision', text, (c) => c.notNull().defaultTo(''))
+          .execute();
+        const versions = db as unknown as Kysely<{
+          action_versions: { namespace: string; name: string; version: string; revision: string };
+        }>;
+        const rows = await versions.selectFrom('action_versions').select(['namespace', 'name', 'version']).execute();
+        for (const row of rows) {
+          await versions
+            .updateTable('action_versions')
+            .set({ revision: newRevision() })
+            .where('namespace', '=', row.namespace)
+            .where('name', '=', row.name)
+            .where('version', '=', row.version)
+            .execute();
+        }
+        // The highest version ever given to an action name: kept when the action is deleted, so a
+        // re-created action continues after it and old activation records stay unambiguous.
+        await db.schema
+          .createTable('version_counters')
+          .addColumn('namespace', text, (c) => c.notNull())
+          .addColumn('name', text, (c) => c.notNull())
+          .addColumn('last_version', text, (c) => c.notNull())
+          .addPrimaryKeyConstraint('version_counters_pk', ['namespace', 'name'])
+          .execute();
+        const highest = new Map<string, { namespace: string; name: string; last_version: string }>();
+        for (const row of rows) {
+          const key = `${row.namespace}/${row.name}`;
+          const seen = highest.get(key);
+          if (!seen || compareVersions(row.version, seen.last_version) > 0)
+            highest.set(key, { namespace: row.namespace, name: row.name, last_version: row.version });
+        }
+        const counters = db as unknown as Kysely<{ version_counters: { namespace: string; name: string; last_version: string } }>;
+        for (const counter of highest.values()) await counters.insertInto('version_counters').values(counter).execute();
+      },
+    },
+  };
+}
 
 /** A new action revision: 64 random bits as hex. */
 export function newRevision(): string {
   return randomUUID().replaceAll('-', '').slice(0, 16);
 }
 
-export const migrationProvider: MigrationProvider = {
-  async getMigrations() {
-    return migrations;
-  },
-};
+export function migrationProvider(dialect: DialectName): MigrationProvider {
+  return {
+    async getMigrations() {
+      return migrations(dialect);
+    },
+  };
+}

@@ -91,7 +91,7 @@ export class ActivationRetention {
   }
 }
 
-/** Lets the event loop serve what is waiting (the store's calls are synchronous underneath). */
+/** Lets the event loop serve what is waiting (SQLite's calls are synchronous underneath). */
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }

@@ -61,6 +61,9 @@ export interface ActivationsTable {
   not_before: Generated<number>;
 }
 
+/** A finished activation as the group commit writes it. */
+export type ActivationRow = Omit<ActivationsTable, 'seq' | 'attempts' | 'not_before'> & { attempts: number };
+
 export interface TriggersTable {
   namespace: string;
   name: string;

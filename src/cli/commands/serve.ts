@@ -8,7 +8,10 @@ export function registerServeCommand(program: Command): void {
     .option('--port <port>', 'port to listen on (env ISOLA_PORT, default 3233; 0 picks a free port)')
     .option('--host <address>', 'address to bind (env ISOLA_HOST, default 127.0.0.1)')
     .option('--backends <list>', 'comma-separated backends to enable (env ISOLA_BACKENDS, default: all that work)')
-    .option('--database <url>', 'database URL (env ISOLA_DATABASE_URL, default: SQLite in the data dir)')
+    .option(
+      '--database <url>',
+      'postgres://user@host:port/database to store everything in PostgreSQL (env ISOLA_DATABASE, default: SQLite in the data dir)',
+    )
     .option('--memory-budget <MB>', 'memory for instances, summed over their limits (env ISOLA_MEMORY_BUDGET_MB)')
     .option(
       '--keep-alive <policy>',
@@ -79,6 +82,7 @@ export function registerServeCommand(program: Command): void {
       const lines = [
         `Isola is listening on ${url}`,
         `Data directory: ${config.dataDir}`,
+        `Database: ${platform.store.dialect === 'postgres' ? `PostgreSQL at ${platform.store.location}` : `SQLite in ${platform.store.location}`}`,
         `Guest credentials: ${formatAuth(platform.guest)}${config.guestAuth ? ' (from ISOLA_GUEST_AUTH)' : ` (saved in ${config.dataDir}/${GUEST_AUTH_FILE})`}`,
         `Operator token (for /metrics and the admin API): ${adminTokenFromEnv ? 'from ISOLA_ADMIN_TOKEN' : `in ${config.dataDir}/${ADMIN_TOKEN_FILE}`}`,
         'Backends:',

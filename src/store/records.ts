@@ -1,0 +1,65 @@
+import type { KeyValue } from '../core/types.js';
+
+/** The store's records as its callers see them (rows are in schema.ts). */
+
+export interface NamespaceRow {
+  name: string;
+  uuid: string;
+  created: number;
+}
+
+export interface ListPage {
+  limit: number;
+  skip: number;
+}
+
+export interface ActivationQuery extends ListPage {
+  name?: string;
+  since?: number;
+  upto?: number;
+}
+
+export interface QueuedActivation {
+  activationId: string;
+  namespace: string;
+  name: string;
+  version: string;
+  subject: string;
+  accepted: number;
+  /** The invocation's parameters; undefined for one that may not be run again (a blocking call). */
+  params: Record<string, unknown> | undefined;
+  annotations: KeyValue[];
+  /** Attempts made so far. */
+  attempts: number;
+  /** Not to run before this time (a retry's backoff). */
+  notBefore: number;
+}
+
+export interface TriggerRecord {
+  namespace: string;
+  name: string;
+  version: string;
+  parameters: KeyValue[];
+  annotations: KeyValue[];
+  updated: number;
+}
+
+export interface RuleRecord {
+  namespace: string;
+  name: string;
+  version: string;
+  trigger: string;
+  action: string;
+  status: 'active' | 'inactive';
+  updated: number;
+}
+
+/** What deleting a namespace removed. */
+export interface NamespacePurge {
+  namespace: string;
+  actions: number;
+  versions: number;
+  activations: number;
+  triggers: number;
+  rules: number;
+}

@@ -1,0 +1,273 @@
+import type { Selectable } from 'kysely';
+import type { ActivationRecord, KeyValue } from '../../core/types.js';
+import { ActivationWriter } from '../activation-writer.js';
+import type { StoreDatabase } from '../database.js';
+import type { ActivationQuery, QueuedActivation } from '../records.js';
+import type { ActivationRow, ActivationsTable } from '../schema.js';
+
+/**
+ * Activation records and the asynchronous queue they double as: a record is `queued` when
+ * accepted to run later, `running`, then `done`. Finished records go through the group commit.
+ */
+export class ActivationRepository {
+  readonly writer: ActivationWriter;
+  /**
+   * Namespaces deleted while this store was open, with when: a record of an activation the old
+   * tenant started before that (still running when its namespace went) is not written, or it
+   * would show up in a new namespace of the same name.
+   */
+  private readonly deletedNamespaces = new Map<string, number>();
+
+  constructor(private readonly database: StoreDatabase) {
+    this.writer = new ActivationWriter(database);
+  }
+
+  private get db() {
+    return this.database.db;
+  }
+
+  /**
+   * From now on, drops records of activations `namespace` accepted until now (it is being
+   * deleted). Returns how to take that back, for when there was no such namespace.
+   */
+  dropRecordsOf(namespace: string): () => void {
+    const previous = this.deletedNamespaces.get(namespace);
+    this.deletedNamespaces.set(namespace, Date.now());
+    return () => {
+      if (previous === undefined) this.deletedNamespaces.delete(namespace);
+      else this.deletedNamespaces.set(namespace, previous);
+    };
+  }
+
+  /** Whether an activation accepted at `accepted` belongs to a namespace deleted since. */
+  private fromDeletedNamespace(namespace: string, accepted: number): boolean {
+    const deleted = this.deletedNamespaces.get(namespace);
+    return deleted !== undefined && accepted <= deleted;
+  }
+
+  /** Commits the finished records written so far. */
+  flush(): Promise<void> {
+    return this.writer.flush();
+  }
+
+  /**
+   * Records an accepted invocation before the caller is told it was accepted: `queued` to run
+   * later, or `running` for one already under way. A record that already exists wins.
+   */
+  async enqueue(queued: Omit<QueuedActivation, 'attempts' | 'notBefore'>, state: 'queued' | 'running' = 'queued'): Promise<void> {
+    if (this.fromDeletedNamespace(queued.namespace, queued.accepted)) return;
+    await this.db
+      .insertInto('activations')
+      .values({
+        activation_id: queued.activationId,
+        namespace: queued.namespace,
+        name: queued.name,
+        version: queued.version,
+        subject: queued.subject,
+        state,
+        accepted: queued.accepted,
+        start: queued.accepted,
+        end: 0,
+        duration: 0,
+        status: '',
+        success: 0,
+        result: 'null',
+        logs: '[]',
+        annotations: JSON.stringify(queued.annotations),
+        params: queued.params === undefined ? null : JSON.stringify(queued.params),
+      })
+      .onConflict((oc) => oc.column('activation_id').doNothing())
+      .execute();
+  }
+
+  /** Puts an activation back in the queue for another attempt, not before `notBefore`. */
+  async requeue(activationId: string, attempts: number, notBefore: number): Promise<void> {
+    await this.db
+      .updateTable('activations')
+      .set({ state: 'queued', attempts, not_before: notBefore })
+      .where('activation_id', '=', activationId)
+      .execute();
+  }
+
+  /** Activations of an action accepted and not finished yet. */
+  async countPending(namespace: string, name: string): Promise<number> {
+    const row = await this.db
+      .selectFrom('activations')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('state', '<>', 'done')
+      .where('namespace', '=', namespace)
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return Number(row?.n ?? 0);
+  }
+
+  async markRunning(activationId: string): Promise<void> {
+    await this.db
+      .updateTable('activations')
+      .set({ state: 'running' })
+      .where('activation_id', '=', activationId)
+      .where('state', '=', 'queued')
+      .execute();
+  }
+
+  /** Stores a finished activation; resolves once it is committed. Writes are grouped per tick. */
+  complete(record: ActivationRecord, accepted: number, attempts = 1): Promise<void> {
+    if (this.fromDeletedNamespace(record.namespace, accepted)) return Promise.resolve();
+    return this.writer.write(toActivationRow(record, accepted, attempts));
+  }
+
+  /** A finished activation of a namespace. */
+  async get(namespace: string, activationId: string): Promise<ActivationRecord | undefined> {
+    const row = await this.db
+      .selectFrom('activations')
+      .selectAll()
+      .where('activation_id', '=', activationId)
+      .where('namespace', '=', namespace)
+      .where('state', '=', 'done')
+      .executeTakeFirst();
+    return row ? fromActivationRow(row) : undefined;
+  }
+
+  /** Finished activations, newest first. */
+  async list(namespace: string, query: ActivationQuery): Promise<ActivationRecord[]> {
+    let q = this.db.selectFrom('activations').selectAll().where('namespace', '=', namespace).where('state', '=', 'done');
+    if (query.name) q = q.where('name', '=', query.name);
+    if (query.since !== undefined) q = q.where('start', '>=', query.since);
+    if (query.upto !== undefined) q = q.where('start', '<=', query.upto);
+    const rows = await q.orderBy('start', 'desc').orderBy('seq', 'desc').limit(query.limit).offset(query.skip).execute();
+    return rows.map(fromActivationRow);
+  }
+
+  /** Activations that were accepted but had not started when the server stopped, oldest first. */
+  async queued(): Promise<QueuedActivation[]> {
+    const rows = await this.db
+      .selectFrom('activations')
+      .selectAll()
+      .where('state', '=', 'queued')
+      .orderBy('accepted')
+      .orderBy('seq')
+      .execute();
+    return rows.map(fromPendingRow);
+  }
+
+  /** Activations that were running when the server stopped. */
+  async interrupted(): Promise<QueuedActivation[]> {
+    const rows = await this.db.selectFrom('activations').selectAll().where('state', '=', 'running').orderBy('seq').execute();
+    return rows.map(fromPendingRow);
+  }
+
+  // ---- retention ----------------------------------------------------------------------------
+
+  /** The namespace after `after` (in name order) that has activations: walks the index, not the table. */
+  async nextNamespaceWith(after: string | undefined): Promise<string | undefined> {
+    let query = this.db.selectFrom('activations').select('namespace');
+    if (after !== undefined) query = query.where('namespace', '>', after);
+    const row = await query.orderBy('namespace').limit(1).executeTakeFirst();
+    return row?.namespace;
+  }
+
+  /**
+   * Where a namespace's newest `keep` activations end: the newest one older than them, or
+   * undefined when it has no more than `keep`. Queued and running ones count too (the few there
+   * are), so that this reads the index alone rather than `keep` rows.
+   */
+  async countBoundary(namespace: string, keep: number): Promise<{ start: number; seq: number } | undefined> {
+    const row = await this.db
+      .selectFrom('activations')
+      .select(['start', 'seq'])
+      .where('namespace', '=', namespace)
+      .orderBy('start', 'desc')
+      .orderBy('seq', 'desc')
+      .limit(1)
+      .offset(keep)
+      .executeTakeFirst();
+    return row ? { start: Number(row.start), seq: Number(row.seq) } : undefined;
+  }
+
+  /**
+   * Deletes up to `batch` of a namespace's finished activations that started before `before`, or
+   * (with `through`) are at or older than that boundary. Queued and running ones are never touched.
+   * Returns how many went.
+   */
+  async prune(
+    namespace: string,
+    cut: { before: number } | { through: { start: number; seq: number } },
+    batch: number,
+  ): Promise<number> {
+    const victims = this.db
+      .selectFrom('activations')
+      .select('seq')
+      .where('namespace', '=', namespace)
+      .where('state', '=', 'done')
+      .where((eb) =>
+        'before' in cut
+          ? eb('start', '<', cut.before)
+          : eb.or([
+              eb('start', '<', cut.through.start),
+              eb.and([eb('start', '=', cut.through.start), eb('seq', '<=', cut.through.seq)]),
+            ]),
+      )
+      .orderBy('start')
+      .limit(batch);
+    const result = await this.db.deleteFrom('activations').where('seq', 'in', victims).executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+}
+
+function toActivationRow(record: ActivationRecord, accepted: number, attempts: number): ActivationRow {
+  return {
+    activation_id: record.activationId,
+    namespace: record.namespace,
+    name: record.name,
+    version: record.version,
+    subject: record.subject,
+    state: 'done',
+    accepted,
+    start: record.start,
+    end: record.end,
+    duration: record.duration,
+    status: record.response.status,
+    success: record.response.success ? 1 : 0,
+    result: JSON.stringify(record.response.result ?? null),
+    logs: JSON.stringify(record.logs),
+    annotations: JSON.stringify(record.annotations),
+    params: null,
+    attempts,
+  };
+}
+
+function fromActivationRow(row: Selectable<ActivationsTable>): ActivationRecord {
+  return {
+    activationId: row.activation_id,
+    namespace: row.namespace,
+    name: row.name,
+    version: row.version,
+    subject: row.subject,
+    start: Number(row.start),
+    end: Number(row.end),
+    duration: Number(row.duration),
+    response: {
+      status: row.status as ActivationRecord['response']['status'],
+      success: row.success === 1,
+      result: JSON.parse(row.result) as unknown,
+    },
+    logs: JSON.parse(row.logs) as string[],
+    annotations: JSON.parse(row.annotations) as KeyValue[],
+    publish: false,
+  };
+}
+
+function fromPendingRow(row: Selectable<ActivationsTable>): QueuedActivation {
+  return {
+    activationId: row.activation_id,
+    namespace: row.namespace,
+    name: row.name,
+    version: row.version,
+    subject: row.subject,
+    accepted: Number(row.accepted),
+    params: row.params === null ? undefined : (JSON.parse(row.params) as Record<string, unknown>),
+    annotations: JSON.parse(row.annotations) as KeyValue[],
+    attempts: Number(row.attempts),
+    notBefore: Number(row.not_before),
+  };
+}
