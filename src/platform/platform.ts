@@ -40,6 +40,11 @@ export class Platform {
   private readonly invocations: InvokePath;
   private readonly retention: ActivationRetention;
 
+  /** Which database holds the platform's records, for the start-up lines (password hidden). */
+  get database(): { readonly dialect: Store['dialect']; readonly location: string } {
+    return { dialect: this.store.dialect, location: this.store.location };
+  }
+
   private constructor(
     readonly config: ServerConfig,
     private readonly store: Store,
