@@ -36,9 +36,16 @@ class Hooks {
     this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
   }
 
+  /** Resolves when the function requests /<name>; fails after a minute rather than hang a run. */
   reached(name: string): Promise<void> {
     if (this.hits.has(name)) return Promise.resolve();
-    return new Promise((resolve) => this.waiting.set(name, resolve));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the function never reached ${name}`)), 60_000);
+      this.waiting.set(name, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   async stop(): Promise<void> {
@@ -48,10 +55,13 @@ class Hooks {
 }
 
 // Function-side helpers. `hook` requests a URL; `signal` does it synchronously (in a child
-// process), for a function that is about to block its own event loop.
+// process), for a function that is about to block its own event loop. Leftover work that signals
+// races the host stopping the processes of an activation that returned: a child stopped that way
+// is started again (the host stops strays once per run, so the next one lives). One line each, so
+// that the line numbers the tests expect stay put.
 const HELPERS = `
 const hook = (url) => require('http').get(url, { agent: false }, (r) => r.resume());
-const signal = (url) => require('child_process').execFileSync(process.execPath, ['-e', 'require("http").get(process.argv[1], { agent: false }, (r) => r.resume())', url]);
+const signal = (url) => { for (let attempt = 1; ; attempt++) { try { return require('child_process').execFileSync(process.execPath, ['-e', 'require("http").get(process.argv[1], { agent: false }, (r) => r.resume())', url]); } catch (error) { if (attempt >= 5) throw error; } } };
 `;
 
 /** Gone, or a zombie nobody reaps yet: either way it runs no more. */
