@@ -27,7 +27,8 @@ const BOOT_TIMEOUT_MS = 120_000;
 const RESTORE_TIMEOUT_MS = 30_000;
 const KVM_PROBE_TIMEOUT_MS = 20_000;
 const MAX_FUNCTION_SNAPSHOTS = 16;
-const SETTLE_MS = Number(process.env.ISOLA_MICROVM_SETTLE_MS ?? 2000);
+/** How long a template VM is left to settle before its snapshot, unless settings say otherwise. */
+const DEFAULT_SETTLE_MS = 2000;
 
 export interface MicrovmBackendOptions {
   dataDir: string;
@@ -46,6 +47,10 @@ export interface MicrovmBackendOptions {
   start?: 'snapshot' | 'boot';
   /** Forces an accelerator instead of probing (ISOLA_MICROVM_ACCEL). */
   accelerator?: Accelerator;
+  /** ms a template VM is left to settle before it is snapshotted (ISOLA_MICROVM_SETTLE_MS, default 2000). */
+  settleMs?: number;
+  /** Told before a step that takes seconds (probing KVM), so that start-up can say what it waits for. */
+  onProgress?: (message: string) => void;
 }
 
 /** A snapshot: the guest's RAM in a file and its device state. */
@@ -220,7 +225,7 @@ export class MicrovmBackend implements Backend {
       // function) so that V8 has compiled them into the snapshot, then let the guest settle so
       // that clones resume an idle machine, not one with work queued on its only CPU.
       await warmUp(agent);
-      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+      await new Promise((resolve) => setTimeout(resolve, this.options.settleMs ?? DEFAULT_SETTLE_MS));
       await vm.snapshot(snapshot.state, RESTORE_TIMEOUT_MS);
       await writeFile(join(dir, '.complete'), `${new Date().toISOString()}\n`);
       return snapshot;
@@ -378,6 +383,7 @@ async function chooseAccelerator(
   } catch {
     // no probe yet
   }
+  options.onProgress?.(`probing KVM (a guest boot, up to ${KVM_PROBE_TIMEOUT_MS / 1000} s once per host)`);
   const probeDir = join(root, `kvm-probe-${process.pid}`);
   await rm(probeDir, { recursive: true, force: true });
   mkdirSync(probeDir, { recursive: true });
