@@ -19,7 +19,7 @@ import type {
   Sandbox,
   SandboxSpec,
 } from '../backend.js';
-import { processAlive, sweepVms } from '../sweep.js';
+import { sweepVms } from '../sweep.js';
 import { type Accelerator, qemuArguments, type VmConfig } from './qemu.js';
 import { QEMU, Vm, VmTransport } from './vm.js';
 
@@ -346,14 +346,9 @@ function snapshotKey(code: FunctionCode, spec: SandboxSpec): string {
   return createHash('sha256').update(`${code.key}\n${code.code}\n${spec.memoryMb}`).digest('hex').slice(0, 24);
 }
 
-/** Kills the QEMU processes of VMs whose server is gone and removes their directories. */
+/** Kills the QEMU processes of VMs (KVM probes included) whose server is gone and removes their directories. */
 async function sweepOrphans(root: string): Promise<void> {
   await sweepVms(join(root, 'vms'));
-  // A KVM probe's directory, left by a server that died while probing.
-  for (const entry of await readdir(root).catch(() => [] as string[])) {
-    const owner = /^kvm-probe-(\d+)$/.exec(entry);
-    if (owner && !processAlive(Number(owner[1]))) await rm(join(root, entry), { recursive: true, force: true });
-  }
 }
 
 /**
@@ -384,9 +379,12 @@ async function chooseAccelerator(
     // no probe yet
   }
   options.onProgress?.(`probing KVM (a guest boot, up to ${KVM_PROBE_TIMEOUT_MS / 1000} s once per host)`);
-  const probeDir = join(root, `kvm-probe-${process.pid}`);
+  // Named as this server's VMs are (`<pid>-<n>`; instances count from 1), so that the one sweep
+  // of VMs also removes a probe left by a server that died while probing, QEMU included.
+  const probeDir = join(root, 'vms', `${process.pid}-0`);
   await rm(probeDir, { recursive: true, force: true });
-  mkdirSync(probeDir, { recursive: true });
+  mkdirSync(join(root, 'vms'), { recursive: true, mode: 0o700 });
+  mkdirSync(probeDir, { recursive: true, mode: 0o700 });
   const vm = new Vm('kvm-probe', {
     image: options.image,
     accelerator: 'kvm',
