@@ -293,7 +293,7 @@ export async function probeBackends(context: BackendContext, wanted?: readonly I
   return { backends, statuses };
 }
 
-interface Probed {
+export interface Probed {
   /** Set when the backend works here. */
   backend?: Backend;
   status: BackendStatus;
@@ -343,7 +343,14 @@ export class BackendSet {
   /** Resolves when every probe has ended. */
   readonly settled: Promise<void>;
 
-  constructor(context: BackendContext, wanted: readonly Isolation[] | undefined, waitMs: number, events: BackendEvents = {}) {
+  constructor(
+    context: BackendContext,
+    wanted: readonly Isolation[] | undefined,
+    waitMs: number,
+    events: BackendEvents = {},
+    /** How one backend is made and checked (tests give their own). */
+    probe: (isolation: Isolation, context: BackendContext) => Promise<Probed> = probeBackend,
+  ) {
     this.statuses = ISOLATIONS.map((isolation) =>
       wanted && !wanted.includes(isolation)
         ? { isolation, available: false, detail: NOT_ENABLED }
@@ -359,26 +366,26 @@ export class BackendSet {
     };
     const probes: Promise<Probed>[] = [];
     const begin = (isolation: Isolation, after: Promise<unknown>): Promise<Probed> => {
-      const probe = after.then(() => probeBackend(isolation, withProgress));
-      probes.push(probe);
-      const standIn = new PendingBackend(isolation, probe, waitMs);
+      const probed = after.then(() => probe(isolation, withProgress));
+      probes.push(probed);
+      const standIn = new PendingBackend(isolation, probed, waitMs);
       this.backends.set(isolation, standIn);
-      void probe.then((probed) => {
-        this.setStatus(probed.status);
+      void probed.then(({ backend, status }) => {
+        this.setStatus(status);
         if (standIn.closed) return;
         standIn.handedOver = true;
-        if (probed.backend) {
-          this.backends.set(isolation, probed.backend);
-          events.ready?.(probed.backend);
-          events.progress?.(isolation, `ready (${probed.status.detail})`);
+        if (backend) {
+          this.backends.set(isolation, backend);
+          events.ready?.(backend);
+          events.progress?.(isolation, `ready (${status.detail})`);
         } else {
           this.backends.delete(isolation);
           const asked = wanted?.includes(isolation) ? ', although the backends setting asks for it' : '';
-          const fix = probed.status.fix ? ` Fix: ${probed.status.fix}` : '';
-          events.progress?.(isolation, `not available${asked}: ${probed.status.detail}${fix}`);
+          const fix = status.fix ? ` Fix: ${status.fix}` : '';
+          events.progress?.(isolation, `not available${asked}: ${status.detail}${fix}`);
         }
       });
-      return probe;
+      return probed;
     };
     // Not before the caller has finished starting (the server listens first). The quick probes
     // go one at a time, so that the backends most calls use are ready first; the slow ones
