@@ -400,11 +400,16 @@ async function chooseAccelerator(
     const agent = new AgentSandbox('kvm-probe', new VmTransport(vm, socket));
     const started = Date.now();
     const booted = await agent.waitForHello(KVM_PROBE_TIMEOUT_MS);
+    const tookMs = Date.now() - started;
     result = booted
-      ? { accelerator: 'kvm', reason: `a guest booted under KVM in ${Date.now() - started} ms` }
+      ? { accelerator: 'kvm', reason: `a guest booted under KVM in ${tookMs} ms` }
       : {
           accelerator: 'tcg',
-          reason: `/dev/kvm opens, but the guest kernel did not boot under it within ${KVM_PROBE_TIMEOUT_MS / 1000} s`,
+          // Either the boot hung (the probe waited it out) or the VM stopped at once.
+          reason:
+            tookMs >= KVM_PROBE_TIMEOUT_MS
+              ? `/dev/kvm opens, but the guest kernel did not boot under it within ${KVM_PROBE_TIMEOUT_MS / 1000} s`
+              : `/dev/kvm opens, but a guest under it stopped before booting: ${agent.describeFailure()}`,
         };
   } catch (error) {
     result = { accelerator: 'tcg', reason: `KVM could not start a guest: ${(error as Error).message}` };
