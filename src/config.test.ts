@@ -43,4 +43,42 @@ describe('server settings', () => {
     assert.equal(parseDuration('4h'), 14_400_000);
     assert.throws(() => parseDuration('soon'), ConfigError);
   });
+  it('reads the backend settings once, typed', () => {
+    const config = resolveServerConfig(
+      { containerRuntime: 'runc' },
+      {
+        ISOLA_CONTAINER_PREWARM: 'created',
+        ISOLA_WASM_WORKERS: '3',
+        ISOLA_MICROVM_ACCEL: 'tcg',
+        ISOLA_MICROVM_PREWARM: 'waiting',
+        ISOLA_MICROVM_START: 'boot',
+        ISOLA_MICROVM_SETTLE_MS: '500',
+        ISOLA_LOG_LEVEL: 'info',
+      },
+    );
+    assert.deepEqual(config.backendSettings, {
+      containerRuntime: 'runc',
+      containerPrewarm: 'created',
+      wasmWorkers: 3,
+      microvm: { accelerator: 'tcg', prewarmMode: 'waiting', start: 'boot', settleMs: 500 },
+    });
+    assert.equal(config.logLevel, 'info');
+    const defaults = resolveServerConfig({}, {});
+    assert.deepEqual(defaults.backendSettings, { containerPrewarm: 'started', microvm: {} });
+    assert.equal(defaults.logLevel, 'warn');
+  });
+  it('names the setting that is wrong, and what it accepts', () => {
+    const wrong = (env: Record<string, string>, setting: string, message: RegExp) =>
+      assert.throws(
+        () => resolveServerConfig({}, env),
+        (error: unknown) => error instanceof ConfigError && error.setting === setting && message.test(error.message),
+      );
+    wrong({ ISOLA_MICROVM_ACCEL: 'xen' }, 'ISOLA_MICROVM_ACCEL', /^ISOLA_MICROVM_ACCEL must be kvm or tcg; got "xen"\.$/);
+    wrong({ ISOLA_MICROVM_START: 'warm' }, 'ISOLA_MICROVM_START', /must be snapshot or boot/);
+    wrong({ ISOLA_WASM_WORKERS: 'many' }, 'ISOLA_WASM_WORKERS', /must be an integer from 1 to 256; got "many"/);
+    wrong({ ISOLA_LOG_LEVEL: 'loud' }, 'ISOLA_LOG_LEVEL', /must be fatal, error, warn, info, debug, trace or silent/);
+    wrong({ ISOLA_QUEUE_TIMEOUT: 'soon' }, 'ISOLA_QUEUE_TIMEOUT', /"soon" is not a duration/);
+    wrong({ ISOLA_CONTAINER_PREWARM: 'warm' }, 'ISOLA_CONTAINER_PREWARM', /must be started or created/);
+    wrong({ ISOLA_ADMIN_TOKEN: 'short' }, 'ISOLA_ADMIN_TOKEN', /at least 16 characters/);
+  });
 });

@@ -1,6 +1,13 @@
 import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
+import { DurationSyntaxError, parseDuration as parseDurationText } from './core/duration.js';
 import { ISOLATIONS, type Isolation, isIsolation } from './core/kinds.js';
+import type { BackendSettings, MicrovmSettings } from './sandbox/registry.js';
+
+/**
+ * The server's settings, read once here from flags and environment and handed down: no module
+ * below this one reads the environment.
+ */
 
 export interface ServerConfig {
   port: number;
@@ -26,10 +33,10 @@ export interface ServerConfig {
   retryBaseMs: number;
   /** Blank sandboxes kept ready per backend, for the default memory size. */
   prewarm: Partial<Record<Isolation, number>>;
-  /** runc or crun for isolation "container"; the faster one that works when absent. */
-  containerRuntime?: 'runc' | 'crun';
-  /** Whether prewarmed containers are started (agent booted) or only created. */
-  containerPrewarm: 'started' | 'created';
+  /** What the backends are made with: container runtime, wasm workers, microVM settings. */
+  backendSettings: BackendSettings;
+  /** The HTTP server's log level (ISOLA_LOG_LEVEL). */
+  logLevel: LogLevel;
   // HTTP connection bounds, so that slow or silent clients cannot hold connections open.
   /** Time a client has to send a request's headers (ISOLA_HEADERS_TIMEOUT). */
   headersTimeoutMs: number;
@@ -51,23 +58,45 @@ export interface ServerFlags {
   containerRuntime?: string;
 }
 
-export class ConfigError extends Error {}
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/** Durations as `500ms`, `30s`, `10m`, `4h`, `7d` or a bare number of ms. */
-export function parseDuration(text: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim());
-  if (!match) throw new ConfigError(`"${text}" is not a duration: use e.g. 500ms, 30s, 10m, 4h or 7d.`);
-  const value = Number(match[1]);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(match[2] ?? 'ms') as 'ms' | 's' | 'm' | 'h' | 'd'];
-  return Math.round(value * unit);
+/** A setting that cannot be used; `setting` names it (the flag or variable), the message says why. */
+export class ConfigError extends Error {
+  constructor(
+    message: string,
+    readonly setting?: string,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Durations as `500ms`, `30s`, `10m`, `4h`, `7d` or a bare number of ms; a ConfigError otherwise. */
+export function parseDuration(text: string, setting?: string): number {
+  try {
+    return parseDurationText(text);
+  } catch (error) {
+    if (error instanceof DurationSyntaxError) throw new ConfigError(error.message, setting);
+    throw error;
+  }
 }
 
 function parseInteger(name: string, text: string, min: number, max: number): number {
   const value = Number(text);
   if (!Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(`${name} must be an integer from ${min} to ${max}; got "${text}".`);
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}; got "${text}".`, name);
   }
   return value;
+}
+
+/** One of a few words, or undefined when unset. */
+function parseChoice<const T extends string>(name: string, text: string | undefined, choices: readonly T[]): T | undefined {
+  if (!text) return undefined;
+  if (!(choices as readonly string[]).includes(text)) {
+    throw new ConfigError(`${name} must be ${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}; got "${text}".`, name);
+  }
+  return text as T;
 }
 
 export function parseBackendList(text: string): Isolation[] {
@@ -76,7 +105,9 @@ export function parseBackendList(text: string): Isolation[] {
     .map((s) => s.trim())
     .filter(Boolean);
   for (const name of names) {
-    if (!isIsolation(name)) throw new ConfigError(`Unknown backend "${name}"; known backends: ${ISOLATIONS.join(', ')}.`);
+    if (!isIsolation(name)) {
+      throw new ConfigError(`Unknown backend "${name}"; known backends: ${ISOLATIONS.join(', ')}.`, 'backends');
+    }
   }
   return names as Isolation[];
 }
@@ -86,7 +117,7 @@ export function parsePrewarm(text: string): Partial<Record<Isolation, number>> {
   const result: Partial<Record<Isolation, number>> = {};
   for (const part of text.split(',').filter((p) => p.trim())) {
     const [name = '', count = ''] = part.split(':').map((s) => s.trim());
-    if (!isIsolation(name)) throw new ConfigError(`Unknown backend "${name}" in the prewarm setting.`);
+    if (!isIsolation(name)) throw new ConfigError(`Unknown backend "${name}" in the prewarm setting.`, 'prewarm');
     result[name] = parseInteger(`prewarm count for ${name}`, count, 0, 64);
   }
   return result;
@@ -101,22 +132,18 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
   const keepAlive = pick(flags.keepAlive, 'ISOLA_KEEP_ALIVE');
   const prewarm = pick(flags.prewarm, 'ISOLA_PREWARM');
   const guestAuth = env.ISOLA_GUEST_AUTH || undefined;
-  if (guestAuth && !/^[^:\s]+:[^:\s]+$/.test(guestAuth)) throw new ConfigError('ISOLA_GUEST_AUTH must look like uuid:key.');
+  if (guestAuth && !/^[^:\s]+:[^:\s]+$/.test(guestAuth)) {
+    throw new ConfigError('ISOLA_GUEST_AUTH must look like uuid:key.', 'ISOLA_GUEST_AUTH');
+  }
   // ISOLA_DATABASE_URL, the earlier name, still works.
   const databaseUrl = pick(flags.database, 'ISOLA_DATABASE') ?? (env.ISOLA_DATABASE_URL || undefined);
   if (databaseUrl && !/^(postgres(ql)?:\/\/|sqlite:)/.test(databaseUrl)) {
     throw new ConfigError(
       'The database must be a postgres://user@host:port/database URL (or sqlite:<file>); unset, SQLite in the data dir.',
+      'ISOLA_DATABASE',
     );
   }
-  const containerRuntime = pick(flags.containerRuntime, 'ISOLA_CONTAINER_RUNTIME');
-  if (containerRuntime && containerRuntime !== 'runc' && containerRuntime !== 'crun') {
-    throw new ConfigError(`The container runtime must be runc or crun; got "${containerRuntime}".`);
-  }
-  const containerPrewarm = env.ISOLA_CONTAINER_PREWARM || 'started';
-  if (containerPrewarm !== 'started' && containerPrewarm !== 'created') {
-    throw new ConfigError(`ISOLA_CONTAINER_PREWARM must be started or created; got "${containerPrewarm}".`);
-  }
+  const logLevel = parseChoice('ISOLA_LOG_LEVEL', env.ISOLA_LOG_LEVEL, LOG_LEVELS) ?? 'warn';
   return {
     port: port === undefined ? 3233 : parseInteger('port', port, 0, 65535),
     host: pick(flags.host, 'ISOLA_HOST') ?? '127.0.0.1',
@@ -128,18 +155,18 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
     memoryBudgetMb: budget ? parseInteger('memory budget (MB)', budget, 64, 1 << 24) : Math.floor(totalmem() / 2 / 2 ** 20),
     // A bare duration means a fixed keep-alive of that length.
     keepAlive: keepAlive ? (/^\d/.test(keepAlive) ? `fixed:${keepAlive}` : keepAlive) : 'fixed:10m',
-    queueTimeoutMs: env.ISOLA_QUEUE_TIMEOUT ? parseDuration(env.ISOLA_QUEUE_TIMEOUT) : 60_000,
+    queueTimeoutMs: env.ISOLA_QUEUE_TIMEOUT ? parseDuration(env.ISOLA_QUEUE_TIMEOUT, 'ISOLA_QUEUE_TIMEOUT') : 60_000,
     maxActionBytes: env.ISOLA_MAX_ACTION_BYTES
       ? parseInteger('ISOLA_MAX_ACTION_BYTES', env.ISOLA_MAX_ACTION_BYTES, 1024, 2 ** 30)
       : 48 * 2 ** 20,
     maxPayloadBytes: env.ISOLA_MAX_PAYLOAD_BYTES
       ? parseInteger('ISOLA_MAX_PAYLOAD_BYTES', env.ISOLA_MAX_PAYLOAD_BYTES, 1024, 2 ** 30)
       : 2 ** 20,
-    blockingWaitMs: env.ISOLA_BLOCKING_WAIT ? parseDuration(env.ISOLA_BLOCKING_WAIT) : 60_000,
-    retryBaseMs: env.ISOLA_RETRY_BASE ? parseDuration(env.ISOLA_RETRY_BASE) : 1000,
+    blockingWaitMs: env.ISOLA_BLOCKING_WAIT ? parseDuration(env.ISOLA_BLOCKING_WAIT, 'ISOLA_BLOCKING_WAIT') : 60_000,
+    retryBaseMs: env.ISOLA_RETRY_BASE ? parseDuration(env.ISOLA_RETRY_BASE, 'ISOLA_RETRY_BASE') : 1000,
     prewarm: prewarm ? parsePrewarm(prewarm) : { isolate: 2, process: 1, container: 1, gvisor: 1, microvm: 1 },
-    ...(containerRuntime ? { containerRuntime: containerRuntime as 'runc' | 'crun' } : {}),
-    containerPrewarm,
+    backendSettings: resolveBackendSettings(flags, env),
+    logLevel,
     ...httpTimeouts(env),
     ...resolveOperatorSettings(flags, env),
   };
@@ -173,21 +200,24 @@ type OperatorSettings = Pick<
 export function resolveOperatorSettings(flags: ServerFlags, env: NodeJS.ProcessEnv): OperatorSettings {
   const adminToken = env.ISOLA_ADMIN_TOKEN || undefined;
   if (adminToken !== undefined && !/^\S{16,}$/.test(adminToken)) {
-    throw new ConfigError('ISOLA_ADMIN_TOKEN must be at least 16 characters, without spaces.');
+    throw new ConfigError('ISOLA_ADMIN_TOKEN must be at least 16 characters, without spaces.', 'ISOLA_ADMIN_TOKEN');
   }
   const retention = flags.activationRetention ?? (env.ISOLA_ACTIVATION_RETENTION || undefined);
   const perNamespace = flags.activationsPerNamespace ?? (env.ISOLA_ACTIVATIONS_PER_NAMESPACE || undefined);
   const off = (text: string | undefined) => text === 'off' || text === '0';
   return {
     ...(adminToken ? { adminToken } : {}),
-    activationRetentionMs: retention === undefined ? 7 * 86_400_000 : off(retention) ? 0 : parseDuration(retention),
+    activationRetentionMs:
+      retention === undefined ? 7 * 86_400_000 : off(retention) ? 0 : parseDuration(retention, 'activation retention'),
     activationsPerNamespace:
       perNamespace === undefined
         ? 10_000
         : off(perNamespace)
           ? 0
           : parseInteger('activations kept per namespace', perNamespace, 1, 1_000_000_000),
-    retentionIntervalMs: env.ISOLA_RETENTION_INTERVAL ? parseDuration(env.ISOLA_RETENTION_INTERVAL) || 1 : 60_000,
+    retentionIntervalMs: env.ISOLA_RETENTION_INTERVAL
+      ? parseDuration(env.ISOLA_RETENTION_INTERVAL, 'ISOLA_RETENTION_INTERVAL') || 1
+      : 60_000,
     metricsFunctions: env.ISOLA_METRICS_FUNCTIONS
       ? parseInteger('ISOLA_METRICS_FUNCTIONS', env.ISOLA_METRICS_FUNCTIONS, 1, 100_000)
       : 100,
@@ -203,8 +233,8 @@ function httpTimeouts(env: NodeJS.ProcessEnv): Pick<ServerConfig, 'headersTimeou
   const timeout = (name: string, fallback: number) => {
     const text = env[name];
     if (!text) return fallback;
-    const ms = parseDuration(text);
-    if (ms < 100 || ms > 3_600_000) throw new ConfigError(`${name} must be a duration from 100ms to 1h; got "${text}".`);
+    const ms = parseDuration(text, name);
+    if (ms < 100 || ms > 3_600_000) throw new ConfigError(`${name} must be a duration from 100ms to 1h; got "${text}".`, name);
     return ms;
   };
   const timeouts = {
@@ -213,7 +243,53 @@ function httpTimeouts(env: NodeJS.ProcessEnv): Pick<ServerConfig, 'headersTimeou
     idleTimeoutMs: timeout('ISOLA_IDLE_TIMEOUT', 72_000),
   };
   if (timeouts.headersTimeoutMs > timeouts.requestTimeoutMs) {
-    throw new ConfigError('ISOLA_HEADERS_TIMEOUT may not be longer than ISOLA_REQUEST_TIMEOUT.');
+    throw new ConfigError('ISOLA_HEADERS_TIMEOUT may not be longer than ISOLA_REQUEST_TIMEOUT.', 'ISOLA_HEADERS_TIMEOUT');
   }
   return timeouts;
+}
+
+// ---- backends: what each is made with ------------------------------------------------------
+
+/**
+ * ISOLA_CONTAINER_RUNTIME (or --container-runtime), ISOLA_CONTAINER_PREWARM, ISOLA_WASM_WORKERS
+ * and the microVM's ISOLA_MICROVM_ACCEL, ISOLA_MICROVM_PREWARM, ISOLA_MICROVM_START and
+ * ISOLA_MICROVM_SETTLE_MS.
+ */
+export function resolveBackendSettings(flags: ServerFlags, env: NodeJS.ProcessEnv = process.env): BackendSettings {
+  const containerRuntime = flags.containerRuntime ?? (env.ISOLA_CONTAINER_RUNTIME || undefined);
+  if (containerRuntime && containerRuntime !== 'runc' && containerRuntime !== 'crun') {
+    throw new ConfigError(`The container runtime must be runc or crun; got "${containerRuntime}".`, 'container runtime');
+  }
+  const containerPrewarm = env.ISOLA_CONTAINER_PREWARM || 'started';
+  if (containerPrewarm !== 'started' && containerPrewarm !== 'created') {
+    throw new ConfigError(
+      `ISOLA_CONTAINER_PREWARM must be started or created; got "${containerPrewarm}".`,
+      'ISOLA_CONTAINER_PREWARM',
+    );
+  }
+  const wasmWorkers = env.ISOLA_WASM_WORKERS ? parseInteger('ISOLA_WASM_WORKERS', env.ISOLA_WASM_WORKERS, 1, 256) : undefined;
+  return {
+    ...(containerRuntime ? { containerRuntime: containerRuntime as 'runc' | 'crun' } : {}),
+    containerPrewarm,
+    ...(wasmWorkers !== undefined ? { wasmWorkers } : {}),
+    microvm: resolveMicrovmSettings(env),
+  };
+}
+
+function resolveMicrovmSettings(env: NodeJS.ProcessEnv): MicrovmSettings {
+  const accelerator = parseChoice('ISOLA_MICROVM_ACCEL', env.ISOLA_MICROVM_ACCEL, ['kvm', 'tcg'] as const);
+  const prewarmMode = parseChoice('ISOLA_MICROVM_PREWARM', env.ISOLA_MICROVM_PREWARM, ['restored', 'waiting'] as const);
+  const start = parseChoice('ISOLA_MICROVM_START', env.ISOLA_MICROVM_START, ['snapshot', 'boot'] as const);
+  const settle = env.ISOLA_MICROVM_SETTLE_MS;
+  return {
+    ...(accelerator ? { accelerator } : {}),
+    ...(prewarmMode ? { prewarmMode } : {}),
+    ...(start ? { start } : {}),
+    ...(settle ? { settleMs: parseInteger('ISOLA_MICROVM_SETTLE_MS', settle, 0, 600_000) } : {}),
+  };
+}
+
+/** The operator token from the environment, for commands that talk to a running server's admin API. */
+export function adminTokenFromEnvironment(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return env.ISOLA_ADMIN_TOKEN || undefined;
 }

@@ -49,7 +49,7 @@ function answerClientError(error: Error & { code?: string }, socket: Socket): vo
 export function buildServer(platform: Platform): FastifyInstance {
   const config = platform.config;
   const app = Fastify({
-    logger: { level: process.env.ISOLA_LOG_LEVEL ?? 'warn' },
+    logger: { level: platform.config.logLevel },
     bodyLimit: config.maxPayloadBytes,
     genReqId: () => newRequestId(),
     // Action names may be up to 256 characters, and URL-encoded.

@@ -1,5 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { IsolateRunStats } from '../sandbox/isolate/isolate-backend.js';
+import type { Backend } from '../sandbox/backend.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 
 const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -141,7 +141,7 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(scheduler: Scheduler, isolateRuns?: IsolateRunStats, options: MetricsOptions = {}) {
+  constructor(scheduler: Scheduler, options: MetricsOptions = {}) {
     const recent = new RecentFunctions(options.functions ?? 100);
     this.recent = recent;
     this.activations = new FunctionCounter(
@@ -217,28 +217,6 @@ export class Metrics {
         this.set(scheduler.stats().queued);
       },
     });
-    if (isolateRuns) {
-      new Counter({
-        name: 'isola_isolate_runs_total',
-        help: 'Runs under isolation "isolate" by how they were made: sync (on the server thread, for versions whose runs proved short) or async (on a pool thread).',
-        labelNames: ['path'] as const,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          this.inc({ path: 'sync' }, isolateRuns.sync);
-          this.inc({ path: 'async' }, isolateRuns.async);
-        },
-      });
-      new Counter({
-        name: 'isola_isolate_sync_overruns_total',
-        help: 'Synchronous runs that overran their budget and were made again asynchronously in a new isolate.',
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          this.inc(isolateRuns.overruns);
-        },
-      });
-    }
     new Gauge({
       name: 'isola_prewarmed_sandboxes',
       help: 'Blank sandboxes made ahead of demand.',
@@ -247,6 +225,11 @@ export class Metrics {
         this.set(scheduler.stats().stemCells);
       },
     });
+  }
+
+  /** Adds a backend's own series (see Backend.registerMetrics), once it is ready. */
+  addBackend(backend: Backend): void {
+    backend.registerMetrics?.(this.registry);
   }
 
   /** A function was deployed: it counts as active, so its instances (provisioned ones too) show under its own name. */

@@ -3,8 +3,7 @@ import { badRequest, notFound } from '../core/errors.js';
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
-import { IsolateBackend } from '../sandbox/isolate/isolate-backend.js';
-import { probeBackends } from '../sandbox/registry.js';
+import { BackendSet, BackendUnavailableError } from '../sandbox/registry.js';
 import { functionSettings, storedFunctionSettings } from '../scheduler/function-settings.js';
 import { parsePolicy } from '../scheduler/policy.js';
 import { Scheduler } from '../scheduler/scheduler.js';
@@ -23,6 +22,8 @@ const AUTH_CACHE_MS = 10_000;
 
 export interface PlatformEvents {
   warn?: (message: string) => void;
+  /** A line about a backend being probed in the background: what it does, then ready or why not. */
+  backend?: (isolation: Isolation, message: string) => void;
 }
 
 /**
@@ -95,21 +96,17 @@ export class Platform {
     });
     const guest = config.guestAuth ? parseAuth(config.guestAuth) : loadOrCreateGuestAuth(config.dataDir);
     await store.setNamespaceCredentials(GUEST_NAMESPACE, guest.uuid, guest.key);
-    const { backends, statuses } = await probeBackends(
-      {
-        dataDir: config.dataDir,
-        containerPrewarm: config.containerPrewarm,
-        ...(config.containerRuntime ? { containerRuntime: config.containerRuntime } : {}),
-      },
+    // Probed in the background: `backends` and `statuses` are live (see BackendSet).
+    let metrics: Metrics | undefined;
+    const { backends, statuses } = new BackendSet(
+      { dataDir: config.dataDir, ...config.backendSettings },
       config.backends,
+      config.queueTimeoutMs,
+      {
+        ready: (backend) => metrics?.addBackend(backend),
+        progress: (isolation, message) => events.backend?.(isolation, message),
+      },
     );
-    const missing = (config.backends ?? []).filter((b) => !backends.has(b));
-    if (missing.length > 0) {
-      await Promise.all([...backends.values()].map((b) => b.close()));
-      await store.close();
-      const reasons = statuses.filter((s) => missing.includes(s.isolation)).map((s) => `${s.isolation}: ${s.detail}`);
-      throw new Error(`Requested backends are not available on this host: ${reasons.join('; ')}`);
-    }
     const scheduler = new Scheduler({
       backends,
       memoryBudgetMb: config.memoryBudgetMb,
@@ -118,13 +115,13 @@ export class Platform {
       stemCells: Object.entries(config.prewarm)
         .filter(([isolation, count]) => backends.has(isolation as Isolation) && (count ?? 0) > 0)
         .map(([isolation, count]) => ({ isolation: isolation as Isolation, memoryMb: 256, count: count ?? 0 })),
-      onBackgroundError: (message, error) =>
-        events.warn?.(`${message}: ${error instanceof Error ? error.message : String(error)}`),
+      onBackgroundError: (message, error) => {
+        // A backend that is not ready, or does not work here, has said so once already.
+        if (error instanceof BackendUnavailableError) return;
+        events.warn?.(`${message}: ${error instanceof Error ? error.message : String(error)}`);
+      },
     });
-    const isolates = backends.get('isolate');
-    const metrics = new Metrics(scheduler, isolates instanceof IsolateBackend ? isolates.runStats : undefined, {
-      functions: config.metricsFunctions,
-    });
+    metrics = new Metrics(scheduler, { functions: config.metricsFunctions });
     const invoker = new Invoker(store, scheduler, metrics);
     return new Platform(config, store, backends, statuses, scheduler, metrics, invoker, guest, events);
   }

@@ -1,3 +1,4 @@
+import type { Registry } from 'prom-client';
 import type { Isolation, Kind } from '../core/kinds.js';
 import { type ActionVersion, annotationValue } from '../core/types.js';
 
@@ -93,6 +94,11 @@ export interface Backend {
   restore?(code: FunctionCode, spec: SandboxSpec): Promise<Sandbox | undefined>;
   /** Takes, in the background, a snapshot of this function just after its initialisation. */
   snapshot?(code: FunctionCode, spec: SandboxSpec): void;
+  /**
+   * Adds this backend's own series (named `isola_<isolation>_...`) to the platform's metrics.
+   * Called once, when the backend is ready; collectors read the backend's state on each scrape.
+   */
+  registerMetrics?(registry: Registry): void;
   close(): Promise<void>;
 }
 

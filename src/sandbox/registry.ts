@@ -1,25 +1,49 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { badRequest, IsolaError } from '../core/errors.js';
 import { ISOLATIONS, type Isolation } from '../core/kinds.js';
+import type { ActionVersion } from '../core/types.js';
 import { buildAgent, buildBundle } from '../guest/bundle.js';
 import { ensureMicrovmImage, type MicrovmImage } from '../images/microvm-image.js';
 import { ensureNodeRootfs } from '../images/node-rootfs.js';
-import type { Backend, BackendStatus } from './backend.js';
+import type { Backend, BackendStatus, FunctionCode, Sandbox, SandboxSpec } from './backend.js';
 import { ContainerBackend } from './container/container-backend.js';
 import { findBinary, hybridCgroups, OciRuntime } from './container/runtime.js';
 import { RUNNING_AS_ROOT, sandboxUids } from './host-ids.js';
+import { callInChild, sourceUrl } from './in-child.js';
 import { IsolateBackend } from './isolate/isolate-backend.js';
 import { MicrovmBackend } from './microvm/microvm-backend.js';
 import { QEMU } from './microvm/vm.js';
 import { ProcessBackend } from './process/process-backend.js';
 import { WasmBackend } from './wasm/wasm-backend.js';
 
-export interface BackendContext {
-  dataDir: string;
+/** The microVM backend's settings. */
+export interface MicrovmSettings {
+  /** Forces an accelerator instead of probing for KVM (ISOLA_MICROVM_ACCEL). */
+  accelerator?: 'kvm' | 'tcg';
+  /** What a prewarmed VM is: restored from the base snapshot (default) or waiting for it (ISOLA_MICROVM_PREWARM). */
+  prewarmMode?: 'restored' | 'waiting';
+  /** How instances start: from the base snapshot (default) or a full boot (ISOLA_MICROVM_START). */
+  start?: 'snapshot' | 'boot';
+  /** ms a template VM settles before it is snapshotted (ISOLA_MICROVM_SETTLE_MS, default 2000). */
+  settleMs?: number;
+}
+
+/** What the backends are made with; read from flags and environment by config.ts. */
+export interface BackendSettings {
   /** runc or crun for isolation "container"; the faster one that works when absent. */
   containerRuntime?: 'runc' | 'crun';
   /** What prewarmed containers are: started (the default) or only created. */
   containerPrewarm?: 'started' | 'created';
+  /** Worker threads for isolation "wasm" (ISOLA_WASM_WORKERS); the number of cores, at least 2, when absent. */
+  wasmWorkers?: number;
+  microvm?: MicrovmSettings;
+}
+
+export interface BackendContext extends BackendSettings {
+  dataDir: string;
+  /** Told what a probe is doing when a step takes seconds, so that start-up can say what it waits for. */
+  onProgress?: (isolation: Isolation, message: string) => void;
 }
 
 /** Makes the backend for an isolation, or says why this build or host cannot. */
@@ -32,7 +56,7 @@ export async function createBackend(isolation: Isolation, context: BackendContex
     case 'wasm':
       return new WasmBackend({
         workerScript: buildBundle('wasm-worker', join(context.dataDir, 'runtime')),
-        ...(process.env.ISOLA_WASM_WORKERS ? { workers: Number(process.env.ISOLA_WASM_WORKERS) } : {}),
+        ...(context.wasmWorkers !== undefined ? { workers: context.wasmWorkers } : {}),
       });
     case 'container':
       return openContainerBackend(context);
@@ -88,6 +112,7 @@ async function openContainerBackend(context: BackendContext): Promise<Backend | 
       failures.push(`${name}: not installed`);
       continue;
     }
+    context.onProgress?.('container', `probing ${name} with a test container`);
     const paths = containerPaths(context, name);
     const runtime = ociRuntime(name, paths.stateRoot);
     const backend = await ContainerBackend.open({
@@ -117,6 +142,7 @@ async function openGvisorBackend(context: BackendContext): Promise<Backend | Bac
       fix: SETUP_FIX,
     };
   }
+  context.onProgress?.('gvisor', 'probing runsc with a test container');
   const paths = containerPaths(context, 'runsc');
   const runtime = ociRuntime('runsc', paths.stateRoot);
   return ContainerBackend.open({
@@ -135,7 +161,18 @@ async function openMicrovmBackend(context: BackendContext): Promise<Backend | Ba
   if (!existsSync(QEMU)) return { isolation: 'microvm', available: false, detail: `${QEMU} is not installed.`, fix };
   let image: MicrovmImage;
   try {
-    image = ensureMicrovmImage(resolve(context.dataDir, 'images'), nodeImage(context));
+    const imagesDir = resolve(context.dataDir, 'images');
+    const rootfs = nodeImage(context);
+    if (hasMicrovmImage(imagesDir)) image = ensureMicrovmImage(imagesDir, rootfs);
+    else {
+      // A first build takes seconds of synchronous work: it runs in a child process so that
+      // the server keeps answering meanwhile.
+      context.onProgress?.('microvm', 'building the guest image (once per data dir: a kernel, an initramfs and a root disk)');
+      image = await callInChild<MicrovmImage>(sourceUrl('../images/microvm-image', import.meta.url), 'ensureMicrovmImage', [
+        imagesDir,
+        rootfs,
+      ]);
+    }
   } catch (error) {
     return {
       isolation: 'microvm',
@@ -144,16 +181,51 @@ async function openMicrovmBackend(context: BackendContext): Promise<Backend | Ba
       fix,
     };
   }
-  const forced = process.env.ISOLA_MICROVM_ACCEL;
-  const prewarm = process.env.ISOLA_MICROVM_PREWARM;
-  const start = process.env.ISOLA_MICROVM_START;
+  const settings = context.microvm ?? {};
   return MicrovmBackend.open({
     dataDir: context.dataDir,
     image,
-    ...(forced === 'kvm' || forced === 'tcg' ? { accelerator: forced } : {}),
-    ...(prewarm === 'restored' || prewarm === 'waiting' ? { prewarmMode: prewarm } : {}),
-    ...(start === 'boot' || start === 'snapshot' ? { start } : {}),
+    ...(settings.accelerator ? { accelerator: settings.accelerator } : {}),
+    ...(settings.prewarmMode ? { prewarmMode: settings.prewarmMode } : {}),
+    ...(settings.start ? { start: settings.start } : {}),
+    ...(settings.settleMs !== undefined ? { settleMs: settings.settleMs } : {}),
+    onProgress: (message) => context.onProgress?.('microvm', message),
   });
+}
+
+/**
+ * Builds the base snapshot of a memory size now rather than on first use (`isola images build
+ * microvm`), probing the accelerator as the backend does.
+ */
+export async function prepareMicrovmSnapshot(
+  dataDir: string,
+  image: MicrovmImage,
+  memoryMb: number,
+  settings: MicrovmSettings = {},
+): Promise<{ accelerator: string; acceleratorReason: string; snapshotDir: string }> {
+  const backend = await MicrovmBackend.open({
+    dataDir,
+    image,
+    ...(settings.accelerator ? { accelerator: settings.accelerator } : {}),
+    ...(settings.settleMs !== undefined ? { settleMs: settings.settleMs } : {}),
+  });
+  try {
+    const snapshot = await backend.baseSnapshot(memoryMb);
+    return { accelerator: backend.accelerator, acceleratorReason: backend.acceleratorReason, snapshotDir: snapshot.dir };
+  } finally {
+    await backend.close();
+  }
+}
+
+/** Whether a guest image was built in this images dir: checking it again is then a matter of milliseconds. */
+function hasMicrovmImage(imagesDir: string): boolean {
+  try {
+    return readdirSync(imagesDir).some(
+      (entry) => /^microvm-[0-9a-f]+$/.test(entry) && existsSync(join(imagesDir, entry, '.complete')),
+    );
+  } catch {
+    return false;
+  }
 }
 
 export interface RuntimeStatus {
@@ -203,31 +275,222 @@ export interface ProbedBackends {
   statuses: BackendStatus[];
 }
 
-/** Creates and checks every backend; keeps those that work (and, if given, only those wanted). */
+export const NOT_ENABLED = 'Not enabled by the backends setting.';
+
+/** Creates and checks every backend, one after the other; keeps those that work (and, if given, only those wanted). */
 export async function probeBackends(context: BackendContext, wanted?: readonly Isolation[]): Promise<ProbedBackends> {
   const backends = new Map<Isolation, Backend>();
   const statuses: BackendStatus[] = [];
   for (const isolation of ISOLATIONS) {
     if (wanted && !wanted.includes(isolation)) {
-      statuses.push({ isolation, available: false, detail: 'Not enabled by the backends setting.' });
+      statuses.push({ isolation, available: false, detail: NOT_ENABLED });
       continue;
     }
-    let status: BackendStatus;
-    let backend: Backend | undefined;
-    try {
-      const made = await createBackend(isolation, context);
-      if ('create' in made) {
-        backend = made;
-        status = await made.status();
-      } else {
-        status = made;
-      }
-    } catch (error) {
-      status = { isolation, available: false, detail: error instanceof Error ? error.message : String(error) };
-    }
-    statuses.push(status);
-    if (backend && status.available) backends.set(isolation, backend);
-    else await backend?.close();
+    const probed = await probeBackend(isolation, context);
+    statuses.push(probed.status);
+    if (probed.backend) backends.set(isolation, probed.backend);
   }
   return { backends, statuses };
+}
+
+export interface Probed {
+  /** Set when the backend works here. */
+  backend?: Backend;
+  status: BackendStatus;
+}
+
+/** Creates and checks one backend; closes it again when it does not work. */
+async function probeBackend(isolation: Isolation, context: BackendContext): Promise<Probed> {
+  let backend: Backend | undefined;
+  try {
+    const made = await createBackend(isolation, context);
+    if (!('create' in made)) return { status: made };
+    backend = made;
+    const status = await made.status();
+    if (status.available) return { backend, status };
+    await backend.close();
+    return { status };
+  } catch (error) {
+    await backend?.close().catch(() => {});
+    return { status: { isolation, available: false, detail: error instanceof Error ? error.message : String(error) } };
+  }
+}
+
+// ---- start-up: probes in the background ---------------------------------------------------
+
+/** Probes that need no more than a moment: the in-process backends and the process backend. */
+const QUICK: readonly Isolation[] = ['isolate', 'wasm', 'process'];
+
+export interface BackendEvents {
+  /** A line about a backend: what its probe is doing, then that it is ready or why it is not. */
+  progress?(isolation: Isolation, message: string): void;
+  /** A backend's probe ended and it works: it now serves (and may register its metrics). */
+  ready?(backend: Backend): void;
+}
+
+/**
+ * The backends of a running server, live. Each backend's probe runs in the background; until it
+ * ends, `backends` holds a stand-in for it that makes callers wait for the probe (a deploy or a
+ * call up to `waitMs`, then a 503 saying the backend is still being prepared; a sandbox made
+ * ahead of demand for as long as the probe takes). When the probe ends the stand-in is replaced
+ * by the backend, or removed if the backend does not work here, and `statuses` says so.
+ */
+export class BackendSet {
+  /** Live: the backends that work or are being probed, by isolation. */
+  readonly backends = new Map<Isolation, Backend>();
+  /** Live: one status per isolation, replaced as probes end. */
+  readonly statuses: BackendStatus[];
+  /** Resolves when every probe has ended. */
+  readonly settled: Promise<void>;
+
+  constructor(
+    context: BackendContext,
+    wanted: readonly Isolation[] | undefined,
+    waitMs: number,
+    events: BackendEvents = {},
+    /** How one backend is made and checked (tests give their own). */
+    probe: (isolation: Isolation, context: BackendContext) => Promise<Probed> = probeBackend,
+  ) {
+    this.statuses = ISOLATIONS.map((isolation) =>
+      wanted && !wanted.includes(isolation)
+        ? { isolation, available: false, detail: NOT_ENABLED }
+        : { isolation, available: false, detail: 'Being probed in the background.' },
+    );
+    const enabled = ISOLATIONS.filter((isolation) => !wanted || wanted.includes(isolation));
+    const withProgress: BackendContext = {
+      ...context,
+      onProgress: (isolation, message) => {
+        this.setStatus({ isolation, available: false, detail: `Being probed: ${message}.` });
+        events.progress?.(isolation, `${message} ...`);
+      },
+    };
+    const probes: Promise<Probed>[] = [];
+    const begin = (isolation: Isolation, after: Promise<unknown>): Promise<Probed> => {
+      const probed = after.then(() => probe(isolation, withProgress));
+      probes.push(probed);
+      const standIn = new PendingBackend(isolation, probed, waitMs);
+      this.backends.set(isolation, standIn);
+      void probed.then(({ backend, status }) => {
+        this.setStatus(status);
+        if (standIn.closed) return;
+        standIn.handedOver = true;
+        if (backend) {
+          this.backends.set(isolation, backend);
+          events.ready?.(backend);
+          events.progress?.(isolation, `ready (${status.detail})`);
+        } else {
+          this.backends.delete(isolation);
+          const asked = wanted?.includes(isolation) ? ', although the backends setting asks for it' : '';
+          const fix = status.fix ? ` Fix: ${status.fix}` : '';
+          events.progress?.(isolation, `not available${asked}: ${status.detail}${fix}`);
+        }
+      });
+      return probed;
+    };
+    // Not before the caller has finished starting (the server listens first). The quick probes
+    // go one at a time, so that the backends most calls use are ready first; the slow ones
+    // (containers, gVisor, microVMs) then run side by side.
+    let quick: Promise<unknown> = new Promise((resolve) => setImmediate(resolve));
+    for (const isolation of enabled.filter((i) => QUICK.includes(i))) quick = begin(isolation, quick);
+    for (const isolation of enabled.filter((i) => !QUICK.includes(i))) begin(isolation, quick);
+    this.settled = Promise.all(probes).then(() => {});
+  }
+
+  private setStatus(status: BackendStatus): void {
+    const index = this.statuses.findIndex((s) => s.isolation === status.isolation);
+    if (index >= 0) this.statuses[index] = status;
+  }
+}
+
+/** A stand-in for a backend whose probe has not ended: see BackendSet. */
+class PendingBackend implements Backend {
+  /** The real bound is checked in validate, once the probe has ended. */
+  readonly minMemoryMb = 0;
+  closed = false;
+  /** The probe's backend went into the set (or was dropped there): it is no longer this stand-in's to close. */
+  handedOver = false;
+  private outcome: Probed | undefined;
+
+  constructor(
+    readonly isolation: Isolation,
+    private readonly probe: Promise<Probed>,
+    private readonly waitMs: number,
+  ) {
+    void probe.then((probed) => {
+      this.outcome = probed;
+    });
+  }
+
+  async status(): Promise<BackendStatus> {
+    return this.outcome?.status ?? { isolation: this.isolation, available: false, detail: 'Being probed in the background.' };
+  }
+
+  /**
+   * The backend once its probe has ended; with `bounded`, a 503 if that takes longer than the
+   * wait. A 400 if the backend does not work here, worded as the platform words it.
+   */
+  private async backend(bounded: boolean): Promise<Backend> {
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = bounded
+      ? await Promise.race([
+          this.probe,
+          new Promise<'late'>((resolve) => {
+            timer = setTimeout(() => resolve('late'), this.waitMs);
+          }),
+        ]).finally(() => clearTimeout(timer))
+      : await this.probe;
+    if (this.closed) throw new BackendUnavailableError(503, 'The server is stopping.');
+    if (outcome === 'late') {
+      throw new BackendUnavailableError(
+        503,
+        `The isolation backend "${this.isolation}" is still being prepared (its start-up probe has not ended); try again shortly.`,
+      );
+    }
+    if (!outcome.backend) {
+      throw new BackendUnavailableError(
+        400,
+        `The isolation backend "${this.isolation}" is not available on this server: ${outcome.status.detail}`,
+      );
+    }
+    return outcome.backend;
+  }
+
+  async validate(action: Omit<ActionVersion, 'version' | 'revision' | 'updated'>): Promise<void> {
+    const backend = await this.backend(true);
+    if (action.limits.memory < backend.minMemoryMb) {
+      throw badRequest(`limits.memory must be at least ${backend.minMemoryMb} MB under isolation "${this.isolation}".`);
+    }
+    await backend.validate?.(action);
+  }
+
+  async create(spec: SandboxSpec): Promise<Sandbox> {
+    // A sandbox made ahead of demand may wait for the probe however long it takes.
+    return (await this.backend(!spec.ahead)).create(spec);
+  }
+
+  async restore(code: FunctionCode, spec: SandboxSpec): Promise<Sandbox | undefined> {
+    return (await this.backend(true)).restore?.(code, spec);
+  }
+
+  snapshot(code: FunctionCode, spec: SandboxSpec): void {
+    void this.probe.then((probed) => probed.backend?.snapshot?.(code, spec));
+  }
+
+  /** Waits for the probe, and closes the backend it made unless that was handed over already. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const probed = await this.probe;
+    if (!this.handedOver) await probed.backend?.close();
+  }
+}
+
+/**
+ * What a stand-in answers while its backend is being probed (503) or once it turned out not to
+ * work here (400, as a deploy to a backend that does not work has always been answered).
+ */
+export class BackendUnavailableError extends IsolaError {
+  constructor(status: 400 | 503, message: string) {
+    super(status, message);
+    this.name = 'BackendUnavailableError';
+  }
 }

@@ -1,4 +1,4 @@
-import { parseDuration } from '../config.js';
+import { parseDuration } from '../core/duration.js';
 
 /**
  * Keep-alive and prewarm policies. The scheduler and the trace simulator run this very code: a

@@ -1,10 +1,14 @@
-import type { IsolaClient } from '../cli/client.js';
 import type { ActivationRecord } from '../core/types.js';
 import { MINUTE_MS } from './simulate.js';
 import type { TraceApp } from './trace.js';
 
+/** What a replay needs of an API client: JSON requests to a live server (the CLI's client is one). */
+export interface ReplayClient {
+  request<T = unknown>(method: string, path: string, body?: unknown): Promise<{ data: T }>;
+}
+
 export interface ReplayOptions {
-  client: IsolaClient;
+  client: ReplayClient;
   apps: readonly TraceApp[];
   /** The policy in the annotation's syntax, already scaled (e.g. fixed:1s, hybrid:100ms). */
   policy: string;

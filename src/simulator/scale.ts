@@ -1,4 +1,4 @@
-import { parseDuration } from '../config.js';
+import { parseDuration } from '../core/duration.js';
 import { MINUTE_MS } from './simulate.js';
 
 /** The same policy on a time axis where a trace minute lasts `minuteMs`. */

@@ -19,6 +19,7 @@ export function registerDoctorCommand(program: Command): void {
     .description('check which isolation backends work on this host, and how to fix the others')
     .action(async (_options: unknown, command: Command) => {
       const { probeBackends, probeContainerRuntimes } = await import('../../sandbox/registry.js');
+      const { resolveBackendSettings } = await import('../../config.js');
       const { liveServer } = await import('../../platform/data-dir-lock.js');
       const { dataDir, json } = globals(command);
       // Probing builds runtime files; use the data dir when given (its images are cached there),
@@ -27,7 +28,14 @@ export function registerDoctorCommand(program: Command): void {
       const dir = dataDir ? resolve(dataDir) : mkdtempSync(join(tmpdir(), 'isola-doctor-'));
       const server = dataDir ? liveServer(dir) : undefined;
       try {
-        const { backends, statuses } = await probeBackends({ dataDir: dir });
+        // The server's settings for the backends (a forced accelerator, the wasm workers), so
+        // that what doctor finds is what a server started here would find; the slow steps are
+        // named on stderr as they begin.
+        const { backends, statuses } = await probeBackends({
+          dataDir: dir,
+          ...resolveBackendSettings({}),
+          onProgress: (isolation, message) => process.stderr.write(`${isolation}: ${message} ...\n`),
+        });
         await Promise.all([...backends.values()].map((b) => b.close()));
         const runtimes = await probeContainerRuntimes({ dataDir: dir });
         if (json) printJson({ backends: statuses, containerRuntimes: runtimes, ...(server ? { server } : {}) });

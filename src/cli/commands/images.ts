@@ -23,12 +23,11 @@ export function registerImagesCommands(program: Command): void {
       }
       if (kind !== 'microvm') throw new Error(`Unknown image kind "${kind}": use microvm or container.`);
       const { ensureMicrovmImage } = await import('../../images/microvm-image.js');
-      const { MicrovmBackend } = await import('../../sandbox/microvm/microvm-backend.js');
+      const { prepareMicrovmSnapshot } = await import('../../sandbox/registry.js');
       const started = Date.now();
       const image = ensureMicrovmImage(resolve(dir, 'images'), rootfs);
-      const backend = await MicrovmBackend.open({ dataDir: dir, image });
-      const snapshot = await backend.baseSnapshot(options.memory);
-      await backend.close();
+      const backend = await prepareMicrovmSnapshot(dir, image, options.memory);
+      const snapshot = { dir: backend.snapshotDir };
       const summary = {
         image,
         accelerator: backend.accelerator,

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
+import { adminTokenFromEnvironment } from '../../config.js';
 import { newCredentials } from '../../core/ids.js';
 import { assertEntityName } from '../../core/names.js';
 import { ensureDataDir, formatAuth, readAdminToken } from '../../platform/credentials.js';
@@ -49,7 +50,7 @@ async function onDataDir<T>(
     }
     const server = liveServer(dir);
     if (server?.url) {
-      const token = process.env.ISOLA_ADMIN_TOKEN || readAdminToken(dir);
+      const token = adminTokenFromEnvironment() || readAdminToken(dir);
       if (!token) {
         throw new Error(
           `A server (pid ${server.pid}) runs on ${dir} with its operator token from ISOLA_ADMIN_TOKEN: set the same ISOLA_ADMIN_TOKEN here.`,

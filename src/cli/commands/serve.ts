@@ -31,6 +31,7 @@ export function registerServeCommand(program: Command): void {
       'keep at most this many finished activations per namespace; off for no limit (env ISOLA_ACTIVATIONS_PER_NAMESPACE, default 10000)',
     )
     .action(async (options: Record<string, string | undefined>, command: Command) => {
+      process.stdout.write('Starting Isola ...\n');
       // Loaded here so that other commands do not pay for the server's modules.
       const { buildServer } = await import('../../api/server.js');
       const { resolveServerConfig } = await import('../../config.js');
@@ -45,7 +46,7 @@ export function registerServeCommand(program: Command): void {
       } = await import('../../platform/credentials.js');
       const { DataDirLock, processStartTime } = await import('../../platform/data-dir-lock.js');
       const { Platform } = await import('../../platform/platform.js');
-      const { printBackendStatuses } = await import('./doctor.js');
+      const { NOT_ENABLED } = await import('../../sandbox/registry.js');
       const { dataDir } = globals(command);
       const config = resolveServerConfig({ ...options, ...(dataDir ? { dataDir } : {}) });
       // One server per data dir, locked before anything in it is touched (store, backends'
@@ -57,9 +58,20 @@ export function registerServeCommand(program: Command): void {
       writeServerInfo(config.dataDir, { pid: process.pid, ...(startTime ? { startTime } : {}) });
       const adminTokenFromEnv = config.adminToken !== undefined;
       config.adminToken ??= loadOrCreateAdminToken(config.dataDir);
+      // Backends are probed in the background once the server listens; their lines are held
+      // until the server has said where it listens.
+      let held: string[] | undefined = [];
+      const backendLine = (isolation: string, message: string) => {
+        const line = `  ${isolation}: ${message}\n`;
+        if (held) held.push(line);
+        else process.stdout.write(line);
+      };
       let platform: Awaited<ReturnType<typeof Platform.start>>;
       try {
-        platform = await Platform.start(config, { warn: (message) => process.stderr.write(`warning: ${message}\n`) });
+        platform = await Platform.start(config, {
+          warn: (message) => process.stderr.write(`warning: ${message}\n`),
+          backend: backendLine,
+        });
       } catch (error) {
         removeServerInfo(config.dataDir);
         lock.release();
@@ -85,10 +97,13 @@ export function registerServeCommand(program: Command): void {
         `Database: ${platform.database.dialect === 'postgres' ? `PostgreSQL at ${platform.database.location}` : `SQLite in ${platform.database.location}`}`,
         `Guest credentials: ${formatAuth(platform.guest)}${config.guestAuth ? ' (from ISOLA_GUEST_AUTH)' : ` (saved in ${config.dataDir}/${GUEST_AUTH_FILE})`}`,
         `Operator token (for /metrics and the admin API): ${adminTokenFromEnv ? 'from ISOLA_ADMIN_TOKEN' : `in ${config.dataDir}/${ADMIN_TOKEN_FILE}`}`,
-        'Backends:',
+        'Backends (probed in the background; each is listed once ready, and calls of one still being probed wait for it):',
       ];
-      process.stdout.write(`${lines.join('\n')}\n`);
-      printBackendStatuses(platform.backendStatuses);
+      for (const status of platform.backendStatuses) {
+        if (status.detail === NOT_ENABLED) lines.push(`  ${status.isolation}: not enabled by the backends setting`);
+      }
+      process.stdout.write(`${lines.join('\n')}\n${held.join('')}`);
+      held = undefined;
       const recovered = await platform.recover();
       if (recovered.failed + recovered.resumed + recovered.retried > 0) {
         process.stdout.write(

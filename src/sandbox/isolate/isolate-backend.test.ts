@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { Registry } from 'prom-client';
 import { waitFor } from '../../bench/server-process.js';
 import { type FunctionCode, type InitOutcome, lateOutputLine, type RunOutcome, type Sandbox } from '../backend.js';
 import { IsolateBackend, IsolateSandbox } from './isolate-backend.js';
@@ -588,6 +589,22 @@ describe('isolate backend: results that are not JSON', () => {
       assert.match(String((outcome as { error: unknown }).error), /^The parameters cannot be passed to the function: /);
     }
     assert.deepEqual((await run(sandbox)).outcome, { kind: 'result', result: { fine: true } });
+    await sandbox.destroy();
+  });
+});
+
+describe('isolate backend: its own metrics', () => {
+  it('registers counters of how runs were made, read on each scrape', async () => {
+    const backend = new IsolateBackend();
+    const registry = new Registry();
+    backend.registerMetrics(registry);
+    const sandbox = await load(backend, 'function main() { return { ok: true }; }');
+    for (let i = 0; i < 3; i++) assert.equal((await run(sandbox)).outcome.kind, 'result');
+    const text = await registry.metrics();
+    const count = (path: string) => Number(new RegExp(`isola_isolate_runs_total\\{path="${path}"\\} (\\d+)`).exec(text)?.[1]);
+    assert.equal(count('sync') + count('async'), backend.runStats.sync + backend.runStats.async);
+    assert.ok(count('sync') + count('async') >= 3, text);
+    assert.match(text, /isola_isolate_sync_overruns_total \d+/);
     await sandbox.destroy();
   });
 });

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import ivm from 'isolated-vm';
+import { Counter, type Registry } from 'prom-client';
 import type { Isolation } from '../../core/kinds.js';
 import {
   type Backend,
@@ -828,6 +829,30 @@ export class IsolateBackend implements Backend {
 
   async create(spec: SandboxSpec): Promise<Sandbox> {
     return IsolateSandbox.create(spec, this.cache, this.syncEligibility, this.runStats);
+  }
+
+  registerMetrics(registry: Registry): void {
+    const runs = this.runStats;
+    new Counter({
+      name: 'isola_isolate_runs_total',
+      help: 'Runs under isolation "isolate" by how they were made: sync (on the server thread, for versions whose runs proved short) or async (on a pool thread).',
+      labelNames: ['path'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc({ path: 'sync' }, runs.sync);
+        this.inc({ path: 'async' }, runs.async);
+      },
+    });
+    new Counter({
+      name: 'isola_isolate_sync_overruns_total',
+      help: 'Synchronous runs that overran their budget and were made again asynchronously in a new isolate.',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(runs.overruns);
+      },
+    });
   }
 
   async close(): Promise<void> {}

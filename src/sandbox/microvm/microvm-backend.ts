@@ -19,7 +19,7 @@ import type {
   Sandbox,
   SandboxSpec,
 } from '../backend.js';
-import { processAlive, sweepVms } from '../sweep.js';
+import { sweepVms } from '../sweep.js';
 import { type Accelerator, qemuArguments, type VmConfig } from './qemu.js';
 import { QEMU, Vm, VmTransport } from './vm.js';
 
@@ -27,7 +27,8 @@ const BOOT_TIMEOUT_MS = 120_000;
 const RESTORE_TIMEOUT_MS = 30_000;
 const KVM_PROBE_TIMEOUT_MS = 20_000;
 const MAX_FUNCTION_SNAPSHOTS = 16;
-const SETTLE_MS = Number(process.env.ISOLA_MICROVM_SETTLE_MS ?? 2000);
+/** How long a template VM is left to settle before its snapshot, unless settings say otherwise. */
+const DEFAULT_SETTLE_MS = 2000;
 
 export interface MicrovmBackendOptions {
   dataDir: string;
@@ -46,6 +47,10 @@ export interface MicrovmBackendOptions {
   start?: 'snapshot' | 'boot';
   /** Forces an accelerator instead of probing (ISOLA_MICROVM_ACCEL). */
   accelerator?: Accelerator;
+  /** ms a template VM is left to settle before it is snapshotted (ISOLA_MICROVM_SETTLE_MS, default 2000). */
+  settleMs?: number;
+  /** Told before a step that takes seconds (probing KVM), so that start-up can say what it waits for. */
+  onProgress?: (message: string) => void;
 }
 
 /** A snapshot: the guest's RAM in a file and its device state. */
@@ -220,7 +225,7 @@ export class MicrovmBackend implements Backend {
       // function) so that V8 has compiled them into the snapshot, then let the guest settle so
       // that clones resume an idle machine, not one with work queued on its only CPU.
       await warmUp(agent);
-      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+      await new Promise((resolve) => setTimeout(resolve, this.options.settleMs ?? DEFAULT_SETTLE_MS));
       await vm.snapshot(snapshot.state, RESTORE_TIMEOUT_MS);
       await writeFile(join(dir, '.complete'), `${new Date().toISOString()}\n`);
       return snapshot;
@@ -341,14 +346,9 @@ function snapshotKey(code: FunctionCode, spec: SandboxSpec): string {
   return createHash('sha256').update(`${code.key}\n${code.code}\n${spec.memoryMb}`).digest('hex').slice(0, 24);
 }
 
-/** Kills the QEMU processes of VMs whose server is gone and removes their directories. */
+/** Kills the QEMU processes of VMs (KVM probes included) whose server is gone and removes their directories. */
 async function sweepOrphans(root: string): Promise<void> {
   await sweepVms(join(root, 'vms'));
-  // A KVM probe's directory, left by a server that died while probing.
-  for (const entry of await readdir(root).catch(() => [] as string[])) {
-    const owner = /^kvm-probe-(\d+)$/.exec(entry);
-    if (owner && !processAlive(Number(owner[1]))) await rm(join(root, entry), { recursive: true, force: true });
-  }
 }
 
 /**
@@ -378,9 +378,13 @@ async function chooseAccelerator(
   } catch {
     // no probe yet
   }
-  const probeDir = join(root, `kvm-probe-${process.pid}`);
+  options.onProgress?.(`probing KVM (a guest boot, up to ${KVM_PROBE_TIMEOUT_MS / 1000} s once per host)`);
+  // Named as this server's VMs are (`<pid>-<n>`; instances count from 1), so that the one sweep
+  // of VMs also removes a probe left by a server that died while probing, QEMU included.
+  const probeDir = join(root, 'vms', `${process.pid}-0`);
   await rm(probeDir, { recursive: true, force: true });
-  mkdirSync(probeDir, { recursive: true });
+  mkdirSync(join(root, 'vms'), { recursive: true, mode: 0o700 });
+  mkdirSync(probeDir, { recursive: true, mode: 0o700 });
   const vm = new Vm('kvm-probe', {
     image: options.image,
     accelerator: 'kvm',
@@ -396,11 +400,16 @@ async function chooseAccelerator(
     const agent = new AgentSandbox('kvm-probe', new VmTransport(vm, socket));
     const started = Date.now();
     const booted = await agent.waitForHello(KVM_PROBE_TIMEOUT_MS);
+    const tookMs = Date.now() - started;
     result = booted
-      ? { accelerator: 'kvm', reason: `a guest booted under KVM in ${Date.now() - started} ms` }
+      ? { accelerator: 'kvm', reason: `a guest booted under KVM in ${tookMs} ms` }
       : {
           accelerator: 'tcg',
-          reason: `/dev/kvm opens, but the guest kernel did not boot under it within ${KVM_PROBE_TIMEOUT_MS / 1000} s`,
+          // Either the boot hung (the probe waited it out) or the VM stopped at once.
+          reason:
+            tookMs >= KVM_PROBE_TIMEOUT_MS
+              ? `/dev/kvm opens, but the guest kernel did not boot under it within ${KVM_PROBE_TIMEOUT_MS / 1000} s`
+              : `/dev/kvm opens, but a guest under it stopped before booting: ${agent.describeFailure()}`,
         };
   } catch (error) {
     result = { accelerator: 'tcg', reason: `KVM could not start a guest: ${(error as Error).message}` };

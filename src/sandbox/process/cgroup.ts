@@ -10,6 +10,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { orphaned } from '../sweep.js';
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
 const PARENT = 'isola-process';
@@ -54,16 +55,14 @@ export class ProcessCgroups {
   }
 
   /** Kills and removes the cgroups of sandboxes whose server (`process-<pid>-<n>`) is gone. */
-  async sweep(serverAlive: (pid: number) => boolean): Promise<void> {
+  async sweep(): Promise<void> {
     let entries: string[];
     try {
       entries = readdirSync(this.base);
     } catch {
       return;
     }
-    for (const entry of entries) {
-      const owner = /^process-(\d+)-\d+$/.exec(entry);
-      if (!owner || serverAlive(Number(owner[1]))) continue;
+    for (const entry of orphaned(entries)) {
       const cgroup = new SandboxCgroup(join(this.base, entry));
       cgroup.killAll();
       await cgroup.remove();

@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Isolation } from '../../core/kinds.js';
 import { AgentSandbox, type AgentTransport, type ExitInfo } from '../agent-sandbox.js';
 import type { Backend, BackendStatus, Sandbox, SandboxSpec } from '../backend.js';
-import { ensurePrivateDir, killProcessesOf, pidAlive, RUNNING_AS_ROOT, sandboxUids, type UidAllocator } from '../host-ids.js';
+import { ensurePrivateDir, killProcessesOf, RUNNING_AS_ROOT, sandboxUids, type UidAllocator } from '../host-ids.js';
 import { parentPid, sweepOwnedEntries } from '../sweep.js';
 import { ProcessCgroups, type SandboxCgroup } from './cgroup.js';
 
@@ -220,7 +220,7 @@ export class ProcessBackend implements Backend {
   private async sweepOrphans(): Promise<void> {
     try {
       this.uids?.sweep();
-      await this.cgroups?.sweep(pidAlive);
+      await this.cgroups?.sweep();
       await sweepOwnedEntries(this.sandboxRoot);
     } catch {
       // What is left stays for the next start to sweep; it does not stop this server.
