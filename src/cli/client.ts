@@ -1,12 +1,13 @@
-import { resolve } from 'node:path';
-import { parseAuth, readGuestAuth, readServerInfo } from '../platform/credentials.js';
+import { parseAuth } from '../platform/credentials.js';
+import { resolveConnection } from './config-file.js';
 
+/** What was given on the command line (or by a program): it wins over the environment and the config file. */
 export interface ClientOptions {
   apihost?: string;
   auth?: string;
-  /** Where `auth` came from, for the error when it is malformed (e.g. `--auth`, `ISOLA_AUTH`). */
-  authSource?: string;
   dataDir?: string;
+  /** The CLI's config file (`isola property set`), read below the flags and the environment. */
+  configFile?: string;
 }
 
 export class ApiError extends Error {
@@ -64,25 +65,24 @@ export class IsolaClient {
   private readonly authorization: string;
 
   constructor(options: ClientOptions = {}, env: NodeJS.ProcessEnv = process.env) {
-    const dataDir = resolve(options.dataDir ?? env.ISOLA_DATA_DIR ?? './.isola');
-    this.apihost = (options.apihost ?? env.ISOLA_APIHOST ?? readServerInfo(dataDir)?.url ?? 'http://127.0.0.1:3233').replace(
-      /\/$/,
-      '',
-    );
-    const [auth, source] = options.auth
-      ? [options.auth, options.authSource ?? '--auth']
-      : env.ISOLA_AUTH
-        ? [env.ISOLA_AUTH, 'ISOLA_AUTH']
-        : env.ISOLA_GUEST_AUTH
-          ? [env.ISOLA_GUEST_AUTH, 'ISOLA_GUEST_AUTH']
-          : [readGuestAuth(dataDir), `${dataDir}/guest.auth`];
+    const { apihost, auth, dataDir } = resolveConnection({
+      flags: {
+        ...(options.apihost ? { apihost: options.apihost } : {}),
+        ...(options.auth ? { auth: options.auth } : {}),
+        ...(options.dataDir ? { dataDir: options.dataDir } : {}),
+      },
+      env,
+      ...(options.configFile ? { configFile: options.configFile } : {}),
+    });
+    this.apihost = apihost.value;
     if (!auth) {
       throw new Error(
-        `No credentials: pass --auth uuid:key, set ISOLA_AUTH, or run where ${dataDir} holds the server's guest.auth.`,
+        `No credentials: pass --auth uuid:key, set ISOLA_AUTH, save them with \`isola property set --auth uuid:key\`, ` +
+          `or run where ${dataDir} holds the server's guest.auth.`,
       );
     }
-    parseAuth(auth, `The credentials from ${source}`);
-    this.authorization = `Basic ${Buffer.from(auth).toString('base64')}`;
+    parseAuth(auth.value, `The credentials from ${auth.source}`);
+    this.authorization = `Basic ${Buffer.from(auth.value).toString('base64')}`;
   }
 
   request<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; data: T }> {

@@ -7,6 +7,7 @@ import { registerBenchCommand } from './commands/bench.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerImagesCommands } from './commands/images.js';
 import { registerNamespaceCommands } from './commands/namespace.js';
+import { registerPropertyCommands } from './commands/property.js';
 import { registerServeCommand } from './commands/serve.js';
 import { registerSetupCommand } from './commands/setup.js';
 import { registerSimulateCommand } from './commands/simulate.js';
@@ -45,6 +46,7 @@ registerBenchCommand(program);
 registerActionCommands(program);
 registerActivationCommands(program);
 registerNamespaceCommands(program);
+registerPropertyCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,2 +1,2 @@
-export type { RequestOptions, Response } from '../../src/bench/server-process.js';
-export { annotation, ServerProcess as TestServer, waitFor } from '../../src/bench/server-process.js';
+export type { RequestOptions, Response } from './server-process.js';
+export { annotation, ServerProcess as TestServer, waitFor } from './server-process.js';
