@@ -14,7 +14,7 @@ export type Property = (typeof PROPERTIES)[number];
 
 /** `$XDG_CONFIG_HOME/isola/config.json`, else `~/.config/isola/config.json`. */
 export function configPath(env: NodeJS.ProcessEnv = process.env): string {
-  const base = env.XDG_CONFIG_HOME && env.XDG_CONFIG_HOME.startsWith('/') ? env.XDG_CONFIG_HOME : join(homedir(), '.config');
+  const base = env.XDG_CONFIG_HOME?.startsWith('/') ? env.XDG_CONFIG_HOME : join(homedir(), '.config');
   return join(base, 'isola', 'config.json');
 }
 
@@ -70,47 +70,40 @@ export interface ConnectionInputs {
 export const DEFAULT_APIHOST = 'http://127.0.0.1:3233';
 
 /**
- * Where the CLI connects and with which credentials. Precedence, highest first: flags (--apihost,
- * --auth, then the server of an explicit --data-dir), the environment (ISOLA_APIHOST, ISOLA_AUTH
- * or ISOLA_GUEST_AUTH, then the server of ISOLA_DATA_DIR), the config file, the server of
- * ./.isola in the current directory, and last the default API host.
+ * Where the CLI connects and with which credentials. Precedence, highest first: the flags
+ * (--apihost, --auth), the environment (ISOLA_APIHOST, ISOLA_AUTH or ISOLA_GUEST_AUTH), the server
+ * of a data dir named with --data-dir or ISOLA_DATA_DIR, the config file, the server of ./.isola
+ * in the current directory, and last the default API host.
  */
 export function resolveConnection({ flags, env, configFile }: ConnectionInputs): {
   apihost: Setting;
   auth: Setting | undefined;
   dataDir: string;
 } {
-  const envDataDir = env.ISOLA_DATA_DIR || undefined;
-  const dataDir = resolve(flags.dataDir ?? envDataDir ?? './.isola');
-  const fromDir = (dir: string | undefined, label: string) => {
-    if (!dir) return { apihost: undefined, auth: undefined };
-    const path = resolve(dir);
-    const url = readServerInfo(path)?.url;
-    const auth = readGuestAuth(path);
-    return {
-      apihost: url ? { value: url, source: `${label} (${path}/server.json)` } : undefined,
-      auth: auth ? { value: auth, source: `${path}/guest.auth` } : undefined,
-    };
+  const named = flags.dataDir ?? (env.ISOLA_DATA_DIR || undefined);
+  const dataDir = resolve(named ?? './.isola');
+  const url = readServerInfo(dataDir)?.url;
+  const guestAuth = readGuestAuth(dataDir);
+  const fromDir = {
+    apihost: url ? { value: url, source: `the server of ${dataDir}` } : undefined,
+    auth: guestAuth ? { value: guestAuth, source: `${dataDir}/guest.auth` } : undefined,
   };
-  const flagDir = fromDir(flags.dataDir, '--data-dir');
-  const envDir = flags.dataDir ? { apihost: undefined, auth: undefined } : fromDir(envDataDir, 'ISOLA_DATA_DIR');
+  const none = { apihost: undefined, auth: undefined };
+  const namedDir = named ? fromDir : none;
+  const cwdDir = named ? none : fromDir;
   const file = configFile ? readConfig(configFile) : {};
-  const explicitDir = flags.dataDir !== undefined || envDataDir !== undefined;
-  const cwdDir = explicitDir ? { apihost: undefined, auth: undefined } : fromDir('./.isola', 'the server in ./.isola');
   const setting = (value: string | undefined, source: string): Setting | undefined => (value ? { value, source } : undefined);
 
   const apihost = setting(flags.apihost, '--apihost') ??
-    flagDir.apihost ??
     setting(env.ISOLA_APIHOST, 'ISOLA_APIHOST') ??
-    envDir.apihost ??
+    namedDir.apihost ??
     setting(file.apihost, configFile ?? '') ??
     cwdDir.apihost ?? { value: DEFAULT_APIHOST, source: 'default' };
   const auth =
     setting(flags.auth, '--auth') ??
-    flagDir.auth ??
     setting(env.ISOLA_AUTH, 'ISOLA_AUTH') ??
     setting(env.ISOLA_GUEST_AUTH, 'ISOLA_GUEST_AUTH') ??
-    envDir.auth ??
+    namedDir.auth ??
     setting(file.auth, configFile ?? '') ??
     cwdDir.auth;
   return { apihost: { ...apihost, value: apihost.value.replace(/\/$/, '') }, auth, dataDir };
