@@ -98,7 +98,8 @@ const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
 };
-const label = (args) => `isola ${args.map((a) => (a === url ? '<url>' : a.startsWith(work) ? '<tmp>' : a)).join(' ')}`;
+const label = (args) =>
+  `isola ${args.map((a) => (a === url ? '<url>' : a === activation ? '<id>' : a.startsWith(work) ? '<tmp>' : a)).join(' ')}`;
 // Rounds of every command in turn, so that a burst of load elsewhere spreads over all of them;
 // `node -e 0` in each round is the floor that any Node.js command pays.
 const samples = new Map([['node -e 0', []], ...COMMANDS.map((args) => [label(args), []])]);
