@@ -24,7 +24,9 @@ const SIZE = 224;
 // because the package's exports do not list them (nsfwjs comes with packages/bench).
 const unwrap = (m) => m.default ?? m;
 globalThis.model = unwrap(require('../../packages/bench/node_modules/nsfwjs/dist/cjs/models/mobilenet_v2/model.min.js'));
-globalThis.group1_shard1of1 = unwrap(require('../../packages/bench/node_modules/nsfwjs/dist/cjs/models/mobilenet_v2/group1-shard1of1.min.js'));
+globalThis.group1_shard1of1 = unwrap(
+  require('../../packages/bench/node_modules/nsfwjs/dist/cjs/models/mobilenet_v2/group1-shard1of1.min.js'),
+);
 
 let model;
 function load() {
