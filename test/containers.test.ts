@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { cgroupPids } from '../src/bench/pss.js';
+import { cgroupPids } from '../packages/bench/src/pss.js';
 import type { ActivationRecord } from '../src/core/types.js';
 import { ensureNodeRootfs } from '../src/images/node-rootfs.js';
 import { ContainerBackend } from '../src/sandbox/container/container-backend.js';

@@ -7,7 +7,8 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 const SCRIPT = fileURLToPath(new URL('../examples/wasm/build.sh', import.meta.url));
-const TOOLCHAINS = ['/usr/bin/clang', '/usr/bin/rustc', '/usr/lib/rustlib/wasm32-wasi'];
+const ASC = fileURLToPath(new URL('../packages/bench/node_modules/.bin/asc', import.meta.url));
+const TOOLCHAINS = ['/usr/bin/clang', '/usr/bin/rustc', '/usr/lib/rustlib/wasm32-wasi', ASC];
 const missing = TOOLCHAINS.filter((path) => !existsSync(path));
 
 describe('the WebAssembly examples', {

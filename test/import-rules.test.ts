@@ -14,13 +14,10 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const ENV_READERS = new Map<string, string>([
   ['src/config.ts', 'the one place that reads flags and environment for the server'],
   ['src/cli/client.ts', "the CLI's own settings: ISOLA_APIHOST and ISOLA_AUTH"],
-  ['src/cli/settings.ts', "the CLI's own settings"],
+  ['src/cli/config-file.ts', "the CLI's own settings: its config file and ISOLA_APIHOST, ISOLA_AUTH, ISOLA_DATA_DIR"],
   ['src/cli/output.ts', "the terminal's width (COLUMNS), not a setting"],
   ['src/guest/agent.ts', 'a separate program, inside the sandbox'],
 ]);
-
-/** Outside the platform: the benchmark harness drives backends and servers directly. */
-const HARNESS = 'src/bench/';
 
 interface Module {
   /** Relative to the repository, with forward slashes. */
@@ -119,16 +116,10 @@ export const RULES = {
     ),
   onlySandboxImportsBackends: (modules: readonly Module[]) =>
     modules.flatMap((m) =>
-      m.path.startsWith('src/sandbox/') || m.path.startsWith(HARNESS)
-        ? []
-        : m.imports.filter(isConcreteBackend).map((i) => `${m.path} -> ${i}`),
+      m.path.startsWith('src/sandbox/') ? [] : m.imports.filter(isConcreteBackend).map((i) => `${m.path} -> ${i}`),
     ),
   onlyConfigReadsEnvironment: (modules: readonly Module[]) =>
-    modules.flatMap((m) =>
-      ENV_READERS.has(m.path) || m.path.startsWith(HARNESS)
-        ? []
-        : m.envReads.map((line) => `${m.path}:${line} reads process.env`),
-    ),
+    modules.flatMap((m) => (ENV_READERS.has(m.path) ? [] : m.envReads.map((line) => `${m.path}:${line} reads process.env`))),
 };
 
 describe('import rules', () => {

@@ -17,6 +17,8 @@ export async function buildClassifier() {
     target: 'node20',
     outfile: OUTPUT,
     loader: { '.wasm': 'binary' },
+    // TensorFlow.js and nsfwjs come with the bench package (npm run bench:install).
+    nodePaths: [fileURLToPath(new URL('../../packages/bench/node_modules', import.meta.url))],
     // Browser-only backends and optional peers nsfwjs never loads under Node.js.
     external: ['@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu'],
     logLevel: 'warning',

@@ -21,10 +21,12 @@ const BINARIES = {
 const SIZE = 224;
 // nsfwjs finds its model and weights by computed paths a bundler cannot follow, or on the global
 // object (as `model` and under the shard's name): put them there. They are required by file path
-// because the package's exports do not list them.
+// because the package's exports do not list them (nsfwjs comes with packages/bench).
 const unwrap = (m) => m.default ?? m;
-globalThis.model = unwrap(require('../../node_modules/nsfwjs/dist/cjs/models/mobilenet_v2/model.min.js'));
-globalThis.group1_shard1of1 = unwrap(require('../../node_modules/nsfwjs/dist/cjs/models/mobilenet_v2/group1-shard1of1.min.js'));
+globalThis.model = unwrap(require('../../packages/bench/node_modules/nsfwjs/dist/cjs/models/mobilenet_v2/model.min.js'));
+globalThis.group1_shard1of1 = unwrap(
+  require('../../packages/bench/node_modules/nsfwjs/dist/cjs/models/mobilenet_v2/group1-shard1of1.min.js'),
+);
 
 let model;
 function load() {

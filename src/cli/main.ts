@@ -1,15 +1,27 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { ApiError } from './client.js';
-import { registerActionCommands } from './commands/action.js';
-import { registerActivationCommands } from './commands/activation.js';
-import { registerBenchCommand } from './commands/bench.js';
-import { registerDoctorCommand } from './commands/doctor.js';
-import { registerImagesCommands } from './commands/images.js';
-import { registerNamespaceCommands } from './commands/namespace.js';
-import { registerServeCommand } from './commands/serve.js';
-import { registerSetupCommand } from './commands/setup.js';
-import { registerSimulateCommand } from './commands/simulate.js';
+
+type Register = (program: Command) => void;
+
+/**
+ * Each command's module, loaded only when that command runs (all of them for the help): a
+ * client command loads neither the server nor the other commands, and answers at once.
+ */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  serve: async () => (await import('./commands/serve.js')).registerServeCommand,
+  doctor: async () => (await import('./commands/doctor.js')).registerDoctorCommand,
+  setup: async () => (await import('./commands/setup.js')).registerSetupCommand,
+  images: async () => (await import('./commands/images.js')).registerImagesCommands,
+  simulate: async () => (await import('./commands/simulate.js')).registerSimulateCommand,
+  bench: async () => (await import('./commands/bench.js')).registerBenchCommand,
+  action: async () => (await import('./commands/action.js')).registerActionCommands,
+  activation: async () => (await import('./commands/activation.js')).registerActivationCommands,
+  namespace: async () => (await import('./commands/namespace.js')).registerNamespaceCommands,
+  property: async () => (await import('./commands/property.js')).registerPropertyCommands,
+};
+/** The program's options that take a value: what follows them is not the command's name. */
+const TAKES_VALUE = new Set(['--apihost', '--auth', '--data-dir']);
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -36,15 +48,17 @@ if (beforeCommand.includes('--version') || beforeCommand.includes('-V')) {
   process.exit(0);
 }
 
-registerServeCommand(program);
-registerDoctorCommand(program);
-registerSetupCommand(program);
-registerImagesCommands(program);
-registerSimulateCommand(program);
-registerBenchCommand(program);
-registerActionCommands(program);
-registerActivationCommands(program);
-registerNamespaceCommands(program);
+let named: string | undefined;
+for (let i = 0; i < args.length; i++) {
+  const arg = args[i] as string;
+  if (TAKES_VALUE.has(arg)) i++;
+  else if (!arg.startsWith('-')) {
+    named = arg;
+    break;
+  }
+}
+const wanted = named !== undefined && Object.hasOwn(COMMANDS, named) ? [named] : Object.keys(COMMANDS);
+for (const register of await Promise.all(wanted.map((name) => (COMMANDS[name] as () => Promise<Register>)()))) register(program);
 
 try {
   await program.parseAsync(process.argv);

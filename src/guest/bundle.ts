@@ -4,16 +4,24 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSync, version as esbuildVersion } from 'esbuild';
 
-const source = (path: string) => fileURLToPath(new URL(path, import.meta.url));
+/**
+ * A TypeScript source of the repository, found the same way from src/guest (tests through tsx) and
+ * from dist/guest (the built platform, which users run): both bundle the same sources, so they
+ * agree on every bundle's hash and share the sandboxes and images keyed by it.
+ */
+const source = (path: string) => fileURLToPath(new URL(`../../src/${path}`, import.meta.url));
 
 /** Code that runs outside the server's module graph, bundled into one plain JavaScript file each. */
 const BUNDLES = {
   /** The guest agent: runs on a bare node binary in a process, container or microVM. */
-  agent: { entry: source('./agent.ts'), sources: [source('./agent.ts'), source('./protocol.ts'), source('./reseed.ts')] },
+  agent: {
+    entry: source('guest/agent.ts'),
+    sources: [source('guest/agent.ts'), source('guest/protocol.ts'), source('guest/reseed.ts')],
+  },
   /** The wasm backend's worker thread. */
   'wasm-worker': {
-    entry: source('../sandbox/wasm/worker.ts'),
-    sources: [source('../sandbox/wasm/worker.ts'), source('../sandbox/wasm/messages.ts'), source('../sandbox/wasm/binary.ts')],
+    entry: source('sandbox/wasm/worker.ts'),
+    sources: [source('sandbox/wasm/worker.ts'), source('sandbox/wasm/messages.ts'), source('sandbox/wasm/binary.ts')],
   },
 } as const;
 

@@ -1,8 +1,8 @@
-import { ServerProcess } from '../../src/bench/server-process.js';
 import { sharedPostgres } from './postgres.js';
+import { ServerProcess } from './server-process.js';
 
-export type { RequestOptions, Response } from '../../src/bench/server-process.js';
-export { annotation, waitFor } from '../../src/bench/server-process.js';
+export type { RequestOptions, Response } from './server-process.js';
+export { annotation, waitFor } from './server-process.js';
 
 export type TestDatabase = 'sqlite' | 'postgres';
 

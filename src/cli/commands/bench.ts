@@ -1,75 +1,32 @@
+import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { globals, wholeNumber } from './common.js';
 
-interface BenchOptions {
-  quick?: boolean;
-  backends?: string[];
-  workloads?: string[];
-  out: string;
-  concurrency: number;
-  memoryBudget: number;
-  attacks: boolean;
-  peers: boolean;
-}
+const LAUNCHER = fileURLToPath(new URL('../../../packages/bench/launch.js', import.meta.url));
 
+/**
+ * `isola bench` lives in its own package (packages/bench) that only those who evaluate Isola
+ * install: this hands the whole command line to it, or its launcher says how to install it.
+ */
 export function registerBenchCommand(program: Command): void {
   program
     .command('bench')
-    .description('measure every backend this host supports side by side, with peers and an escape battery; writes a report')
-    .option('--quick', 'few samples per figure (minutes, not an hour); the slowest workloads only in full runs')
-    .option(
-      '--backends <name...>',
-      'isolate, wasm, process, container (runc and crun), container:runc, container:crun, gvisor, microvm, microvm:boot',
+    .description(
+      'measure every backend this host supports side by side, with peers and an escape battery; writes a report ' +
+        '(needs the benchmark harness: npm run bench:install; `isola bench --help` once installed)',
     )
-    .option('--workloads <name...>', 'hello, json, compression, graph, thumbnail, fib, ml')
-    .requiredOption('--out <dir>', 'where results.json, summary.md and report.html go')
-    .option('--concurrency <n>', 'connections for the throughput figures', wholeNumber(1, 1024), 4)
-    .option('--memory-budget <MB>', 'memory the density figure fills with idle instances', wholeNumber(1), 1024)
-    .option('--no-attacks', 'skip the isolation battery')
-    .option('--no-peers', 'skip the peers (workerd, bare runtimes, bare QEMU, bare node)')
-    .action(async (options: BenchOptions, command: Command) => {
-      const { runHarness } = await import('../../bench/harness.js');
-      const { writeReport } = await import('../../bench/report.js');
-      const { SingleBar, Presets } = await import('cli-progress');
-      const { dataDir } = globals(command);
-      const bar = new SingleBar(
-        {
-          format: ' {bar} {percentage}% | {value}/{total} | {step}',
-          hideCursor: true,
-          clearOnComplete: false,
-          noTTYOutput: true,
-          notTTYSchedule: 5000,
-          stream: process.stderr,
-          etaBuffer: 20,
-        },
-        Presets.shades_classic,
-      );
-      let value = 0;
-      bar.start(1, 0, { step: 'starting' });
-      const notes: string[] = [];
-      const results = await runHarness({
-        quick: Boolean(options.quick),
-        ...(options.backends ? { backends: options.backends.flatMap((b) => b.split(',')).filter(Boolean) } : {}),
-        ...(options.workloads ? { workloads: options.workloads.flatMap((w) => w.split(',')).filter(Boolean) } : {}),
-        // Images and snapshots are cached under the data dir when one is given.
-        ...(dataDir ? { dataDir: `${dataDir}/bench` } : {}),
-        concurrency: options.concurrency,
-        memoryBudgetMb: options.memoryBudget,
-        attacks: options.attacks,
-        peers: options.peers,
-        progress: {
-          total: (steps) => bar.setTotal(Math.max(steps, value)),
-          step: (label) => bar.update(value, { step: label }),
-          done: () => {
-            value++;
-            if (value > bar.getTotal()) bar.setTotal(value);
-            bar.update(value);
-          },
-          note: (message) => notes.push(message),
-        },
-      }).finally(() => bar.stop());
-      const paths = await writeReport(results, options.out);
-      for (const note of notes) process.stderr.write(`note: ${note}\n`);
-      process.stdout.write(`${paths.json}\n${paths.markdown}\n${paths.html}\n`);
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[args...]')
+    .action(async () => {
+      const code = await new Promise<number>((resolve) => {
+        const child = spawn(process.execPath, [LAUNCHER, 'src/main.ts', ...process.argv.slice(2)], { stdio: 'inherit' });
+        for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => child.kill(signal));
+        child.on('exit', (exitCode, signal) => resolve(signal ? 128 + (constants.signals[signal] ?? 0) : (exitCode ?? 1)));
+        child.on('error', () => resolve(1));
+      });
+      process.exitCode = code;
     });
 }

@@ -1,5 +1,6 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { IsolaClient } from '../client.js';
+import { configPath } from '../config-file.js';
 
 export interface GlobalOptions {
   apihost?: string;
@@ -12,14 +13,17 @@ export function globals(command: Command): GlobalOptions {
   return command.optsWithGlobals<GlobalOptions>();
 }
 
+/** The global options given on the command line itself: commander also fills them from the environment. */
+export function commandLineGlobals(command: Command): { apihost?: string; auth?: string; dataDir?: string } {
+  const options = globals(command);
+  const given = (name: 'apihost' | 'auth' | 'dataDir') =>
+    command.getOptionValueSourceWithGlobals(name) === 'cli' && options[name] ? { [name]: options[name] } : {};
+  return { ...given('apihost'), ...given('auth'), ...given('dataDir') };
+}
+
+/** A client for the server the flags, the environment or the config file name (see resolveConnection). */
 export function clientFor(command: Command): IsolaClient {
-  const { apihost, auth, dataDir } = globals(command);
-  const authSource = command.getOptionValueSourceWithGlobals('auth') === 'env' ? 'ISOLA_AUTH' : '--auth';
-  return new IsolaClient({
-    ...(apihost ? { apihost } : {}),
-    ...(auth ? { auth, authSource } : {}),
-    ...(dataDir ? { dataDir } : {}),
-  });
+  return new IsolaClient({ ...commandLineGlobals(command), configFile: configPath() });
 }
 
 /**

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Registry } from 'prom-client';
-import { waitFor } from '../../bench/server-process.js';
+import { waitFor } from '../../../test/helpers/server-process.js';
 import { type FunctionCode, type InitOutcome, lateOutputLine, type RunOutcome, type Sandbox } from '../backend.js';
 import { IsolateBackend, IsolateSandbox } from './isolate-backend.js';
 

@@ -9,12 +9,12 @@ import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { createServer, type Server } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import type { Isolation } from '../core/kinds.js';
-import type { ActivationRecord } from '../core/types.js';
+import type { Isolation } from '../../../src/core/kinds.js';
+import type { ActivationRecord } from '../../../src/core/types.js';
+import type { ServerProcess } from '../../../test/helpers/server-process.js';
+import { wat } from '../../../test/helpers/wat.js';
 import type { KeepAliveClient } from './http.js';
-import type { ServerProcess } from './server-process.js';
 import { pause, summarize, time } from './stats.js';
-import { wat } from './wat.js';
 
 export const ATTACKS = [
   {

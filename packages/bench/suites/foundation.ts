@@ -2,26 +2,29 @@
  * The foundation benchmark: for the isolate and process backends, cold start and warm invoke
  * latency through the HTTP API, the same calls made directly on the sandbox in the same run
  * (the platform's overhead), and warm hello-world throughput over HTTP against a bare node:http
- * server in the same run. Writes bench/results/foundation.json.
+ * server in the same run. Writes packages/bench/results/foundation.json.
  *
  *   npm run bench [-- --quick]
  */
+
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hostInfo } from '../src/bench/host.js';
-import { KeepAliveClient } from '../src/bench/http.js';
-import { loadTest, startNodeHttp } from '../src/bench/peers.js';
-import { ServerProcess } from '../src/bench/server-process.js';
-import { pause, ratio, summarize, time } from '../src/bench/stats.js';
-import type { ActivationRecord } from '../src/core/types.js';
-import { buildAgent } from '../src/guest/bundle.js';
-import type { Backend, FunctionCode } from '../src/sandbox/backend.js';
-import { IsolateBackend } from '../src/sandbox/isolate/isolate-backend.js';
-import { ProcessBackend } from '../src/sandbox/process/process-backend.js';
+import { fileURLToPath } from 'node:url';
+import type { ActivationRecord } from '../../../src/core/types.js';
+import { buildAgent } from '../../../src/guest/bundle.js';
+import type { Backend, FunctionCode } from '../../../src/sandbox/backend.js';
+import { IsolateBackend } from '../../../src/sandbox/isolate/isolate-backend.js';
+import { ProcessBackend } from '../../../src/sandbox/process/process-backend.js';
+import { ServerProcess } from '../../../test/helpers/server-process.js';
+import { hostInfo } from '../src/host.js';
+import { KeepAliveClient } from '../src/http.js';
+import { loadTest, startNodeHttp } from '../src/peers.js';
+import { pause, ratio, summarize, time } from '../src/stats.js';
 
 const quick = process.argv.includes('--quick');
-const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';
+const outDir =
+  process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? fileURLToPath(new URL('../results', import.meta.url));
 const HELLO = 'function main(params) { return { greeting: "Hello " + (params.name || "world") }; }';
 const SIZES = {
   isolate: { cold: quick ? 30 : 200, warm: quick ? 200 : 2000 },

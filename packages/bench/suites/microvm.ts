@@ -2,29 +2,32 @@
  * The microVM backend: a cold start that boots the guest from scratch, a cold start restored
  * from the memory snapshot (restore to first response, and through the API), warm latency, QEMU's
  * memory (PSS) per instance, and a bare QEMU boot of the same image in the same run. Writes
- * bench/results/microvm.json.
+ * packages/bench/results/microvm.json.
  *
- *   node --no-node-snapshot --import tsx bench/microvm.ts [--quick]
+ *   node --no-node-snapshot --import tsx packages/bench/suites/microvm.ts [--quick]
  */
+
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hostInfo } from '../src/bench/host.js';
-import { KeepAliveClient } from '../src/bench/http.js';
-import { bareQemuBoot } from '../src/bench/peers.js';
-import { pssMib, round } from '../src/bench/pss.js';
-import { ServerProcess } from '../src/bench/server-process.js';
-import { pause, ratio, summarize, time } from '../src/bench/stats.js';
-import type { ActivationRecord } from '../src/core/types.js';
-import { ensureMicrovmImage } from '../src/images/microvm-image.js';
-import { ensureNodeRootfs } from '../src/images/node-rootfs.js';
-import { AgentSandbox } from '../src/sandbox/agent-sandbox.js';
-import type { FunctionCode } from '../src/sandbox/backend.js';
-import { MicrovmBackend } from '../src/sandbox/microvm/microvm-backend.js';
-import { VmTransport } from '../src/sandbox/microvm/vm.js';
+import { fileURLToPath } from 'node:url';
+import type { ActivationRecord } from '../../../src/core/types.js';
+import { ensureMicrovmImage } from '../../../src/images/microvm-image.js';
+import { ensureNodeRootfs } from '../../../src/images/node-rootfs.js';
+import { AgentSandbox } from '../../../src/sandbox/agent-sandbox.js';
+import type { FunctionCode } from '../../../src/sandbox/backend.js';
+import { MicrovmBackend } from '../../../src/sandbox/microvm/microvm-backend.js';
+import { VmTransport } from '../../../src/sandbox/microvm/vm.js';
+import { ServerProcess } from '../../../test/helpers/server-process.js';
+import { hostInfo } from '../src/host.js';
+import { KeepAliveClient } from '../src/http.js';
+import { bareQemuBoot } from '../src/peers.js';
+import { pssMib, round } from '../src/pss.js';
+import { pause, ratio, summarize, time } from '../src/stats.js';
 
 const quick = process.argv.includes('--quick');
-const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';
+const outDir =
+  process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? fileURLToPath(new URL('../results', import.meta.url));
 const N = { boot: quick ? 2 : 5, restore: quick ? 5 : 20, api: quick ? 5 : 15, warm: quick ? 50 : 200, idle: quick ? 2 : 4 };
 const log = (message: string) => process.stderr.write(`${message}\n`);
 const HELLO = 'function main(params) { return { greeting: "Hello " + (params.name || "world") }; }';

@@ -5,14 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { ATTACKS, Neighbour, served } from '../src/bench/attacks.js';
-import type { HarnessResults, Target } from '../src/bench/harness.js';
-import { plan, TARGETS } from '../src/bench/harness.js';
-import { KeepAliveClient } from '../src/bench/http.js';
-import { fmt } from '../src/bench/report.js';
-import { TestServer } from './helpers/server.js';
+import { TestServer } from '../../../test/helpers/server.js';
+import { ATTACKS, Neighbour, served } from '../src/attacks.js';
+import type { HarnessResults, Target } from '../src/harness.js';
+import { plan, TARGETS } from '../src/harness.js';
+import { KeepAliveClient } from '../src/http.js';
+import { fmt } from '../src/report.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
 
 // Evaluated in the page as source text: a function compiled here would carry the TypeScript

@@ -1,7 +1,7 @@
 /**
  * Time from `isola serve` to a healthy /healthz, on a fresh data dir and on one used before,
  * plus the time until every backend's probe has ended and the longest silence in the server's
- * output meanwhile. Usage: node --import tsx bench/startup.ts [--runs N] [--out file] [--label text]
+ * output meanwhile. Usage: npm run bench:startup -- [--runs N] [--out file] [--label text]
  * [--backends list] [--bin path/to/isola.js] [--entry main.js] (`--entry`: run a compiled CLI
  * entry with plain Node.js instead of bin/isola.js; `--bin`: another checkout's bin/isola.js)
  * [--fresh-host] (a temporary directory of its own, so that the KVM probe's kept answer is not found).
@@ -14,11 +14,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' },
-    out: { type: 'string', default: join(ROOT, 'bench/results/startup.json') },
+    out: { type: 'string', default: join(ROOT, 'packages/bench/results/startup.json') },
     label: { type: 'string', default: 'tsx' },
     backends: { type: 'string' },
     entry: { type: 'string' },

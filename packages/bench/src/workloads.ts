@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Isolation } from '../core/kinds.js';
+import type { Isolation } from '../../../src/core/kinds.js';
 
 /**
  * The harness's workloads, after SeBS and FunctionBench: the same function under every backend
@@ -24,7 +24,7 @@ export interface Workload {
 }
 
 const example = (path: string) => () =>
-  readFileSync(fileURLToPath(new URL(`../../examples/${path}`, import.meta.url))).toString('base64');
+  readFileSync(fileURLToPath(new URL(`../../../examples/${path}`, import.meta.url))).toString('base64');
 
 const HELLO = 'function main(params) { return { greeting: "Hello " + (params.name || "world") }; }';
 
@@ -108,12 +108,12 @@ function main(params) {
 const FIB_JS =
   'function main(params) { let a = 0n, b = 1n; for (let i = 0; i < params.n; i++) [a, b] = [b, a + b]; return { n: params.n, fib: a.toString() }; }';
 
-const ML_BUILD = fileURLToPath(new URL('../../examples/ml/build/classify.cjs', import.meta.url));
+const ML_BUILD = fileURLToPath(new URL('../../../examples/ml/build/classify.cjs', import.meta.url));
 
 /** Builds the ML example's bundle if it is not built yet. */
 export async function ensureMlBundle(): Promise<string> {
   if (!existsSync(ML_BUILD)) {
-    const { buildClassifier } = (await import(fileURLToPath(new URL('../../examples/ml/build.mjs', import.meta.url)))) as {
+    const { buildClassifier } = (await import(fileURLToPath(new URL('../../../examples/ml/build.mjs', import.meta.url)))) as {
       buildClassifier: () => Promise<string>;
     };
     await buildClassifier();

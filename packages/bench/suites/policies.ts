@@ -2,24 +2,27 @@
  * Keep-alive policies on a generated Azure-format day: cold starts and idle memory for fixed
  * keep-alives and the hybrid histogram policy, from the simulator; then a scaled-down replay of
  * part of the same trace against a live server under each policy, next to the simulator's
- * prediction for exactly that part. Writes bench/results/policies.json and policies.md.
+ * prediction for exactly that part. Writes packages/bench/results/policies.json and policies.md.
  *
- *   node --no-node-snapshot --import tsx bench/policies.ts [--quick]
+ *   node --no-node-snapshot --import tsx packages/bench/suites/policies.ts [--quick]
  */
+
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hostInfo } from '../src/bench/host.js';
-import { ServerProcess } from '../src/bench/server-process.js';
-import { IsolaClient } from '../src/cli/client.js';
-import { parsePolicy } from '../src/scheduler/policy.js';
-import { replay } from '../src/simulator/replay.js';
-import { scalePolicy } from '../src/simulator/scale.js';
-import { simulate, simulateApp } from '../src/simulator/simulate.js';
-import { generateTrace } from '../src/simulator/trace.js';
+import { fileURLToPath } from 'node:url';
+import { IsolaClient } from '../../../src/cli/client.js';
+import { parsePolicy } from '../../../src/scheduler/policy.js';
+import { replay } from '../../../src/simulator/replay.js';
+import { scalePolicy } from '../../../src/simulator/scale.js';
+import { simulate, simulateApp } from '../../../src/simulator/simulate.js';
+import { generateTrace } from '../../../src/simulator/trace.js';
+import { ServerProcess } from '../../../test/helpers/server-process.js';
+import { hostInfo } from '../src/host.js';
 
 const quick = process.argv.includes('--quick');
-const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';
+const outDir =
+  process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? fileURLToPath(new URL('../results', import.meta.url));
 const APPS = quick ? 200 : 1000;
 const REPLAY = { apps: quick ? 6 : 12, minutes: quick ? 120 : 240, minuteMs: 50 };
 const POLICIES = ['fixed:10m', 'hybrid', 'fixed:5m', 'fixed:20m', 'fixed:60m'];

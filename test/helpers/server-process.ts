@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const MAIN = join(ROOT, 'src/cli/main.ts');
+/** The built platform, as users run it (`npm test` builds it first): no TypeScript loader. */
+const MAIN = join(ROOT, 'dist/cli/main.js');
 
 export interface Response<T = unknown> {
   status: number;
@@ -51,18 +52,7 @@ export class ServerProcess {
   private async launch(): Promise<void> {
     const proc = spawn(
       process.execPath,
-      [
-        '--no-node-snapshot',
-        '--import',
-        import.meta.resolve('tsx'),
-        MAIN,
-        'serve',
-        '--port',
-        '0',
-        '--data-dir',
-        this.dataDir,
-        ...this.args,
-      ],
+      ['--no-node-snapshot', MAIN, 'serve', '--port', '0', '--data-dir', this.dataDir, ...this.args],
       {
         cwd: ROOT,
         // Only the in-process backends unless a suite asks for more: probing containers and

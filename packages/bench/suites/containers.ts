@@ -4,26 +4,29 @@
  * in the same run, in turns with the same pacing (spawned and handed the function, timed to its
  * result), a bare `node` start of
  * the same agent, and host memory (PSS) per idle instance. Writes
- * bench/results/containers.json.
+ * packages/bench/results/containers.json.
  *
- *   node --no-node-snapshot --import tsx bench/containers.ts [--quick]
+ *   node --no-node-snapshot --import tsx packages/bench/suites/containers.ts [--quick]
  */
+
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hostInfo } from '../src/bench/host.js';
-import { KeepAliveClient } from '../src/bench/http.js';
-import { bareNodeStart, bareOciRun } from '../src/bench/peers.js';
-import { cgroupPids, pssMib, round } from '../src/bench/pss.js';
-import { ServerProcess } from '../src/bench/server-process.js';
-import { pause, ratio, summarize, time } from '../src/bench/stats.js';
-import type { ActivationRecord } from '../src/core/types.js';
-import { ensureNodeRootfs } from '../src/images/node-rootfs.js';
-import { findBinary } from '../src/sandbox/container/runtime.js';
-import { RUNNING_AS_ROOT } from '../src/sandbox/host-ids.js';
+import { fileURLToPath } from 'node:url';
+import type { ActivationRecord } from '../../../src/core/types.js';
+import { ensureNodeRootfs } from '../../../src/images/node-rootfs.js';
+import { findBinary } from '../../../src/sandbox/container/runtime.js';
+import { RUNNING_AS_ROOT } from '../../../src/sandbox/host-ids.js';
+import { ServerProcess } from '../../../test/helpers/server-process.js';
+import { hostInfo } from '../src/host.js';
+import { KeepAliveClient } from '../src/http.js';
+import { bareNodeStart, bareOciRun } from '../src/peers.js';
+import { cgroupPids, pssMib, round } from '../src/pss.js';
+import { pause, ratio, summarize, time } from '../src/stats.js';
 
 const quick = process.argv.includes('--quick');
-const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';
+const outDir =
+  process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? fileURLToPath(new URL('../results', import.meta.url));
 const HELLO = 'function main(params) { return { greeting: "Hello " + (params.name || "world") }; }';
 const log = (message: string) => process.stderr.write(`${message}\n`);
 

@@ -3,31 +3,34 @@
  * (a new version of a module already compiled) and without (a module never seen), warm latency
  * and warm throughput, against isolate and runc container cold starts in the same run. The
  * platform runs in this process so that the invoke path can be timed without HTTP, and HTTP is
- * timed as well. Writes bench/results/wasm.json.
+ * timed as well. Writes packages/bench/results/wasm.json.
  *
- *   node --no-node-snapshot --import tsx bench/wasm.ts [--quick]
+ *   node --no-node-snapshot --import tsx packages/bench/suites/wasm.ts [--quick]
  */
+
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { buildServer } from '../src/api/server.js';
-import { hostInfo } from '../src/bench/host.js';
-import { KeepAliveClient } from '../src/bench/http.js';
-import { pause, ratio, summarize, time } from '../src/bench/stats.js';
-import { resolveServerConfig } from '../src/config.js';
-import type { Isolation } from '../src/core/kinds.js';
-import type { ActionVersion } from '../src/core/types.js';
-import type { InvokeCommand } from '../src/platform/invoke.js';
-import type { ActionDraft } from '../src/platform/platform.js';
-import { Platform } from '../src/platform/platform.js';
-import type { WasmBackend } from '../src/sandbox/wasm/wasm-backend.js';
+import { buildServer } from '../../../src/api/server.js';
+import { resolveServerConfig } from '../../../src/config.js';
+import type { Isolation } from '../../../src/core/kinds.js';
+import type { ActionVersion } from '../../../src/core/types.js';
+import type { InvokeCommand } from '../../../src/platform/invoke.js';
+import type { ActionDraft } from '../../../src/platform/platform.js';
+import { Platform } from '../../../src/platform/platform.js';
+import type { WasmBackend } from '../../../src/sandbox/wasm/wasm-backend.js';
+import { hostInfo } from '../src/host.js';
+import { KeepAliveClient } from '../src/http.js';
+import { pause, ratio, summarize, time } from '../src/stats.js';
 
 const quick = process.argv.includes('--quick');
-const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';
+const outDir =
+  process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? fileURLToPath(new URL('../results', import.meta.url));
 const N = { wasm: quick ? 50 : 300, isolate: quick ? 30 : 100, container: quick ? 5 : 20, warm: quick ? 300 : 2000 };
 const log = (message: string) => process.stderr.write(`${message}\n`);
-const GREET = readFileSync(new URL('../examples/wasm/greet.wasm', import.meta.url));
+const GREET = readFileSync(new URL('../../../examples/wasm/greet.wasm', import.meta.url));
 const HELLO_JS = 'function main(params) { return { greeting: "Hello " + (params.name || "world") }; }';
 
 /** The same module with a custom section of its own, so that nothing has it compiled yet. */

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { ensureMlBundle, WORKLOADS, type Workload } from '../src/bench/workloads.js';
-import type { ActivationRecord } from '../src/core/types.js';
-import { TestServer } from './helpers/server.js';
+import type { ActivationRecord } from '../../../src/core/types.js';
+import { TestServer } from '../../../test/helpers/server.js';
+import { ensureMlBundle, WORKLOADS, type Workload } from '../src/workloads.js';
 
 /** The benchmark's workloads, run through the server: each works, and its builds agree. */
 describe('benchmark workloads', () => {

@@ -2,23 +2,26 @@
  * The gVisor snapshot experiment: for a function with heavy initialisation, a cold start (boot
  * the sandbox, load the function, first result) against `runsc restore` of a checkpoint taken
  * after initialisation (to the first result), and whether a restored sandbox goes on serving.
- * Writes bench/results/gvisor-snapshot.json.
+ * Writes packages/bench/results/gvisor-snapshot.json.
  *
  *   node --no-node-snapshot --import tsx bench/gvisor-snapshot.ts [--quick]
  */
+
 import { execFileSync, spawn } from 'node:child_process';
 import { constants, createWriteStream, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hostInfo } from '../src/bench/host.js';
-import { summarize } from '../src/bench/stats.js';
-import { encodeFrame, FrameDecoder, type GuestMessage, type HostMessage } from '../src/guest/protocol.js';
-import { ensureNodeRootfs } from '../src/images/node-rootfs.js';
-import { containerSpec } from '../src/sandbox/container/oci-spec.js';
-import { findBinary } from '../src/sandbox/container/runtime.js';
+import { fileURLToPath } from 'node:url';
+import { encodeFrame, FrameDecoder, type GuestMessage, type HostMessage } from '../../../src/guest/protocol.js';
+import { ensureNodeRootfs } from '../../../src/images/node-rootfs.js';
+import { containerSpec } from '../../../src/sandbox/container/oci-spec.js';
+import { findBinary } from '../../../src/sandbox/container/runtime.js';
+import { hostInfo } from '../src/host.js';
+import { summarize } from '../src/stats.js';
 
 const quick = process.argv.includes('--quick');
-const outDir = process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? 'bench/results';
+const outDir =
+  process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? fileURLToPath(new URL('../results', import.meta.url));
 const RUNS = quick ? 2 : 5;
 // About a second and a half of initialisation, as a function that loads a model or builds tables.
 const HEAVY =

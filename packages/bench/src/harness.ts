@@ -6,15 +6,16 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { resolveServerConfig } from '../config.js';
-import { ISOLATIONS, type Isolation } from '../core/kinds.js';
-import type { ActivationRecord } from '../core/types.js';
-import { ensureMicrovmImage } from '../images/microvm-image.js';
-import { ensureNodeRootfs } from '../images/node-rootfs.js';
-import type { BackendStatus } from '../sandbox/backend.js';
-import { findBinary } from '../sandbox/container/runtime.js';
-import { MicrovmBackend } from '../sandbox/microvm/microvm-backend.js';
-import { createBackend } from '../sandbox/registry.js';
+import { resolveServerConfig } from '../../../src/config.js';
+import { ISOLATIONS, type Isolation } from '../../../src/core/kinds.js';
+import type { ActivationRecord } from '../../../src/core/types.js';
+import { ensureMicrovmImage } from '../../../src/images/microvm-image.js';
+import { ensureNodeRootfs } from '../../../src/images/node-rootfs.js';
+import type { BackendStatus } from '../../../src/sandbox/backend.js';
+import { findBinary } from '../../../src/sandbox/container/runtime.js';
+import { MicrovmBackend } from '../../../src/sandbox/microvm/microvm-backend.js';
+import { createBackend } from '../../../src/sandbox/registry.js';
+import { ServerProcess } from '../../../test/helpers/server-process.js';
 import { ATTACKS, type IsolationResult, plantBait, removeBait, runAttacks } from './attacks.js';
 import { hostInfo } from './host.js';
 import { KeepAliveClient } from './http.js';
@@ -29,7 +30,6 @@ import {
   warmLatencies,
 } from './peers.js';
 import { pssMib, round, serverMemoryMib, serverProcesses } from './pss.js';
-import { ServerProcess } from './server-process.js';
 import { pause, type Summary, summarize, time } from './stats.js';
 import { ensureMlBundle, WORKLOAD_NAMES, WORKLOADS, type Workload } from './workloads.js';
 
