@@ -1,6 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { BackendStatus } from '../../sandbox/backend.js';
 import { printJson, printTable, printWrapped } from '../output.js';
@@ -19,13 +19,16 @@ export function registerDoctorCommand(program: Command): void {
     .description('check which isolation backends work on this host, and how to fix the others')
     .action(async (_options: unknown, command: Command) => {
       const { probeBackends, probeContainerRuntimes } = await import('../../sandbox/registry.js');
-      const { resolveBackendSettings } = await import('../../config.js');
+      const { resolveBackendSettings, resolveServerConfig } = await import('../../config.js');
       const { liveServer } = await import('../../platform/data-dir-lock.js');
-      const { dataDir, json } = globals(command);
-      // Probing builds runtime files; use the data dir when given (its images are cached there),
-      // else a scratch one. A server may be running on it: doctor never takes the data dir's lock
-      // and only adds files that are named by their content.
-      const dir = dataDir ? resolve(dataDir) : mkdtempSync(join(tmpdir(), 'isola-doctor-'));
+      const { dataDir: named, json } = globals(command);
+      // Probing builds runtime files (the microVM guest image takes seconds): use the data dir a
+      // server started here would use, where they are cached, when it exists or is named; else a
+      // scratch one. A server may be running on it: doctor never takes the data dir's lock and
+      // only adds files that are named by their content.
+      const serverDir = resolveServerConfig({ ...(named ? { dataDir: named } : {}) }).dataDir;
+      const dataDir = named || existsSync(serverDir) ? serverDir : undefined;
+      const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'isola-doctor-'));
       const server = dataDir ? liveServer(dir) : undefined;
       try {
         // The server's settings for the backends (a forced accelerator, the wasm workers), so
