@@ -19,7 +19,7 @@ const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' },
     out: { type: 'string', default: join(ROOT, 'packages/bench/results/startup.json') },
-    label: { type: 'string', default: 'tsx' },
+    label: { type: 'string', default: 'bin/isola.js' },
     backends: { type: 'string' },
     entry: { type: 'string' },
     bin: { type: 'string', default: join(ROOT, 'bin/isola.js') },
@@ -185,7 +185,7 @@ const report = {
   node: process.version,
   backends: values.backends ?? 'all (default)',
   host: values['fresh-host'] ? 'fresh (no KVM probe answer kept)' : 'seen before (KVM probe answer kept)',
-  command: values.entry ? `node --no-node-snapshot ${values.entry} serve` : `node ${values.bin} serve (tsx)`,
+  command: values.entry ? `node --no-node-snapshot ${values.entry} serve` : `node ${values.bin} serve`,
   fresh: summary('fresh'),
   used: summary('used'),
   runs: results,
