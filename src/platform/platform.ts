@@ -51,6 +51,8 @@ export class Platform {
     private readonly store: Store,
     readonly backends: ReadonlyMap<Isolation, Backend>,
     readonly backendStatuses: readonly BackendStatus[],
+    /** Resolves once every backend's background probe has ended (`backends` then holds the real ones). */
+    readonly backendsProbed: Promise<void>,
     readonly scheduler: Scheduler,
     readonly metrics: Metrics,
     readonly invoker: Invoker,
@@ -98,7 +100,7 @@ export class Platform {
     await store.setNamespaceCredentials(GUEST_NAMESPACE, guest.uuid, guest.key);
     // Probed in the background: `backends` and `statuses` are live (see BackendSet).
     let metrics: Metrics | undefined;
-    const { backends, statuses } = new BackendSet(
+    const { backends, statuses, settled } = new BackendSet(
       { dataDir: config.dataDir, ...config.backendSettings },
       config.backends,
       config.queueTimeoutMs,
@@ -123,7 +125,7 @@ export class Platform {
     });
     metrics = new Metrics(scheduler, { functions: config.metricsFunctions });
     const invoker = new Invoker(store, scheduler, metrics);
-    return new Platform(config, store, backends, statuses, scheduler, metrics, invoker, guest, events);
+    return new Platform(config, store, backends, statuses, settled, scheduler, metrics, invoker, guest, events);
   }
 
   /** The namespace a `uuid:key` belongs to, or undefined. Cached briefly: this is on every request. */

@@ -98,6 +98,8 @@ async function main() {
   const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
   const auth = `Basic ${Buffer.from(`${platform.guest.uuid}:${platform.guest.key}`).toString('base64')}`;
   const client = new KeepAliveClient(url, { authorization: auth });
+  // The backends are probed in the background: the wasm backend itself is there once they end.
+  await platform.backendsProbed;
   const wasm = platform.backends.get('wasm') as WasmBackend;
   const results: Record<string, unknown> = { benchmark: 'wasm', quick, host: hostInfo() };
   try {
