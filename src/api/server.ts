@@ -116,6 +116,8 @@ export function buildServer(platform: Platform): FastifyInstance {
     status: 'ok',
     pid: process.pid,
     backends: platform.backendStatuses.filter((s) => s.available).map((s) => s.isolation),
+    // Backends whose background probe has not ended: they may still become available.
+    probing: platform.backendStatuses.filter((s) => s.probing).map((s) => s.isolation),
   }));
   app.get('/metrics', { onRequest: adminOnly(platform) }, async (_request, reply) => {
     reply.header('content-type', platform.metrics.registry.contentType);

@@ -77,6 +77,8 @@ export interface BackendStatus {
   detail: string;
   /** When unavailable: how to make it work. */
   fix?: string;
+  /** Its probe has not ended yet: it may still turn out to work. */
+  probing?: boolean;
 }
 
 export interface Backend {

@@ -65,6 +65,11 @@ describe('backends probed in the background', () => {
         ['microvm', false, false],
       ],
     );
+    assert.deepEqual(
+      set.statuses.filter((s) => s.probing).map((s) => s.isolation),
+      ['isolate', 'process', 'microvm'],
+      'the enabled ones are marked as being probed',
+    );
     assert.deepEqual(probes.began, [], 'nothing is probed before the caller has finished starting');
     const standIn = set.backends.get('isolate');
     assert.ok(standIn && !(standIn instanceof FakeBackend));
@@ -91,6 +96,11 @@ describe('backends probed in the background', () => {
     assert.deepEqual(
       set.statuses.filter((s) => s.available).map((s) => s.isolation),
       ['isolate', 'process', 'microvm'],
+    );
+    assert.deepEqual(
+      set.statuses.filter((s) => s.probing),
+      [],
+      'none is marked as being probed once the probes ended',
     );
   });
 

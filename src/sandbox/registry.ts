@@ -354,13 +354,13 @@ export class BackendSet {
     this.statuses = ISOLATIONS.map((isolation) =>
       wanted && !wanted.includes(isolation)
         ? { isolation, available: false, detail: NOT_ENABLED }
-        : { isolation, available: false, detail: 'Being probed in the background.' },
+        : { isolation, available: false, detail: 'Being probed in the background.', probing: true },
     );
     const enabled = ISOLATIONS.filter((isolation) => !wanted || wanted.includes(isolation));
     const withProgress: BackendContext = {
       ...context,
       onProgress: (isolation, message) => {
-        this.setStatus({ isolation, available: false, detail: `Being probed: ${message}.` });
+        this.setStatus({ isolation, available: false, detail: `Being probed: ${message}.`, probing: true });
         events.progress?.(isolation, `${message} ...`);
       },
     };
@@ -422,7 +422,14 @@ class PendingBackend implements Backend {
   }
 
   async status(): Promise<BackendStatus> {
-    return this.outcome?.status ?? { isolation: this.isolation, available: false, detail: 'Being probed in the background.' };
+    return (
+      this.outcome?.status ?? {
+        isolation: this.isolation,
+        available: false,
+        detail: 'Being probed in the background.',
+        probing: true,
+      }
+    );
   }
 
   /**

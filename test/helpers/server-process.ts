@@ -88,6 +88,16 @@ export class ServerProcess {
       });
     });
     this.auth = this.env.ISOLA_GUEST_AUTH ?? readFileSync(join(this.dataDir, 'guest.auth'), 'utf8').trim();
+    // The server listens before its backends' probes end; suites and benchmarks start once they
+    // have, so that no first call's time includes a probe (building the microVM guest image, say).
+    await waitFor(
+      "the backends' probes to end",
+      async () => {
+        const health = await this.request<{ probing?: string[] }>('GET', '/healthz', undefined, { auth: null });
+        return health.status === 200 && (health.body.probing ?? []).length === 0 ? true : undefined;
+      },
+      300_000,
+    );
   }
 
   async request<T = unknown>(method: string, path: string, body?: unknown, options: RequestOptions = {}): Promise<Response<T>> {
