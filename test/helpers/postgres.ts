@@ -1,10 +1,10 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { freePort, waitFor } from './server-process.js';
 
 /**
  * A private PostgreSQL for tests: its own cluster made with initdb in a temp dir, on a free port
@@ -108,20 +108,24 @@ export class PostgresInstance {
     void exited.then(() => {
       gone = true;
     });
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      if (gone) throw new Error(`PostgreSQL exited while starting:\n${log()}`);
-      const client = new pg.Client({ connectionString: this.url() });
-      try {
-        await client.connect();
-        await client.end();
-        return;
-      } catch {
-        await client.end().catch(() => {});
-        if (Date.now() > deadline) throw new Error(`PostgreSQL did not start within 30 s:\n${log()}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    }
+    await waitFor(
+      'PostgreSQL to accept connections',
+      async () => {
+        if (gone) throw new Error(`PostgreSQL exited while starting:\n${log()}`);
+        const client = new pg.Client({ connectionString: this.url() });
+        try {
+          await client.connect();
+          return true;
+        } catch {
+          return undefined;
+        } finally {
+          await client.end().catch(() => {});
+        }
+      },
+      30_000,
+    ).catch((error: Error) => {
+      throw error.message.startsWith('timed out') ? new Error(`PostgreSQL did not start within 30 s:\n${log()}`) : error;
+    });
   }
 }
 
@@ -168,16 +172,4 @@ function unprivilegedOwner(): { uid: number; gid: number } | undefined {
       'Running as root, and there is no `postgres` user to run PostgreSQL as (apt-get install postgresql makes one).',
     );
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }

@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { encodeFrame, FrameDecoder, type GuestMessage } from '../../../src/guest/protocol.js';
@@ -19,6 +19,7 @@ import type { Accelerator } from '../../../src/sandbox/microvm/qemu.js';
 import { qemuArguments } from '../../../src/sandbox/microvm/qemu.js';
 import { QEMU } from '../../../src/sandbox/microvm/vm.js';
 import { ociRuntime } from '../../../src/sandbox/registry.js';
+import { freePort } from '../../../test/helpers/server-process.js';
 import { KeepAliveClient } from './http.js';
 import { time } from './stats.js';
 
@@ -215,18 +216,6 @@ async function stopChild(child: ChildProcess): Promise<void> {
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGKILL');
   await exited;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Polls with POSTs until the server answers 200, and returns how long that took from `started`. */

@@ -8,11 +8,11 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { freePort } from '../../../test/helpers/server-process.js';
 
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 const { values } = parseArgs({
@@ -48,17 +48,6 @@ interface Run {
   longestUnannouncedSilenceMs: number;
   backendsAtHealthy: string[];
   backendsAtEnd: string[];
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }
 
 async function health(url: string): Promise<string[] | undefined> {
