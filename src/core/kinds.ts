@@ -3,7 +3,7 @@ import { badRequest } from './errors.js';
 export const ISOLATIONS = ['isolate', 'wasm', 'process', 'container', 'gvisor', 'microvm'] as const;
 export type Isolation = (typeof ISOLATIONS)[number];
 
-export const KINDS = ['nodejs:20', 'wasm'] as const;
+export const KINDS = ['nodejs:20', 'python:3', 'java:17', 'go:1.19', 'ruby:3.1', 'php:8.2', 'native', 'wasm'] as const;
 export type Kind = (typeof KINDS)[number];
 
 // Names real OpenWhisk clients send for the default Node.js runtime. A Map, not an object literal:
@@ -12,12 +12,37 @@ const KIND_ALIASES: ReadonlyMap<string, Kind> = new Map([
   ['nodejs:20', 'nodejs:20'],
   ['nodejs:default', 'nodejs:20'],
   ['nodejs', 'nodejs:20'],
+  ['python:3', 'python:3'],
+  ['python:default', 'python:3'],
+  ['python', 'python:3'],
+  ['java:17', 'java:17'],
+  ['java:default', 'java:17'],
+  ['java', 'java:17'],
+  ['go:1.19', 'go:1.19'],
+  ['go:default', 'go:1.19'],
+  ['go', 'go:1.19'],
+  ['ruby:3.1', 'ruby:3.1'],
+  ['ruby:default', 'ruby:3.1'],
+  ['ruby', 'ruby:3.1'],
+  ['php:8.2', 'php:8.2'],
+  ['php:default', 'php:8.2'],
+  ['php', 'php:8.2'],
+  ['native', 'native'],
   ['wasm', 'wasm'],
 ]);
 
+/** Every backend that runs a whole process tree: the ones that can host any language's runtime. */
+const PROCESS_LIKE: readonly Isolation[] = ['process', 'container', 'gvisor', 'microvm'];
+
 /** Which isolation backends can run a kind. The first is the default. */
 export const ISOLATIONS_FOR_KIND: Record<Kind, readonly Isolation[]> = {
-  'nodejs:20': ['isolate', 'process', 'container', 'gvisor', 'microvm'],
+  'nodejs:20': ['isolate', ...PROCESS_LIKE],
+  'python:3': PROCESS_LIKE,
+  'java:17': PROCESS_LIKE,
+  'go:1.19': PROCESS_LIKE,
+  'ruby:3.1': PROCESS_LIKE,
+  'php:8.2': PROCESS_LIKE,
+  native: PROCESS_LIKE,
   wasm: ['wasm'],
 };
 
@@ -28,9 +53,7 @@ export function isIsolation(value: string): value is Isolation {
 export function resolveKind(kind: string): Kind {
   const resolved = KIND_ALIASES.get(kind);
   if (!resolved) {
-    throw badRequest(
-      `The kind "${kind.slice(0, 40)}" is not supported. Supported kinds: nodejs:20 (alias nodejs:default), wasm.`,
-    );
+    throw badRequest(`The kind "${kind.slice(0, 40)}" is not supported. Supported kinds: ${KINDS.join(', ')}.`);
   }
   return resolved;
 }

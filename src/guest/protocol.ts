@@ -11,6 +11,28 @@ export const MAX_RESULT_BYTES = 1024 * 1024;
 /** Log bytes an activation may print when the platform does not say. */
 export const DEFAULT_LOG_LIMIT_BYTES = 10 * 1024 * 1024;
 
+/**
+ * A function that is more than one CommonJS source: what the platform made of the user's upload at
+ * deploy (a zip unpacked and checked, a source compiled, a launcher added), as one zip the agent
+ * unpacks into a directory of its own before loading it.
+ */
+export interface FunctionPackage {
+  /** Base64 of a zip holding the function's directory. */
+  zip: string;
+  /** Node.js kinds: the module the agent requires in its own process, relative to the directory. */
+  module?: string;
+  /**
+   * Every other kind: the argv of the process that speaks OpenWhisk's ActionLoop protocol (one JSON
+   * line per activation on stdin, one JSON line result on fd 3), run in the directory. An argument
+   * `{{memoryMb}}` is replaced by the sandbox's memory limit in MB.
+   */
+  command?: string[];
+  /** Entries to mark executable once unpacked (a zip entry carries no reliable mode). */
+  executables?: string[];
+  /** The process writes `{"ok":true}` on fd 3 once it is ready (our launchers do, as OpenWhisk's do when `__OW_WAIT_FOR_ACK` is set). */
+  ack?: boolean;
+}
+
 export type HostMessage =
   | {
       type: 'init';
@@ -22,6 +44,12 @@ export type HostMessage =
       filename?: string;
       /** Log bytes one activation (or the initialisation) may print; the rest is dropped. */
       logLimitBytes?: number;
+      /** When present, the function is this package and `code` is not used. */
+      package?: FunctionPackage;
+      /** The sandbox's memory limit, for runtimes that must be told (a JVM's heap). */
+      memoryMb?: number;
+      /** How many activations may run at once (the action's concurrency limit). */
+      concurrency?: number;
     }
   | {
       type: 'run';

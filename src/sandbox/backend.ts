@@ -1,6 +1,7 @@
 import type { Registry } from 'prom-client';
 import type { Isolation, Kind } from '../core/kinds.js';
 import { type ActionVersion, annotationValue } from '../core/types.js';
+import type { FunctionPackage } from '../guest/protocol.js';
 
 /** What a sandbox needs to load one version of a function. */
 export interface FunctionCode {
@@ -20,11 +21,18 @@ export interface FunctionCode {
   logLimitBytes: number;
   /** The action asked for a snapshot after initialisation (annotation `snapshot: true`). */
   snapshot?: boolean;
+  /** What the deploy made of a zip or a compiled language; `code` is then not used. */
+  package?: FunctionPackage;
+  /** The sandbox's memory limit in MB and the action's concurrency, for the guest's runtime. */
+  memoryMb?: number;
+  concurrency?: number;
 }
 
 /** Resources a blank sandbox is created with, before any code is loaded. */
 export interface SandboxSpec {
   memoryMb: number;
+  /** The kind it will load: a backend whose images differ per language makes a blank sandbox of this kind. */
+  kind?: Kind;
   /** Made ahead of demand for the pool of blank sandboxes, rather than for a waiting request. */
   ahead?: boolean;
 }
