@@ -135,6 +135,11 @@ export function versionKey(action: Pick<ActionVersion, 'namespace' | 'name' | 'v
   return `${action.namespace}/${action.name}@${action.version}#${action.revision}`;
 }
 
+/** The blank sandbox a version of a function needs, before its code is loaded. */
+export function sandboxSpecOf(action: ActionVersion): SandboxSpec {
+  return { memoryMb: action.limits.memory, kind: action.exec.kind };
+}
+
 export function functionCodeOf(action: ActionVersion): FunctionCode {
   return {
     key: versionKey(action),

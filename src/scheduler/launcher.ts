@@ -1,6 +1,6 @@
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
-import { type Backend, functionCodeOf, type InitOutcome, type LogSink, type Sandbox } from '../sandbox/backend.js';
+import { type Backend, functionCodeOf, type InitOutcome, type LogSink, type Sandbox, sandboxSpecOf } from '../sandbox/backend.js';
 import type { StemCells } from './stem-cells.js';
 
 /** The function could not be loaded into a new instance. */
@@ -48,7 +48,7 @@ export class Launcher {
     if (!backend)
       throw fail({ ok: false, kind: 'crash', error: `The ${action.isolation} backend is not enabled on this server.` });
     const code = functionCodeOf(action);
-    const spec = { memoryMb: action.limits.memory };
+    const spec = sandboxSpecOf(action);
     if (code.snapshot && backend.restore) {
       // A snapshot of this function skips both the sandbox's boot and the function's
       // initialisation. One that fails to restore is reported, and a fresh sandbox used instead.
@@ -62,7 +62,7 @@ export class Launcher {
     let sandbox: Sandbox | undefined;
     let prewarmed = false;
     try {
-      sandbox = this.stemCells.take(action.isolation, action.limits.memory);
+      sandbox = this.stemCells.take(action.isolation, spec);
       prewarmed = sandbox !== undefined;
       sandbox ??= await backend.create(spec);
     } catch (error) {

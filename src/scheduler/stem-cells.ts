@@ -1,5 +1,5 @@
 import type { Isolation } from '../core/kinds.js';
-import type { Backend, Sandbox } from '../sandbox/backend.js';
+import type { Backend, Sandbox, SandboxSpec } from '../sandbox/backend.js';
 
 const REFILL_DELAY_MS = 20;
 
@@ -30,7 +30,9 @@ export class StemCells {
     for (const target of this.targets) this.refill(target);
   }
 
-  take(isolation: Isolation, memoryMb: number): Sandbox | undefined {
+  /** A blank sandbox for this spec, if one is ready. */
+  take(isolation: Isolation, spec: SandboxSpec): Sandbox | undefined {
+    const { memoryMb } = spec;
     const key = `${isolation}:${memoryMb}`;
     const cells = this.ready.get(key);
     let cell = cells?.shift();
