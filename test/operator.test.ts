@@ -407,11 +407,18 @@ describe('the isola command', () => {
   });
 
   it('refuses a file it cannot run, and stores nothing', async () => {
-    for (const name of ['hello.py', 'hello.ts', 'hello.mjs', 'hello.zip', 'hello']) {
+    for (const name of ['hello.txt', 'hello.rs', 'hello']) {
       const run = await cli(['action', 'create', 'refused', file(name, 'print("hi")')]);
       assert.notEqual(run.code, 0, name);
-      assert.match(run.stderr, new RegExp(`Cannot tell how to run ${name.replace('.', '\\.')}: .*\\.js .*\\.wasm.*--kind`), name);
+      assert.match(
+        run.stderr,
+        new RegExp(`Cannot tell how to run ${name.replace('.', '\\.')}: .*\\.js .*\\.py.*\\.wasm.*--kind`),
+        name,
+      );
     }
+    const notZip = await cli(['action', 'create', 'refused', file('hello.zip', 'print("hi")')]);
+    assert.notEqual(notZip.code, 0);
+    assert.match(notZip.stderr, /hello\.zip is not a readable zip/);
     assert.equal((await server.request('GET', '/api/v1/namespaces/_/actions/refused')).status, 404);
     const cjs = await cli(['action', 'create', 'common', file('hello.cjs', 'exports.main = () => ({ ok: true });')]);
     assert.equal(cjs.code, 0, cjs.stderr);

@@ -1,8 +1,9 @@
 import { badRequest } from '../core/errors.js';
-import { resolveIsolation, resolveKind } from '../core/kinds.js';
+import { type Kind, resolveIsolation, resolveKind } from '../core/kinds.js';
 import { resolveLimits } from '../core/limits.js';
 import { assertEntityName, assertEntryPoint } from '../core/names.js';
 import type { ActionVersion, Exec, KeyValue } from '../core/types.js';
+import { isElfCode, isZipCode } from '../platform/packages/builders.js';
 import type { ActionDraft } from '../platform/platform.js';
 import type { ActionPut } from './schemas.js';
 
@@ -35,7 +36,7 @@ export function draftFromPut(namespace: string, name: string, body: ActionPut, c
     limits,
     parameters,
     annotations,
-    isolation: resolveIsolation(exec.kind, requested),
+    isolation: resolveIsolation(exec.kind, requested, exec.binary),
   };
 }
 
@@ -53,15 +54,41 @@ function stripInit(kv: { key: string; value?: unknown }): KeyValue {
   return { key: kv.key, value: kv.value ?? null };
 }
 
+/** Kinds that take a zip (base64 in `code`); a jar is a zip. */
+const ZIP_KINDS: ReadonlySet<Kind> = new Set(['nodejs:20', 'python:3', 'java:17', 'go:1.19', 'native']);
+
+/**
+ * The exec as stored. A zip is recognised by its first bytes whether or not `binary` says so (wsk
+ * sends a zip with `binary: true`, some clients without); what is in it is checked at deploy.
+ */
 function execFrom(exec: NonNullable<ActionPut['exec']>): Exec {
   if (exec.image !== undefined) throw badRequest('Docker image (blackbox) actions are not supported; send code with a kind.');
   const kind = resolveKind(exec.kind);
   if (exec.code === undefined || exec.code.length === 0) throw badRequest('exec.code is required and may not be empty.');
-  const binary = exec.binary ?? kind === 'wasm';
-  if (kind === 'wasm' && !binary) throw badRequest('A wasm action carries its module base64-encoded with exec.binary = true.');
-  if (kind !== 'wasm' && binary) {
-    throw badRequest(`Binary (zip) packages are not supported for ${kind}; send the JavaScript source as exec.code.`);
+  const main = exec.main ? { main: assertEntryPoint(exec.main) } : {};
+  if (kind === 'wasm') {
+    if (exec.binary === false) throw badRequest('A wasm action carries its module base64-encoded with exec.binary = true.');
+    assertBase64(exec.code);
+    return { kind, code: exec.code, binary: true, ...main };
   }
-  if (binary && !/^[A-Za-z0-9+/\r\n]*={0,2}\s*$/.test(exec.code)) throw badRequest('exec.code is not valid base64.');
-  return { kind, code: exec.code, binary, ...(exec.main ? { main: assertEntryPoint(exec.main) } : {}) };
+  const zip = isZipCode(exec.code);
+  if (zip && !ZIP_KINDS.has(kind))
+    throw badRequest(`A ${kind} action is one source file; zips are taken for ${[...ZIP_KINDS].join(', ')}.`);
+  const elf = kind === 'native' && isElfCode(exec.code);
+  if (zip || elf) {
+    assertBase64(exec.code);
+    return { kind, code: exec.code, binary: true, ...main };
+  }
+  if (exec.binary) {
+    throw badRequest(
+      kind === 'native'
+        ? 'A binary native action is a base64 Linux executable (ELF) or a base64 zip with exec at its top.'
+        : `Binary code for ${kind} must be a base64 zip${kind === 'java:17' ? ' (a jar)' : ''}; send a source as text with binary false.`,
+    );
+  }
+  return { kind, code: exec.code, binary: false, ...main };
+}
+
+function assertBase64(code: string): void {
+  if (!/^[A-Za-z0-9+/\r\n]*={0,2}\s*$/.test(code)) throw badRequest('exec.code is not valid base64.');
 }

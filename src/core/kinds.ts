@@ -58,8 +58,20 @@ export function resolveKind(kind: string): Kind {
   return resolved;
 }
 
-export function resolveIsolation(kind: Kind, requested: unknown): Isolation {
-  const allowed = ISOLATIONS_FOR_KIND[kind];
+/**
+ * The backends that can run this exec: a Node.js zip (`node_modules`, files read at run time)
+ * needs a file system, so it cannot run in a V8 isolate.
+ */
+export function isolationsFor(kind: Kind, packaged: boolean): readonly Isolation[] {
+  return kind === 'nodejs:20' && packaged ? PROCESS_LIKE : ISOLATIONS_FOR_KIND[kind];
+}
+
+/**
+ * The isolation an action runs under: the one asked for when its kind can run there, else the
+ * kind's default (`isolate` for Node.js source, `wasm` for wasm, `process` for everything else).
+ */
+export function resolveIsolation(kind: Kind, requested: unknown, packaged = false): Isolation {
+  const allowed = isolationsFor(kind, packaged);
   if (requested === undefined || requested === null) return allowed[0] as Isolation;
   if (typeof requested !== 'string' || !isIsolation(requested)) {
     throw badRequest(
@@ -67,7 +79,8 @@ export function resolveIsolation(kind: Kind, requested: unknown): Isolation {
     );
   }
   if (!allowed.includes(requested)) {
-    throw badRequest(`Kind ${kind} cannot run under isolation "${requested}"; it runs under: ${allowed.join(', ')}.`);
+    const what = kind === 'nodejs:20' && packaged ? `A ${kind} zip` : `Kind ${kind}`;
+    throw badRequest(`${what} cannot run under isolation "${requested}"; it runs under: ${allowed.join(', ')}.`);
   }
   return requested;
 }

@@ -10,6 +10,7 @@ import { Scheduler } from '../scheduler/scheduler.js';
 import { ActivationRetention } from '../store/retention.js';
 import { type NamespacePurge, Store } from '../store/store.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
+import { FunctionPackages } from './function-packages.js';
 import { type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
 import { Invoker } from './invoker.js';
 import { Metrics } from './metrics.js';
@@ -57,6 +58,7 @@ export class Platform {
     readonly metrics: Metrics,
     readonly invoker: Invoker,
     readonly guest: Credentials,
+    private readonly packages: FunctionPackages,
     events: PlatformEvents,
   ) {
     this.actions = new Actions(store);
@@ -100,6 +102,7 @@ export class Platform {
     await store.setNamespaceCredentials(GUEST_NAMESPACE, guest.uuid, guest.key);
     // Probed in the background: `backends` and `statuses` are live (see BackendSet).
     let metrics: Metrics | undefined;
+    const packages = new FunctionPackages({ dataDir: config.dataDir });
     const { backends, statuses, settled } = new BackendSet(
       { dataDir: config.dataDir, ...config.backendSettings },
       config.backends,
@@ -122,10 +125,11 @@ export class Platform {
         if (error instanceof BackendUnavailableError) return;
         events.warn?.(`${message}: ${error instanceof Error ? error.message : String(error)}`);
       },
+      prepare: (action) => packages.prepare(action),
     });
     metrics = new Metrics(scheduler, { functions: config.metricsFunctions });
     const invoker = new Invoker(store, scheduler, metrics);
-    return new Platform(config, store, backends, statuses, settled, scheduler, metrics, invoker, guest, events);
+    return new Platform(config, store, backends, statuses, settled, scheduler, metrics, invoker, guest, packages, events);
   }
 
   /** The namespace a `uuid:key` belongs to, or undefined. Cached briefly: this is on every request. */
@@ -192,6 +196,8 @@ export class Platform {
     } catch (error) {
       throw badRequest((error as Error).message);
     }
+    // Zips are checked and sources compiled before anything is stored: a refusal stores nothing.
+    await this.packages.prepare(draft);
     await backend.validate?.(draft);
     const stored = await this.store.putAction(draft, { overwrite });
     this.actions.remember(stored);

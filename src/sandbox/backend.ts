@@ -140,16 +140,35 @@ export function sandboxSpecOf(action: ActionVersion): SandboxSpec {
   return { memoryMb: action.limits.memory, kind: action.exec.kind };
 }
 
-export function functionCodeOf(action: ActionVersion): FunctionCode {
+/**
+ * What the deploy made of an action's exec (src/platform/function-packages.ts): a package the guest
+ * unpacks, CommonJS compiled from an ES module or TypeScript, and the extension of its file.
+ */
+export interface PreparedCode {
+  package?: FunctionPackage;
+  code?: string;
+  extension: string;
+}
+
+/** The extension of a kind's source when nothing was prepared: JavaScript and wasm. */
+function defaultExtension(action: ActionVersion): string {
+  return action.exec.kind === 'wasm' ? '.wasm' : '.js';
+}
+
+export function functionCodeOf(action: ActionVersion, prepared?: PreparedCode): FunctionCode {
+  const replaced = prepared?.code !== undefined;
   return {
     key: versionKey(action),
     kind: action.exec.kind,
-    code: action.exec.code,
-    binary: action.exec.binary,
+    code: prepared?.code ?? action.exec.code,
+    binary: replaced ? false : action.exec.binary,
     main: action.exec.main ?? 'main',
-    filename: `${action.name}${action.exec.kind === 'wasm' ? '.wasm' : '.js'}`,
+    filename: `${action.name}${prepared ? prepared.extension : defaultExtension(action)}`,
     logLimitBytes: action.limits.logs * 1024,
     ...(annotationValue(action.annotations, 'snapshot') === true ? { snapshot: true } : {}),
+    ...(prepared?.package ? { package: prepared.package } : {}),
+    memoryMb: action.limits.memory,
+    concurrency: action.limits.concurrency,
     env: {
       // A WASI module has no other way to read its configuration than its environment.
       ...(action.exec.kind === 'wasm' ? parametersAsEnv(action) : {}),

@@ -1,6 +1,14 @@
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
-import { type Backend, functionCodeOf, type InitOutcome, type LogSink, type Sandbox, sandboxSpecOf } from '../sandbox/backend.js';
+import {
+  type Backend,
+  functionCodeOf,
+  type InitOutcome,
+  type LogSink,
+  type PreparedCode,
+  type Sandbox,
+  sandboxSpecOf,
+} from '../sandbox/backend.js';
 import type { StemCells } from './stem-cells.js';
 
 /** The function could not be loaded into a new instance. */
@@ -37,6 +45,8 @@ export class Launcher {
     private readonly backends: ReadonlyMap<Isolation, Backend>,
     private readonly stemCells: StemCells,
     private readonly onBackgroundError: (message: string, error: unknown) => void,
+    /** What the deploy made of the action (a package, compiled code); found in a cache, made again when missing. */
+    private readonly prepare?: (action: ActionVersion) => Promise<PreparedCode>,
   ) {}
 
   /** Resolves with the loaded sandbox; rejects with InitFailure, never anything else. */
@@ -47,7 +57,14 @@ export class Launcher {
     const backend = this.backends.get(action.isolation);
     if (!backend)
       throw fail({ ok: false, kind: 'crash', error: `The ${action.isolation} backend is not enabled on this server.` });
-    const code = functionCodeOf(action);
+    let prepared: PreparedCode | undefined;
+    try {
+      prepared = await this.prepare?.(action);
+    } catch (error) {
+      // It was made once at deploy: failing to make it again from the stored source is the platform's failure.
+      throw fail({ ok: false, kind: 'crash', error: `The function's package could not be made: ${errorText(error)}` });
+    }
+    const code = functionCodeOf(action, prepared);
     const spec = sandboxSpecOf(action);
     if (code.snapshot && backend.restore) {
       // A snapshot of this function skips both the sandbox's boot and the function's

@@ -1,6 +1,6 @@
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
-import { type Backend, type LogSink, type Sandbox, versionKey } from '../sandbox/backend.js';
+import { type Backend, type LogSink, type PreparedCode, type Sandbox, versionKey } from '../sandbox/backend.js';
 import type { InstanceState } from './instance.js';
 import { type FunctionState, functionKey, KeepAliveDriver } from './keep-alive.js';
 import { InitFailure, type Launched, Launcher } from './launcher.js';
@@ -21,6 +21,8 @@ export interface SchedulerOptions {
   queueTimeoutMs: number;
   stemCells?: readonly StemCellTarget[];
   onBackgroundError?: (message: string, error: unknown) => void;
+  /** What the deploy made of an action (a package, compiled code), for the launcher. */
+  prepare?: (action: ActionVersion) => Promise<PreparedCode>;
 }
 
 /** An instance handed to one invocation; give it back with `release`, exactly once. */
@@ -116,7 +118,7 @@ export class Scheduler {
     this.stemCells = new StemCells(options.backends, options.stemCells ?? [], (isolation, error) =>
       warn(`prewarming a ${isolation} sandbox failed`, error),
     );
-    this.launcher = new Launcher(options.backends, this.stemCells, warn);
+    this.launcher = new Launcher(options.backends, this.stemCells, warn, options.prepare);
     this.waiters = new Waiters<Call, Lease>({
       timeoutMs: options.queueTimeoutMs,
       onTimeout: (waiter) => {

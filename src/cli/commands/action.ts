@@ -1,34 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { basename, extname } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration } from '../../config.js';
 import { LIMIT_RANGES } from '../../core/limits.js';
 import { ApiError, IsolaClient } from '../client.js';
+import { execCodeOf, inferKind } from '../kind-inference.js';
 import { formatTime, notePage, printJson, printTable } from '../output.js';
 import { clientFor, globals, pairs, wholeNumber } from './common.js';
-
-/** The kinds a file's extension says it is; anything else needs --kind. */
-const KIND_BY_EXTENSION: Record<string, string> = {
-  '.js': 'nodejs:20',
-  '.cjs': 'nodejs:20',
-  '.wasm': 'wasm',
-};
-/** Kinds whose code is sent base64 (`binary: true`). */
-const BINARY_KINDS = new Set(['wasm']);
-
-/** The kind to deploy a file as: --kind, else what its extension says; a file it cannot tell is refused. */
-export function kindOf(file: string, kind: string | undefined): string {
-  if (kind) return kind;
-  const known = KIND_BY_EXTENSION[extname(file).toLowerCase()];
-  if (known) return known;
-  const extensions = Object.entries(KIND_BY_EXTENSION)
-    .map(([extension, k]) => `${extension} (${k})`)
-    .join(', ');
-  throw new Error(
-    `Cannot tell how to run ${basename(file)}: isola deploys ${extensions} files. ` +
-      'If this file is one of those kinds, say which with --kind.',
-  );
-}
 
 interface ActionView {
   namespace: string;
@@ -56,15 +33,9 @@ interface DeployOptions {
 function deployBody(file: string | undefined, options: DeployOptions) {
   let exec: Record<string, unknown> | undefined;
   if (file) {
-    const kind = kindOf(file, options.kind);
-    const binary = BINARY_KINDS.has(kind);
     const content = readFileSync(file);
-    exec = {
-      kind,
-      code: binary ? content.toString('base64') : content.toString('utf8'),
-      binary,
-      ...(options.main ? { main: options.main } : {}),
-    };
+    const kind = inferKind(file, content, options.kind);
+    exec = { kind, ...execCodeOf(kind, content), ...(options.main ? { main: options.main } : {}) };
   }
   const limits: Record<string, number> = {};
   for (const key of ['memory', 'timeout', 'concurrency', 'logsize'] as const) {
@@ -103,8 +74,12 @@ function timeoutMs(text: string): number {
 
 function deployOptions(command: Command): Command {
   return command
-    .option('--kind <kind>', 'runtime kind: nodejs:20 or wasm (default from the file: .js and .cjs are nodejs:20, .wasm is wasm)')
-    .option('--main <name>', 'entry point (default main)')
+    .option(
+      '--kind <kind>',
+      'runtime kind: nodejs:20, python:3, java:17, go:1.19, ruby:3.1, php:8.2, native or wasm ' +
+        '(default from the file: .js .cjs .mjs .ts, .py, .java .jar, .go, .rb, .php, .wasm; a .zip by what it holds; an ELF executable is native)',
+    )
+    .option('--main <name>', 'entry point (default main; for Java the class, Class or Class#method)')
     .option('-m, --memory <MB>', 'memory limit in MB', limit('memory'))
     .option('-t, --timeout <ms>', 'timeout in ms (or 30s, 2m)', timeoutMs)
     .option('-c, --concurrency <n>', 'invocations one instance serves at once', limit('concurrency'))
@@ -151,16 +126,16 @@ function paramFile(file: string): Record<string, unknown> {
 export function registerActionCommands(program: Command): void {
   const action = program.command('action').description('create, update, get, list, delete and invoke actions');
 
-  deployOptions(action.command('create <name> <file>').description('create an action from a .js or .wasm file')).action(
-    async (name: string, file: string, options: DeployOptions, command: Command) => {
-      const { data } = await clientFor(command).request<ActionView>(
-        'PUT',
-        `/api/v1/namespaces/_/actions/${IsolaClient.path(name)}?overwrite=false`,
-        deployBody(file, options),
-      );
-      printAction(data, 'created', globals(command).json);
-    },
-  );
+  deployOptions(
+    action.command('create <name> <file>').description('create an action from a file (its kind inferred, or --kind)'),
+  ).action(async (name: string, file: string, options: DeployOptions, command: Command) => {
+    const { data } = await clientFor(command).request<ActionView>(
+      'PUT',
+      `/api/v1/namespaces/_/actions/${IsolaClient.path(name)}?overwrite=false`,
+      deployBody(file, options),
+    );
+    printAction(data, 'created', globals(command).json);
+  });
 
   deployOptions(
     action.command('update <name> [file]').description('store a new version of an action (what you leave out is kept)'),
