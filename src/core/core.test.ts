@@ -31,7 +31,10 @@ describe('kinds and isolation', () => {
   it('resolves aliases real clients send', () => {
     assert.equal(resolveKind('nodejs:default'), 'nodejs:20');
     assert.equal(resolveKind('nodejs'), 'nodejs:20');
-    assert.throws(() => resolveKind('python:3'), /not supported/);
+    assert.equal(resolveKind('python'), 'python:3');
+    assert.equal(resolveKind('java:default'), 'java:17');
+    assert.throws(() => resolveKind('cobol:85'), /not supported\. Supported kinds: nodejs:20, python:3/);
+    assert.throws(() => resolveKind('__proto__'), /not supported/);
   });
   it('defaults isolation by kind and refuses combinations that cannot run', () => {
     assert.equal(resolveIsolation('nodejs:20', undefined), 'isolate');
@@ -40,6 +43,17 @@ describe('kinds and isolation', () => {
     assert.throws(() => resolveIsolation('nodejs:20', 'wasm'), /cannot run under isolation "wasm"/);
     assert.throws(() => resolveIsolation('nodejs:20', 'docker'), /must be one of/);
     assert.throws(() => resolveIsolation('nodejs:20', 7), /must be one of/);
+    assert.equal(resolveIsolation('python:3', undefined), 'process');
+    assert.throws(
+      () => resolveIsolation('go:1.19', 'isolate'),
+      /Kind go:1\.19 cannot run under isolation "isolate"; it runs under: process, container, gvisor, microvm/,
+    );
+    // A Node.js zip reads files at run time: no isolate for it.
+    assert.equal(resolveIsolation('nodejs:20', undefined, true), 'process');
+    assert.throws(
+      () => resolveIsolation('nodejs:20', 'isolate', true),
+      /A nodejs:20 zip cannot run under isolation "isolate"; it runs under: process/,
+    );
   });
 });
 
