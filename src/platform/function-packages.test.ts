@@ -76,26 +76,30 @@ describe('function packages', () => {
       const load = compileFunction(prepared.code ?? '', ['exports', 'require', 'module']);
       load(module.exports, (await import('node:module')).createRequire(import.meta.url), module);
       assert.deepEqual(module.exports.main?.({ b: 'c' }), { joined: 'a/c' });
-      assert.match(prepared.code ?? '', /sourceMappingURL=data:application\/json;base64,/);
+      assert.match(prepared.code?.split('\n')[1] ?? '', /function fn_default\(p\)/, 'the function stays on its line');
     });
 
-    it('compiles TypeScript with a source map, and refuses TypeScript that does not compile with the compiler message', async () => {
-      const prepared = await prepare(
-        {
-          kind: 'nodejs:20',
-          code: 'interface P { name: string }\nexport function main(p: P): { hi: string } {\n  return { hi: p.name };\n}\n',
-          binary: false,
-        },
-        'greet',
-      );
+    it("compiles TypeScript with each statement on its source's line, and refuses TypeScript that does not compile with the compiler message", async () => {
+      const source =
+        'interface P {\n  name: string;\n}\n\nexport function main(p: P): { hi: string } {\n  const hi: string = p.name;\n  return { hi };\n}\n';
+      const prepared = await prepare({ kind: 'nodejs:20', code: source, binary: false }, 'greet');
       assert.equal(prepared.extension, '.ts');
+      const lines = prepared.code?.split('\n') ?? [];
+      assert.match(lines[4] ?? '', /^function main\(p\) \{$/);
+      assert.match(lines[5] ?? '', /const hi = p\.name;/);
+      assert.doesNotMatch(prepared.code ?? '', /sourceMappingURL/);
+      // A template literal over several lines cannot be laid out line for line: a source map says where lines came from.
+      const template = await prepare(
+        { kind: 'nodejs:20', code: 'export function main(): { t: string } {\n  return { t: `a\nb` };\n}\n', binary: false },
+        'templated',
+      );
       const map = JSON.parse(
         Buffer.from(
-          /sourceMappingURL=data:application\/json;base64,(\S+)/.exec(prepared.code ?? '')?.[1] ?? '',
+          /sourceMappingURL=data:application\/json;base64,(\S+)/.exec(template.code ?? '')?.[1] ?? '',
           'base64',
         ).toString(),
       ) as { sources: string[] };
-      assert.deepEqual(map.sources, ['greet.ts']);
+      assert.deepEqual(map.sources, ['templated.ts']);
       await refused(
         { kind: 'nodejs:20', code: 'export function main(p: { a: string }) {\n  return { a: p.a + };\n}\n', binary: false },
         /does not compile:\nfn\.ts:2:\d+: Unexpected "}"/,
