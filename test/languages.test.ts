@@ -201,10 +201,13 @@ describe('functions in every kind, through the API', () => {
         '}',
         '',
       ].join('\n');
-      await deploy('typed', { kind: 'nodejs:20', code });
-      assert.deepEqual(await result('typed', { name: 'Ada' }), { greeting: 'Hello, Ada from TypeScript' });
-      const { stack } = await result('typed');
-      assert.match(String(stack), /typed\.ts:7:\d+/, String(stack));
+      for (const isolation of ['process', 'isolate']) {
+        const name = `typed-${isolation}`;
+        await deploy(name, { kind: 'nodejs:20', code }, isolation);
+        assert.deepEqual(await result(name, { name: 'Ada' }), { greeting: 'Hello, Ada from TypeScript' });
+        const { stack } = await result(name);
+        assert.match(String(stack), new RegExp(`${name}\\.ts:7:\\d+`), String(stack));
+      }
     });
 
     it('nodejs:20 as a zip with node_modules, and handler(event, context)', async () => {
