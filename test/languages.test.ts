@@ -244,7 +244,9 @@ describe('functions in every kind, through the API', () => {
       assert.deepEqual(await result('java', { name: 'Ada' }), { greeting: 'Hello, Ada from Java' });
       const build = join(dir, 'jar');
       spawnSync('mkdir', ['-p', join(build, 'classes')]);
-      writeFileSync(join(build, 'Hello.java'), JAVA_HELLO.replace('from Java', 'from a jar'));
+      // A class in a package, called through a method of another name: main = Class#method.
+      const jarSource = `package com.example;\n${JAVA_HELLO.replace('from Java', 'from a jar').replace('JsonObject main(', 'JsonObject greet(')}`;
+      writeFileSync(join(build, 'Hello.java'), jarSource);
       const javac = spawnSync('/usr/bin/javac', [
         '-cp',
         '/usr/share/java/gson.jar',
@@ -255,9 +257,9 @@ describe('functions in every kind, through the API', () => {
       assert.equal(javac.status, 0, javac.stderr.toString());
       const jar = zipSync({
         'META-INF/MANIFEST.MF': text('Manifest-Version: 1.0\n'),
-        'Hello.class': readFileSync(join(build, 'classes', 'Hello.class')),
+        'com/example/Hello.class': readFileSync(join(build, 'classes', 'com', 'example', 'Hello.class')),
       });
-      await deploy('jar', { kind: 'java:17', code: b64(jar), binary: true, main: 'Hello' });
+      await deploy('jar', { kind: 'java:17', code: b64(jar), binary: true, main: 'com.example.Hello#greet' });
       assert.deepEqual(await result('jar', { name: 'Ada' }), { greeting: 'Hello, Ada from a jar' });
     });
 

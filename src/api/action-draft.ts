@@ -65,7 +65,7 @@ function execFrom(exec: NonNullable<ActionPut['exec']>): Exec {
   if (exec.image !== undefined) throw badRequest('Docker image (blackbox) actions are not supported; send code with a kind.');
   const kind = resolveKind(exec.kind);
   if (exec.code === undefined || exec.code.length === 0) throw badRequest('exec.code is required and may not be empty.');
-  const main = exec.main ? { main: assertEntryPoint(exec.main) } : {};
+  const main = exec.main ? { main: kind === 'java:17' ? assertJavaEntryPoint(exec.main) : assertEntryPoint(exec.main) } : {};
   if (kind === 'wasm') {
     if (exec.binary === false) throw badRequest('A wasm action carries its module base64-encoded with exec.binary = true.');
     assertBase64(exec.code);
@@ -87,6 +87,14 @@ function execFrom(exec: NonNullable<ActionPut['exec']>): Exec {
     );
   }
   return { kind, code: exec.code, binary: false, ...main };
+}
+
+/** Java names a class, with its package, and optionally its method: `com.example.Hello#main`. */
+function assertJavaEntryPoint(main: string): string {
+  if (main.length > 128 || !/^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*(#[A-Za-z_$][\w$]*)?$/.test(main)) {
+    throw badRequest(`exec.main "${main.slice(0, 80)}" must name a Java class, as Class, com.example.Class or Class#method.`);
+  }
+  return main;
 }
 
 function assertBase64(code: string): void {
