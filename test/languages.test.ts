@@ -297,6 +297,7 @@ describe('functions in every kind, through the API', () => {
       const packages = join(server.dataDir, 'packages');
       const before = readdirSync(packages).filter((f) => f.endsWith('.json'));
       assert.ok(before.length >= 10, `one package per compiled or zipped version: ${before.join()}`);
+      await server.stop();
       await server.restart();
       assert.deepEqual(await result('go', { name: 'Bo' }), { greeting: 'Hello, Bo from Go' });
       assert.deepEqual(
@@ -307,6 +308,7 @@ describe('functions in every kind, through the API', () => {
         'nothing was made again',
       );
       for (const file of before) rmSync(join(packages, file));
+      await server.stop();
       await server.restart();
       assert.deepEqual(await result('java', { name: 'Bo' }), { greeting: 'Hello, Bo from Java' });
       assert.equal(readdirSync(packages).filter((f) => f.endsWith('.json')).length, 1, 'the Java package was made again');
