@@ -62,6 +62,12 @@ describe('function packages', () => {
         extension: '.js',
       });
       assert.deepEqual(await prepare({ kind: 'nodejs:20', code: 'function main( {', binary: false }), { extension: '.js' });
+      assert.deepEqual(
+        await prepare({ kind: 'nodejs:20', code: 'function main() {\n  return { a: { b: 1 + } };\n}', binary: false }),
+        {
+          extension: '.js',
+        },
+      );
     });
 
     it('compiles an ES module to CommonJS whose default export answers as main', async () => {

@@ -10,7 +10,7 @@ const COMMONJS_PARAMETERS = ['exports', 'require', 'module', '__filename', '__di
 
 /** Signs that a text that parses neither way was meant as an ES module or TypeScript. */
 const MODULE_OR_TYPES =
-  /^\s*(import\s|import\{|export\s|export\{)|^\s*(interface|type|enum)\s+\w+|\w\s*:\s*(string|number|boolean|any|unknown|void|Record<|Promise<|\{)/m;
+  /^\s*(import\s|import\{|export\s|export\{)|^\s*(interface|type|enum)\s+\w+|\w\s*:\s*(string|number|boolean|any|unknown|void|Record<|Promise<|Array<)/m;
 
 function parsesAsCommonJs(code: string): boolean {
   try {
