@@ -182,7 +182,10 @@ def main(args):
     if op == 'log':
         print('out ' + args['tag'])
         print('err ' + args['tag'], file=sys.stderr)
-        time.sleep(0.2)
+        open('meet-' + args['tag'], 'w').close()
+        deadline = time.time() + 20
+        while not os.path.exists('meet-' + args['peer']) and time.time() < deadline:
+            time.sleep(0.01)
         print('out2 ' + args['tag'])
         return {'tag': args['tag'], 'pid': os.getpid()}
     if op == 'crash':
@@ -200,7 +203,9 @@ const RUBY = `def main(args)
   when 'log'
     puts "out #{args['tag']}"
     $stderr.puts "err #{args['tag']}"
-    sleep 0.2
+    File.write("meet-#{args['tag']}", '')
+    deadline = Time.now + 20
+    sleep 0.01 until File.exist?("meet-#{args['peer']}") || Time.now > deadline
     puts "out2 #{args['tag']}"
     { 'tag' => args['tag'], 'pid' => Process.pid }
   when 'crash'
@@ -224,7 +229,9 @@ function main(array $args)
         case 'log':
             echo 'out ' . $args['tag'] . "\\n";
             fwrite(STDERR, 'err ' . $args['tag'] . "\\n");
-            usleep(200000);
+            touch('meet-' . $args['tag']);
+            $deadline = microtime(true) + 20;
+            while (!file_exists('meet-' . $args['peer']) && microtime(true) < $deadline) usleep(10000);
             echo 'out2 ' . $args['tag'] . "\\n";
             return ['tag' => $args['tag'], 'pid' => getmypid()];
         case 'crash':
@@ -255,7 +262,10 @@ public class Hello {
       case "log":
         System.out.println("out " + args.get("tag").getAsString());
         System.err.println("err " + args.get("tag").getAsString());
-        Thread.sleep(200);
+        java.nio.file.Files.writeString(java.nio.file.Path.of("meet-" + args.get("tag").getAsString()), "");
+        long deadline = System.currentTimeMillis() + 20_000;
+        while (!java.nio.file.Files.exists(java.nio.file.Path.of("meet-" + args.get("peer").getAsString()))
+            && System.currentTimeMillis() < deadline) Thread.sleep(10);
         System.out.println("out2 " + args.get("tag").getAsString());
         out.addProperty("tag", args.get("tag").getAsString());
         out.addProperty("pid", ProcessHandle.current().pid());
@@ -298,7 +308,14 @@ func Main(args map[string]interface{}) map[string]interface{} {
 	case "log":
 		fmt.Println("out", args["tag"])
 		fmt.Fprintln(os.Stderr, "err", args["tag"])
-		time.Sleep(200 * time.Millisecond)
+		_ = os.WriteFile(fmt.Sprint("meet-", args["tag"]), nil, 0o600)
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(fmt.Sprint("meet-", args["peer"])); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		fmt.Println("out2", args["tag"])
 		return map[string]interface{}{"tag": args["tag"], "pid": os.Getpid()}
 	case "crash":
@@ -329,7 +346,9 @@ lines.on('line', (line) => {
   else if (op === 'log') {
     fs.writeSync(1, 'out ' + args.tag + '\\n');
     fs.writeSync(2, 'err ' + args.tag + '\\n');
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200);
+    fs.writeFileSync('meet-' + args.tag, '');
+    const deadline = Date.now() + 20000;
+    while (!fs.existsSync('meet-' + args.peer) && Date.now() < deadline) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
     fs.writeSync(1, 'out2 ' + args.tag + '\\n');
     result = { tag: args.tag, pid: process.pid };
   } else if (op === 'crash') {
@@ -349,7 +368,7 @@ while read -r line; do
     *'"op":"crash"'*) echo dying >&2; exit 3 ;;
     *'"op":"nondict"'*) echo '[1,2]' >&3 ;;
     *'"op":"error"'*) echo 'bad thing from sh' >&2; echo '{"error":"bad thing from sh"}' >&3 ;;
-    *'"op":"log"'*) tag=$(echo "$line" | sed 's/.*"tag":"\\([a-z]*\\)".*/\\1/'); echo "out $tag"; echo "err $tag" >&2; sleep 0.2; echo "out2 $tag"; echo "{\\"tag\\":\\"$tag\\",\\"pid\\":$$}" >&3 ;;
+    *'"op":"log"'*) tag=$(echo "$line" | sed 's/.*"tag":"\\([a-z]*\\)".*/\\1/'); echo "out $tag"; echo "err $tag" >&2; peer=$(echo "$line" | sed 's/.*"peer":"\\([a-z]*\\)".*/\\1/'); : > "meet-$tag"; n=0; while [ ! -e "meet-$peer" ] && [ $n -lt 2000 ]; do sleep 0.01; n=$((n+1)); done; echo "out2 $tag"; echo "{\\"tag\\":\\"$tag\\",\\"pid\\":$$}" >&3 ;;
     *) printf '%s\n' "$line" >&3 ;;
   esac
   echo XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX
@@ -572,8 +591,8 @@ describe('ActionLoop functions in the guest agent', () => {
       it('attributes logs to their activation with two running at once', async () => {
         const from = agent.messages.length;
         const [a, b] = await agent.runs([
-          { op: 'log', tag: 'alpha' },
-          { op: 'log', tag: 'beta' },
+          { op: 'log', tag: 'alpha', peer: 'beta' },
+          { op: 'log', tag: 'beta', peer: 'alpha' },
         ]);
         assert.ok(a && b);
         const ra = resultOf(a.end);
