@@ -664,6 +664,28 @@ describe('ActionLoop functions in the guest agent', () => {
     assert.notEqual(resultOf((await other.run({})).end).n, n);
   });
 
+  it("holds each activation's logs to the log limit and refuses a result over 1 MB", async () => {
+    const agent = start();
+    const source = `def main(args):\n    print('y' * args['print'])\n    return {'r': 'z' * args['result']}\n`;
+    const pkg: FunctionPackage = {
+      zip: zip({ 'launcher.py': launcher('launcher.py'), '__main__.py': source }),
+      command: ['/usr/bin/python3', '-u', 'launcher.py', 'main'],
+      ack: true,
+    };
+    assert.equal((await agent.init(pkg, { logLimitBytes: 1000 })).outcome.type, 'ready');
+    const chatty = await agent.run({ print: 5000, result: 1 });
+    assert.deepEqual(resultOf(chatty.end), { r: 'z' });
+    assert.equal(chatty.stdout, `${'y'.repeat(1000)}\n`);
+    assert.match(chatty.stderr, /Logs were truncated because the total bytes size exceeds the limit of 1000 bytes/);
+    // The next activation has its own allowance.
+    const quiet = await agent.run({ print: 10, result: 1 });
+    assert.equal(quiet.stdout, `${'y'.repeat(10)}\n`);
+    const huge = await agent.run({ print: 0, result: 2 * 1024 * 1024 });
+    assert.equal(huge.end.type, 'error');
+    assert.match(String((huge.end as { error: unknown }).error), /exceeded the allowed length/);
+    assert.deepEqual(resultOf((await agent.run({ print: 0, result: 3 })).end), { r: 'zzz' });
+  });
+
   it('loads a Python function with its dependencies from virtualenv/', async () => {
     const agent = start();
     const pkg: FunctionPackage = {

@@ -143,9 +143,17 @@ describe('packaged functions in process sandboxes', () => {
     const dir = join(base, 'java');
     mkdirSync(join(dir, 'launcher'), { recursive: true });
     const gson = '/usr/share/java/gson.jar';
-    execFileSync('/usr/bin/javac', ['-proc:none', '-cp', gson, '-d', join(dir, 'launcher'), join(launchers, 'IsolaLauncher.java')]);
+    execFileSync('/usr/bin/javac', [
+      '-proc:none',
+      '-cp',
+      gson,
+      '-d',
+      join(dir, 'launcher'),
+      join(launchers, 'IsolaLauncher.java'),
+    ]);
     const launcherFiles: Record<string, Uint8Array> = {};
-    for (const name of readdirSync(join(dir, 'launcher'))) launcherFiles[`launcher/${name}`] = readFileSync(join(dir, 'launcher', name));
+    for (const name of readdirSync(join(dir, 'launcher')))
+      launcherFiles[`launcher/${name}`] = readFileSync(join(dir, 'launcher', name));
     mkdirSync(join(dir, 'src'));
     const source = join(dir, 'src', 'Hello.java');
     const text = `import com.google.gson.JsonObject;
