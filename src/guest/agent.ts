@@ -634,8 +634,10 @@ function handle(message: HostMessage): void {
       return;
     case 'reseed': {
       const offset = reseed(message.entropy, message.now);
-      const launchers = loop ? loop.reseed(message.entropy, message.now) : Promise.resolve();
-      void launchers.then(() => send({ type: 'reseeded', now: Date.now(), skewMs: offset }));
+      const answer = () => send({ type: 'reseeded', now: Date.now(), skewMs: offset });
+      // Launchers reseed their own languages' generators before a clone takes its first run.
+      if (loop) void loop.reseed(message.entropy, message.now).then(answer);
+      else answer();
       return;
     }
   }
