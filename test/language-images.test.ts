@@ -3,9 +3,9 @@
 // (restored from its image's base snapshot). A Node.js function starts the runtime inside the
 // sandbox, so this checks the images and the limits, whatever launches functions.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { Kind } from '../src/core/kinds.js';
 import { buildAgent } from '../src/guest/bundle.js';
@@ -82,6 +82,10 @@ const missing = LANGUAGE_RUNTIMES.map((r) => missingForKind(KIND[r])).find(Boole
 const dir = mkdtempSync(join(tmpdir(), 'isola-language-images-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const imagesDir = join(dir, 'images');
+// A guest kernel unpacked already (a kernel-<version> directory of another images dir) saves
+// fetching Debian's package where the archive cannot be reached.
+const kernelDir = process.env.ISOLA_TEST_KERNEL_DIR;
+if (kernelDir) cpSync(kernelDir, join(imagesDir, basename(kernelDir)), { recursive: true });
 const runtimeDir = join(dir, 'runtime');
 
 describe('the host runtimes under the process backend', { skip: missing ?? false }, () => {
