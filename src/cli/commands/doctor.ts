@@ -19,7 +19,13 @@ export function printKindSupport(statuses: readonly BackendStatus[]): void {
   for (const status of statuses) {
     if (!status.available || !status.kinds) continue;
     const runs = status.kinds.filter((k) => k.available).map((k) => k.kind);
-    const not = status.kinds.filter((k) => !k.available).map((k) => `${k.kind}: ${k.why ?? 'not here'}`);
+    // Kinds that are missing for the same reason, on one line.
+    const byReason = new Map<string, string[]>();
+    for (const k of status.kinds.filter((k) => !k.available)) {
+      const why = k.why ?? 'not here';
+      byReason.set(why, [...(byReason.get(why) ?? []), k.kind]);
+    }
+    const not = [...byReason].map(([why, kinds]) => `${kinds.join(', ')}: ${why}`);
     rows.push([status.isolation, runs.join(', ') || 'none', not.join('\n')]);
   }
   if (rows.length === 0) return;
