@@ -3,6 +3,7 @@
 // (restored from its image's base snapshot). A Node.js function starts the runtime inside the
 // sandbox, so this checks the images and the limits, whatever launches functions.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -11,6 +12,7 @@ import type { Kind } from '../src/core/kinds.js';
 import { buildAgent } from '../src/guest/bundle.js';
 import { ensureMicrovmImage } from '../src/images/microvm-image.js';
 import { ensureRootfs } from '../src/images/node-rootfs.js';
+import { RESEED_KERNEL_PATH } from '../src/images/reseed-kernel.js';
 import { LANGUAGE_RUNTIMES, type LanguageRuntime, missingForKind, RUNTIME_CHECKS } from '../src/images/runtimes.js';
 import type { Backend, FunctionCode } from '../src/sandbox/backend.js';
 import { ContainerBackend } from '../src/sandbox/container/container-backend.js';
@@ -32,7 +34,8 @@ const EXPECTED: Record<LanguageRuntime, { stream: 'stdout' | 'stderr'; pattern: 
 
 const RUN_COMMAND = `const { spawnSync } = require('child_process');
 function main(p) {
-  const r = spawnSync(p.command[0], p.command.slice(1), { encoding: 'utf8', timeout: 240000 });
+  const input = p.input === undefined ? undefined : Buffer.from(p.input, 'base64');
+  const r = spawnSync(p.command[0], p.command.slice(1), { input, encoding: 'utf8', timeout: 240000 });
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: (r.stderr || '').slice(-3000), error: r.error ? String(r.error) : undefined };
 }`;
 
@@ -139,4 +142,51 @@ describe("each language's microVM guest, restored from its base snapshot", {
   for (const runtime of LANGUAGE_RUNTIMES) {
     it(`runs ${runtime}`, async () => check(await open(), runtime, 256, 128));
   }
+
+  it("takes a function's snapshot in its language's guest, and restores it there", async () => {
+    const microvm = await open();
+    const spec = { memoryMb: 256, kind: 'python:3' as const };
+    const fn = { ...code, key: 'snapshot-python' };
+    microvm.snapshot(fn, spec);
+    // Waits for the snapshot being taken.
+    const restored = await microvm.restore(fn, spec);
+    assert.ok(restored, 'a snapshot was taken');
+    try {
+      assert.deepEqual(await restored.init(fn, Date.now() + 60_000, () => {}), { ok: true });
+      const outcome = await restored.run({
+        activationId: 'restored-python',
+        params: { command: RUNTIME_CHECKS.python(128) },
+        deadline: Date.now() + 120_000,
+        env: {},
+        onLog: () => {},
+      });
+      assert.equal(outcome.kind, 'result', JSON.stringify(outcome));
+      assert.equal((outcome as { result: Ran }).result.status, 0, 'python3 runs: the clone has the Python root disk');
+    } finally {
+      await restored.destroy();
+    }
+  });
+
+  it("lets the guest's root reseed the kernel's random number generator after a restore", async () => {
+    const sandbox = await (await open()).create({ memoryMb: 256, kind: 'python:3' });
+    try {
+      await sandbox.init(code, Date.now() + 60_000, () => {});
+      const reseed = async (bytes: number) => {
+        const outcome = await sandbox.run({
+          activationId: `reseed-${bytes}`,
+          params: { command: [RESEED_KERNEL_PATH], input: randomBytes(bytes).toString('base64') },
+          deadline: Date.now() + 60_000,
+          env: {},
+          onLog: () => {},
+        });
+        assert.equal(outcome.kind, 'result', JSON.stringify(outcome));
+        return (outcome as { result: Ran }).result;
+      };
+      const done = await reseed(64);
+      assert.equal(done.status, 0, `the helper failed: ${done.error ?? ''} ${done.stderr}`);
+      assert.equal((await reseed(8)).status, 2, 'too little entropy is refused');
+    } finally {
+      await sandbox.destroy();
+    }
+  });
 });

@@ -19,10 +19,11 @@ import {
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { buildAgent, bundleHash } from '../guest/bundle.js';
+import { buildReseedHelper, canBuildReseedHelper, RESEED_KERNEL_PATH, RESEED_KERNEL_SOURCE } from './reseed-kernel.js';
 import { type ImageName, type LanguageRuntime, runtimeLayout } from './runtimes.js';
 
 /** Bumped whenever the layout below changes, so that cached images are rebuilt. */
-const LAYOUT_VERSION = 3;
+const LAYOUT_VERSION = 4;
 /** Changes whenever a Debian package is installed, upgraded or removed: a runtime's libraries may have moved. */
 const DPKG_STATUS = '/var/lib/dpkg/status';
 
@@ -161,6 +162,7 @@ export function ensureRootfs(
         agent: bundleHash('agent'),
         runtimes: found,
         packages: runtimes.length > 0 ? dpkgState() : '',
+        reseed: canBuildReseedHelper() ? RESEED_KERNEL_SOURCE : '',
       }),
     )
     .digest('hex')
@@ -198,6 +200,7 @@ export function ensureRootfs(
     if (!existsSync(join(temp, library))) place(library, join(temp, library));
   }
   place(buildAgent(runtimeDir), join(temp, image.agentPath));
+  buildReseedHelper(join(temp, RESEED_KERNEL_PATH));
   writeFileSync(
     join(temp, 'etc/passwd'),
     'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/tmp:/sbin/nologin\n',
