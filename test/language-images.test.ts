@@ -167,6 +167,38 @@ describe("each language's microVM guest, restored from its base snapshot", {
     }
   });
 
+  it("gives every clone of a snapshot its own kernel randomness and the host's time, for the language runtimes", async () => {
+    const probe = async () => {
+      const sandbox = await (await open()).create({ memoryMb: 256, kind: 'python:3' });
+      try {
+        assert.deepEqual(await sandbox.init(code, Date.now() + 60_000, () => {}), { ok: true });
+        const outcome = await sandbox.run({
+          activationId: 'clone-probe',
+          params: {
+            command: ['/usr/bin/python3', '-c', 'import os, time; print(os.urandom(16).hex(), int(time.time() * 1000))'],
+          },
+          deadline: Date.now() + 60_000,
+          env: {},
+          onLog: () => {},
+        });
+        assert.equal(outcome.kind, 'result', JSON.stringify(outcome));
+        const ran = (outcome as { result: Ran }).result;
+        assert.equal(ran.status, 0, ran.stderr);
+        const [bytes, at] = ran.stdout.trim().split(' ');
+        return { bytes, at: Number(at), hostNow: Date.now() };
+      } finally {
+        await sandbox.destroy();
+      }
+    };
+    const first = await probe();
+    const second = await probe();
+    assert.notEqual(first.bytes, second.bytes, 'two clones of one snapshot drew the same bytes from the kernel');
+    for (const clone of [first, second]) {
+      // The snapshot was taken minutes earlier on a slow host; a restored clock is within the probe's own run.
+      assert.ok(Math.abs(clone.hostNow - clone.at) < 30_000, `the guest's clock is ${clone.hostNow - clone.at} ms behind`);
+    }
+  });
+
   it("lets the guest's root reseed the kernel's random number generator after a restore", async () => {
     const sandbox = await (await open()).create({ memoryMb: 256, kind: 'python:3' });
     try {

@@ -29,7 +29,7 @@ import {
   type HostMessage,
   MAX_RESULT_BYTES,
 } from './protocol.js';
-import { installReseedableRandomness, installRestorableClock, reseed } from './reseed.js';
+import { installReseedableRandomness, installRestorableClock, reseed, reseedKernel } from './reseed.js';
 
 // Before any function code loads, so that everything it captures can be reseeded after a restore.
 installReseedableRandomness();
@@ -633,6 +633,9 @@ function handle(message: HostMessage): void {
       send({ type: 'pong', id: message.id });
       return;
     case 'reseed': {
+      // The kernel first: launchers started now or later (a blank clone loads Python next) read
+      // its generator and clock, not the agent's.
+      reseedKernel(message.entropy, message.now);
       const offset = reseed(message.entropy, message.now);
       const answer = () => send({ type: 'reseeded', now: Date.now(), skewMs: offset });
       // Launchers reseed their own languages' generators before a clone takes its first run.

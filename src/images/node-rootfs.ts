@@ -22,8 +22,10 @@ import { buildAgent, bundleHash } from '../guest/bundle.js';
 import { buildReseedHelper, canBuildReseedHelper, RESEED_KERNEL_PATH, RESEED_KERNEL_SOURCE } from './reseed-kernel.js';
 import { type ImageName, type LanguageRuntime, runtimeLayout } from './runtimes.js';
 
+const MKFIFO = '/usr/bin/mkfifo';
+
 /** Bumped whenever the layout below changes, so that cached images are rebuilt. */
-const LAYOUT_VERSION = 4;
+const LAYOUT_VERSION = 5;
 /** Changes whenever a Debian package is installed, upgraded or removed: a runtime's libraries may have moved. */
 const DPKG_STATUS = '/var/lib/dpkg/status';
 
@@ -148,7 +150,9 @@ export function ensureRootfs(
   runtimes: readonly LanguageRuntime[] = name === 'nodejs' || name === 'all' ? [] : [name],
 ): NodeRootfs {
   const node = realpathSync(process.execPath);
-  const nodeLibraries = sharedLibraries([node]);
+  // mkfifo: the agent hands an ActionLoop launcher a FIFO as fd 3 (a socket there breaks any
+  // runtime that opens /dev/fd/3, as Java's does).
+  const nodeLibraries = sharedLibraries([node, MKFIFO]);
   const nodeStat = statSync(node);
   const found = runtimes.map(runtimeFiles);
   const hash = createHash('sha256')
@@ -184,6 +188,7 @@ export function ensureRootfs(
     mkdirSync(join(temp, dir), { recursive: true, mode: 0o755 });
   chmodSync(join(temp, 'tmp'), 0o1777);
   place(node, join(temp, image.nodePath));
+  place(MKFIFO, join(temp, MKFIFO));
   const elves: string[] = [];
   for (const { files, links } of found) {
     for (const file of files) {

@@ -12,17 +12,21 @@ import { dirname, join } from 'node:path';
  * would reseed it on restore, so the guest's root, once restored, runs this helper with fresh
  * entropy from the host on stdin: it credits the bytes to the kernel's pool (RNDADDENTROPY) and
  * makes the kernel reseed its generator from it at once (RNDRESEEDCRNG). Both need
- * CAP_SYS_ADMIN: in a container the helper fails and changes nothing.
+ * CAP_SYS_ADMIN: in a container the helper fails and changes nothing. Given the host's time (ms
+ * since the epoch) as its argument, it also sets the guest's clock, which a restore leaves at the
+ * snapshot's moment, for runtimes that read the kernel's clock (every one but the agent's own).
  */
-export const RESEED_KERNEL_PATH = '/usr/lib/isola/reseed-kernel';
+export { RESEED_KERNEL_PATH } from '../guest/reseed.js';
 
 export const RESEED_KERNEL_SOURCE = `#include <fcntl.h>
 #include <linux/random.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Reads 32 to 512 bytes of entropy on stdin; exits 0 once the kernel has reseeded from them. */
-int main(void) {
+int main(int argc, char **argv) {
   struct { int entropy_count; int buf_size; unsigned char buf[512]; } entropy;
   int n = 0;
   while (n < (int)sizeof entropy.buf) {
@@ -37,6 +41,11 @@ int main(void) {
   if (fd < 0) return 3;
   if (ioctl(fd, RNDADDENTROPY, &entropy) < 0) return 4;
   if (ioctl(fd, RNDRESEEDCRNG) < 0) return 5;
+  if (argc > 1) {
+    long long ms = atoll(argv[1]);
+    struct timespec now = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+    if (ms <= 0 || clock_settime(CLOCK_REALTIME, &now) < 0) return 6;
+  }
   return 0;
 }
 `;
