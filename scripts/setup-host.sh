@@ -7,6 +7,8 @@
 #   microvm     QEMU and what builds the guest image (busybox, mke2fs, cpio, lz4)
 #   wasm        clang + wasi-libc and rustc + its wasm32 standard library, to rebuild the examples
 #   browser     Chromium, in which the tests open the benchmark report (headless)
+#   languages   the language runtimes functions run on (python3, Java 17 with Gson, Go, Ruby, PHP);
+#               the process backend runs them from the host, the images are made of them
 #   postgres    PostgreSQL, for `isola serve --database postgres://...`; the tests start private
 #               instances of it (initdb in a temp dir), never the cluster the package sets up
 #   all         every group (the default)
@@ -27,9 +29,10 @@ declare -A groups=(
   [wasm]="clang lld wasi-libc libclang-rt-14-dev-wasm32 rustc libstd-rust-dev-wasm32"
   [browser]="chromium"
   [postgres]="postgresql"
+  [languages]="python3 openjdk-17-jdk-headless libgoogle-gson-java golang-go ruby php8.2-cli"
 )
 wanted=("$@")
-if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers microvm wasm browser postgres); fi
+if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers microvm wasm browser postgres languages); fi
 packages=()
 for group in "${wanted[@]}"; do
   if [ -z "${groups[$group]+x}" ]; then

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, parseDuration, resolveServerConfig } from './config.js';
+import { ConfigError, parseDuration, parsePrewarm, resolveServerConfig } from './config.js';
 
 describe('server settings', () => {
   it('uses the contract defaults', () => {
@@ -67,6 +67,44 @@ describe('server settings', () => {
     assert.deepEqual(defaults.backendSettings, { containerPrewarm: 'started', microvm: {} });
     assert.equal(defaults.logLevel, 'warn');
   });
+  it('reads prewarm targets per backend and kind', () => {
+    assert.deepEqual(parsePrewarm('isolate:2,process:1,wasm:1'), [
+      { isolation: 'isolate', kind: 'nodejs:20', count: 2 },
+      { isolation: 'process', kind: 'nodejs:20', count: 1 },
+      { isolation: 'wasm', kind: 'wasm', count: 1 },
+    ]);
+    assert.deepEqual(parsePrewarm('process:python:1, container:java:2,gvisor:ruby:3.1:1,microvm:go:default:1'), [
+      { isolation: 'process', kind: 'python:3', count: 1 },
+      { isolation: 'container', kind: 'java:17', count: 2 },
+      { isolation: 'gvisor', kind: 'ruby:3.1', count: 1 },
+      { isolation: 'microvm', kind: 'go:1.19', count: 1 },
+    ]);
+    // The same backend and kind twice: the later entry wins; `process:1` and `process:nodejs:20:3` are the same pool.
+    assert.deepEqual(parsePrewarm('process:1,process:nodejs:20:3'), [{ isolation: 'process', kind: 'nodejs:20', count: 3 }]);
+    assert.deepEqual(resolveServerConfig({}, {}).prewarm, parsePrewarm('isolate:2,process:1,container:1,gvisor:1,microvm:1'));
+    assert.deepEqual(resolveServerConfig({ prewarm: 'process:php:1' }, { ISOLA_PREWARM: 'isolate:1' }).prewarm, [
+      { isolation: 'process', kind: 'php:8.2', count: 1 },
+    ]);
+  });
+
+  it('refuses a prewarm target with a kind that does not exist or cannot run on its backend', () => {
+    assert.throws(
+      () => parsePrewarm('process:cobol:1'),
+      (error: Error) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.message, /The kind "cobol" is not supported\. Supported kinds: nodejs:20, python:3/);
+        return true;
+      },
+    );
+    assert.throws(
+      () => parsePrewarm('isolate:python:1'),
+      /Kind python:3 cannot run under "isolate".*process, container, gvisor, microvm/,
+    );
+    assert.throws(() => parsePrewarm('wasm:nodejs:1'), /Kind nodejs:20 cannot run under "wasm"/);
+    assert.throws(() => parsePrewarm('process:python:many'), /prewarm count for process must be an integer/);
+    assert.throws(() => parsePrewarm('kvm:1'), /Unknown backend "kvm"/);
+  });
+
   it('names the setting that is wrong, and what it accepts', () => {
     const wrong = (env: Record<string, string>, setting: string, message: RegExp) =>
       assert.throws(

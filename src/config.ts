@@ -1,7 +1,7 @@
 import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { DurationSyntaxError, parseDuration as parseDurationText } from './core/duration.js';
-import { ISOLATIONS, type Isolation, isIsolation } from './core/kinds.js';
+import { ISOLATIONS, ISOLATIONS_FOR_KIND, type Isolation, isIsolation, KINDS, type Kind, resolveKind } from './core/kinds.js';
 import type { BackendSettings, MicrovmSettings } from './sandbox/registry.js';
 
 /**
@@ -31,8 +31,8 @@ export interface ServerConfig {
   blockingWaitMs: number;
   /** First delay before retrying a failed asynchronous invocation; it doubles each attempt. */
   retryBaseMs: number;
-  /** Blank sandboxes kept ready per backend, for the default memory size. */
-  prewarm: Partial<Record<Isolation, number>>;
+  /** Blank sandboxes kept ready per backend and kind, for the default memory size. */
+  prewarm: PrewarmTarget[];
   /** What the backends are made with: container runtime, wasm workers, microVM settings. */
   backendSettings: BackendSettings;
   /** The HTTP server's log level (ISOLA_LOG_LEVEL). */
@@ -112,15 +112,48 @@ export function parseBackendList(text: string): Isolation[] {
   return names as Isolation[];
 }
 
-/** `isolate:2,process:1`: how many blank sandboxes each backend keeps ready. */
-export function parsePrewarm(text: string): Partial<Record<Isolation, number>> {
-  const result: Partial<Record<Isolation, number>> = {};
+/** How many blank sandboxes of a kind a backend keeps ready. */
+export interface PrewarmTarget {
+  isolation: Isolation;
+  kind: Kind;
+  count: number;
+}
+
+/** The kind a prewarm entry without one means: JavaScript, or WebAssembly under wasm. */
+function firstKindOf(isolation: Isolation): Kind {
+  return KINDS.find((kind) => ISOLATIONS_FOR_KIND[kind].includes(isolation)) ?? 'nodejs:20';
+}
+
+/**
+ * `isolate:2,process:1,process:python:1,container:java:17:1`: how many blank sandboxes each
+ * backend keeps ready, per kind (`<backend>:<kind>:<count>`, any name of the kind; without one,
+ * JavaScript's, or wasm's under wasm). A later entry for the same backend and kind wins.
+ */
+export function parsePrewarm(text: string): PrewarmTarget[] {
+  const result = new Map<string, PrewarmTarget>();
   for (const part of text.split(',').filter((p) => p.trim())) {
-    const [name = '', count = ''] = part.split(':').map((s) => s.trim());
+    const fields = part.split(':').map((s) => s.trim());
+    const name = fields[0] ?? '';
     if (!isIsolation(name)) throw new ConfigError(`Unknown backend "${name}" in the prewarm setting.`, 'prewarm');
-    result[name] = parseInteger(`prewarm count for ${name}`, count, 0, 64);
+    const count = parseInteger(`prewarm count for ${name}`, fields.at(-1) ?? '', 0, 64);
+    const kindName = fields.slice(1, -1).join(':');
+    let kind = firstKindOf(name);
+    if (kindName) {
+      try {
+        kind = resolveKind(kindName);
+      } catch (error) {
+        throw new ConfigError(`${(error as Error).message} (in the prewarm setting "${part.trim()}")`, 'prewarm');
+      }
+      if (!ISOLATIONS_FOR_KIND[kind].includes(name)) {
+        throw new ConfigError(
+          `Kind ${kind} cannot run under "${name}" (in the prewarm setting); it runs under: ${ISOLATIONS_FOR_KIND[kind].join(', ')}.`,
+          'prewarm',
+        );
+      }
+    }
+    result.set(`${name} ${kind}`, { isolation: name, kind, count });
   }
-  return result;
+  return [...result.values()];
 }
 
 /** Settings from flags, then environment, then defaults: flags win. */
@@ -164,7 +197,7 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
       : 2 ** 20,
     blockingWaitMs: env.ISOLA_BLOCKING_WAIT ? parseDuration(env.ISOLA_BLOCKING_WAIT, 'ISOLA_BLOCKING_WAIT') : 60_000,
     retryBaseMs: env.ISOLA_RETRY_BASE ? parseDuration(env.ISOLA_RETRY_BASE, 'ISOLA_RETRY_BASE') : 1000,
-    prewarm: prewarm ? parsePrewarm(prewarm) : { isolate: 2, process: 1, container: 1, gvisor: 1, microvm: 1 },
+    prewarm: parsePrewarm(prewarm ?? 'isolate:2,process:1,container:1,gvisor:1,microvm:1'),
     backendSettings: resolveBackendSettings(flags, env),
     logLevel,
     ...httpTimeouts(env),

@@ -15,23 +15,26 @@ import { join } from 'node:path';
 import timers from 'node:timers';
 import { format, promisify } from 'node:util';
 import { compileFunction } from 'node:vm';
+import { ActionLoop, type LogBudget } from './action-loop.js';
+import { unpackPackage } from './package.js';
+import { type CallInfo, type Entry, loadModule, loopOptions } from './package-loader.js';
 import {
   AGENT_PROTOCOL_VERSION,
   DEFAULT_LOG_LIMIT_BYTES,
   encodeFrame,
   encodeJsonFrame,
   FrameDecoder,
+  type FunctionPackage,
   type GuestMessage,
   type HostMessage,
   MAX_RESULT_BYTES,
 } from './protocol.js';
-import { installReseedableRandomness, installRestorableClock, reseed } from './reseed.js';
+import { installReseedableRandomness, installRestorableClock, reseed, reseedKernel } from './reseed.js';
 
 // Before any function code loads, so that everything it captures can be reseeded after a restore.
 installReseedableRandomness();
 installRestorableClock();
 
-type Entry = (params: unknown) => unknown;
 type Stream = 'stdout' | 'stderr';
 
 /** What the agent keeps about one run, from its start until its deadline. */
@@ -150,24 +153,24 @@ function sendLog(id: string | undefined, stream: Stream, text: string): void {
 
 function log(stream: Stream, text: string): void {
   const activation = currentActivation.getStore();
-  const budget = activation ?? looseOutput;
+  logTo(activation ?? looseOutput, activation?.id, stream, text);
+}
+
+/** Logs output on a budget: an activation's (with its id) or the initialisation's. */
+function logTo(budget: LogBudget, id: string | undefined, stream: Stream, text: string): void {
   if (budget.truncated || text.length === 0) return;
   const bytes = Buffer.byteLength(text, 'utf8');
   if (budget.logBytes + bytes <= logLimitBytes) {
     budget.logBytes += bytes;
-    sendLog(activation?.id, stream, text);
+    sendLog(id, stream, text);
     return;
   }
   // Cut before framing: a function that prints 100 MB at once must not make a 100 MB frame.
   const fits = utf8Prefix(text, logLimitBytes - budget.logBytes);
   budget.logBytes = logLimitBytes;
   budget.truncated = true;
-  if (fits) sendLog(activation?.id, stream, `${fits}\n`);
-  sendLog(
-    activation?.id,
-    'stderr',
-    `Logs were truncated because the total bytes size exceeds the limit of ${logLimitBytes} bytes.\n`,
-  );
+  if (fits) sendLog(id, stream, `${fits}\n`);
+  sendLog(id, 'stderr', `Logs were truncated because the total bytes size exceeds the limit of ${logLimitBytes} bytes.\n`);
 }
 
 function textOf(chunk: unknown, encoding: unknown): string {
@@ -378,9 +381,9 @@ function loadFunction(code: string, mainName: string, filename: string): Entry {
     typeof exported === 'function' ? (exported as unknown as Record<string, unknown>)[mainName] : undefined,
     local,
   ];
-  const found = candidates.find((c) => typeof c === 'function');
+  const found = candidates.find((c) => typeof c === 'function') as ((params: unknown) => unknown) | undefined;
   if (!found) throw new Error(`The function has no entry point "${mainName}": define function ${mainName}(params) or export it.`);
-  return found as Entry;
+  return (params) => found(params);
 }
 
 /** A source line short enough to read, with the caret under the error's column. */
@@ -504,7 +507,8 @@ async function run(message: Extract<HostMessage, { type: 'run' }>): Promise<void
   try {
     if (!entry) throw new Error('The function has not been initialised.');
     const callEntry = entry;
-    outcome = { result: await currentActivation.run(activation, () => callEntry(message.params)) };
+    const call: CallInfo = { id: message.id, deadline: Date.now() + timeoutMs };
+    outcome = { result: await currentActivation.run(activation, () => callEntry(message.params, call)) };
   } catch (error) {
     outcome = { error };
   }
@@ -534,6 +538,72 @@ async function run(message: Extract<HostMessage, { type: 'run' }>): Promise<void
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Packaged functions: a Node.js module loaded here, or processes that speak ActionLoop.
+
+let loop: ActionLoop | undefined;
+
+async function initPackage(message: Extract<HostMessage, { type: 'init' }>): Promise<void> {
+  const pkg = message.package as FunctionPackage;
+  try {
+    Object.assign(process.env, message.env);
+    const dir = unpackPackage(pkg);
+    if (pkg.command && pkg.command.length > 0) {
+      const candidate = new ActionLoop(
+        {
+          send,
+          sendResult: (id, json) => writeFrame(encodeJsonFrame(`{"type":"result","id":${JSON.stringify(id)},"result":${json}}`)),
+          log: logTo,
+          looseBudget: looseOutput,
+        },
+        loopOptions(pkg, dir, message),
+      );
+      await candidate.start();
+      loop = candidate;
+    } else if (pkg.module) {
+      entry = await loadModule(dir, pkg.module, message.main, message.memoryMb);
+    } else {
+      throw new Error('The package names neither a module nor a command.');
+    }
+    send({ type: 'ready' });
+  } catch (error) {
+    const failure = describePackageFailure(error);
+    log('stderr', failure.log);
+    send({ type: 'initError', error: failure.message });
+  }
+}
+
+/** Why a package did not load: a launcher's own words, or a module's error and where it is. */
+function describePackageFailure(error: unknown): InitFailure {
+  if (!(error instanceof Error)) return { message: String(error), log: `${String(error)}\n` };
+  if (error.message.startsWith("The action's process")) return { message: error.message, log: '' };
+  const headline = `${error.name}: ${error.message.split('\n')[0]}`;
+  // A syntax error's stack begins with "file:line" and the line itself.
+  const at = error instanceof SyntaxError ? /^(\/[^\n]*:\d+)\n/.exec(error.stack ?? '') : null;
+  return { message: at ? `${headline} (${at[1]})` : headline, log: `${userStack(error.stack ?? headline)}\n` };
+}
+
+/** One activation served by an ActionLoop process. */
+async function runInLoop(actionLoop: ActionLoop, message: Extract<HostMessage, { type: 'run' }>): Promise<void> {
+  const timeoutMs = message.timeoutMs ?? message.deadline - Date.now();
+  const deadline = Date.now() + timeoutMs;
+  if (message.ack) send({ type: 'started', id: message.id });
+  // OpenWhisk's request line: the parameters, and each __OW_ variable by its lower-case name.
+  const request: Record<string, unknown> = { value: message.params ?? {} };
+  const env: Record<string, string> = { ...message.env, __OW_ACTIVATION_ID: message.id, __OW_DEADLINE: String(deadline) };
+  for (const [key, value] of Object.entries(env)) {
+    if (key.startsWith('__OW_') && key.length > 5) request[key.slice(5).toLowerCase()] = value;
+  }
+  let line: string;
+  try {
+    line = `${JSON.stringify(request)}\n`;
+  } catch (error) {
+    send({ type: 'error', id: message.id, error: `The parameters are not JSON: ${String(error)}` });
+    return;
+  }
+  await actionLoop.run(message.id, line, deadline, { logBytes: 0, truncated: false });
+}
+
 function handle(message: HostMessage): void {
   switch (message.type) {
     case 'init': {
@@ -541,6 +611,10 @@ function handle(message: HostMessage): void {
       sourceName = message.filename ?? sourceName;
       looseOutput.logBytes = 0;
       looseOutput.truncated = false;
+      if (message.package) {
+        void initPackage(message);
+        return;
+      }
       try {
         Object.assign(process.env, message.env);
         entry = loadFunction(message.code, message.main, sourceName);
@@ -553,14 +627,20 @@ function handle(message: HostMessage): void {
       return;
     }
     case 'run':
-      void run(message);
+      void (loop ? runInLoop(loop, message) : run(message));
       return;
     case 'ping':
       send({ type: 'pong', id: message.id });
       return;
     case 'reseed': {
+      // The kernel first: launchers started now or later (a blank clone loads Python next) read
+      // its generator and clock, not the agent's.
+      reseedKernel(message.entropy, message.now);
       const offset = reseed(message.entropy, message.now);
-      send({ type: 'reseeded', now: Date.now(), skewMs: offset });
+      const answer = () => send({ type: 'reseeded', now: Date.now(), skewMs: offset });
+      // Launchers reseed their own languages' generators before a clone takes its first run.
+      if (loop) void loop.reseed(message.entropy, message.now).then(answer);
+      else answer();
       return;
     }
   }

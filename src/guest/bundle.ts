@@ -16,7 +16,15 @@ const BUNDLES = {
   /** The guest agent: runs on a bare node binary in a process, container or microVM. */
   agent: {
     entry: source('guest/agent.ts'),
-    sources: [source('guest/agent.ts'), source('guest/protocol.ts'), source('guest/reseed.ts')],
+    sources: [
+      source('guest/agent.ts'),
+      source('guest/protocol.ts'),
+      source('guest/reseed.ts'),
+      source('guest/action-loop.ts'),
+      source('guest/package.ts'),
+      source('guest/package-loader.ts'),
+      fileURLToPath(new URL('../../node_modules/fflate/package.json', import.meta.url)),
+    ],
   },
   /** The wasm backend's worker thread. */
   'wasm-worker': {

@@ -77,7 +77,12 @@ export type GuestMessage =
   /** The function threw or rejected; `outOfMemory` when what it threw says memory ran out. */
   | { type: 'error'; id: string; error: unknown; outOfMemory?: boolean }
   | { type: 'pong'; id: string }
-  | { type: 'reseeded'; now: number; skewMs: number };
+  | { type: 'reseeded'; now: number; skewMs: number }
+  /**
+   * The processes the agent started to run the function (ActionLoop launchers), sent whenever
+   * that set changes: they live between runs, unlike anything else the function leaves running.
+   */
+  | { type: 'processes'; pids: number[] };
 
 export function encodeFrame(message: HostMessage | GuestMessage): Buffer {
   return encodeJsonFrame(JSON.stringify(message));

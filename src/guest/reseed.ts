@@ -7,7 +7,27 @@
  * keyed with fresh entropy from the host. Functions that captured a reference at load time (say
  * `const { randomUUID } = require('crypto')`) captured the wrapper.
  */
+import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
+import { existsSync } from 'node:fs';
+
+/** Where the images carry the helper that reseeds the guest kernel's generator and sets its clock. */
+export const RESEED_KERNEL_PATH = '/usr/lib/isola/reseed-kernel';
+
+/**
+ * After a microVM restore: the kernel's generator and clock resume in the snapshot's state, and
+ * every runtime but the agent's own (Python, Java, Go...) reads them. Root in the guest can reset
+ * both; anywhere else (a container) the helper fails and nothing changes, which is what it means.
+ */
+export function reseedKernel(entropyBase64: string, hostNow: number): boolean {
+  if (!existsSync(RESEED_KERNEL_PATH)) return false;
+  const result = spawnSync(RESEED_KERNEL_PATH, [String(Math.round(hostNow))], {
+    input: Buffer.from(entropyBase64, 'base64'),
+    stdio: ['pipe', 'ignore', 'ignore'],
+    timeout: 2000,
+  });
+  return result.status === 0;
+}
 
 type Source = (length: number) => Buffer;
 

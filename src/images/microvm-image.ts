@@ -15,6 +15,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import type { NodeRootfs } from './node-rootfs.js';
+import type { ImageName } from './runtimes.js';
 
 /** Bumped whenever the image layout or the init script changes. */
 const LAYOUT_VERSION = 4;
@@ -24,6 +25,8 @@ const BUSYBOX = '/bin/busybox';
 const MODULES = ['virtio_ring', 'virtio', 'virtio_mmio', 'virtio_blk', 'virtio_console'];
 
 export interface MicrovmImage {
+  /** Which root file system the root disk holds (see NodeRootfs.name). */
+  name: ImageName;
   /** Uncompressed kernel ELF with a PVH entry point: QEMU boots it directly. */
   kernel: string;
   kernelVersion: string;
@@ -149,8 +152,9 @@ exec $B chroot /mnt /usr/bin/node --max-old-space-size=$heap /app/agent.cjs --ch
 
 /**
  * The microVM guest: Debian's cloud kernel, a busybox initramfs that loads the virtio modules,
- * and a read-only ext4 root disk with node and the agent (the container image's files). Built
- * into `<imagesDir>/microvm-<hash>` and reused until the kernel, the init or the agent change.
+ * and a read-only ext4 root disk with node and the agent (the container image's files, a
+ * language's runtime included). Built into `<imagesDir>/microvm-<hash>` (the Node.js image) or
+ * `microvm-<language>-<hash>` and reused until the kernel, the init or the root files change.
  */
 export function ensureMicrovmImage(imagesDir: string, rootfs: NodeRootfs): MicrovmImage {
   mkdirSync(imagesDir, { recursive: true, mode: 0o755 });
@@ -163,8 +167,10 @@ export function ensureMicrovmImage(imagesDir: string, rootfs: NodeRootfs): Micro
     .update(JSON.stringify({ LAYOUT_VERSION, kernel: kernel.version, INIT_SCRIPT, rootfs: rootfs.path, busyboxSize }))
     .digest('hex')
     .slice(0, 16);
-  const dir = join(imagesDir, `microvm-${hash}`);
+  const prefix = rootfs.name === 'nodejs' ? 'microvm' : `microvm-${rootfs.name}`;
+  const dir = join(imagesDir, `${prefix}-${hash}`);
   const image: MicrovmImage = {
+    name: rootfs.name,
     kernel: join(kernel.dir, 'vmlinux'),
     kernelVersion: kernel.version,
     initramfs: join(dir, 'initramfs.cpio'),
@@ -207,7 +213,7 @@ export function ensureMicrovmImage(imagesDir: string, rootfs: NodeRootfs): Micro
   rmSync(dir, { recursive: true, force: true });
   renameSync(temp, dir);
   for (const entry of readdirSync(imagesDir)) {
-    if (/^microvm-[0-9a-f]{16}$/.test(entry) && entry !== `microvm-${hash}`)
+    if (new RegExp(`^${prefix}-[0-9a-f]{16}$`).test(entry) && entry !== `${prefix}-${hash}`)
       rmSync(join(imagesDir, entry), { recursive: true, force: true });
   }
   return image;

@@ -117,9 +117,9 @@ export class Platform {
       memoryBudgetMb: config.memoryBudgetMb,
       policy: parsePolicy(config.keepAlive),
       queueTimeoutMs: config.queueTimeoutMs,
-      stemCells: Object.entries(config.prewarm)
-        .filter(([isolation, count]) => backends.has(isolation as Isolation) && (count ?? 0) > 0)
-        .map(([isolation, count]) => ({ isolation: isolation as Isolation, memoryMb: 256, count: count ?? 0 })),
+      stemCells: config.prewarm
+        .filter(({ isolation, count }) => backends.has(isolation) && count > 0)
+        .map(({ isolation, kind, count }) => ({ isolation, kind, memoryMb: 256, count })),
       onBackgroundError: (message, error) => {
         // A backend that is not ready, or does not work here, has said so once already.
         if (error instanceof BackendUnavailableError) return;

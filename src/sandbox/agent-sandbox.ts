@@ -45,6 +45,12 @@ export interface AgentTransport {
    * their children.
    */
   adoptProcesses?(): void;
+  /**
+   * The agent's own helper processes (a function's ActionLoop launchers), as it last reported
+   * them: `reapStrays` spares exactly these, though not what they start, and `adoptProcesses`
+   * does not count them as the function's.
+   */
+  spareProcesses?(pids: readonly number[]): void;
 }
 
 interface PendingRun {
@@ -179,6 +185,9 @@ export class AgentSandbox implements Sandbox {
         env: code.env,
         filename: code.filename,
         logLimitBytes: code.logLimitBytes,
+        ...(code.package ? { package: code.package } : {}),
+        ...(code.memoryMb !== undefined ? { memoryMb: code.memoryMb } : {}),
+        ...(code.concurrency !== undefined ? { concurrency: code.concurrency } : {}),
       });
     });
     this.initSink = undefined;
@@ -396,6 +405,12 @@ export class AgentSandbox implements Sandbox {
       case 'reseeded':
         this.reseedWaiter?.(true);
         return;
+      case 'processes': {
+        const { pids } = message;
+        if (Array.isArray(pids) && pids.every((pid) => Number.isSafeInteger(pid) && pid > 1))
+          this.transport.spareProcesses?.(pids);
+        return;
+      }
     }
   }
 

@@ -78,9 +78,18 @@ export interface Sandbox {
   destroy(): Promise<void>;
 }
 
+/** Whether a backend runs a kind on this host, and if not, why (and how to fix it). */
+export interface KindSupport {
+  kind: Kind;
+  available: boolean;
+  why?: string;
+}
+
 export interface BackendStatus {
   isolation: Isolation;
   available: boolean;
+  /** For a backend that works: every kind, whether it runs here, and why not. */
+  kinds?: KindSupport[];
   /** What was found: versions, accelerator, runtime chosen. */
   detail: string;
   /** When unavailable: how to make it work. */

@@ -4,7 +4,7 @@ import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
 import type { Backend, BackendStatus } from './backend.js';
 import { FakeBackend } from './fake/fake-backend.js';
-import { BackendSet, BackendUnavailableError, NOT_ENABLED, type Probed } from './registry.js';
+import { BackendSet, BackendUnavailableError, kindSupport, NOT_ENABLED, type Probed } from './registry.js';
 
 type Draft = Omit<ActionVersion, 'version' | 'revision' | 'updated'>;
 const draft = (memory: number) => ({ limits: { memory } }) as unknown as Draft;
@@ -181,5 +181,43 @@ describe('backends probed in the background', () => {
     await closing;
     assert.equal(container.closes, 1);
     assert.notEqual(set.backends.get('container'), container, 'a stopping server does not take it up');
+  });
+});
+
+describe('the kinds each backend runs (isola doctor)', () => {
+  const everything = () => true;
+  const kinds = (isolation: Isolation, exists: (path: string) => boolean = everything) =>
+    Object.fromEntries(kindSupport(isolation, exists).map((k) => [k.kind, k.available ? 'yes' : k.why]));
+
+  it('keeps V8 isolates to JavaScript and the wasm backend to WebAssembly, saying so', () => {
+    const isolate = kinds('isolate');
+    assert.equal(isolate['nodejs:20'], 'yes');
+    for (const kind of ['python:3', 'java:17', 'go:1.19', 'ruby:3.1', 'php:8.2', 'native', 'wasm'])
+      assert.equal(isolate[kind], 'V8 isolates run JavaScript only');
+    const wasm = kinds('wasm');
+    assert.equal(wasm.wasm, 'yes');
+    assert.equal(wasm['nodejs:20'], 'the wasm backend runs WebAssembly modules only');
+  });
+
+  it('runs every language on the process-like backends when the host has its runtime', () => {
+    for (const isolation of ['process', 'container', 'gvisor', 'microvm'] as const) {
+      const found = kinds(isolation);
+      for (const kind of ['nodejs:20', 'python:3', 'java:17', 'go:1.19', 'ruby:3.1', 'php:8.2', 'native'])
+        assert.equal(found[kind], 'yes', `${kind} under ${isolation}`);
+      assert.equal(found.wasm, 'runs under wasm only');
+    }
+  });
+
+  it('names what is missing and how to install it when a runtime is not on the host', () => {
+    const noJava = kinds('container', (path) => !path.includes('java'));
+    assert.equal(
+      noJava['java:17'],
+      '/usr/bin/java, /usr/bin/javac, /usr/share/java/gson.jar are missing: run `isola setup languages`',
+    );
+    assert.equal(noJava['python:3'], 'yes');
+    const noPython = kinds('process', (path) => path !== '/usr/bin/python3');
+    assert.equal(noPython['python:3'], '/usr/bin/python3 is missing: run `isola setup languages`');
+    assert.equal(noPython['nodejs:20'], 'yes', 'JavaScript needs no runtime of the host');
+    assert.equal(noPython.native, 'yes');
   });
 });

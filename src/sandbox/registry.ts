@@ -1,12 +1,13 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { badRequest, IsolaError } from '../core/errors.js';
-import { ISOLATIONS, type Isolation } from '../core/kinds.js';
+import { ISOLATIONS, ISOLATIONS_FOR_KIND, type Isolation, KINDS, type Kind } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
 import { buildAgent, buildBundle } from '../guest/bundle.js';
 import { ensureMicrovmImage, type MicrovmImage } from '../images/microvm-image.js';
-import { ensureNodeRootfs } from '../images/node-rootfs.js';
-import type { Backend, BackendStatus, FunctionCode, Sandbox, SandboxSpec } from './backend.js';
+import { ensureNodeRootfs, type NodeRootfs } from '../images/node-rootfs.js';
+import { type ImageName, missingForKind } from '../images/runtimes.js';
+import type { Backend, BackendStatus, FunctionCode, KindSupport, Sandbox, SandboxSpec } from './backend.js';
 import { ContainerBackend } from './container/container-backend.js';
 import { findBinary, hybridCgroups, OciRuntime } from './container/runtime.js';
 import { RUNNING_AS_ROOT, sandboxUids } from './host-ids.js';
@@ -96,6 +97,47 @@ function nodeImage(context: BackendContext) {
   return ensureNodeRootfs(resolve(context.dataDir, 'images'), resolve(context.dataDir, 'runtime'));
 }
 
+/** Image builds under way or done in this process, by images dir and image: each is made once. */
+const imageBuilds = new Map<string, Promise<unknown>>();
+
+function once<T>(key: string, make: () => Promise<T>): Promise<T> {
+  let build = imageBuilds.get(key) as Promise<T> | undefined;
+  if (!build) {
+    build = make();
+    imageBuilds.set(key, build);
+    // A failed build (a runtime not installed yet) is tried again next time.
+    build.catch(() => imageBuilds.delete(key));
+  }
+  return build;
+}
+
+/**
+ * A language's root file system (node, the agent and the runtime's files), built on first use
+ * in a child process: linking a runtime's thousands of files must not hold the server's thread.
+ */
+function languageImage(context: BackendContext, name: Exclude<ImageName, 'nodejs'>): Promise<NodeRootfs> {
+  const imagesDir = resolve(context.dataDir, 'images');
+  return once(`rootfs ${imagesDir} ${name}`, () =>
+    callInChild<NodeRootfs>(sourceUrl('../images/node-rootfs', import.meta.url), 'ensureRootfs', [
+      imagesDir,
+      resolve(context.dataDir, 'runtime'),
+      name,
+    ]),
+  );
+}
+
+/** A language's microVM guest: its root file system as a root disk, built on first use in a child process. */
+function languageMicrovmImage(context: BackendContext, name: Exclude<ImageName, 'nodejs'>): Promise<MicrovmImage> {
+  const imagesDir = resolve(context.dataDir, 'images');
+  return once(`microvm ${imagesDir} ${name}`, async () => {
+    const rootfs = await languageImage(context, name);
+    return callInChild<MicrovmImage>(sourceUrl('../images/microvm-image', import.meta.url), 'ensureMicrovmImage', [
+      imagesDir,
+      rootfs,
+    ]);
+  });
+}
+
 /**
  * isolation "container": crun when it works (it starts containers faster), else runc; or the
  * one the settings name. The status says what was tried and why.
@@ -119,6 +161,7 @@ async function openContainerBackend(context: BackendContext): Promise<Backend | 
       isolation: 'container',
       runtime,
       image: nodeImage(context),
+      imageFor: (name) => languageImage(context, name),
       bundlesDir: paths.bundlesDir,
       uids: sandboxUids(),
       ...(context.containerPrewarm ? { prewarmMode: context.containerPrewarm } : {}),
@@ -149,6 +192,7 @@ async function openGvisorBackend(context: BackendContext): Promise<Backend | Bac
     isolation: 'gvisor',
     runtime,
     image: nodeImage(context),
+    imageFor: (name) => languageImage(context, name),
     bundlesDir: paths.bundlesDir,
     uids: sandboxUids(),
   });
@@ -185,6 +229,7 @@ async function openMicrovmBackend(context: BackendContext): Promise<Backend | Ba
   return MicrovmBackend.open({
     dataDir: context.dataDir,
     image,
+    imageFor: (name) => languageMicrovmImage(context, name),
     ...(settings.accelerator ? { accelerator: settings.accelerator } : {}),
     ...(settings.prewarmMode ? { prewarmMode: settings.prewarmMode } : {}),
     ...(settings.start ? { start: settings.start } : {}),
@@ -299,6 +344,28 @@ export interface Probed {
   status: BackendStatus;
 }
 
+/**
+ * Which kinds a working backend runs here, and why not the others: the backend's own bounds
+ * (JavaScript only in V8 isolates, WebAssembly only in the wasm workers), then whether the host
+ * has the language's runtime (the process backend runs it, the images are made of it) and, for
+ * compiled languages, its compiler.
+ */
+export function kindSupport(isolation: Isolation, exists: (path: string) => boolean = existsSync): KindSupport[] {
+  return KINDS.map((kind: Kind): KindSupport => {
+    if (!ISOLATIONS_FOR_KIND[kind].includes(isolation)) {
+      const why =
+        isolation === 'isolate'
+          ? 'V8 isolates run JavaScript only'
+          : isolation === 'wasm'
+            ? 'the wasm backend runs WebAssembly modules only'
+            : `runs under ${ISOLATIONS_FOR_KIND[kind].join(', ')} only`;
+      return { kind, available: false, why };
+    }
+    const missing = missingForKind(kind, exists);
+    return missing ? { kind, available: false, why: missing } : { kind, available: true };
+  });
+}
+
 /** Creates and checks one backend; closes it again when it does not work. */
 async function probeBackend(isolation: Isolation, context: BackendContext): Promise<Probed> {
   let backend: Backend | undefined;
@@ -306,7 +373,8 @@ async function probeBackend(isolation: Isolation, context: BackendContext): Prom
     const made = await createBackend(isolation, context);
     if (!('create' in made)) return { status: made };
     backend = made;
-    const status = await made.status();
+    const probed = await made.status();
+    const status = probed.available ? { ...probed, kinds: kindSupport(isolation) } : probed;
     if (status.available) return { backend, status };
     await backend.close();
     return { status };

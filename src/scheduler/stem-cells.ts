@@ -1,4 +1,4 @@
-import type { Isolation } from '../core/kinds.js';
+import { ISOLATIONS_FOR_KIND, type Isolation, KINDS, type Kind } from '../core/kinds.js';
 import type { Backend, Sandbox, SandboxSpec } from '../sandbox/backend.js';
 
 const REFILL_DELAY_MS = 20;
@@ -6,7 +6,18 @@ const REFILL_DELAY_MS = 20;
 export interface StemCellTarget {
   isolation: Isolation;
   memoryMb: number;
+  /** The kind the blank sandboxes are made for (their image); the backend's first kind when absent. */
+  kind?: Kind;
   count: number;
+}
+
+/** The kind a backend's blank sandboxes are for unless one is named: JavaScript, or WebAssembly under wasm. */
+export function defaultKind(isolation: Isolation): Kind {
+  return KINDS.find((kind) => ISOLATIONS_FOR_KIND[kind].includes(isolation)) ?? 'nodejs:20';
+}
+
+function poolKey(isolation: Isolation, memoryMb: number, kind: Kind | undefined): string {
+  return `${isolation}:${memoryMb}:${kind ?? defaultKind(isolation)}`;
 }
 
 /**
@@ -30,14 +41,13 @@ export class StemCells {
     for (const target of this.targets) this.refill(target);
   }
 
-  /** A blank sandbox for this spec, if one is ready. */
+  /** A blank sandbox for this spec (its isolation, memory size and kind), if one is ready. */
   take(isolation: Isolation, spec: SandboxSpec): Sandbox | undefined {
-    const { memoryMb } = spec;
-    const key = `${isolation}:${memoryMb}`;
+    const key = poolKey(isolation, spec.memoryMb, spec.kind);
     const cells = this.ready.get(key);
     let cell = cells?.shift();
     while (cell && !cell.alive) cell = cells?.shift();
-    const target = this.targets.find((t) => t.isolation === isolation && t.memoryMb === memoryMb);
+    const target = this.targets.find((t) => poolKey(t.isolation, t.memoryMb, t.kind) === key);
     // Refill a little later: making a sandbox holds the main thread (a V8 isolate takes ~2 ms to
     // construct), which must not land on the cold start that just took this one.
     if (target) setTimeout(() => this.refill(target), REFILL_DELAY_MS).unref();
@@ -59,7 +69,7 @@ export class StemCells {
   }
 
   private refill(target: StemCellTarget): void {
-    const key = `${target.isolation}:${target.memoryMb}`;
+    const key = poolKey(target.isolation, target.memoryMb, target.kind);
     const backend = this.backends.get(target.isolation);
     if (!backend || this.filling.has(key) || this.closed) return;
     this.filling.add(key);
@@ -69,7 +79,11 @@ export class StemCells {
           const cells = this.ready.get(key) ?? [];
           this.ready.set(key, cells);
           if (this.closed || cells.length >= target.count) break;
-          const sandbox = await backend.create({ memoryMb: target.memoryMb, ahead: true });
+          const sandbox = await backend.create({
+            memoryMb: target.memoryMb,
+            kind: target.kind ?? defaultKind(target.isolation),
+            ahead: true,
+          });
           if (this.closed) {
             await sandbox.destroy();
             break;

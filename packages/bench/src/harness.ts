@@ -915,7 +915,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
         if (hello && target.isolation !== 'wasm') {
           progress.step(`${target.id}: cold starts with blank sandboxes made ahead`);
           // The server's default prewarm pool for this backend.
-          const pool = resolveServerConfig({}, {}).prewarm[target.isolation] ?? 1;
+          const pool = resolveServerConfig({}, {}).prewarm.find((p) => p.isolation === target.isolation)?.count ?? 1;
           const pooled = await ServerProcess.start({
             dataDir,
             env: { ISOLA_BACKENDS: target.isolation, ISOLA_PREWARM: `${target.isolation}:${pool}`, ...target.env },

@@ -13,6 +13,26 @@ export function printBackendStatuses(statuses: readonly BackendStatus[]): void {
   );
 }
 
+/** Per working backend: the kinds it runs here, and why not the others. */
+export function printKindSupport(statuses: readonly BackendStatus[]): void {
+  const rows: string[][] = [];
+  for (const status of statuses) {
+    if (!status.available || !status.kinds) continue;
+    const runs = status.kinds.filter((k) => k.available).map((k) => k.kind);
+    // Kinds that are missing for the same reason, on one line.
+    const byReason = new Map<string, string[]>();
+    for (const k of status.kinds.filter((k) => !k.available)) {
+      const why = k.why ?? 'not here';
+      byReason.set(why, [...(byReason.get(why) ?? []), k.kind]);
+    }
+    const not = [...byReason].map(([why, kinds]) => `${kinds.join(', ')}: ${why}`);
+    rows.push([status.isolation, runs.join(', ') || 'none', not.join('\n')]);
+  }
+  if (rows.length === 0) return;
+  process.stdout.write('\nKinds:\n');
+  printTable(['backend', 'runs', 'not here, and why'], rows);
+}
+
 export function registerDoctorCommand(program: Command): void {
   program
     .command('doctor')
@@ -49,6 +69,7 @@ export function registerDoctorCommand(program: Command): void {
             );
           }
           printBackendStatuses(statuses);
+          printKindSupport(statuses);
           process.stdout.write('\nOCI runtimes:\n');
           printTable(
             ['runtime', 'status', 'detail'],

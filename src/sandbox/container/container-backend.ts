@@ -5,6 +5,7 @@ import { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Isolation } from '../../core/kinds.js';
 import type { NodeRootfs } from '../../images/node-rootfs.js';
+import { type ImageName, imageNameFor } from '../../images/runtimes.js';
 import { AgentSandbox, type AgentTransport, type ExitInfo } from '../agent-sandbox.js';
 import type {
   Backend,
@@ -40,7 +41,10 @@ export interface ContainerBackendOptions {
   /** What else was tried, for `doctor` (e.g. the other runtime and why it was not chosen). */
   note?: string;
   runtime: OciRuntime;
+  /** The Node.js image: JavaScript, Go and native functions run in it. */
   image: NodeRootfs;
+  /** The image of a language runtime (Python, Java, Ruby, PHP), built on first use. */
+  imageFor?: (name: Exclude<ImageName, 'nodejs'>) => Promise<NodeRootfs>;
   /** Where per-container bundles (config.json, pid file) go. */
   bundlesDir: string;
   /** Hands out the unprivileged host uid each container runs as. */
@@ -196,13 +200,14 @@ export class ContainerBackend implements Backend {
     const fds: number[] = [];
     let transport: ContainerTransport;
     let child: ChildProcess;
+    const image = await this.imageOf(spec);
     try {
       await mkdir(bundle, { mode: 0o700 });
       uid = this.options.uids.acquire();
       const heapMb = containerHeapMb(spec.memoryMb);
       const config = containerSpec({
-        rootfs: this.options.image.path,
-        args: [this.options.image.nodePath, `--max-old-space-size=${heapMb}`, this.options.image.agentPath, '--channel=stdio'],
+        rootfs: image.path,
+        args: [image.nodePath, `--max-old-space-size=${heapMb}`, image.agentPath, '--channel=stdio'],
         memoryMb: spec.memoryMb,
         cgroupsPath,
         uid,
@@ -262,6 +267,14 @@ export class ContainerBackend implements Backend {
     const pid = Number((await readFile(join(bundle, 'container.pid'), 'utf8').catch(() => '')).trim());
     if (pid > 0) transport.pid = pid;
     return new ContainerSandbox(runtime, id, agent, how.kind !== 'create');
+  }
+
+  /** The root file system a sandbox of this spec's kind boots: the Node.js image unless its language needs its runtime. */
+  private async imageOf(spec: SandboxSpec): Promise<NodeRootfs> {
+    const name = imageNameFor(spec.kind);
+    if (name === 'nodejs') return this.options.image;
+    if (!this.options.imageFor) throw new Error(`This backend has no image for kind ${spec.kind}.`);
+    return this.options.imageFor(name);
   }
 
   async close(): Promise<void> {}

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Isolation } from '../../core/kinds.js';
 import type { MicrovmImage } from '../../images/microvm-image.js';
+import { type ImageName, imageNameFor, RUNTIME_CHECKS } from '../../images/runtimes.js';
 import { AgentSandbox } from '../agent-sandbox.js';
 import type {
   Backend,
@@ -32,7 +33,10 @@ const DEFAULT_SETTLE_MS = 2000;
 
 export interface MicrovmBackendOptions {
   dataDir: string;
+  /** The Node.js guest: JavaScript, Go and native functions run in it. */
   image: MicrovmImage;
+  /** The guest of a language runtime (Python, Java, Ruby, PHP), built on first use. */
+  imageFor?: (name: Exclude<ImageName, 'nodejs'>) => Promise<MicrovmImage>;
   /**
    * What a VM made ahead of demand is: `restored` (the base snapshot already restored into it
    * and its agent reseeded: a cold start only loads the function) or `waiting` (QEMU started,
@@ -53,8 +57,9 @@ export interface MicrovmBackendOptions {
   onProgress?: (message: string) => void;
 }
 
-/** A snapshot: the guest's RAM in a file and its device state. */
+/** A snapshot: the guest's RAM in a file and its device state, valid only with the root disk of its image. */
 interface Snapshot {
+  image: MicrovmImage;
   dir: string;
   ram: string;
   state: string;
@@ -90,8 +95,10 @@ export class MicrovmBackend implements Backend {
   readonly minMemoryMb = 128;
   private readonly root: string;
   private readonly vmsDir: string;
+  /** The Node.js image's snapshots, and every function snapshot (their keys name their image). */
   private readonly snapshotsDir: string;
-  private readonly templates = new Map<number, Promise<Snapshot>>();
+  /** Base snapshots by image and memory size. */
+  private readonly templates = new Map<string, Promise<Snapshot>>();
   private readonly functionSnapshots = new Map<string, Promise<Snapshot | undefined>>();
   private closed = false;
 
@@ -103,20 +110,34 @@ export class MicrovmBackend implements Backend {
   ) {
     this.root = join(options.dataDir, 'microvm');
     this.vmsDir = join(this.root, 'vms');
+    this.snapshotsDir = this.snapshotsDirOf(options.image);
+    mkdirSync(this.vmsDir, { recursive: true, mode: 0o700 });
+  }
+
+  /** Where an image's base snapshots go: a directory per image, accelerator, QEMU and command line. */
+  private snapshotsDirOf(image: MicrovmImage): string {
     const key = createHash('sha256')
       .update(
         JSON.stringify({
-          image: options.image.hash,
-          accelerator,
-          qemu,
-          args: qemuArguments(this.vmConfig('/vm', { path: '/ram', shared: true }, 256, false)),
+          image: image.hash,
+          accelerator: this.accelerator,
+          qemu: this.qemu,
+          args: qemuArguments(this.vmConfig('/vm', { path: '/ram', shared: true }, 256, false, image)),
         }),
       )
       .digest('hex')
       .slice(0, 16);
-    this.snapshotsDir = join(this.root, `snapshots-${key}`);
-    mkdirSync(this.vmsDir, { recursive: true, mode: 0o700 });
-    mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 });
+    const dir = join(this.root, `snapshots-${key}`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return dir;
+  }
+
+  /** The guest a sandbox of this spec's kind boots: the Node.js one unless its language needs its runtime. */
+  private async imageOf(spec: SandboxSpec): Promise<MicrovmImage> {
+    const name = imageNameFor(spec.kind);
+    if (name === 'nodejs') return this.options.image;
+    if (!this.options.imageFor) throw new Error(`This backend has no guest image for kind ${spec.kind}.`);
+    return this.options.imageFor(name);
   }
 
   static async open(options: MicrovmBackendOptions): Promise<MicrovmBackend> {
@@ -144,11 +165,16 @@ export class MicrovmBackend implements Backend {
    */
   async create(spec: SandboxSpec): Promise<Sandbox> {
     let sandbox: MicrovmSandbox;
+    const image = await this.imageOf(spec);
     if (this.options.start === 'boot') {
-      sandbox = new MicrovmSandbox(this.startVm('private', spec.memoryMb, false), undefined, false);
+      sandbox = new MicrovmSandbox(this.startVm('private', spec.memoryMb, false, image), undefined, false);
     } else {
-      const template = await this.baseSnapshot(spec.memoryMb);
-      sandbox = new MicrovmSandbox(this.startVm({ path: template.ram, shared: false }, spec.memoryMb, true), template, false);
+      const template = await this.baseSnapshot(spec.memoryMb, image);
+      sandbox = new MicrovmSandbox(
+        this.startVm({ path: template.ram, shared: false }, spec.memoryMb, true, template.image),
+        template,
+        false,
+      );
     }
     if (spec.ahead && (this.options.prewarmMode ?? 'restored') === 'restored') {
       const resumed = await sandbox.resume(Date.now() + RESTORE_TIMEOUT_MS);
@@ -165,7 +191,7 @@ export class MicrovmBackend implements Backend {
     if (this.options.start === 'boot') return undefined;
     const snapshot = await this.functionSnapshots.get(snapshotKey(code, spec));
     if (!snapshot) return undefined;
-    const vm = this.startVm({ path: snapshot.ram, shared: false }, spec.memoryMb, true);
+    const vm = this.startVm({ path: snapshot.ram, shared: false }, spec.memoryMb, true, snapshot.image);
     const sandbox = new MicrovmSandbox(vm, snapshot, true);
     const outcome = await sandbox.resume(Date.now() + RESTORE_TIMEOUT_MS);
     if (!outcome.ok) {
@@ -197,24 +223,25 @@ export class MicrovmBackend implements Backend {
     this.closed = true;
   }
 
-  /** Boots a template VM with its RAM in a shared file and snapshots it once its agent answers. */
-  baseSnapshot(memoryMb: number): Promise<Snapshot> {
-    let template = this.templates.get(memoryMb);
+  /** Boots a template VM of an image with its RAM in a shared file and snapshots it once its agent answers. */
+  baseSnapshot(memoryMb: number, image: MicrovmImage = this.options.image): Promise<Snapshot> {
+    const key = `${image.hash}:${memoryMb}`;
+    let template = this.templates.get(key);
     if (!template) {
-      template = this.makeBaseSnapshot(memoryMb);
-      this.templates.set(memoryMb, template);
-      template.catch(() => this.templates.delete(memoryMb));
+      template = this.makeBaseSnapshot(memoryMb, image);
+      this.templates.set(key, template);
+      template.catch(() => this.templates.delete(key));
     }
     return template;
   }
 
-  private async makeBaseSnapshot(memoryMb: number): Promise<Snapshot> {
-    const dir = join(this.snapshotsDir, `base-${memoryMb}`);
-    const snapshot = { dir, ram: join(dir, 'ram'), state: join(dir, 'state') };
+  private async makeBaseSnapshot(memoryMb: number, image: MicrovmImage): Promise<Snapshot> {
+    const dir = join(image === this.options.image ? this.snapshotsDir : this.snapshotsDirOf(image), `base-${memoryMb}`);
+    const snapshot = { image, dir, ram: join(dir, 'ram'), state: join(dir, 'state') };
     if (existsSync(join(dir, '.complete'))) return snapshot;
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const vm = this.startVm({ path: snapshot.ram, shared: true }, memoryMb, false);
+    const vm = this.startVm({ path: snapshot.ram, shared: true }, memoryMb, false, image);
     try {
       const socket = await vm.connectAgent(BOOT_TIMEOUT_MS);
       const agent = new AgentSandbox(vm.id, new VmTransport(vm, socket));
@@ -224,7 +251,7 @@ export class MicrovmBackend implements Backend {
       // Exercise the paths every clone takes (the channel, reseeding, loading and running a
       // function) so that V8 has compiled them into the snapshot, then let the guest settle so
       // that clones resume an idle machine, not one with work queued on its only CPU.
-      await warmUp(agent);
+      await warmUp(agent, image.name, memoryMb);
       await new Promise((resolve) => setTimeout(resolve, this.options.settleMs ?? DEFAULT_SETTLE_MS));
       await vm.snapshot(snapshot.state, RESTORE_TIMEOUT_MS);
       await writeFile(join(dir, '.complete'), `${new Date().toISOString()}\n`);
@@ -242,9 +269,9 @@ export class MicrovmBackend implements Backend {
    * VM restored from the base, the function is loaded, and the VM is snapshotted again.
    */
   private async takeFunctionSnapshot(key: string, code: FunctionCode, spec: SandboxSpec): Promise<Snapshot | undefined> {
-    const base = await this.baseSnapshot(spec.memoryMb);
+    const base = await this.baseSnapshot(spec.memoryMb, await this.imageOf(spec));
     const dir = join(this.snapshotsDir, `fn-${key}`);
-    const snapshot = { dir, ram: join(dir, 'ram'), state: join(dir, 'state') };
+    const snapshot = { image: base.image, dir, ram: join(dir, 'ram'), state: join(dir, 'state') };
     if (existsSync(join(dir, '.complete'))) return snapshot;
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -255,7 +282,7 @@ export class MicrovmBackend implements Backend {
       await rm(dir, { recursive: true, force: true });
       return undefined;
     }
-    const vm = this.startVm({ path: snapshot.ram, shared: true }, spec.memoryMb, true);
+    const vm = this.startVm({ path: snapshot.ram, shared: true }, spec.memoryMb, true, base.image);
     try {
       const template = new MicrovmSandbox(vm, base, false);
       const init = await template.init(code, Date.now() + 120_000, () => {});
@@ -289,9 +316,9 @@ export class MicrovmBackend implements Backend {
     }
   }
 
-  private vmConfig(dir: string, ram: VmConfig['ram'], memoryMb: number, incoming: boolean): VmConfig {
+  private vmConfig(dir: string, ram: VmConfig['ram'], memoryMb: number, incoming: boolean, image: MicrovmImage): VmConfig {
     return {
-      image: this.options.image,
+      image,
       accelerator: this.accelerator,
       memoryMb,
       heapMb: heapFor(memoryMb),
@@ -301,26 +328,38 @@ export class MicrovmBackend implements Backend {
     };
   }
 
-  /** A QEMU process for a VM; `private` RAM is a file in the VM's own directory. */
-  startVm(ram: VmConfig['ram'] | 'private', memoryMb: number, incoming: boolean): Vm {
+  /** A QEMU process for a VM of an image; `private` RAM is a file in the VM's own directory. */
+  startVm(ram: VmConfig['ram'] | 'private', memoryMb: number, incoming: boolean, image: MicrovmImage = this.options.image): Vm {
     const id = `${process.pid}-${++vmCounter}`;
     const dir = join(this.vmsDir, id);
     return new Vm(
       id,
-      this.vmConfig(dir, ram === 'private' ? { path: join(dir, 'ram'), shared: false } : ram, memoryMb, incoming),
+      this.vmConfig(dir, ram === 'private' ? { path: join(dir, 'ram'), shared: false } : ram, memoryMb, incoming, image),
     );
   }
 }
 
-const WARM_UP_CODE = 'function main(params) { return { ok: true, n: params.n, at: Date.now(), r: Math.random() }; }';
+/**
+ * What the template runs before its snapshot. In a language's image the first call also starts
+ * that runtime once, so that its files are in the guest's page cache in the snapshot and clones
+ * do not read them from the disk again (a failure there is left to show when a function runs).
+ */
+function warmUpCode(image: ImageName, memoryMb: number): string {
+  const main = 'function main(params) { return { ok: true, n: params.n, at: Date.now(), r: Math.random() }; }';
+  if (image === 'nodejs') return main;
+  const [command, ...args] = RUNTIME_CHECKS[image](Math.max(32, Math.floor(memoryMb / 2)));
+  return `const { execFileSync } = require('child_process');
+function runtime() { try { execFileSync(${JSON.stringify(command)}, ${JSON.stringify(args)}, { stdio: 'ignore', timeout: 60000 }); } catch {} }
+${main.replace('{ return', '{ if (params.n === 0) runtime(); return')}`;
+}
 
-async function warmUp(agent: AgentSandbox): Promise<void> {
+async function warmUp(agent: AgentSandbox, image: ImageName, memoryMb: number): Promise<void> {
   for (let i = 0; i < 3; i++) await agent.reseed(RESTORE_TIMEOUT_MS);
   const init = await agent.init(
     {
       key: 'warm-up',
       kind: 'nodejs:20',
-      code: WARM_UP_CODE,
+      code: warmUpCode(image, memoryMb),
       binary: false,
       main: 'main',
       filename: 'index.js',
@@ -343,7 +382,11 @@ async function warmUp(agent: AgentSandbox): Promise<void> {
 }
 
 function snapshotKey(code: FunctionCode, spec: SandboxSpec): string {
-  return createHash('sha256').update(`${code.key}\n${code.code}\n${spec.memoryMb}`).digest('hex').slice(0, 24);
+  // The image is part of it: a snapshot only resumes with the root disk it was taken with.
+  return createHash('sha256')
+    .update(`${code.key}\n${code.code}\n${spec.memoryMb}\n${imageNameFor(spec.kind ?? code.kind)}`)
+    .digest('hex')
+    .slice(0, 24);
 }
 
 /** Kills the QEMU processes of VMs (KVM probes included) whose server is gone and removes their directories. */

@@ -246,6 +246,8 @@ class ProcessTransport implements AgentTransport {
   private cleaned: Promise<void> | undefined;
   /** Processes the function started while loading: they stay, with their children, between runs. */
   private readonly adopted = new Set<number>();
+  /** The agent's launchers: they stay between runs, what they start does not. */
+  private spared: ReadonlySet<number> = new Set();
 
   constructor(
     private readonly child: ChildProcess,
@@ -274,18 +276,24 @@ class ProcessTransport implements AgentTransport {
       const alive = new Set(cgroup.pids());
       for (const pid of this.adopted) if (!alive.has(pid)) this.adopted.delete(pid);
     }
-    cgroup.killAllBut((pid) => pid === agent || (this.adopted.size > 0 && this.descendsFromAdopted(pid, agent)));
+    cgroup.killAllBut(
+      (pid) => pid === agent || this.spared.has(pid) || (this.adopted.size > 0 && this.descendsFromAdopted(pid, agent)),
+    );
   }
 
   adoptProcesses(): void {
-    for (const pid of this.cgroup?.pids() ?? []) if (pid !== this.child.pid) this.adopted.add(pid);
+    for (const pid of this.cgroup?.pids() ?? []) if (pid !== this.child.pid && !this.spared.has(pid)) this.adopted.add(pid);
+  }
+
+  spareProcesses(pids: readonly number[]): void {
+    this.spared = new Set(pids);
   }
 
   private descendsFromAdopted(pid: number, agent: number): boolean {
     let current: number | undefined = pid;
     for (let depth = 0; depth < 64 && current !== undefined; depth++) {
       if (this.adopted.has(current)) return true;
-      if (current === agent || current <= 1) return false;
+      if (current === agent || current <= 1 || this.spared.has(current)) return false;
       current = parentPid(current);
     }
     return false;

@@ -1,0 +1,85 @@
+/**
+ * Loading a packaged function: a Node.js module required (or imported) in the agent's own
+ * process, or the options of the ActionLoop processes that run any other language.
+ */
+import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { LoopOptions } from './action-loop.js';
+import type { FunctionPackage, HostMessage } from './protocol.js';
+
+const PATH = '/usr/local/bin:/usr/bin:/bin';
+const DEFAULT_MEMORY_MB = 256;
+
+/** What a call knows about its activation, for entry points that take a context. */
+export interface CallInfo {
+  id: string;
+  /** Wall-clock deadline (ms). */
+  deadline: number;
+}
+
+export type Entry = (params: unknown, call: CallInfo) => unknown;
+
+/**
+ * A small Lambda-like context, so that `exports.handler = async (event, context)` runs as it
+ * does there: its name, version, request id and remaining time.
+ */
+function contextOf(call: CallInfo, memoryMb: number | undefined) {
+  return {
+    functionName: process.env.__OW_ACTION_NAME ?? '',
+    functionVersion: process.env.__OW_ACTION_VERSION ?? '',
+    memoryLimitInMB: String(memoryMb ?? DEFAULT_MEMORY_MB),
+    awsRequestId: call.id,
+    activationId: call.id,
+    getRemainingTimeInMillis: () => Math.max(0, call.deadline - Date.now()),
+  };
+}
+
+function pick(exported: unknown, mainName: string): unknown {
+  const record = (value: unknown) => (typeof value === 'object' || typeof value === 'function') && value !== null;
+  if (!record(exported)) return undefined;
+  const named = (exported as Record<string, unknown>)[mainName];
+  if (typeof named === 'function') return named;
+  if (mainName === 'main' && typeof exported === 'function') return exported;
+  // An ES module (or its CommonJS translation): `export default function` or a default object.
+  const fallback = (exported as Record<string, unknown>).default;
+  if (fallback !== exported && fallback !== undefined) return pick(fallback, mainName);
+  return undefined;
+}
+
+/** Requires the package's module (an ES module is imported) and returns its entry point. */
+export async function loadModule(
+  dir: string,
+  modulePath: string,
+  mainName: string,
+  memoryMb: number | undefined,
+): Promise<Entry> {
+  // Stack traces of code compiled with an inline source map (TypeScript) show the source's lines.
+  process.setSourceMapsEnabled(true);
+  // Relative paths in the function (a data file beside it) mean its own directory, as on Lambda.
+  process.chdir(dir);
+  const file = resolve(dir, modulePath);
+  let exported: unknown;
+  try {
+    exported = createRequire(file)(file);
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== 'ERR_REQUIRE_ESM') throw error;
+    exported = await import(pathToFileURL(file).href);
+  }
+  const found = pick(exported, mainName);
+  if (typeof found !== 'function') {
+    throw new Error(`The function has no entry point "${mainName}": ${modulePath} must export it.`);
+  }
+  const fn = found as (params: unknown, context: unknown) => unknown;
+  return (params, call) => fn(params, contextOf(call, memoryMb));
+}
+
+/** How the ActionLoop processes of a package are started. */
+export function loopOptions(pkg: FunctionPackage, dir: string, init: Extract<HostMessage, { type: 'init' }>): LoopOptions {
+  const memoryMb = String(init.memoryMb ?? DEFAULT_MEMORY_MB);
+  const command = (pkg.command ?? []).map((arg) => arg.replaceAll('{{memoryMb}}', memoryMb));
+  const env: Record<string, string> = { ...init.env, PATH, HOME: dir };
+  if (process.env.LANG) env.LANG = process.env.LANG;
+  if (pkg.ack) env.__OW_WAIT_FOR_ACK = '1';
+  return { dir, command, env, ack: pkg.ack === true, concurrency: Math.max(1, init.concurrency ?? 1) };
+}
