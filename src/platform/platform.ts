@@ -3,6 +3,7 @@ import { badRequest, notFound } from '../core/errors.js';
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
+import { checkNetworkAnnotation } from '../sandbox/network/policy.js';
 import { BackendSet, BackendUnavailableError } from '../sandbox/registry.js';
 import { functionSettings, storedFunctionSettings } from '../scheduler/function-settings.js';
 import { parsePolicy } from '../scheduler/policy.js';
@@ -192,6 +193,7 @@ export class Platform {
     } catch (error) {
       throw badRequest((error as Error).message);
     }
+    checkNetworkAnnotation(draft);
     await backend.validate?.(draft);
     const stored = await this.store.putAction(draft, { overwrite });
     this.actions.remember(stored);

@@ -14,6 +14,7 @@ import { callInChild, sourceUrl } from './in-child.js';
 import { IsolateBackend } from './isolate/isolate-backend.js';
 import { MicrovmBackend } from './microvm/microvm-backend.js';
 import { QEMU } from './microvm/vm.js';
+import type { Cidr } from './network/policy.js';
 import { ProcessBackend } from './process/process-backend.js';
 import { WasmBackend } from './wasm/wasm-backend.js';
 
@@ -38,6 +39,8 @@ export interface BackendSettings {
   /** Worker threads for isolation "wasm" (ISOLA_WASM_WORKERS); the number of cores, at least 2, when absent. */
   wasmWorkers?: number;
   microvm?: MicrovmSettings;
+  /** IPv4 ranges that functions with `network: egress` may reach although private (ISOLA_EGRESS_ALLOW). */
+  egressAllow?: readonly Cidr[];
 }
 
 export interface BackendContext extends BackendSettings {
@@ -52,7 +55,10 @@ export async function createBackend(isolation: Isolation, context: BackendContex
     case 'isolate':
       return new IsolateBackend();
     case 'process':
-      return new ProcessBackend({ agentPath: buildAgent(join(context.dataDir, 'runtime')) });
+      return new ProcessBackend({
+        agentPath: buildAgent(join(context.dataDir, 'runtime')),
+        ...(context.egressAllow ? { egressAllow: context.egressAllow } : {}),
+      });
     case 'wasm':
       return new WasmBackend({
         workerScript: buildBundle('wasm-worker', join(context.dataDir, 'runtime')),
@@ -121,6 +127,7 @@ async function openContainerBackend(context: BackendContext): Promise<Backend | 
       image: nodeImage(context),
       bundlesDir: paths.bundlesDir,
       uids: sandboxUids(),
+      ...(context.egressAllow ? { egressAllow: context.egressAllow } : {}),
       ...(context.containerPrewarm ? { prewarmMode: context.containerPrewarm } : {}),
       ...(failures.length > 0 ? { note: `not chosen: ${failures.join('; ')}` } : {}),
     });
@@ -151,6 +158,7 @@ async function openGvisorBackend(context: BackendContext): Promise<Backend | Bac
     image: nodeImage(context),
     bundlesDir: paths.bundlesDir,
     uids: sandboxUids(),
+    ...(context.egressAllow ? { egressAllow: context.egressAllow } : {}),
   });
 }
 

@@ -33,6 +33,8 @@ export class StemCells {
   /** A blank sandbox for this spec, if one is ready. */
   take(isolation: Isolation, spec: SandboxSpec): Sandbox | undefined {
     const { memoryMb } = spec;
+    // Blank sandboxes are made without a network: one that needs egress is made for it.
+    if (spec.network === 'egress') return undefined;
     const key = `${isolation}:${memoryMb}`;
     const cells = this.ready.get(key);
     let cell = cells?.shift();
