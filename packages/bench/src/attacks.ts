@@ -11,6 +11,7 @@ import { availableParallelism, networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import type { Isolation } from '../../../src/core/kinds.js';
 import type { ActivationRecord } from '../../../src/core/types.js';
+import { EGRESS_ISOLATIONS } from '../../../src/sandbox/network/policy.js';
 import type { ServerProcess } from '../../../test/helpers/server-process.js';
 import { wat } from '../../../test/helpers/wat.js';
 import type { KeepAliveClient } from './http.js';
@@ -516,8 +517,8 @@ class Battery {
         return this.verdict(invocation, leaks, 'no connection reached the host');
       }
       case 'reach-network-egress': {
-        if (this.wasm || this.target.isolation === 'isolate') {
-          return { contained: true, attempted: false, note: 'no network API: egress is refused at deploy' };
+        if (!EGRESS_ISOLATIONS.includes(this.target.isolation)) {
+          return { contained: true, attempted: false, note: 'egress is refused at deploy under this isolation' };
         }
         const ports = [bait.listenerPort, Number(new URL(this.target.server.url).port)];
         // Every address the host has (its loopback and every interface's), on both ports.

@@ -12,8 +12,12 @@ import { annotationValue, type KeyValue } from '../../core/types.js';
 export const NETWORK_POLICIES = ['none', 'egress'] as const;
 export type NetworkPolicy = (typeof NETWORK_POLICIES)[number];
 
-/** The backends that can give a sandbox egress: those whose sandbox is a process tree or a VM with a network device of its own. */
-export const EGRESS_ISOLATIONS: readonly Isolation[] = ['process', 'container', 'gvisor', 'microvm'];
+/**
+ * The backends that can give a sandbox egress: those whose sandbox is a process tree that can join
+ * a network namespace. The microVM has no network device yet (its snapshots are taken without
+ * one), and the isolate and wasm backends have no network API at all.
+ */
+export const EGRESS_ISOLATIONS: readonly Isolation[] = ['process', 'container', 'gvisor'];
 
 /** The addresses sandboxes take their /30 networks from; never reachable from a sandbox, even when an allowed range covers them. */
 export const SANDBOX_POOL = '10.200.0.0/16';
@@ -57,7 +61,7 @@ export function checkNetworkAnnotation(draft: { annotations: readonly KeyValue[]
   const policy = networkPolicyOf(draft.annotations);
   if (policy === 'egress' && !EGRESS_ISOLATIONS.includes(draft.isolation)) {
     throw badRequest(
-      `The annotation network=egress cannot be given under isolation "${draft.isolation}", which has no network API; ` +
+      `The annotation network=egress cannot be given under isolation "${draft.isolation}"; ` +
         `deploy with isolation ${EGRESS_ISOLATIONS.join(', ')} for a function that calls out.`,
     );
   }
