@@ -3,6 +3,7 @@ import { badRequest, notFound } from '../core/errors.js';
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
+import { egressSupported } from '../sandbox/network/egress.js';
 import { checkNetworkAnnotation } from '../sandbox/network/policy.js';
 import { BackendSet, BackendUnavailableError } from '../sandbox/registry.js';
 import { functionSettings, storedFunctionSettings } from '../scheduler/function-settings.js';
@@ -193,7 +194,7 @@ export class Platform {
     } catch (error) {
       throw badRequest((error as Error).message);
     }
-    checkNetworkAnnotation(draft);
+    checkNetworkAnnotation(draft, egressSupported());
     await backend.validate?.(draft);
     const stored = await this.store.putAction(draft, { overwrite });
     this.actions.remember(stored);

@@ -52,6 +52,13 @@ describe('the network policy', () => {
       );
       checkNetworkAnnotation({ annotations: network('none'), isolation });
     }
+    // A host without what egress needs refuses it, saying why; no network is always fine.
+    const missing = { ok: false, reason: 'nft is not installed' } as const;
+    assert.throws(
+      () => checkNetworkAnnotation({ annotations: network('egress'), isolation: 'container' }, missing),
+      (error: Error & { status?: number }) => error.status === 400 && /nft is not installed/.test(error.message),
+    );
+    checkNetworkAnnotation({ annotations: [], isolation: 'container' }, missing);
   });
 
   it('puts egress into the blank sandbox a function needs, and nothing when it has none', () => {

@@ -56,15 +56,23 @@ export function storedNetworkPolicy(annotations: readonly KeyValue[]): NetworkPo
   return annotationValue(annotations, 'network') === 'egress' ? 'egress' : 'none';
 }
 
-/** Deploy-time check: the annotation is valid, and `egress` only under a backend that can give it. */
-export function checkNetworkAnnotation(draft: { annotations: readonly KeyValue[]; isolation: Isolation }): void {
+/**
+ * Deploy-time check: the annotation is valid, and `egress` only under a backend that can give it,
+ * on a host that can (`support`: root, ip and nft; see egress.ts).
+ */
+export function checkNetworkAnnotation(
+  draft: { annotations: readonly KeyValue[]; isolation: Isolation },
+  support: { ok: true } | { ok: false; reason: string } = { ok: true },
+): void {
   const policy = networkPolicyOf(draft.annotations);
-  if (policy === 'egress' && !EGRESS_ISOLATIONS.includes(draft.isolation)) {
+  if (policy !== 'egress') return;
+  if (!EGRESS_ISOLATIONS.includes(draft.isolation)) {
     throw badRequest(
       `The annotation network=egress cannot be given under isolation "${draft.isolation}"; ` +
         `deploy with isolation ${EGRESS_ISOLATIONS.join(', ')} for a function that calls out.`,
     );
   }
+  if (!support.ok) throw badRequest(`This server cannot give functions egress: ${support.reason}.`);
 }
 
 /** One IPv4 or IPv6 range, `address/prefix` (a bare address is a single host). */
