@@ -1,23 +1,27 @@
 /**
  * The network policy end to end: functions deployed with `network: egress` reach a test host the
- * test makes itself (a network namespace on a documentation address, 203.0.113.10, routed through
+ * test makes itself (a network namespace on a documentation address, 198.51.100.10, routed through
  * a veth from the host) and a private one the server's --egress-allow opens, but never the host:
  * not its loopback, not any of its addresses, not the server's port, not a private range left
  * closed. Functions without the annotation reach nothing. Never a real outside address.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import { findBinary } from '../src/sandbox/container/runtime.js';
 import { RUNNING_AS_ROOT } from '../src/sandbox/host-ids.js';
+import { QEMU } from '../src/sandbox/microvm/vm.js';
 import { egressSupported } from '../src/sandbox/network/egress.js';
 import { TestServer, waitFor } from './helpers/server.js';
 
 const TEST_HOST_NS = `isolanettest-${process.pid}`;
 const TEST_HOST_LINK = `nth${process.pid}`;
-const OUTSIDE = '203.0.113.10';
+// TEST-NET-2: on these hosts TEST-NET-3 (203.0.113.0/24) is where the package mirrors are, and a
+// route for it would take their traffic away from every process on the host while the test runs.
+const OUTSIDE = '198.51.100.10';
 const ALLOWED_PRIVATE = '10.77.1.10';
 const CLOSED_PRIVATE = '10.77.2.10';
 const HTTP_PORT = 8080;
@@ -47,7 +51,7 @@ function connect(host, port) {
 }
 async function get(url) {
   try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(3000) });
+    const response = await fetch(url, { signal: AbortSignal.timeout(15000) });
     return 'body:' + (await response.text());
   } catch (error) {
     return 'error:' + ((error.cause && error.cause.code) || error.name || error.message);
@@ -81,21 +85,26 @@ describe('network policy', { skip: skipReason() }, () => {
   let hostPort = 0;
   let hostConnections = 0;
   let testHost: ReturnType<typeof spawn> | undefined;
-  const backends = ['process', 'container', ...(findBinary('runsc') ? ['gvisor'] : [])];
+  const backends = [
+    'process',
+    'container',
+    ...(findBinary('runsc') ? ['gvisor'] : []),
+    ...(existsSync(QEMU) && existsSync('/bin/busybox') ? ['microvm'] : []),
+  ];
 
   before(async () => {
     // The test hosts: one namespace, one veth, three networks: outside (documentation range),
     // a private range the server allows and one it does not.
     ip('netns', 'add', TEST_HOST_NS);
     ip('link', 'add', TEST_HOST_LINK, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', TEST_HOST_NS);
-    for (const net of ['203.0.113', '10.77.1', '10.77.2']) {
+    for (const net of ['198.51.100', '10.77.1', '10.77.2']) {
       ip('addr', 'add', `${net}.1/24`, 'dev', TEST_HOST_LINK);
       ip('-n', TEST_HOST_NS, 'addr', 'add', `${net}.10/24`, 'dev', 'eth0');
     }
     ip('link', 'set', TEST_HOST_LINK, 'up');
     ip('-n', TEST_HOST_NS, 'link', 'set', 'eth0', 'up');
     ip('-n', TEST_HOST_NS, 'link', 'set', 'lo', 'up');
-    ip('-n', TEST_HOST_NS, 'route', 'add', 'default', 'via', '203.0.113.1');
+    ip('-n', TEST_HOST_NS, 'route', 'add', 'default', 'via', '198.51.100.1');
     // It answers with the address it was reached on.
     testHost = spawn(
       'ip',
@@ -192,13 +201,15 @@ describe('network policy', { skip: skipReason() }, () => {
       ],
     });
     assert.equal(isolate.status, 400);
-    assert.match(JSON.stringify(isolate.body), /process, container, gvisor/);
+    assert.match(JSON.stringify(isolate.body), /process, container, gvisor, microvm/);
     assert.equal((await server.request('GET', '/api/v1/namespaces/_/actions/net-isolate')).status, 404);
   });
 
   for (const isolation of backends) {
     it(`${isolation}: egress reaches the outside test host and the allowed private one, never the host or a closed range`, async () => {
       const deployed = await server.deploy(`egress-${isolation}`, PROBE, {
+        // A guest under TCG is slow to make its first connection.
+        limits: { timeout: 180_000 },
         annotations: [
           { key: 'isolation', value: isolation },
           { key: 'network', value: 'egress' },
@@ -227,6 +238,7 @@ describe('network policy', { skip: skipReason() }, () => {
     const shared = isolation === 'process' ? 'process sandboxes without egress share the host network (README "Network")' : false;
     it(`${isolation}: without the annotation a function reaches nothing, not even the host`, { skip: shared }, async () => {
       const deployed = await server.deploy(`none-${isolation}`, PROBE, {
+        limits: { timeout: 180_000 },
         annotations: [{ key: 'isolation', value: isolation }],
       });
       assert.equal(deployed.status, 200, JSON.stringify(deployed.body));

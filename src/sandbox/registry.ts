@@ -198,6 +198,7 @@ async function openMicrovmBackend(context: BackendContext): Promise<Backend | Ba
     ...(settings.start ? { start: settings.start } : {}),
     ...(settings.settleMs !== undefined ? { settleMs: settings.settleMs } : {}),
     onProgress: (message) => context.onProgress?.('microvm', message),
+    ...(context.egressAllow ? { egressAllow: context.egressAllow } : {}),
   });
 }
 

@@ -19,6 +19,8 @@ import type {
   Sandbox,
   SandboxSpec,
 } from '../backend.js';
+import { EgressNetwork, type SandboxNetwork, sweepNetworks } from '../network/egress.js';
+import type { Cidr } from '../network/policy.js';
 import { sweepVms } from '../sweep.js';
 import { type Accelerator, qemuArguments, type VmConfig } from './qemu.js';
 import { QEMU, Vm, VmTransport } from './vm.js';
@@ -51,6 +53,8 @@ export interface MicrovmBackendOptions {
   settleMs?: number;
   /** Told before a step that takes seconds (probing KVM), so that start-up can say what it waits for. */
   onProgress?: (message: string) => void;
+  /** Private ranges functions with `network: egress` may reach (--egress-allow). */
+  egressAllow?: readonly Cidr[];
 }
 
 /** A snapshot: the guest's RAM in a file and its device state. */
@@ -94,6 +98,7 @@ export class MicrovmBackend implements Backend {
   private readonly templates = new Map<number, Promise<Snapshot>>();
   private readonly functionSnapshots = new Map<string, Promise<Snapshot | undefined>>();
   private closed = false;
+  private readonly egress: EgressNetwork;
 
   private constructor(
     private readonly options: MicrovmBackendOptions,
@@ -102,6 +107,7 @@ export class MicrovmBackend implements Backend {
     private readonly qemu: string,
   ) {
     this.root = join(options.dataDir, 'microvm');
+    this.egress = new EgressNetwork(options.egressAllow);
     this.vmsDir = join(this.root, 'vms');
     const key = createHash('sha256')
       .update(
@@ -143,6 +149,17 @@ export class MicrovmBackend implements Backend {
    * state; made ahead of demand, also restored (see prewarmMode).
    */
   async create(spec: SandboxSpec): Promise<Sandbox> {
+    // Egress: a VM of its own with a virtio-net device, booted (a snapshot's devices are fixed,
+    // and the base snapshot has no network device).
+    if (spec.network === 'egress') {
+      const network = await this.egress.tap();
+      try {
+        return new MicrovmSandbox(this.startVm('private', spec.memoryMb, false, network), undefined, false);
+      } catch (error) {
+        await network.release();
+        throw error;
+      }
+    }
     let sandbox: MicrovmSandbox;
     if (this.options.start === 'boot') {
       sandbox = new MicrovmSandbox(this.startVm('private', spec.memoryMb, false), undefined, false);
@@ -162,7 +179,7 @@ export class MicrovmBackend implements Backend {
 
   /** A clone of the function's own snapshot, taken after its initialisation, if there is one. */
   async restore(code: FunctionCode, spec: SandboxSpec): Promise<Sandbox | undefined> {
-    if (this.options.start === 'boot') return undefined;
+    if (this.options.start === 'boot' || spec.network === 'egress') return undefined;
     const snapshot = await this.functionSnapshots.get(snapshotKey(code, spec));
     if (!snapshot) return undefined;
     const vm = this.startVm({ path: snapshot.ram, shared: false }, spec.memoryMb, true);
@@ -184,7 +201,7 @@ export class MicrovmBackend implements Backend {
   /** Takes, in the background, a snapshot of the function after its initialisation. */
   snapshot(code: FunctionCode, spec: SandboxSpec): void {
     const key = snapshotKey(code, spec);
-    if (this.options.start === 'boot' || this.functionSnapshots.has(key)) return;
+    if (this.options.start === 'boot' || spec.network === 'egress' || this.functionSnapshots.has(key)) return;
     const taking = this.takeFunctionSnapshot(key, code, spec).catch(() => undefined);
     this.functionSnapshots.set(key, taking);
     void taking.then(async (snapshot) => {
@@ -195,6 +212,7 @@ export class MicrovmBackend implements Backend {
 
   async close(): Promise<void> {
     this.closed = true;
+    await this.egress.close();
   }
 
   /** Boots a template VM with its RAM in a shared file and snapshots it once its agent answers. */
@@ -302,13 +320,11 @@ export class MicrovmBackend implements Backend {
   }
 
   /** A QEMU process for a VM; `private` RAM is a file in the VM's own directory. */
-  startVm(ram: VmConfig['ram'] | 'private', memoryMb: number, incoming: boolean): Vm {
+  startVm(ram: VmConfig['ram'] | 'private', memoryMb: number, incoming: boolean, network?: SandboxNetwork): Vm {
     const id = `${process.pid}-${++vmCounter}`;
     const dir = join(this.vmsDir, id);
-    return new Vm(
-      id,
-      this.vmConfig(dir, ram === 'private' ? { path: join(dir, 'ram'), shared: false } : ram, memoryMb, incoming),
-    );
+    const config = this.vmConfig(dir, ram === 'private' ? { path: join(dir, 'ram'), shared: false } : ram, memoryMb, incoming);
+    return new Vm(id, network ? { ...config, network } : config);
   }
 }
 
@@ -349,6 +365,7 @@ function snapshotKey(code: FunctionCode, spec: SandboxSpec): string {
 /** Kills the QEMU processes of VMs (KVM probes included) whose server is gone and removes their directories. */
 async function sweepOrphans(root: string): Promise<void> {
   await sweepVms(join(root, 'vms'));
+  await sweepNetworks();
 }
 
 /**

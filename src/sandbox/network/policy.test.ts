@@ -42,13 +42,13 @@ describe('the network policy', () => {
   });
 
   it('gives egress only under the backends that can, naming them', () => {
-    for (const isolation of ['process', 'container', 'gvisor'] as const) {
+    for (const isolation of ['process', 'container', 'gvisor', 'microvm'] as const) {
       checkNetworkAnnotation({ annotations: network('egress'), isolation });
     }
-    for (const isolation of ['isolate', 'wasm', 'microvm'] as const) {
+    for (const isolation of ['isolate', 'wasm'] as const) {
       assert.throws(
         () => checkNetworkAnnotation({ annotations: network('egress'), isolation }),
-        (error: Error & { status?: number }) => error.status === 400 && /process, container, gvisor/.test(error.message),
+        (error: Error & { status?: number }) => error.status === 400 && /process, container, gvisor, microvm/.test(error.message),
       );
       checkNetworkAnnotation({ annotations: network('none'), isolation });
     }

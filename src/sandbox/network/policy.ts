@@ -14,10 +14,10 @@ export type NetworkPolicy = (typeof NETWORK_POLICIES)[number];
 
 /**
  * The backends that can give a sandbox egress: those whose sandbox is a process tree that can join
- * a network namespace. The microVM has no network device yet (its snapshots are taken without
- * one), and the isolate and wasm backends have no network API at all.
+ * a network namespace, or a VM that can have a network device. The isolate and wasm backends have
+ * no network API at all.
  */
-export const EGRESS_ISOLATIONS: readonly Isolation[] = ['process', 'container', 'gvisor'];
+export const EGRESS_ISOLATIONS: readonly Isolation[] = ['process', 'container', 'gvisor', 'microvm'];
 
 /** The addresses sandboxes take their /30 networks from; never reachable from a sandbox, even when an allowed range covers them. */
 export const SANDBOX_POOL = '10.200.0.0/16';
