@@ -3,7 +3,8 @@
 # what is missing is installed. `isola setup [group ...]` runs this script.
 #
 #   base        g++ make python3 (node-gyp builds isolated-vm and better-sqlite3), prlimit
-#   containers  runc, crun (isolation "container") and runsc (isolation "gvisor")
+#   containers  runc, crun (isolation "container") and runsc (isolation "gvisor"); nftables, whose
+#               rules give functions with network=egress NAT and keep them off the host
 #   microvm     QEMU and what builds the guest image (busybox, mke2fs, cpio, lz4)
 #   wasm        clang + wasi-libc and rustc + its wasm32 standard library, to rebuild the examples
 #   browser     Chromium, in which the tests open the benchmark report (headless)
@@ -24,7 +25,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 declare -A groups=(
   [base]="g++ make python3 util-linux"
-  [containers]="runc crun runsc"
+  [containers]="runc crun runsc nftables"
   [microvm]="qemu-system-x86 busybox-static e2fsprogs cpio lz4"
   [wasm]="clang lld wasi-libc libclang-rt-14-dev-wasm32 rustc libstd-rust-dev-wasm32"
   [browser]="chromium"

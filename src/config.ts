@@ -2,6 +2,7 @@ import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { DurationSyntaxError, parseDuration as parseDurationText } from './core/duration.js';
 import { ISOLATIONS, ISOLATIONS_FOR_KIND, type Isolation, isIsolation, KINDS, type Kind, resolveKind } from './core/kinds.js';
+import { parseCidrList } from './sandbox/network/policy.js';
 import type { BackendSettings, MicrovmSettings } from './sandbox/registry.js';
 
 /**
@@ -56,6 +57,7 @@ export interface ServerFlags {
   keepAlive?: string;
   prewarm?: string;
   containerRuntime?: string;
+  egressAllow?: string;
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -284,8 +286,8 @@ function httpTimeouts(env: NodeJS.ProcessEnv): Pick<ServerConfig, 'headersTimeou
 // ---- backends: what each is made with ------------------------------------------------------
 
 /**
- * ISOLA_CONTAINER_RUNTIME (or --container-runtime), ISOLA_CONTAINER_PREWARM, ISOLA_WASM_WORKERS
- * and the microVM's ISOLA_MICROVM_ACCEL, ISOLA_MICROVM_PREWARM, ISOLA_MICROVM_START and
+ * ISOLA_CONTAINER_RUNTIME (or --container-runtime), ISOLA_CONTAINER_PREWARM, ISOLA_WASM_WORKERS,
+ * ISOLA_EGRESS_ALLOW (or --egress-allow) and the microVM's ISOLA_MICROVM_ACCEL, ISOLA_MICROVM_PREWARM, ISOLA_MICROVM_START and
  * ISOLA_MICROVM_SETTLE_MS.
  */
 export function resolveBackendSettings(flags: ServerFlags, env: NodeJS.ProcessEnv = process.env): BackendSettings {
@@ -301,12 +303,31 @@ export function resolveBackendSettings(flags: ServerFlags, env: NodeJS.ProcessEn
     );
   }
   const wasmWorkers = env.ISOLA_WASM_WORKERS ? parseInteger('ISOLA_WASM_WORKERS', env.ISOLA_WASM_WORKERS, 1, 256) : undefined;
+  const egressAllow = resolveEgressAllow(flags.egressAllow ?? (env.ISOLA_EGRESS_ALLOW || undefined));
   return {
+    ...(egressAllow.length > 0 ? { egressAllow } : {}),
     ...(containerRuntime ? { containerRuntime: containerRuntime as 'runc' | 'crun' } : {}),
     containerPrewarm,
     ...(wasmWorkers !== undefined ? { wasmWorkers } : {}),
     microvm: resolveMicrovmSettings(env),
   };
+}
+
+/**
+ * --egress-allow / ISOLA_EGRESS_ALLOW: IPv4 ranges (`10.1.0.0/16,192.168.5.10`) that functions with
+ * `network: egress` may reach although they are private or link-local. Sandboxes have no IPv6
+ * route, so an IPv6 range could never be reached and is refused rather than silently ignored.
+ */
+function resolveEgressAllow(text: string | undefined) {
+  if (!text) return [];
+  try {
+    const ranges = parseCidrList(text);
+    const v6 = ranges.find((range) => range.family === 6);
+    if (v6) throw new Error(`"${v6.address}/${v6.prefix}" is IPv6; sandboxes have IPv4 egress only`);
+    return ranges;
+  } catch (error) {
+    throw new ConfigError(`--egress-allow (ISOLA_EGRESS_ALLOW): ${(error as Error).message}.`, 'egress allow');
+  }
 }
 
 function resolveMicrovmSettings(env: NodeJS.ProcessEnv): MicrovmSettings {

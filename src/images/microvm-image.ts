@@ -13,6 +13,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NodeRootfs } from './node-rootfs.js';
 import type { ImageName } from './runtimes.js';
@@ -22,7 +23,17 @@ const LAYOUT_VERSION = 4;
 const BUSYBOX = '/bin/busybox';
 // Loaded in this order: each needs the ones before it. The rest the microvm machine needs (ext4,
 // the console) is built into Debian's cloud kernel.
-const MODULES = ['virtio_ring', 'virtio', 'virtio_mmio', 'virtio_blk', 'virtio_console'];
+// failover, net_failover and virtio_net give a VM with egress its network device.
+const MODULES = [
+  'virtio_ring',
+  'virtio',
+  'virtio_mmio',
+  'virtio_blk',
+  'virtio_console',
+  'failover',
+  'net_failover',
+  'virtio_net',
+];
 
 export interface MicrovmImage {
   /** Which root file system the root disk holds (see NodeRootfs.name). */
@@ -63,8 +74,12 @@ function cloudKernelPackage(): string {
  * its bzImage into the uncompressed ELF, whose PVH note lets QEMU boot it without firmware.
  */
 function ensureKernel(imagesDir: string): { dir: string; version: string } {
+  // A kernel unpacked before a module was added to MODULES is unpacked again.
   const existing = readdirSync(imagesDir).filter(
-    (e) => /^kernel-.*cloud-amd64$/.test(e) && existsSync(join(imagesDir, e, '.complete')),
+    (e) =>
+      /^kernel-.*cloud-amd64$/.test(e) &&
+      existsSync(join(imagesDir, e, '.complete')) &&
+      MODULES.every((m) => existsSync(join(imagesDir, e, 'modules', `${m}.ko`))),
   );
   if (existing.length > 0) {
     const dir = join(imagesDir, existing.sort().at(-1) as string);
@@ -72,7 +87,9 @@ function ensureKernel(imagesDir: string): { dir: string; version: string } {
   }
   const pkg = cloudKernelPackage();
   const version = pkg.replace('linux-image-', '');
-  const work = mkdtempSync(join(imagesDir, 'kernel-download-'));
+  // apt downloads as its own user (_apt), which cannot enter a data dir private to the server:
+  // the package goes to a directory of its own under the temporary directory.
+  const work = mkdtempSync(join(tmpdir(), 'isola-kernel-download-'));
   try {
     chmodSync(work, 0o755);
     run('apt-get', ['download', '-q', pkg], work);
@@ -101,7 +118,8 @@ function ensureKernel(imagesDir: string): { dir: string; version: string } {
     if (elf.toString('latin1') !== '\x7fELF') throw new ImageBuildError('the extracted kernel is not an ELF file');
     const dir = join(imagesDir, `kernel-${version}`);
     mkdirSync(join(dir, 'modules'), { recursive: true });
-    renameSync(join(work, 'vmlinux'), join(dir, 'vmlinux'));
+    // Copied, not renamed: the temporary directory may be another file system.
+    copyFileSync(join(work, 'vmlinux'), join(dir, 'vmlinux'));
     const moduleRoot = join(work, 'x', 'lib', 'modules', version, 'kernel');
     const found = run('find', [moduleRoot, '-name', '*.ko']).split('\n');
     for (const module of MODULES) {
@@ -146,7 +164,16 @@ while [ -z "$port" ] && [ $i -lt 500 ]; do
   i=$((i+1))
 done
 heap=128
-for arg in $($B cat /mnt/proc/cmdline); do case $arg in isola.heap=*) heap=\${arg#isola.heap=};; esac; done
+net=
+for arg in $($B cat /mnt/proc/cmdline); do
+  case $arg in isola.heap=*) heap=\${arg#isola.heap=};; isola.net=*) net=\${arg#isola.net=};; esac
+done
+# A VM with egress (isola.net=<address/prefix>,<gateway>): its virtio-net device is eth0.
+if [ -n "$net" ]; then
+  i=0; while ! $B ip link show eth0 >/dev/null 2>&1 && [ $i -lt 500 ]; do $B usleep 10000; i=$((i+1)); done
+  $B ip addr add \${net%,*} dev eth0 && $B ip link set eth0 up && $B ip route add default via \${net#*,} ||
+    $B echo "isola init: eth0 could not be configured"
+fi
 exec $B chroot /mnt /usr/bin/node --max-old-space-size=$heap /app/agent.cjs --channel=$port
 `;
 

@@ -3,6 +3,8 @@ import { badRequest, notFound } from '../core/errors.js';
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
+import { egressSupported } from '../sandbox/network/egress.js';
+import { checkNetworkAnnotation } from '../sandbox/network/policy.js';
 import { BackendSet, BackendUnavailableError } from '../sandbox/registry.js';
 import { functionSettings, storedFunctionSettings } from '../scheduler/function-settings.js';
 import { parsePolicy } from '../scheduler/policy.js';
@@ -196,6 +198,7 @@ export class Platform {
     } catch (error) {
       throw badRequest((error as Error).message);
     }
+    checkNetworkAnnotation(draft, egressSupported());
     // Zips are checked and sources compiled before anything is stored: a refusal stores nothing.
     await this.packages.prepare(draft);
     await backend.validate?.(draft);

@@ -2,6 +2,7 @@ import type { Registry } from 'prom-client';
 import type { Isolation, Kind } from '../core/kinds.js';
 import { type ActionVersion, annotationValue } from '../core/types.js';
 import type { FunctionPackage } from '../guest/protocol.js';
+import { type NetworkPolicy, storedNetworkPolicy } from './network/policy.js';
 
 /** What a sandbox needs to load one version of a function. */
 export interface FunctionCode {
@@ -35,6 +36,8 @@ export interface SandboxSpec {
   kind?: Kind;
   /** Made ahead of demand for the pool of blank sandboxes, rather than for a waiting request. */
   ahead?: boolean;
+  /** `egress`: the sandbox gets a network of its own with NAT to outside addresses; absent or `none`: no network. */
+  network?: NetworkPolicy;
 }
 
 export type LogStream = 'stdout' | 'stderr';
@@ -146,7 +149,8 @@ export function versionKey(action: Pick<ActionVersion, 'namespace' | 'name' | 'v
 
 /** The blank sandbox a version of a function needs, before its code is loaded. */
 export function sandboxSpecOf(action: ActionVersion): SandboxSpec {
-  return { memoryMb: action.limits.memory, kind: action.exec.kind };
+  const network = storedNetworkPolicy(action.annotations);
+  return { memoryMb: action.limits.memory, kind: action.exec.kind, ...(network === 'egress' ? { network } : {}) };
 }
 
 /**

@@ -15,6 +15,7 @@ import { callInChild, sourceUrl } from './in-child.js';
 import { IsolateBackend } from './isolate/isolate-backend.js';
 import { MicrovmBackend } from './microvm/microvm-backend.js';
 import { QEMU } from './microvm/vm.js';
+import type { Cidr } from './network/policy.js';
 import { ProcessBackend } from './process/process-backend.js';
 import { WasmBackend } from './wasm/wasm-backend.js';
 
@@ -39,6 +40,8 @@ export interface BackendSettings {
   /** Worker threads for isolation "wasm" (ISOLA_WASM_WORKERS); the number of cores, at least 2, when absent. */
   wasmWorkers?: number;
   microvm?: MicrovmSettings;
+  /** IPv4 ranges that functions with `network: egress` may reach although private (ISOLA_EGRESS_ALLOW). */
+  egressAllow?: readonly Cidr[];
 }
 
 export interface BackendContext extends BackendSettings {
@@ -53,7 +56,10 @@ export async function createBackend(isolation: Isolation, context: BackendContex
     case 'isolate':
       return new IsolateBackend();
     case 'process':
-      return new ProcessBackend({ agentPath: buildAgent(join(context.dataDir, 'runtime')) });
+      return new ProcessBackend({
+        agentPath: buildAgent(join(context.dataDir, 'runtime')),
+        ...(context.egressAllow ? { egressAllow: context.egressAllow } : {}),
+      });
     case 'wasm':
       return new WasmBackend({
         workerScript: buildBundle('wasm-worker', join(context.dataDir, 'runtime')),
@@ -164,6 +170,7 @@ async function openContainerBackend(context: BackendContext): Promise<Backend | 
       imageFor: (name) => languageImage(context, name),
       bundlesDir: paths.bundlesDir,
       uids: sandboxUids(),
+      ...(context.egressAllow ? { egressAllow: context.egressAllow } : {}),
       ...(context.containerPrewarm ? { prewarmMode: context.containerPrewarm } : {}),
       ...(failures.length > 0 ? { note: `not chosen: ${failures.join('; ')}` } : {}),
     });
@@ -195,6 +202,7 @@ async function openGvisorBackend(context: BackendContext): Promise<Backend | Bac
     imageFor: (name) => languageImage(context, name),
     bundlesDir: paths.bundlesDir,
     uids: sandboxUids(),
+    ...(context.egressAllow ? { egressAllow: context.egressAllow } : {}),
   });
 }
 
@@ -235,6 +243,7 @@ async function openMicrovmBackend(context: BackendContext): Promise<Backend | Ba
     ...(settings.start ? { start: settings.start } : {}),
     ...(settings.settleMs !== undefined ? { settleMs: settings.settleMs } : {}),
     onProgress: (message) => context.onProgress?.('microvm', message),
+    ...(context.egressAllow ? { egressAllow: context.egressAllow } : {}),
   });
 }
 

@@ -43,6 +43,8 @@ export class StemCells {
 
   /** A blank sandbox for this spec (its isolation, memory size and kind), if one is ready. */
   take(isolation: Isolation, spec: SandboxSpec): Sandbox | undefined {
+    // Blank sandboxes are made without a network: one that needs egress is made for it.
+    if (spec.network === 'egress') return undefined;
     const key = poolKey(isolation, spec.memoryMb, spec.kind);
     const cells = this.ready.get(key);
     let cell = cells?.shift();

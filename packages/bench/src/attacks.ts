@@ -7,10 +7,11 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import type { Isolation } from '../../../src/core/kinds.js';
 import type { ActivationRecord } from '../../../src/core/types.js';
+import { EGRESS_ISOLATIONS } from '../../../src/sandbox/network/policy.js';
 import type { ServerProcess } from '../../../test/helpers/server-process.js';
 import { wat } from '../../../test/helpers/wat.js';
 import type { KeepAliveClient } from './http.js';
@@ -23,6 +24,11 @@ export const ATTACKS = [
   },
   { name: 'list-host-processes', description: "lists /proc and looks for the server's command line" },
   { name: 'reach-network', description: "connects to a listener on the host's 127.0.0.1 and to the server's port" },
+  {
+    name: 'reach-network-egress',
+    description:
+      "the same with network=egress, also on every host address and the sandbox's gateway: outside yes, the host never",
+  },
   { name: 'write-host-files', description: "writes into /, the host's /tmp and the server's data dir" },
   {
     name: 'fork-bomb',
@@ -118,6 +124,34 @@ export async function removeBait(bait: Bait): Promise<void> {
 
 // ---- The attacks as JavaScript functions (every Node.js backend and the isolate) ----
 
+/** Adds the host's end of the sandbox's own link (the address before its own) to the targets. */
+const EGRESS_GATEWAY = `async function main(p) {
+  const own = Object.values(require('os').networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal);
+  if (own) {
+    const gateway = own.address.replace(/\\d+$/, (last) => String(Number(last) - 1));
+    p = { targets: [...p.targets, ...p.ports.map((port) => ({ host: gateway, port }))] };
+  }`;
+
+/** The body of reach-network's main(p): connects to each of p.targets. */
+const REACH_NETWORK = `  const net = load('net');
+  if (net.unavailable) {
+    if (typeof fetch !== 'function') return { attempted: false, why: net.unavailable };
+    const out = {};
+    for (const t of p.targets) { try { await fetch('http://' + t.host + ':' + t.port + '/'); out[t.host + ':' + t.port] = 'connected'; } catch (e) { out[t.host + ':' + t.port] = 'error: ' + e.message; } }
+    return out;
+  }
+  const out = {};
+  for (const t of p.targets) {
+    out[t.host + ':' + t.port] = await new Promise((resolve) => {
+      const s = net.connect(t.port, t.host);
+      const timer = setTimeout(() => { s.destroy(); resolve('timeout'); }, 2000);
+      s.once('connect', () => { clearTimeout(timer); s.destroy(); resolve('connected'); });
+      s.once('error', (e) => { clearTimeout(timer); resolve('error: ' + e.code); });
+    });
+  }
+  return out;
+}`;
+
 /** Loads a Node.js module, or says why it cannot (the isolate has none). */
 const LOAD = `function load(name) { try { return require(name); } catch (e) { return { unavailable: String(e && e.message || e) }; } }`;
 
@@ -140,24 +174,10 @@ function main() {
 }`,
   'reach-network': `${LOAD}
 async function main(p) {
-  const net = load('net');
-  if (net.unavailable) {
-    if (typeof fetch !== 'function') return { attempted: false, why: net.unavailable };
-    const out = {};
-    for (const t of p.targets) { try { await fetch('http://' + t.host + ':' + t.port + '/'); out[t.host + ':' + t.port] = 'connected'; } catch (e) { out[t.host + ':' + t.port] = 'error: ' + e.message; } }
-    return out;
-  }
-  const out = {};
-  for (const t of p.targets) {
-    out[t.host + ':' + t.port] = await new Promise((resolve) => {
-      const s = net.connect(t.port, t.host);
-      const timer = setTimeout(() => { s.destroy(); resolve('timeout'); }, 2000);
-      s.once('connect', () => { clearTimeout(timer); s.destroy(); resolve('connected'); });
-      s.once('error', (e) => { clearTimeout(timer); resolve('error: ' + e.code); });
-    });
-  }
-  return out;
-}`,
+${REACH_NETWORK}`,
+  'reach-network-egress': `${LOAD}
+${EGRESS_GATEWAY}
+${REACH_NETWORK}`,
   'write-host-files': `${LOAD}
 function main(p) {
   const fs = load('fs'); if (fs.unavailable) return { attempted: false, why: fs.unavailable };
@@ -398,13 +418,18 @@ class Battery {
     this.wasm = target.isolation === 'wasm';
   }
 
-  private async deploy(name: string, code: string, timeoutMs: number): Promise<void> {
+  private async deploy(
+    name: string,
+    code: string,
+    timeoutMs: number,
+    annotations: { key: string; value: unknown }[] = [],
+  ): Promise<void> {
     const { server, isolation } = this.target;
     const exec = this.wasm ? { kind: 'wasm', code, binary: true } : { kind: 'nodejs:20', code };
     const response = await server.request('PUT', `/api/v1/namespaces/_/actions/${name}?overwrite=true`, {
       exec,
       limits: { memory: MEMORY_MB, timeout: timeoutMs },
-      annotations: [{ key: 'isolation', value: isolation }],
+      annotations: [{ key: 'isolation', value: isolation }, ...annotations],
     });
     if (response.status !== 200) throw new Error(`deploying ${name} failed: ${response.status} ${JSON.stringify(response.body)}`);
     this.names.push(name);
@@ -490,6 +515,28 @@ class Battery {
           this.wasm && text.includes('OPENED') && 'a socket call worked',
         ].filter(Boolean) as string[];
         return this.verdict(invocation, leaks, 'no connection reached the host');
+      }
+      case 'reach-network-egress': {
+        if (!EGRESS_ISOLATIONS.includes(this.target.isolation)) {
+          return { contained: true, attempted: false, note: 'egress is refused at deploy under this isolation' };
+        }
+        const ports = [bait.listenerPort, Number(new URL(this.target.server.url).port)];
+        // Every address the host has (its loopback and every interface's), on both ports.
+        const hosts = Object.values(networkInterfaces())
+          .flat()
+          .flatMap((a) => (a && a.family === 'IPv4' ? [a.address] : []));
+        const targets = hosts.flatMap((host) => ports.map((port) => ({ host, port })));
+        await this.deploy(name, JS[attack], 30_000, [{ key: 'network', value: 'egress' }]);
+        const before = bait.connections;
+        const invocation = await this.invoke(name, { targets, ports });
+        const { text } = invocation;
+        await pause(200);
+        const reached = bait.connections - before;
+        const leaks = [
+          reached > 0 && `${reached} connection(s) reached a host listener`,
+          text.includes('"connected"') && 'connected to a host port',
+        ].filter(Boolean) as string[];
+        return this.verdict(invocation, leaks, `with egress, no connection reached the host (${targets.length + 2} tried)`);
       }
       case 'write-host-files': {
         const mark = token();

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { egressSupported } from '../../../src/sandbox/network/egress.js';
 import { TestServer } from '../../../test/helpers/server.js';
 import { ATTACKS, Neighbour, served } from '../src/attacks.js';
 import type { HarnessResults, Target } from '../src/harness.js';
@@ -196,6 +197,8 @@ describe('isola bench --quick (the evaluation harness, end to end)', { timeout: 
       'env-leak',
       'proc-leak',
       'memory-bomb',
+      // Egress needs root, ip and nft; where it cannot be given, the attack cannot be run at all.
+      ...(egressSupported().ok ? ['reach-network-egress'] : []),
     ];
     for (const backend of attacked.filter((b) => b.id !== 'process')) {
       for (const attack of strict)
@@ -205,6 +208,10 @@ describe('isola bench --quick (the evaluation harness, end to end)', { timeout: 
     // own uid and a private /tmp, so writing where the host would see it is contained; without
     // root it shares the server's user and /tmp, and the battery must see that too.
     assert.equal(cell('process', 'reach-network')?.contained, false, cell('process', 'reach-network')?.note);
+    // With egress a process sandbox runs in a network namespace of its own, off the host.
+    if (egressSupported().ok) {
+      assert.equal(cell('process', 'reach-network-egress')?.contained, true, cell('process', 'reach-network-egress')?.note);
+    }
     assert.equal(
       cell('process', 'write-host-files')?.contained,
       process.getuid?.() === 0,

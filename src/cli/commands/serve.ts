@@ -23,6 +23,10 @@ export function registerServeCommand(program: Command): void {
       'runtime for isolation container (env ISOLA_CONTAINER_RUNTIME, default: the faster that works)',
     )
     .option(
+      '--egress-allow <ranges>',
+      'private IPv4 ranges functions with network=egress may reach, e.g. 10.1.0.0/16,192.168.5.10 (env ISOLA_EGRESS_ALLOW)',
+    )
+    .option(
       '--activation-retention <duration>',
       'prune finished activations older than this, e.g. 7d or 12h; off keeps them (env ISOLA_ACTIVATION_RETENTION, default 7d)',
     )

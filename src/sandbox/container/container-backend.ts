@@ -19,6 +19,8 @@ import type {
   SandboxSpec,
 } from '../backend.js';
 import type { UidAllocator } from '../host-ids.js';
+import { EgressNetwork, type SandboxNetwork, sweepNetworks } from '../network/egress.js';
+import type { Cidr } from '../network/policy.js';
 import { removeCgroup, sweepContainers } from '../sweep.js';
 import { FifoPool } from './fifo-pool.js';
 import { containerSpec } from './oci-spec.js';
@@ -49,6 +51,8 @@ export interface ContainerBackendOptions {
   bundlesDir: string;
   /** Hands out the unprivileged host uid each container runs as. */
   uids: Pick<UidAllocator, 'acquire' | 'release'>;
+  /** Private ranges functions with `network: egress` may reach (--egress-allow). */
+  egressAllow?: readonly Cidr[];
 }
 
 export interface ContainerProfile {
@@ -67,6 +71,26 @@ export const CONTAINER_PROFILES: Record<ContainerBackendOptions['isolation'], Co
 };
 
 let counter = 0;
+
+/**
+ * gVisor's own network stack takes over the namespace's interface only with `--network=sandbox`.
+ * runsc 20221219 refuses it when /proc/sys/net/core/rmem_default exists in the namespace, which it
+ * takes as the sign of the host's root namespace; on kernels since 6.x every namespace has it, so
+ * runsc runs in a mount namespace of its own where /proc/sys/net is hidden (newer runsc no longer
+ * makes that check).
+ */
+const GVISOR_EGRESS: [string[], string[]] = [
+  ['--network=sandbox'],
+  [
+    '/usr/bin/unshare',
+    '-m',
+    '--propagation',
+    'private',
+    '/bin/sh',
+    '-c',
+    'mount -t tmpfs -o size=4k,ro tmpfs /proc/sys/net && exec "$0" "$@"',
+  ],
+];
 
 /** The V8 heap a container of a memory limit gets: the rest is for Node.js itself. */
 export function containerHeapMb(memoryMb: number): number {
@@ -112,9 +136,11 @@ export class ContainerBackend implements Backend {
   private readonly profile: ContainerProfile;
   private checked: Promise<BackendStatus> | undefined;
   private readonly fifos: FifoPool;
+  private readonly egress: EgressNetwork;
 
   private constructor(private readonly options: ContainerBackendOptions) {
     this.isolation = options.isolation;
+    this.egress = new EgressNetwork(options.egressAllow);
     this.profile = CONTAINER_PROFILES[options.isolation];
     mkdirSync(options.bundlesDir, { recursive: true, mode: 0o700 });
     this.fifos = new FifoPool(join(options.bundlesDir, '..', `fifos-${options.runtime.name}`));
@@ -197,6 +223,7 @@ export class ContainerBackend implements Backend {
     const cgroupsPath = `/${CGROUP_PARENT}/${id}`;
     // Until the transport exists, this is what has to be undone if anything fails.
     let uid: number | undefined;
+    let network: SandboxNetwork | undefined;
     const fds: number[] = [];
     let transport: ContainerTransport;
     let child: ChildProcess;
@@ -204,6 +231,7 @@ export class ContainerBackend implements Backend {
     try {
       await mkdir(bundle, { mode: 0o700 });
       uid = this.options.uids.acquire();
+      if (spec.network === 'egress') network = await this.egress.namespace();
       const heapMb = containerHeapMb(spec.memoryMb);
       const config = containerSpec({
         rootfs: image.path,
@@ -212,6 +240,7 @@ export class ContainerBackend implements Backend {
         cgroupsPath,
         uid,
         ...this.profile,
+        ...(network?.netnsPath ? { networkNamespace: network.netnsPath } : {}),
       });
       await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
       // Node.js closes a child's stdin pipe when the child exits, and `create` exits long before
@@ -225,10 +254,12 @@ export class ContainerBackend implements Backend {
       fds.push(readFd);
       const writeFd = openSync(fifo, constants.O_WRONLY);
       fds.push(writeFd);
-      child = runtime.spawnContainer(how, id, bundle, join(bundle, 'container.pid'), readFd);
+      const launcher = network && runtime.name === 'runsc' ? runtime.withGlobalArgs(...GVISOR_EGRESS) : runtime;
+      child = launcher.spawnContainer(how, id, bundle, join(bundle, 'container.pid'), readFd);
       // Listen on the container's output from the first moment: when the command exits, Node.js
       // resumes stdio streams nobody reads, and whatever the agent had already said would be lost.
       const leased = uid;
+      const leasedNetwork = network;
       transport = new ContainerTransport(
         runtime,
         id,
@@ -239,7 +270,10 @@ export class ContainerBackend implements Backend {
         // file description is shared), and only libuv's pipe handling waits out a full FIFO
         // instead of failing a large frame (a big function's code) with a partial write.
         new Socket({ fd: writeFd, readable: false, writable: true }),
-        () => this.options.uids.release(leased),
+        async () => {
+          this.options.uids.release(leased);
+          await leasedNetwork?.release();
+        },
       );
       fds.pop();
       // The runtime command has its own copy of the read end now.
@@ -248,6 +282,7 @@ export class ContainerBackend implements Backend {
     } catch (error) {
       for (const fd of fds) closeSync(fd);
       if (uid !== undefined) this.options.uids.release(uid);
+      await network?.release();
       await rm(bundle, { recursive: true, force: true });
       throw error;
     }
@@ -277,15 +312,18 @@ export class ContainerBackend implements Backend {
     return this.options.imageFor(name);
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    await this.egress.close();
+  }
 
   /**
-   * Deletes what servers that are gone left with this runtime: their containers, bundles and
-   * cgroups. A live server's (another server on the same data dir, or the one `isola doctor`
+   * Deletes what servers that are gone left with this runtime: their containers, bundles,
+   * cgroups and sandbox networks. A live server's (another server on the same data dir, or the one `isola doctor`
    * is pointed at) are left alone.
    */
   private async sweepOrphans(): Promise<void> {
     await sweepContainers(this.options.runtime, this.options.bundlesDir, CGROUP_PARENT);
+    await sweepNetworks();
   }
 }
 
@@ -308,7 +346,7 @@ class ContainerTransport implements AgentTransport {
     private readonly cgroupsPath: string,
     createProcess: ChildProcess,
     input: Socket,
-    private readonly releaseUid: () => void,
+    private readonly releaseLeases: () => Promise<void>,
   ) {
     const { stdout, stderr } = createProcess;
     if (!stdout || !stderr) throw new Error('the create command has no stdio pipes');
@@ -350,7 +388,7 @@ class ContainerTransport implements AgentTransport {
       await this.runtime.delete(this.id);
       await rm(this.bundle, { recursive: true, force: true });
       await removeCgroup(this.cgroupsPath);
-      this.releaseUid();
+      await this.releaseLeases();
     })();
     return this.cleaned;
   }

@@ -23,7 +23,7 @@ export interface OciSpec {
       pids: { limit: number };
       cpu: { shares: number; quota: number; period: number };
     };
-    namespaces: { type: 'pid' | 'network' | 'ipc' | 'uts' | 'mount' }[];
+    namespaces: { type: 'pid' | 'network' | 'ipc' | 'uts' | 'mount'; path?: string }[];
     maskedPaths: string[];
     readonlyPaths: string[];
     seccomp?: SeccompProfile;
@@ -58,6 +58,8 @@ export interface ContainerSpecInput {
   uid: number;
   cgroupsPath: string;
   seccomp: boolean;
+  /** A network namespace made for the sandbox (network: egress) to join; a new, empty one when absent. */
+  networkNamespace?: string;
 }
 
 const CPU_PERIOD_US = 100_000;
@@ -78,7 +80,8 @@ export function defaultSeccompProfile(): SeccompProfile {
 /**
  * A locked-down configuration: read-only root, a /tmp tmpfs sized by the memory limit, an
  * unprivileged uid of its own with no capabilities and no new privileges, a seccomp profile, its own pid, mount, IPC,
- * UTS and network namespaces (the network namespace has only a loopback device, down), and cgroup
+ * UTS and network namespaces (the network namespace has only a loopback device, down, unless the
+ * function has egress: then it joins the namespace made for it), and cgroup
  * limits on memory (no swap), tasks and CPU.
  */
 export function containerSpec(input: ContainerSpecInput): OciSpec {
@@ -128,7 +131,13 @@ export function containerSpec(input: ContainerSpecInput): OciSpec {
         // Relative weight by memory, as Lambda sizes CPU by memory; never more than one core.
         cpu: { shares: Math.max(2, input.memoryMb), quota: CPU_PERIOD_US, period: CPU_PERIOD_US },
       },
-      namespaces: [{ type: 'pid' }, { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
+      namespaces: [
+        { type: 'pid' },
+        input.networkNamespace ? { type: 'network', path: input.networkNamespace } : { type: 'network' },
+        { type: 'ipc' },
+        { type: 'uts' },
+        { type: 'mount' },
+      ],
       maskedPaths: [
         '/proc/acpi',
         '/proc/asound',

@@ -39,13 +39,36 @@ export class OciRuntime {
     /** crun 1.8 refuses a hybrid cgroup layout; it works in a mount namespace without cgroup2. */
     private readonly hideUnifiedCgroup: boolean,
     private readonly globalArgs: readonly string[] = [],
+    /** A command the runtime's command line runs under (see container-backend's gVisor egress). */
+    private readonly wrapper: readonly string[] = [],
   ) {
     if (!isAbsolute(stateRoot)) throw new Error(`the runtime state root must be absolute: ${stateRoot}`);
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
   }
 
+  /**
+   * The same runtime and state with more global flags (a later flag overrides an earlier one:
+   * runsc's `--network`), run under `wrapper` (a command that ends by running its arguments).
+   */
+  withGlobalArgs(extra: readonly string[], wrapper: readonly string[] = []): OciRuntime {
+    return new OciRuntime(
+      this.name,
+      this.binary,
+      this.stateRoot,
+      this.hideUnifiedCgroup,
+      [...this.globalArgs, ...extra],
+      [...this.wrapper, ...wrapper],
+    );
+  }
+
   /** The full command line for a runtime command. */
   commandLine(args: readonly string[]): [string, string[]] {
+    const [command, argv] = this.unwrappedCommandLine(args);
+    const [wrapper, ...wrapperArgs] = this.wrapper;
+    return wrapper === undefined ? [command, argv] : [wrapper, [...wrapperArgs, command, ...argv]];
+  }
+
+  private unwrappedCommandLine(args: readonly string[]): [string, string[]] {
     const full = ['--root', this.stateRoot, ...this.globalArgs, ...args];
     if (!this.hideUnifiedCgroup) return [this.binary, full];
     return [

@@ -20,6 +20,8 @@ import type {
   Sandbox,
   SandboxSpec,
 } from '../backend.js';
+import { EgressNetwork, type SandboxNetwork, sweepNetworks } from '../network/egress.js';
+import type { Cidr } from '../network/policy.js';
 import { sweepVms } from '../sweep.js';
 import { type Accelerator, qemuArguments, type VmConfig } from './qemu.js';
 import { QEMU, Vm, VmTransport } from './vm.js';
@@ -55,6 +57,8 @@ export interface MicrovmBackendOptions {
   settleMs?: number;
   /** Told before a step that takes seconds (probing KVM), so that start-up can say what it waits for. */
   onProgress?: (message: string) => void;
+  /** Private ranges functions with `network: egress` may reach (--egress-allow). */
+  egressAllow?: readonly Cidr[];
 }
 
 /** A snapshot: the guest's RAM in a file and its device state, valid only with the root disk of its image. */
@@ -101,6 +105,7 @@ export class MicrovmBackend implements Backend {
   private readonly templates = new Map<string, Promise<Snapshot>>();
   private readonly functionSnapshots = new Map<string, Promise<Snapshot | undefined>>();
   private closed = false;
+  private readonly egress: EgressNetwork;
 
   private constructor(
     private readonly options: MicrovmBackendOptions,
@@ -109,6 +114,7 @@ export class MicrovmBackend implements Backend {
     private readonly qemu: string,
   ) {
     this.root = join(options.dataDir, 'microvm');
+    this.egress = new EgressNetwork(options.egressAllow);
     this.vmsDir = join(this.root, 'vms');
     this.snapshotsDir = this.snapshotsDirOf(options.image);
     mkdirSync(this.vmsDir, { recursive: true, mode: 0o700 });
@@ -164,6 +170,18 @@ export class MicrovmBackend implements Backend {
    * state; made ahead of demand, also restored (see prewarmMode).
    */
   async create(spec: SandboxSpec): Promise<Sandbox> {
+    // Egress: a VM of its own with a virtio-net device, booted (a snapshot's devices are fixed,
+    // and the base snapshot has no network device).
+    if (spec.network === 'egress') {
+      const egressImage = await this.imageOf(spec);
+      const network = await this.egress.tap();
+      try {
+        return new MicrovmSandbox(this.startVm('private', spec.memoryMb, false, egressImage, network), undefined, false);
+      } catch (error) {
+        await network.release();
+        throw error;
+      }
+    }
     let sandbox: MicrovmSandbox;
     const image = await this.imageOf(spec);
     if (this.options.start === 'boot') {
@@ -188,7 +206,7 @@ export class MicrovmBackend implements Backend {
 
   /** A clone of the function's own snapshot, taken after its initialisation, if there is one. */
   async restore(code: FunctionCode, spec: SandboxSpec): Promise<Sandbox | undefined> {
-    if (this.options.start === 'boot') return undefined;
+    if (this.options.start === 'boot' || spec.network === 'egress') return undefined;
     const snapshot = await this.functionSnapshots.get(snapshotKey(code, spec));
     if (!snapshot) return undefined;
     const vm = this.startVm({ path: snapshot.ram, shared: false }, spec.memoryMb, true, snapshot.image);
@@ -210,7 +228,7 @@ export class MicrovmBackend implements Backend {
   /** Takes, in the background, a snapshot of the function after its initialisation. */
   snapshot(code: FunctionCode, spec: SandboxSpec): void {
     const key = snapshotKey(code, spec);
-    if (this.options.start === 'boot' || this.functionSnapshots.has(key)) return;
+    if (this.options.start === 'boot' || spec.network === 'egress' || this.functionSnapshots.has(key)) return;
     const taking = this.takeFunctionSnapshot(key, code, spec).catch(() => undefined);
     this.functionSnapshots.set(key, taking);
     void taking.then(async (snapshot) => {
@@ -221,6 +239,7 @@ export class MicrovmBackend implements Backend {
 
   async close(): Promise<void> {
     this.closed = true;
+    await this.egress.close();
   }
 
   /** Boots a template VM of an image with its RAM in a shared file and snapshots it once its agent answers. */
@@ -329,13 +348,23 @@ export class MicrovmBackend implements Backend {
   }
 
   /** A QEMU process for a VM of an image; `private` RAM is a file in the VM's own directory. */
-  startVm(ram: VmConfig['ram'] | 'private', memoryMb: number, incoming: boolean, image: MicrovmImage = this.options.image): Vm {
+  startVm(
+    ram: VmConfig['ram'] | 'private',
+    memoryMb: number,
+    incoming: boolean,
+    image: MicrovmImage = this.options.image,
+    network?: SandboxNetwork,
+  ): Vm {
     const id = `${process.pid}-${++vmCounter}`;
     const dir = join(this.vmsDir, id);
-    return new Vm(
-      id,
-      this.vmConfig(dir, ram === 'private' ? { path: join(dir, 'ram'), shared: false } : ram, memoryMb, incoming, image),
+    const config = this.vmConfig(
+      dir,
+      ram === 'private' ? { path: join(dir, 'ram'), shared: false } : ram,
+      memoryMb,
+      incoming,
+      image,
     );
+    return new Vm(id, network ? { ...config, network } : config);
   }
 }
 
@@ -392,6 +421,7 @@ function snapshotKey(code: FunctionCode, spec: SandboxSpec): string {
 /** Kills the QEMU processes of VMs (KVM probes included) whose server is gone and removes their directories. */
 async function sweepOrphans(root: string): Promise<void> {
   await sweepVms(join(root, 'vms'));
+  await sweepNetworks();
 }
 
 /**

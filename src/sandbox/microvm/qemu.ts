@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { MicrovmImage } from '../../images/microvm-image.js';
+import type { SandboxNetwork } from '../network/egress.js';
 
 export type Accelerator = 'kvm' | 'tcg';
 
@@ -16,6 +17,8 @@ export interface VmConfig {
   ram: { path: string; shared: boolean };
   /** Wait for an incoming migration (a restore) instead of booting. */
   incoming: boolean;
+  /** Egress: a virtio-net device on this tap, the guest's address given on the command line. */
+  network?: SandboxNetwork;
 }
 
 /** The host's TSC frequency, passed to the guest so that a TCG boot does not hang calibrating. */
@@ -31,15 +34,26 @@ function tscKhz(): number {
 // Debian's cloud kernel runs at 250 Hz: loops per jiffy = kHz * 1000 / 250.
 const KERNEL_HZ = 250;
 
-export function kernelCommandLine(config: Pick<VmConfig, 'heapMb' | 'accelerator'>): string {
+export function kernelCommandLine(config: Pick<VmConfig, 'heapMb' | 'accelerator' | 'network'>): string {
   const khz = tscKhz();
   const timing =
     config.accelerator === 'tcg' ? [`tsc_early_khz=${khz}`, `lpj=${Math.round((khz * 1000) / KERNEL_HZ)}`, 'no_timer_check'] : [];
-  return ['console=ttyS0', 'quiet', ...timing, 'rdinit=/init', 'panic=-1', 'reboot=t', `isola.heap=${config.heapMb}`].join(' ');
+  const { network } = config;
+  return [
+    'console=ttyS0',
+    'quiet',
+    ...timing,
+    'rdinit=/init',
+    'panic=-1',
+    'reboot=t',
+    `isola.heap=${config.heapMb}`,
+    ...(network ? [`isola.net=${network.address}/${network.prefixLength},${network.gateway}`] : []),
+  ].join(' ');
 }
 
 /**
- * A `microvm` machine: no PCI, no firmware, no network device at all; the root disk read-only on
+ * A `microvm` machine: no PCI, no firmware, no network device (but a virtio-net on a tap for a
+ * function with egress); the root disk read-only on
  * virtio-mmio; the agent's channel a virtio-serial port on a unix socket; the console (kernel
  * messages only) in a file; QMP on a unix socket for snapshots and restores.
  */
@@ -77,6 +91,14 @@ export function qemuArguments(config: VmConfig): string[] {
     'virtserialport,chardev=agent,name=isola',
     '-serial',
     `file:${config.dir}/console.log`,
+    ...(config.network
+      ? [
+          '-netdev',
+          `tap,id=net0,ifname=${config.network.hostInterface},script=no,downscript=no`,
+          '-device',
+          'virtio-net-device,netdev=net0',
+        ]
+      : []),
     '-qmp',
     `unix:${config.dir}/qmp.sock,server=on,wait=off`,
     ...(config.incoming ? ['-incoming', 'defer'] : []),

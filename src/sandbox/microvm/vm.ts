@@ -183,6 +183,7 @@ export class Vm {
     await this.exited;
     // A VM booted with private RAM has a file of its memory size here.
     await rm(this.config.dir, { recursive: true, force: true });
+    await this.config.network?.release();
   }
 
   private appendConsole(text: string): void {

@@ -6,6 +6,8 @@ import type { Isolation } from '../../core/kinds.js';
 import { AgentSandbox, type AgentTransport, type ExitInfo } from '../agent-sandbox.js';
 import type { Backend, BackendStatus, Sandbox, SandboxSpec } from '../backend.js';
 import { ensurePrivateDir, killProcessesOf, RUNNING_AS_ROOT, sandboxUids, type UidAllocator } from '../host-ids.js';
+import { EgressNetwork, netnsExec, type SandboxNetwork, sweepNetworks } from '../network/egress.js';
+import type { Cidr } from '../network/policy.js';
 import { parentPid, sweepOwnedEntries } from '../sweep.js';
 import { ProcessCgroups, type SandboxCgroup } from './cgroup.js';
 
@@ -44,6 +46,8 @@ export interface ProcessBackendOptions {
   sandboxRoot?: string;
   /** The uid allocator (as root); the host-wide one by default. */
   uids?: UidAllocator;
+  /** Private ranges functions with `network: egress` may reach (--egress-allow). */
+  egressAllow?: readonly Cidr[];
 }
 
 let counter = 0;
@@ -65,8 +69,10 @@ export class ProcessBackend implements Backend {
   private readonly useSetpriv = existsSync(SETPRIV);
   private readonly privateTmp = RUNNING_AS_ROOT && existsSync(UNSHARE) && MOUNT !== undefined;
   private readonly swept: Promise<void>;
+  private readonly egress: EgressNetwork;
 
   constructor(private readonly options: ProcessBackendOptions) {
+    this.egress = new EgressNetwork(options.egressAllow);
     this.sandboxRoot = options.sandboxRoot ?? join(tmpdir(), 'isola-sandboxes');
     ensurePrivateDir(this.sandboxRoot, 0o711);
     this.uids = RUNNING_AS_ROOT ? (options.uids ?? sandboxUids()) : undefined;
@@ -108,16 +114,21 @@ export class ProcessBackend implements Backend {
     let uid: number | undefined;
     let cgroup: SandboxCgroup | undefined;
     let transport: ProcessTransport | undefined;
+    let network: SandboxNetwork | undefined;
     try {
       mkdirSync(dir, { mode: 0o700 });
       uid = this.uids?.acquire();
       cgroup = uid !== undefined ? this.cgroups?.create(id) : undefined;
-      const child = this.spawnAgent(dir, uid, cgroup, spec);
+      // Egress: the sandbox runs in a network namespace of its own (the host's network otherwise).
+      if (spec.network === 'egress') network = await this.egress.namespace();
+      const child = this.spawnAgent(dir, uid, cgroup, spec, network);
       transport = new ProcessTransport(child, dir, uid, this.uids, cgroup);
+      if (network) transport.onCleanup = network.release;
     } catch (error) {
       // Nothing may outlive a sandbox that failed to start: its process, cgroup, directory, uid.
       if (transport) await transport.cleanup();
       else await discard(dir, uid, this.uids, cgroup);
+      await network?.release();
       throw error;
     }
     const sandbox = new AgentSandbox(id, transport);
@@ -129,9 +140,17 @@ export class ProcessBackend implements Backend {
     return sandbox;
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    await this.egress.close();
+  }
 
-  private spawnAgent(dir: string, uid: number | undefined, cgroup: SandboxCgroup | undefined, spec: SandboxSpec): ChildProcess {
+  private spawnAgent(
+    dir: string,
+    uid: number | undefined,
+    cgroup: SandboxCgroup | undefined,
+    spec: SandboxSpec,
+    network?: SandboxNetwork,
+  ): ChildProcess {
     const privateTmp = uid !== undefined && this.privateTmp;
     let agent: string;
     if (privateTmp) {
@@ -200,6 +219,7 @@ export class ProcessBackend implements Backend {
         ...command,
       ];
     }
+    if (network) command = netnsExec(network, command);
     const [file, ...args] = command as [string, ...string[]];
     const child = spawn(file, args, {
       cwd: privateTmp ? '/' : dir,
@@ -222,6 +242,7 @@ export class ProcessBackend implements Backend {
       this.uids?.sweep();
       await this.cgroups?.sweep();
       await sweepOwnedEntries(this.sandboxRoot);
+      await sweepNetworks();
     } catch {
       // What is left stays for the next start to sweep; it does not stop this server.
     }
@@ -248,6 +269,8 @@ class ProcessTransport implements AgentTransport {
   private readonly adopted = new Set<number>();
   /** The agent's launchers: they stay between runs, what they start does not. */
   private spared: ReadonlySet<number> = new Set();
+  /** Releases what else the sandbox held (its network). */
+  onCleanup: (() => Promise<void>) | undefined;
 
   constructor(
     private readonly child: ChildProcess,
@@ -318,6 +341,7 @@ class ProcessTransport implements AgentTransport {
       this.child.stderr?.destroy();
       this.child.stdin?.destroy();
       await discard(this.dir, this.uid, this.uids, this.cgroup);
+      await this.onCleanup?.();
     })();
     return this.cleaned;
   }
