@@ -41,6 +41,7 @@ export function registerDoctorCommand(program: Command): void {
       const { probeBackends, probeContainerRuntimes } = await import('../../sandbox/registry.js');
       const { resolveBackendSettings, resolveServerConfig } = await import('../../config.js');
       const { liveServer } = await import('../../platform/data-dir-lock.js');
+      const { egressSupported } = await import('../../sandbox/network/egress.js');
       const { dataDir: named, json } = globals(command);
       // Probing builds runtime files (the microVM guest image takes seconds): use the data dir a
       // server started here would use, where they are cached, when it exists or is named; else a
@@ -61,7 +62,8 @@ export function registerDoctorCommand(program: Command): void {
         });
         await Promise.all([...backends.values()].map((b) => b.close()));
         const runtimes = await probeContainerRuntimes({ dataDir: dir });
-        if (json) printJson({ backends: statuses, containerRuntimes: runtimes, ...(server ? { server } : {}) });
+        const egress = egressSupported();
+        if (json) printJson({ backends: statuses, containerRuntimes: runtimes, egress, ...(server ? { server } : {}) });
         else {
           if (server) {
             printWrapped(
@@ -74,6 +76,9 @@ export function registerDoctorCommand(program: Command): void {
           printTable(
             ['runtime', 'status', 'detail'],
             runtimes.map((r) => [r.runtime, r.works ? 'works' : 'does not work', r.detail]),
+          );
+          printWrapped(
+            `\nEgress (annotation network: egress): ${egress.ok ? 'available on process, container, gvisor and microvm' : `not available: ${egress.reason}`}.`,
           );
           const working = statuses.filter((s) => s.available).map((s) => s.isolation);
           printWrapped(`\n${working.length} of ${statuses.length} backends work here: ${working.join(', ') || 'none'}.`);
