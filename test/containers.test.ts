@@ -407,7 +407,10 @@ describe('isola doctor on a live data dir', { skip: skipReason('runc') ?? false 
       /^container\s+nodejs:20, python:3, java:17, go:1\.19, ruby:3\.1, php:8\.2, native\s+wasm: runs under wasm only\s*$/m,
     );
     // As root with ip and nft (this suite runs as root), egress can be given.
-    assert.match(byFlag.output, /^Egress \(annotation network: egress\): available on process, container, gvisor and microvm\.$/m);
+    assert.match(
+      byFlag.output,
+      /^Egress \(annotation network: egress\): available on process, container, gvisor and microvm\.$/m,
+    );
     const stillThere = leftovers(live.dataDir, [livePid]);
     assert.deepEqual(
       liveThings.filter((thing) => !stillThere.includes(thing)),
