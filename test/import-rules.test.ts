@@ -17,6 +17,7 @@ const ENV_READERS = new Map<string, string>([
   ['src/cli/config-file.ts', "the CLI's own settings: its config file and ISOLA_APIHOST, ISOLA_AUTH, ISOLA_DATA_DIR"],
   ['src/cli/output.ts', "the terminal's width (COLUMNS), not a setting"],
   ['src/guest/agent.ts', 'a separate program, inside the sandbox'],
+  ['src/guest/package-loader.ts', "the agent's, inside the sandbox: the function's own environment"],
 ]);
 
 interface Module {
