@@ -2,7 +2,7 @@ import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { DurationSyntaxError, parseDuration as parseDurationText } from './core/duration.js';
 import { ISOLATIONS, ISOLATIONS_FOR_KIND, type Isolation, isIsolation, KINDS, type Kind, resolveKind } from './core/kinds.js';
-import { parseCidrList } from './sandbox/network/policy.js';
+import { parseCidrList } from './core/network-policy.js';
 import type { BackendSettings, MicrovmSettings } from './sandbox/registry.js';
 
 /**

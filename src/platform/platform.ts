@@ -1,11 +1,10 @@
 import type { ServerConfig } from '../config.js';
 import { badRequest, notFound } from '../core/errors.js';
 import type { Isolation } from '../core/kinds.js';
+import { checkNetworkAnnotation } from '../core/network-policy.js';
 import type { ActionVersion } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
-import { egressSupported } from '../sandbox/network/egress.js';
-import { checkNetworkAnnotation } from '../sandbox/network/policy.js';
-import { BackendSet, BackendUnavailableError } from '../sandbox/registry.js';
+import { BackendSet, BackendUnavailableError, egressSupported } from '../sandbox/registry.js';
 import { functionSettings, storedFunctionSettings } from '../scheduler/function-settings.js';
 import { parsePolicy } from '../scheduler/policy.js';
 import { Scheduler } from '../scheduler/scheduler.js';

@@ -1,8 +1,8 @@
 import type { Registry } from 'prom-client';
 import type { Isolation, Kind } from '../core/kinds.js';
+import { type NetworkPolicy, storedNetworkPolicy } from '../core/network-policy.js';
 import { type ActionVersion, annotationValue } from '../core/types.js';
 import type { FunctionPackage } from '../guest/protocol.js';
-import { type NetworkPolicy, storedNetworkPolicy } from './network/policy.js';
 
 /** What a sandbox needs to load one version of a function. */
 export interface FunctionCode {

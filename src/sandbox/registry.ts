@@ -2,6 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { badRequest, IsolaError } from '../core/errors.js';
 import { ISOLATIONS, ISOLATIONS_FOR_KIND, type Isolation, KINDS, type Kind } from '../core/kinds.js';
+import type { Cidr } from '../core/network-policy.js';
 import type { ActionVersion } from '../core/types.js';
 import { buildAgent, buildBundle } from '../guest/bundle.js';
 import { ensureMicrovmImage, type MicrovmImage } from '../images/microvm-image.js';
@@ -15,7 +16,10 @@ import { callInChild, sourceUrl } from './in-child.js';
 import { IsolateBackend } from './isolate/isolate-backend.js';
 import { MicrovmBackend } from './microvm/microvm-backend.js';
 import { QEMU } from './microvm/vm.js';
-import type { Cidr } from './network/policy.js';
+
+/** Whether this host can give a function egress (root, ip and nft): the platform and doctor ask here. */
+export { egressSupported } from './network/egress.js';
+
 import { ProcessBackend } from './process/process-backend.js';
 import { WasmBackend } from './wasm/wasm-backend.js';
 

@@ -38,10 +38,9 @@ export function registerDoctorCommand(program: Command): void {
     .command('doctor')
     .description('check which isolation backends work on this host, and how to fix the others')
     .action(async (_options: unknown, command: Command) => {
-      const { probeBackends, probeContainerRuntimes } = await import('../../sandbox/registry.js');
+      const { egressSupported, probeBackends, probeContainerRuntimes } = await import('../../sandbox/registry.js');
       const { resolveBackendSettings, resolveServerConfig } = await import('../../config.js');
       const { liveServer } = await import('../../platform/data-dir-lock.js');
-      const { egressSupported } = await import('../../sandbox/network/egress.js');
       const { dataDir: named, json } = globals(command);
       // Probing builds runtime files (the microVM guest image takes seconds): use the data dir a
       // server started here would use, where they are cached, when it exists or is named; else a

@@ -4,6 +4,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Isolation } from '../../core/kinds.js';
+import type { Cidr } from '../../core/network-policy.js';
 import type { NodeRootfs } from '../../images/node-rootfs.js';
 import { type ImageName, imageNameFor } from '../../images/runtimes.js';
 import { AgentSandbox, type AgentTransport, type ExitInfo } from '../agent-sandbox.js';
@@ -20,7 +21,6 @@ import type {
 } from '../backend.js';
 import type { UidAllocator } from '../host-ids.js';
 import { EgressNetwork, type SandboxNetwork, sweepNetworks } from '../network/egress.js';
-import type { Cidr } from '../network/policy.js';
 import { removeCgroup, sweepContainers } from '../sweep.js';
 import { FifoPool } from './fifo-pool.js';
 import { containerSpec } from './oci-spec.js';

@@ -6,6 +6,7 @@ import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Isolation } from '../../core/kinds.js';
+import type { Cidr } from '../../core/network-policy.js';
 import type { MicrovmImage } from '../../images/microvm-image.js';
 import { type ImageName, imageNameFor, RUNTIME_CHECKS } from '../../images/runtimes.js';
 import { AgentSandbox } from '../agent-sandbox.js';
@@ -21,7 +22,6 @@ import type {
   SandboxSpec,
 } from '../backend.js';
 import { EgressNetwork, type SandboxNetwork, sweepNetworks } from '../network/egress.js';
-import type { Cidr } from '../network/policy.js';
 import { sweepVms } from '../sweep.js';
 import { type Accelerator, qemuArguments, type VmConfig } from './qemu.js';
 import { QEMU, Vm, VmTransport } from './vm.js';

@@ -19,8 +19,8 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { type Cidr, FORBIDDEN_IPV4, formatCidr, ipv4ToNumber, numberToIpv4, SANDBOX_POOL } from '../../core/network-policy.js';
 import { orphaned, ownerPid, processAlive } from '../sweep.js';
-import { type Cidr, FORBIDDEN_IPV4, formatCidr, ipv4ToNumber, numberToIpv4, SANDBOX_POOL } from './policy.js';
 
 const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'].find((path) => existsSync(path)) ?? 'ip';
 const NFT = ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'].find((path) => existsSync(path));

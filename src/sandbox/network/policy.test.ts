@@ -2,11 +2,18 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError, resolveBackendSettings } from '../../config.js';
 import { DEFAULT_LIMITS } from '../../core/limits.js';
+import {
+  checkNetworkAnnotation,
+  formatCidr,
+  networkPolicyOf,
+  parseCidr,
+  parseCidrList,
+  storedNetworkPolicy,
+} from '../../core/network-policy.js';
 import type { ActionVersion } from '../../core/types.js';
 import { StemCells } from '../../scheduler/stem-cells.js';
 import { sandboxSpecOf } from '../backend.js';
 import { FakeBackend } from '../fake/fake-backend.js';
-import { checkNetworkAnnotation, formatCidr, networkPolicyOf, parseCidr, parseCidrList, storedNetworkPolicy } from './policy.js';
 
 const network = (value: unknown) => [{ key: 'network', value }];
 

@@ -3,11 +3,11 @@ import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, rmSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Isolation } from '../../core/kinds.js';
+import type { Cidr } from '../../core/network-policy.js';
 import { AgentSandbox, type AgentTransport, type ExitInfo } from '../agent-sandbox.js';
 import type { Backend, BackendStatus, Sandbox, SandboxSpec } from '../backend.js';
 import { ensurePrivateDir, killProcessesOf, RUNNING_AS_ROOT, sandboxUids, type UidAllocator } from '../host-ids.js';
 import { EgressNetwork, netnsExec, type SandboxNetwork, sweepNetworks } from '../network/egress.js';
-import type { Cidr } from '../network/policy.js';
 import { parentPid, sweepOwnedEntries } from '../sweep.js';
 import { ProcessCgroups, type SandboxCgroup } from './cgroup.js';
 

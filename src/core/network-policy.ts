@@ -5,9 +5,9 @@
  * `--egress-allow`), nor to other sandboxes.
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import { badRequest } from '../../core/errors.js';
-import type { Isolation } from '../../core/kinds.js';
-import { annotationValue, type KeyValue } from '../../core/types.js';
+import { badRequest } from './errors.js';
+import type { Isolation } from './kinds.js';
+import { annotationValue, type KeyValue } from './types.js';
 
 export const NETWORK_POLICIES = ['none', 'egress'] as const;
 export type NetworkPolicy = (typeof NETWORK_POLICIES)[number];
