@@ -290,10 +290,11 @@ for (const setup of SETUPS.filter(
   // Kinds run side by side on one server; each kind's checks one after the other.
   describe(`conformance on ${setup.name}`, { skip, concurrency: setup.parallel }, () => {
     let server: TestServer;
-    const setupStarted = Date.now();
+    let setupStarted = 0;
 
     const conformances = new Map(VARIANTS.map((v) => [v.id, new Conformance(() => server, setup, v)]));
     before(async () => {
+      setupStarted = Date.now();
       server = await TestServer.start({
         dataDir,
         env: { ISOLA_BACKENDS: setup.isolation, ISOLA_PREWARM: `${setup.isolation}:0`, ...setup.env },
