@@ -297,7 +297,14 @@ for (const setup of SETUPS.filter(
       setupStarted = Date.now();
       server = await TestServer.start({
         dataDir,
-        env: { ISOLA_BACKENDS: setup.isolation, ISOLA_PREWARM: `${setup.isolation}:0`, ...setup.env },
+        env: {
+          ISOLA_BACKENDS: setup.isolation,
+          ISOLA_PREWARM: `${setup.isolation}:0`,
+          // A kind's first microVM call waits for its image and base snapshot (over a minute under
+          // TCG): the call stays blocking for that long, within the HTTP client's 300 s.
+          ISOLA_BLOCKING_WAIT: '280s',
+          ...setup.env,
+        },
       });
       // Everything deployed (and compiled) before the first call: no call waits behind a compiler.
       const runnable = VARIANTS.filter((v) => status.kinds?.find((k) => k.kind === v.kind)?.available !== false);
