@@ -14,7 +14,6 @@ import { join } from 'node:path';
 import { type GuestMessage, MAX_RESULT_BYTES } from './protocol.js';
 
 export const SENTINEL = 'XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX';
-export const NOT_A_DICTIONARY = 'The action did not return a dictionary.';
 
 type Stream = 'stdout' | 'stderr';
 
@@ -93,6 +92,14 @@ function makeFifo(dir: string): { read: number; write: number } | undefined {
   }
 }
 
+/**
+ * What each runtime prints when memory runs out: Python's MemoryError, Java's OutOfMemoryError,
+ * Go's "runtime: out of memory", PHP's "Allowed memory size ... exhausted", Ruby's NoMemoryError,
+ * C's allocation failures.
+ */
+const OUT_OF_MEMORY =
+  /MemoryError|OutOfMemoryError|out of memory|Allowed memory size of \d+ bytes exhausted|NoMemoryError|failed to allocate memory|Cannot allocate memory|std::bad_alloc/i;
+
 function describeExit(code: number | null, signal: string | null): string {
   if (signal) return `was killed by ${signal}`;
   if (code !== null) return `exited with code ${code}`;
@@ -116,6 +123,10 @@ class Launcher {
   private readonly lineWaiters: ((line: string | undefined) => void)[] = [];
   private readonly carry = { stdout: '', stderr: '' };
   private tail = '';
+  /** The process said memory ran out (a crash dump can push that line out of the tail). */
+  private outOfMemory = false;
+  /** The agent itself stopped the process (a run past its deadline), so a SIGKILL is not the kernel's. */
+  private killedByAgent = false;
   /** The last activation served, which output arriving after its end is attributed to. */
   private previous: { id: string; budget: LogBudget } | undefined;
   private readonly drained: Promise<void>;
@@ -227,6 +238,7 @@ class Launcher {
   }
 
   kill(): void {
+    this.killedByAgent = true;
     if (!this.exit) this.child.kill('SIGKILL');
   }
 
@@ -289,7 +301,10 @@ class Launcher {
   }
 
   private emit(stream: Stream, text: string): void {
-    if (stream === 'stderr') this.tail = (this.tail + text).slice(-TAIL_CHARS);
+    if (stream === 'stderr') {
+      this.tail = (this.tail + text).slice(-TAIL_CHARS);
+      if (!this.outOfMemory && OUT_OF_MEMORY.test(text)) this.outOfMemory = true;
+    }
     const owner = this.current ?? this.previous;
     this.host.log(owner?.budget ?? this.host.looseBudget, owner?.id, stream, text);
   }
@@ -332,10 +347,20 @@ class Launcher {
         });
       } else this.host.sendResult(run.id, result);
     } else if (result !== undefined) {
+      // Handed on as a string, which the platform refuses as it refuses any function's result that
+      // is not a dictionary: the developer's error, as OpenWhisk's ActionLoop proxy has it.
       this.host.log(run.budget, run.id, 'stderr', `The action's result is not a JSON object: ${result.slice(0, 200)}\n`);
-      this.host.send({ type: 'error', id: run.id, error: NOT_A_DICTIONARY });
+      this.host.sendResult(run.id, JSON.stringify(result.slice(0, 200)));
     } else {
-      this.host.send({ type: 'error', id: run.id, error: this.describeFailure('during the activation') });
+      // Killed by the kernel (a cgroup's OOM killer sends SIGKILL, and nothing else in the sandbox
+      // does but the agent), or dead after saying memory ran out: the memory limit ended it.
+      const killed = this.exit?.signal === 'SIGKILL' && !this.killedByAgent;
+      this.host.send({
+        type: 'error',
+        id: run.id,
+        error: this.describeFailure('during the activation'),
+        ...(this.outOfMemory || killed ? { outOfMemory: true } : {}),
+      });
     }
     this.current = undefined;
     this.previous = { id: run.id, budget: run.budget };

@@ -9,6 +9,8 @@ import { qemuArguments, type VmConfig } from './qemu.js';
 import { QmpClient, QmpError } from './qmp.js';
 
 export const QEMU = '/usr/bin/qemu-system-x86_64';
+/** setpriv execs QEMU with a parent-death signal: a server that dies, however it dies, takes its VMs with it. */
+const SETPRIV = '/usr/bin/setpriv';
 // The agent is the guest's init: when it alone fills the guest's memory the kernel cannot kill
 // it and panics ("deadlocked on memory") instead.
 const OOM_IN_GUEST =
@@ -28,7 +30,10 @@ export class Vm {
     readonly config: VmConfig,
   ) {
     mkdirSync(config.dir, { recursive: true, mode: 0o700 });
-    this.process = spawn(QEMU, qemuArguments(config), { stdio: ['ignore', 'ignore', 'pipe'] });
+    const [file, args] = existsSync(SETPRIV)
+      ? [SETPRIV, ['--pdeathsig=KILL', '--', QEMU, ...qemuArguments(config)]]
+      : [QEMU, qemuArguments(config)];
+    this.process = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     if (this.process.pid) writeFileSync(join(config.dir, 'qemu.pid'), String(this.process.pid));
     let stderr = '';
     this.process.stderr?.on('data', (chunk: Buffer) => {
