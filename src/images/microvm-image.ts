@@ -144,6 +144,8 @@ B=/bin/busybox
 $B mount -t proc proc /proc
 $B mount -t sysfs sys /sys
 $B mount -t devtmpfs dev /dev
+# What a distribution's init links in /dev: runtimes open /dev/fd/3 (Java's launcher) and /dev/stdin.
+$B ln -s /proc/self/fd /dev/fd; $B ln -s fd/0 /dev/stdin; $B ln -s fd/1 /dev/stdout; $B ln -s fd/2 /dev/stderr
 # The kernel starts init without stdio when the initramfs has no /dev/console: give it the
 # console, so that what crashes (a V8 out-of-memory abort, the kernel's OOM killer) is on record.
 exec </dev/console >/dev/console 2>&1
