@@ -10,6 +10,8 @@ interface BenchOptions {
   memoryBudget: number;
   attacks: boolean;
   peers: boolean;
+  dimension?: string[];
+  kinds?: string[];
 }
 
 export function registerBenchCommand(program: Command): void {
@@ -22,6 +24,11 @@ export function registerBenchCommand(program: Command): void {
       'isolate, wasm, process, container (runc and crun), container:runc, container:crun, gvisor, microvm, microvm:boot',
     )
     .option('--workloads <name...>', 'hello, json, compression, graph, thumbnail, fib, ml')
+    .option(
+      '--dimension <name...>',
+      'what to measure: backends (the default: every backend, the workloads, peers, the escape battery), languages (every kind on every backend that runs it, against the bare runtimes)',
+    )
+    .option('--kinds <kind...>', 'the languages dimension: nodejs, python, java, go, ruby, php, native (default: all)')
     .requiredOption('--out <dir>', 'where results.json, summary.md and report.html go')
     .option('--concurrency <n>', 'connections for the throughput figures', wholeNumber(1, 1024), 4)
     .option('--memory-budget <MB>', 'memory the density figure fills with idle instances', wholeNumber(1), 1024)
@@ -51,6 +58,8 @@ export function registerBenchCommand(program: Command): void {
         quick: Boolean(options.quick),
         ...(options.backends ? { backends: options.backends.flatMap((b) => b.split(',')).filter(Boolean) } : {}),
         ...(options.workloads ? { workloads: options.workloads.flatMap((w) => w.split(',')).filter(Boolean) } : {}),
+        ...(options.dimension ? { dimensions: options.dimension.flatMap((d) => d.split(',')).filter(Boolean) } : {}),
+        ...(options.kinds ? { kinds: options.kinds.flatMap((k) => k.split(',')).filter(Boolean) } : {}),
         // Images and snapshots are cached under the data dir when one is given.
         ...(dataDir ? { dataDir: `${dataDir}/bench` } : {}),
         concurrency: options.concurrency,

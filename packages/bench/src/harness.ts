@@ -19,6 +19,7 @@ import { ServerProcess } from '../../../test/helpers/server-process.js';
 import { ATTACKS, type IsolationResult, plantBait, removeBait, runAttacks } from './attacks.js';
 import { hostInfo } from './host.js';
 import { KeepAliveClient } from './http.js';
+import type { LanguagesResults } from './languages-dimension.js';
 import {
   bareNodeStart,
   bareOciRun,
@@ -154,6 +155,27 @@ export interface HarnessResults {
   isolation: IsolationResult[];
   /** Anything that went wrong around the measurements, e.g. processes a server left behind. */
   warnings: string[];
+  /** The dimensions this run measured. */
+  dimensions: Dimension[];
+  languages?: LanguagesResults;
+}
+
+/** What `isola bench` can measure, each a part of the report of its own. */
+export const DIMENSIONS = {
+  backends: 'every backend with the same JavaScript and WebAssembly workloads, their peers and the escape battery',
+  languages:
+    'hello and the graph workload in every kind (Node.js, Python, Java, Go, Ruby, PHP, native) on every backend that runs it, against the bare runtimes',
+} as const;
+export type Dimension = keyof typeof DIMENSIONS;
+
+/** Resolves `--dimension` names; unknown names are an error. */
+export function selectDimensions(names: readonly string[] | undefined): Dimension[] {
+  if (!names || names.length === 0) return ['backends'];
+  for (const name of names) {
+    if (!(name in DIMENSIONS))
+      throw new HarnessError(`Unknown dimension "${name}"; choose from ${Object.keys(DIMENSIONS).join(', ')}.`);
+  }
+  return (Object.keys(DIMENSIONS) as Dimension[]).filter((d) => names.includes(d));
 }
 
 export interface Progress {
@@ -179,6 +201,10 @@ export interface HarnessOptions {
   attacks?: boolean;
   peers?: boolean;
   progress?: Progress;
+  /** What to measure (see DIMENSIONS); the backends dimension when absent. */
+  dimensions?: string[];
+  /** The languages dimension's kinds; all of them when absent. */
+  kinds?: string[];
 }
 
 const SILENT: Progress = { total: () => {}, step: () => {}, done: () => {}, note: () => {} };
@@ -210,7 +236,7 @@ export function selectWorkloads(names: readonly string[] | undefined): string[] 
   return WORKLOAD_NAMES.filter((n) => names.includes(n));
 }
 
-const pick = (s: Summary): Percentiles => ({ p50: round(s.p50, 3), p99: round(s.p99, 3) });
+export const pick = (s: Summary): Percentiles => ({ p50: round(s.p50, 3), p99: round(s.p99, 3) });
 
 interface Counts {
   cold: number;
@@ -244,7 +270,7 @@ function distinctWasm(base64: string, tag: string): string {
   return Buffer.concat([Buffer.from(base64, 'base64'), Buffer.from([0, body.length]), body]).toString('base64');
 }
 
-class TargetRun {
+export class TargetRun {
   readonly client: KeepAliveClient;
   serverPid = 0;
 
@@ -270,13 +296,18 @@ class TargetRun {
       workload.kind === 'wasm'
         ? { kind: 'wasm', code: this.code(workload, tag), binary: true }
         : { kind: 'nodejs:20', code: this.code(workload, tag) };
-    const response = await this.server.request('PUT', `/api/v1/namespaces/_/actions/${name}?overwrite=true`, {
+    await this.put(name, {
       exec,
       limits: { memory: workload.memoryMb, timeout: workload.timeoutMs },
       annotations: [{ key: 'isolation', value: this.target.isolation }],
     });
+  }
+
+  /** Creates or replaces an action from a whole request body; a refusal is an error that quotes it. */
+  async put(name: string, body: Record<string, unknown>): Promise<void> {
+    const response = await this.server.request('PUT', `/api/v1/namespaces/_/actions/${name}?overwrite=true`, body);
     if (response.status !== 200)
-      throw new Error(`deploying ${name} failed (${response.status}): ${JSON.stringify(response.body).slice(0, 300)}`);
+      throw new Error(`deploying ${name} failed (${response.status}): ${JSON.stringify(response.body).slice(0, 600)}`);
   }
 
   async remove(name: string): Promise<void> {
@@ -299,7 +330,7 @@ class TargetRun {
   }
 
   /** A warm call's latency; a call that fails is an error, not a sample. */
-  private async timedCall(path: string, params: unknown): Promise<number> {
+  async timedCall(path: string, params: unknown): Promise<number> {
     let status = 0;
     let body = '';
     const ms = await time(async () => {
@@ -475,17 +506,17 @@ class TargetRun {
   }
 }
 
-const SIDE_BY_SIDE_GAP_MS = 100;
+export const SIDE_BY_SIDE_GAP_MS = 100;
 
 /** The runtime CLI behind a target, for the ones that have one. */
-function runtimeOf(target: Target): 'runc' | 'crun' | 'runsc' | undefined {
+export function runtimeOf(target: Target): 'runc' | 'crun' | 'runsc' | undefined {
   if (target.isolation === 'gvisor') return 'runsc';
   if (target.isolation === 'container') return target.env.ISOLA_CONTAINER_RUNTIME as 'runc' | 'crun';
   return undefined;
 }
 
 /** How long a backend's pool takes to make a blank sandbox again. */
-const REFILL_MS: Record<string, number> = {
+export const REFILL_MS: Record<string, number> = {
   isolate: 100,
   process: 300,
   'container:runc': 800,
@@ -499,7 +530,7 @@ const REFILL_MS: Record<string, number> = {
  * Stops a server and checks that it took everything it ran with it (sandbox processes,
  * containers, VMs); kills and reports whatever is left, which would be a platform bug.
  */
-async function stopAndCheck(server: ServerProcess, serverPid: number, label: string, warnings: string[]): Promise<void> {
+export async function stopAndCheck(server: ServerProcess, serverPid: number, label: string, warnings: string[]): Promise<void> {
   const before = serverPid ? serverProcesses(serverPid, server.dataDir).filter((pid) => pid !== serverPid) : [];
   await server.stop();
   const alive = (pid: number) => {
@@ -529,7 +560,7 @@ async function stopAndCheck(server: ServerProcess, serverPid: number, label: str
 }
 
 /** Whether a target works here, and what it is (the backend's own status line). */
-async function probeTarget(target: Target, dataDir: string): Promise<BackendStatus> {
+export async function probeTarget(target: Target, dataDir: string): Promise<BackendStatus> {
   if (target.isolation === 'container') {
     const runtime = target.env.ISOLA_CONTAINER_RUNTIME as 'runc' | 'crun';
     if (!findBinary(runtime))
@@ -763,7 +794,9 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
   const started = Date.now();
   const progress = options.progress ?? SILENT;
   const quick = options.quick;
-  const targets = selectTargets(options.backends);
+  const dimensions = selectDimensions(options.dimensions);
+  // The languages dimension chooses its own backends (wasm runs no language).
+  const targets = dimensions.includes('backends') ? selectTargets(options.backends) : [];
   const names = selectWorkloads(options.workloads);
   const concurrency = options.concurrency ?? 4;
   const memoryBudgetMb = options.memoryBudgetMb ?? 1024;
@@ -783,7 +816,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     },
     durationSeconds: 0,
     backends: [],
-    workloads: WORKLOADS.filter((w) => names.includes(w.name)).map((w) => ({
+    workloads: WORKLOADS.filter((w) => dimensions.includes('backends') && names.includes(w.name)).map((w) => ({
       name: w.name,
       kind: w.kind,
       description: w.description,
@@ -792,8 +825,11 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     peers: [],
     isolation: [],
     warnings: [],
+    dimensions,
   };
-  try {
+  let backendSteps = 0;
+  /** The backends dimension: every backend, the workloads, the peers and the escape battery. */
+  const measureBackends = async (): Promise<void> => {
     // Which targets work here; probing also builds the images they need, outside the timings.
     progress.total(targets.length);
     const available: Target[] = [];
@@ -841,7 +877,8 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
         (options.attacks !== false && p.target.attacks ? ATTACKS.length : 0),
       0,
     );
-    progress.total(targets.length + measured + (options.peers !== false ? peerSteps(available, names) : 0));
+    backendSteps = targets.length + measured + (options.peers !== false ? peerSteps(available, names) : 0);
+    progress.total(backendSteps);
 
     if (options.peers !== false) results.peers = await measurePeers(available, names, dataDir, quick, concurrency, progress);
 
@@ -943,6 +980,20 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
       }
     } finally {
       if (bait) await removeBait(bait);
+    }
+  };
+  try {
+    if (dimensions.includes('backends')) await measureBackends();
+    if (dimensions.includes('languages')) {
+      const { runLanguages } = await import('./languages-dimension.js');
+      results.languages = await runLanguages({
+        quick,
+        ...(options.backends ? { backends: options.backends } : {}),
+        ...(options.kinds ? { kinds: options.kinds } : {}),
+        dataDir,
+        peers: options.peers !== false,
+        progress: { ...progress, total: (steps) => progress.total(backendSteps + steps) },
+      });
     }
     results.durationSeconds = Math.round((Date.now() - started) / 1000);
     return results;

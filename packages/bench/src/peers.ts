@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { encodeFrame, FrameDecoder, type GuestMessage } from '../../../src/guest/protocol.js';
+import { encodeFrame, FrameDecoder, type FunctionPackage, type GuestMessage } from '../../../src/guest/protocol.js';
 import type { MicrovmImage } from '../../../src/images/microvm-image.js';
 import type { NodeRootfs } from '../../../src/images/node-rootfs.js';
 import { CONTAINER_PROFILES, containerHeapMb } from '../../../src/sandbox/container/container-backend.js';
@@ -27,6 +27,10 @@ import { time } from './stats.js';
 export interface PeerFunction {
   code: string;
   params: Record<string, unknown>;
+  /** A function of another kind: the package the agent unpacks and runs instead of `code`. */
+  package?: FunctionPackage;
+  main?: string;
+  memoryMb?: number;
 }
 
 /**
@@ -60,7 +64,16 @@ export function bareAgentInvoke(command: string, args: string[], fn: PeerFunctio
     child.stdin.on('error', () => {
       // the child went away; 'exit' says so
     });
-    child.stdin.write(encodeFrame({ type: 'init', code: fn.code, main: 'main', binary: false, env: {} }));
+    child.stdin.write(
+      encodeFrame({
+        type: 'init',
+        code: fn.code,
+        main: fn.main ?? 'main',
+        binary: false,
+        env: {},
+        ...(fn.package ? { package: fn.package, memoryMb: fn.memoryMb ?? 256, concurrency: 1 } : {}),
+      }),
+    );
     child.stdin.write(encodeFrame({ type: 'run', id: 'bare', params: fn.params, deadline: Date.now() + 120_000, env: {} }));
   });
 }

@@ -9,6 +9,7 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { ATTACKS } from './attacks.js';
 import type { HarnessResults, Percentiles, WorkloadResult } from './harness.js';
+import { languagesHtml, languagesMarkdown } from './languages-report.js';
 
 export interface HeadlineRow {
   question: string;
@@ -35,9 +36,13 @@ function containerRow(results: HarnessResults): WorkloadResult | undefined {
 
 const cold = (r: WorkloadResult | undefined) => r?.coldStartMs?.p50;
 
+/** Whether the run measured the backends dimension (runs written before there were dimensions did). */
+export const backendsRan = (results: HarnessResults): boolean => results.dimensions?.includes('backends') ?? true;
+
 /** The questions the source studies asked, answered from this run. */
 export function headline(results: HarnessResults): HeadlineRow[] {
   const rows: HeadlineRow[] = [];
+  if (!backendsRan(results)) return rows;
   const container = containerRow(results);
   const vsContainer = (backend: string, label: string) => {
     const r = row(results, backend);
@@ -406,6 +411,26 @@ export async function charts(results: HarnessResults): Promise<{ id: string; cap
       svg: await svg(bars('Hello throughput (requests/s)', rps, 'requests/s', false)),
     });
   }
+  const languages = (results.languages?.rows ?? []).flatMap((r) =>
+    r.workload === 'hello' && r.coldStartMs
+      ? [
+          {
+            workload: r.kind,
+            backend: r.backend,
+            value: Math.max(r.coldStartMs.p50, 0.001),
+            high: Math.max(r.coldStartMs.p99, 0.001),
+          },
+        ]
+      : [],
+  );
+  if (languages.length > 0) {
+    out.push({
+      id: 'languages-cold-start',
+      caption:
+        'Hello cold start per language and backend through the API, no blank sandbox made ahead: p50 (dot) to p99 (end of the line), log scale.',
+      svg: await svg(groupedDots('Cold start by language (ms)', languages, 'ms (log scale)')),
+    });
+  }
   if (results.isolation.length > 0) {
     out.push({
       id: 'isolation',
@@ -431,6 +456,10 @@ function hostLine(results: HarnessResults): string {
 export function summaryMarkdown(results: HarnessResults, rows: HeadlineRow[]): string {
   const lines: string[] = [];
   lines.push(`# Isola benchmark${results.quick ? ' (quick)' : ''}`, '', `Host: ${hostLine(results)}.`, '');
+  if (!backendsRan(results)) {
+    if (results.languages) lines.push(...languagesMarkdown(results.languages));
+    return `${lines.join('\n')}\n`;
+  }
   lines.push(
     `Settings: ${results.settings.coldSamples} cold starts and ${results.settings.warmSamples} warm calls per figure (fewer for the slowest), throughput for ${results.settings.throughputSeconds} s at concurrency ${results.settings.concurrency}, density in ${results.settings.memoryBudgetMb} MB. Run took ${results.durationSeconds} s.`,
     '',
@@ -494,6 +523,7 @@ export function summaryMarkdown(results: HarnessResults, rows: HeadlineRow[]): s
     lines.push('', 'Notes:', '');
     for (const r of results.isolation) lines.push(`- ${r.backend}, ${r.attack}: ${r.note}`);
   }
+  if (results.languages) lines.push('', ...languagesMarkdown(results.languages));
   return `${lines.join('\n')}\n`;
 }
 
@@ -547,7 +577,9 @@ figure { margin: 1rem 0 2rem; } figcaption { color: #555; font-size: 13px; }
 </style></head><body>
 <h1>Isola benchmark${results.quick ? ' (quick)' : ''}</h1>
 <p>Host: ${escapeHtml(hostLine(results))}. Run took ${results.durationSeconds} s.</p>
-<h2>Headline</h2>
+${
+  backendsRan(results)
+    ? `<h2>Headline</h2>
 ${table(
   ['question', 'answer', 'from'],
   rows.map((r) => [escapeHtml(r.question), escapeHtml(r.answer), escapeHtml(r.basis)]),
@@ -583,7 +615,10 @@ ${results.isolation.length > 0 ? table(['attack', ...new Set(results.isolation.m
 ${table(
   ['workload', 'kind', 'what it does'],
   results.workloads.map((w) => [escapeHtml(w.name), escapeHtml(w.kind), escapeHtml(w.description)]),
-)}
+)}`
+    : `${figures.map((f) => `<figure id="chart-${f.id}">${f.svg}<figcaption>${escapeHtml(f.caption)}</figcaption></figure>`).join('\n')}`
+}
+${results.languages ? languagesHtml(results.languages, escapeHtml) : ''}
 </body></html>
 `;
 }

@@ -26,7 +26,7 @@ export interface Workload {
 const example = (path: string) => () =>
   readFileSync(fileURLToPath(new URL(`../../../examples/${path}`, import.meta.url))).toString('base64');
 
-const HELLO = 'function main(params) { return { greeting: "Hello " + (params.name || "world") }; }';
+export const HELLO_JS = 'function main(params) { return { greeting: "Hello " + (params.name || "world") }; }';
 
 // A small deterministic generator every workload shares (no Math.random: results are comparable).
 const PRNG =
@@ -68,7 +68,7 @@ function main(params) {
   return { input: input.length, output: out.length, ratio: Math.round((out.length / input.length) * 1000) / 1000 };
 }`;
 
-const GRAPH = `${PRNG}
+export const GRAPH_JS = `${PRNG}
 function main(params) {
   const random = prng(params.seed);
   const n = params.nodes;
@@ -128,7 +128,7 @@ export const WORKLOADS: Workload[] = [
     name: 'hello',
     description: 'returns a greeting',
     kind: 'nodejs:20',
-    code: () => HELLO,
+    code: () => HELLO_JS,
     params: { name: 'bench' },
     memoryMb: 256,
     timeoutMs: 60_000,
@@ -173,7 +173,7 @@ export const WORKLOADS: Workload[] = [
     name: 'graph',
     description: 'BFS and 10 PageRank iterations on 5,000 nodes and 20,000 edges',
     kind: 'nodejs:20',
-    code: () => GRAPH,
+    code: () => GRAPH_JS,
     params: { seed: 7, nodes: 5000, edges: 20000, iterations: 10 },
     memoryMb: 256,
     timeoutMs: 60_000,
