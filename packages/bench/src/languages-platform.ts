@@ -6,15 +6,18 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { zipSync } from 'fflate';
+import type { Isolation } from '../../../src/core/kinds.js';
 import type { FunctionPackage } from '../../../src/guest/protocol.js';
 import type { NodeRootfs } from '../../../src/images/node-rootfs.js';
 import { ensureNodeRootfs } from '../../../src/images/node-rootfs.js';
-import type { Target } from './harness.js';
 import { functionSource, LANGUAGE_PEERS, type LanguageKind, type LanguageWorkload } from './languages.js';
 import type { PeerFunction } from './peers.js';
 
-/** Why `target` cannot run `kind` on this host, or undefined when it can. */
-export async function languageSupport(_target: Target, _kind: LanguageKind, _dataDir: string): Promise<string | undefined> {
+/**
+ * Why a working backend cannot run `kind` on this host (isola doctor's answer), or undefined when
+ * it can.
+ */
+export function languageSupport(_isolation: Isolation, _kind: LanguageKind): string | undefined {
   return undefined;
 }
 

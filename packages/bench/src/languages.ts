@@ -49,19 +49,17 @@ interface Layout {
   file: (workload: LanguageWorkload) => string;
   /** exec.main, where the kind needs one. */
   main?: (workload: LanguageWorkload) => string;
-  /** A line comment, for making each deployed version's source its own. */
-  comment: string;
 }
 
 const capitalised = (workload: LanguageWorkload) => `${workload[0]?.toUpperCase()}${workload.slice(1)}`;
 
 const LAYOUTS: Record<Exclude<LanguageKind, 'nodejs:20'>, Layout> = {
-  'python:3': { dir: 'python', file: (w) => `${w}.py`, comment: '#' },
-  'java:17': { dir: 'java', file: (w) => `${capitalised(w)}.java`, main: capitalised, comment: '//' },
-  'go:1.19': { dir: 'go', file: (w) => `${w}.go`, comment: '//' },
-  'ruby:3.1': { dir: 'ruby', file: (w) => `${w}.rb`, comment: '#' },
-  'php:8.2': { dir: 'php', file: (w) => `${w}.php`, comment: '//' },
-  native: { dir: 'native', file: (w) => `${w}.c`, comment: '//' },
+  'python:3': { dir: 'python', file: (w) => `${w}.py` },
+  'java:17': { dir: 'java', file: (w) => `${capitalised(w)}.java`, main: capitalised },
+  'go:1.19': { dir: 'go', file: (w) => `${w}.go` },
+  'ruby:3.1': { dir: 'ruby', file: (w) => `${w}.rb` },
+  'php:8.2': { dir: 'php', file: (w) => `${w}.php` },
+  native: { dir: 'native', file: (w) => `${w}.c` },
 };
 
 /** Where a kind's source of a workload is (JavaScript's are the harness's own workloads). */
@@ -113,9 +111,10 @@ export function buildNative(workload: LanguageWorkload, cacheDir: string): strin
 
 /**
  * What `PUT /actions/<name>` gets as `exec`: the source (compiled at deploy by the platform) or,
- * for native, the ELF. `tag` makes the version's content its own, so that no cache keyed by
- * content (a compiled package, a class-data archive, V8's code cache) makes one cold start
- * cheaper than a user's first.
+ * for native, the ELF. JavaScript gets `tag` as a comment, so that no cache keyed by content (V8's
+ * code cache) makes one cold start cheaper than a user's first; the other kinds are deployed as
+ * they are, so that the deploy's package cache (keyed by content) compiles each source once: what
+ * a sandbox starts from is the same package either way.
  */
 export function execFor(
   kind: LanguageKind,
@@ -123,14 +122,10 @@ export function execFor(
   tag: string,
   cacheDir: string,
 ): { kind: LanguageKind; code: string; binary?: boolean; main?: string } {
-  if (kind === 'native') {
-    const elf = readFileSync(buildNative(workload, cacheDir));
-    // Bytes after the ELF's sections are ignored by the loader.
-    return { kind, code: Buffer.concat([elf, Buffer.from(`\n${tag}\n`)]).toString('base64'), binary: true };
-  }
-  const comment = kind === 'nodejs:20' ? '//' : LAYOUTS[kind].comment;
-  const main = kind === 'nodejs:20' ? undefined : LAYOUTS[kind].main?.(workload);
-  return { kind, code: `${functionSource(kind, workload)}\n${comment} ${tag}\n`, ...(main ? { main } : {}) };
+  if (kind === 'native') return { kind, code: readFileSync(buildNative(workload, cacheDir)).toString('base64'), binary: true };
+  if (kind === 'nodejs:20') return { kind, code: `${functionSource(kind, workload)}\n// ${tag}\n` };
+  const main = LAYOUTS[kind].main?.(workload);
+  return { kind, code: functionSource(kind, workload), ...(main ? { main } : {}) };
 }
 
 export interface LanguagePeer {

@@ -35,7 +35,8 @@ export interface PeerFunction {
 
 /**
  * Time from spawning a command that runs the guest agent until the function's result comes back:
- * the init and run frames are written at once, as a caller with no platform would.
+ * the init and run frames are written at once, as a caller with no platform would; a package
+ * (another language) must be unpacked and its process started first, so its run goes on `ready`.
  */
 export function bareAgentInvoke(command: string, args: string[], fn: PeerFunction): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -46,7 +47,8 @@ export function bareAgentInvoke(command: string, args: string[], fn: PeerFunctio
     child.stdout.on('data', (chunk: Buffer) => {
       for (const message of decoder.push(chunk)) {
         if (done) return;
-        if (message.type === 'result') {
+        if (message.type === 'ready' && fn.package) sendRun();
+        else if (message.type === 'result') {
           done = true;
           resolve(performance.now() - started);
           child.kill('SIGKILL');
@@ -74,7 +76,9 @@ export function bareAgentInvoke(command: string, args: string[], fn: PeerFunctio
         ...(fn.package ? { package: fn.package, memoryMb: fn.memoryMb ?? 256, concurrency: 1 } : {}),
       }),
     );
-    child.stdin.write(encodeFrame({ type: 'run', id: 'bare', params: fn.params, deadline: Date.now() + 120_000, env: {} }));
+    const sendRun = () =>
+      child.stdin.write(encodeFrame({ type: 'run', id: 'bare', params: fn.params, deadline: Date.now() + 120_000, env: {} }));
+    if (!fn.package) sendRun();
   });
 }
 
