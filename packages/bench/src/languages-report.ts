@@ -15,7 +15,8 @@ const met = (value: boolean | null) => (value === null ? 'not measured' : value 
 const agrees = (matches: boolean | undefined) => (matches === undefined ? '–' : matches ? 'same' : '**differs**');
 
 function pooled(r: LanguageRow): string {
-  if (r.pooledStartMs) return `${p(r.pooledStartMs)} (${r.pooledHits} from the pool)`;
+  const bare = r.bareInTurns ? `; ${r.bareInTurns.name} in turns: ${p(r.bareInTurns.startMs)}` : '';
+  if (r.pooledStartMs) return `${p(r.pooledStartMs)} (${r.pooledHits} from the pool${bare})`;
   return r.pooledHits ?? '–';
 }
 

@@ -184,6 +184,15 @@ describe('the languages dimension: targets and headline from the figures', () =>
     assert.deepEqual({ measured: overhead?.measured, met: overhead?.met }, { measured: 30, met: false });
   });
 
+  it('prefers bare starts taken in turns with the pooled ones to the peers measured apart', () => {
+    const results = base();
+    const python = results.rows.find((r) => r.kind === 'python:3') as LanguageRow;
+    python.bareInTurns = { name: 'bare python3', startMs: { p50: 60, p99: 70 }, samples: 2 };
+    const check = languageTargetChecks(results).find((c) => c.name.startsWith('Python cold start'));
+    assert.deepEqual({ measured: check?.measured, met: check?.met }, { measured: 0.8, met: true });
+    assert.match(check?.basis ?? '', /bare python3 60 ms \(spawn to first result, 2 taken in turns/);
+  });
+
   it('says what a target needs when it could not be measured', () => {
     const results = { ...base(), snapshots: [], peers: [] };
     const checks = languageTargetChecks(results);
