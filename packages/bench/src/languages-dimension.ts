@@ -139,6 +139,8 @@ export interface LanguageBackend {
   detail: string;
   /** Per kind: why the backend does not run it here (isola doctor's reason). */
   unsupported: Partial<Record<LanguageKind, string>>;
+  /** How long its measurements took. */
+  seconds?: number;
 }
 
 export interface LanguagesResults {
@@ -670,6 +672,7 @@ export async function runLanguages(options: LanguagesOptions): Promise<Languages
   if (options.peers !== false) results.peers = await measureLanguagePeers(kinds, counts, cacheDir, reference, progress);
 
   for (const { target, kinds: runnable, emulated } of available) {
+    const backendStarted = Date.now();
     for (const kind of kinds.filter((k) => !runnable.includes(k) && ISOLATIONS_FOR_KIND[k].includes(target.isolation))) {
       for (const workload of LANGUAGE_WORKLOADS)
         results.rows.push(skipped(kind, target, workload, results.backends.find((b) => b.id === target.id)?.unsupported[kind]));
@@ -817,6 +820,8 @@ export async function runLanguages(options: LanguagesOptions): Promise<Languages
       }
     }
     progress.done();
+    const report = results.backends.find((b) => b.id === target.id);
+    if (report) report.seconds = Math.round((Date.now() - backendStarted) / 1000);
   }
   results.durationSeconds = Math.round((Date.now() - started) / 1000);
   return { ...results, targets: languageTargetChecks(results), headline: languageHeadline(results) };

@@ -124,7 +124,10 @@ export function languagesMarkdown(l: LanguagesResults): string[] {
   const lines = [
     '## Languages',
     '',
-    `Kinds: ${l.kinds.join(', ')}; ${l.settings.cold} cold starts, ${l.settings.warm} warm calls and ${l.settings.pooled} starts with a pool per kind and backend (fewer on gVisor and microVMs), ${l.settings.peerStarts} starts per bare runtime. Took ${l.durationSeconds} s.`,
+    `Kinds: ${l.kinds.join(', ')}; ${l.settings.cold} cold starts, ${l.settings.warm} warm calls and ${l.settings.pooled} starts with a pool per kind and backend (fewer on gVisor and microVMs), ${l.settings.peerStarts} starts per bare runtime. Took ${l.durationSeconds} s (${l.backends
+      .filter((b) => b.seconds !== undefined)
+      .map((b) => `${b.id} ${b.seconds} s`)
+      .join(', ')}).`,
   ];
   for (const table of languageTables(l)) {
     lines.push('', `### ${table.title}`, '');

@@ -275,6 +275,7 @@ describe('isola bench --dimension languages (smoke)', {
     const summary = readFileSync(join(out, 'summary.md'), 'utf8');
     assert.match(summary, /## Languages[\s\S]*### Targets[\s\S]*### Fastest start per language[\s\S]*### Bare runtimes/);
     assert.doesNotMatch(summary, /## Headline/, 'no backends section when that dimension did not run');
-    assert.match(readFileSync(join(out, 'report.html'), 'utf8'), /<h2>Languages<\/h2>/);
+    const html = readFileSync(join(out, 'report.html'), 'utf8');
+    assert.match(html, /<figure id="chart-languages-cold-start"><svg[\s\S]*<h2>Languages<\/h2>/);
   });
 });
