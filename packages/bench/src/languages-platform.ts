@@ -9,21 +9,25 @@ import { zipSync } from 'fflate';
 import type { Isolation } from '../../../src/core/kinds.js';
 import type { FunctionPackage } from '../../../src/guest/protocol.js';
 import type { NodeRootfs } from '../../../src/images/node-rootfs.js';
-import { ensureNodeRootfs } from '../../../src/images/node-rootfs.js';
+import { ensureNodeRootfs, ensureRootfs } from '../../../src/images/node-rootfs.js';
+import { imageNameFor } from '../../../src/images/runtimes.js';
+import { kindSupport } from '../../../src/sandbox/registry.js';
 import { functionSource, LANGUAGE_PEERS, type LanguageKind, type LanguageWorkload } from './languages.js';
 import type { PeerFunction } from './peers.js';
 
 /**
- * Why a working backend cannot run `kind` on this host (isola doctor's answer), or undefined when
- * it can.
+ * Why a working backend cannot run `kind` on this host (isola doctor's answer: its bounds, then
+ * whether the host has the kind's runtime and compiler), or undefined when it can.
  */
-export function languageSupport(_isolation: Isolation, _kind: LanguageKind): string | undefined {
-  return undefined;
+export function languageSupport(isolation: Isolation, kind: LanguageKind): string | undefined {
+  const support = kindSupport(isolation).find((k) => k.kind === kind);
+  if (!support || support.available) return undefined;
+  return support.why ?? 'not on this host';
 }
 
 /** The container image of a kind: the guest agent and the kind's runtime. */
-function kindImage(_kind: LanguageKind, _dataDir: string): NodeRootfs | undefined {
-  return undefined;
+function kindImage(kind: LanguageKind, dataDir: string): NodeRootfs {
+  return ensureRootfs(join(dataDir, 'images'), join(dataDir, 'runtime'), imageNameFor(kind));
 }
 
 /** Every file under a directory, by its path relative to it. */
@@ -86,7 +90,6 @@ export async function packageForBareRun(
       source: 'the same code in the agent',
     };
   const image = kindImage(kind, dataDir);
-  if (!image) throw new Error(`no container image for ${kind} in this build`);
   return {
     image,
     fn: { code: '', package: peerPackage(kind, workload, cacheDir, memoryMb, image), memoryMb },

@@ -216,13 +216,13 @@ describe('the languages dimension: targets and headline from the figures', () =>
   });
 });
 
-// The platform's launchers: without them no kind but JavaScript deploys.
-const LAUNCHERS = join(ROOT, 'src/guest/launchers/launcher.py');
+// What the deploy makes of a function in another language: without it no kind but JavaScript deploys.
+const PACKAGES = join(ROOT, 'src/platform/function-packages.ts');
 
 /** `isola bench --dimension languages` end to end on the process backend, with few samples. */
 describe('isola bench --dimension languages (smoke)', {
   timeout: 10 * 60_000,
-  skip: existsSync(LAUNCHERS) ? false : 'this checkout of the platform runs no Python functions yet',
+  skip: existsSync(PACKAGES) ? false : 'this checkout of the platform runs no Python functions yet',
 }, () => {
   const out = mkdtempSync(join(tmpdir(), 'isola-bench-languages-'));
   after(() => rmSync(out, { recursive: true, force: true }));

@@ -23,6 +23,9 @@ public class BenchLauncher {
       JsonObject value = request.has("value") ? request.getAsJsonObject("value") : new JsonObject();
       out.print(main.invoke(null, value).toString() + "\n");
       out.flush();
+      System.out.println("XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX");
+      System.out.flush();
+      System.err.println("XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX");
     }
   }
 }

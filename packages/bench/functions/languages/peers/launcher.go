@@ -26,6 +26,8 @@ func main() {
 				}
 				result, _ := json.Marshal(Main(request.Value))
 				out.Write(append(result, '\n'))
+				os.Stdout.WriteString("XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX\n")
+				os.Stderr.WriteString("XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX\n")
 			}
 		}
 		if err != nil {

@@ -10,4 +10,6 @@ while (($line = fgets(STDIN)) !== false) {
     $request = json_decode($line, true);
     fwrite($out, json_encode(main($request['value'] ?? [])) . "\n");
     fflush($out);
+    fwrite(STDOUT, "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX\n");
+    fwrite(STDERR, "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX\n");
 }

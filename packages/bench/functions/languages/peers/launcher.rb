@@ -10,4 +10,7 @@ $stdin.each_line do |line|
   request = JSON.parse(line)
   out.write("#{JSON.generate(main(request['value'] || {}))}\n")
   out.flush
+  $stdout.puts 'XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX'
+  $stdout.flush
+  $stderr.puts 'XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX'
 end
