@@ -3,16 +3,13 @@
  * a kind on this host (doctor's answer), and the image and package a bare `runc run` of the same
  * bundle needs.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
-import { zipSync } from 'fflate';
+import { join } from 'node:path';
 import type { Isolation } from '../../../src/core/kinds.js';
-import type { FunctionPackage } from '../../../src/guest/protocol.js';
-import type { NodeRootfs } from '../../../src/images/node-rootfs.js';
-import { ensureNodeRootfs, ensureRootfs } from '../../../src/images/node-rootfs.js';
+import { ensureRootfs, type NodeRootfs } from '../../../src/images/node-rootfs.js';
 import { imageNameFor } from '../../../src/images/runtimes.js';
+import { FunctionPackages } from '../../../src/platform/function-packages.js';
 import { kindSupport } from '../../../src/sandbox/registry.js';
-import { functionSource, LANGUAGE_PEERS, type LanguageKind, type LanguageWorkload } from './languages.js';
+import { execFor, functionSource, type LanguageKind, type LanguageWorkload } from './languages.js';
 import type { PeerFunction } from './peers.js';
 
 /**
@@ -25,55 +22,10 @@ export function languageSupport(isolation: Isolation, kind: LanguageKind): strin
   return support.why ?? 'not on this host';
 }
 
-/** The container image of a kind: the guest agent and the kind's runtime. */
-function kindImage(kind: LanguageKind, dataDir: string): NodeRootfs {
-  return ensureRootfs(join(dataDir, 'images'), join(dataDir, 'runtime'), imageNameFor(kind));
-}
-
-/** Every file under a directory, by its path relative to it. */
-function filesOf(dir: string, root = dir): Record<string, Uint8Array> {
-  const files: Record<string, Uint8Array> = {};
-  for (const entry of readdirSync(dir)) {
-    const path = join(dir, entry);
-    if (statSync(path).isDirectory()) Object.assign(files, filesOf(path, root));
-    else files[relative(root, path)] = readFileSync(path);
-  }
-  return files;
-}
-
 /**
- * The package of the bare peer's directory (its minimal launcher and the function), for the agent
- * to unpack and run as it runs a deployed one.
- */
-function peerPackage(
-  kind: LanguageKind,
-  workload: LanguageWorkload,
-  cacheDir: string,
-  memoryMb: number,
-  image: NodeRootfs,
-): FunctionPackage {
-  const peer = LANGUAGE_PEERS.find((p) => p.kind === kind);
-  if (!peer) throw new Error(`no bare peer for ${kind}`);
-  const command = peer.prepare(workload, cacheDir, memoryMb);
-  const files = filesOf(command.cwd);
-  // The native peer runs the ELF where it was built: in the package it is `exec`.
-  const argv =
-    kind === 'native'
-      ? ['./exec']
-      : kind === 'nodejs:20'
-        ? [image.nodePath, ...command.args]
-        : [command.command, ...command.args];
-  return {
-    zip: Buffer.from(zipSync(files)).toString('base64'),
-    command: argv,
-    executables: Object.keys(files).filter((f) => f === 'exec'),
-    ack: true,
-  };
-}
-
-/**
- * The image and package for a bare `<runtime> run` of a kind's hello: the kind's image with the
- * guest agent, handed the same function.
+ * The image and package for a bare `<runtime> run` of a kind's function: the kind's image (the
+ * one the container backend boots for it) with the guest agent, handed what the platform's deploy
+ * makes of the same source.
  */
 export async function packageForBareRun(
   kind: LanguageKind,
@@ -82,17 +34,18 @@ export async function packageForBareRun(
   cacheDir: string,
   memoryMb: number,
 ): Promise<{ image: NodeRootfs; fn: Omit<PeerFunction, 'params'>; source: string }> {
+  const image = ensureRootfs(join(dataDir, 'images'), join(dataDir, 'runtime'), imageNameFor(kind));
   // A CommonJS function is not packaged: the agent loads its code, as the platform does.
-  if (kind === 'nodejs:20')
-    return {
-      image: ensureNodeRootfs(join(dataDir, 'images'), join(dataDir, 'runtime')),
-      fn: { code: functionSource(kind, workload) },
-      source: 'the same code in the agent',
-    };
-  const image = kindImage(kind, dataDir);
+  if (kind === 'nodejs:20') return { image, fn: { code: functionSource(kind, workload) }, source: 'the same code in the agent' };
+  const exec = execFor(kind, workload, 'bare', cacheDir);
+  const prepared = await new FunctionPackages({ dataDir: cacheDir }).prepare({
+    name: `bare-${workload}`,
+    exec: { ...exec, binary: exec.binary ?? false },
+  });
+  if (!prepared.package) throw new Error(`the deploy made no package of the ${kind} function`);
   return {
     image,
-    fn: { code: '', package: peerPackage(kind, workload, cacheDir, memoryMb, image), memoryMb },
-    source: "the bench's own minimal launcher, packaged",
+    fn: { code: '', package: prepared.package, ...(exec.main ? { main: exec.main } : {}), memoryMb },
+    source: `the ${image.name} image and the package the deploy makes`,
   };
 }
