@@ -118,12 +118,15 @@ describe('isolation "microvm"', { skip }, () => {
   });
 
   it('ends a memory bomb at the memory limit', async () => {
-    await deploy('vm-bomb', 'function main() { const keep = []; for (;;) keep.push(new Array(100000).fill(1)); }');
+    // Filling 256 MB under an emulated CPU while another suite runs can take longer than 30 s:
+    // a longer time limit, so that the memory limit is what ends it.
+    const slow = { limits: { memory: 256, timeout: 180_000 } };
+    await deploy('vm-bomb', 'function main() { const keep = []; for (;;) keep.push(new Array(100000).fill(1)); }', slow);
     const res = await run('vm-bomb');
     assert.equal(res.response.status, 'action developer error');
     assert.match(String((res.response.result as { error: string }).error), /exhausted its memory limit of 256 MB/);
     // Outside the V8 heap (ArrayBuffers) the guest kernel runs out instead: reported the same way.
-    await deploy('vm-buffers', 'function main() { const keep = []; for (;;) keep.push(new Uint8Array(8 << 20).fill(1)); }');
+    await deploy('vm-buffers', 'function main() { const keep = []; for (;;) keep.push(new Uint8Array(8 << 20).fill(1)); }', slow);
     const buffers = await run('vm-buffers');
     assert.match(String((buffers.response.result as { error: string }).error), /exhausted its memory limit of 256 MB/);
   });
