@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { zipSync } from 'fflate';
 import type { ActivationRecord } from '../src/core/types.js';
-import { annotation, TestServer } from './helpers/server.js';
+import { annotation, TestServer, waitFor } from './helpers/server.js';
 import { zipOf } from './helpers/zips.js';
 
 const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64');
@@ -313,5 +313,75 @@ describe('functions in every kind, through the API', () => {
       assert.deepEqual(await result('java', { name: 'Bo' }), { greeting: 'Hello, Bo from Java' });
       assert.equal(readdirSync(packages).filter((f) => f.endsWith('.json')).length, 1, 'the Java package was made again');
     });
+  });
+});
+
+describe('blank sandboxes of an interpreted kind start its runtime ahead', () => {
+  let server: TestServer;
+  const kinds = ['python:3', 'java:17', 'ruby:3.1', 'php:8.2'];
+
+  before(async () => {
+    server = await TestServer.start({
+      env: {
+        ISOLA_BACKENDS: 'isolate,process',
+        ISOLA_PREWARM: `isolate:0,${kinds.map((kind) => `process:${kind}:1`).join(',')}`,
+      },
+    });
+  });
+  after(() => server.dispose());
+
+  /** Waits until the pool holds a blank sandbox of every kind. */
+  const poolFull = () =>
+    waitFor(
+      'a blank sandbox of each kind',
+      async () =>
+        /^isola_prewarmed_sandboxes (\d+)/m.exec(await server.metrics())?.[1] === String(kinds.length) ? true : undefined,
+      60_000,
+    );
+
+  const sources: Record<string, { code: string; main?: string }> = {
+    // Each reports how its process was started: a runtime started ahead was given no function name.
+    'python:3': { code: 'import os, sys\ndef main(args):\n    return {"argv": sys.argv[1:], "cwd": os.getcwd()}\n' },
+    'ruby:3.1': { code: 'def main(args)\n  { "argv" => ARGV, "cwd" => Dir.pwd }\nend\n' },
+    'php:8.2': {
+      code: '<?php\nfunction main(array $args): array {\n  return ["argv" => array_slice($GLOBALS["argv"], 1), "cwd" => getcwd()];\n}\n',
+    },
+    'java:17': {
+      code: `import com.google.gson.JsonObject;
+public class Where {
+  public static JsonObject main(JsonObject args) {
+    JsonObject result = new JsonObject();
+    result.addProperty("classPath", System.getProperty("java.class.path"));
+    result.addProperty("cwd", System.getProperty("user.dir"));
+    return result;
+  }
+}
+`,
+      main: 'Where',
+    },
+  };
+
+  it('loads the function into the runtime waiting in a blank sandbox of its kind', async () => {
+    await poolFull();
+    for (const kind of kinds) {
+      const name = `ahead-${kind.replace(/\W/g, '-')}`;
+      const { code, main } = sources[kind] as { code: string; main?: string };
+      const put = await server.request('PUT', `/api/v1/namespaces/_/actions/${name}`, {
+        exec: { kind, code, ...(main ? { main } : {}) },
+        annotations: [{ key: 'isolation', value: 'process' }],
+      });
+      assert.equal(put.status, 200, JSON.stringify(put.body));
+      const record = (await server.request<ActivationRecord>('POST', `/api/v1/namespaces/_/actions/${name}?blocking=true`, {}))
+        .body;
+      assert.equal(record.response.status, 'success', JSON.stringify(record));
+      assert.equal(annotation(record, 'coldStart'), true);
+      const result = record.response.result as Record<string, unknown>;
+      if (kind === 'java:17') assert.equal(result.classPath, 'launcher:gson.jar', `${kind}: the JVM started ahead`);
+      else assert.deepEqual(result.argv, [], `${kind}: the interpreter started ahead`);
+      // Its working directory is the function's, whichever process runs it.
+      assert.match(String(result.cwd), /function-/, kind);
+      const metrics = await server.metrics();
+      assert.match(metrics, new RegExp(`isola_starts_total\\{[^}]*action="${name}"[^}]*start="stemcell"\\} 1`), kind);
+    }
   });
 });

@@ -107,10 +107,10 @@ function describeExit(code: number | null, signal: string | null): string {
 }
 
 /** One process speaking ActionLoop. */
-class Launcher {
+export class Launcher {
   readonly child: ChildProcess;
   /** Resolves once the process is ready for activations; rejects with why it is not. */
-  readonly ready: Promise<void>;
+  ready: Promise<void>;
   current: LoopRun | undefined;
   exit: { code: number | null; signal: string | null; error?: string } | undefined;
   /** It prints sentinels (ours always do; a native binary may not). */
@@ -131,11 +131,16 @@ class Launcher {
   private previous: { id: string; budget: LogBudget } | undefined;
   private readonly drained: Promise<void>;
 
+  /** What its loop does when it exits, or finishes an activation and lives on. */
+  onExit: (launcher: Launcher) => void = () => {};
+  onIdle: (launcher: Launcher) => void = () => {};
+  private readonly exited: Promise<void>;
+
+  /** `waitForLoad`: a runtime started ahead, ready only once a `load` line made it load a function. */
   constructor(
     private readonly host: LoopHost,
     options: LoopOptions,
-    private readonly onExit: (launcher: Launcher) => void,
-    private readonly onIdle: (launcher: Launcher) => void,
+    waitForLoad = false,
   ) {
     this.framed = options.ack;
     const fifo = makeFifo(options.dir);
@@ -170,7 +175,7 @@ class Launcher {
       });
     });
     this.drained = Promise.all(streams).then(() => {});
-    const exited = new Promise<void>((resolve) => {
+    this.exited = new Promise<void>((resolve) => {
       this.child.once('exit', (code, signal) => {
         this.exit ??= { code, signal };
         resolve();
@@ -180,11 +185,23 @@ class Launcher {
         resolve();
       });
     });
-    void exited.then(() => this.onExited());
-    this.ready = new Promise<void>((resolve, reject) => {
+    void this.exited.then(() => this.onExited());
+    // A runtime waiting for its function answers control lines (a reseed) before its ack.
+    this.ready = waitForLoad ? new Promise(() => {}) : this.awaitReady(options.ack);
+  }
+
+  /** Has a runtime started ahead load the function described by `line`; resolves once it did. */
+  load(line: string): Promise<void> {
+    this.ready = this.awaitReady(true);
+    this.child.stdin?.write(line);
+    return this.ready;
+  }
+
+  private awaitReady(ack: boolean): Promise<void> {
+    const ready = new Promise<void>((resolve, reject) => {
       const fail = () => reject(new Error(this.describeFailure('before it was ready')));
-      void exited.then(() => this.drainOutput()).then(fail);
-      if (options.ack) {
+      void this.exited.then(() => this.drainOutput()).then(fail);
+      if (ack) {
         this.lineWaiters.push((line) => {
           if (line !== undefined) resolve();
         });
@@ -195,7 +212,8 @@ class Launcher {
       }
     });
     // A rejection nobody waits for (a launcher that dies while the loop is idle) is not an error.
-    this.ready.catch(() => {});
+    ready.catch(() => {});
+    return ready;
   }
 
   get pid(): number | undefined {
@@ -389,6 +407,11 @@ class Launcher {
   }
 }
 
+/** The control line that has a launcher reseed its language's generators (a snapshot clone). */
+export function reseedLine(entropy: string, now: number): string {
+  return `${JSON.stringify({ __isola: 'reseed', entropy, now })}\n`;
+}
+
 function isDictionary(line: string): boolean {
   try {
     const value: unknown = JSON.parse(line);
@@ -414,10 +437,13 @@ export class ActionLoop {
     private readonly options: LoopOptions,
   ) {}
 
-  /** Starts the first process; rejects with why it could not start (its stderr's last lines). */
-  async start(): Promise<void> {
-    const launcher = this.spawn();
-    await launcher.ready;
+  /**
+   * Starts the first process, or has a runtime started ahead load the function with `ahead.line`;
+   * rejects with why it could not start (its stderr's last lines).
+   */
+  async start(ahead?: { launcher: Launcher; line: string }): Promise<void> {
+    const launcher = ahead ? this.adopt(ahead.launcher) : this.spawn();
+    await (ahead ? launcher.load(ahead.line) : launcher.ready);
     this.release(launcher);
   }
 
@@ -446,7 +472,7 @@ export class ActionLoop {
   /** After a snapshot restore: each process reseeds its language's generators. */
   async reseed(entropy: string, now: number): Promise<void> {
     if (!this.options.ack) return;
-    const line = `${JSON.stringify({ __isola: 'reseed', entropy, now })}\n`;
+    const line = reseedLine(entropy, now);
     await Promise.all(
       [...this.launchers].filter((launcher) => launcher.pid !== undefined).map((launcher) => launcher.control(line)),
     );
@@ -458,12 +484,12 @@ export class ActionLoop {
   }
 
   private spawn(): Launcher {
-    const launcher = new Launcher(
-      this.host,
-      this.options,
-      (gone) => this.onExit(gone),
-      (free) => this.release(free),
-    );
+    return this.adopt(new Launcher(this.host, this.options));
+  }
+
+  private adopt(launcher: Launcher): Launcher {
+    launcher.onExit = (gone) => this.onExit(gone);
+    launcher.onIdle = (free) => this.release(free);
     this.launchers.add(launcher);
     this.reportProcesses();
     return launcher;

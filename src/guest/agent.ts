@@ -15,9 +15,9 @@ import { join } from 'node:path';
 import timers from 'node:timers';
 import { format, promisify } from 'node:util';
 import { compileFunction } from 'node:vm';
-import { ActionLoop, type LogBudget } from './action-loop.js';
+import { ActionLoop, Launcher, type LogBudget, type LoopHost, reseedLine } from './action-loop.js';
 import { unpackPackage } from './package.js';
-import { type CallInfo, type Entry, loadModule, loopOptions } from './package-loader.js';
+import { type CallInfo, type Entry, loadLine, loadModule, loopOptions, runtimeOptions } from './package-loader.js';
 import {
   AGENT_PROTOCOL_VERSION,
   DEFAULT_LOG_LIMIT_BYTES,
@@ -542,23 +542,51 @@ async function run(message: Extract<HostMessage, { type: 'run' }>): Promise<void
 // Packaged functions: a Node.js module loaded here, or processes that speak ActionLoop.
 
 let loop: ActionLoop | undefined;
+/** A kind's runtime started ahead, waiting for its function. */
+let ahead: { id: string; launcher: Launcher; dir: string } | undefined;
+
+const loopHost: LoopHost = {
+  send,
+  sendResult: (id, json) => writeFrame(encodeJsonFrame(`{"type":"result","id":${JSON.stringify(id)},"result":${json}}`)),
+  log: logTo,
+  looseBudget: looseOutput,
+};
+
+function prestart(message: Extract<HostMessage, { type: 'prestart' }>): void {
+  if (ahead || loop || entry) return;
+  try {
+    const dir = unpackPackage({ zip: message.runtime.zip });
+    const launcher = new Launcher(loopHost, runtimeOptions(message.runtime, dir, message.memoryMb), true);
+    ahead = { id: message.runtime.id, launcher, dir };
+    // The process backend spares it between runs, as it spares a loop's launchers.
+    if (launcher.pid !== undefined) send({ type: 'processes', pids: [launcher.pid] });
+  } catch (error) {
+    // The function's own launcher starts at init instead.
+    log('stderr', `The runtime could not be started ahead: ${error instanceof Error ? error.message : String(error)}\n`);
+  }
+}
+
+/** The runtime started ahead, if this package loads into it; any other is stopped (it would only hold memory). */
+function takeAhead(pkg: FunctionPackage): { launcher: Launcher; dir: string } | undefined {
+  const started = ahead;
+  ahead = undefined;
+  if (!started) return undefined;
+  if (started.id === pkg.runtime?.id && started.launcher.pid !== undefined) return started;
+  started.launcher.kill();
+  return undefined;
+}
 
 async function initPackage(message: Extract<HostMessage, { type: 'init' }>): Promise<void> {
   const pkg = message.package as FunctionPackage;
   try {
     Object.assign(process.env, message.env);
-    const dir = unpackPackage(pkg);
+    const ready = takeAhead(pkg);
+    // Into the runtime's own directory: its working directory is then the function's, as it would be.
+    const dir = unpackPackage(pkg, ready?.dir);
+    const started = ready?.launcher;
     if (pkg.command && pkg.command.length > 0) {
-      const candidate = new ActionLoop(
-        {
-          send,
-          sendResult: (id, json) => writeFrame(encodeJsonFrame(`{"type":"result","id":${JSON.stringify(id)},"result":${json}}`)),
-          log: logTo,
-          looseBudget: looseOutput,
-        },
-        loopOptions(pkg, dir, message),
-      );
-      await candidate.start();
+      const candidate = new ActionLoop(loopHost, loopOptions(pkg, dir, message));
+      await candidate.start(started ? { launcher: started, line: loadLine(pkg, dir, message) } : undefined);
       loop = candidate;
     } else if (pkg.module) {
       entry = await loadModule(dir, pkg.module, message.main, message.memoryMb);
@@ -632,6 +660,9 @@ function handle(message: HostMessage): void {
     case 'ping':
       send({ type: 'pong', id: message.id });
       return;
+    case 'prestart':
+      prestart(message);
+      return;
     case 'reseed': {
       // The kernel first: launchers started now or later (a blank clone loads Python next) read
       // its generator and clock, not the agent's.
@@ -640,6 +671,7 @@ function handle(message: HostMessage): void {
       const answer = () => send({ type: 'reseeded', now: Date.now(), skewMs: offset });
       // Launchers reseed their own languages' generators before a clone takes its first run.
       if (loop) void loop.reseed(message.entropy, message.now).then(answer);
+      else if (ahead) void ahead.launcher.control(reseedLine(message.entropy, message.now)).then(answer);
       else answer();
       return;
     }

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { LoopOptions } from './action-loop.js';
-import type { FunctionPackage, HostMessage } from './protocol.js';
+import type { FunctionPackage, HostMessage, RuntimeStart } from './protocol.js';
 
 const PATH = '/usr/local/bin:/usr/bin:/bin';
 const DEFAULT_MEMORY_MB = 256;
@@ -74,12 +74,38 @@ export async function loadModule(
   return (params, call) => fn(params, contextOf(call, memoryMb));
 }
 
+function commandFor(command: readonly string[] | undefined, memoryMb: number | undefined): string[] {
+  const limit = String(memoryMb ?? DEFAULT_MEMORY_MB);
+  return (command ?? []).map((arg) => arg.replaceAll('{{memoryMb}}', limit));
+}
+
+function baseEnv(dir: string, extra: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = { ...extra, PATH, HOME: dir };
+  if (process.env.LANG) env.LANG = process.env.LANG;
+  return env;
+}
+
 /** How the ActionLoop processes of a package are started. */
 export function loopOptions(pkg: FunctionPackage, dir: string, init: Extract<HostMessage, { type: 'init' }>): LoopOptions {
-  const memoryMb = String(init.memoryMb ?? DEFAULT_MEMORY_MB);
-  const command = (pkg.command ?? []).map((arg) => arg.replaceAll('{{memoryMb}}', memoryMb));
-  const env: Record<string, string> = { ...init.env, PATH, HOME: dir };
-  if (process.env.LANG) env.LANG = process.env.LANG;
+  const env = baseEnv(dir, init.env);
   if (pkg.ack) env.__OW_WAIT_FOR_ACK = '1';
-  return { dir, command, env, ack: pkg.ack === true, concurrency: Math.max(1, init.concurrency ?? 1) };
+  return {
+    dir,
+    command: commandFor(pkg.command, init.memoryMb),
+    env,
+    ack: pkg.ack === true,
+    concurrency: Math.max(1, init.concurrency ?? 1),
+  };
+}
+
+/** How a kind's runtime is started ahead, in the directory its launcher was unpacked in. */
+export function runtimeOptions(runtime: RuntimeStart, dir: string, memoryMb: number): LoopOptions {
+  const env = baseEnv(dir, { __OW_WAIT_FOR_ACK: '1', __ISOLA_WAIT_FOR_LOAD: '1' });
+  return { dir, command: commandFor(runtime.command, memoryMb), env, ack: true, concurrency: 1 };
+}
+
+/** The line that has a runtime started ahead load a package unpacked in `dir`, with the environment its own launcher would have had. */
+export function loadLine(pkg: FunctionPackage, dir: string, init: Extract<HostMessage, { type: 'init' }>): string {
+  const env = { ...init.env, HOME: dir };
+  return `${JSON.stringify({ __isola: 'load', dir, args: pkg.runtime?.args ?? [], env })}\n`;
 }

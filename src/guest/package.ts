@@ -2,7 +2,7 @@
  * Unpacking a function package: the zip the platform made at deploy, written into a fresh
  * directory of the agent's own (in its private temporary directory).
  */
-import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
@@ -47,9 +47,13 @@ function entriesOf(zip: Buffer): Map<string, Uint8Array> {
   }
 }
 
-/** Unpacks the package into a new directory and returns its path. */
-export function unpackPackage(pkg: FunctionPackage): string {
-  const dir = mkdtempSync(join(tmpdir(), 'function-'));
+/**
+ * Unpacks the package into a new directory and returns its path; or into `into`, the directory of
+ * a runtime started ahead, keeping the files already there (that runtime's launcher, which the
+ * package holds too, byte for byte: the runtime's id says so).
+ */
+export function unpackPackage(pkg: Pick<FunctionPackage, 'zip' | 'executables'>, into?: string): string {
+  const dir = into ?? mkdtempSync(join(tmpdir(), 'function-'));
   for (const [name, data] of entriesOf(Buffer.from(pkg.zip, 'base64'))) {
     // Deploy checked every path already; a package is still never written outside its directory.
     const path = resolve(dir, name);
@@ -58,6 +62,7 @@ export function unpackPackage(pkg: FunctionPackage): string {
       mkdirSync(path, { recursive: true });
       continue;
     }
+    if (into && existsSync(path)) continue;
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, data);
   }

@@ -31,6 +31,25 @@ export interface FunctionPackage {
   executables?: string[];
   /** The process writes `{"ok":true}` on fd 3 once it is ready (our launchers do, as OpenWhisk's do when `__OW_WAIT_FOR_ACK` is set). */
   ack?: boolean;
+  /**
+   * The runtime (`RuntimeStart.id`) that can load this package when it was started ahead, and
+   * the arguments it is then given in place of those after the launcher in `command`.
+   */
+  runtime?: { id: string; args: string[] };
+}
+
+/**
+ * A kind's launcher, started in a blank sandbox before its function is known (OpenWhisk's
+ * prewarmed runtimes): it waits for a `load` line naming the function's directory, so that a
+ * cold start on that sandbox does not wait for the interpreter to start.
+ */
+export interface RuntimeStart {
+  /** The kind and its launcher's version: only a package naming the same id loads into it. */
+  id: string;
+  /** Base64 of a zip of the launcher's files, unpacked into a directory of the agent's own. */
+  zip: string;
+  /** argv, run in that directory; `{{memoryMb}}` is replaced as in a package's command. */
+  command: string[];
 }
 
 export type HostMessage =
@@ -63,6 +82,8 @@ export type HostMessage =
       ack?: boolean;
     }
   | { type: 'ping'; id: string }
+  /** Starts a kind's runtime ahead (a blank sandbox made for the pool); `init` may then load into it. */
+  | { type: 'prestart'; runtime: RuntimeStart; memoryMb: number }
   /** After a snapshot restore: fresh entropy (48 bytes, base64) and the host's time (ms). */
   | { type: 'reseed'; entropy: string; now: number };
 

@@ -6,14 +6,14 @@ import { version as esbuildVersion } from 'esbuild';
 import { badRequest } from '../core/errors.js';
 import type { Kind } from '../core/kinds.js';
 import type { Exec } from '../core/types.js';
-import { MAX_FRAME_BYTES } from '../guest/protocol.js';
-import { buildFunction, GO, JAVAC, type PreparedFunction } from './packages/builders.js';
+import { MAX_FRAME_BYTES, type RuntimeStart } from '../guest/protocol.js';
+import { buildFunction, GO, JAVAC, type PreparedFunction, runtimeStartOf } from './packages/builders.js';
 import { type CompileLimits, DEFAULT_COMPILE_LIMITS, toolVersion } from './packages/compiler.js';
 
 export type { PreparedFunction } from './packages/builders.js';
 
 /** Bump when what a build produces changes, so that packages cached on disk are made again. */
-const FORMAT = 1;
+const FORMAT = 2;
 
 /** The launchers ship next to the guest agent (copied to dist/ by the build). */
 export const LAUNCHERS_DIR = fileURLToPath(new URL('../guest/launchers/', import.meta.url));
@@ -89,6 +89,16 @@ export class FunctionPackages {
       this.building.set(key, pending);
     }
     return pending;
+  }
+
+  /** What a blank sandbox of `kind` starts ahead of its function, if anything. */
+  runtimeStart(kind: Kind): Promise<RuntimeStart | undefined> {
+    return runtimeStartOf(kind, {
+      name: kind,
+      launchersDir: this.launchersDir,
+      cacheDir: join(this.dir, 'tools'),
+      limits: this.limits,
+    });
   }
 
   private async load(key: string, source: PackageSource): Promise<PreparedFunction> {

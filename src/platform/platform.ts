@@ -118,9 +118,15 @@ export class Platform {
       memoryBudgetMb: config.memoryBudgetMb,
       policy: parsePolicy(config.keepAlive),
       queueTimeoutMs: config.queueTimeoutMs,
-      stemCells: config.prewarm
-        .filter(({ isolation, count }) => backends.has(isolation) && count > 0)
-        .map(({ isolation, kind, count }) => ({ isolation, kind, memoryMb: 256, count })),
+      stemCells: await Promise.all(
+        config.prewarm
+          .filter(({ isolation, count }) => backends.has(isolation) && count > 0)
+          .map(async ({ isolation, kind, count }) => {
+            // Interpreted kinds' blank sandboxes start the interpreter too, as OpenWhisk's prewarmed runtimes do.
+            const runtime = kind ? await packages.runtimeStart(kind) : undefined;
+            return { isolation, kind, memoryMb: 256, count, ...(runtime ? { runtime } : {}) };
+          }),
+      ),
       onBackgroundError: (message, error) => {
         // A backend that is not ready, or does not work here, has said so once already.
         if (error instanceof BackendUnavailableError) return;

@@ -1,6 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
-import { DEFAULT_LOG_LIMIT_BYTES, encodeFrame, FrameDecoder, type GuestMessage, type HostMessage } from '../guest/protocol.js';
+import {
+  DEFAULT_LOG_LIMIT_BYTES,
+  encodeFrame,
+  FrameDecoder,
+  type GuestMessage,
+  type HostMessage,
+  type RuntimeStart,
+} from '../guest/protocol.js';
 import {
   type FunctionCode,
   type InitOutcome,
@@ -158,6 +165,10 @@ export class AgentSandbox implements Sandbox {
       : 'did not answer';
     const tail = this.stderrTail.join('').trim().split('\n').slice(-5).join('\n');
     return `The sandbox ${how}${tail ? `: ${tail}` : '.'}`;
+  }
+
+  prestart(runtime: RuntimeStart, memoryMb: number): void {
+    if (this.alive) this.send({ type: 'prestart', runtime, memoryMb });
   }
 
   async init(code: FunctionCode, deadline: number, onLog: LogSink): Promise<InitOutcome> {

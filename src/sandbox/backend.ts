@@ -2,7 +2,7 @@ import type { Registry } from 'prom-client';
 import type { Isolation, Kind } from '../core/kinds.js';
 import { type NetworkPolicy, storedNetworkPolicy } from '../core/network-policy.js';
 import { type ActionVersion, annotationValue } from '../core/types.js';
-import type { FunctionPackage } from '../guest/protocol.js';
+import type { FunctionPackage, RuntimeStart } from '../guest/protocol.js';
 
 /** What a sandbox needs to load one version of a function. */
 export interface FunctionCode {
@@ -78,6 +78,11 @@ export interface Sandbox {
   run(request: RunRequest): Promise<RunOutcome>;
   /** Called at most once if the sandbox dies on its own (not through destroy). */
   onDeath(listener: (reason: string) => void): void;
+  /**
+   * Starts a kind's runtime in a blank sandbox ahead of its function (sandboxes whose guest is
+   * the agent); a later `init` of a package built for that runtime loads into it.
+   */
+  prestart?(runtime: RuntimeStart, memoryMb: number): void;
   destroy(): Promise<void>;
 }
 

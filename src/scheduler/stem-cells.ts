@@ -1,4 +1,5 @@
 import { ISOLATIONS_FOR_KIND, type Isolation, KINDS, type Kind } from '../core/kinds.js';
+import type { RuntimeStart } from '../guest/protocol.js';
 import type { Backend, Sandbox, SandboxSpec } from '../sandbox/backend.js';
 
 const REFILL_DELAY_MS = 20;
@@ -9,6 +10,8 @@ export interface StemCellTarget {
   /** The kind the blank sandboxes are made for (their image); the backend's first kind when absent. */
   kind?: Kind;
   count: number;
+  /** The kind's runtime, started in each blank sandbox ahead of its function (interpreted kinds). */
+  runtime?: RuntimeStart;
 }
 
 /** The kind a backend's blank sandboxes are for unless one is named: JavaScript, or WebAssembly under wasm. */
@@ -90,6 +93,7 @@ export class StemCells {
             await sandbox.destroy();
             break;
           }
+          if (target.runtime) sandbox.prestart?.(target.runtime, target.memoryMb);
           cells.push(sandbox);
         }
       } catch (error) {

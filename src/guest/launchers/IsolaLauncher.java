@@ -1,3 +1,4 @@
+import com.google.gson.JsonArray;
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
@@ -13,7 +14,10 @@ import java.lang.reflect.Field;
 import java.lang.reflect.InvocationTargetException;
 import java.lang.reflect.Method;
 import java.lang.reflect.Modifier;
+import java.net.URL;
+import java.net.URLClassLoader;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Paths;
 import java.security.SecureRandom;
 import java.util.Base64;
 import java.util.Map;
@@ -24,6 +28,11 @@ import java.util.Random;
  * args)} (Gson), named by {@code Class} (method main) or {@code Class#method}. It serves
  * activations: one JSON line in on stdin, one JSON line out on fd 3, and the end-of-activation
  * sentinel on stdout and stderr after each.
+ *
+ * <p>Started ahead of its function (a blank sandbox's runtime, {@code __ISOLA_WAIT_FOR_LOAD} set,
+ * with only the launcher and Gson on its class path), it waits for a line {@code {"__isola":
+ * "load", "dir": ..., "args": [<Class or Class#method>], "env": {...}}} on stdin and loads the
+ * function from function.jar in that directory.
  */
 public class IsolaLauncher {
   private static final String SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
@@ -35,13 +44,31 @@ public class IsolaLauncher {
     System.setOut(out);
     System.setErr(err);
 
+    Map<String, String> env = writableEnvironment();
+    Writer results = new OutputStreamWriter(new FileOutputStream("/dev/fd/3"), StandardCharsets.UTF_8);
+    BufferedReader input = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
     String target = argv.length > 0 ? argv[0] : "Main";
+    ClassLoader loader = IsolaLauncher.class.getClassLoader();
+    if (System.getenv("__ISOLA_WAIT_FOR_LOAD") != null) {
+      if (env != null) env.remove("__ISOLA_WAIT_FOR_LOAD");
+      prime();
+      JsonObject load = waitForLoad(input, results);
+      if (load == null) System.exit(0);
+      JsonArray args = load.getAsJsonArray("args");
+      if (args != null && args.size() > 0) target = args.get(0).getAsString();
+      JsonObject loadEnv = load.getAsJsonObject("env");
+      if (loadEnv != null && env != null) {
+        for (Map.Entry<String, JsonElement> entry : loadEnv.entrySet()) env.put(entry.getKey(), entry.getValue().getAsString());
+      }
+      URL jar = Paths.get(load.get("dir").getAsString(), "function.jar").toUri().toURL();
+      loader = new URLClassLoader(new URL[] {jar}, loader);
+    }
     int hash = target.indexOf('#');
     String className = hash >= 0 ? target.substring(0, hash) : target;
     String methodName = hash >= 0 ? target.substring(hash + 1) : "main";
     Method function;
     try {
-      function = Class.forName(className).getMethod(methodName, JsonObject.class);
+      function = Class.forName(className, true, loader).getMethod(methodName, JsonObject.class);
       if (!Modifier.isStatic(function.getModifiers()) || !JsonObject.class.isAssignableFrom(function.getReturnType())) {
         throw new NoSuchMethodException(
             "The function must be declared public static JsonObject " + methodName + "(JsonObject args) in " + className + ".");
@@ -53,14 +80,14 @@ public class IsolaLauncher {
       return;
     }
 
-    Map<String, String> env = writableEnvironment();
-    Writer results = new OutputStreamWriter(new FileOutputStream("/dev/fd/3"), StandardCharsets.UTF_8);
+    // The paths of the first activation taken once now: a snapshot taken after loading then holds
+    // them ready, and under an emulated CPU the restored clone has less code to run afresh.
+    prime();
     String ack = System.getenv("__OW_WAIT_FOR_ACK");
     if (ack != null && !ack.isEmpty()) {
       results.write("{\"ok\": true}\n");
       results.flush();
     }
-    BufferedReader input = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
     for (String raw; (raw = input.readLine()) != null; ) {
       if (raw.isBlank()) continue;
       JsonObject request = JsonParser.parseString(raw).getAsJsonObject();
@@ -100,6 +127,47 @@ public class IsolaLauncher {
       out.println(SENTINEL);
       err.println(SENTINEL);
     }
+  }
+
+  /** A runtime started ahead: answers reseeds until told which function to load; null if stdin ended. */
+  private static JsonObject waitForLoad(BufferedReader input, Writer results) throws Exception {
+    for (String raw; (raw = input.readLine()) != null; ) {
+      if (raw.isBlank()) continue;
+      JsonObject request = JsonParser.parseString(raw).getAsJsonObject();
+      JsonElement control = request.get("__isola");
+      if (control == null) continue;
+      if ("reseed".equals(control.getAsString())) {
+        reseed(request.get("entropy").getAsString());
+        results.write("{\"ok\": true}\n");
+        results.flush();
+      } else if ("load".equals(control.getAsString())) {
+        return request;
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Parses and prints a request and a result the way an activation does, without calling the
+   * function (which may have effects): the classes and code paths of the first activation are
+   * then loaded before it.
+   */
+  private static void prime() {
+    JsonObject request =
+        JsonParser.parseString("{\"value\":{\"text\":\"h\u00e9llo\",\"list\":[1,2.5,true,null],\"nested\":{}},\"deadline\":\"1\"}")
+            .getAsJsonObject();
+    StringBuilder sink = new StringBuilder();
+    for (Map.Entry<String, JsonElement> entry : request.entrySet()) {
+      JsonElement value = entry.getValue();
+      sink.append("__OW_").append(entry.getKey().toUpperCase());
+      sink.append(value.isJsonPrimitive() && value.getAsJsonPrimitive().isString() ? value.getAsString() : value.toString());
+    }
+    JsonObject result = new JsonObject();
+    result.add("error", new JsonPrimitive("x"));
+    result.addProperty("n", 1);
+    result.add("args", request.getAsJsonObject("value").deepCopy());
+    sink.append(result.toString());
+    sink.toString().getBytes(StandardCharsets.UTF_8);
   }
 
   /**

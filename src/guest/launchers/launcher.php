@@ -5,15 +5,56 @@
 // then serves activations: one JSON line in on stdin, one JSON line out on fd 3, and the
 // end-of-activation sentinel on stdout and stderr after each.
 // Usage: php -d display_errors=stderr launcher.php <function name>
+//
+// Started ahead of its function (a blank sandbox's runtime, __ISOLA_WAIT_FOR_LOAD set), it waits
+// for a line {"__isola": "load", "dir": ..., "args": [<function name>], "env": {...}} on stdin and
+// loads the function from that directory instead.
 
 const SENTINEL = 'XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX';
 
+$results = fopen('php://fd/3', 'w');
+
+function __isola_reseed(array $request, $results): void
+{
+    // A snapshot clone: every clone would otherwise draw the same numbers.
+    $entropy = base64_decode($request['entropy'] ?? '') . random_bytes(8);
+    mt_srand(unpack('q', substr(hash('sha256', $entropy, true), 0, 8))[1]);
+    fwrite($results, "{\"ok\": true}\n");
+    fflush($results);
+}
+
+$here = __DIR__;
 $name = $argv[1] ?? 'main';
-try {
-    if (file_exists(__DIR__ . '/vendor/autoload.php')) {
-        require __DIR__ . '/vendor/autoload.php';
+if (getenv('__ISOLA_WAIT_FOR_LOAD')) {
+    putenv('__ISOLA_WAIT_FOR_LOAD');
+    $loaded = false;
+    while (($raw = fgets(STDIN)) !== false) {
+        $request = json_decode($raw, true);
+        if (($request['__isola'] ?? null) === 'reseed') {
+            __isola_reseed($request, $results);
+        } elseif (($request['__isola'] ?? null) === 'load') {
+            $here = $request['dir'];
+            chdir($here);
+            foreach ($request['env'] ?? [] as $key => $value) {
+                putenv("$key=$value");
+                $_ENV[$key] = $value;
+                $_SERVER[$key] = $value;
+            }
+            $name = $request['args'][0] ?? 'main';
+            $loaded = true;
+            break;
+        }
     }
-    require __DIR__ . '/index.php';
+    if (!$loaded) {
+        exit(0);
+    }
+}
+
+try {
+    if (file_exists($here . '/vendor/autoload.php')) {
+        require $here . '/vendor/autoload.php';
+    }
+    require $here . '/index.php';
     if (!function_exists($name)) {
         throw new Error("The function has no entry point \"$name\": define function $name(array \$args): array in index.php.");
     }
@@ -22,7 +63,6 @@ try {
     exit(1);
 }
 
-$results = fopen('php://fd/3', 'w');
 if (getenv('__OW_WAIT_FOR_ACK')) {
     fwrite($results, "{\"ok\": true}\n");
     fflush($results);
@@ -47,11 +87,7 @@ while (($raw = fgets(STDIN)) !== false) {
     }
     $request = json_decode($raw, true);
     if (($request['__isola'] ?? null) === 'reseed') {
-        // A snapshot clone: every clone would otherwise draw the same numbers.
-        $entropy = base64_decode($request['entropy'] ?? '') . random_bytes(8);
-        mt_srand(unpack('q', substr(hash('sha256', $entropy, true), 0, 8))[1]);
-        fwrite($results, "{\"ok\": true}\n");
-        fflush($results);
+        __isola_reseed($request, $results);
         continue;
     }
     foreach ($request as $key => $value) {

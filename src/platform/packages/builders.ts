@@ -5,7 +5,7 @@ import { dirname, join, relative } from 'node:path';
 import { badRequest } from '../../core/errors.js';
 import type { Kind } from '../../core/kinds.js';
 import type { Exec } from '../../core/types.js';
-import type { FunctionPackage } from '../../guest/protocol.js';
+import type { FunctionPackage, RuntimeStart } from '../../guest/protocol.js';
 import { assertCompiled, type CompileLimits, runCompiler, toolVersion } from './compiler.js';
 import { compileNodeSource } from './javascript.js';
 import { base64Head, decodeBase64, isElf, isZip, packZip, readZip, type ZipFile } from './zip.js';
@@ -80,22 +80,10 @@ export async function buildFunction(exec: Exec, context: BuildContext): Promise<
       return go(zipped ? await unzip(exec.code) : [text('function.go', exec.code)], context);
     case 'ruby:3.1':
       if (zipped) throw badRequest('A ruby:3.1 action is one source file; send it as text.');
-      return interpreted(
-        '.rb',
-        [text('main.rb', exec.code)],
-        'launcher.rb',
-        [RUBY, '--disable-gems', 'launcher.rb', main],
-        context,
-      );
+      return interpreted('ruby:3.1', '.rb', [text('main.rb', exec.code)], main, context);
     case 'php:8.2':
       if (zipped) throw badRequest('A php:8.2 action is one source file; send it as text.');
-      return interpreted(
-        '.php',
-        [text('index.php', exec.code)],
-        'launcher.php',
-        [PHP, '-d', 'display_errors=stderr', 'launcher.php', main],
-        context,
-      );
+      return interpreted('php:8.2', '.php', [text('index.php', exec.code)], main, context);
     case 'native':
       return zipped ? nativeZip(exec.code) : native(exec);
   }
@@ -113,7 +101,7 @@ function packageOf(files: readonly ZipFile[], rest: Omit<FunctionPackage, 'zip'>
   return { zip: packZip(files).toString('base64'), ...rest };
 }
 
-async function launcher(context: BuildContext, file: string): Promise<ZipFile> {
+async function launcher(context: Pick<BuildContext, 'launchersDir'>, file: string): Promise<ZipFile> {
   const path = join(context.launchersDir, file);
   // A missing launcher is the platform's fault (an incomplete install), not the caller's: not a 400.
   return { path: file, data: await readFile(path), mode: 0 };
@@ -157,19 +145,66 @@ async function python(files: ZipFile[], main: string, context: BuildContext): Pr
   if (!has(files, '__main__.py')) {
     throw badRequest('A python:3 zip needs __main__.py at its top (and may hold virtualenv/ with its packages).');
   }
-  return interpreted('.py', files, 'launcher.py', [PYTHON, '-u', 'launcher.py', main], context);
+  return interpreted('python:3', '.py', files, main, context);
+}
+
+type InterpretedKind = 'python:3' | 'ruby:3.1' | 'php:8.2';
+
+/** Each interpreted kind's launcher and the argv that runs it (the function's name follows). */
+const INTERPRETERS: Record<InterpretedKind, { launcher: string; command: string[] }> = {
+  'python:3': { launcher: 'launcher.py', command: [PYTHON, '-u', 'launcher.py'] },
+  'ruby:3.1': { launcher: 'launcher.rb', command: [RUBY, '--disable-gems', 'launcher.rb'] },
+  'php:8.2': { launcher: 'launcher.php', command: [PHP, '-d', 'display_errors=stderr', 'launcher.php'] },
+};
+
+function isInterpreted(kind: Kind): kind is InterpretedKind {
+  return Object.hasOwn(INTERPRETERS, kind);
+}
+
+/** A runtime's id: its kind and a digest of its launcher and argv, so that a package only loads into the launcher it was built for. */
+function runtimeId(kind: Kind, launcherFile: ZipFile, command: readonly string[]): string {
+  const digest = createHash('sha256')
+    .update(launcherFile.data)
+    .update(`\0${command.join('\0')}`)
+    .digest('hex');
+  return `${kind}@${digest.slice(0, 16)}`;
+}
+
+/**
+ * What a blank sandbox of this kind starts ahead of its function (the interpreter with the
+ * launcher waiting for a `load` line; a JVM with the launcher and Gson), or undefined for a kind
+ * whose process is the function (Go, native).
+ */
+export async function runtimeStartOf(kind: Kind, context: BuildContext): Promise<RuntimeStart | undefined> {
+  if (kind === 'java:17') {
+    const files = await javaRuntimeFiles(context);
+    return { id: javaRuntimeId(files), zip: packZip(files).toString('base64'), command: JAVA_RUNTIME_COMMAND };
+  }
+  if (!isInterpreted(kind)) return undefined;
+  const { launcher: file, command } = INTERPRETERS[kind];
+  const launcherFile = await launcher(context, file);
+  return { id: runtimeId(kind, launcherFile, command), zip: packZip([launcherFile]).toString('base64'), command };
 }
 
 async function interpreted(
+  kind: InterpretedKind,
   extension: string,
   files: ZipFile[],
-  launcherFile: string,
-  command: string[],
+  main: string,
   context: BuildContext,
 ): Promise<PreparedFunction> {
-  if (has(files, launcherFile)) throw badRequest(`The name ${launcherFile} is reserved for Isola's launcher; rename that file.`);
-  const pack = [...files, await launcher(context, launcherFile)];
-  return { package: packageOf(pack, { command, ack: true }), extension };
+  const { launcher: file, command } = INTERPRETERS[kind];
+  if (has(files, file)) throw badRequest(`The name ${file} is reserved for Isola's launcher; rename that file.`);
+  const launcherFile = await launcher(context, file);
+  const pack = [...files, launcherFile];
+  return {
+    package: packageOf(pack, {
+      command: [...command, main],
+      ack: true,
+      runtime: { id: runtimeId(kind, launcherFile, command), args: [main] },
+    }),
+    extension,
+  };
 }
 
 function native(exec: Exec): PreparedFunction {
@@ -289,24 +324,32 @@ async function compileJavaLauncher(source: Buffer, key: string, context: BuildCo
   return Promise.all(files.map(async (path) => ({ path: `launcher/${path}`, data: await readFile(join(out, path)), mode: 0 })));
 }
 
+/** The JVM's argv up to its class path: the heap sized to the sandbox, a quick start (C1 only, CDS). */
+const JAVA_FLAGS = [JAVA, '-XX:MaxRAM={{memoryMb}}m', '-XX:+UseSerialGC', '-XX:TieredStopAtLevel=1', '-Xshare:auto'];
+/** A JVM started ahead has the launcher and Gson only; the function's jar is loaded when it arrives. */
+const JAVA_RUNTIME_COMMAND = [...JAVA_FLAGS, '-cp', 'launcher:gson.jar', 'IsolaLauncher'];
+
+async function javaRuntimeFiles(context: BuildContext): Promise<ZipFile[]> {
+  return [...(await javaLauncher(context)), { path: 'gson.jar', data: await readFile(GSON_JAR), mode: 0 }];
+}
+
+function javaRuntimeId(files: readonly ZipFile[]): string {
+  const hash = createHash('sha256');
+  for (const file of files) hash.update(`\0${file.path}\0`).update(file.data);
+  return `java:17@${hash
+    .update(`\0${JAVA_RUNTIME_COMMAND.join('\0')}`)
+    .digest('hex')
+    .slice(0, 16)}`;
+}
+
 async function javaPackage(functionJar: Uint8Array, main: string, context: BuildContext): Promise<PreparedFunction> {
-  const files: ZipFile[] = [
-    ...(await javaLauncher(context)),
-    { path: 'gson.jar', data: await readFile(GSON_JAR), mode: 0 },
-    { path: 'function.jar', data: functionJar, mode: 0 },
-  ];
-  const command = [
-    JAVA,
-    '-XX:MaxRAM={{memoryMb}}m',
-    '-XX:+UseSerialGC',
-    '-XX:TieredStopAtLevel=1',
-    '-Xshare:auto',
-    '-cp',
-    'launcher:gson.jar:function.jar',
-    'IsolaLauncher',
-    main,
-  ];
-  return { package: packageOf(files, { command, ack: true }), extension: '.java' };
+  const runtimeFiles = await javaRuntimeFiles(context);
+  const files: ZipFile[] = [...runtimeFiles, { path: 'function.jar', data: functionJar, mode: 0 }];
+  const command = [...JAVA_FLAGS, '-cp', 'launcher:gson.jar:function.jar', 'IsolaLauncher', main];
+  return {
+    package: packageOf(files, { command, ack: true, runtime: { id: javaRuntimeId(runtimeFiles), args: [main] } }),
+    extension: '.java',
+  };
 }
 
 /** `Class` or `Class#method` with a package path: what the launcher is told to call. */

@@ -139,6 +139,74 @@ describe('packaged functions in process sandboxes', () => {
     assert.deepEqual(new Set(third.map((outcome) => resultOf(outcome).me)), new Set(pids), 'both launchers survived the reap');
   });
 
+  describe('a runtime started ahead', () => {
+    const runtime = {
+      id: 'python:3@test',
+      zip: zip({ 'launcher.py': readFileSync(join(launchers, 'launcher.py')) }),
+      command: ['/usr/bin/python3', '-u', 'launcher.py'],
+    };
+    const built: FunctionPackage = { ...python, runtime: { id: runtime.id, args: ['main'] } };
+
+    async function blank(): Promise<Sandbox> {
+      const sandbox = await backend.create({ memoryMb: 128, kind: 'python:3', ahead: true });
+      made.push(sandbox);
+      sandbox.prestart?.(runtime, 128);
+      return sandbox;
+    }
+
+    async function initOf(sandbox: Sandbox, pkg: FunctionPackage, extra: Partial<FunctionCode> = {}) {
+      const logs: string[] = [];
+      const outcome = await sandbox.init(code(pkg, extra), Date.now() + 30_000, (_stream, text) => logs.push(text));
+      return { outcome, logs: logs.join('') };
+    }
+
+    it('loads a package built for it, with the environment its own launcher would have', async () => {
+      const sandbox = await blank();
+      const source = `import os, sys
+def main(args):
+    return {'argv': sys.argv, 'cwd': os.getcwd(), 'home': os.environ.get('HOME'), 'name': os.environ.get('__OW_ACTION_NAME'), 'ahead': '__ISOLA_WAIT_FOR_LOAD' in os.environ}
+`;
+      const pkg = { ...built, zip: zip({ 'launcher.py': readFileSync(join(launchers, 'launcher.py')), '__main__.py': source }) };
+      const { outcome, logs } = await initOf(sandbox, pkg, { env: { __OW_ACTION_NAME: '/guest/ahead' }, concurrency: 1 });
+      assert.deepEqual(outcome, { ok: true }, logs);
+      const result = resultOf(await run(sandbox, {}));
+      // Started with no function name: the process that was waiting, not the package's own launcher.
+      assert.deepEqual(result.argv, ['launcher.py']);
+      assert.equal(result.cwd, result.home, 'runs in the function directory, which is its HOME');
+      assert.match(String(result.cwd), /function-/);
+      assert.equal(result.name, '/guest/ahead');
+      assert.equal(result.ahead, false);
+    });
+
+    it('starts the package own launchers beside it for concurrent runs', async () => {
+      const sandbox = await blank();
+      assert.deepEqual((await initOf(sandbox, built)).outcome, { ok: true });
+      const [a, b] = await meet(sandbox);
+      assert.ok(a && b);
+      const argvs = [resultOf(a).argv, resultOf(b).argv].map((argv) => JSON.stringify(argv)).sort();
+      const expected = [JSON.stringify(['launcher.py']), JSON.stringify(['launcher.py', 'main', '--memory=128'])];
+      assert.deepEqual(argvs, expected.sort());
+    });
+
+    it('is not used by a package built for another runtime', async () => {
+      const sandbox = await blank();
+      const other = { ...python, runtime: { id: 'python:3@other', args: ['main'] } };
+      assert.deepEqual((await initOf(sandbox, other, { concurrency: 1 })).outcome, { ok: true });
+      assert.deepEqual(resultOf(await run(sandbox, {})).argv, ['launcher.py', 'main', '--memory=128']);
+    });
+
+    it("reports a function that does not load with the interpreter's own words", async () => {
+      const sandbox = await blank();
+      const broken = {
+        ...built,
+        zip: zip({ 'launcher.py': readFileSync(join(launchers, 'launcher.py')), '__main__.py': 'def main(args:\n' }),
+      };
+      const { outcome } = await initOf(sandbox, broken);
+      assert.equal(outcome.ok, false);
+      assert.match((outcome as { error: string }).error, /SyntaxError/);
+    });
+  });
+
   it('runs a Java function under the sandbox limits', async () => {
     const dir = join(base, 'java');
     mkdirSync(join(dir, 'launcher'), { recursive: true });
@@ -162,6 +230,8 @@ public class Hello {
     JsonObject out = new JsonObject();
     out.addProperty("greeting", "héllo " + args.get("name").getAsString());
     out.addProperty("maxHeapMb", Runtime.getRuntime().maxMemory() / (1024 * 1024));
+    out.addProperty("classPath", System.getProperty("java.class.path"));
+    out.addProperty("name", System.getenv("__OW_ACTION_NAME"));
     return out;
   }
 }
@@ -187,9 +257,37 @@ public class Hello {
       ],
       ack: true,
     };
-    const sandbox = await loaded(pkg, 256, { kind: 'java:17', concurrency: 1 });
+    const sandbox = await loaded(pkg, 256, { kind: 'java:17', concurrency: 1, env: { __OW_ACTION_NAME: '/guest/hello' } });
     const result = resultOf(await run(sandbox, { name: 'wörld' }));
     assert.equal(result.greeting, 'héllo wörld');
     assert.ok((result.maxHeapMb as number) <= 256, `heap ${result.maxHeapMb} MB`);
+    assert.equal(result.classPath, 'launcher:gson.jar:function.jar');
+    assert.equal(result.name, '/guest/hello');
+
+    // A JVM started ahead with the launcher and Gson loads the function's jar when it arrives.
+    const runtimeCommand = [...(pkg.command ?? []).slice(0, -4), '-cp', 'launcher:gson.jar', 'IsolaLauncher'];
+    const runtime = {
+      id: 'java:17@test',
+      zip: zip({ ...launcherFiles, 'gson.jar': readFileSync(gson) }),
+      command: runtimeCommand,
+    };
+    const blank = await backend.create({ memoryMb: 256, kind: 'java:17', ahead: true });
+    made.push(blank);
+    blank.prestart?.(runtime, 256);
+    const logs: string[] = [];
+    const init = await blank.init(
+      code(
+        { ...pkg, runtime: { id: runtime.id, args: ['Hello'] } },
+        { kind: 'java:17', concurrency: 1, memoryMb: 256, env: { __OW_ACTION_NAME: '/guest/hello' } },
+      ),
+      Date.now() + 30_000,
+      (_stream, text) => logs.push(text),
+    );
+    assert.deepEqual(init, { ok: true }, logs.join(''));
+    const ahead = resultOf(await run(blank, { name: 'wörld' }));
+    assert.equal(ahead.greeting, 'héllo wörld');
+    assert.equal(ahead.classPath, 'launcher:gson.jar', 'served by the JVM started ahead');
+    assert.equal(ahead.name, '/guest/hello');
+    assert.ok((ahead.maxHeapMb as number) <= 256, `heap ${ahead.maxHeapMb} MB`);
   });
 });
