@@ -171,6 +171,18 @@ describe('functions in every kind, through the API', () => {
         { kind: 'go:1.19', code: GO_HELLO.replace('fmt.Sprintf', 'fmt.Sprintff') },
         /function\.go:\d+:\d+: undefined: fmt\.Sprintff/,
       );
+      // Interpreted kinds: the entry file's syntax, checked by its interpreter without running it.
+      await refused(
+        'pybad',
+        { kind: 'python:3', code: 'def main(args:\n    return {}\n' },
+        /__main__\.py", line 1[\s\S]*SyntaxError/,
+      );
+      await refused('rbbad', { kind: 'ruby:3.1', code: 'def main(args)\n  { "a" => }\nend\n' }, /main\.rb:2: syntax error/);
+      await refused(
+        'phpbad',
+        { kind: 'php:8.2', code: '<?php\nfunction main(array $args): array {\n  return [1 2];\n}\n' },
+        /Parse error: syntax error, .* in index\.php on line 3/,
+      );
       await refused(
         'tsbad',
         { kind: 'nodejs:20', code: 'export function main(p: { n: number }): number {\n  return p.n *;\n}\n' },

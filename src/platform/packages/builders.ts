@@ -186,6 +186,39 @@ export async function runtimeStartOf(kind: Kind, context: BuildContext): Promise
   return { id: runtimeId(kind, launcherFile, command), zip: packZip([launcherFile]).toString('base64'), command };
 }
 
+/** Prints a Python file's syntax error the way the interpreter would, without running anything. */
+const PYTHON_SYNTAX_CHECK = `import sys, traceback
+try:
+    compile(open(sys.argv[1], 'rb').read(), sys.argv[1], 'exec')
+except SyntaxError as error:
+    sys.stderr.write(''.join(traceback.format_exception_only(type(error), error)))
+    sys.exit(1)
+`;
+
+/**
+ * The entry file's syntax checked by its own interpreter at deploy, so that a typo is a 400 that
+ * quotes it rather than a failed cold start. None of these runs the code: Python only compiles it
+ * (isolated mode: nothing of the function's directory is imported), `ruby -c` and `php -l` only
+ * parse it.
+ */
+async function checkSyntax(kind: InterpretedKind, files: readonly ZipFile[], context: BuildContext): Promise<void> {
+  const entry = { 'python:3': '__main__.py', 'ruby:3.1': 'main.rb', 'php:8.2': 'index.php' }[kind];
+  const file = files.find((f) => f.path === entry);
+  if (!file) return;
+  const argv = {
+    'python:3': [PYTHON, '-I', '-S', '-c', PYTHON_SYNTAX_CHECK, entry],
+    'ruby:3.1': [RUBY, '--disable-gems', '-c', entry],
+    'php:8.2': [PHP, '-n', '-d', 'display_errors=stderr', '-l', entry],
+  }[kind];
+  await withTemp(async (dir) => {
+    await writeFile(join(dir, entry), file.data);
+    const run = await runCompiler(argv, { cwd: dir, env: compilerEnv(dir), limits: context.limits });
+    // PHP says "No syntax errors detected" or "Errors parsing" beside the error itself.
+    const tidy = (output: string) => output.replace(/^(No syntax errors detected in|Errors parsing) .*$/gm, '').trim();
+    assertCompiled(`The ${{ 'python:3': 'Python', 'ruby:3.1': 'Ruby', 'php:8.2': 'PHP' }[kind]} source`, run, tidy);
+  });
+}
+
 async function interpreted(
   kind: InterpretedKind,
   extension: string,
@@ -195,6 +228,7 @@ async function interpreted(
 ): Promise<PreparedFunction> {
   const { launcher: file, command } = INTERPRETERS[kind];
   if (has(files, file)) throw badRequest(`The name ${file} is reserved for Isola's launcher; rename that file.`);
+  await checkSyntax(kind, files, context);
   const launcherFile = await launcher(context, file);
   const pack = [...files, launcherFile];
   return {
