@@ -55,7 +55,7 @@ const SETUPS: Setup[] = [
     parallel: 4,
   },
   { name: 'gvisor', isolation: 'gvisor', env: {}, checks: SMALL, timeoutMs: 15_000, parallel: 3 },
-  { name: 'microvm', isolation: 'microvm', env: {}, checks: SMALL, timeoutMs: 30_000, parallel: 2 },
+  { name: 'microvm', isolation: 'microvm', env: {}, checks: SMALL, timeoutMs: 45_000, parallel: 2 },
 ];
 
 const UNICODE = 'héllo 世界 🎉';

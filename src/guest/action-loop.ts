@@ -78,8 +78,11 @@ interface LoopRun {
 
 let fifoCounter = 0;
 
-/** A FIFO for fd 3: the agent's read end (opened O_RDWR: it never reads as ended) and the child's write end. */
-function makeFifo(dir: string): { read: number; write: number } | undefined {
+/**
+ * A FIFO for fd 3, made in `dir` and unlinked at once: the agent's read end (opened O_RDWR: it
+ * never reads as ended) and the child's write end. Undefined where there is no mkfifo.
+ */
+export function makeFifo(dir: string): { read: number; write: number } | undefined {
   if (!MKFIFO) return undefined;
   const path = join(dir, `.isola-fd3-${process.pid}-${++fifoCounter}`);
   execFileSync(MKFIFO, ['-m', '600', path]);

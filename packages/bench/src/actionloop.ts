@@ -4,11 +4,12 @@
  * `{"ok": true}`, send one request line, read the result line. What the languages dimension's
  * bare peers are timed with.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { makeFifo } from '../../../src/guest/action-loop.js';
 
 export interface ActionLoopCommand {
   command: string;
@@ -39,18 +40,15 @@ export function requestLine(params: Record<string, unknown>, activationId = 'ben
   })}\n`;
 }
 
-/** A FIFO for fd 3: the read end for us (opened read-write, so that it never sees EOF), the write end for the child. */
+/** A FIFO for fd 3, made the way the agent makes its launchers' (in a directory of its own, removed after). */
 function fifo(): { dir: string; readFd: number; writeFd: number } {
   const dir = mkdtempSync(join(tmpdir(), 'isola-actionloop-'));
-  const path = join(dir, 'fd3');
-  const made = spawnSync('mkfifo', ['-m', '600', path]);
-  if (made.status !== 0) {
+  const made = makeFifo(dir);
+  if (!made) {
     rmSync(dir, { recursive: true, force: true });
-    throw new Error(`mkfifo failed: ${made.stderr?.toString() ?? made.error?.message}`);
+    throw new Error('mkfifo is not installed');
   }
-  const readFd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
-  const writeFd = openSync(path, constants.O_WRONLY);
-  return { dir, readFd, writeFd };
+  return { dir, readFd: made.read, writeFd: made.write };
 }
 
 async function stop(child: ChildProcess): Promise<void> {
