@@ -235,8 +235,7 @@ describe('network policy', { skip: skipReason() }, () => {
       assert.equal(hostConnections, before, 'a connection reached the host listener');
     });
 
-    const shared = isolation === 'process' ? 'process sandboxes without egress share the host network (README "Network")' : false;
-    it(`${isolation}: without the annotation a function reaches nothing, not even the host`, { skip: shared }, async () => {
+    it(`${isolation}: without the annotation a function reaches nothing, not even the host`, async () => {
       const deployed = await server.deploy(`none-${isolation}`, PROBE, {
         limits: { timeout: 180_000 },
         annotations: [{ key: 'isolation', value: isolation }],

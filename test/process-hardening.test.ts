@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,27 +14,21 @@ const ROOT_ONLY = AS_ROOT ? false : 'needs root (per-sandbox uids, mount namespa
 const SANDBOX_ROOT = join(tmpdir(), 'isola-sandboxes');
 
 /**
- * Lets a function tell the test that it reached a point: it requests /<name> on this server.
- * `reached(name)` is registered before the call that will request it, and resolves on the request.
+ * Lets a function tell the test that it reached a point: it sets its process title to
+ * `isola-hook:<name>;`, which this sees in the host's /proc (a process sandbox has no network to
+ * call back on). `reached(name)` is registered before the call that will signal it, and resolves
+ * once the title is seen.
  */
 class Hooks {
-  private server: Server | undefined;
   private readonly waiting = new Map<string, () => void>();
   private readonly hits = new Set<string>();
-  url = '';
+  private timer: NodeJS.Timeout | undefined;
 
   async start(): Promise<void> {
-    this.server = createServer((req, res) => {
-      const name = (req.url ?? '/').slice(1);
-      this.hits.add(name);
-      this.waiting.get(name)?.();
-      res.end('ok');
-    });
-    await new Promise<void>((resolve) => this.server?.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.timer = setInterval(() => this.scan(), 20);
   }
 
-  /** Resolves when the function requests /<name>; fails after a minute rather than hang a run. */
+  /** Resolves when a function signals `name`; fails after a minute rather than hang a run. */
   reached(name: string): Promise<void> {
     if (this.hits.has(name)) return Promise.resolve();
     return new Promise((resolve, reject) => {
@@ -49,19 +41,33 @@ class Hooks {
   }
 
   async stop(): Promise<void> {
-    this.server?.closeAllConnections();
-    await new Promise((resolve) => this.server?.close(resolve));
+    clearInterval(this.timer);
+  }
+
+  private scan(): void {
+    if (this.waiting.size === 0) return;
+    for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
+      let cmdline: string;
+      try {
+        cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      } catch {
+        continue;
+      }
+      const name = /^isola-hook:([^;]+);/.exec(cmdline)?.[1];
+      if (!name || this.hits.has(name)) continue;
+      this.hits.add(name);
+      this.waiting.get(name)?.();
+      this.waiting.delete(name);
+    }
   }
 }
 
-// Function-side helpers. `hook` requests a URL; `signal` does it synchronously (in a child
-// process), for a function that is about to block its own event loop. Leftover work that signals
-// races the host stopping the processes of an activation that returned: a child stopped that way
-// is started again (the host stops strays once per run, so the next one lives). One line each, so
-// that the line numbers the tests expect stay put.
+// Function-side helpers. `hook` signals a point reached (see Hooks); `signal` is the same, for a
+// function about to block its own event loop: setting the title is synchronous. One line each,
+// so that the line numbers the tests expect stay put.
 const HELPERS = `
-const hook = (url) => require('http').get(url, { agent: false }, (r) => r.resume());
-const signal = (url) => { for (let attempt = 1; ; attempt++) { try { return require('child_process').execFileSync(process.execPath, ['-e', 'require("http").get(process.argv[1], { agent: false }, (r) => r.resume())', url]); } catch (error) { if (attempt >= 5) throw error; } } };
+const hook = (name) => { process.title = 'isola-hook:' + name + ';'; };
+const signal = hook;
 `;
 
 /** Gone, or a zombie nobody reaps yet: either way it runs no more. */
@@ -168,7 +174,7 @@ describe('process sandboxes under misbehaving functions', () => {
       }`,
     );
     const done = hooks.reached('leftover');
-    const first = await run('leftover', { leave: true, n: 1, hook: `${hooks.url}/leftover` });
+    const first = await run('leftover', { leave: true, n: 1, hook: 'leftover' });
     assert.equal(first.status, 200);
     await done;
     const next = await run('leftover', { n: 2 });
@@ -219,7 +225,7 @@ describe('process sandboxes under misbehaving functions', () => {
       { timeout: 4000 },
     );
     const busy = hooks.reached('busyleft');
-    assert.equal((await run('busyleft', { busy: 3000, hook: `${hooks.url}/busyleft` })).status, 200);
+    assert.equal((await run('busyleft', { busy: 3000, hook: 'busyleft' })).status, 200);
     await busy;
     // The sandbox is busy for about 3 s more; this call needs 2 s of its own 4.
     const next = await run('busyleft', { work: 2000 });
@@ -240,7 +246,7 @@ describe('process sandboxes under misbehaving functions', () => {
       { timeout: 1500 },
     );
     const busy = hooks.reached('stuck');
-    assert.equal((await run('stuck', { busy: 60_000, hook: `${hooks.url}/stuck` })).status, 200);
+    assert.equal((await run('stuck', { busy: 60_000, hook: 'stuck' })).status, 200);
     await busy;
     const victim = await run('stuck');
     assert.notEqual(annotation(victim.body, 'timeout'), true, 'not a timeout of its own');
@@ -401,7 +407,7 @@ describe('process sandboxes under misbehaving functions', () => {
     );
     const { pid } = (await run('victim')).body.response.result as { pid: number };
     const running = hooks.reached('victim');
-    const pending = run('victim', { hang: true, hook: `${hooks.url}/victim` });
+    const pending = run('victim', { hang: true, hook: 'victim' });
     await running;
     process.kill(pid, 'SIGKILL');
     const killed = await pending;
@@ -428,10 +434,10 @@ describe('process sandboxes under misbehaving functions', () => {
     );
     // A waits (started), then B spins: A overruns first and takes the sandbox with it; B had begun.
     const waiting = hooks.reached('pair-wait');
-    const a = run('pair', { wait: true, hook: `${hooks.url}/pair-wait` });
+    const a = run('pair', { wait: true, hook: 'pair-wait' });
     await waiting;
     const spinning = hooks.reached('pair-spin');
-    const b = run('pair', { spin: true, hook: `${hooks.url}/pair-spin` });
+    const b = run('pair', { spin: true, hook: 'pair-spin' });
     await spinning;
     const [first, second] = await Promise.all([a, b]);
     assert.equal(annotation(first.body, 'timeout'), true, JSON.stringify(first.body.response));
@@ -444,7 +450,7 @@ describe('process sandboxes under misbehaving functions', () => {
     // A spins; B arrives while the agent cannot even begin it: B never started, so it is not
     // charged with anything (the platform may run it elsewhere).
     const spinFirst = hooks.reached('pair-spin-first');
-    const c = run('pair', { spin: true, hook: `${hooks.url}/pair-spin-first` });
+    const c = run('pair', { spin: true, hook: 'pair-spin-first' });
     await spinFirst;
     const d = run('pair', {});
     const [spun, blocked] = await Promise.all([c, d]);
@@ -493,7 +499,7 @@ describe('a process sandbox outlives neither its server nor its activation', () 
       assert.equal(deployed.status, 200);
       const { pid } = (await server.invoke<ActivationRecord>('spin')).body.response.result as { pid: number };
       const spinning = hooks.reached('spin');
-      void server.invoke('spin', { spin: true, hook: `${hooks.url}/spin` }).catch(() => undefined);
+      void server.invoke('spin', { spin: true, hook: 'spin' }).catch(() => undefined);
       await spinning;
       assert.equal(dead(pid), false, 'busy before the server goes');
       const serverPid = parentOf(pid);

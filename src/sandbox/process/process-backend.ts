@@ -208,6 +208,9 @@ export class ProcessBackend implements Backend {
       command = [
         UNSHARE,
         '--mount',
+        // Without egress, a network namespace of its own with nothing in it: no host listener
+        // (127.0.0.1 included) and no outside address is reachable.
+        ...(network ? [] : ['--net']),
         '--propagation',
         'private',
         '/bin/sh',
