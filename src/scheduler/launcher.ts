@@ -83,6 +83,7 @@ export class Launcher {
       prewarmed = sandbox !== undefined;
       sandbox ??= await backend.create(spec);
     } catch (error) {
+      this.stemCells.replenish(action.isolation, spec);
       throw fail({ ok: false, kind: 'crash', error: `The ${action.isolation} sandbox did not start: ${errorText(error)}` });
     }
     let outcome: InitOutcome;
@@ -94,6 +95,7 @@ export class Launcher {
     } catch (error) {
       outcome = { ok: false, kind: 'crash', error: `The sandbox failed while loading the function: ${errorText(error)}` };
     }
+    this.stemCells.replenish(action.isolation, spec);
     if (!outcome.ok) {
       await sandbox.destroy().catch((error: unknown) => this.onBackgroundError('destroying a failed sandbox failed', error));
       throw fail(outcome);

@@ -64,7 +64,10 @@ describe('stem cells', () => {
     ]);
     await filled(cells, 2);
     assert.ok(cells.take('process', { memoryMb: 256, kind: 'ruby:3.1' }));
-    // The refill waits a moment, so that it never lands on the cold start that took the cell.
+    // The refill waits for the cold start that took the cell to say it loaded, and a moment more.
+    mock.timers.tick(1000);
+    assert.equal(backend.created, 2);
+    cells.replenish('process', { memoryMb: 256, kind: 'ruby:3.1' });
     assert.equal(backend.created, 2);
     mock.timers.tick(20);
     await filled(cells, 2);

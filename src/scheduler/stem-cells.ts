@@ -44,19 +44,29 @@ export class StemCells {
     for (const target of this.targets) this.refill(target);
   }
 
-  /** A blank sandbox for this spec (its isolation, memory size and kind), if one is ready. */
+  /**
+   * A blank sandbox for this spec (its isolation, memory size and kind), if one is ready. The
+   * caller calls `replenish` once the cold start that took it has loaded its function.
+   */
   take(isolation: Isolation, spec: SandboxSpec): Sandbox | undefined {
     // Blank sandboxes are made without a network: one that needs egress is made for it.
     if (spec.network === 'egress') return undefined;
-    const key = poolKey(isolation, spec.memoryMb, spec.kind);
-    const cells = this.ready.get(key);
+    const cells = this.ready.get(poolKey(isolation, spec.memoryMb, spec.kind));
     let cell = cells?.shift();
     while (cell && !cell.alive) cell = cells?.shift();
-    const target = this.targets.find((t) => poolKey(t.isolation, t.memoryMb, t.kind) === key);
-    // Refill a little later: making a sandbox holds the main thread (a V8 isolate takes ~2 ms to
-    // construct), which must not land on the cold start that just took this one.
-    if (target) setTimeout(() => this.refill(target), REFILL_DELAY_MS).unref();
     return cell;
+  }
+
+  /**
+   * Refills the pool this spec takes from, a little later: making a sandbox holds the main thread
+   * (a V8 isolate takes ~2 ms to construct) and, on two cores, the CPU, which must not land on
+   * the cold start that just took one, so the caller calls this once that has loaded its function.
+   */
+  replenish(isolation: Isolation, spec: SandboxSpec): void {
+    if (spec.network === 'egress') return;
+    const key = poolKey(isolation, spec.memoryMb, spec.kind);
+    const target = this.targets.find((t) => poolKey(t.isolation, t.memoryMb, t.kind) === key);
+    if (target) setTimeout(() => this.refill(target), REFILL_DELAY_MS).unref();
   }
 
   get size(): number {
