@@ -171,6 +171,14 @@ public class IsolaLauncher {
     // The call through reflection, on a method of ours; a reseed (SecureRandom's providers); an
     // empty line on fd 3 (which the agent skips) and nothing on stdout: their first use is slow.
     IsolaLauncher.class.getDeclaredMethod("identity", JsonObject.class).invoke(null, result);
+    // Setting an activation's variables, as each request does, and taking them back.
+    Map<String, String> env = writableEnvironment();
+    if (env != null) {
+      env.put("__OW_ISOLA_PRIME", "1");
+      env.remove("__OW_ISOLA_PRIME");
+    }
+    System.setProperty("__OW_ISOLA_PRIME", "1");
+    System.clearProperty("__OW_ISOLA_PRIME");
     byte[] seed = new byte[16];
     new Random().nextBytes(seed);
     reseed(Base64.getEncoder().encodeToString(seed));
