@@ -14,6 +14,9 @@ import { ensureMicrovmImage } from '../src/images/microvm-image.js';
 import { ensureRootfs } from '../src/images/node-rootfs.js';
 import { RESEED_KERNEL_PATH } from '../src/images/reseed-kernel.js';
 import { LANGUAGE_RUNTIMES, type LanguageRuntime, missingForKind, RUNTIME_CHECKS } from '../src/images/runtimes.js';
+import { LAUNCHERS_DIR } from '../src/platform/function-packages.js';
+import { buildFunction, runtimeStartOf } from '../src/platform/packages/builders.js';
+import { DEFAULT_COMPILE_LIMITS } from '../src/platform/packages/compiler.js';
 import type { Backend, FunctionCode } from '../src/sandbox/backend.js';
 import { ContainerBackend } from '../src/sandbox/container/container-backend.js';
 import { findBinary } from '../src/sandbox/container/runtime.js';
@@ -81,6 +84,44 @@ async function check(backend: Backend, runtime: LanguageRuntime, memoryMb: numbe
   }
 }
 
+/**
+ * A blank sandbox of python:3 starts Python with its launcher ahead (the recipe and the package
+ * the platform makes), and a function loads into that process: it was started with no function name.
+ */
+async function startsPythonAhead(backend: Backend): Promise<void> {
+  const context = { name: 'ahead', launchersDir: LAUNCHERS_DIR, cacheDir: join(dir, 'tools'), limits: DEFAULT_COMPILE_LIMITS };
+  const runtime = await runtimeStartOf('python:3', context);
+  assert.ok(runtime);
+  const prepared = await buildFunction(
+    { kind: 'python:3', code: 'import sys\ndef main(args):\n    return {"argv": sys.argv[1:]}\n', binary: false },
+    context,
+  );
+  const sandbox = await backend.create({ memoryMb: 256, kind: 'python:3', ahead: true });
+  try {
+    sandbox.prestart?.(runtime, 256);
+    const fn: FunctionCode = {
+      ...code,
+      key: 'ahead',
+      kind: 'python:3',
+      filename: 'ahead.py',
+      ...(prepared.package ? { package: prepared.package } : {}),
+      memoryMb: 256,
+      concurrency: 1,
+    };
+    assert.deepEqual(await sandbox.init(fn, Date.now() + 240_000, () => {}), { ok: true });
+    const outcome = await sandbox.run({
+      activationId: 'ahead',
+      params: {},
+      deadline: Date.now() + 240_000,
+      env: {},
+      onLog: () => {},
+    });
+    assert.deepEqual(outcome, { kind: 'result', result: { argv: [] } });
+  } finally {
+    await sandbox.destroy();
+  }
+}
+
 const missing = LANGUAGE_RUNTIMES.map((r) => missingForKind(KIND[r])).find(Boolean);
 const dir = mkdtempSync(join(tmpdir(), 'isola-language-images-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -122,6 +163,7 @@ for (const name of ['runc', 'crun', 'runsc'] as const) {
     for (const runtime of LANGUAGE_RUNTIMES) {
       it(`runs ${runtime}`, async () => check(await open(), runtime, 256, 128));
     }
+    it('starts Python ahead in a blank container, and loads a function into it', async () => startsPythonAhead(await open()));
   });
 }
 
@@ -142,6 +184,7 @@ describe("each language's microVM guest, restored from its base snapshot", {
   for (const runtime of LANGUAGE_RUNTIMES) {
     it(`runs ${runtime}`, async () => check(await open(), runtime, 256, 128));
   }
+  it('starts Python ahead in a blank clone, and loads a function into it', async () => startsPythonAhead(await open()));
 
   it("takes a function's snapshot in its language's guest, and restores it there", async () => {
     const microvm = await open();

@@ -553,7 +553,8 @@ const loopHost: LoopHost = {
 };
 
 function prestart(message: Extract<HostMessage, { type: 'prestart' }>): void {
-  if (ahead || loop || entry) return;
+  // Once per sandbox. (A microVM clone may carry the warm-up function its template loaded: still blank.)
+  if (ahead || loop) return;
   try {
     const dir = unpackPackage({ zip: message.runtime.zip });
     const launcher = new Launcher(loopHost, runtimeOptions(message.runtime, dir, message.memoryMb), true);

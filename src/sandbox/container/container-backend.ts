@@ -5,6 +5,7 @@ import { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Isolation } from '../../core/kinds.js';
 import type { Cidr } from '../../core/network-policy.js';
+import type { RuntimeStart } from '../../guest/protocol.js';
 import type { NodeRootfs } from '../../images/node-rootfs.js';
 import { type ImageName, imageNameFor } from '../../images/runtimes.js';
 import { AgentSandbox, type AgentTransport, type ExitInfo } from '../agent-sandbox.js';
@@ -419,6 +420,11 @@ class ContainerSandbox implements Sandbox {
     // No need to wait for the agent's hello: the pipe holds the init frame until the agent reads
     // it, and an agent that dies or never answers fails the init anyway.
     return this.agent.init(code, deadline, onLog);
+  }
+
+  prestart(runtime: RuntimeStart, memoryMb: number): void {
+    // A container not started yet holds the frame in its pipe until it is.
+    this.agent.prestart(runtime, memoryMb);
   }
 
   run(request: RunRequest): Promise<RunOutcome> {

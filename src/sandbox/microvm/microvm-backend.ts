@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Isolation } from '../../core/kinds.js';
 import type { Cidr } from '../../core/network-policy.js';
+import type { RuntimeStart } from '../../guest/protocol.js';
 import type { MicrovmImage } from '../../images/microvm-image.js';
 import { type ImageName, imageNameFor, RUNTIME_CHECKS } from '../../images/runtimes.js';
 import { AgentSandbox } from '../agent-sandbox.js';
@@ -552,6 +553,14 @@ class MicrovmSandbox implements Sandbox {
     } catch (error) {
       return { ok: false, kind: 'crash', error: `The VM could not be booted: ${(error as Error).message}` };
     }
+  }
+
+  prestart(runtime: RuntimeStart, memoryMb: number): void {
+    if (this.hasFunction) return;
+    // Once restored: a VM left waiting for its restore starts nothing ahead.
+    void this.resumed?.then((outcome) => {
+      if (outcome.ok) this.agent?.prestart(runtime, memoryMb);
+    });
   }
 
   async init(code: FunctionCode, deadline: number, onLog: LogSink): Promise<InitOutcome> {
