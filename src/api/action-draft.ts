@@ -2,7 +2,7 @@ import { badRequest } from '../core/errors.js';
 import { type Kind, resolveIsolation, resolveKind } from '../core/kinds.js';
 import { resolveLimits } from '../core/limits.js';
 import { assertEntityName, assertEntryPoint } from '../core/names.js';
-import type { ActionVersion, Exec, KeyValue } from '../core/types.js';
+import { type ActionVersion, type Exec, type KeyValue, SEQUENCE_EXEC } from '../core/types.js';
 import { isElfCode, isZipCode } from '../platform/packages/builders.js';
 import type { ActionDraft } from '../platform/platform.js';
 import type { ActionPut } from './schemas.js';
@@ -17,7 +17,8 @@ export function draftFromPut(namespace: string, name: string, body: ActionPut, c
   if (body.name !== undefined && body.name !== name) {
     throw badRequest(`The name in the body ("${body.name.slice(0, 80)}") differs from the name in the path ("${name}").`);
   }
-  const exec = body.exec ? execFrom(body.exec) : current?.exec;
+  const sequence = body.exec ? sequenceFrom(body.exec) : current?.sequence;
+  const exec = sequence ? SEQUENCE_EXEC : body.exec ? execFrom(body.exec) : current?.exec;
   if (!exec) throw badRequest('exec is required when creating an action: { "kind": "nodejs:20", "code": "..." }.');
   const limits = resolveLimits(body.limits as Partial<ActionVersion['limits']> | undefined, current?.limits);
   const parameters = (body.parameters ?? current?.parameters ?? []).map(stripInit);
@@ -36,8 +37,24 @@ export function draftFromPut(namespace: string, name: string, body: ActionPut, c
     limits,
     parameters,
     annotations,
-    isolation: resolveIsolation(exec.kind, requested, exec.binary),
+    isolation: sequence ? resolveIsolation(exec.kind, undefined, false) : resolveIsolation(exec.kind, requested, exec.binary),
+    ...(sequence ? { sequence } : {}),
   };
+}
+
+/** A sequence's components as given (checked against the store at deploy), or undefined for code. */
+function sequenceFrom(exec: NonNullable<ActionPut['exec']>): string[] | undefined {
+  if (exec.kind !== 'sequence') {
+    if (exec.components !== undefined) throw badRequest('exec.components is only for exec.kind "sequence".');
+    return undefined;
+  }
+  if (exec.code !== undefined || exec.image !== undefined || exec.main !== undefined || exec.binary === true) {
+    throw badRequest('A sequence has no code: send { "kind": "sequence", "components": ["/namespace/action", ...] }.');
+  }
+  if (!exec.components || exec.components.length === 0) {
+    throw badRequest('A sequence needs exec.components: ["/namespace/action", ...], at least one.');
+  }
+  return exec.components;
 }
 
 /** `require-whisk-auth` is true/false or a secret; anything else would leave a web action open by mistake. */
@@ -64,8 +81,9 @@ const ZIP_KINDS: ReadonlySet<Kind> = new Set(['nodejs:20', 'python:3', 'java:17'
 function execFrom(exec: NonNullable<ActionPut['exec']>): Exec {
   if (exec.image !== undefined) throw badRequest('Docker image (blackbox) actions are not supported; send code with a kind.');
   const kind = resolveKind(exec.kind);
-  if (exec.code === undefined || exec.code.length === 0) throw badRequest('exec.code is required and may not be empty.');
   const main = exec.main ? { main: kind === 'java:17' ? assertJavaEntryPoint(exec.main) : assertEntryPoint(exec.main) } : {};
+  // As OpenWhisk, an action with no code can be created; running it fails at initialisation.
+  if (exec.code === undefined || exec.code.length === 0) return { kind, code: '', binary: kind === 'wasm', ...main };
   if (kind === 'wasm') {
     if (exec.binary === false) throw badRequest('A wasm action carries its module base64-encoded with exec.binary = true.');
     assertBase64(exec.code);

@@ -1,8 +1,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { badRequest, notFound } from '../core/errors.js';
+import { LIMIT_RANGES } from '../core/limits.js';
 import { assertEntityName } from '../core/names.js';
 import type { Caller, InvokeCommand, InvokeOutcome } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
+import { MAX_SEQUENCE_ACTIONS } from '../platform/sequences.js';
 import { draftFromPut } from './action-draft.js';
 import { authenticateScope, callerNamespace, callerOf, namespaceAuth, pathNamespace } from './auth.js';
 import { invokeFor, outcomeError } from './door.js';
@@ -85,6 +87,27 @@ export function formatOpenWhiskInvoke(reply: FastifyReply, call: OpenWhiskCall, 
   }
 }
 
+/**
+ * The limits a deploy is checked against, under OpenWhisk's names (`actionDuration*` is the
+ * timeout in ms). Only what Isola enforces: it has no per-minute invocation or fire quotas.
+ * Memory tops out at the server's budget (a deploy above it is refused); logs are in KB, the unit
+ * `limits.logs` takes here.
+ */
+export function namespaceLimits(memoryBudgetMb: number) {
+  const { memory, timeout, concurrency, logs } = LIMIT_RANGES;
+  return {
+    actionMemoryMax: Math.min(memory.max, memoryBudgetMb),
+    actionMemoryMin: memory.min,
+    actionDurationMax: timeout.max,
+    actionDurationMin: timeout.min,
+    actionConcurrencyMax: concurrency.max,
+    actionConcurrencyMin: concurrency.min,
+    actionLogsMax: logs.max,
+    actionLogsMin: logs.min,
+    actionSequenceMaxLimit: MAX_SEQUENCE_ACTIONS,
+  };
+}
+
 /** OpenWhisk's REST API for namespaces, actions and activations. */
 export function registerOpenWhiskRoutes(app: FastifyInstance, platform: Platform): void {
   void app.register(async (scope) => {
@@ -97,6 +120,11 @@ function registerRoutes(app: FastifyInstance, platform: Platform): void {
   const base = '/api/v1/namespaces/:namespace';
 
   app.get('/api/v1/namespaces', async (request) => [callerNamespace(request)]);
+
+  app.get<{ Params: NamespaceParams }>(`${base}/limits`, async (request) => {
+    pathNamespace(request);
+    return namespaceLimits(platform.config.memoryBudgetMb);
+  });
 
   app.get<{ Params: NamespaceParams }>(`${base}/actions`, async (request) => {
     const page = parseOrThrow(ListQuerySchema, request.query, 'query');

@@ -14,6 +14,8 @@ const ExecSchema = z.strictObject({
   binary: z.boolean().optional(),
   main: z.string().min(1).max(128).optional(),
   image: z.string().optional(),
+  /** A sequence's actions, fully qualified (`/ns/name`, `_` for the caller's). */
+  components: z.array(z.string().min(1).max(1024)).max(1000).optional(),
 });
 
 const LimitsSchema = z.strictObject({

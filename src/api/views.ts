@@ -3,6 +3,7 @@ import type { ActionVersion, ActivationRecord, KeyValue } from '../core/types.js
 /** The action as OpenWhisk shows it; the resolved isolation appears as an annotation. */
 export function actionView(action: ActionVersion, options: { code?: boolean } = {}) {
   const withCode = options.code ?? true;
+  if (action.sequence) return sequenceView(action, action.sequence);
   return {
     namespace: action.namespace,
     name: action.name,
@@ -15,6 +16,22 @@ export function actionView(action: ActionVersion, options: { code?: boolean } = 
       ...(action.exec.main ? { main: action.exec.main } : {}),
     },
     annotations: annotationsView(action),
+    parameters: action.parameters,
+    limits: action.limits,
+    updated: action.updated,
+  };
+}
+
+/** A sequence as OpenWhisk shows it: its components in `exec`, and `exec: sequence` among the annotations. */
+function sequenceView(action: ActionVersion, components: readonly string[]) {
+  const shown = action.annotations.filter((a) => a.key !== 'exec' && a.key !== 'isolation');
+  return {
+    namespace: action.namespace,
+    name: action.name,
+    version: action.version,
+    publish: false,
+    exec: { kind: 'sequence', components },
+    annotations: [...shown, { key: 'exec', value: 'sequence' }],
     parameters: action.parameters,
     limits: action.limits,
     updated: action.updated,

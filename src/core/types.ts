@@ -15,6 +15,9 @@ export interface Exec {
   main?: string;
 }
 
+/** What a sequence carries as its exec: it is never run, the sequence's components are. */
+export const SEQUENCE_EXEC: Exec = Object.freeze({ kind: 'nodejs:20', code: '', binary: false });
+
 /** One immutable version of an action. Updating an action stores a new one. */
 export interface ActionVersion {
   namespace: string;
@@ -31,6 +34,11 @@ export interface ActionVersion {
   parameters: KeyValue[];
   annotations: KeyValue[];
   isolation: Isolation;
+  /**
+   * A sequence's components, fully qualified (`/ns/name`): the action runs them in turn and has
+   * no code of its own (`exec` is then a placeholder that nothing runs).
+   */
+  sequence?: string[];
   /** ms since the epoch */
   updated: number;
 }

@@ -7,6 +7,7 @@ import { QueueFullError, type Scheduler, TooBigError } from '../scheduler/schedu
 import type { QueuedActivation, Store } from '../store/store.js';
 import type { Credentials } from './credentials.js';
 import type { Invoker } from './invoker.js';
+import { Sequences } from './sequences.js';
 
 /** A function as a caller names it: its namespace and name, and optionally one stored version. */
 export interface FunctionRef {
@@ -92,8 +93,28 @@ export interface InvokePathOptions {
 export class InvokePath {
   private readonly background = new Set<Promise<unknown>>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
+  private readonly sequences: Sequences;
 
-  constructor(private readonly options: InvokePathOptions) {}
+  constructor(private readonly options: InvokePathOptions) {
+    this.sequences = new Sequences({
+      resolve: options.resolve,
+      runAction: (fn, params, subject, annotations) => this.runComponent(fn, params, subject, annotations),
+      store: (record, accepted) => options.store.completeActivation(record, accepted),
+    });
+  }
+
+  /** One action of a sequence, run for the sequence's caller, now: its record, or why it was refused. */
+  private async runComponent(
+    fn: ActionVersion,
+    params: Record<string, unknown>,
+    subject: string,
+    annotations: KeyValue[],
+  ): Promise<ActivationRecord | string> {
+    if (fn.namespace !== subject) return 'The supplied authentication is not authorized to access this resource.';
+    const admission = this.admit(fn);
+    if (admission?.kind === 'rejected') return admission.message;
+    return this.options.invoker.invoke({ action: fn, params, subject, annotations });
+  }
 
   async invoke(command: InvokeCommand): Promise<InvokeOutcome> {
     const fn = await this.options.resolve(command.function);
@@ -148,21 +169,31 @@ export class InvokePath {
    * bound); past that the caller gets the activation id and the record is stored when the run ends.
    */
   private async run(command: InvokeCommand, fn: ActionVersion): Promise<InvokeOutcome> {
-    const admission = this.admit(fn);
+    // A sequence takes no instance itself; each of its actions is admitted when its turn comes.
+    const admission = fn.sequence ? undefined : this.admit(fn);
     if (admission) return admission;
     const activationId = newActivationId();
     const accepted = Date.now();
     const subject = subjectOf(command, fn);
     const annotations = annotationsOf(command);
-    const run = this.options.invoker.invoke({
-      action: fn,
-      params: command.params,
-      subject,
-      activationId,
-      accepted,
-      annotations,
-      ...(command.checkResult ? { checkResult: command.checkResult } : {}),
-    });
+    const run = fn.sequence
+      ? this.sequences.run(fn, {
+          params: command.params,
+          subject,
+          activationId,
+          accepted,
+          annotations,
+          ...(command.checkResult ? { checkResult: command.checkResult } : {}),
+        })
+      : this.options.invoker.invoke({
+          action: fn,
+          params: command.params,
+          subject,
+          activationId,
+          accepted,
+          annotations,
+          ...(command.checkResult ? { checkResult: command.checkResult } : {}),
+        });
     const waitMs = Math.min(command.waitMs ?? this.options.blockingWaitMs, this.options.blockingWaitMs);
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<'late'>((resolve) => {
@@ -220,7 +251,7 @@ export class InvokePath {
    */
   private async enqueue(command: InvokeCommand, fn: ActionVersion): Promise<InvokeOutcome> {
     try {
-      this.options.scheduler.assertFits(fn);
+      if (!fn.sequence) this.options.scheduler.assertFits(fn);
     } catch (error) {
       if (error instanceof TooBigError) return { kind: 'rejected', function: fn, reason: 'too-big', message: error.message };
       throw error;
@@ -265,6 +296,18 @@ export class InvokePath {
     this.track(
       (async () => {
         const action = known ?? (await this.options.store.getAction(queued.namespace, queued.name, queued.version));
+        if (action?.sequence && queued.params !== undefined) {
+          // Its actions are not retried as a whole: each ran once, and the chain stopped at a failure.
+          await this.options.store.markActivationRunning(queued.activationId);
+          await this.sequences.run(action, {
+            params: queued.params,
+            subject: queued.subject,
+            activationId: queued.activationId,
+            accepted: queued.accepted,
+            annotations: queued.annotations,
+          });
+          return;
+        }
         const maxRetries = action ? storedFunctionSettings(action).retries : 0;
         await this.options.invoker.runQueued(queued, action, {
           maxRetries,

@@ -136,6 +136,17 @@ export class Invoker {
    */
   private async attempt(invocation: Invocation, activationId: string, accepted: number, logs: LogCollector): Promise<Attempt> {
     const action = invocation.action;
+    if (action.exec.code === '') {
+      // Taken at create as OpenWhisk takes it; there is nothing to initialise.
+      return {
+        timing: { start: Date.now(), waitMs: Date.now() - accepted, cold: true },
+        response: developerError(
+          'Initialization has failed due to: the action has no code (exec.code is empty); update it with its code.',
+        ),
+        retryable: false,
+        initTimedOut: false,
+      };
+    }
     let lease: Lease;
     try {
       lease = await this.scheduler.acquire(action, logs.sink);

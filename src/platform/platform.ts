@@ -16,6 +16,7 @@ import { type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js'
 import { Invoker } from './invoker.js';
 import { Metrics } from './metrics.js';
 import { Actions, Activations, Namespaces, Rules } from './read-models.js';
+import { checkSequence } from './sequences.js';
 import { Triggers } from './triggers.js';
 
 export type ActionDraft = Omit<ActionVersion, 'version' | 'revision' | 'updated'>;
@@ -180,6 +181,7 @@ export class Platform {
   // ---- actions ----------------------------------------------------------------------------
 
   async deploy(draft: ActionDraft, overwrite: boolean): Promise<ActionVersion> {
+    if (draft.sequence) return this.deploySequence(draft, draft.sequence, overwrite);
     const backend = this.backends.get(draft.isolation);
     if (!backend) {
       const status = this.backendStatuses.find((s) => s.isolation === draft.isolation);
@@ -204,14 +206,29 @@ export class Platform {
       throw badRequest((error as Error).message);
     }
     checkNetworkAnnotation(draft, egressSupported());
+    // Empty code is taken, as OpenWhisk takes it, and fails at initialisation (see Invoker).
+    const empty = draft.exec.code === '';
     // Zips are checked and sources compiled before anything is stored: a refusal stores nothing.
-    await this.packages.prepare(draft);
-    await backend.validate?.(draft);
+    if (!empty) {
+      await this.packages.prepare(draft);
+      await backend.validate?.(draft);
+    }
     const stored = await this.store.putAction(draft, { overwrite });
     this.actions.remember(stored);
     this.scheduler.retireVersions(stored.namespace, stored.name, stored.revision);
     this.metrics.noteDeployed(stored.namespace, stored.name);
-    this.scheduler.provision(stored);
+    if (!empty) this.scheduler.provision(stored);
+    return stored;
+  }
+
+  /** A sequence runs no code of its own: its components are checked (see checkSequence) and stored fully qualified. */
+  private async deploySequence(draft: ActionDraft, components: readonly string[], overwrite: boolean): Promise<ActionVersion> {
+    const sequence = await checkSequence(draft, components, (ref) => this.actions.get(ref.namespace, ref.name));
+    const stored = await this.store.putAction({ ...draft, sequence }, { overwrite });
+    this.actions.remember(stored);
+    // An action that was code before keeps no instances.
+    this.scheduler.retireVersions(stored.namespace, stored.name);
+    this.metrics.noteDeployed(stored.namespace, stored.name);
     return stored;
   }
 
@@ -241,7 +258,12 @@ export class Platform {
     const recovered = await this.invocations.recover();
     await this.triggers.start();
     for (const action of await this.store.allActions()) {
-      if (storedFunctionSettings(action).minInstances > 0 && this.backends.has(action.isolation))
+      if (
+        !action.sequence &&
+        action.exec.code !== '' &&
+        storedFunctionSettings(action).minInstances > 0 &&
+        this.backends.has(action.isolation)
+      )
         this.scheduler.provision(action);
     }
     return recovered;

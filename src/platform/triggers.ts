@@ -197,8 +197,9 @@ export function ruleView(rule: RuleRecord) {
     version: rule.version,
     publish: false,
     status: rule.status,
-    trigger: { namespace: rule.namespace, name: rule.trigger },
-    action: { namespace: rule.namespace, name: rule.action },
+    // OpenWhisk's fully qualified names: `path` is the namespace (and package), `name` the entity.
+    trigger: { path: rule.namespace, name: rule.trigger },
+    action: { path: rule.namespace, name: rule.action },
     updated: rule.updated,
   };
 }

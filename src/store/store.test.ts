@@ -7,7 +7,7 @@ import { type Kysely, Migrator } from 'kysely';
 import { sharedPostgres, stopSharedPostgres } from '../../test/helpers/postgres.js';
 import { IsolaError } from '../core/errors.js';
 import { DEFAULT_LIMITS } from '../core/limits.js';
-import type { ActionVersion, ActivationRecord } from '../core/types.js';
+import { type ActionVersion, type ActivationRecord, SEQUENCE_EXEC } from '../core/types.js';
 import { connectDatabase, parseDatabaseSetting, SQLITE_FILE } from './database.js';
 import { migrationProvider } from './migrations.js';
 import { ActivationRetention } from './retention.js';
@@ -276,6 +276,21 @@ for (const database of DATABASES) {
         assert.equal(await store.getAction('acts', 'hello', '0.0.9'), undefined);
         assert.equal(await store.getAction('acts', 'nothing'), undefined);
         assert.deepEqual(await store.listVersions('acts', 'hello'), [second, first]);
+      });
+
+      it("keep a sequence's components, and a code version over it drops them", async () => {
+        const components = ['/seqs/a', '/seqs/b'];
+        const seq = await store.putAction(
+          { ...action('seqs', 'chain'), exec: SEQUENCE_EXEC, sequence: components },
+          { overwrite: false },
+        );
+        assert.deepEqual(seq.sequence, components);
+        const read = await store.getAction('seqs', 'chain');
+        assert.deepEqual(read, seq);
+        assert.deepEqual(read?.exec, SEQUENCE_EXEC);
+        const code = await store.putAction(action('seqs', 'chain'), { overwrite: true });
+        assert.equal((await store.getAction('seqs', 'chain'))?.sequence, undefined);
+        assert.deepEqual(await store.listVersions('seqs', 'chain'), [code, seq]);
       });
 
       it('are listed latest version only, most recently updated first, a page at a time', async () => {

@@ -2,7 +2,7 @@ import type { Kysely, Selectable } from 'kysely';
 import { conflict } from '../../core/errors.js';
 import type { Isolation, Kind } from '../../core/kinds.js';
 import type { Limits } from '../../core/limits.js';
-import { type ActionVersion, compareVersions, type KeyValue, nextVersion } from '../../core/types.js';
+import { type ActionVersion, compareVersions, type KeyValue, nextVersion, SEQUENCE_EXEC } from '../../core/types.js';
 import type { StoreDatabase } from '../database.js';
 import { newRevision } from '../migrations.js';
 import type { ListPage } from '../records.js';
@@ -155,8 +155,9 @@ function toVersionRow(v: ActionVersion): ActionVersionsTable {
     name: v.name,
     version: v.version,
     revision: v.revision,
-    kind: v.exec.kind,
-    code: v.exec.code,
+    // A sequence keeps its components where code would be, as JSON: no column is added for it.
+    kind: v.sequence ? SEQUENCE_KIND : v.exec.kind,
+    code: v.sequence ? JSON.stringify(v.sequence) : v.exec.code,
     binary: v.exec.binary ? 1 : 0,
     main: v.exec.main ?? null,
     limits: JSON.stringify(v.limits),
@@ -167,18 +168,24 @@ function toVersionRow(v: ActionVersion): ActionVersionsTable {
   };
 }
 
+const SEQUENCE_KIND = 'sequence';
+
 function fromVersionRow(row: Selectable<ActionVersionsTable>): ActionVersion {
+  const sequence = row.kind === SEQUENCE_KIND ? (JSON.parse(row.code) as string[]) : undefined;
   return {
     namespace: row.namespace,
     name: row.name,
     version: row.version,
     revision: row.revision,
-    exec: {
-      kind: row.kind as Kind,
-      code: row.code,
-      binary: row.binary === 1,
-      ...(row.main ? { main: row.main } : {}),
-    },
+    exec: sequence
+      ? SEQUENCE_EXEC
+      : {
+          kind: row.kind as Kind,
+          code: row.code,
+          binary: row.binary === 1,
+          ...(row.main ? { main: row.main } : {}),
+        },
+    ...(sequence ? { sequence } : {}),
     limits: JSON.parse(row.limits) as Limits,
     parameters: JSON.parse(row.parameters) as KeyValue[],
     annotations: JSON.parse(row.annotations) as KeyValue[],
