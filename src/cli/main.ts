@@ -19,6 +19,8 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   activation: async () => (await import('./commands/activation.js')).registerActivationCommands,
   namespace: async () => (await import('./commands/namespace.js')).registerNamespaceCommands,
   property: async () => (await import('./commands/property.js')).registerPropertyCommands,
+  trigger: async () => (await import('./commands/trigger.js')).registerTriggerCommands,
+  rule: async () => (await import('./commands/rule.js')).registerRuleCommands,
 };
 /** The program's options that take a value: what follows them is not the command's name. */
 const TAKES_VALUE = new Set(['--apihost', '--auth', '--data-dir']);

@@ -28,11 +28,18 @@ interface DeployOptions {
   param?: string[];
   annotation?: string[];
   web?: string;
+  sequence?: string;
 }
 
 function deployBody(file: string | undefined, options: DeployOptions) {
   let exec: Record<string, unknown> | undefined;
-  if (file) {
+  if (file && options.sequence !== undefined) throw new Error('Give a file or --sequence, not both.');
+  if (options.sequence !== undefined) {
+    // As wsk: comma-separated actions, a bare name being in your own namespace.
+    const components = options.sequence.split(',').map((c) => c.trim());
+    if (components.some((c) => c === '')) throw new Error('--sequence takes action names separated by commas: a,b,/ns/c');
+    exec = { kind: 'sequence', components: components.map((c) => (c.startsWith('/') ? c : `/_/${c}`)) };
+  } else if (file) {
     const content = readFileSync(file);
     const kind = inferKind(file, content, options.kind);
     exec = { kind, ...execCodeOf(kind, content), ...(options.main ? { main: options.main } : {}) };
@@ -96,16 +103,16 @@ function deployOptions(command: Command): Command {
     )
     .option('-p, --param <key value...>', 'default parameter (repeatable)')
     .option('-a, --annotation <key value...>', 'annotation (repeatable)')
-    .option('--web <true|false>', 'make it a web action');
+    .option('--web <true|false>', 'make it a web action')
+    .option('--sequence <actions>', 'make it a sequence of these actions, comma-separated (instead of a file)');
 }
 
 function printAction(action: ActionView, verb: string, json: boolean | undefined): void {
   if (json) printJson(action);
   else {
     const isolation = action.annotations.find((a) => a.key === 'isolation')?.value;
-    process.stdout.write(
-      `ok: ${verb} action ${action.name} (version ${action.version}, ${action.exec.kind}, isolation ${isolation})\n`,
-    );
+    const runs = isolation === undefined ? action.exec.kind : `${action.exec.kind}, isolation ${isolation}`;
+    process.stdout.write(`ok: ${verb} action ${action.name} (version ${action.version}, ${runs})\n`);
   }
 }
 
@@ -127,8 +134,11 @@ export function registerActionCommands(program: Command): void {
   const action = program.command('action').description('create, update, get, list, delete and invoke actions');
 
   deployOptions(
-    action.command('create <name> <file>').description('create an action from a file (its kind inferred, or --kind)'),
-  ).action(async (name: string, file: string, options: DeployOptions, command: Command) => {
+    action
+      .command('create <name> [file]')
+      .description('create an action from a file (its kind inferred, or --kind), or a sequence (--sequence a,b)'),
+  ).action(async (name: string, file: string | undefined, options: DeployOptions, command: Command) => {
+    if (!file && options.sequence === undefined) throw new Error('Give the file with the code, or --sequence a,b.');
     const { data } = await clientFor(command).request<ActionView>(
       'PUT',
       `/api/v1/namespaces/_/actions/${IsolaClient.path(name)}?overwrite=false`,

@@ -79,6 +79,41 @@ export function registerActivationCommands(program: Command): void {
       },
     );
 
+  activation
+    .command('poll [name]')
+    .description('print activations as they finish, with their logs, until interrupted (or --exit)')
+    .option('--since-seconds <n>', 'also those started this many seconds ago', wholeNumber(0), 0)
+    .option('--exit <seconds>', 'stop after this many seconds', wholeNumber(1))
+    .option('--interval <duration>', 'how often to ask', waitDuration, 1000)
+    .action(
+      async (name: string | undefined, options: { sinceSeconds: number; exit?: number; interval: number }, command: Command) => {
+        const client = clientFor(command);
+        const json = globals(command).json;
+        const since = Date.now() - options.sinceSeconds * 1000;
+        const deadline = options.exit === undefined ? Number.POSITIVE_INFINITY : Date.now() + options.exit * 1000;
+        const seen = new Set<string>();
+        if (!json) process.stdout.write('Enter Ctrl-c to exit.\n');
+        for (;;) {
+          const query = new URLSearchParams({ docs: 'true', limit: '200', since: String(since) });
+          if (name) query.set('name', name);
+          const { data } = await client.request<ActivationRecord[]>('GET', `/api/v1/namespaces/_/activations?${query}`);
+          // Newest first from the server: printed oldest first, each once.
+          for (const record of data.reverse()) {
+            if (seen.has(record.activationId)) continue;
+            seen.add(record.activationId);
+            if (json) process.stdout.write(`${JSON.stringify(record)}\n`);
+            else {
+              process.stdout.write(`\nActivation: '${record.name}' (${record.activationId})\n`);
+              for (const line of record.logs) process.stdout.write(`${line}\n`);
+            }
+          }
+          if (Date.now() + options.interval > deadline) break;
+          await new Promise((done) => setTimeout(done, options.interval));
+        }
+        if (!json) process.stdout.write('\nPolling stopped.\n');
+      },
+    );
+
   const byId = (path: string) => async (id: string, options: { wait?: number | true }, command: Command) => {
     const client = clientFor(command);
     const url = `/api/v1/namespaces/_/activations/${IsolaClient.path(id)}${path}`;
