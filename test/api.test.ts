@@ -352,10 +352,11 @@ describe('OpenWhisk API end to end', () => {
       const event = await call(sign('{}', { 'X-Amz-Invocation-Type': 'Event' }));
       assert.equal(event.status, 202);
       const forged = await call(sign('{}', {}, 'wrong-secret'));
-      assert.equal(forged.status, 401);
+      assert.equal(forged.status, 403, 'Lambda answers a bad signature 403');
+      assert.equal(forged.headers.get('x-amzn-errortype'), 'InvalidSignatureException');
       await server.deploy('thrower', 'function main() { throw new Error("lambda boom"); }');
       const failed = await call({ ...sign('{}'), path: '/2015-03-31/functions/thrower/invocations' });
-      assert.equal(failed.status, 401, 'the signature covers the path');
+      assert.equal(failed.status, 403, 'the signature covers the path');
       const signedThrower = aws4.sign(
         {
           host: url.host,
@@ -545,7 +546,7 @@ describe('hardening: bad input is a 4xx, a misbehaving function is its own failu
       },
       body: '{}',
     });
-    assert.equal(forged.status, 401);
+    assert.equal(forged.status, 403);
   });
 
   it('turns web action results HTTP cannot carry into a 502 naming the activation, recorded as the function error', async () => {

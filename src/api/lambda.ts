@@ -1,12 +1,21 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { badRequest, IsolaError, notFound, unauthorized } from '../core/errors.js';
-import { assertEntityName } from '../core/names.js';
+import { IsolaError } from '../core/errors.js';
 import type { ActivationRecord } from '../core/types.js';
 import type { Caller, InvokeCommand, InvokeMode, InvokeOutcome } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
 import { authenticateScope, basicCredentials, callerNamespace } from './auth.js';
 import { attempt, invokeFor, jsonRenderer, outcomeError, rawBody, rawBodyScope, safeJson } from './door.js';
 import { parseJson } from './json.js';
+import {
+  invalidParameter,
+  invalidRequestContent,
+  LambdaError,
+  lambdaErrorHandler,
+  resourceNotFound,
+  sendLambdaError,
+} from './lambda/errors.js';
+import { registerFunctionRoutes } from './lambda/functions.js';
+import { functionRef } from './lambda/names.js';
 import { LambdaQuerySchema, parseOrThrow } from './schemas.js';
 import { parseSigV4, verifySigV4 } from './sigv4.js';
 
@@ -36,12 +45,7 @@ export function parseLambdaInvoke(
   caller: Caller & { kind: 'namespace' },
 ): LambdaCall {
   const { Qualifier } = parseOrThrow(LambdaQuerySchema, request.query, 'query');
-  const name = request.params.name.replace(/^arn:aws:lambda:[^:]*:[^:]*:function:/, '').replace(/:.*$/, '');
-  const ref = {
-    namespace: caller.namespace,
-    name: assertEntityName('function', name),
-    ...(Qualifier && Qualifier !== '$LATEST' ? { version: Qualifier } : {}),
-  };
+  const ref = functionRef(caller.namespace, request.params.name, Qualifier);
   const payload = attempt(() => lambdaPayload(rawBody(request.body)));
   const type = String(request.headers['x-amz-invocation-type'] ?? 'RequestResponse');
   const mode = Object.hasOwn(INVOCATION_TYPES, type) ? INVOCATION_TYPES[type] : undefined;
@@ -58,7 +62,7 @@ export function parseLambdaInvoke(
     },
     ...(mode === undefined ? { unknownType: type } : {}),
     ...(payload instanceof IsolaError ? { badPayload: payload } : {}),
-    ...(ref.version !== undefined ? { qualifier: ref.version } : {}),
+    ...(ref.version !== undefined ? { qualifier: Qualifier ?? ref.version } : {}),
     tail: String(request.headers['x-amz-log-type'] ?? '') === 'Tail',
     json,
   };
@@ -69,15 +73,17 @@ export function formatLambdaInvoke(reply: FastifyReply, call: LambdaCall, outcom
   if (outcome.kind === 'not-found') {
     const ref = call.command.function;
     throw call.qualifier !== undefined
-      ? notFound(`Function not found: ${ref.name}:${call.qualifier.slice(0, 40)}`)
-      : outcomeError(outcome);
+      ? resourceNotFound(`Function not found: ${ref.name}:${call.qualifier.slice(0, 40)}`)
+      : resourceNotFound(outcomeError(outcome).message);
   }
   if (call.badPayload) throw call.badPayload;
   reply.header('x-amzn-requestid', String(reply.request.id));
   reply.header('x-amz-executed-version', outcome.function.version);
   if (outcome.kind === 'rejected') throw outcomeError(outcome);
   if (call.unknownType !== undefined)
-    throw badRequest(`X-Amz-Invocation-Type must be RequestResponse, Event or DryRun; got ${call.unknownType.slice(0, 40)}.`);
+    throw invalidParameter(
+      `X-Amz-Invocation-Type must be RequestResponse, Event or DryRun; got ${call.unknownType.slice(0, 40)}.`,
+    );
   switch (outcome.kind) {
     case 'dry-run':
       return reply.code(204).send();
@@ -95,7 +101,18 @@ export function formatLambdaInvoke(reply: FastifyReply, call: LambdaCall, outcom
  */
 export function registerLambdaRoutes(app: FastifyInstance, platform: Platform): void {
   rawBodyScope(app, (scope) => {
+    scope.setErrorHandler(lambdaErrorHandler);
     authenticateScope(scope, (request) => lambdaCaller(platform, request));
+    registerFunctionRoutes(scope, platform);
+    // Operations Isola does not serve (aliases, layers, permissions...) are named as Lambda names them.
+    scope.all('/2015-03-31/*', async (request) => {
+      const path = (request.raw.url ?? request.url).split('?')[0] ?? '';
+      throw new LambdaError(
+        404,
+        'UnknownOperationException',
+        `Isola's Lambda API does not serve ${request.method} ${path.slice(0, 200)}.`,
+      );
+    });
     scope.post<{ Params: InvokeParams }>('/2015-03-31/functions/:name/invocations', async (request, reply) => {
       const call = parseLambdaInvoke(request, { kind: 'namespace', namespace: callerNamespace(request) });
       return formatLambdaInvoke(reply, call, await invokeFor(platform, request, reply, call.command));
@@ -108,26 +125,38 @@ async function lambdaCaller(platform: Platform, request: FastifyRequest): Promis
   const sig = parseSigV4(request.headers.authorization);
   if (sig) {
     const owner = await platform.namespaces.keyOf(sig.accessKeyId);
-    if (!owner) throw unauthorized('The security token included in the request is invalid.');
+    if (!owner)
+      throw new LambdaError(403, 'UnrecognizedClientException', 'The security token included in the request is invalid.');
     const problem = verifySigV4(
       { method: request.method, rawUrl: request.raw.url ?? request.url, headers: request.headers, body: rawBody(request.body) },
       sig,
       owner.key,
     );
-    if (problem) throw unauthorized(problem);
+    if (problem) throw new LambdaError(403, 'InvalidSignatureException', problem);
     return { kind: 'namespace', namespace: owner.namespace };
   }
   const basic = basicCredentials(request.headers.authorization);
   const namespace = basic ? await platform.authenticate(basic.uuid, basic.key) : undefined;
+  // Lambda answers every failed authentication 403.
+  if (!namespace && basic) throw new LambdaError(403, 'UnrecognizedClientException', 'The credentials are invalid.');
   if (!namespace)
-    throw unauthorized('Sign the request with AWS Signature V4 (access key = namespace uuid, secret = key) or use Basic auth.');
+    throw new LambdaError(
+      403,
+      'MissingAuthenticationTokenException',
+      'Sign the request with AWS Signature V4 (access key = namespace uuid, secret = key) or use Basic auth.',
+    );
   return { kind: 'namespace', namespace };
 }
 
 /** A Lambda event is any JSON; Isola functions take an object, so anything else is wrapped. */
 function lambdaPayload(body: Buffer): Record<string, unknown> {
   if (body.length === 0) return {};
-  const payload = parseJson(body.toString('utf8'));
+  let payload: unknown;
+  try {
+    payload = parseJson(body.toString('utf8'));
+  } catch (error) {
+    throw invalidRequestContent(error instanceof IsolaError ? error.message : 'Could not parse request body into json.');
+  }
   if (payload !== null && typeof payload === 'object' && !Array.isArray(payload)) return payload as Record<string, unknown>;
   return { payload };
 }
@@ -142,7 +171,7 @@ function sendLambdaResult(reply: FastifyReply, record: ActivationRecord, json: R
   const rendered = body ?? (typeof error === 'string' ? error : safeJson(error));
   const message = rendered instanceof Error ? rendered.message : rendered;
   if (response.status === 'whisk internal error') {
-    return reply.code(500).send({ error: message, code: String(reply.request.id), Type: 'Service', message });
+    return sendLambdaError(reply, 500, 'ServiceException', typeof message === 'string' ? message : String(message));
   }
   // Lambda answers 200 for a function's own failure and says so in a header.
   const errorType = response.status === 'application error' ? 'Error' : 'Runtime.ExitError';
