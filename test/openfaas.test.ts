@@ -316,6 +316,7 @@ describe('OpenFaaS gateway end to end', () => {
       ]) {
         const response = await call('/async-function/echo', { method: 'POST', headers: { 'x-callback-url': url } });
         assert.equal(response.status, 400, url);
+        assert.equal(response.headers.get('x-call-id'), null, 'no call was accepted');
       }
       assert.equal(
         (await call('/async-function/nope', { method: 'POST', headers: { 'x-callback-url': 'not a url' } })).status,
