@@ -38,7 +38,7 @@ const FRAMING_HEADERS = new Set([
 ]);
 // OpenWhisk's rule: for any other content type a string body is base64 and is decoded on the way out.
 const TEXT_CONTENT = /^(text\/|application\/(json|xml|javascript))|\+xml|\+json/i;
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$/;
+export const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$/;
 
 /** The response a web action's result describes, for the extension the caller asked for. */
 export function renderWebResult(result: unknown, extension: WebExtension | undefined): WebResponse {
@@ -101,7 +101,7 @@ function httpResponse(result: Record<string, unknown>): WebResponse {
 }
 
 /** A final status code: a 1xx is an interim response, after which the caller would wait forever. */
-function statusCodeOf(value: unknown, fallback: number): number {
+export function statusCodeOf(value: unknown, fallback: number): number {
   if (value === undefined || value === null) return fallback;
   const code = typeof value === 'string' && /^\d{3}$/.test(value.trim()) ? Number(value) : value;
   if (typeof code !== 'number' || !Number.isInteger(code) || code < 200 || code > 599) {
@@ -112,7 +112,7 @@ function statusCodeOf(value: unknown, fallback: number): number {
   return code;
 }
 
-function headersOf(value: unknown): [string, string | string[]][] {
+export function headersOf(value: unknown): [string, string | string[]][] {
   if (value === undefined || value === null) return [];
   if (typeof value !== 'object' || Array.isArray(value)) {
     throw new WebResultError('The headers must be an object of header names and values.');
@@ -160,7 +160,7 @@ function textResponse(result: Record<string, unknown>, property: string, content
   };
 }
 
-function jsonBytes(value: unknown): Buffer {
+export function jsonBytes(value: unknown): Buffer {
   let text: string | undefined;
   try {
     text = JSON.stringify(value);

@@ -87,6 +87,14 @@ export class FunctionCounter<L extends string> {
     this.add(labels, value);
   }
 
+  /** The function's count over all its series since the server started (0 once it folded into the summary series). */
+  total(namespace: string, action: string): number {
+    let sum = 0;
+    for (const { labels, value } of this.series.values())
+      if (labels.namespace === namespace && labels.action === action) sum += value;
+    return sum;
+  }
+
   /** Drops a deleted namespace's series. */
   forgetNamespace(namespace: string): void {
     for (const [key, entry] of this.series) if (entry.labels.namespace === namespace) this.series.delete(key);
