@@ -730,6 +730,7 @@ exports.handler = async (event, context) => ({
   padded: pad(event.word, 8),
   data,
   functionName: context.functionName,
+  arn: context.invokedFunctionArn,
   requestId: context.awsRequestId,
   remaining: context.getRemainingTimeInMillis(),
 });`,
@@ -745,9 +746,28 @@ exports.handler = async (event, context) => ({
     const result = resultOf(end);
     assert.equal(result.padded, '*****abc');
     assert.equal(result.data, 'beside the function');
-    assert.equal(result.functionName, '/guest/padder');
+    assert.equal(result.functionName, 'padder');
+    assert.equal(result.arn, 'arn:aws:lambda:isola:guest:function:padder');
     assert.equal(result.requestId, id);
     assert.ok((result.remaining as number) > 0 && (result.remaining as number) <= 60_000);
+  });
+
+  it("calls a handler written in Lambda's callback style, and fails the run with the callback's error", async () => {
+    const agent = start();
+    const pkg: FunctionPackage = {
+      zip: zip({
+        'index.js': `exports.handler = (event, context, callback) => {
+  if (event.fail) return setImmediate(() => callback(new Error('refused: ' + event.fail)));
+  setImmediate(() => callback(null, { echoed: event.word, waits: context.callbackWaitsForEmptyEventLoop }));
+};`,
+      }),
+      module: 'index.js',
+    };
+    assert.equal((await agent.init(pkg, { main: 'handler' })).outcome.type, 'ready');
+    assert.deepEqual(resultOf((await agent.run({ word: 'hi' })).end), { echoed: 'hi', waits: true });
+    const failed = (await agent.run({ fail: 'no' })).end;
+    assert.equal(failed.type, 'error', JSON.stringify(failed));
+    assert.match(JSON.stringify(failed), /refused: no/);
   });
 
   it('imports an ES module and calls its exported main', async () => {

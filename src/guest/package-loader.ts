@@ -21,18 +21,41 @@ export interface CallInfo {
 export type Entry = (params: unknown, call: CallInfo) => unknown;
 
 /**
- * A small Lambda-like context, so that `exports.handler = async (event, context)` runs as it
- * does there: its name, version, request id and remaining time.
+ * A Lambda-like context, so that `exports.handler = async (event, context)` runs as it does
+ * there: its name, version, ARN, memory, request id and remaining time. `invokedFunctionArn`
+ * puts the namespace where Lambda puts the account (the region is `isola`), as the Lambda API's
+ * ARNs do. `callbackWaitsForEmptyEventLoop` is accepted and changes nothing: a run ends with its
+ * result, and what it left running is ended as for every function.
  */
 function contextOf(call: CallInfo, memoryMb: number | undefined) {
+  const qualified = process.env.__OW_ACTION_NAME ?? '';
+  const [namespace = '', ...rest] = qualified.replace(/^\//, '').split('/');
+  const functionName = rest.join('/') || qualified;
   return {
-    functionName: process.env.__OW_ACTION_NAME ?? '',
+    functionName,
     functionVersion: process.env.__OW_ACTION_VERSION ?? '',
+    invokedFunctionArn: `arn:aws:lambda:isola:${namespace}:function:${functionName}`,
     memoryLimitInMB: String(memoryMb ?? DEFAULT_MEMORY_MB),
     awsRequestId: call.id,
     activationId: call.id,
+    callbackWaitsForEmptyEventLoop: true,
     getRemainingTimeInMillis: () => Math.max(0, call.deadline - Date.now()),
   };
+}
+
+/**
+ * A handler written in Lambda's callback style, `(event, context, callback)`, as a function that
+ * returns a promise: the callback's error rejects it, its result resolves it; a handler that
+ * returns a promise itself is taken at its word.
+ */
+function withCallback(fn: (event: unknown, context: unknown, callback: unknown) => unknown) {
+  return (event: unknown, context: unknown) =>
+    new Promise((resolve, reject) => {
+      const callback = (error: unknown, result: unknown) => (error ? reject(error) : resolve(result));
+      const returned = fn(event, context, callback);
+      if (returned && typeof (returned as Promise<unknown>).then === 'function')
+        (returned as Promise<unknown>).then(resolve, reject);
+    });
 }
 
 function pick(exported: unknown, mainName: string): unknown {
@@ -70,8 +93,9 @@ export async function loadModule(
   if (typeof found !== 'function') {
     throw new Error(`The function has no entry point "${mainName}": ${modulePath} must export it.`);
   }
-  const fn = found as (params: unknown, context: unknown) => unknown;
-  return (params, call) => fn(params, contextOf(call, memoryMb));
+  const handler = found as (params: unknown, context: unknown, callback: unknown) => unknown;
+  const fn = handler.length >= 3 ? withCallback(handler) : handler;
+  return (params, call) => fn(params, contextOf(call, memoryMb), undefined);
 }
 
 function commandFor(command: readonly string[] | undefined, memoryMb: number | undefined): string[] {
