@@ -119,6 +119,9 @@ describe('OpenWhisk resources through the openwhisk client', () => {
     await ow.actions.create({ name: 'inc-double', sequence: ['/_/inc', '/guest/double'] } as never);
     const stored = await action('inc-double');
     assert.deepEqual(stored.body.exec, { kind: 'sequence', components: ['/guest/inc', '/guest/double'] });
+    // The other doors say it is a sequence, not the placeholder it is stored with.
+    const faas = await server.request<{ image: string }>('GET', '/system/function/inc-double');
+    assert.equal(faas.body.image, 'sequence');
 
     const record = (await ow.actions.invoke({
       name: 'inc-double',

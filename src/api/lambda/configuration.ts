@@ -55,7 +55,10 @@ export function functionConfiguration(action: ActionVersion, scope: ArnScope, as
   return {
     FunctionName: action.name,
     FunctionArn: functionArn(scope, action.name, asLatest ? undefined : version),
-    Runtime: stringOf(annotationOf(action, RUNTIME_ANNOTATION)) ?? KIND_RUNTIMES[action.exec.kind],
+    // A sequence (OpenWhisk's) has no Lambda runtime: it says what it is.
+    Runtime: action.sequence
+      ? 'sequence'
+      : (stringOf(annotationOf(action, RUNTIME_ANNOTATION)) ?? KIND_RUNTIMES[action.exec.kind]),
     Role: stringOf(annotationOf(action, ROLE_ANNOTATION)) ?? `arn:aws:iam::${scope.namespace}:role/isola`,
     Handler: stringOf(annotationOf(action, HANDLER_ANNOTATION)) ?? action.exec.main ?? 'main',
     CodeSize: code.length,

@@ -141,7 +141,7 @@ function functionStatus(platform: Platform, action: ActionVersion): OpenFaasFunc
   const minInstances = storedFunctionSettings(action).minInstances;
   return {
     name: action.name,
-    image: action.exec.kind,
+    image: action.sequence ? 'sequence' : action.exec.kind,
     namespace: action.namespace,
     replicas: count(['starting', 'idle', 'busy']),
     availableReplicas: count(['idle', 'busy']),
