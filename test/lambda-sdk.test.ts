@@ -10,10 +10,13 @@ import {
   InvokeCommand,
   LambdaClient,
   ListFunctionsCommand,
+  ListTagsCommand,
   ListVersionsByFunctionCommand,
   PublishVersionCommand,
   ResourceConflictException,
   ResourceNotFoundException,
+  TagResourceCommand,
+  UntagResourceCommand,
   UpdateFunctionCodeCommand,
   UpdateFunctionConfigurationCommand,
 } from '@aws-sdk/client-lambda';
@@ -158,5 +161,38 @@ describe('the AWS SDK for JavaScript against the Lambda API', () => {
     assert.equal(answer.StatusCode, 200);
     assert.equal(answer.FunctionError, 'Unhandled');
     assert.match(String((decode(answer.Payload) as { errorMessage?: unknown }).errorMessage), /no luck/);
+  });
+
+  it('tags a function, lists and removes its tags, by its ARN', async () => {
+    const created = await client.send(
+      new CreateFunctionCommand({
+        FunctionName: 'sdk-tagged',
+        Runtime: 'nodejs20.x',
+        Role: 'arn:aws:iam::000000000000:role/ignored',
+        Handler: 'app.handler',
+        Code: { ZipFile: zip('exports.handler = async () => ({ ok: true });') },
+        Tags: { team: 'red' },
+      }),
+    );
+    const Resource = created.FunctionArn as string;
+    assert.deepEqual((await client.send(new ListTagsCommand({ Resource }))).Tags, { team: 'red' });
+    await client.send(new TagResourceCommand({ Resource, Tags: { team: 'blue', cost: 'lab' } }));
+    assert.deepEqual((await client.send(new ListTagsCommand({ Resource }))).Tags, { team: 'blue', cost: 'lab' });
+    await client.send(new UntagResourceCommand({ Resource, TagKeys: ['team'] }));
+    assert.deepEqual((await client.send(new ListTagsCommand({ Resource }))).Tags, { cost: 'lab' });
+    // Still the same function, still running.
+    const answer = await client.send(new InvokeCommand({ FunctionName: 'sdk-tagged' }));
+    assert.deepEqual(decode(answer.Payload), { ok: true });
+
+    const many = Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, 'v']));
+    await assert.rejects(
+      client.send(new TagResourceCommand({ Resource, Tags: many })),
+      (error: Error) => error.name === 'InvalidParameterValueException',
+    );
+    assert.deepEqual((await client.send(new ListTagsCommand({ Resource }))).Tags, { cost: 'lab' }, 'nothing stored');
+    await assert.rejects(
+      client.send(new ListTagsCommand({ Resource: Resource.replace('sdk-tagged', 'sdk-nobody') })),
+      ResourceNotFoundException,
+    );
   });
 });

@@ -16,6 +16,7 @@ import {
 } from './lambda/errors.js';
 import { registerFunctionRoutes } from './lambda/functions.js';
 import { functionRef } from './lambda/names.js';
+import { registerTagRoutes } from './lambda/tags.js';
 import { LambdaQuerySchema, parseOrThrow } from './schemas.js';
 import { parseSigV4, verifySigV4 } from './sigv4.js';
 
@@ -104,6 +105,7 @@ export function registerLambdaRoutes(app: FastifyInstance, platform: Platform): 
     scope.setErrorHandler(lambdaErrorHandler);
     authenticateScope(scope, (request) => lambdaCaller(platform, request));
     registerFunctionRoutes(scope, platform);
+    registerTagRoutes(scope, platform);
     // Operations Isola does not serve (aliases, layers, permissions...) are named as Lambda names them.
     scope.all('/2015-03-31/*', async (request) => {
       const path = (request.raw.url ?? request.url).split('?')[0] ?? '';

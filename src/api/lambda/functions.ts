@@ -233,7 +233,7 @@ export function registerFunctionRoutes(scope: FastifyInstance, platform: Platfor
   });
 }
 
-function parseBody<T extends z.ZodType>(schema: T, request: FastifyRequest): z.infer<T> {
+export function parseBody<T extends z.ZodType>(schema: T, request: FastifyRequest): z.infer<T> {
   const text = rawBody(request.body).toString('utf8');
   let value: unknown = {};
   if (text.trim() !== '') {
@@ -246,7 +246,7 @@ function parseBody<T extends z.ZodType>(schema: T, request: FastifyRequest): z.i
   return validated(schema, value, 'request');
 }
 
-function parseQuery<T extends z.ZodType>(schema: T, request: FastifyRequest): z.infer<T> {
+export function parseQuery<T extends z.ZodType>(schema: T, request: FastifyRequest): z.infer<T> {
   return validated(schema, request.query, 'query');
 }
 
@@ -280,7 +280,7 @@ function parametersOf(variables: Record<string, string>): KeyValue[] {
     .map(([key, value]) => ({ key, value }));
 }
 
-function isolationAnnotation(isolation: string | undefined): KeyValue[] {
+export function isolationAnnotation(isolation: string | undefined): KeyValue[] {
   return isolation === undefined ? [] : [{ key: 'isolation', value: isolation }];
 }
 
