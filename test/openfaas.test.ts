@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import type { OpenFaasFunctionStatus } from '../src/api/openfaas/system.js';
 import { TestServer, waitFor } from './helpers/server.js';
 
 // Echoes what it was given, or answers the response `params.respond` describes.
@@ -12,17 +13,6 @@ const BINARY =
   'function main(p) { return { statusCode: 200, headers: { "content-type": "image/png" }, body: "iVBORw==", isBase64Encoded: true }; }';
 const ODD = 'function main(p) { return { statusCode: 99999, headers: "nope", body: 5 }; }';
 const THROWS = 'function main() { throw new Error("boom"); }';
-
-interface FunctionStatus {
-  name: string;
-  image: string;
-  namespace: string;
-  replicas: number;
-  availableReplicas: number;
-  invocationCount: number;
-  labels: Record<string, string>;
-  annotations: Record<string, string>;
-}
 
 interface Received {
   headers: IncomingHttpHeaders;
@@ -63,7 +53,8 @@ describe('OpenFaaS gateway end to end', () => {
   let basic: string;
   const call = (path: string, init: RequestInit = {}) =>
     fetch(`${server.url}${path}`, { ...init, headers: { authorization: basic, ...(init.headers ?? {}) } });
-  const names = async () => ((await (await call('/system/functions')).json()) as FunctionStatus[]).map((f) => f.name).sort();
+  const names = async () =>
+    ((await (await call('/system/functions')).json()) as OpenFaasFunctionStatus[]).map((f) => f.name).sort();
 
   before(async () => {
     server = await TestServer.start({ env: { ISOLA_LOG_LEVEL: 'info' } });
@@ -174,9 +165,9 @@ describe('OpenFaaS gateway end to end', () => {
   describe('the system API', () => {
     it('lists and describes functions in OpenFaaS shape', async () => {
       assert.equal((await call('/function/echo', { method: 'POST' })).status, 200);
-      const list = (await (await call('/system/functions')).json()) as FunctionStatus[];
+      const list = (await (await call('/system/functions')).json()) as OpenFaasFunctionStatus[];
       assert.deepEqual(list.map((f) => f.name).sort(), ['binary', 'echo', 'http', 'odd', 'throws']);
-      const echo = (await (await call('/system/function/echo')).json()) as FunctionStatus;
+      const echo = (await (await call('/system/function/echo')).json()) as OpenFaasFunctionStatus;
       assert.equal(echo.name, 'echo');
       assert.equal(echo.image, 'nodejs:20');
       assert.equal(echo.namespace, 'guest');
@@ -206,14 +197,14 @@ describe('OpenFaaS gateway end to end', () => {
       });
       assert.equal(scale.status, 200, await scale.text());
       const scaled = await waitFor('two provisioned instances', async () => {
-        const status = (await (await call('/system/function/scaled')).json()) as FunctionStatus;
+        const status = (await (await call('/system/function/scaled')).json()) as OpenFaasFunctionStatus;
         return status.availableReplicas === 2 ? status : undefined;
       });
       assert.equal(scaled.labels['com.openfaas.scale.min'], '2');
       assert.equal(scaled.annotations.minInstances, '2');
       const down = await call('/system/scale-function/scaled', { method: 'POST', body: JSON.stringify({ replicas: 0 }) });
       assert.equal(down.status, 200);
-      const status = (await (await call('/system/function/scaled')).json()) as FunctionStatus;
+      const status = (await (await call('/system/function/scaled')).json()) as OpenFaasFunctionStatus;
       assert.equal(status.labels['com.openfaas.scale.min'], '0');
       assert.equal(status.annotations.minInstances, undefined);
     });

@@ -161,13 +161,14 @@ function isInterpreted(kind: Kind): kind is InterpretedKind {
   return Object.hasOwn(INTERPRETERS, kind);
 }
 
-/** A runtime's id: its kind and a digest of its launcher and argv, so that a package only loads into the launcher it was built for. */
-function runtimeId(kind: Kind, launcherFile: ZipFile, command: readonly string[]): string {
-  const digest = createHash('sha256')
-    .update(launcherFile.data)
+/** A runtime's id: its kind and a digest of its files (the launcher; Gson too for Java) and argv, so that a package only loads into the runtime it was built for. */
+function runtimeId(kind: Kind, files: readonly ZipFile[], command: readonly string[]): string {
+  const hash = createHash('sha256');
+  for (const file of files) hash.update(`\0${file.path}\0`).update(file.data);
+  return `${kind}@${hash
     .update(`\0${command.join('\0')}`)
-    .digest('hex');
-  return `${kind}@${digest.slice(0, 16)}`;
+    .digest('hex')
+    .slice(0, 16)}`;
 }
 
 /**
@@ -178,12 +179,16 @@ function runtimeId(kind: Kind, launcherFile: ZipFile, command: readonly string[]
 export async function runtimeStartOf(kind: Kind, context: BuildContext): Promise<RuntimeStart | undefined> {
   if (kind === 'java:17') {
     const files = await javaRuntimeFiles(context);
-    return { id: javaRuntimeId(files), zip: packZip(files).toString('base64'), command: JAVA_RUNTIME_COMMAND };
+    return {
+      id: runtimeId('java:17', files, JAVA_RUNTIME_COMMAND),
+      zip: packZip(files).toString('base64'),
+      command: JAVA_RUNTIME_COMMAND,
+    };
   }
   if (!isInterpreted(kind)) return undefined;
   const { launcher: file, command } = INTERPRETERS[kind];
   const launcherFile = await launcher(context, file);
-  return { id: runtimeId(kind, launcherFile, command), zip: packZip([launcherFile]).toString('base64'), command };
+  return { id: runtimeId(kind, [launcherFile], command), zip: packZip([launcherFile]).toString('base64'), command };
 }
 
 /** Prints a Python file's syntax error the way the interpreter would, without running anything. */
@@ -235,7 +240,7 @@ async function interpreted(
     package: packageOf(pack, {
       command: [...command, main],
       ack: true,
-      runtime: { id: runtimeId(kind, launcherFile, command), args: [main] },
+      runtime: { id: runtimeId(kind, [launcherFile], command), args: [main] },
     }),
     extension,
   };
@@ -367,21 +372,16 @@ async function javaRuntimeFiles(context: BuildContext): Promise<ZipFile[]> {
   return [...(await javaLauncher(context)), { path: 'gson.jar', data: await readFile(GSON_JAR), mode: 0 }];
 }
 
-function javaRuntimeId(files: readonly ZipFile[]): string {
-  const hash = createHash('sha256');
-  for (const file of files) hash.update(`\0${file.path}\0`).update(file.data);
-  return `java:17@${hash
-    .update(`\0${JAVA_RUNTIME_COMMAND.join('\0')}`)
-    .digest('hex')
-    .slice(0, 16)}`;
-}
-
 async function javaPackage(functionJar: Uint8Array, main: string, context: BuildContext): Promise<PreparedFunction> {
   const runtimeFiles = await javaRuntimeFiles(context);
   const files: ZipFile[] = [...runtimeFiles, { path: 'function.jar', data: functionJar, mode: 0 }];
   const command = [...JAVA_FLAGS, '-cp', 'launcher:gson.jar:function.jar', 'IsolaLauncher', main];
   return {
-    package: packageOf(files, { command, ack: true, runtime: { id: javaRuntimeId(runtimeFiles), args: [main] } }),
+    package: packageOf(files, {
+      command,
+      ack: true,
+      runtime: { id: runtimeId('java:17', runtimeFiles, JAVA_RUNTIME_COMMAND), args: [main] },
+    }),
     extension: '.java',
   };
 }
