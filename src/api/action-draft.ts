@@ -1,7 +1,7 @@
 import { badRequest } from '../core/errors.js';
 import { type Kind, resolveIsolation, resolveKind } from '../core/kinds.js';
 import { resolveLimits } from '../core/limits.js';
-import { assertEntityName, assertEntryPoint } from '../core/names.js';
+import { assertActionName, assertEntryPoint } from '../core/names.js';
 import { type ActionVersion, type Exec, type KeyValue, SEQUENCE_EXEC } from '../core/types.js';
 import { isElfCode, isZipCode } from '../platform/packages/builders.js';
 import type { ActionDraft } from '../platform/platform.js';
@@ -13,7 +13,7 @@ import type { ActionPut } from './schemas.js';
  * new ones winning, and `delAnnotations` removes keys.
  */
 export function draftFromPut(namespace: string, name: string, body: ActionPut, current?: ActionVersion): ActionDraft {
-  assertEntityName('action', name);
+  assertActionName(name);
   if (body.name !== undefined && body.name !== name) {
     throw badRequest(`The name in the body ("${body.name.slice(0, 80)}") differs from the name in the path ("${name}").`);
   }

@@ -1,9 +1,17 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { forbidden, unauthorized } from '../core/errors.js';
+import { assertEntityName } from '../core/names.js';
 import type { Caller } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
 
 declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * The route reads or invokes what other namespaces share (published packages, the system
+     * catalogue): its path may name another namespace, and the handler checks what it may see.
+     */
+    shared?: boolean;
+  }
   interface FastifyRequest {
     /** Who sent the request, as the door scope's auth hook found it. */
     caller: Caller | null;
@@ -51,8 +59,10 @@ export function authenticateScope(scope: FastifyInstance, identify: (request: Fa
     const caller = await identify(request);
     request.caller = caller;
     const requested = (request.params as { namespace?: unknown } | undefined)?.namespace;
-    if (typeof requested === 'string' && caller.kind === 'namespace')
-      request.namespace = resolveNamespace(requested, caller.namespace);
+    if (typeof requested === 'string' && caller.kind === 'namespace') {
+      const shared = request.routeOptions.config.shared === true && requested !== '_' && requested !== caller.namespace;
+      request.namespace = shared ? assertEntityName('namespace', requested) : resolveNamespace(requested, caller.namespace);
+    }
   });
 }
 

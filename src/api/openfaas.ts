@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { IsolaError } from '../core/errors.js';
-import { assertEntityName } from '../core/names.js';
+import { assertActionName } from '../core/names.js';
 import type { Caller, InvokeCommand, InvokeOutcome } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
 import { authenticateScope, callerNamespace, namespaceAuth } from './auth.js';
@@ -39,7 +39,7 @@ export function parseOpenFaasCall(
   mode: 'sync' | 'async',
   problem?: IsolaError,
 ): OpenFaasCall {
-  const name = assertEntityName('function', request.params.name);
+  const name = assertActionName(request.params.name);
   const params = attempt(() => openFaasParams(request, request.params['*'] ? `/${request.params['*']}` : ''));
   const failure = params instanceof IsolaError ? params : problem;
   let rendered: WebResponse | undefined;

@@ -6,7 +6,7 @@ import { formatOpenWhiskInvoke, parseOpenWhiskInvoke } from './openwhisk.js';
 
 const caller = { kind: 'namespace', namespace: 'guest' } as const;
 const parse = (query: Record<string, string>, body: unknown = undefined) =>
-  parseOpenWhiskInvoke({ query, body, params: { name: 'fn' } }, 'guest', caller, 60_000);
+  parseOpenWhiskInvoke({ query, body }, { namespace: 'guest', name: 'fn' }, caller, 60_000);
 
 describe("OpenWhisk's invoke", () => {
   it('parses blocking (with its own wait) into sync, anything else into async', () => {

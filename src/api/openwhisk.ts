@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { badRequest, notFound } from '../core/errors.js';
 import { LIMIT_RANGES } from '../core/limits.js';
-import { assertEntityName } from '../core/names.js';
+import { assertActionName, parseReference, qualifiedName, viewedName } from '../core/names.js';
 import type { Caller, InvokeCommand, InvokeOutcome } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
 import { MAX_SEQUENCE_ACTIONS } from '../platform/sequences.js';
@@ -24,6 +24,8 @@ interface NamespaceParams {
   namespace: string;
 }
 interface ActionParams extends NamespaceParams {
+  /** Present on `/actions/{package}/{name}`. */
+  package?: string;
   name: string;
 }
 interface ActivationParams extends NamespaceParams {
@@ -44,8 +46,8 @@ export interface OpenWhiskCall {
  * call waits, up to that.
  */
 export function parseOpenWhiskInvoke(
-  request: { query: unknown; body: unknown; params: { name: string } },
-  namespace: string,
+  request: { query: unknown; body: unknown },
+  ref: { namespace: string; name: string },
   caller: Caller,
   maxWaitMs: number,
 ): OpenWhiskCall {
@@ -54,10 +56,9 @@ export function parseOpenWhiskInvoke(
     throw badRequest(`timeout must be a number of milliseconds from 0 to ${maxWaitMs}; got ${query.timeout}.`);
   }
   const params = paramsFrom(request.body);
-  const name = assertEntityName('action', request.params.name);
   return {
     command: {
-      function: { namespace, name },
+      function: ref,
       params,
       mode: query.blocking ? 'sync' : 'async',
       door: 'openwhisk',
@@ -132,48 +133,62 @@ function registerRoutes(app: FastifyInstance, platform: Platform): void {
     return actions.map((a) => actionView(a, { code: false }));
   });
 
-  app.put<{ Params: ActionParams }>(`${base}/actions/:name`, { bodyLimit: platform.config.maxActionBytes }, async (request) => {
-    const namespace = pathNamespace(request);
-    const { overwrite } = parseOrThrow(PutQuerySchema, request.query, 'query');
-    const body = parseOrThrow(ActionPutSchema, request.body ?? {}, 'action');
-    const name = assertEntityName('action', request.params.name);
-    const current = overwrite ? await platform.actions.get(namespace, name) : undefined;
-    const stored = await platform.deploy(draftFromPut(namespace, name, body, current), overwrite);
-    return actionView(stored);
-  });
+  // `/actions/{name}` and `/actions/{package}/{name}`: reads and invokes may name another
+  // namespace's shared package; writes only the caller's own namespace.
+  for (const path of [`${base}/actions/:name`, `${base}/actions/:package/:name`]) {
+    app.put<{ Params: ActionParams }>(path, { bodyLimit: platform.config.maxActionBytes }, async (request) => {
+      const namespace = pathNamespace(request);
+      const { overwrite } = parseOrThrow(PutQuerySchema, request.query, 'query');
+      const body = parseOrThrow(ActionPutSchema, request.body ?? {}, 'action');
+      const name = ownActionName(request.params);
+      const current = overwrite ? await platform.actions.get(namespace, name) : undefined;
+      const stored = await platform.deploy(draftFromPut(namespace, name, body, current), overwrite);
+      return actionView(stored);
+    });
 
-  app.get<{ Params: ActionParams }>(`${base}/actions/:name`, async (request) => {
-    const namespace = pathNamespace(request);
-    const query = parseOrThrow(GetActionQuerySchema, request.query, 'query');
-    const name = assertEntityName('action', request.params.name);
-    const action = await platform.actions.get(namespace, name, query.version);
-    if (!action) throw notFound(`The action "${name}" does not exist${query.version ? ` at version ${query.version}` : ''}.`);
-    return actionView(action, { code: query.code !== 'false' });
-  });
+    app.get<{ Params: ActionParams }>(path, { config: { shared: true } }, async (request) => {
+      const ref = actionRef(request);
+      const query = parseOrThrow(GetActionQuerySchema, request.query, 'query');
+      const action = await platform.findAction({ ...ref, ...(query.version ? { version: query.version } : {}) });
+      if (!action)
+        throw notFound(
+          `The action "${qualifiedName(ref.namespace, ref.name)}" does not exist${query.version ? ` at version ${query.version}` : ''}.`,
+        );
+      return actionView(action, { code: query.code !== 'false' });
+    });
+
+    app.delete<{ Params: ActionParams }>(path, async (request) => {
+      const name = ownActionName(request.params);
+      return actionView(await platform.deleteAction(pathNamespace(request), name), { code: false });
+    });
+
+    app.post<{ Params: ActionParams }>(path, { config: { shared: true } }, async (request, reply) => {
+      const call = parseOpenWhiskInvoke(request, actionRef(request), callerOf(request), platform.config.blockingWaitMs);
+      return formatOpenWhiskInvoke(reply, call, await invokeFor(platform, request, reply, call.command));
+    });
+  }
 
   app.get<{ Params: ActionParams }>(`${base}/actions/:name/versions`, async (request) => {
-    const name = assertEntityName('action', request.params.name);
+    const name = ownActionName(request.params);
     const versions = await platform.actions.versions(pathNamespace(request), name);
     if (versions.length === 0) throw notFound(`The action "${name}" does not exist.`);
     return versions.map((v) => actionView(v, { code: false }));
   });
 
-  app.delete<{ Params: ActionParams }>(`${base}/actions/:name`, async (request) => {
-    const name = assertEntityName('action', request.params.name);
-    return actionView(await platform.deleteAction(pathNamespace(request), name), { code: false });
-  });
-
-  app.post<{ Params: ActionParams }>(`${base}/actions/:name`, async (request, reply) => {
-    const call = parseOpenWhiskInvoke(request, pathNamespace(request), callerOf(request), platform.config.blockingWaitMs);
-    return formatOpenWhiskInvoke(reply, call, await invokeFor(platform, request, reply, call.command));
+  app.get<{ Params: ActionParams }>(`${base}/actions/:package/:name/versions`, async (request) => {
+    const name = ownActionName(request.params);
+    const versions = await platform.actions.versions(pathNamespace(request), name);
+    if (versions.length === 0) throw notFound(`The action "${name}" does not exist.`);
+    return versions.map((v) => actionView(v, { code: false }));
   });
 
   app.get<{ Params: NamespaceParams }>(`${base}/activations`, async (request) => {
     const query = parseOrThrow(ActivationListQuerySchema, request.query, 'query');
-    const records = await platform.activations.list(pathNamespace(request), {
+    const namespace = pathNamespace(request);
+    const records = await platform.activations.list(namespace, {
       limit: query.limit,
       skip: query.skip,
-      ...(query.name ? { name: query.name.replace(/^.*\//, '') } : {}),
+      ...(query.name ? { name: activationName(query.name, namespace) } : {}),
       ...(query.since !== undefined ? { since: query.since } : {}),
       ...(query.upto !== undefined ? { upto: query.upto } : {}),
     });
@@ -194,4 +209,25 @@ function registerRoutes(app: FastifyInstance, platform: Platform): void {
   app.get<{ Params: ActivationParams }>(`${base}/activations/:id/result`, async (request) =>
     resultView(await findActivation(request)),
   );
+}
+
+/** The action a path names in the caller's own namespace: `name` or `package/name`. */
+function ownActionName(params: ActionParams): string {
+  return assertActionName(params.package === undefined ? params.name : `${params.package}/${params.name}`);
+}
+
+/**
+ * The action a path names, as the caller's namespace sees it: its own, or one in another
+ * namespace's shared package (named from the caller's namespace as `owner/package/action`).
+ */
+function actionRef(request: FastifyRequest<{ Params: ActionParams }>): { namespace: string; name: string } {
+  const viewer = callerNamespace(request);
+  const ref = { namespace: pathNamespace(request), name: ownActionName(request.params) };
+  return { namespace: viewer, name: viewedName(ref, viewer) };
+}
+
+/** The name an activation filter gives, as stored: `name`, `package/name`, or a fully qualified one. */
+function activationName(given: string, namespace: string): string {
+  if (!given.startsWith('/')) return given;
+  return viewedName(parseReference(given, namespace), namespace);
 }

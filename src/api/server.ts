@@ -9,6 +9,7 @@ import { parseJson } from './json.js';
 import { registerLambdaRoutes } from './lambda.js';
 import { registerOpenFaasRoutes } from './openfaas.js';
 import { registerOpenWhiskRoutes } from './openwhisk.js';
+import { registerPackageRoutes } from './openwhisk-packages.js';
 import { registerTriggerRoutes } from './triggers-rules.js';
 import { registerWebActionRoutes } from './web.js';
 
@@ -126,6 +127,7 @@ export function buildServer(platform: Platform): FastifyInstance {
 
   registerOpenWhiskRoutes(app, platform);
   registerTriggerRoutes(app, platform);
+  registerPackageRoutes(app, platform);
   registerWebActionRoutes(app, platform);
   registerLambdaRoutes(app, platform);
   registerOpenFaasRoutes(app, platform);

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { badRequest, notFound } from '../core/errors.js';
-import { assertEntityName } from '../core/names.js';
+import { assertEntityName, parseReference, qualifiedName, viewedName } from '../core/names.js';
 import type { Platform } from '../platform/platform.js';
 import { localName, ruleView, triggerView } from '../platform/triggers.js';
 import { authenticateScope, namespaceAuth, pathNamespace } from './auth.js';
@@ -101,9 +101,10 @@ function registerRoutes(app: FastifyInstance, platform: Platform): void {
     const { overwrite } = parseOrThrow(PutQuerySchema, request.query, 'query');
     const body = parseOrThrow(RulePutSchema, request.body ?? {}, 'rule');
     const trigger = localName(body.trigger, namespace, 'trigger');
-    const action = localName(body.action, namespace, 'action');
+    const action = viewedName(parseReference(body.action, namespace), namespace);
     if (!(await triggers.get(namespace, trigger))) throw badRequest(`The trigger "${trigger}" does not exist.`);
-    if (!(await platform.actions.get(namespace, action))) throw badRequest(`The action "${action}" does not exist.`);
+    if (!(await platform.findAction({ namespace, name: action })))
+      throw badRequest(`The action "${qualifiedName(namespace, action)}" does not exist.`);
     const stored = await rules.put(
       { namespace, name, trigger, action, status: body.status === 'inactive' ? 'inactive' : 'active' },
       { overwrite },

@@ -1,3 +1,4 @@
+import { pathAndName, qualifiedName } from '../core/names.js';
 import type { ActionVersion, ActivationRecord, KeyValue } from '../core/types.js';
 
 /** The action as OpenWhisk shows it; the resolved isolation appears as an annotation. */
@@ -5,8 +6,7 @@ export function actionView(action: ActionVersion, options: { code?: boolean } = 
   const withCode = options.code ?? true;
   if (action.sequence) return sequenceView(action, action.sequence);
   return {
-    namespace: action.namespace,
-    name: action.name,
+    ...entityPath(action),
     version: action.version,
     publish: false,
     exec: {
@@ -26,8 +26,7 @@ export function actionView(action: ActionVersion, options: { code?: boolean } = 
 function sequenceView(action: ActionVersion, components: readonly string[]) {
   const shown = action.annotations.filter((a) => a.key !== 'exec' && a.key !== 'isolation');
   return {
-    namespace: action.namespace,
-    name: action.name,
+    ...entityPath(action),
     version: action.version,
     publish: false,
     exec: { kind: 'sequence', components },
@@ -36,6 +35,12 @@ function sequenceView(action: ActionVersion, components: readonly string[]) {
     limits: action.limits,
     updated: action.updated,
   };
+}
+
+/** OpenWhisk's `namespace` and `name` of an action: the package is part of the namespace (`guest/pkg`). */
+function entityPath(action: ActionVersion): { namespace: string; name: string } {
+  const { path, name } = pathAndName(qualifiedName(action.namespace, action.name));
+  return { namespace: path, name };
 }
 
 function annotationsView(action: ActionVersion): KeyValue[] {

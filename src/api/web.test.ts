@@ -57,10 +57,15 @@ describe('the web door', () => {
     assert.deepEqual(bare.call?.command.caller, { kind: 'web' });
   });
 
-  it('refuses packages other than "default" before any lookup', async () => {
-    const answered = await web('/api/v1/web/guest/pkg/page', () => assert.fail('no invoke'));
-    assert.equal(answered.status, 404);
-    assert.match(answered.body, /Packages are not supported/);
+  it('names the action in its package, or with "default" outside any', async () => {
+    const names: string[] = [];
+    const seen = (call: { command: { function: { name: string } } }) => {
+      names.push(call.command.function.name);
+      return { kind: 'not-found', message: 'no' } as const;
+    };
+    await web('/api/v1/web/guest/pkg/page.json', seen);
+    await web('/api/v1/web/guest/default/page', seen);
+    assert.deepEqual(names, ['pkg/page', 'page']);
   });
 
   it('answers a missing or hidden function 404, an unauthorised caller 401, then a body it cannot read 400', async () => {

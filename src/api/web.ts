@@ -23,7 +23,7 @@ export interface WebCall {
 }
 
 /**
- * `/api/v1/web/{namespace}/default/{action}[.ext][/path]`, any method, with any body. The result
+ * `/api/v1/web/{namespace}/{package|default}/{action}[.ext][/path]`, any method, with any body. The result
  * is rendered as the run ends (the command's `checkResult`), so that a result HTTP cannot carry
  * is recorded as the function's error; the door then sends exactly what was checked.
  */
@@ -33,8 +33,9 @@ export function parseWebCall(request: FastifyRequest<{ Params: WebParams }>, cal
   const dot = first.lastIndexOf('.');
   const maybeExt = dot > 0 ? first.slice(dot + 1) : '';
   const extension = (WEB_EXTENSIONS as readonly string[]).includes(maybeExt) ? (maybeExt as WebExtension) : undefined;
-  const name = extension ? first.slice(0, dot) : first;
-  if (pkg !== 'default') throw notFound('Packages are not supported: web actions live in the package "default".');
+  const base = extension ? first.slice(0, dot) : first;
+  // `default` is OpenWhisk's name for "no package".
+  const name = pkg === 'default' ? base : `${pkg}/${base}`;
   const params = attempt(() => httpParams(request, rest.length > 0 ? `/${rest.join('/')}` : ''));
   const failed = params instanceof IsolaError;
   let rendered: WebResponse | undefined;

@@ -295,7 +295,8 @@ export class InvokePath {
     }
     this.track(
       (async () => {
-        const action = known ?? (await this.options.store.getAction(queued.namespace, queued.name, queued.version));
+        const action =
+          known ?? (await this.options.resolve({ namespace: queued.namespace, name: queued.name, version: queued.version }));
         if (action?.sequence && queued.params !== undefined) {
           // Its actions are not retried as a whole: each ran once, and the chain stopped at a failure.
           await this.options.store.markActivationRunning(queued.activationId);
@@ -332,7 +333,7 @@ export class InvokePath {
     // Read before the interrupted ones are put back in the queue.
     const queued = await store.queuedActivations();
     for (const pending of await store.interruptedActivations()) {
-      const action = await store.getAction(pending.namespace, pending.name, pending.version);
+      const action = await this.options.resolve({ namespace: pending.namespace, name: pending.name, version: pending.version });
       const attempt = pending.attempts + 1;
       if (pending.params !== undefined && action && attempt <= storedFunctionSettings(action).retries) {
         await store.requeueActivation(pending.activationId, attempt, 0);

@@ -1,5 +1,6 @@
 import { newActivationId } from '../core/ids.js';
 import { MAX_JSON_DEPTH, nestedDeeperThan } from '../core/limits.js';
+import { qualifiedName } from '../core/names.js';
 import type { ActionVersion, ActivationRecord, ActivationResponse, KeyValue } from '../core/types.js';
 import type { RunOutcome } from '../sandbox/backend.js';
 import { InitFailure, type Lease, type Scheduler, TooBigError } from '../scheduler/scheduler.js';
@@ -113,7 +114,7 @@ export class Invoker {
       response,
       logs: logs.finish(),
       annotations: [
-        { key: 'path', value: `${action.namespace}/${action.name}` },
+        { key: 'path', value: qualifiedName(action.namespace, action.name).slice(1) },
         { key: 'kind', value: action.exec.kind },
         { key: 'limits', value: action.limits },
         { key: 'isolation', value: action.isolation },
@@ -355,7 +356,7 @@ function failedRecord(queued: QueuedActivation, status: ActivationResponse['stat
     duration: now - queued.accepted,
     response: { status, success: false, result: { error: message } },
     logs: [],
-    annotations: [{ key: 'path', value: `${queued.namespace}/${queued.name}` }, ...queued.annotations],
+    annotations: [{ key: 'path', value: qualifiedName(queued.namespace, queued.name).slice(1) }, ...queued.annotations],
     publish: false,
   };
 }

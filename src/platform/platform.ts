@@ -1,6 +1,7 @@
 import type { ServerConfig } from '../config.js';
 import { badRequest, notFound } from '../core/errors.js';
 import type { Isolation } from '../core/kinds.js';
+import { assertActionName, packageOf, SYSTEM_NAMESPACE } from '../core/names.js';
 import { checkNetworkAnnotation } from '../core/network-policy.js';
 import type { ActionVersion } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
@@ -12,9 +13,10 @@ import { ActivationRetention } from '../store/retention.js';
 import { type NamespacePurge, Store } from '../store/store.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
 import { FunctionPackages } from './function-packages.js';
-import { type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
+import { type FunctionRef, type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
 import { Invoker } from './invoker.js';
 import { Metrics } from './metrics.js';
+import { Packages } from './openwhisk-packages.js';
 import { Actions, Activations, Namespaces, Rules } from './read-models.js';
 import { checkSequence } from './sequences.js';
 import { Triggers } from './triggers.js';
@@ -41,6 +43,8 @@ export class Platform {
   readonly namespaces: Namespaces;
   readonly triggers: Triggers;
   readonly rules: Rules;
+  /** OpenWhisk's packages and bindings; also how every reference to an action is resolved. */
+  readonly packages: Packages;
   private readonly invocations: InvokePath;
   private readonly retention: ActivationRetention;
 
@@ -60,18 +64,23 @@ export class Platform {
     readonly metrics: Metrics,
     readonly invoker: Invoker,
     readonly guest: Credentials,
-    private readonly packages: FunctionPackages,
+    private readonly functionPackages: FunctionPackages,
     events: PlatformEvents,
   ) {
     this.actions = new Actions(store);
     this.activations = new Activations(store);
     this.namespaces = new Namespaces(store, (name) => this.deleteNamespace(name));
     this.rules = new Rules(store);
+    this.packages = new Packages(
+      store,
+      (namespace, name, version) => this.actions.get(namespace, name, version),
+      new Set([SYSTEM_NAMESPACE]),
+    );
     this.invocations = new InvokePath({
       store,
       scheduler,
       invoker,
-      resolve: (ref) => this.actions.get(ref.namespace, ref.name, ref.version),
+      resolve: (ref) => this.packages.resolve(ref),
       authenticate: (credentials) => this.authenticate(credentials.uuid, credentials.key),
       blockingWaitMs: config.blockingWaitMs,
       retryBaseMs: config.retryBaseMs,
@@ -181,6 +190,9 @@ export class Platform {
   // ---- actions ----------------------------------------------------------------------------
 
   async deploy(draft: ActionDraft, overwrite: boolean): Promise<ActionVersion> {
+    assertActionName(draft.name);
+    const pkg = packageOf(draft.name);
+    if (pkg !== undefined) await this.packages.assertCanHold(draft.namespace, pkg);
     if (draft.sequence) return this.deploySequence(draft, draft.sequence, overwrite);
     const backend = this.backends.get(draft.isolation);
     if (!backend) {
@@ -210,7 +222,7 @@ export class Platform {
     const empty = draft.exec.code === '';
     // Zips are checked and sources compiled before anything is stored: a refusal stores nothing.
     if (!empty) {
-      await this.packages.prepare(draft);
+      await this.functionPackages.prepare(draft);
       await backend.validate?.(draft);
     }
     const stored = await this.store.putAction(draft, { overwrite });
@@ -223,13 +235,21 @@ export class Platform {
 
   /** A sequence runs no code of its own: its components are checked (see checkSequence) and stored fully qualified. */
   private async deploySequence(draft: ActionDraft, components: readonly string[], overwrite: boolean): Promise<ActionVersion> {
-    const sequence = await checkSequence(draft, components, (ref) => this.actions.get(ref.namespace, ref.name));
+    const sequence = await checkSequence(draft, components, (ref) => this.packages.resolve(ref));
     const stored = await this.store.putAction({ ...draft, sequence }, { overwrite });
     this.actions.remember(stored);
     // An action that was code before keeps no instances.
     this.scheduler.retireVersions(stored.namespace, stored.name);
     this.metrics.noteDeployed(stored.namespace, stored.name);
     return stored;
+  }
+
+  /**
+   * The action a reference names as its namespace sees it: in the namespace, in one of its
+   * packages or bindings, or (`owner/package/action`) in another namespace's shared package.
+   */
+  findAction(ref: FunctionRef): Promise<ActionVersion | undefined> {
+    return this.packages.resolve(ref);
   }
 
   async deleteAction(namespace: string, name: string): Promise<ActionVersion> {

@@ -1,3 +1,5 @@
+import { conflict } from '../core/errors.js';
+import { SYSTEM_NAMESPACE } from '../core/names.js';
 import type { ActionVersion, ActivationRecord } from '../core/types.js';
 import type {
   ActivationQuery,
@@ -81,6 +83,7 @@ export class Namespaces {
   }
 
   create(name: string, credentials: Credentials): Promise<NamespaceRow> {
+    if (name === SYSTEM_NAMESPACE) throw conflict(`The namespace "${name}" is the system catalogue's: it cannot be created.`);
     return this.store.createNamespace(name, credentials.uuid, credentials.key);
   }
 

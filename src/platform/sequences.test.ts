@@ -16,11 +16,15 @@ const stored = (name: string, sequence?: string[]): ActionVersion => ({
 describe('sequences', () => {
   it('reads components as OpenWhisk names them', () => {
     assert.deepEqual(componentRef('/_/a', 'guest'), { namespace: 'guest', name: 'a' });
-    assert.deepEqual(componentRef('/other/a', 'guest'), { namespace: 'other', name: 'a' });
     assert.deepEqual(componentRef('a', 'guest'), { namespace: 'guest', name: 'a' });
-    assert.throws(() => componentRef('/guest', 'guest'), /fully qualified/);
-    assert.throws(() => componentRef('/guest/a/b/c', 'guest'), /fully qualified/);
-    assert.throws(() => componentRef('/_/..', 'guest'), /action name/);
+    assert.deepEqual(componentRef('pkg/a', 'guest'), { namespace: 'guest', name: 'pkg/a' });
+    assert.deepEqual(componentRef('/guest/pkg/a', 'guest'), { namespace: 'guest', name: 'pkg/a' });
+    // Another namespace's action is named from this one, and only through a shared package.
+    assert.deepEqual(componentRef('/other/pkg/a', 'guest'), { namespace: 'guest', name: 'other/pkg/a' });
+    assert.throws(() => componentRef('/other/a', 'guest'), /not in a package/);
+    assert.throws(() => componentRef('/guest', 'guest'), /not valid/);
+    assert.throws(() => componentRef('/guest/a/b/c', 'guest'), /not valid/);
+    assert.throws(() => componentRef('/_/..', 'guest'), /not valid/);
   });
 
   it('counts the actions nested sequences run, each repetition included', async () => {

@@ -1,25 +1,21 @@
 import { badRequest } from '../core/errors.js';
 import { newActivationId } from '../core/ids.js';
-import { assertEntityName } from '../core/names.js';
+import { parseReference, qualifiedName, viewedName } from '../core/names.js';
 import type { ActionVersion, ActivationRecord, ActivationResponse, KeyValue } from '../core/types.js';
 import type { FunctionRef } from './invoke.js';
 
 /** OpenWhisk's limit on the actions one sequence runs, nested sequences flattened. */
 export const MAX_SEQUENCE_ACTIONS = 50;
 
-/** `/ns/name` (`_` for the given namespace), or a bare `name` in it. */
+/**
+ * A component as the sequence's namespace names it: `name`, `package/name`, `/ns/package/name`;
+ * another namespace's action only through a shared package (see `viewedName`).
+ */
 export function componentRef(reference: string, namespace: string): FunctionRef {
-  const parts = reference.startsWith('/') ? reference.slice(1).split('/') : [namespace, ...reference.split('/')];
-  if (parts.length !== 2) {
-    throw badRequest(
-      `The sequence component "${reference.slice(0, 80)}" must be a fully qualified action name: /namespace/action.`,
-    );
-  }
-  const [ns = '', name = ''] = parts;
-  return { namespace: ns === '_' ? namespace : assertEntityName('namespace', ns), name: assertEntityName('action', name) };
+  return { namespace, name: viewedName(parseReference(reference, namespace, 'sequence component'), namespace) };
 }
 
-const qualified = (ref: FunctionRef) => `/${ref.namespace}/${ref.name}`;
+const qualified = (ref: FunctionRef) => qualifiedName(ref.namespace, ref.name);
 
 /**
  * Checks a sequence before it is stored and returns its components fully qualified: each exists
@@ -38,9 +34,6 @@ export async function checkSequence(
     for (const ref of level) {
       if (ref.namespace === self.namespace && ref.name === self.name) {
         throw badRequest(`The sequence ${qualified(self)} may not include itself, directly or through another sequence.`);
-      }
-      if (ref.namespace !== self.namespace) {
-        throw badRequest(`The sequence component ${qualified(ref)} is not in namespace "${self.namespace}".`);
       }
       const fn = await resolve(ref);
       if (!fn) throw badRequest(`The sequence component ${qualified(ref)} does not exist.`);
@@ -108,7 +101,13 @@ export class Sequences {
       { key: 'cause', value: run.activationId },
     ];
     for (const component of sequence.sequence ?? []) {
-      const ref = componentRef(component, sequence.namespace);
+      let ref: FunctionRef;
+      try {
+        ref = componentRef(component, sequence.namespace);
+      } catch (error) {
+        response = applicationError(`Sequence component ${component} cannot be used here: ${(error as Error).message}`);
+        break;
+      }
       const fn = await this.host.resolve(ref);
       if (!fn) {
         response = applicationError(`Sequence component does not exist: ${qualified(ref)}.`);
@@ -164,7 +163,7 @@ export class Sequences {
       logs,
       annotations: [
         ...(topmost ? [{ key: 'topmost', value: true }] : []),
-        { key: 'path', value: `${sequence.namespace}/${sequence.name}` },
+        { key: 'path', value: qualifiedName(sequence.namespace, sequence.name).slice(1) },
         { key: 'kind', value: 'sequence' },
         { key: 'limits', value: sequence.limits },
         ...run.annotations,

@@ -1,7 +1,7 @@
 import { Cron } from 'croner';
 import { badRequest, notFound } from '../core/errors.js';
 import { newActivationId } from '../core/ids.js';
-import { assertEntityName } from '../core/names.js';
+import { assertEntityName, pathAndName, qualifiedName } from '../core/names.js';
 import type { ActivationRecord, KeyValue } from '../core/types.js';
 import { annotationValue } from '../core/types.js';
 import type { ListPage, RuleRecord, Store, TriggerRecord } from '../store/store.js';
@@ -199,7 +199,7 @@ export function ruleView(rule: RuleRecord) {
     status: rule.status,
     // OpenWhisk's fully qualified names: `path` is the namespace (and package), `name` the entity.
     trigger: { path: rule.namespace, name: rule.trigger },
-    action: { path: rule.namespace, name: rule.action },
+    action: pathAndName(qualifiedName(rule.namespace, rule.action)),
     updated: rule.updated,
   };
 }

@@ -158,6 +158,29 @@ function migrations(dialect: DialectName): Record<string, Migration> {
         for (const counter of highest.values()) await counters.insertInto('version_counters').values(counter).execute();
       },
     },
+    '0004_packages': {
+      async up(db: Kysely<unknown>) {
+        // OpenWhisk's packages and bindings. Actions in a package are stored as `package/action`.
+        await db.schema
+          .createTable('packages')
+          .addColumn('namespace', text, (c) => c.notNull())
+          .addColumn('name', text, (c) => c.notNull())
+          .addColumn('binding_namespace', text)
+          .addColumn('binding_name', text)
+          .addColumn('parameters', text, (c) => c.notNull())
+          .addColumn('annotations', text, (c) => c.notNull())
+          .addColumn('publish', 'integer', (c) => c.notNull())
+          .addColumn('version', text, (c) => c.notNull())
+          .addColumn('updated', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('packages_pk', ['namespace', 'name'])
+          .execute();
+        await db.schema
+          .createIndex('packages_by_binding')
+          .on('packages')
+          .columns(['binding_namespace', 'binding_name'])
+          .execute();
+      },
+    },
   };
 }
 

@@ -54,6 +54,18 @@ export interface RuleRecord {
   updated: number;
 }
 
+export interface PackageRecord {
+  namespace: string;
+  name: string;
+  version: string;
+  /** The package this one binds, or undefined for a package of its own. */
+  binding?: { namespace: string; name: string };
+  parameters: KeyValue[];
+  annotations: KeyValue[];
+  publish: boolean;
+  updated: number;
+}
+
 /** What deleting a namespace removed. */
 export interface NamespacePurge {
   namespace: string;
@@ -62,4 +74,5 @@ export interface NamespacePurge {
   activations: number;
   triggers: number;
   rules: number;
+  packages: number;
 }

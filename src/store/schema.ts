@@ -83,6 +83,19 @@ export interface RulesTable {
   updated: number;
 }
 
+export interface PackagesTable {
+  namespace: string;
+  name: string;
+  /** A binding names the package it binds (in this or another namespace); null for a package. */
+  binding_namespace: string | null;
+  binding_name: string | null;
+  parameters: string;
+  annotations: string;
+  publish: number;
+  version: string;
+  updated: number;
+}
+
 export interface VersionCountersTable {
   namespace: string;
   name: string;
@@ -97,4 +110,5 @@ export interface Database {
   triggers: TriggersTable;
   rules: RulesTable;
   version_counters: VersionCountersTable;
+  packages: PackagesTable;
 }

@@ -11,7 +11,7 @@ import { type ActionVersion, type ActivationRecord, SEQUENCE_EXEC } from '../cor
 import { connectDatabase, parseDatabaseSetting, SQLITE_FILE } from './database.js';
 import { migrationProvider } from './migrations.js';
 import { ActivationRetention } from './retention.js';
-import { Store, type StoreOptions } from './store.js';
+import { type PackageRecord, Store, type StoreOptions } from './store.js';
 
 /** Each suite below runs on both: the embedded SQLite file and a private PostgreSQL. */
 const DATABASES: { name: string; setting: (dataDir: string) => Promise<StoreOptions> }[] = [
@@ -136,6 +136,7 @@ for (const database of DATABASES) {
             ['0001_initial', true],
             ['0002_retries_triggers_rules', true],
             ['0003_revisions_and_version_counters', true],
+            ['0004_packages', true],
           ],
         );
         const again = await Store.open(setting);
@@ -591,6 +592,62 @@ for (const database of DATABASES) {
       });
     });
 
+    describe('packages', () => {
+      const pkg = (namespace: string, name: string, extra: Partial<PackageRecord> = {}) => ({
+        namespace,
+        name,
+        parameters: [{ key: 'k', value: 1 }],
+        annotations: [],
+        publish: false,
+        ...extra,
+      });
+      it('stores packages and bindings, lists them (published only when asked) and finds bindings of a package', async () => {
+        const first = await store.packages.put(pkg('pk', 'tools'), { overwrite: false });
+        assert.equal(first.version, '0.0.1');
+        await assert.rejects(store.packages.put(pkg('pk', 'tools'), { overwrite: false }), /already exists/);
+        const second = await store.packages.put(pkg('pk', 'tools', { publish: true }), { overwrite: true });
+        assert.equal(second.version, '0.0.2');
+        await store.packages.put(pkg('pk2', 'mine', { binding: { namespace: 'pk', name: 'tools' } }), { overwrite: false });
+        await store.packages.put(pkg('pk', 'hidden'), { overwrite: false });
+        assert.deepEqual((await store.packages.get('pk2', 'mine'))?.binding, { namespace: 'pk', name: 'tools' });
+        assert.deepEqual(
+          (await store.packages.list('pk', { limit: 10, skip: 0 })).map((p) => p.name),
+          ['hidden', 'tools'],
+        );
+        assert.deepEqual(
+          (await store.packages.list('pk', { limit: 10, skip: 0 }, { publishedOnly: true })).map((p) => p.name),
+          ['tools'],
+        );
+        assert.deepEqual(
+          (await store.packages.bindingsOf('pk', 'tools')).map((p) => `${p.namespace}/${p.name}`),
+          ['pk2/mine'],
+        );
+      });
+      it("lists a package's actions, and refuses to delete it (or make it a binding) while it holds any", async () => {
+        await store.packages.put(pkg('pka', 'tools'), { overwrite: false });
+        await store.putAction(action('pka', 'tools/a'), { overwrite: false });
+        await store.putAction(action('pka', 'tools/b'), { overwrite: false });
+        // Neighbours in name order that are not in the package.
+        await store.putAction(action('pka', 'tools'), { overwrite: false });
+        await store.putAction(action('pka', 'tools0'), { overwrite: false });
+        await store.putAction(action('pka', 'tools_x/a'), { overwrite: false });
+        assert.deepEqual(
+          (await store.actions.inPackage('pka', 'tools')).map((a) => a.name),
+          ['tools/a', 'tools/b'],
+        );
+        await assert.rejects(store.packages.delete('pka', 'tools'), /holds 2 action/);
+        await assert.rejects(
+          store.packages.put(pkg('pka', 'tools', { binding: { namespace: 'x', name: 'y' } }), { overwrite: true }),
+          /cannot become a binding/,
+        );
+        await store.deleteAction('pka', 'tools/a');
+        await store.deleteAction('pka', 'tools/b');
+        assert.equal((await store.packages.delete('pka', 'tools'))?.name, 'tools');
+        assert.equal(await store.packages.get('pka', 'tools'), undefined);
+        assert.equal(await store.packages.delete('pka', 'tools'), undefined);
+      });
+    });
+
     describe('purging a namespace', () => {
       it('removes everything in it and nothing else; a namespace made again starts empty', async () => {
         await store.createNamespace('doomed', 'uuid-doomed', 'key');
@@ -603,6 +660,10 @@ for (const database of DATABASES) {
           await store.enqueueActivation(queued(ns, 'f', activationId()));
           await store.putTrigger({ namespace: ns, name: 't', parameters: [], annotations: [] }, { overwrite: false });
           await store.putRule({ namespace: ns, name: 'r', trigger: 't', action: 'f', status: 'active' }, { overwrite: false });
+          await store.packages.put(
+            { namespace: ns, name: 'p', parameters: [], annotations: [], publish: false },
+            { overwrite: false },
+          );
         }
         // A run of the old tenant that ends while the purge is under way: its record is not written.
         const acceptedBefore = Date.now();
@@ -610,7 +671,15 @@ for (const database of DATABASES) {
         const lateWrite = store.completeActivation(late, acceptedBefore);
         const purge = await store.purgeNamespace('doomed');
         await lateWrite;
-        assert.deepEqual(purge, { namespace: 'doomed', actions: 2, versions: 3, activations: 3, triggers: 1, rules: 1 });
+        assert.deepEqual(purge, {
+          namespace: 'doomed',
+          actions: 2,
+          versions: 3,
+          activations: 3,
+          triggers: 1,
+          rules: 1,
+          packages: 1,
+        });
         assert.equal(await store.getNamespace('doomed'), undefined);
         assert.equal(await store.authenticate('uuid-doomed', 'key'), undefined);
         assert.deepEqual(await store.actionNames('doomed'), []);

@@ -14,6 +14,7 @@ import type {
 import { ActionRepository } from './repositories/actions.js';
 import { ActivationRepository } from './repositories/activations.js';
 import { NamespaceRepository } from './repositories/namespaces.js';
+import { PackageRepository } from './repositories/packages.js';
 import { RuleRepository, TriggerRepository } from './repositories/triggers.js';
 import type { Database } from './schema.js';
 
@@ -23,6 +24,7 @@ export type {
   ListPage,
   NamespacePurge,
   NamespaceRow,
+  PackageRecord,
   QueuedActivation,
   RuleRecord,
   TriggerRecord,
@@ -44,6 +46,7 @@ export class Store {
   readonly activations: ActivationRepository;
   readonly triggers: TriggerRepository;
   readonly rules: RuleRepository;
+  readonly packages: PackageRepository;
 
   private constructor(private readonly database: StoreDatabase) {
     this.namespaces = new NamespaceRepository(database);
@@ -51,6 +54,7 @@ export class Store {
     this.activations = new ActivationRepository(database);
     this.triggers = new TriggerRepository(database);
     this.rules = new RuleRepository(database);
+    this.packages = new PackageRepository(database);
   }
 
   /** Opens the SQLite file in the data dir, or the PostgreSQL database `databaseUrl` names, and migrates it. */

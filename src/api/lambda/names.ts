@@ -1,4 +1,4 @@
-import { assertEntityName } from '../../core/names.js';
+import { assertActionName } from '../../core/names.js';
 import type { FunctionRef } from '../../platform/invoke.js';
 
 const ARN_PREFIX = /^arn:aws[\w-]*:lambda:[^:]*:[^:]*:function:/;
@@ -9,7 +9,7 @@ export function functionName(param: string): { name: string; qualifier?: string 
   const at = unprefixed.indexOf(':');
   const name = at < 0 ? unprefixed : unprefixed.slice(0, at);
   const qualifier = at < 0 ? undefined : unprefixed.slice(at + 1);
-  return { name: assertEntityName('function', name), ...(qualifier ? { qualifier } : {}) };
+  return { name: assertActionName(name), ...(qualifier ? { qualifier } : {}) };
 }
 
 /**

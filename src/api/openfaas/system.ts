@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { arch } from 'node:os';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { badRequest, forbidden, notFound } from '../../core/errors.js';
-import { assertEntityName } from '../../core/names.js';
+import { assertActionName } from '../../core/names.js';
 import { type ActionVersion, annotationValue } from '../../core/types.js';
 import type { Platform } from '../../platform/platform.js';
 import { SETTING_LIMITS, storedFunctionSettings } from '../../scheduler/function-settings.js';
@@ -75,7 +75,7 @@ export function registerOpenFaasSystemRoutes(scope: FastifyInstance, platform: P
     const body = jsonObject(request);
     const name = body.functionName;
     if (typeof name !== 'string' || name === '') throw badRequest('The body must name the function: {"functionName": "NAME"}.');
-    assertEntityName('function', name);
+    assertActionName(name);
     await platform.deleteAction(namespace, name);
     return reply.code(200).send();
   });
@@ -120,7 +120,7 @@ function ownNamespace(request: FastifyRequest): string {
 }
 
 async function existing(platform: Platform, namespace: string, name: string): Promise<ActionVersion> {
-  assertEntityName('function', name);
+  assertActionName(name);
   const action = await platform.actions.get(namespace, name);
   if (!action) throw notFound(`The function "${name}" does not exist in namespace "${namespace}".`);
   return action;

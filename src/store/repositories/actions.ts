@@ -90,6 +90,23 @@ export class ActionRepository {
     return rows.map(fromVersionRow);
   }
 
+  /** The latest version of each action a package holds (stored as `package/action`), by name. */
+  async inPackage(namespace: string, pkg: string): Promise<ActionVersion[]> {
+    const rows = await this.db
+      .selectFrom('action_versions as v')
+      .innerJoin('actions as a', (join) =>
+        join.onRef('a.namespace', '=', 'v.namespace').onRef('a.name', '=', 'v.name').onRef('a.latest_version', '=', 'v.version'),
+      )
+      .selectAll('v')
+      .where('v.namespace', '=', namespace)
+      // Between `package/` and `package0` (the character after '/'): byte order on both databases.
+      .where('v.name', '>', `${pkg}/`)
+      .where('v.name', '<', `${pkg}0`)
+      .orderBy('v.name')
+      .execute();
+    return rows.map(fromVersionRow);
+  }
+
   /** Every stored version of an action, newest first. */
   async versions(namespace: string, name: string): Promise<ActionVersion[]> {
     const rows = await this.db

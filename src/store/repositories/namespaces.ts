@@ -80,7 +80,8 @@ export class NamespaceRepository {
       const activations = count(await trx.deleteFrom('activations').where('namespace', '=', name).executeTakeFirstOrThrow());
       const triggers = count(await trx.deleteFrom('triggers').where('namespace', '=', name).executeTakeFirstOrThrow());
       const rules = count(await trx.deleteFrom('rules').where('namespace', '=', name).executeTakeFirstOrThrow());
-      return { namespace: name, actions, versions, activations, triggers, rules };
+      const packages = count(await trx.deleteFrom('packages').where('namespace', '=', name).executeTakeFirstOrThrow());
+      return { namespace: name, actions, versions, activations, triggers, rules, packages };
     });
   }
 }
