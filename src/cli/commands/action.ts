@@ -141,7 +141,7 @@ export function registerActionCommands(program: Command): void {
     if (!file && options.sequence === undefined) throw new Error('Give the file with the code, or --sequence a,b.');
     const { data } = await clientFor(command).request<ActionView>(
       'PUT',
-      `/api/v1/namespaces/_/actions/${IsolaClient.path(name)}?overwrite=false`,
+      `${actionPath(name)}?overwrite=false`,
       deployBody(file, options),
     );
     printAction(data, 'created', globals(command).json);
@@ -152,7 +152,7 @@ export function registerActionCommands(program: Command): void {
   ).action(async (name: string, file: string | undefined, options: DeployOptions, command: Command) => {
     const { data } = await clientFor(command).request<ActionView>(
       'PUT',
-      `/api/v1/namespaces/_/actions/${IsolaClient.path(name)}?overwrite=true`,
+      `${actionPath(name)}?overwrite=true`,
       deployBody(file, options),
     );
     printAction(data, 'updated', globals(command).json);
@@ -166,10 +166,7 @@ export function registerActionCommands(program: Command): void {
     .action(async (name: string, options: { version?: string; code?: boolean }, command: Command) => {
       const query = new URLSearchParams({ code: String(Boolean(options.code) || Boolean(globals(command).json)) });
       if (options.version) query.set('version', options.version);
-      const { data } = await clientFor(command).request<ActionView>(
-        'GET',
-        `/api/v1/namespaces/_/actions/${IsolaClient.path(name)}?${query}`,
-      );
+      const { data } = await clientFor(command).request<ActionView>('GET', `${actionPath(name)}?${query}`);
       if (globals(command).json) return printJson(data);
       const { exec, ...rest } = data;
       printJson({ ...rest, exec: options.code ? exec : { ...exec, code: undefined } });
@@ -179,10 +176,7 @@ export function registerActionCommands(program: Command): void {
     .command('versions <name>')
     .description('list the stored versions of an action')
     .action(async (name: string, _options: unknown, command: Command) => {
-      const { data } = await clientFor(command).request<ActionView[]>(
-        'GET',
-        `/api/v1/namespaces/_/actions/${IsolaClient.path(name)}/versions`,
-      );
+      const { data } = await clientFor(command).request<ActionView[]>('GET', `${actionPath(name)}/versions`);
       if (globals(command).json) return printJson(data);
       printTable(
         ['version', 'kind', 'updated'],
@@ -220,10 +214,7 @@ export function registerActionCommands(program: Command): void {
     .command('delete <name>')
     .description('delete an action and its versions')
     .action(async (name: string, _options: unknown, command: Command) => {
-      const { data } = await clientFor(command).request<ActionView>(
-        'DELETE',
-        `/api/v1/namespaces/_/actions/${IsolaClient.path(name)}`,
-      );
+      const { data } = await clientFor(command).request<ActionView>('DELETE', `${actionPath(name)}`);
       if (globals(command).json) printJson(data);
       else process.stdout.write(`ok: deleted action ${name}\n`);
     });
@@ -249,11 +240,7 @@ export function registerActionCommands(program: Command): void {
         let status: number;
         let data: unknown;
         try {
-          ({ status, data } = await clientFor(command).request(
-            'POST',
-            `/api/v1/namespaces/_/actions/${IsolaClient.path(name)}?${query}`,
-            params,
-          ));
+          ({ status, data } = await clientFor(command).request('POST', `${actionPath(name)}?${query}`, params));
         } catch (error) {
           // A failed activation (502) still carries its record or result.
           if (!(error instanceof ApiError) || error.status !== 502) throw error;
@@ -282,4 +269,14 @@ export function registerActionCommands(program: Command): void {
         printJson(data);
       },
     );
+}
+
+/**
+ * The path of an action as `wsk` names it: `name`, `package/name`, or `/namespace/[package/]name`
+ * for another namespace's (a shared package's actions, the `/whisk.system` catalogue).
+ */
+export function actionPath(reference: string): string {
+  const parts = reference.startsWith('/') ? reference.slice(1).split('/') : ['_', ...reference.split('/')];
+  const [namespace = '_', ...name] = parts;
+  return `/api/v1/namespaces/${IsolaClient.path(namespace)}/actions/${name.map((p) => IsolaClient.path(p)).join('/')}`;
 }
