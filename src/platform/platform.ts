@@ -10,6 +10,7 @@ import { parsePolicy } from '../scheduler/policy.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { ActivationRetention } from '../store/retention.js';
 import { type NamespacePurge, Store } from '../store/store.js';
+import { FunctionAliases } from './aliases.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
 import { FunctionPackages } from './function-packages.js';
 import { type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
@@ -17,6 +18,7 @@ import { Invoker } from './invoker.js';
 import { Metrics } from './metrics.js';
 import { Actions, Activations, Namespaces, Rules } from './read-models.js';
 import { checkSequence } from './sequences.js';
+import { SignedLinks } from './signed-links.js';
 import { Triggers } from './triggers.js';
 
 export type ActionDraft = Omit<ActionVersion, 'version' | 'revision' | 'updated'>;
@@ -41,6 +43,9 @@ export class Platform {
   readonly namespaces: Namespaces;
   readonly triggers: Triggers;
   readonly rules: Rules;
+  readonly aliases: FunctionAliases;
+  /** Signs links that work without credentials for a while (see SignedLinks). */
+  readonly links: SignedLinks;
   private readonly invocations: InvokePath;
   private readonly retention: ActivationRetention;
 
@@ -67,6 +72,8 @@ export class Platform {
     this.activations = new Activations(store);
     this.namespaces = new Namespaces(store, (name) => this.deleteNamespace(name));
     this.rules = new Rules(store);
+    this.aliases = new FunctionAliases(store);
+    this.links = SignedLinks.forDataDir(config.dataDir);
     this.invocations = new InvokePath({
       store,
       scheduler,

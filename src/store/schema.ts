@@ -89,6 +89,20 @@ export interface VersionCountersTable {
   last_version: string;
 }
 
+/** A function's alias; `function_version` is an Isola version (`0.0.N`) or `$LATEST`. */
+export interface AliasesTable {
+  namespace: string;
+  function: string;
+  name: string;
+  function_version: string;
+  /** JSON: `{ "<version>": weight }`, the additional version and its share; `{}` for none. */
+  routing: string;
+  description: string;
+  revision_id: string;
+  created: number;
+  updated: number;
+}
+
 export interface Database {
   namespaces: NamespacesTable;
   actions: ActionsTable;
@@ -97,4 +111,5 @@ export interface Database {
   triggers: TriggersTable;
   rules: RulesTable;
   version_counters: VersionCountersTable;
+  aliases: AliasesTable;
 }

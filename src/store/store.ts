@@ -13,6 +13,7 @@ import type {
 } from './records.js';
 import { ActionRepository } from './repositories/actions.js';
 import { ActivationRepository } from './repositories/activations.js';
+import { AliasRepository } from './repositories/aliases.js';
 import { NamespaceRepository } from './repositories/namespaces.js';
 import { RuleRepository, TriggerRepository } from './repositories/triggers.js';
 import type { Database } from './schema.js';
@@ -20,6 +21,8 @@ import type { Database } from './schema.js';
 export { SQLITE_FILE } from './database.js';
 export type {
   ActivationQuery,
+  AliasRecord,
+  AliasTarget,
   ListPage,
   NamespacePurge,
   NamespaceRow,
@@ -27,6 +30,7 @@ export type {
   RuleRecord,
   TriggerRecord,
 } from './records.js';
+export { LATEST_VERSION } from './records.js';
 export { hashKey } from './repositories/namespaces.js';
 export type { ActivationRow } from './schema.js';
 
@@ -44,6 +48,7 @@ export class Store {
   readonly activations: ActivationRepository;
   readonly triggers: TriggerRepository;
   readonly rules: RuleRepository;
+  readonly aliases: AliasRepository;
 
   private constructor(private readonly database: StoreDatabase) {
     this.namespaces = new NamespaceRepository(database);
@@ -51,6 +56,7 @@ export class Store {
     this.activations = new ActivationRepository(database);
     this.triggers = new TriggerRepository(database);
     this.rules = new RuleRepository(database);
+    this.aliases = new AliasRepository(database);
   }
 
   /** Opens the SQLite file in the data dir, or the PostgreSQL database `databaseUrl` names, and migrates it. */
