@@ -118,7 +118,8 @@ export async function aliasVersion(
   routed: boolean,
 ): Promise<string | undefined> {
   const found = await platform.aliases.get(scope.namespace, fn, alias);
-  if (!found) throw aliasNotFound(scope, fn, alias);
+  // As Lambda words it when a call (not an alias operation) names an unknown qualifier.
+  if (!found) throw resourceNotFound(`Function not found: ${functionArn(scope, fn, alias.slice(0, 128))}`);
   const version = routed ? pickVersion(found) : found.functionVersion;
   return version === LATEST_VERSION ? undefined : version;
 }
