@@ -145,11 +145,12 @@ describe('the Lambda API', () => {
     );
     assertLambdaError(await invoke('plain', {}, '?Qualifier=9'), 404, 'ResourceNotFoundException', /plain:9/);
     assertLambdaError(
-      await lambda('POST', '/2015-03-31/functions/plain/aliases', { Name: 'live', FunctionVersion: '1' }),
+      await lambda('POST', '/2015-03-31/functions/plain/policy', { StatementId: 's', Action: 'lambda:InvokeFunction' }),
       404,
       'UnknownOperationException',
-      /aliases/,
+      /policy/,
     );
+    assertLambdaError(await invoke('plain', {}, '?Qualifier=nope'), 404, 'ResourceNotFoundException', /plain:nope/);
   });
 
   it('creates a Node.js function from a zip and Handler, runs it, and shows it through the OpenWhisk API', async () => {

@@ -183,9 +183,9 @@ describe('OpenWhisk resources through the openwhisk client', () => {
     };
     await refused('itself', ['/_/inc', '/_/itself'], /may not include itself/);
     await refused('missing', ['/_/inc', '/_/nope'], /\/guest\/nope does not exist/);
-    await refused('elsewhere', ['/other/inc'], /not in namespace "guest"/);
+    await refused('elsewhere', ['/other/inc'], /not in a package/);
     await refused('none', [], /at least one/);
-    await refused('unqualified', ['/a/b/c/d'], /fully qualified/);
+    await refused('unqualified', ['/a/b/c/d'], /not valid/);
     await refused(
       'too-long',
       Array.from({ length: 51 }, () => '/_/inc'),

@@ -21,11 +21,21 @@ function parse(options: { name?: string; query?: Record<string, string>; body?: 
 const answer = (call: LambdaCall, outcome: InvokeOutcome) => formatted((reply) => formatLambdaInvoke(reply, call, outcome));
 
 describe('the Lambda door', () => {
-  it('parses the function from a name or an ARN, and the Qualifier as a version', () => {
-    assert.deepEqual(parse({ name: 'arn:aws:lambda:eu-west-1:123:function:fn:prod' }).command.function, {
+  it("parses the function from a name or an ARN, and the Qualifier (or the ARN's) as a version or an alias", () => {
+    const byAlias = parse({ name: 'arn:aws:lambda:eu-west-1:123:function:fn:prod' });
+    assert.deepEqual(byAlias.command.function, { namespace: 'guest', name: 'fn' });
+    assert.equal(byAlias.alias, 'prod', 'resolved by the route');
+    assert.equal(parse({ query: { Qualifier: 'prod' } }).alias, 'prod');
+    assert.deepEqual(parse({ name: 'arn:aws:lambda:eu-west-1:123:function:fn:4' }).command.function, {
       namespace: 'guest',
       name: 'fn',
+      version: '0.0.4',
     });
+    assert.equal(parse({ query: { Qualifier: '4' } }).alias, undefined);
+    assert.throws(
+      () => parse({ name: 'arn:aws:lambda:eu-west-1:123:function:fn:prod', query: { Qualifier: 'beta' } }),
+      /does not match the specified qualifier/,
+    );
     assert.deepEqual(parse({ query: { Qualifier: '$LATEST' } }).command.function, { namespace: 'guest', name: 'fn' });
     assert.deepEqual(parse({ query: { Qualifier: '0.0.2' } }).command.function, {
       namespace: 'guest',
@@ -74,7 +84,7 @@ describe('the Lambda door', () => {
     const unknown = await answer(parse({ headers: { 'x-amz-invocation-type': 'Sometimes' } }), dryRun);
     assert.equal(unknown.status, 400);
     assert.match(unknown.body, /RequestResponse, Event or DryRun; got Sometimes/);
-    assert.equal(unknown.headers['x-amz-executed-version'], '0.0.3');
+    assert.equal(unknown.headers['x-amz-executed-version'], '$LATEST');
   });
 
   it('answers a dry run 204 and an event 202 with the activation id', async () => {
@@ -83,7 +93,12 @@ describe('the Lambda door', () => {
       function: testFunction,
     });
     assert.equal(dry.status, 204);
-    assert.equal(dry.headers['x-amz-executed-version'], '0.0.3');
+    assert.equal(dry.headers['x-amz-executed-version'], '$LATEST');
+    const pinned = await answer(parse({ query: { Qualifier: '3' }, headers: { 'x-amz-invocation-type': 'DryRun' } }), {
+      kind: 'dry-run',
+      function: testFunction,
+    });
+    assert.equal(pinned.headers['x-amz-executed-version'], '3', "Lambda's number for a version asked for");
     const event = await answer(parse({ headers: { 'x-amz-invocation-type': 'Event' } }), {
       kind: 'accepted',
       function: testFunction,
@@ -97,7 +112,7 @@ describe('the Lambda door', () => {
   it('answers a refusal with its status, the version header set', async () => {
     const full = await answer(parse(), { kind: 'rejected', function: testFunction, reason: 'queue-full', message: 'full' });
     assert.equal(full.status, 429);
-    assert.equal(full.headers['x-amz-executed-version'], '0.0.3');
+    assert.equal(full.headers['x-amz-executed-version'], '$LATEST');
     const big = await answer(parse(), { kind: 'rejected', function: testFunction, reason: 'too-big', message: 'big' });
     assert.equal(big.status, 503);
   });

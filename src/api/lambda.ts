@@ -6,6 +6,8 @@ import type { Platform } from '../platform/platform.js';
 import { authenticateScope, basicCredentials, callerNamespace } from './auth.js';
 import { attempt, invokeFor, jsonRenderer, outcomeError, rawBody, rawBodyScope, safeJson } from './door.js';
 import { parseJson } from './json.js';
+import { aliasVersion, registerAliasRoutes } from './lambda/aliases.js';
+import { registerCodeLocationRoute } from './lambda/code-location.js';
 import {
   invalidParameter,
   invalidRequestContent,
@@ -14,8 +16,8 @@ import {
   resourceNotFound,
   sendLambdaError,
 } from './lambda/errors.js';
-import { registerFunctionRoutes } from './lambda/functions.js';
-import { functionRef } from './lambda/names.js';
+import { arnScope, registerFunctionRoutes } from './lambda/functions.js';
+import { invokeTarget, lambdaVersion } from './lambda/names.js';
 import { registerTagRoutes } from './lambda/tags.js';
 import { LambdaQuerySchema, parseOrThrow } from './schemas.js';
 import { parseSigV4, verifySigV4 } from './sigv4.js';
@@ -35,6 +37,8 @@ export interface LambdaCall {
   /** The payload could not be read: refused once the function is found, as Lambda orders its checks. */
   badPayload?: IsolaError;
   qualifier?: string;
+  /** The alias the qualifier names: the route resolves it to a version (see `resolveAlias`). */
+  alias?: string;
   /** `X-Amz-Log-Type: Tail`: the log's end comes back in a header. */
   tail: boolean;
   json: ReturnType<typeof jsonRenderer>;
@@ -46,7 +50,8 @@ export function parseLambdaInvoke(
   caller: Caller & { kind: 'namespace' },
 ): LambdaCall {
   const { Qualifier } = parseOrThrow(LambdaQuerySchema, request.query, 'query');
-  const ref = functionRef(caller.namespace, request.params.name, Qualifier);
+  const target = invokeTarget(caller.namespace, request.params.name, Qualifier);
+  const ref = target.ref;
   const payload = attempt(() => lambdaPayload(rawBody(request.body)));
   const type = String(request.headers['x-amz-invocation-type'] ?? 'RequestResponse');
   const mode = Object.hasOwn(INVOCATION_TYPES, type) ? INVOCATION_TYPES[type] : undefined;
@@ -63,7 +68,8 @@ export function parseLambdaInvoke(
     },
     ...(mode === undefined ? { unknownType: type } : {}),
     ...(payload instanceof IsolaError ? { badPayload: payload } : {}),
-    ...(ref.version !== undefined ? { qualifier: Qualifier ?? ref.version } : {}),
+    ...(ref.version !== undefined || target.alias !== undefined ? { qualifier: target.qualifier ?? ref.version } : {}),
+    ...(target.alias !== undefined ? { alias: target.alias } : {}),
     tail: String(request.headers['x-amz-log-type'] ?? '') === 'Tail',
     json,
   };
@@ -79,7 +85,9 @@ export function formatLambdaInvoke(reply: FastifyReply, call: LambdaCall, outcom
   }
   if (call.badPayload) throw call.badPayload;
   reply.header('x-amzn-requestid', String(reply.request.id));
-  reply.header('x-amz-executed-version', outcome.function.version);
+  // Lambda's name for what ran: $LATEST, or the version number a qualifier (or alias) chose.
+  const executed = call.command.function.version === undefined ? '$LATEST' : lambdaVersion(outcome.function.version);
+  reply.header('x-amz-executed-version', executed);
   if (outcome.kind === 'rejected') throw outcomeError(outcome);
   if (call.unknownType !== undefined)
     throw invalidParameter(
@@ -101,12 +109,15 @@ export function formatLambdaInvoke(reply: FastifyReply, call: LambdaCall, outcom
  * the namespace uuid as the access key id and its key as the secret; Basic auth works too.
  */
 export function registerLambdaRoutes(app: FastifyInstance, platform: Platform): void {
+  // The code links that GetFunction hands out are their own grant: no credentials.
+  registerCodeLocationRoute(app, platform);
   rawBodyScope(app, (scope) => {
     scope.setErrorHandler(lambdaErrorHandler);
     authenticateScope(scope, (request) => lambdaCaller(platform, request));
     registerFunctionRoutes(scope, platform);
     registerTagRoutes(scope, platform);
-    // Operations Isola does not serve (aliases, layers, permissions...) are named as Lambda names them.
+    registerAliasRoutes(scope, platform);
+    // Operations Isola does not serve (layers, permissions...) are named as Lambda names them.
     scope.all('/2015-03-31/*', async (request) => {
       const path = (request.raw.url ?? request.url).split('?')[0] ?? '';
       throw new LambdaError(
@@ -117,9 +128,18 @@ export function registerLambdaRoutes(app: FastifyInstance, platform: Platform): 
     });
     scope.post<{ Params: InvokeParams }>('/2015-03-31/functions/:name/invocations', async (request, reply) => {
       const call = parseLambdaInvoke(request, { kind: 'namespace', namespace: callerNamespace(request) });
+      await resolveAlias(platform, request, call);
       return formatLambdaInvoke(reply, call, await invokeFor(platform, request, reply, call.command));
     });
   });
+}
+
+/** An Invoke through an alias runs the version the alias's weights pick for this call. */
+async function resolveAlias(platform: Platform, request: FastifyRequest, call: LambdaCall): Promise<void> {
+  if (call.alias === undefined) return;
+  const ref = call.command.function;
+  const version = await aliasVersion(platform, arnScope(request), ref.name, call.alias, true);
+  call.command.function = { ...ref, ...(version !== undefined ? { version } : {}) };
 }
 
 /** Signature V4 over the exact bytes sent, or HTTP Basic. */

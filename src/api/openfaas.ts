@@ -39,7 +39,7 @@ export function parseOpenFaasCall(
   mode: 'sync' | 'async',
   problem?: IsolaError,
 ): OpenFaasCall {
-  const name = assertActionName(request.params.name);
+  const name = assertActionName(request.params.name, 'function');
   const params = attempt(() => openFaasParams(request, request.params['*'] ? `/${request.params['*']}` : ''));
   const failure = params instanceof IsolaError ? params : problem;
   let rendered: WebResponse | undefined;

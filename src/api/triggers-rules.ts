@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { badRequest, notFound } from '../core/errors.js';
+import { badRequest, IsolaError, notFound } from '../core/errors.js';
 import { assertEntityName, parseReference, qualifiedName, viewedName } from '../core/names.js';
 import type { Platform } from '../platform/platform.js';
 import { localName, ruleView, triggerView } from '../platform/triggers.js';
@@ -101,7 +101,7 @@ function registerRoutes(app: FastifyInstance, platform: Platform): void {
     const { overwrite } = parseOrThrow(PutQuerySchema, request.query, 'query');
     const body = parseOrThrow(RulePutSchema, request.body ?? {}, 'rule');
     const trigger = localName(body.trigger, namespace, 'trigger');
-    const action = viewedName(parseReference(body.action, namespace), namespace);
+    const action = asBadRequest(() => viewedName(parseReference(body.action, namespace), namespace));
     if (!(await triggers.get(namespace, trigger))) throw badRequest(`The trigger "${trigger}" does not exist.`);
     if (!(await platform.findAction({ namespace, name: action })))
       throw badRequest(`The action "${qualifiedName(namespace, action)}" does not exist.`);
@@ -132,4 +132,13 @@ function registerRoutes(app: FastifyInstance, platform: Platform): void {
     if (!rule) throw notFound(`The rule "${request.params.name}" does not exist.`);
     return ruleView(rule);
   });
+}
+
+/** In a rule's body, an action that may not be used is a bad request, not a refused call. */
+function asBadRequest<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (error) {
+    throw error instanceof IsolaError ? badRequest(error.message) : error;
+  }
 }

@@ -33,11 +33,11 @@ export function assertEntryPoint(main: string): string {
  * An action's name: `action`, or `package/action` for one in a package (each part an entity name).
  * Stored as given: the package is part of the action's name in its namespace.
  */
-export function assertActionName(name: string): string {
+export function assertActionName(name: string, what = 'action'): string {
   const parts = name.split('/');
   if (parts.length > 2 || !parts.every(isValidEntityName)) {
     throw badRequest(
-      `The action name "${name.slice(0, 80)}" is not valid: use "action" or "package/action", each part 1 to ` +
+      `The ${what} name "${name.slice(0, 80)}" is not valid: use "action" or "package/action", each part 1 to ` +
         `${MAX_NAME_LENGTH} letters, digits, underscores, '@', '.', '-' or spaces, starting with a letter, digit or underscore.`,
     );
   }
@@ -79,7 +79,7 @@ export function parseReference(reference: string, namespace: string, what = 'act
   }
   return {
     namespace: ns === '_' ? namespace : assertEntityName('namespace', ns),
-    name: assertActionName(rest.join('/')),
+    name: assertActionName(rest.join('/'), what),
   };
 }
 

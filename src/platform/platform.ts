@@ -11,6 +11,7 @@ import { parsePolicy } from '../scheduler/policy.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { ActivationRetention } from '../store/retention.js';
 import { type NamespacePurge, Store } from '../store/store.js';
+import { FunctionAliases } from './aliases.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
 import { FunctionPackages } from './function-packages.js';
 import { type FunctionRef, type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
@@ -19,6 +20,7 @@ import { Metrics } from './metrics.js';
 import { Packages } from './openwhisk-packages.js';
 import { Actions, Activations, Namespaces, Rules } from './read-models.js';
 import { checkSequence } from './sequences.js';
+import { SignedLinks } from './signed-links.js';
 import { Triggers } from './triggers.js';
 
 export type ActionDraft = Omit<ActionVersion, 'version' | 'revision' | 'updated'>;
@@ -45,6 +47,9 @@ export class Platform {
   readonly rules: Rules;
   /** OpenWhisk's packages and bindings; also how every reference to an action is resolved. */
   readonly packages: Packages;
+  readonly aliases: FunctionAliases;
+  /** Signs links that work without credentials for a while (see SignedLinks). */
+  readonly links: SignedLinks;
   private readonly invocations: InvokePath;
   private readonly retention: ActivationRetention;
 
@@ -76,6 +81,8 @@ export class Platform {
       (namespace, name, version) => this.actions.get(namespace, name, version),
       new Set([SYSTEM_NAMESPACE]),
     );
+    this.aliases = new FunctionAliases(store);
+    this.links = SignedLinks.forDataDir(config.dataDir);
     this.invocations = new InvokePath({
       store,
       scheduler,

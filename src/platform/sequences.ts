@@ -1,4 +1,4 @@
-import { badRequest } from '../core/errors.js';
+import { badRequest, IsolaError } from '../core/errors.js';
 import { newActivationId } from '../core/ids.js';
 import { parseReference, qualifiedName, viewedName } from '../core/names.js';
 import type { ActionVersion, ActivationRecord, ActivationResponse, KeyValue } from '../core/types.js';
@@ -28,7 +28,14 @@ export async function checkSequence(
   resolve: (ref: FunctionRef) => Promise<ActionVersion | undefined>,
 ): Promise<string[]> {
   if (components.length === 0) throw badRequest('A sequence needs at least one component.');
-  const refs = components.map((component) => componentRef(component, self.namespace));
+  // In a sequence's body, a component that may not be used is a bad request, not a refused call.
+  const refs = components.map((component) => {
+    try {
+      return componentRef(component, self.namespace);
+    } catch (error) {
+      throw error instanceof IsolaError ? badRequest(error.message) : error;
+    }
+  });
   let actions = 0;
   const walk = async (level: readonly FunctionRef[]): Promise<void> => {
     for (const ref of level) {

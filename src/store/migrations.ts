@@ -181,6 +181,26 @@ function migrations(dialect: DialectName): Record<string, Migration> {
           .execute();
       },
     },
+    '0005_lambda_aliases': {
+      async up(db: Kysely<unknown>) {
+        // A named pointer at one version of a function (or at its latest), optionally routing a
+        // share of the invocations to a second version: Lambda's aliases.
+        await db.schema
+          .createTable('aliases')
+          .addColumn('namespace', text, (c) => c.notNull())
+          .addColumn('function', text, (c) => c.notNull())
+          .addColumn('name', text, (c) => c.notNull())
+          .addColumn('function_version', text, (c) => c.notNull())
+          // JSON: { "<version>": weight } for the additional version, {} when there is none.
+          .addColumn('routing', text, (c) => c.notNull())
+          .addColumn('description', text, (c) => c.notNull())
+          .addColumn('revision_id', text, (c) => c.notNull())
+          .addColumn('created', 'bigint', (c) => c.notNull())
+          .addColumn('updated', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('aliases_pk', ['namespace', 'function', 'name'])
+          .execute();
+      },
+    },
   };
 }
 

@@ -76,3 +76,25 @@ export interface NamespacePurge {
   rules: number;
   packages: number;
 }
+
+/** The version an alias names when it follows the function's latest version. */
+export const LATEST_VERSION = '$LATEST';
+
+/**
+ * A function's alias: a name for one of its versions (an Isola version, `0.0.N`, or
+ * `$LATEST`), with at most one additional version that gets a share (0 to 1) of invocations.
+ */
+export interface AliasRecord {
+  namespace: string;
+  function: string;
+  name: string;
+  functionVersion: string;
+  routing: Record<string, number>;
+  description: string;
+  revisionId: string;
+  created: number;
+  updated: number;
+}
+
+/** What an alias is set to: its version, its routing and its description. */
+export type AliasTarget = Pick<AliasRecord, 'functionVersion' | 'routing' | 'description'>;

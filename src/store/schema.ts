@@ -102,6 +102,20 @@ export interface VersionCountersTable {
   last_version: string;
 }
 
+/** A function's alias; `function_version` is an Isola version (`0.0.N`) or `$LATEST`. */
+export interface AliasesTable {
+  namespace: string;
+  function: string;
+  name: string;
+  function_version: string;
+  /** JSON: `{ "<version>": weight }`, the additional version and its share; `{}` for none. */
+  routing: string;
+  description: string;
+  revision_id: string;
+  created: number;
+  updated: number;
+}
+
 export interface Database {
   namespaces: NamespacesTable;
   actions: ActionsTable;
@@ -111,4 +125,5 @@ export interface Database {
   rules: RulesTable;
   version_counters: VersionCountersTable;
   packages: PackagesTable;
+  aliases: AliasesTable;
 }

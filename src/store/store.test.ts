@@ -11,7 +11,7 @@ import { type ActionVersion, type ActivationRecord, SEQUENCE_EXEC } from '../cor
 import { connectDatabase, parseDatabaseSetting, SQLITE_FILE } from './database.js';
 import { migrationProvider } from './migrations.js';
 import { ActivationRetention } from './retention.js';
-import { type PackageRecord, Store, type StoreOptions } from './store.js';
+import { type AliasTarget, type PackageRecord, Store, type StoreOptions } from './store.js';
 
 /** Each suite below runs on both: the embedded SQLite file and a private PostgreSQL. */
 const DATABASES: { name: string; setting: (dataDir: string) => Promise<StoreOptions> }[] = [
@@ -137,6 +137,7 @@ for (const database of DATABASES) {
             ['0002_retries_triggers_rules', true],
             ['0003_revisions_and_version_counters', true],
             ['0004_packages', true],
+            ['0005_lambda_aliases', true],
           ],
         );
         const again = await Store.open(setting);
@@ -357,6 +358,76 @@ for (const database of DATABASES) {
           (await store.listVersions('race', 'once')).map((v) => v.version),
           ['0.0.1'],
         );
+      });
+    });
+
+    describe('aliases', () => {
+      const target = (functionVersion: string, routing: Record<string, number> = {}, description = '') => ({
+        functionVersion,
+        routing,
+        description,
+      });
+      const isStatus = (status: number) => (error: unknown) => error instanceof IsolaError && error.status === status;
+
+      it('name stored versions of a function, once per name, and are listed by name or by version', async () => {
+        await store.putAction(action('aliased', 'f'), { overwrite: false });
+        await store.putAction(action('aliased', 'f'), { overwrite: true });
+        const prod = await store.aliases.create('aliased', 'f', 'prod', target('0.0.1', { '0.0.2': 0.25 }, 'the live one'));
+        assert.deepEqual([prod.functionVersion, prod.routing, prod.description], ['0.0.1', { '0.0.2': 0.25 }, 'the live one']);
+        assert.match(prod.revisionId, /^[0-9a-f-]{36}$/);
+        assert.deepEqual(await store.aliases.get('aliased', 'f', 'prod'), prod);
+        await store.aliases.create('aliased', 'f', 'beta', target('$LATEST'));
+        await store.aliases.create('aliased', 'f', 'old', target('0.0.1'));
+        await assert.rejects(store.aliases.create('aliased', 'f', 'prod', target('0.0.2')), isConflict);
+        await assert.rejects(store.aliases.create('aliased', 'f', 'x', target('0.0.9')), isStatus(404));
+        await assert.rejects(store.aliases.create('aliased', 'f', 'x', target('0.0.1', { '0.0.9': 0.5 })), isStatus(404));
+        await assert.rejects(store.aliases.create('aliased', 'nobody', 'x', target('$LATEST')), isStatus(404));
+        assert.equal(await store.aliases.get('aliased', 'f', 'x'), undefined, 'nothing stored');
+        const names = async (page: { limit: number; skip: number; functionVersion?: string }) =>
+          (await store.aliases.list('aliased', 'f', page)).map((a) => a.name);
+        assert.deepEqual(await names({ limit: 10, skip: 0 }), ['beta', 'old', 'prod']);
+        assert.deepEqual(await names({ limit: 1, skip: 1 }), ['old']);
+        assert.deepEqual(await names({ limit: 10, skip: 0, functionVersion: '0.0.1' }), ['old', 'prod']);
+        assert.deepEqual(await names({ limit: 10, skip: 0, functionVersion: '0.0.2' }), ['prod']);
+      });
+
+      it('change under their revision id, and refuse a stale one or a missing version', async () => {
+        await store.putAction(action('aliased2', 'f'), { overwrite: false });
+        await store.putAction(action('aliased2', 'f'), { overwrite: true });
+        const created = await store.aliases.create('aliased2', 'f', 'live', target('0.0.1'));
+        const moved = await store.aliases.update('aliased2', 'f', 'live', created.revisionId, (current) => ({
+          ...current,
+          functionVersion: '0.0.2',
+          routing: { '0.0.1': 0.5 },
+        }));
+        assert.deepEqual([moved.functionVersion, moved.routing], ['0.0.2', { '0.0.1': 0.5 }]);
+        assert.notEqual(moved.revisionId, created.revisionId);
+        assert.deepEqual(await store.aliases.get('aliased2', 'f', 'live'), moved);
+        const unchanged = (current: AliasTarget) => current;
+        await assert.rejects(store.aliases.update('aliased2', 'f', 'live', created.revisionId, unchanged), isStatus(412));
+        await assert.rejects(store.aliases.update('aliased2', 'f', 'nope', undefined, unchanged), isStatus(404));
+        await assert.rejects(
+          store.aliases.update('aliased2', 'f', 'live', undefined, () => target('0.0.7')),
+          isStatus(404),
+        );
+        assert.deepEqual(await store.aliases.get('aliased2', 'f', 'live'), moved, 'nothing changed');
+        assert.equal((await store.aliases.delete('aliased2', 'f', 'live'))?.name, 'live');
+        assert.equal(await store.aliases.delete('aliased2', 'f', 'live'), undefined);
+      });
+
+      it('go with their function, and with their namespace', async () => {
+        await store.createNamespace('aliased3', 'uuid-aliased3', 'key');
+        await store.putAction(action('aliased3', 'f'), { overwrite: false });
+        await store.putAction(action('aliased3', 'g'), { overwrite: false });
+        await store.aliases.create('aliased3', 'f', 'a', target('0.0.1'));
+        await store.aliases.create('aliased3', 'g', 'a', target('0.0.1'));
+        await store.deleteAction('aliased3', 'f');
+        assert.equal(await store.aliases.get('aliased3', 'f', 'a'), undefined);
+        await store.putAction(action('aliased3', 'f'), { overwrite: false });
+        assert.deepEqual(await store.aliases.list('aliased3', 'f', { limit: 10, skip: 0 }), [], 'a new function starts without');
+        assert.equal((await store.aliases.get('aliased3', 'g', 'a'))?.name, 'a');
+        await store.purgeNamespace('aliased3');
+        assert.equal(await store.aliases.get('aliased3', 'g', 'a'), undefined);
       });
     });
 

@@ -13,6 +13,7 @@ import type {
 } from './records.js';
 import { ActionRepository } from './repositories/actions.js';
 import { ActivationRepository } from './repositories/activations.js';
+import { AliasRepository } from './repositories/aliases.js';
 import { NamespaceRepository } from './repositories/namespaces.js';
 import { PackageRepository } from './repositories/packages.js';
 import { RuleRepository, TriggerRepository } from './repositories/triggers.js';
@@ -21,6 +22,8 @@ import type { Database } from './schema.js';
 export { SQLITE_FILE } from './database.js';
 export type {
   ActivationQuery,
+  AliasRecord,
+  AliasTarget,
   ListPage,
   NamespacePurge,
   NamespaceRow,
@@ -29,6 +32,7 @@ export type {
   RuleRecord,
   TriggerRecord,
 } from './records.js';
+export { LATEST_VERSION } from './records.js';
 export { hashKey } from './repositories/namespaces.js';
 export type { ActivationRow } from './schema.js';
 
@@ -47,6 +51,7 @@ export class Store {
   readonly triggers: TriggerRepository;
   readonly rules: RuleRepository;
   readonly packages: PackageRepository;
+  readonly aliases: AliasRepository;
 
   private constructor(private readonly database: StoreDatabase) {
     this.namespaces = new NamespaceRepository(database);
@@ -55,6 +60,7 @@ export class Store {
     this.triggers = new TriggerRepository(database);
     this.rules = new RuleRepository(database);
     this.packages = new PackageRepository(database);
+    this.aliases = new AliasRepository(database);
   }
 
   /** Opens the SQLite file in the data dir, or the PostgreSQL database `databaseUrl` names, and migrates it. */

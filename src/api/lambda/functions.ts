@@ -10,10 +10,13 @@ import { rawBody } from '../door.js';
 import { parseJson } from '../json.js';
 import type { ActionPut } from '../schemas.js';
 import { parseSigV4 } from '../sigv4.js';
+import { aliasVersion } from './aliases.js';
+import { codeLocation } from './code-location.js';
 import {
   type ArnScope,
   annotationOf,
   DESCRIPTION_ANNOTATION,
+  functionArn,
   functionConfiguration,
   HANDLER_ANNOTATION,
   ISOLATION_SETTING,
@@ -23,7 +26,7 @@ import {
   tagsOf,
 } from './configuration.js';
 import { invalidParameter, invalidRequestContent, resourceNotFound } from './errors.js';
-import { functionName, isolaVersion, lambdaVersion } from './names.js';
+import { functionName, isolaVersion, lambdaVersion, qualifierKind, qualifierOf } from './names.js';
 import { KIND_RUNTIMES, kindOfRuntime, lambdaPackage } from './packaging.js';
 
 const Variables = z.record(z.string().max(256), z.string().max(4096));
@@ -130,17 +133,17 @@ export function registerFunctionRoutes(scope: FastifyInstance, platform: Platfor
   });
 
   scope.get<{ Params: NameParams }>(`${base}/:name`, async (request) => {
-    const action = await findFunction(platform, request);
+    const found = await findFunction(platform, request);
+    const location = codeLocation(platform, request, found.version);
     return {
-      Configuration: functionConfiguration(action.version, arnScope(request), action.latest),
-      Code: { RepositoryType: 'S3' },
-      Tags: tagsOf(action.version),
+      Configuration: shownConfiguration(found, arnScope(request)),
+      Code: { RepositoryType: 'S3', ...(location !== undefined ? { Location: location } : {}) },
+      Tags: tagsOf(found.version),
     };
   });
 
   scope.get<{ Params: NameParams }>(`${base}/:name/configuration`, async (request) => {
-    const action = await findFunction(platform, request);
-    return functionConfiguration(action.version, arnScope(request), action.latest);
+    return shownConfiguration(await findFunction(platform, request), arnScope(request));
   });
 
   scope.put<{ Params: NameParams }>(`${base}/:name/code`, async (request) => {
@@ -293,11 +296,14 @@ function assertRevision(action: ActionVersion, revisionId: string | undefined): 
     throw new IsolaError(412, 'The RevisionId provided does not match the latest RevisionId for the function.');
 }
 
-function arnScope(request: FastifyRequest): ArnScope {
+export function arnScope(request: FastifyRequest): ArnScope {
   return { region: parseSigV4(request.headers.authorization)?.region ?? 'us-east-1', namespace: callerNamespace(request) };
 }
 
-async function latestFunction(platform: Platform, request: FastifyRequest<{ Params: NameParams }>): Promise<ActionVersion> {
+export async function latestFunction(
+  platform: Platform,
+  request: FastifyRequest<{ Params: NameParams }>,
+): Promise<ActionVersion> {
   const namespace = callerNamespace(request);
   const { name } = functionName(request.params.name);
   const action = await platform.actions.get(namespace, name);
@@ -305,17 +311,34 @@ async function latestFunction(platform: Platform, request: FastifyRequest<{ Para
   return action;
 }
 
-/** The version a read names by Qualifier (or an ARN's suffix); `latest` when it is $LATEST. */
+/**
+ * The version a read names by Qualifier (or an ARN's suffix): a version, an alias (its own
+ * version, not a weighted pick) or the latest; `latest` when it is $LATEST, `alias` when one was named.
+ */
 async function findFunction(
   platform: Platform,
   request: FastifyRequest<{ Params: NameParams }>,
-): Promise<{ version: ActionVersion; latest: boolean }> {
+): Promise<{ version: ActionVersion; latest: boolean; alias?: string }> {
   const { Qualifier } = parseQuery(QualifierQuerySchema, request);
   const named = functionName(request.params.name);
-  const qualifier = Qualifier ?? named.qualifier;
-  const version = isolaVersion(qualifier);
+  const qualifier = qualifierOf(named, Qualifier);
+  const kind = qualifierKind(qualifier);
+  const version =
+    kind.kind === 'alias'
+      ? await aliasVersion(platform, arnScope(request), named.name, kind.alias, false)
+      : kind.kind === 'version'
+        ? kind.version
+        : undefined;
   const action = await platform.actions.get(callerNamespace(request), named.name, version);
   if (!action)
     throw resourceNotFound(`Function not found: ${named.name}${qualifier !== undefined ? `:${qualifier.slice(0, 40)}` : ''}`);
-  return { version: action, latest: version === undefined };
+  return { version: action, latest: version === undefined, ...(kind.kind === 'alias' ? { alias: kind.alias } : {}) };
+}
+
+/** The configuration a read shows: an alias's ARN when it was read through one. */
+function shownConfiguration(found: { version: ActionVersion; latest: boolean; alias?: string }, scope: ArnScope) {
+  const configuration = functionConfiguration(found.version, scope, found.latest);
+  return found.alias !== undefined
+    ? { ...configuration, FunctionArn: functionArn(scope, found.version.name, found.alias) }
+    : configuration;
 }

@@ -1,5 +1,7 @@
 import { assertActionName } from '../../core/names.js';
+import { isAliasName } from '../../platform/aliases.js';
 import type { FunctionRef } from '../../platform/invoke.js';
+import { invalidParameter } from './errors.js';
 
 const ARN_PREFIX = /^arn:aws[\w-]*:lambda:[^:]*:[^:]*:function:/;
 
@@ -9,7 +11,7 @@ export function functionName(param: string): { name: string; qualifier?: string 
   const at = unprefixed.indexOf(':');
   const name = at < 0 ? unprefixed : unprefixed.slice(0, at);
   const qualifier = at < 0 ? undefined : unprefixed.slice(at + 1);
-  return { name: assertActionName(name), ...(qualifier ? { qualifier } : {}) };
+  return { name: assertActionName(name, 'function'), ...(qualifier ? { qualifier } : {}) };
 }
 
 /**
@@ -29,10 +31,38 @@ export function lambdaVersion(version: string): string {
 }
 
 /**
- * The function and version an Invoke names: the version from `Qualifier` (a qualifier at the end
- * of an ARN is not applied, as before aliases exist).
+ * The function an Invoke names, and the qualifier it asks for: `Qualifier`, or the ARN's suffix
+ * (both at once must agree). A version is applied to the ref here; an alias is returned for the
+ * caller to resolve.
  */
-export function functionRef(namespace: string, param: string, qualifier?: string): FunctionRef {
+export function invokeTarget(
+  namespace: string,
+  param: string,
+  qualifier?: string,
+): { ref: FunctionRef; qualifier?: string; alias?: string } {
+  const named = functionName(param);
+  const asked = qualifierOf(named, qualifier);
+  const kind = qualifierKind(asked);
+  return {
+    ref: { namespace, name: named.name, ...(kind.kind === 'version' ? { version: kind.version } : {}) },
+    ...(asked !== undefined ? { qualifier: asked } : {}),
+    ...(kind.kind === 'alias' ? { alias: kind.alias } : {}),
+  };
+}
+
+/** `Qualifier` or the ARN's own qualifier; both, when they differ, are refused as Lambda refuses them. */
+export function qualifierOf(named: { qualifier?: string }, qualifier: string | undefined): string | undefined {
+  if (qualifier !== undefined && named.qualifier !== undefined && qualifier !== named.qualifier)
+    throw invalidParameter('The derived qualifier from the function name does not match the specified qualifier.');
+  return qualifier ?? named.qualifier;
+}
+
+/** What a qualifier names: the latest version, a stored version, or an alias (by Lambda's alias rule). */
+export function qualifierKind(
+  qualifier: string | undefined,
+): { kind: 'latest' } | { kind: 'version'; version: string } | { kind: 'alias'; alias: string } {
   const version = isolaVersion(qualifier);
-  return { namespace, name: functionName(param).name, ...(version !== undefined ? { version } : {}) };
+  if (version === undefined) return { kind: 'latest' };
+  if (version === qualifier && isAliasName(qualifier)) return { kind: 'alias', alias: qualifier };
+  return { kind: 'version', version };
 }

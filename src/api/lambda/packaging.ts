@@ -1,6 +1,8 @@
+import { zipSync } from 'fflate';
 import { IsolaError } from '../../core/errors.js';
 import type { Kind } from '../../core/kinds.js';
 import { assertEntryPoint } from '../../core/names.js';
+import type { ActionVersion } from '../../core/types.js';
 import { isZip, packZip, readZip, type ZipFile } from '../../platform/packages/zip.js';
 import { invalidParameter } from './errors.js';
 
@@ -169,4 +171,54 @@ function javaMain(handler: string): string {
     );
   }
   return `${className}#${method}`;
+}
+
+/** The file a single-file function's source is, by kind, when no Lambda Handler names it. */
+const SOURCE_FILES: Readonly<Record<Kind, string>> = {
+  'nodejs:20': 'index.js',
+  'python:3': 'lambda_function.py',
+  'java:17': 'Main.java',
+  'go:1.19': 'main.go',
+  'ruby:3.1': 'lambda_function.rb',
+  'php:8.2': 'index.php',
+  native: 'exec',
+  wasm: 'function.wasm',
+};
+
+const SOURCE_EXTENSIONS: Readonly<Partial<Record<Kind, string>>> = {
+  'nodejs:20': '.js',
+  'python:3': '.py',
+  'go:1.19': '.go',
+  'ruby:3.1': '.rb',
+  'php:8.2': '.php',
+};
+
+/** Where a single-file function's code goes in its deployment package. */
+export function sourceFileName(action: Pick<ActionVersion, 'exec'>, handler: string | undefined): string {
+  const { kind, main } = action.exec;
+  const extension = SOURCE_EXTENSIONS[kind];
+  // A Lambda Handler `file.export` names the file (as Lambda finds it).
+  const at = handler?.lastIndexOf('.') ?? -1;
+  const file = handler !== undefined && at > 0 ? handler.slice(0, at) : undefined;
+  if (extension !== undefined && file !== undefined && /^[\w-]+(\/[\w-]+)*$/.test(file)) return `${file}${extension}`;
+  if (kind === 'java:17' && main !== undefined) {
+    const className = main.split('#')[0] ?? '';
+    if (/^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/.test(className)) return `${className.replace(/\./g, '/')}.java`;
+  }
+  return SOURCE_FILES[kind];
+}
+
+/**
+ * A function's deployment package as Lambda hands it out: the stored zip as it is (a jar too),
+ * and a single file zipped under the name its Handler implies (an executable `exec` keeps its
+ * mode). Undefined for what has no code (a sequence, empty code).
+ */
+export function deploymentPackage(action: ActionVersion, handler: string | undefined): Buffer | undefined {
+  if (action.sequence || action.exec.code === '') return undefined;
+  const bytes = action.exec.binary ? Buffer.from(action.exec.code, 'base64') : Buffer.from(action.exec.code, 'utf8');
+  if (action.exec.binary && isZip(bytes)) return bytes;
+  const name = sourceFileName(action, handler);
+  // Unix permissions in the high half of the external attributes: rwxr-xr-x for an executable.
+  const mode = action.exec.kind === 'native' ? 0o100755 : 0o100644;
+  return Buffer.from(zipSync({ [name]: [bytes, { os: 3, attrs: (mode << 16) >>> 0, level: 6 }] }));
 }

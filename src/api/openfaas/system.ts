@@ -75,7 +75,7 @@ export function registerOpenFaasSystemRoutes(scope: FastifyInstance, platform: P
     const body = jsonObject(request);
     const name = body.functionName;
     if (typeof name !== 'string' || name === '') throw badRequest('The body must name the function: {"functionName": "NAME"}.');
-    assertActionName(name);
+    assertActionName(name, 'function');
     await platform.deleteAction(namespace, name);
     return reply.code(200).send();
   });
@@ -120,7 +120,7 @@ function ownNamespace(request: FastifyRequest): string {
 }
 
 async function existing(platform: Platform, namespace: string, name: string): Promise<ActionVersion> {
-  assertActionName(name);
+  assertActionName(name, 'function');
   const action = await platform.actions.get(namespace, name);
   if (!action) throw notFound(`The function "${name}" does not exist in namespace "${namespace}".`);
   return action;

@@ -118,7 +118,7 @@ export class ActionRepository {
     return rows.map(fromVersionRow).sort((a, b) => compareVersions(b.version, a.version));
   }
 
-  /** Deletes an action and its versions; returns the latest version that was deleted. */
+  /** Deletes an action, its versions and its aliases; returns the latest version that was deleted. */
   delete(namespace: string, name: string): Promise<ActionVersion | undefined> {
     return this.db.transaction().execute(async (trx) => {
       await this.database.lock(trx, `action:${namespace}/${name}`);
@@ -126,6 +126,8 @@ export class ActionRepository {
       if (!latest) return undefined;
       await trx.deleteFrom('actions').where('namespace', '=', namespace).where('name', '=', name).execute();
       await trx.deleteFrom('action_versions').where('namespace', '=', namespace).where('name', '=', name).execute();
+      // Its aliases name versions that are gone now.
+      await trx.deleteFrom('aliases').where('namespace', '=', namespace).where('function', '=', name).execute();
       return latest;
     });
   }

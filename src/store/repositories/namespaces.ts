@@ -66,8 +66,8 @@ export class NamespaceRepository {
 
   /**
    * Deletes a namespace with everything in it, in one transaction: its credentials, actions,
-   * versions and version counters, activations (queued and running ones too), triggers and
-   * rules. Undefined when there was no such namespace.
+   * versions, aliases and version counters, activations (queued and running ones too), triggers
+   * and rules. Undefined when there was no such namespace.
    */
   purge(name: string): Promise<NamespacePurge | undefined> {
     return this.db.transaction().execute(async (trx) => {
@@ -77,6 +77,7 @@ export class NamespaceRepository {
       const actions = count(await trx.deleteFrom('actions').where('namespace', '=', name).executeTakeFirstOrThrow());
       const versions = count(await trx.deleteFrom('action_versions').where('namespace', '=', name).executeTakeFirstOrThrow());
       await trx.deleteFrom('version_counters').where('namespace', '=', name).execute();
+      await trx.deleteFrom('aliases').where('namespace', '=', name).execute();
       const activations = count(await trx.deleteFrom('activations').where('namespace', '=', name).executeTakeFirstOrThrow());
       const triggers = count(await trx.deleteFrom('triggers').where('namespace', '=', name).executeTakeFirstOrThrow());
       const rules = count(await trx.deleteFrom('rules').where('namespace', '=', name).executeTakeFirstOrThrow());
