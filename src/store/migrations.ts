@@ -158,6 +158,24 @@ function migrations(dialect: DialectName): Record<string, Migration> {
         for (const counter of highest.values()) await counters.insertInto('version_counters').values(counter).execute();
       },
     },
+    // 0004 and 0005 belong to changes made at the same time; the migrator takes them in any order.
+    '0006_api_routes': {
+      async up(db: Kysely<unknown>) {
+        // OpenWhisk's API gateway routes: one row per operation (verb) of a path under a base path.
+        await db.schema
+          .createTable('api_routes')
+          .addColumn('namespace', text, (c) => c.notNull())
+          .addColumn('base_path', text, (c) => c.notNull())
+          .addColumn('rel_path', text, (c) => c.notNull())
+          .addColumn('verb', text, (c) => c.notNull())
+          .addColumn('action', text, (c) => c.notNull())
+          .addColumn('response_type', text, (c) => c.notNull())
+          .addColumn('api_name', text, (c) => c.notNull())
+          .addColumn('created', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('api_routes_pk', ['namespace', 'base_path', 'rel_path', 'verb'])
+          .execute();
+      },
+    },
   };
 }
 
