@@ -21,6 +21,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   property: async () => (await import('./commands/property.js')).registerPropertyCommands,
   trigger: async () => (await import('./commands/trigger.js')).registerTriggerCommands,
   rule: async () => (await import('./commands/rule.js')).registerRuleCommands,
+  api: async () => (await import('./commands/api.js')).registerApiCommands,
 };
 /** The program's options that take a value: what follows them is not the command's name. */
 const TAKES_VALUE = new Set(['--apihost', '--auth', '--data-dir']);

@@ -10,6 +10,7 @@ import { parsePolicy } from '../scheduler/policy.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { ActivationRetention } from '../store/retention.js';
 import { type NamespacePurge, Store } from '../store/store.js';
+import { ApiGateway } from './api-gateway.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
 import { FunctionPackages } from './function-packages.js';
 import { type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
@@ -32,7 +33,7 @@ export interface PlatformEvents {
 /**
  * Everything behind the doors: store, backends, scheduler and the invoker, wired together. The
  * doors invoke through `invoke` and read through the read models (`actions`, `activations`,
- * `namespaces`, `triggers`, `rules`); only the platform talks to the store.
+ * `namespaces`, `triggers`, `rules`, `apis`); only the platform talks to the store.
  */
 export class Platform {
   private readonly authCache = new Map<string, { namespace: string | undefined; expires: number }>();
@@ -41,6 +42,8 @@ export class Platform {
   readonly namespaces: Namespaces;
   readonly triggers: Triggers;
   readonly rules: Rules;
+  /** OpenWhisk's API gateway routes. */
+  readonly apis: ApiGateway;
   private readonly invocations: InvokePath;
   private readonly retention: ActivationRetention;
 
@@ -67,6 +70,7 @@ export class Platform {
     this.activations = new Activations(store);
     this.namespaces = new Namespaces(store, (name) => this.deleteNamespace(name));
     this.rules = new Rules(store);
+    this.apis = new ApiGateway(store, this.actions);
     this.invocations = new InvokePath({
       store,
       scheduler,
