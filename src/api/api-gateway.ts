@@ -233,7 +233,11 @@ interface GatewayContext {
 }
 
 async function gatewayContext(platform: Platform, request: FastifyRequest, namespace: string): Promise<GatewayContext> {
-  return { namespace, namespaceId: await platform.apis.namespaceId(namespace), origin: `${request.protocol}://${request.host}` };
+  return {
+    namespace,
+    namespaceId: await platform.apis.namespaceId(namespace),
+    origin: `${request.protocol}://${request.host || 'localhost'}`,
+  };
 }
 
 /** OpenWhisk's API value: the swagger document and the URL the API is served at. */

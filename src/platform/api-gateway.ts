@@ -99,6 +99,8 @@ export class ApiGateway {
 
   /** The route a request to `/api/{namespaceId}{path}` with this verb runs, if any. */
   async match(namespaceId: string, path: string, verb: string): Promise<GatewayMatch> {
+    // No credentials are that long or hold a NUL (which PostgreSQL cannot even compare).
+    if (namespaceId.length > 256 || namespaceId.includes('\0')) return { kind: 'none' };
     const owner = await this.store.keyOf(namespaceId);
     if (!owner) return { kind: 'none' };
     const routes = await this.store.listApiRoutes(owner.namespace);
