@@ -253,7 +253,7 @@ describe('API gateway routes through the openwhisk client', () => {
     const before = JSON.stringify(await apis());
     const create = (body: unknown, query = '') =>
       server.request<{ error: string }>('POST', `/api/v1/web/whisk.system/apimgmt/createApi.http${query}`, body);
-    const route = (fields: Record<string, unknown> = {}, action: Record<string, unknown> = {}) => ({
+    const route = (fields: Record<string, unknown> = {}) => ({
       apidoc: {
         namespace: '_',
         gatewayBasePath: '/bad',
@@ -268,7 +268,6 @@ describe('API gateway routes through the openwhisk client', () => {
         },
         ...fields,
       },
-      ...(Object.keys(action).length > 0 ? {} : {}),
     });
     const withAction = (action: Record<string, unknown>) => ({
       apidoc: { ...route().apidoc, action: { ...route().apidoc.action, ...action } },
