@@ -5,6 +5,7 @@ import { IsolaError } from '../core/errors.js';
 import { newRequestId } from '../core/ids.js';
 import type { Platform } from '../platform/platform.js';
 import { adminOnly, registerAdminRoutes } from './admin.js';
+import { registerApiGatewayRoutes } from './api-gateway.js';
 import { parseJson } from './json.js';
 import { registerLambdaRoutes } from './lambda.js';
 import { registerOpenFaasRoutes } from './openfaas.js';
@@ -132,5 +133,6 @@ export function buildServer(platform: Platform): FastifyInstance {
   registerLambdaRoutes(app, platform);
   registerOpenFaasRoutes(app, platform);
   registerAdminRoutes(app, platform);
+  registerApiGatewayRoutes(app, platform);
   return app;
 }

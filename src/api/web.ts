@@ -22,6 +22,17 @@ export interface WebCall {
   rendered: () => WebResponse | undefined;
 }
 
+/** What a web request runs: the function, the extension its result is rendered as, the path below it. */
+export interface WebTarget {
+  namespace: string;
+  name: string;
+  extension: WebExtension | undefined;
+  /** `__ow_path`: the request's path past the function. */
+  path: string;
+  /** Parameters the URL itself carries (an API route's path parameters); they win over query and body. */
+  pathParams?: Record<string, string>;
+}
+
 /**
  * `/api/v1/web/{namespace}/{package|default}/{action}[.ext][/path]`, any method, with any body. The result
  * is rendered as the run ends (the command's `checkResult`), so that a result HTTP cannot carry
@@ -36,12 +47,17 @@ export function parseWebCall(request: FastifyRequest<{ Params: WebParams }>, cal
   const base = extension ? first.slice(0, dot) : first;
   // `default` is OpenWhisk's name for "no package".
   const name = pkg === 'default' ? base : `${pkg}/${base}`;
-  const params = attempt(() => httpParams(request, rest.length > 0 ? `/${rest.join('/')}` : ''));
+  return webCall(request, caller, { namespace, name, extension, path: rest.length > 0 ? `/${rest.join('/')}` : '' });
+}
+
+/** A web call to a known target, from any door that serves web actions (the API gateway, too). */
+export function webCall(request: FastifyRequest, caller: Caller, target: WebTarget): WebCall {
+  const params = attempt(() => ({ ...httpParams(request, target.path), ...target.pathParams }));
   const failed = params instanceof IsolaError;
   let rendered: WebResponse | undefined;
   const checkResult = (result: unknown) => {
     try {
-      rendered = renderWebResult(result, extension);
+      rendered = renderWebResult(result, target.extension);
       return undefined;
     } catch (error) {
       if (error instanceof WebResultError) return error.message;
@@ -50,7 +66,7 @@ export function parseWebCall(request: FastifyRequest<{ Params: WebParams }>, cal
   };
   return {
     command: {
-      function: { namespace, name },
+      function: { namespace: target.namespace, name: target.name },
       params: failed ? {} : params,
       mode: failed ? 'dry-run' : 'sync',
       door: 'web',

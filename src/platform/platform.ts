@@ -12,6 +12,7 @@ import { Scheduler } from '../scheduler/scheduler.js';
 import { ActivationRetention } from '../store/retention.js';
 import { type NamespacePurge, Store } from '../store/store.js';
 import { FunctionAliases } from './aliases.js';
+import { ApiGateway } from './api-gateway.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
 import { FunctionPackages } from './function-packages.js';
 import { type FunctionRef, type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
@@ -36,7 +37,7 @@ export interface PlatformEvents {
 /**
  * Everything behind the doors: store, backends, scheduler and the invoker, wired together. The
  * doors invoke through `invoke` and read through the read models (`actions`, `activations`,
- * `namespaces`, `triggers`, `rules`); only the platform talks to the store.
+ * `namespaces`, `triggers`, `rules`, `apis`); only the platform talks to the store.
  */
 export class Platform {
   private readonly authCache = new Map<string, { namespace: string | undefined; expires: number }>();
@@ -50,6 +51,8 @@ export class Platform {
   readonly aliases: FunctionAliases;
   /** Signs links that work without credentials for a while (see SignedLinks). */
   readonly links: SignedLinks;
+  /** OpenWhisk's API gateway routes. */
+  readonly apis: ApiGateway;
   private readonly invocations: InvokePath;
   private readonly retention: ActivationRetention;
 
@@ -83,6 +86,7 @@ export class Platform {
     );
     this.aliases = new FunctionAliases(store);
     this.links = SignedLinks.forDataDir(config.dataDir);
+    this.apis = new ApiGateway(store, (ref) => this.findAction(ref));
     this.invocations = new InvokePath({
       store,
       scheduler,

@@ -79,7 +79,12 @@ export async function connectDatabase(setting: DatabaseSetting): Promise<StoreDa
 
 /** Runs the migrations not run yet; closes the database and throws when one fails. */
 export async function migrateDatabase(database: StoreDatabase): Promise<void> {
-  const migrator = new Migrator({ db: database.db, provider: migrationProvider(database.dialect) });
+  // Unordered: migrations written side by side may land in another order than their names.
+  const migrator = new Migrator({
+    db: database.db,
+    provider: migrationProvider(database.dialect),
+    allowUnorderedMigrations: true,
+  });
   const { error, results } = await migrator.migrateToLatest();
   const failed = results?.find((r) => r.status === 'Error');
   if (error || failed) {

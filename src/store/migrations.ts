@@ -201,6 +201,23 @@ function migrations(dialect: DialectName): Record<string, Migration> {
           .execute();
       },
     },
+    '0006_api_routes': {
+      async up(db: Kysely<unknown>) {
+        // OpenWhisk's API gateway routes: one row per operation (verb) of a path under a base path.
+        await db.schema
+          .createTable('api_routes')
+          .addColumn('namespace', text, (c) => c.notNull())
+          .addColumn('base_path', text, (c) => c.notNull())
+          .addColumn('rel_path', text, (c) => c.notNull())
+          .addColumn('verb', text, (c) => c.notNull())
+          .addColumn('action', text, (c) => c.notNull())
+          .addColumn('response_type', text, (c) => c.notNull())
+          .addColumn('api_name', text, (c) => c.notNull())
+          .addColumn('created', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('api_routes_pk', ['namespace', 'base_path', 'rel_path', 'verb'])
+          .execute();
+      },
+    },
   };
 }
 

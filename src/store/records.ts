@@ -66,6 +66,26 @@ export interface PackageRecord {
   updated: number;
 }
 
+/** One operation of an API gateway route (see ApiRoutesTable). */
+export interface ApiRouteRecord {
+  namespace: string;
+  basePath: string;
+  relPath: string;
+  verb: string;
+  action: string;
+  responseType: string;
+  apiName: string;
+  created: number;
+}
+
+/** Which routes of a namespace: one API (by base path or name), narrowed to a path and a verb. */
+export interface ApiRouteFilter {
+  /** A base path (starts with '/') or an API name. */
+  api?: string;
+  relPath?: string;
+  verb?: string;
+}
+
 /** What deleting a namespace removed. */
 export interface NamespacePurge {
   namespace: string;

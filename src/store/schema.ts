@@ -116,6 +116,24 @@ export interface AliasesTable {
   updated: number;
 }
 
+/** One operation of an API gateway route: a verb on a path under a base path, served by a web action. */
+export interface ApiRoutesTable {
+  namespace: string;
+  /** Starts with '/' ('/' alone for none). */
+  base_path: string;
+  /** Starts with '/'; may hold path parameters such as `{id}`. */
+  rel_path: string;
+  /** Upper case: GET, POST, ... */
+  verb: string;
+  /** As given: `action` or `package/action`. */
+  action: string;
+  /** The web action extension the result is rendered as: json, http, text, html, svg. */
+  response_type: string;
+  /** The API's name; the base path when none was given. */
+  api_name: string;
+  created: number;
+}
+
 export interface Database {
   namespaces: NamespacesTable;
   actions: ActionsTable;
@@ -126,4 +144,5 @@ export interface Database {
   version_counters: VersionCountersTable;
   packages: PackagesTable;
   aliases: AliasesTable;
+  api_routes: ApiRoutesTable;
 }

@@ -138,6 +138,7 @@ for (const database of DATABASES) {
             ['0003_revisions_and_version_counters', true],
             ['0004_packages', true],
             ['0005_lambda_aliases', true],
+            ['0006_api_routes', true],
           ],
         );
         const again = await Store.open(setting);
@@ -634,6 +635,97 @@ for (const database of DATABASES) {
       });
     });
 
+    describe('API routes', () => {
+      const op = (relPath: string, verb: string, action = 'hello', responseType = 'json') => ({
+        relPath,
+        verb,
+        action,
+        responseType,
+      });
+
+      it('group operations into APIs by base path; an API keeps its first name; a repeated operation is replaced', async () => {
+        const first = await store.putApiRoutes('apis', '/club', 'Book Club', [op('/books', 'GET', 'getBooks')], {
+          replace: false,
+        });
+        assert.deepEqual(
+          first.map((r) => [r.basePath, r.relPath, r.verb, r.action, r.responseType, r.apiName]),
+          [['/club', '/books', 'GET', 'getBooks', 'json', 'Book Club']],
+        );
+        assert.ok(first[0] && first[0].created > 0);
+        // A second operation without a name, and one with another name: both join "Book Club".
+        await store.putApiRoutes('apis', '/club', undefined, [op('/books', 'POST', 'postBooks', 'http')], { replace: false });
+        const third = await store.putApiRoutes('apis', '/club', 'Other', [op('/books/{isbn}', 'GET', 'pkg/getBook')], {
+          replace: false,
+        });
+        assert.deepEqual(
+          third.map((r) => [r.relPath, r.verb, r.action, r.apiName]),
+          [
+            ['/books', 'GET', 'getBooks', 'Book Club'],
+            ['/books', 'POST', 'postBooks', 'Book Club'],
+            ['/books/{isbn}', 'GET', 'pkg/getBook', 'Book Club'],
+          ],
+        );
+        // The same path and verb again: replaced, not added.
+        await store.putApiRoutes('apis', '/club', undefined, [op('/books', 'GET', 'listBooks', 'text')], { replace: false });
+        const get = await store.listApiRoutes('apis', { api: '/club', relPath: '/books', verb: 'GET' });
+        assert.deepEqual(
+          get.map((r) => [r.action, r.responseType]),
+          [['listBooks', 'text']],
+        );
+        // No name given: the base path is the name. Another namespace is apart.
+        await store.putApiRoutes('apis', '/', undefined, [op('/root', 'GET')], { replace: false });
+        await store.putApiRoutes('apis-other', '/club', undefined, [op('/books', 'GET')], { replace: false });
+        assert.deepEqual(
+          (await store.listApiRoutes('apis')).map((r) => `${r.apiName} ${r.basePath}${r.relPath} ${r.verb}`),
+          ['/ //root GET', 'Book Club /club/books GET', 'Book Club /club/books POST', 'Book Club /club/books/{isbn} GET'],
+        );
+        // An API by its name rather than its base path.
+        assert.equal((await store.listApiRoutes('apis', { api: 'Book Club' })).length, 3);
+        assert.deepEqual(await store.listApiRoutes('apis', { api: '/nothing' }), []);
+        assert.equal((await store.listApiRoutes('apis-other')).length, 1);
+      });
+
+      it('replace an API whole, and delete by API, path and verb', async () => {
+        await store.putApiRoutes('apis-del', '/v1', 'V1', [op('/a', 'GET'), op('/a', 'PUT'), op('/b', 'GET')], {
+          replace: false,
+        });
+        const replaced = await store.putApiRoutes('apis-del', '/v1', 'Renamed', [op('/a', 'GET'), op('/c', 'DELETE')], {
+          replace: true,
+        });
+        assert.deepEqual(
+          replaced.map((r) => `${r.apiName} ${r.relPath} ${r.verb}`),
+          ['Renamed /a GET', 'Renamed /c DELETE'],
+        );
+        await store.putApiRoutes('apis-del', '/v2', undefined, [op('/a', 'GET')], { replace: false });
+        assert.deepEqual(await store.deleteApiRoutes('apis-del', { api: '/v1', relPath: '/a', verb: 'PUT' }), []);
+        const one = await store.deleteApiRoutes('apis-del', { api: '/v1', relPath: '/c', verb: 'DELETE' });
+        assert.deepEqual(
+          one.map((r) => `${r.basePath}${r.relPath} ${r.verb}`),
+          ['/v1/c DELETE'],
+        );
+        const api = await store.deleteApiRoutes('apis-del', { api: 'Renamed' });
+        assert.deepEqual(
+          api.map((r) => `${r.basePath}${r.relPath} ${r.verb}`),
+          ['/v1/a GET'],
+        );
+        assert.deepEqual(
+          (await store.listApiRoutes('apis-del')).map((r) => r.basePath),
+          ['/v2'],
+        );
+      });
+
+      it('store every operation of concurrent puts to one API', async () => {
+        await Promise.all(
+          Array.from({ length: 8 }, (_, i) =>
+            store.putApiRoutes('apis-race', '/r', `name-${i}`, [op(`/p${i}`, 'GET')], { replace: false }),
+          ),
+        );
+        const routes = await store.listApiRoutes('apis-race');
+        assert.equal(routes.length, 8);
+        assert.equal(new Set(routes.map((r) => r.apiName)).size, 1);
+      });
+    });
+
     describe('text with a NUL character (which PostgreSQL cannot store)', () => {
       it('finds nothing when looked up by, and changes nothing', async () => {
         const odd = 'a\0b';
@@ -735,6 +827,9 @@ for (const database of DATABASES) {
             { namespace: ns, name: 'p', parameters: [], annotations: [], publish: false },
             { overwrite: false },
           );
+          await store.putApiRoutes(ns, '/api', undefined, [{ relPath: '/f', verb: 'GET', action: 'f', responseType: 'json' }], {
+            replace: false,
+          });
         }
         // A run of the old tenant that ends while the purge is under way: its record is not written.
         const acceptedBefore = Date.now();
@@ -758,6 +853,7 @@ for (const database of DATABASES) {
         assert.equal((await store.queuedActivations()).filter((a) => a.namespace === 'doomed').length, 0);
         assert.deepEqual(await store.listTriggers('doomed'), []);
         assert.deepEqual(await store.listRules('doomed'), []);
+        assert.deepEqual(await store.listApiRoutes('doomed'), []);
         // Records of what the old tenant started before the purge stay out.
         await store.completeActivation(finished('doomed', 'f', activationId(), 3), acceptedBefore);
         assert.deepEqual(await store.listActivations('doomed', { limit: 10, skip: 0 }), []);
@@ -765,6 +861,7 @@ for (const database of DATABASES) {
         assert.deepEqual(await store.actionNames('kept'), ['f', 'g']);
         assert.equal((await store.listActivations('kept', { limit: 10, skip: 0 })).length, 1);
         assert.equal((await store.listRules('kept')).length, 1);
+        assert.equal((await store.listApiRoutes('kept')).length, 1);
         // Made again: version numbers start over, and new activations are recorded.
         await store.createNamespace('doomed', 'uuid-doomed-2', 'key');
         assert.equal((await store.putAction(action('doomed', 'f'), { overwrite: false })).version, '0.0.1');

@@ -4,6 +4,8 @@ import type { ActivationWriter } from './activation-writer.js';
 import { type DatabaseSetting, type DialectName, openDatabase, type StoreDatabase } from './database.js';
 import type {
   ActivationQuery,
+  ApiRouteFilter,
+  ApiRouteRecord,
   ListPage,
   NamespacePurge,
   NamespaceRow,
@@ -14,6 +16,7 @@ import type {
 import { ActionRepository } from './repositories/actions.js';
 import { ActivationRepository } from './repositories/activations.js';
 import { AliasRepository } from './repositories/aliases.js';
+import { type ApiOperationInput, ApiRouteRepository } from './repositories/api-routes.js';
 import { NamespaceRepository } from './repositories/namespaces.js';
 import { PackageRepository } from './repositories/packages.js';
 import { RuleRepository, TriggerRepository } from './repositories/triggers.js';
@@ -24,6 +27,8 @@ export type {
   ActivationQuery,
   AliasRecord,
   AliasTarget,
+  ApiRouteFilter,
+  ApiRouteRecord,
   ListPage,
   NamespacePurge,
   NamespaceRow,
@@ -33,6 +38,7 @@ export type {
   TriggerRecord,
 } from './records.js';
 export { LATEST_VERSION } from './records.js';
+export type { ApiOperationInput } from './repositories/api-routes.js';
 export { hashKey } from './repositories/namespaces.js';
 export type { ActivationRow } from './schema.js';
 
@@ -41,7 +47,7 @@ export type StoreOptions = DatabaseSetting;
 
 /**
  * Persistence: namespaces, actions and their versions, activations (and the asynchronous queue),
- * triggers and rules, each a repository over one query layer on SQLite or PostgreSQL. The
+ * triggers and rules, API gateway routes, each a repository over one query layer on SQLite or PostgreSQL. The
  * methods here are the store's interface as callers use it; each hands over to its repository.
  */
 export class Store {
@@ -52,6 +58,7 @@ export class Store {
   readonly rules: RuleRepository;
   readonly packages: PackageRepository;
   readonly aliases: AliasRepository;
+  readonly apiRoutes: ApiRouteRepository;
 
   private constructor(private readonly database: StoreDatabase) {
     this.namespaces = new NamespaceRepository(database);
@@ -61,6 +68,7 @@ export class Store {
     this.rules = new RuleRepository(database);
     this.packages = new PackageRepository(database);
     this.aliases = new AliasRepository(database);
+    this.apiRoutes = new ApiRouteRepository(database);
   }
 
   /** Opens the SQLite file in the data dir, or the PostgreSQL database `databaseUrl` names, and migrates it. */
@@ -121,7 +129,7 @@ export class Store {
 
   /**
    * Deletes a namespace with everything in it: its credentials, actions, versions and version
-   * counters, activations (queued and running ones too), triggers and rules. A namespace created
+   * counters, activations (queued and running ones too), triggers, rules and API routes. A namespace created
    * again under the same name starts empty. Undefined when there was no such namespace.
    */
   async purgeNamespace(name: string): Promise<NamespacePurge | undefined> {
@@ -284,5 +292,26 @@ export class Store {
 
   deleteRule(namespace: string, name: string): Promise<RuleRecord | undefined> {
     return this.rules.delete(namespace, name);
+  }
+
+  // ---- API gateway routes -----------------------------------------------------------------
+
+  /** Stores operations under one API (replacing the API's others with `replace`); returns the API's operations. */
+  putApiRoutes(
+    namespace: string,
+    basePath: string,
+    apiName: string | undefined,
+    operations: readonly ApiOperationInput[],
+    options: { replace: boolean },
+  ): Promise<ApiRouteRecord[]> {
+    return this.apiRoutes.put(namespace, basePath, apiName, operations, options);
+  }
+
+  listApiRoutes(namespace: string, filter?: ApiRouteFilter): Promise<ApiRouteRecord[]> {
+    return this.apiRoutes.list(namespace, filter);
+  }
+
+  deleteApiRoutes(namespace: string, filter: ApiRouteFilter): Promise<ApiRouteRecord[]> {
+    return this.apiRoutes.delete(namespace, filter);
   }
 }

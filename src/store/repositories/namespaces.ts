@@ -66,8 +66,8 @@ export class NamespaceRepository {
 
   /**
    * Deletes a namespace with everything in it, in one transaction: its credentials, actions,
-   * versions, aliases and version counters, activations (queued and running ones too), triggers
-   * and rules. Undefined when there was no such namespace.
+   * versions, aliases and version counters, activations (queued and running ones too), triggers,
+   * rules, packages and API routes. Undefined when there was no such namespace.
    */
   purge(name: string): Promise<NamespacePurge | undefined> {
     return this.db.transaction().execute(async (trx) => {
@@ -82,6 +82,7 @@ export class NamespaceRepository {
       const triggers = count(await trx.deleteFrom('triggers').where('namespace', '=', name).executeTakeFirstOrThrow());
       const rules = count(await trx.deleteFrom('rules').where('namespace', '=', name).executeTakeFirstOrThrow());
       const packages = count(await trx.deleteFrom('packages').where('namespace', '=', name).executeTakeFirstOrThrow());
+      await trx.deleteFrom('api_routes').where('namespace', '=', name).execute();
       return { namespace: name, actions, versions, activations, triggers, rules, packages };
     });
   }
