@@ -157,6 +157,11 @@ export class Triggers {
     this.alarms.delete(key);
   }
 
+  /** When a trigger's alarm fires next: undefined when none is scheduled (no alarm, paused, ended). */
+  nextAlarm(namespace: string, name: string): Date | undefined {
+    return this.alarms.get(`${namespace}/${name}`)?.nextRun() ?? undefined;
+  }
+
   /**
    * Applies an alarms feed action's answer (a feed event, see AlarmFeedEventSchema) for the
    * subject namespace `subject`, whose trigger it must name: CREATE stores and schedules the
