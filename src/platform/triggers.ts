@@ -100,7 +100,8 @@ export class Triggers {
       options,
     );
     await this.schedule(stored);
-    return stored;
+    // Scheduling stores an alarm found expired as ended: answer what is stored now.
+    return alarmOf(stored.annotations) ? ((await this.host.store.getTrigger(stored.namespace, stored.name)) ?? stored) : stored;
   }
 
   /** Deletes a trigger and stops its schedule; undefined when there is none. */
