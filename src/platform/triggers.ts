@@ -258,7 +258,9 @@ export class Triggers {
     const trigger = await this.host.store.getTrigger(namespace, name);
     const alarm = trigger && alarmOf(trigger.annotations);
     if (!trigger || alarm?.status !== 'active') {
-      this.unschedule(namespace, name);
+      // Only the alarm: a cron annotation on the same trigger keeps its own schedule.
+      this.alarms.delete(key);
+      job.stop();
       return;
     }
     try {
