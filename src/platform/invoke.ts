@@ -53,6 +53,8 @@ export interface InvokeCommand {
    * message when the result breaks it, which makes the activation the function's error.
    */
   checkResult?: (result: unknown) => string | undefined;
+  /** `sync` only: the platform's part of a system action, applied to its result (see `Invocation.applyResult`). */
+  applyResult?: (result: unknown) => Promise<unknown>;
 }
 
 export type RejectReason = 'forbidden' | 'unauthorised' | 'queue-full' | 'too-big';
@@ -193,6 +195,7 @@ export class InvokePath {
           accepted,
           annotations,
           ...(command.checkResult ? { checkResult: command.checkResult } : {}),
+          ...(command.applyResult ? { applyResult: command.applyResult } : {}),
         });
     const waitMs = Math.min(command.waitMs ?? this.options.blockingWaitMs, this.options.blockingWaitMs);
     let timer: NodeJS.Timeout | undefined;

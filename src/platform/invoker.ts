@@ -1,3 +1,4 @@
+import { IsolaError } from '../core/errors.js';
 import { newActivationId } from '../core/ids.js';
 import { MAX_JSON_DEPTH, nestedDeeperThan } from '../core/limits.js';
 import { qualifiedName } from '../core/names.js';
@@ -29,6 +30,12 @@ export interface Invocation {
    * the result breaks it, which makes the activation the function's error, recorded as such.
    */
   checkResult?: (result: unknown) => string | undefined;
+  /**
+   * The platform's own part of a system action (a feed's effect on a trigger), applied to a
+   * successful result before the record is stored: its answer becomes the result, and a refusal
+   * (an IsolaError) the activation's application error.
+   */
+  applyResult?: (result: unknown) => Promise<unknown>;
 }
 
 interface Timing {
@@ -55,6 +62,9 @@ const MAX_PLACEMENTS = 3;
  * activation record before anyone is told the result.
  */
 export class Invoker {
+  /** The URL the API answers on (`__OW_API_HOST` in every run), once the server listens. */
+  apiHost: string | undefined;
+
   constructor(
     private readonly store: Store,
     private readonly scheduler: Scheduler,
@@ -93,6 +103,7 @@ export class Invoker {
       response = responseFor(outcome, action);
       const broken = response.success ? invocation.checkResult?.(response.result) : undefined;
       if (broken !== undefined) response = developerError(broken);
+      if (response.success && invocation.applyResult) response = await applied(invocation.applyResult, response);
       retryable =
         outcome.kind === 'timeout' ||
         outcome.kind === 'oom' ||
@@ -187,7 +198,7 @@ export class Invoker {
         activationId,
         params: { ...parametersOf(action), ...invocation.params },
         deadline: Date.now() + action.limits.timeout,
-        env: {},
+        env: this.apiHost ? { __OW_API_HOST: this.apiHost } : {},
         onLog: logs.sink,
       });
       healthy = outcome.kind === 'result' || outcome.kind === 'error';
@@ -272,6 +283,15 @@ function errorMessage(error: unknown): string {
 
 function parametersOf(action: ActionVersion): Record<string, unknown> {
   return Object.fromEntries(action.parameters.map((p) => [p.key, p.value]));
+}
+
+async function applied(apply: (result: unknown) => Promise<unknown>, response: ActivationResponse): Promise<ActivationResponse> {
+  try {
+    return { ...response, result: await apply(response.result) };
+  } catch (error) {
+    if (!(error instanceof IsolaError)) throw error;
+    return { status: 'application error', success: false, result: { error: error.message } };
+  }
 }
 
 function developerError(message: string): ActivationResponse {

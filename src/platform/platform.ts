@@ -1,9 +1,10 @@
 import type { ServerConfig } from '../config.js';
 import { badRequest, notFound } from '../core/errors.js';
-import type { Isolation } from '../core/kinds.js';
-import { assertActionName, packageOf, SYSTEM_NAMESPACE } from '../core/names.js';
+import { type Isolation, resolveIsolation } from '../core/kinds.js';
+import { DEFAULT_LIMITS } from '../core/limits.js';
+import { assertActionName, ownerRef, packageOf, SYSTEM_NAMESPACE } from '../core/names.js';
 import { checkNetworkAnnotation } from '../core/network-policy.js';
-import type { ActionVersion } from '../core/types.js';
+import { type ActionVersion, annotationValue } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
 import { BackendSet, BackendUnavailableError, egressSupported } from '../sandbox/registry.js';
 import { functionSettings, storedFunctionSettings } from '../scheduler/function-settings.js';
@@ -13,6 +14,7 @@ import { ActivationRetention } from '../store/retention.js';
 import { type NamespacePurge, Store } from '../store/store.js';
 import { FunctionAliases } from './aliases.js';
 import { ApiGateway } from './api-gateway.js';
+import { CATALOGUE, FEED_ANNOTATION } from './catalogue/catalogue.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
 import { FunctionPackages } from './function-packages.js';
 import { type FunctionRef, type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
@@ -157,7 +159,21 @@ export class Platform {
     });
     metrics = new Metrics(scheduler, { functions: config.metricsFunctions });
     const invoker = new Invoker(store, scheduler, metrics);
-    return new Platform(config, store, backends, statuses, settled, scheduler, metrics, invoker, guest, packages, events);
+    const platform = new Platform(
+      config,
+      store,
+      backends,
+      statuses,
+      settled,
+      scheduler,
+      metrics,
+      invoker,
+      guest,
+      packages,
+      events,
+    );
+    await platform.installCatalogue();
+    return platform;
   }
 
   /** The namespace a `uuid:key` belongs to, or undefined. Cached briefly: this is on every request. */
@@ -271,14 +287,83 @@ export class Platform {
     return deleted;
   }
 
+  /** The URL the server answers on, which functions see as `__OW_API_HOST`. */
+  setApiHost(url: string): void {
+    this.invoker.apiHost = url;
+  }
+
   // ---- invocations ------------------------------------------------------------------------
 
   /**
    * The one way in for every invocation: each door and trigger builds a command, and formats the
    * outcome. Throws only when the platform itself fails (the store, say).
    */
-  invoke(command: InvokeCommand): Promise<InvokeOutcome> {
-    return this.invocations.invoke(command);
+  async invoke(command: InvokeCommand): Promise<InvokeOutcome> {
+    if (command.mode === 'dry-run' || !(await this.isSystemFeed(command.function))) return this.invocations.invoke(command);
+    // A system feed's event takes effect on the caller's trigger as the run ends, so it always
+    // runs to completion, blocking or not (OpenWhisk's tools invoke feeds blocking anyway).
+    const caller = command.caller;
+    if (caller.kind !== 'namespace') return { kind: 'not-found', message: 'The requested resource does not exist.' };
+    return this.invocations.invoke({
+      ...command,
+      mode: 'sync',
+      applyResult: (result) => this.triggers.applyFeed(caller.namespace, result),
+    });
+  }
+
+  /** The catalogue's feed actions (alarms): the platform applies their answers to triggers. */
+  private async isSystemFeed(ref: FunctionRef): Promise<boolean> {
+    if (ownerRef(ref.namespace, ref.name).namespace !== SYSTEM_NAMESPACE) return false;
+    const fn = await this.packages.resolve(ref);
+    return fn !== undefined && annotationValue(fn.annotations, FEED_ANNOTATION) === 'alarms';
+  }
+
+  /**
+   * Installs the system catalogue (`whisk.system`: its packages, shared with every namespace,
+   * and their actions), or brings it up to date: a version is stored only for what changed.
+   */
+  private async installCatalogue(): Promise<void> {
+    for (const pkg of CATALOGUE) {
+      const stored = await this.store.packages.get(SYSTEM_NAMESPACE, pkg.name);
+      const wanted = {
+        namespace: SYSTEM_NAMESPACE,
+        name: pkg.name,
+        parameters: pkg.parameters,
+        annotations: pkg.annotations,
+        publish: true,
+      };
+      if (
+        !stored ||
+        !sameJson([stored.parameters, stored.annotations, stored.publish], [wanted.parameters, wanted.annotations, true])
+      )
+        await this.store.packages.put(wanted, { overwrite: true });
+      for (const action of pkg.actions) {
+        const name = `${pkg.name}/${action.name}`;
+        const requested = annotationValue(action.annotations, 'isolation');
+        const draft: ActionDraft = {
+          namespace: SYSTEM_NAMESPACE,
+          name,
+          exec: { kind: action.kind, code: action.code, binary: false, main: action.main },
+          limits: DEFAULT_LIMITS,
+          parameters: action.parameters,
+          annotations: action.annotations,
+          isolation: resolveIsolation(action.kind, requested),
+        };
+        const current = await this.actions.get(SYSTEM_NAMESPACE, name);
+        if (
+          current &&
+          sameJson(
+            [current.exec, current.limits, current.parameters, current.annotations, current.isolation],
+            [draft.exec, draft.limits, draft.parameters, draft.annotations, draft.isolation],
+          )
+        )
+          continue;
+        // Trusted, plain CommonJS: nothing to build, and stored whichever backends are up yet.
+        const saved = await this.store.putAction(draft, { overwrite: true });
+        this.actions.remember(saved);
+        this.scheduler.retireVersions(saved.namespace, saved.name, saved.revision);
+      }
+    }
   }
 
   /**
@@ -309,4 +394,8 @@ export class Platform {
     await Promise.all([...this.backends.values()].map((b) => b.close()));
     await this.store.close();
   }
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }

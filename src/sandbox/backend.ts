@@ -1,5 +1,6 @@
 import type { Registry } from 'prom-client';
 import type { Isolation, Kind } from '../core/kinds.js';
+import { qualifiedName } from '../core/names.js';
 import { type NetworkPolicy, storedNetworkPolicy } from '../core/network-policy.js';
 import { type ActionVersion, annotationValue } from '../core/types.js';
 import type { FunctionPackage, RuntimeStart } from '../guest/protocol.js';
@@ -191,7 +192,7 @@ export function functionCodeOf(action: ActionVersion, prepared?: PreparedCode): 
       // A WASI module has no other way to read its configuration than its environment.
       ...(action.exec.kind === 'wasm' ? parametersAsEnv(action) : {}),
       __OW_NAMESPACE: action.namespace,
-      __OW_ACTION_NAME: `/${action.namespace}/${action.name}`,
+      __OW_ACTION_NAME: qualifiedName(action.namespace, action.name),
       __OW_ACTION_VERSION: action.version,
     },
   };

@@ -2,10 +2,10 @@ import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration } from '../../config.js';
 import { LIMIT_RANGES } from '../../core/limits.js';
-import { ApiError, IsolaClient } from '../client.js';
+import { ApiError } from '../client.js';
 import { execCodeOf, inferKind } from '../kind-inference.js';
 import { formatTime, notePage, printJson, printTable } from '../output.js';
-import { clientFor, globals, pairs, wholeNumber } from './common.js';
+import { actionPath, clientFor, globals, pairs, wholeNumber } from './common.js';
 
 interface ActionView {
   namespace: string;
@@ -269,14 +269,4 @@ export function registerActionCommands(program: Command): void {
         printJson(data);
       },
     );
-}
-
-/**
- * The path of an action as `wsk` names it: `name`, `package/name`, or `/namespace/[package/]name`
- * for another namespace's (a shared package's actions, the `/whisk.system` catalogue).
- */
-export function actionPath(reference: string): string {
-  const parts = reference.startsWith('/') ? reference.slice(1).split('/') : ['_', ...reference.split('/')];
-  const [namespace = '_', ...name] = parts;
-  return `/api/v1/namespaces/${IsolaClient.path(namespace)}/actions/${name.map((p) => IsolaClient.path(p)).join('/')}`;
 }

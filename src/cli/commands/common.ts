@@ -59,3 +59,13 @@ export function pairs(flat: string[] | undefined, flag: string): { key: string; 
   }
   return result;
 }
+
+/**
+ * The path of an action as `wsk` names it: `name`, `package/name`, or `/namespace/[package/]name`
+ * for another namespace's (a shared package's actions, the `/whisk.system` catalogue).
+ */
+export function actionPath(reference: string): string {
+  const parts = reference.startsWith('/') ? reference.slice(1).split('/') : ['_', ...reference.split('/')];
+  const [namespace = '_', ...name] = parts;
+  return `/api/v1/namespaces/${IsolaClient.path(namespace)}/actions/${name.map((p) => IsolaClient.path(p)).join('/')}`;
+}

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { KeyValue } from '../../core/types.js';
 import { IsolaClient } from '../client.js';
 import { formatTime, printJson, printTable } from '../output.js';
-import { clientFor, globals, pairs, wholeNumber } from './common.js';
+import { actionPath, clientFor, globals, pairs, wholeNumber } from './common.js';
 
 interface TriggerView {
   namespace: string;
@@ -18,13 +18,40 @@ interface TriggerOptions {
   param?: string[];
   annotation?: string[];
   cron?: string;
+  feed?: string;
 }
 
 function triggerOptions(command: Command): Command {
   return command
     .option('-p, --param <key value...>', 'default parameter (repeatable)')
     .option('-a, --annotation <key value...>', 'annotation (repeatable)')
-    .option('--cron <expression>', 'fire on this schedule ("*/5 * * * *", or six fields with seconds)');
+    .option('--cron <expression>', 'fire on this schedule ("*/5 * * * *", or six fields with seconds)')
+    .option('-f, --feed <action>', 'a feed that fires it (/whisk.system/alarms/alarm, once, interval); -p goes to the feed');
+}
+
+/** The feed a trigger was created with (its `feed` annotation), if any. */
+function feedOf(trigger: TriggerView): string | undefined {
+  const feed = trigger.annotations.find((a) => a.key === 'feed')?.value;
+  return typeof feed === 'string' ? feed : undefined;
+}
+
+/**
+ * Tells a feed about one of its triggers, as wsk does: the feed action is invoked (blocking) with
+ * `lifecycleEvent` and `triggerName`, and the feed's own parameters.
+ */
+async function feedEvent(
+  command: Command,
+  feed: string,
+  event: 'CREATE' | 'DELETE' | 'READ' | 'PAUSE' | 'UNPAUSE',
+  trigger: string,
+  params: Record<string, unknown> = {},
+): Promise<unknown> {
+  const { data } = await clientFor(command).request<unknown>('POST', `${actionPath(feed)}?blocking=true&result=true`, {
+    ...params,
+    lifecycleEvent: event,
+    triggerName: `/_/${trigger}`,
+  });
+  return data;
 }
 
 /** The body of a trigger PUT: only what the options give, so that an update keeps the rest. */
@@ -52,6 +79,7 @@ export function registerTriggerCommands(program: Command): void {
         .command(`${verb} <name>`)
         .description(overwrite ? 'update a trigger (what you leave out is kept)' : 'create a trigger'),
     ).action(async (name: string, options: TriggerOptions, command: Command) => {
+      if (options.feed !== undefined) return createWithFeed(command, name, options, overwrite);
       const { data } = await clientFor(command).request<TriggerView>(
         'PUT',
         `${triggerPath(name)}?overwrite=${overwrite}`,
@@ -66,7 +94,10 @@ export function registerTriggerCommands(program: Command): void {
     .command('get <name>')
     .description('show a trigger and the rules bound to it')
     .action(async (name: string, _options: unknown, command: Command) => {
-      printJson((await clientFor(command).request<TriggerView>('GET', triggerPath(name))).data);
+      const { data } = await clientFor(command).request<TriggerView>('GET', triggerPath(name));
+      const feed = feedOf(data);
+      // As wsk: a feed's trigger shows what the feed says about it too.
+      printJson(feed ? { ...data, feed: await feedEvent(command, feed, 'READ', name) } : data);
     });
 
   trigger
@@ -95,7 +126,11 @@ export function registerTriggerCommands(program: Command): void {
     .command('delete <name>')
     .description('delete a trigger')
     .action(async (name: string, _options: unknown, command: Command) => {
-      const { data } = await clientFor(command).request<TriggerView>('DELETE', triggerPath(name));
+      const client = clientFor(command);
+      const feed = feedOf((await client.request<TriggerView>('GET', triggerPath(name))).data);
+      // As wsk: the feed is told first, so that it stops firing a trigger about to go.
+      if (feed) await feedEvent(command, feed, 'DELETE', name);
+      const { data } = await client.request<TriggerView>('DELETE', triggerPath(name));
       if (globals(command).json) printJson(data);
       else process.stdout.write(`ok: deleted trigger ${name}\n`);
     });
@@ -112,4 +147,21 @@ export function registerTriggerCommands(program: Command): void {
         process.stdout.write(`ok: triggered /_/${name}; no active rule is bound to it\n`);
       else process.stdout.write(`ok: triggered /_/${name} with id ${data.activationId}\n`);
     });
+}
+
+/** `trigger create --feed`: the trigger (annotated with its feed), then the feed's CREATE; undone when the feed refuses. */
+async function createWithFeed(command: Command, name: string, options: TriggerOptions, overwrite: boolean): Promise<void> {
+  const feed = options.feed as string;
+  const client = clientFor(command);
+  const annotations = [...pairs(options.annotation, '--annotation'), { key: 'feed', value: feed }];
+  const { data } = await client.request<TriggerView>('PUT', `${triggerPath(name)}?overwrite=${overwrite}`, { annotations });
+  const params = Object.fromEntries(pairs(options.param, '--param').map((p) => [p.key, p.value]));
+  try {
+    await feedEvent(command, feed, 'CREATE', name, params);
+  } catch (error) {
+    if (!overwrite) await client.request('DELETE', triggerPath(name)).catch(() => undefined);
+    throw error;
+  }
+  if (globals(command).json) printJson(data);
+  else process.stdout.write(`ok: ${overwrite ? 'updated' : 'created'} trigger ${data.name} with feed ${feed}\n`);
 }
