@@ -170,6 +170,14 @@ function sendLambdaResult(reply: FastifyReply, record: ActivationRecord, json: R
   const body = response.success ? json.render(response.result) : undefined;
   if (typeof body === 'string') return reply.code(200).header('content-type', 'application/json').send(body);
   const error = (response.result as { error?: unknown } | undefined)?.error ?? response.result;
+  // An error already in Lambda's shape (a custom runtime's, posted to the Runtime API) is the payload as it was given.
+  if (body === undefined && response.status === 'application error' && isLambdaErrorBody(error)) {
+    return reply
+      .code(200)
+      .header('x-amz-function-error', 'Unhandled')
+      .header('content-type', 'application/json')
+      .send(JSON.stringify(error));
+  }
   const rendered = body ?? (typeof error === 'string' ? error : safeJson(error));
   const message = rendered instanceof Error ? rendered.message : rendered;
   if (response.status === 'whisk internal error') {
@@ -182,4 +190,10 @@ function sendLambdaResult(reply: FastifyReply, record: ActivationRecord, json: R
     .header('x-amz-function-error', 'Unhandled')
     .header('content-type', 'application/json')
     .send(JSON.stringify({ errorMessage: message, errorType }));
+}
+
+function isLambdaErrorBody(error: unknown): boolean {
+  if (error === null || typeof error !== 'object' || Array.isArray(error)) return false;
+  const { errorMessage, errorType } = error as Record<string, unknown>;
+  return typeof errorMessage === 'string' && typeof errorType === 'string';
 }

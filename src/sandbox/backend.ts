@@ -188,8 +188,9 @@ export function functionCodeOf(action: ActionVersion, prepared?: PreparedCode): 
     memoryMb: action.limits.memory,
     concurrency: action.limits.concurrency,
     env: {
-      // A WASI module has no other way to read its configuration than its environment.
-      ...(action.exec.kind === 'wasm' ? parametersAsEnv(action) : {}),
+      // A WASI module has no other way to read its configuration than its environment; a Lambda
+      // custom runtime reads its function's (Lambda's Environment.Variables, stored as parameters) there.
+      ...(action.exec.kind === 'wasm' || prepared?.package?.lambdaRuntime ? parametersAsEnv(action) : {}),
       __OW_NAMESPACE: action.namespace,
       __OW_ACTION_NAME: `/${action.namespace}/${action.name}`,
       __OW_ACTION_VERSION: action.version,
