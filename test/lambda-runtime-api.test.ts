@@ -169,7 +169,8 @@ function buildGoBootstrap(): Buffer {
   return readFileSync(join(dir, 'bootstrap'));
 }
 
-const decode = (payload: Uint8Array | undefined) => JSON.parse(Buffer.from(payload ?? []).toString('utf8')) as Record<string, unknown>;
+const decode = (payload: Uint8Array | undefined) =>
+  JSON.parse(Buffer.from(payload ?? []).toString('utf8')) as Record<string, unknown>;
 
 interface Setup {
   name: string;
@@ -268,7 +269,7 @@ for (const setup of SETUPS.filter((s) => !only || only.includes(s.isolation))) {
       );
     const invoke = (name: string, event: unknown) =>
       lambda.send(new InvokeCommand({ FunctionName: name, Payload: Buffer.from(JSON.stringify(event)), LogType: 'Tail' }));
-    const logsOf = (out: { LogResult?: string }) => Buffer.from(out.LogResult ?? '', 'base64').toString('utf8');
+    const logsOf = (out: { LogResult?: string | undefined }) => Buffer.from(out.LogResult ?? '', 'base64').toString('utf8');
 
     for (const flavour of setup.bootstraps) {
       const code = flavour === 'go' ? goBootstrap : SHELL_BOOTSTRAP;

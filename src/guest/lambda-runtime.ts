@@ -374,7 +374,12 @@ class Bootstrap {
   private async initError(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (this.initialised || this.failed) {
       req.resume();
-      refuse(res, 403, 'InvalidStateTransition', 'The runtime has already initialised: init/error is only taken before the first invocation.');
+      refuse(
+        res,
+        403,
+        'InvalidStateTransition',
+        'The runtime has already initialised: init/error is only taken before the first invocation.',
+      );
       return;
     }
     const body = await readBody(req, MAX_PAYLOAD_BYTES);

@@ -422,8 +422,7 @@ export class AgentSandbox implements Sandbox {
         const valid = (list: unknown): list is number[] =>
           Array.isArray(list) && list.every((pid) => Number.isSafeInteger(pid) && pid > 1);
         // Only processes it spares can have their children spared.
-        if (valid(pids) && valid(trees) && trees.every((pid) => pids.includes(pid)))
-          this.transport.spareProcesses?.(pids, trees);
+        if (valid(pids) && valid(trees) && trees.every((pid) => pids.includes(pid))) this.transport.spareProcesses?.(pids, trees);
         return;
       }
     }
