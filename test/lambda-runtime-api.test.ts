@@ -103,6 +103,7 @@ func main() {
 					"region":   os.Getenv("AWS_REGION"),
 					"taskRoot": os.Getenv("LAMBDA_TASK_ROOT"),
 					"greeting": os.Getenv("GREETING"),
+					"runtimeApi": os.Getenv("AWS_LAMBDA_RUNTIME_API"),
 				},
 			})
 			post(api+"/invocation/"+id+"/response", answer, "")
@@ -308,8 +309,20 @@ for (const setup of SETUPS.filter((s) => !only || only.includes(s.isolation))) {
             assert.match(String(answer.trace), /^Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0$/);
             const deadline = Number(answer.deadline);
             assert.ok(deadline > Date.now() && deadline <= Date.now() + 31_000, `deadline ${answer.deadline}`);
+            // The Runtime API is the sandbox's own: on its loopback, which the host does not share
+            // (the process backend has a network namespace of its own only when run as root).
+            assert.match(env.runtimeApi ?? '', /^127\.0\.0\.1:\d+$/);
+            if (setup.isolation !== 'process' || process.getuid?.() === 0) {
+              await assert.rejects(
+                fetch(`http://${env.runtimeApi}/2018-06-01/runtime/invocation/next`, { signal: AbortSignal.timeout(5000) }),
+                (error: Error & { cause?: { code?: string } }) => {
+                  assert.equal(error.cause?.code, 'ECONNREFUSED', String(error.cause ?? error));
+                  return true;
+                },
+              );
+            }
             assert.deepEqual(
-              { ...env, taskRoot: env.taskRoot ? 'set' : '' },
+              { ...env, taskRoot: env.taskRoot ? 'set' : '', runtimeApi: 'set' },
               {
                 handler: 'function.handler',
                 name: fn,
@@ -318,6 +331,7 @@ for (const setup of SETUPS.filter((s) => !only || only.includes(s.isolation))) {
                 region: env.region,
                 taskRoot: 'set',
                 greeting: 'hello from the environment',
+                runtimeApi: 'set',
               },
             );
             assert.ok(env.region);
