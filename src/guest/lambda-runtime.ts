@@ -295,6 +295,10 @@ class Bootstrap {
 
   private next(req: IncomingMessage, res: ServerResponse): void {
     req.resume();
+    if (this.failed) {
+      refuse(res, 403, 'InvalidStateTransition', 'The runtime reported an initialization error: it gets no invocation.');
+      return;
+    }
     if (this.parked) {
       refuse(res, 403, 'InvalidStateTransition', 'The runtime is already waiting for its next invocation.');
       return;
