@@ -9,7 +9,13 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CreateFunctionCommand, InvalidParameterValueException, InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
+import {
+  CreateFunctionCommand,
+  InvalidParameterValueException,
+  InvalidRequestContentException,
+  InvokeCommand,
+  LambdaClient,
+} from '@aws-sdk/client-lambda';
 import type { Isolation } from '../src/core/kinds.js';
 import type { ActivationRecord } from '../src/core/types.js';
 import type { BackendStatus } from '../src/sandbox/backend.js';
@@ -95,6 +101,7 @@ func main() {
 				"deadline":  res.Header.Get("Lambda-Runtime-Deadline-Ms"),
 				"arn":       res.Header.Get("Lambda-Runtime-Invoked-Function-Arn"),
 				"trace":     res.Header.Get("Lambda-Runtime-Trace-Id"),
+				"context":   res.Header.Get("Lambda-Runtime-Client-Context"),
 				"env": map[string]string{
 					"handler":  os.Getenv("_HANDLER"),
 					"name":     os.Getenv("AWS_LAMBDA_FUNCTION_NAME"),
@@ -268,8 +275,15 @@ for (const setup of SETUPS.filter((s) => !only || only.includes(s.isolation))) {
           Environment: { Variables: { ISOLA_ISOLATION: setup.isolation, GREETING: 'hello from the environment', ...variables } },
         }),
       );
-    const invoke = (name: string, event: unknown) =>
-      lambda.send(new InvokeCommand({ FunctionName: name, Payload: Buffer.from(JSON.stringify(event)), LogType: 'Tail' }));
+    const invoke = (name: string, event: unknown, clientContext?: unknown) =>
+      lambda.send(
+        new InvokeCommand({
+          FunctionName: name,
+          Payload: Buffer.from(JSON.stringify(event)),
+          LogType: 'Tail',
+          ...(clientContext ? { ClientContext: Buffer.from(JSON.stringify(clientContext)).toString('base64') } : {}),
+        }),
+      );
     const logsOf = (out: { LogResult?: string | undefined }) => Buffer.from(out.LogResult ?? '', 'base64').toString('utf8');
 
     for (const flavour of setup.bootstraps) {
@@ -283,7 +297,7 @@ for (const setup of SETUPS.filter((s) => !only || only.includes(s.isolation))) {
         });
 
         it('answers through /response, stays warm between invocations, and sees what Lambda gives it', async () => {
-          const first = await invoke(fn, { who: 'Ada' });
+          const first = await invoke(fn, { who: 'Ada' }, { custom: { app: 'tést ✓' } });
           assert.equal(first.StatusCode, 200);
           assert.equal(first.FunctionError, undefined, Buffer.from(first.Payload ?? []).toString());
           const answer = decode(first.Payload);
@@ -307,6 +321,9 @@ for (const setup of SETUPS.filter((s) => !only || only.includes(s.isolation))) {
           if (flavour === 'go') {
             assert.match(String(answer.arn), new RegExp(`^arn:aws:lambda:[^:]+:[^:]+:function:${fn}$`));
             assert.match(String(answer.trace), /^Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0$/);
+            // The client context of a synchronous Invoke, as JSON; none when the call had none.
+            assert.deepEqual(JSON.parse(String(answer.context)), { custom: { app: 'tést ✓' } });
+            assert.equal(again.context, '');
             const deadline = Number(answer.deadline);
             assert.ok(deadline > Date.now() && deadline <= Date.now() + 31_000, `deadline ${answer.deadline}`);
             // The Runtime API is the sandbox's own: on its loopback, which the host does not share
@@ -409,6 +426,19 @@ for (const setup of SETUPS.filter((s) => !only || only.includes(s.isolation))) {
           },
         );
         assert.equal((await server.request('GET', '/api/v1/namespaces/_/actions/custom-empty')).status, 404);
+      });
+
+      it('refuses a client context that is not a base64 JSON object with a 400', { skip: !goBootstrap }, async () => {
+        for (const ClientContext of ['not base64!', Buffer.from('[1]').toString('base64'), 'A'.repeat(3584)]) {
+          await assert.rejects(
+            lambda.send(new InvokeCommand({ FunctionName: 'custom-go', Payload: Buffer.from('{}'), ClientContext })),
+            (error: unknown) => {
+              assert.ok(error instanceof InvalidRequestContentException, String(error));
+              assert.match(error.message, /X-Amz-Client-Context/);
+              return true;
+            },
+          );
+        }
       });
 
       it('runs the same zip as an OpenWhisk native action, its main the handler', { skip: !goBootstrap }, async () => {

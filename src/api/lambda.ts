@@ -47,7 +47,9 @@ export function parseLambdaInvoke(
 ): LambdaCall {
   const { Qualifier } = parseOrThrow(LambdaQuerySchema, request.query, 'query');
   const ref = functionRef(caller.namespace, request.params.name, Qualifier);
-  const payload = attempt(() => lambdaPayload(rawBody(request.body)));
+  const body = attempt(() => lambdaPayload(rawBody(request.body)));
+  const clientContext = attempt(() => clientContextOf(request.headers['x-amz-client-context']));
+  const payload = body instanceof IsolaError ? body : clientContext instanceof IsolaError ? clientContext : body;
   const type = String(request.headers['x-amz-invocation-type'] ?? 'RequestResponse');
   const mode = Object.hasOwn(INVOCATION_TYPES, type) ? INVOCATION_TYPES[type] : undefined;
   const json = jsonRenderer();
@@ -60,6 +62,8 @@ export function parseLambdaInvoke(
       door: 'lambda',
       caller,
       checkResult: json.check,
+      // As on Lambda, only a synchronous invocation hands its client context on.
+      ...(typeof clientContext === 'string' && mode === 'sync' ? { clientContext } : {}),
     },
     ...(mode === undefined ? { unknownType: type } : {}),
     ...(payload instanceof IsolaError ? { badPayload: payload } : {}),
@@ -148,6 +152,31 @@ async function lambdaCaller(platform: Platform, request: FastifyRequest): Promis
       'Sign the request with AWS Signature V4 (access key = namespace uuid, secret = key) or use Basic auth.',
     );
   return { kind: 'namespace', namespace };
+}
+
+/** Lambda's bound on `X-Amz-Client-Context`, base64 as sent. */
+const MAX_CLIENT_CONTEXT_CHARS = 3583;
+
+/**
+ * `X-Amz-Client-Context`: base64 of a JSON object, handed to a custom runtime as that JSON on one
+ * line of ASCII (a header value), characters beyond it escaped as JSON escapes them.
+ */
+function clientContextOf(header: string | string[] | undefined): string | undefined {
+  if (header === undefined || header === '') return undefined;
+  const text = Array.isArray(header) ? header.join(',') : header;
+  const refused = () =>
+    invalidRequestContent(
+      `X-Amz-Client-Context must be a base64-encoded JSON object of at most ${MAX_CLIENT_CONTEXT_CHARS} characters.`,
+    );
+  if (text.length > MAX_CLIENT_CONTEXT_CHARS || !/^[A-Za-z0-9+/]*={0,2}$/.test(text)) throw refused();
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(text, 'base64').toString('utf8'));
+  } catch {
+    throw refused();
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw refused();
+  return JSON.stringify(value).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** A Lambda event is any JSON; Isola functions take an object, so anything else is wrapped. */

@@ -661,7 +661,8 @@ async function runInLambda(runtime: LambdaRuntime, message: Extract<HostMessage,
     send({ type: 'error', id: message.id, error: `The parameters are not JSON: ${String(error)}` });
     return;
   }
-  await runtime.run(message.id, event, deadline, { logBytes: 0, truncated: false });
+  const clientContext = typeof message.clientContext === 'string' ? message.clientContext : undefined;
+  await runtime.run(message.id, event, deadline, { logBytes: 0, truncated: false }, clientContext);
 }
 
 function handle(message: HostMessage): void {

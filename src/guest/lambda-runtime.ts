@@ -66,6 +66,8 @@ interface Run {
   readonly deadline: number;
   readonly budget: LogBudget;
   readonly traceId: string;
+  /** Lambda-Runtime-Client-Context, when the invoke had one. */
+  readonly clientContext: string | undefined;
   /** The bootstrap has been handed the event. */
   delivered: boolean;
   /** What the bootstrap answered: the response's body, or its error. */
@@ -338,6 +340,7 @@ class Bootstrap {
       'Lambda-Runtime-Deadline-Ms': String(run.deadline),
       'Lambda-Runtime-Invoked-Function-Arn': this.options.functionArn,
       'Lambda-Runtime-Trace-Id': run.traceId,
+      ...(run.clientContext !== undefined ? { 'Lambda-Runtime-Client-Context': run.clientContext } : {}),
     });
     res.end(run.event);
   }
@@ -519,7 +522,7 @@ export class LambdaRuntime {
   }
 
   /** Runs one invocation with `event` (JSON). Never rejects. */
-  run(id: string, event: string, deadline: number, budget: LogBudget): Promise<void> {
+  run(id: string, event: string, deadline: number, budget: LogBudget, clientContext?: string): Promise<void> {
     return new Promise((resolve) => {
       const run: Run = {
         id,
@@ -527,6 +530,8 @@ export class LambdaRuntime {
         deadline,
         budget,
         traceId: traceId(),
+        // A header value is one line of visible text: anything else is not passed on.
+        clientContext: clientContext !== undefined && /^[\x20-\x7e]*$/.test(clientContext) ? clientContext : undefined,
         delivered: false,
         outcome: undefined,
         deadlineTimer: undefined,

@@ -85,6 +85,8 @@ export type HostMessage =
       timeoutMs?: number;
       /** Asks for a `started` frame when the agent begins the run. */
       ack?: boolean;
+      /** Lambda's client context (JSON), handed to a Lambda custom runtime with the event. */
+      clientContext?: string;
     }
   | { type: 'ping'; id: string }
   /** Starts a kind's runtime ahead (a blank sandbox made for the pool); `init` may then load into it. */

@@ -53,6 +53,8 @@ export interface InvokeCommand {
    * message when the result breaks it, which makes the activation the function's error.
    */
   checkResult?: (result: unknown) => string | undefined;
+  /** `sync` only: Lambda's client context (JSON), which a Lambda custom runtime is handed with the event. */
+  clientContext?: string;
 }
 
 export type RejectReason = 'forbidden' | 'unauthorised' | 'queue-full' | 'too-big';
@@ -193,6 +195,7 @@ export class InvokePath {
           accepted,
           annotations,
           ...(command.checkResult ? { checkResult: command.checkResult } : {}),
+          ...(command.clientContext !== undefined ? { clientContext: command.clientContext } : {}),
         });
     const waitMs = Math.min(command.waitMs ?? this.options.blockingWaitMs, this.options.blockingWaitMs);
     let timer: NodeJS.Timeout | undefined;

@@ -28,6 +28,8 @@ export interface Invocation {
    * the result breaks it, which makes the activation the function's error, recorded as such.
    */
   checkResult?: (result: unknown) => string | undefined;
+  /** Lambda's client context (JSON) of a synchronous Invoke. */
+  clientContext?: string;
 }
 
 interface Timing {
@@ -187,6 +189,7 @@ export class Invoker {
         params: { ...parametersOf(action), ...invocation.params },
         deadline: Date.now() + action.limits.timeout,
         env: {},
+        ...(invocation.clientContext !== undefined ? { clientContext: invocation.clientContext } : {}),
         onLog: logs.sink,
       });
       healthy = outcome.kind === 'result' || outcome.kind === 'error';

@@ -237,6 +237,7 @@ export class AgentSandbox implements Sandbox {
         timeoutMs: budgetMs,
         ack: true,
         env: { ...request.env, __OW_ACTIVATION_ID: request.activationId, __OW_DEADLINE: String(request.deadline) },
+        ...(request.clientContext !== undefined ? { clientContext: request.clientContext } : {}),
       });
       // Before any activation ran here nothing can be left over: the run's own timeout bounds
       // the wait. After, the earlier deadlines do (or a grace once they passed), plus the time a

@@ -49,6 +49,8 @@ export interface RunRequest {
   /** Wall-clock deadline, ms since the epoch. */
   deadline: number;
   env: Record<string, string>;
+  /** Lambda's client context (JSON), for a Lambda custom runtime's Lambda-Runtime-Client-Context. */
+  clientContext?: string;
   onLog: LogSink;
 }
 
