@@ -81,7 +81,7 @@ const ZIP_KINDS: ReadonlySet<Kind> = new Set(['nodejs:20', 'python:3', 'java:17'
 function execFrom(exec: NonNullable<ActionPut['exec']>): Exec {
   if (exec.image !== undefined) throw badRequest('Docker image (blackbox) actions are not supported; send code with a kind.');
   const kind = resolveKind(exec.kind);
-  const main = exec.main ? { main: kind === 'java:17' ? assertJavaEntryPoint(exec.main) : assertEntryPoint(exec.main) } : {};
+  const main = exec.main ? { main: entryPointOf(kind, exec.main) } : {};
   // As OpenWhisk, an action with no code can be created; running it fails at initialisation.
   if (exec.code === undefined || exec.code.length === 0) return { kind, code: '', binary: kind === 'wasm', ...main };
   if (kind === 'wasm') {
@@ -105,6 +105,23 @@ function execFrom(exec: NonNullable<ActionPut['exec']>): Exec {
     );
   }
   return { kind, code: exec.code, binary: false, ...main };
+}
+
+function entryPointOf(kind: Kind, main: string): string {
+  if (kind === 'java:17') return assertJavaEntryPoint(main);
+  if (kind === 'native') return assertNativeEntryPoint(main);
+  return assertEntryPoint(main);
+}
+
+/**
+ * A native action's main is a Lambda custom runtime's handler (its `_HANDLER`, e.g.
+ * `function.handler`), whose meaning is the runtime's own; ActionLoop does not use it.
+ */
+function assertNativeEntryPoint(main: string): string {
+  if (!/^[\w][\w.:/-]{0,127}$/.test(main)) {
+    throw badRequest(`exec.main "${main.slice(0, 80)}" must be up to 128 letters, digits, '_', '.', '-', '/' or ':'.`);
+  }
+  return main;
 }
 
 /** Java names a class, with its package, and optionally its method: `com.example.Hello#main`. */

@@ -52,7 +52,9 @@ export function parseLambdaInvoke(
   const { Qualifier } = parseOrThrow(LambdaQuerySchema, request.query, 'query');
   const target = invokeTarget(caller.namespace, request.params.name, Qualifier);
   const ref = target.ref;
-  const payload = attempt(() => lambdaPayload(rawBody(request.body)));
+  const body = attempt(() => lambdaPayload(rawBody(request.body)));
+  const clientContext = attempt(() => clientContextOf(request.headers['x-amz-client-context']));
+  const payload = body instanceof IsolaError ? body : clientContext instanceof IsolaError ? clientContext : body;
   const type = String(request.headers['x-amz-invocation-type'] ?? 'RequestResponse');
   const mode = Object.hasOwn(INVOCATION_TYPES, type) ? INVOCATION_TYPES[type] : undefined;
   const json = jsonRenderer();
@@ -65,6 +67,8 @@ export function parseLambdaInvoke(
       door: 'lambda',
       caller,
       checkResult: json.check,
+      // As on Lambda, only a synchronous invocation hands its client context on.
+      ...(typeof clientContext === 'string' && mode === 'sync' ? { clientContext } : {}),
     },
     ...(mode === undefined ? { unknownType: type } : {}),
     ...(payload instanceof IsolaError ? { badPayload: payload } : {}),
@@ -170,6 +174,31 @@ async function lambdaCaller(platform: Platform, request: FastifyRequest): Promis
   return { kind: 'namespace', namespace };
 }
 
+/** Lambda's bound on `X-Amz-Client-Context`, base64 as sent. */
+const MAX_CLIENT_CONTEXT_CHARS = 3583;
+
+/**
+ * `X-Amz-Client-Context`: base64 of a JSON object, handed to a custom runtime as that JSON on one
+ * line of ASCII (a header value), characters beyond it escaped as JSON escapes them.
+ */
+function clientContextOf(header: string | string[] | undefined): string | undefined {
+  if (header === undefined || header === '') return undefined;
+  const text = Array.isArray(header) ? header.join(',') : header;
+  const refused = () =>
+    invalidRequestContent(
+      `X-Amz-Client-Context must be a base64-encoded JSON object of at most ${MAX_CLIENT_CONTEXT_CHARS} characters.`,
+    );
+  if (text.length > MAX_CLIENT_CONTEXT_CHARS || !/^[A-Za-z0-9+/]*={0,2}$/.test(text)) throw refused();
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(text, 'base64').toString('utf8'));
+  } catch {
+    throw refused();
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw refused();
+  return JSON.stringify(value).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** A Lambda event is any JSON; Isola functions take an object, so anything else is wrapped. */
 function lambdaPayload(body: Buffer): Record<string, unknown> {
   if (body.length === 0) return {};
@@ -190,6 +219,14 @@ function sendLambdaResult(reply: FastifyReply, record: ActivationRecord, json: R
   const body = response.success ? json.render(response.result) : undefined;
   if (typeof body === 'string') return reply.code(200).header('content-type', 'application/json').send(body);
   const error = (response.result as { error?: unknown } | undefined)?.error ?? response.result;
+  // An error already in Lambda's shape (a custom runtime's, posted to the Runtime API) is the payload as it was given.
+  if (body === undefined && response.status === 'application error' && isLambdaErrorBody(error)) {
+    return reply
+      .code(200)
+      .header('x-amz-function-error', 'Unhandled')
+      .header('content-type', 'application/json')
+      .send(JSON.stringify(error));
+  }
   const rendered = body ?? (typeof error === 'string' ? error : safeJson(error));
   const message = rendered instanceof Error ? rendered.message : rendered;
   if (response.status === 'whisk internal error') {
@@ -202,4 +239,10 @@ function sendLambdaResult(reply: FastifyReply, record: ActivationRecord, json: R
     .header('x-amz-function-error', 'Unhandled')
     .header('content-type', 'application/json')
     .send(JSON.stringify({ errorMessage: message, errorType }));
+}
+
+function isLambdaErrorBody(error: unknown): boolean {
+  if (error === null || typeof error !== 'object' || Array.isArray(error)) return false;
+  const { errorMessage, errorType } = error as Record<string, unknown>;
+  return typeof errorMessage === 'string' && typeof errorType === 'string';
 }

@@ -21,7 +21,7 @@ const KIND_BY_EXTENSION: Record<string, string> = {
 const KIND_BY_ZIP: readonly { kind: string; holds: (names: readonly string[]) => boolean; what: string }[] = [
   { kind: 'nodejs:20', holds: (names) => names.includes('package.json'), what: 'package.json' },
   { kind: 'python:3', holds: (names) => names.includes('__main__.py'), what: '__main__.py' },
-  { kind: 'native', holds: (names) => names.includes('exec'), what: 'exec' },
+  { kind: 'native', holds: (names) => names.includes('exec') || names.includes('bootstrap'), what: 'exec or bootstrap' },
   {
     kind: 'java:17',
     holds: (names) => names.some((n) => n.endsWith('.class') || n.startsWith('META-INF/')),

@@ -100,10 +100,10 @@ export function makeFifo(dir: string): { read: number; write: number } | undefin
  * Go's "runtime: out of memory", PHP's "Allowed memory size ... exhausted", Ruby's NoMemoryError,
  * C's allocation failures.
  */
-const OUT_OF_MEMORY =
+export const OUT_OF_MEMORY =
   /MemoryError|OutOfMemoryError|out of memory|Allowed memory size of \d+ bytes exhausted|NoMemoryError|failed to allocate memory|Cannot allocate memory|std::bad_alloc/i;
 
-function describeExit(code: number | null, signal: string | null): string {
+export function describeExit(code: number | null, signal: string | null): string {
   if (signal) return `was killed by ${signal}`;
   if (code !== null) return `exited with code ${code}`;
   return 'exited';

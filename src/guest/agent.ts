@@ -16,8 +16,17 @@ import timers from 'node:timers';
 import { format, promisify } from 'node:util';
 import { compileFunction } from 'node:vm';
 import { ActionLoop, Launcher, type LogBudget, type LoopHost, reseedLine } from './action-loop.js';
+import { BootstrapFailure, LambdaRuntime } from './lambda-runtime.js';
 import { unpackPackage } from './package.js';
-import { type CallInfo, type Entry, loadLine, loadModule, loopOptions, runtimeOptions } from './package-loader.js';
+import {
+  type CallInfo,
+  type Entry,
+  lambdaRuntimeOptions,
+  loadLine,
+  loadModule,
+  loopOptions,
+  runtimeOptions,
+} from './package-loader.js';
 import {
   AGENT_PROTOCOL_VERSION,
   DEFAULT_LOG_LIMIT_BYTES,
@@ -542,6 +551,8 @@ async function run(message: Extract<HostMessage, { type: 'run' }>): Promise<void
 // Packaged functions: a Node.js module loaded here, or processes that speak ActionLoop.
 
 let loop: ActionLoop | undefined;
+/** A Lambda custom runtime's bootstraps, behind the Runtime API. */
+let lambdaRuntime: LambdaRuntime | undefined;
 /** A kind's runtime started ahead, waiting for its function. */
 let ahead: { id: string; launcher: Launcher; dir: string } | undefined;
 
@@ -585,7 +596,11 @@ async function initPackage(message: Extract<HostMessage, { type: 'init' }>): Pro
     // Into the runtime's own directory: its working directory is then the function's, as it would be.
     const dir = unpackPackage(pkg, ready?.dir);
     const started = ready?.launcher;
-    if (pkg.command && pkg.command.length > 0) {
+    if (pkg.lambdaRuntime && pkg.command && pkg.command.length > 0) {
+      const candidate = new LambdaRuntime(loopHost, lambdaRuntimeOptions(pkg, dir, message));
+      await candidate.start();
+      lambdaRuntime = candidate;
+    } else if (pkg.command && pkg.command.length > 0) {
       const candidate = new ActionLoop(loopHost, loopOptions(pkg, dir, message));
       await candidate.start(started ? { launcher: started, line: loadLine(pkg, dir, message) } : undefined);
       loop = candidate;
@@ -605,7 +620,8 @@ async function initPackage(message: Extract<HostMessage, { type: 'init' }>): Pro
 /** Why a package did not load: a launcher's own words, or a module's error and where it is. */
 function describePackageFailure(error: unknown): InitFailure {
   if (!(error instanceof Error)) return { message: String(error), log: `${String(error)}\n` };
-  if (error.message.startsWith("The action's process")) return { message: error.message, log: '' };
+  if (error.message.startsWith("The action's process") || error instanceof BootstrapFailure)
+    return { message: error.message, log: '' };
   const headline = `${error.name}: ${error.message.split('\n')[0]}`;
   // A syntax error's stack begins with "file:line" and the line itself.
   const at = error instanceof SyntaxError ? /^(\/[^\n]*:\d+)\n/.exec(error.stack ?? '') : null;
@@ -633,6 +649,22 @@ async function runInLoop(actionLoop: ActionLoop, message: Extract<HostMessage, {
   await actionLoop.run(message.id, line, deadline, { logBytes: 0, truncated: false });
 }
 
+/** One invocation of a Lambda custom runtime: its event is the parameters. */
+async function runInLambda(runtime: LambdaRuntime, message: Extract<HostMessage, { type: 'run' }>): Promise<void> {
+  const timeoutMs = message.timeoutMs ?? message.deadline - Date.now();
+  const deadline = Date.now() + timeoutMs;
+  if (message.ack) send({ type: 'started', id: message.id });
+  let event: string;
+  try {
+    event = JSON.stringify(message.params ?? {});
+  } catch (error) {
+    send({ type: 'error', id: message.id, error: `The parameters are not JSON: ${String(error)}` });
+    return;
+  }
+  const clientContext = typeof message.clientContext === 'string' ? message.clientContext : undefined;
+  await runtime.run(message.id, event, deadline, { logBytes: 0, truncated: false }, clientContext);
+}
+
 function handle(message: HostMessage): void {
   switch (message.type) {
     case 'init': {
@@ -656,7 +688,7 @@ function handle(message: HostMessage): void {
       return;
     }
     case 'run':
-      void (loop ? runInLoop(loop, message) : run(message));
+      void (lambdaRuntime ? runInLambda(lambdaRuntime, message) : loop ? runInLoop(loop, message) : run(message));
       return;
     case 'ping':
       send({ type: 'pong', id: message.id });

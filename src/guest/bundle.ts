@@ -21,6 +21,7 @@ const BUNDLES = {
       source('guest/protocol.ts'),
       source('guest/reseed.ts'),
       source('guest/action-loop.ts'),
+      source('guest/lambda-runtime.ts'),
       source('guest/package.ts'),
       source('guest/package-loader.ts'),
       fileURLToPath(new URL('../../node_modules/fflate/package.json', import.meta.url)),

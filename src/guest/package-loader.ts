@@ -6,10 +6,13 @@ import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { LoopOptions } from './action-loop.js';
+import type { LambdaRuntimeOptions } from './lambda-runtime.js';
 import type { FunctionPackage, HostMessage, RuntimeStart } from './protocol.js';
 
 const PATH = '/usr/local/bin:/usr/bin:/bin';
 const DEFAULT_MEMORY_MB = 256;
+/** The region a function's ARN names inside the sandbox (the namespace stands where Lambda puts the account). */
+const LAMBDA_REGION = 'isola';
 
 /** What a call knows about its activation, for entry points that take a context. */
 export interface CallInfo {
@@ -28,19 +31,24 @@ export type Entry = (params: unknown, call: CallInfo) => unknown;
  * result, and what it left running is ended as for every function.
  */
 function contextOf(call: CallInfo, memoryMb: number | undefined) {
-  const qualified = process.env.__OW_ACTION_NAME ?? '';
-  const [namespace = '', ...rest] = qualified.replace(/^\//, '').split('/');
-  const functionName = rest.join('/') || qualified;
+  const { functionName, arn } = lambdaNames(process.env.__OW_ACTION_NAME ?? '');
   return {
     functionName,
     functionVersion: process.env.__OW_ACTION_VERSION ?? '',
-    invokedFunctionArn: `arn:aws:lambda:isola:${namespace}:function:${functionName}`,
+    invokedFunctionArn: arn,
     memoryLimitInMB: String(memoryMb ?? DEFAULT_MEMORY_MB),
     awsRequestId: call.id,
     activationId: call.id,
     callbackWaitsForEmptyEventLoop: true,
     getRemainingTimeInMillis: () => Math.max(0, call.deadline - Date.now()),
   };
+}
+
+/** A function's name and ARN, as Lambda gives them, from its qualified name `/namespace/name`. */
+function lambdaNames(qualified: string): { functionName: string; arn: string } {
+  const [namespace = '', ...rest] = qualified.replace(/^\//, '').split('/');
+  const functionName = rest.join('/') || qualified;
+  return { functionName, arn: `arn:aws:lambda:${LAMBDA_REGION}:${namespace}:function:${functionName}` };
 }
 
 /**
@@ -132,4 +140,42 @@ export function runtimeOptions(runtime: RuntimeStart, dir: string, memoryMb: num
 export function loadLine(pkg: FunctionPackage, dir: string, init: Extract<HostMessage, { type: 'init' }>): string {
   const env = { ...init.env, HOME: dir };
   return `${JSON.stringify({ __isola: 'load', dir, args: pkg.runtime?.args ?? [], env })}\n`;
+}
+
+/** What can be an environment variable's name (others are left out of a bootstrap's environment). */
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * How a Lambda custom runtime's bootstrap is started: the environment Lambda gives it (its
+ * handler, task root, function name, version and memory, the region) over the action's own.
+ * Isola's version 0.0.N is Lambda's version N.
+ */
+export function lambdaRuntimeOptions(
+  pkg: FunctionPackage,
+  dir: string,
+  init: Extract<HostMessage, { type: 'init' }>,
+): LambdaRuntimeOptions {
+  const own = Object.fromEntries(
+    Object.entries(init.env).filter(([name, value]) => ENV_NAME.test(name) && !value.includes('\0')),
+  );
+  const { functionName, arn } = lambdaNames(init.env.__OW_ACTION_NAME ?? '');
+  const version = init.env.__OW_ACTION_VERSION ?? '';
+  const env = baseEnv(dir, {
+    ...own,
+    _HANDLER: init.main,
+    LAMBDA_TASK_ROOT: dir,
+    LAMBDA_RUNTIME_DIR: dir,
+    AWS_LAMBDA_FUNCTION_NAME: functionName,
+    AWS_LAMBDA_FUNCTION_VERSION: /^0\.0\.(\d+)$/.exec(version)?.[1] ?? (version || '$LATEST'),
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(init.memoryMb ?? DEFAULT_MEMORY_MB),
+    AWS_REGION: LAMBDA_REGION,
+    AWS_DEFAULT_REGION: LAMBDA_REGION,
+  });
+  return {
+    dir,
+    command: commandFor(pkg.command, init.memoryMb),
+    env,
+    concurrency: Math.max(1, init.concurrency ?? 1),
+    functionArn: arn,
+  };
 }

@@ -32,6 +32,11 @@ export interface FunctionPackage {
   /** The process writes `{"ok":true}` on fd 3 once it is ready (our launchers do, as OpenWhisk's do when `__OW_WAIT_FOR_ACK` is set). */
   ack?: boolean;
   /**
+   * `command` is a Lambda custom runtime's `bootstrap`: it speaks AWS Lambda's Runtime API (served
+   * by the agent on 127.0.0.1) rather than ActionLoop, and `main` is its `_HANDLER`.
+   */
+  lambdaRuntime?: boolean;
+  /**
    * The runtime (`RuntimeStart.id`) that can load this package when it was started ahead, and
    * the arguments it is then given in place of those after the launcher in `command`.
    */
@@ -80,6 +85,8 @@ export type HostMessage =
       timeoutMs?: number;
       /** Asks for a `started` frame when the agent begins the run. */
       ack?: boolean;
+      /** Lambda's client context (JSON), handed to a Lambda custom runtime with the event. */
+      clientContext?: string;
     }
   | { type: 'ping'; id: string }
   /** Starts a kind's runtime ahead (a blank sandbox made for the pool); `init` may then load into it. */
@@ -102,8 +109,10 @@ export type GuestMessage =
   /**
    * The processes the agent started to run the function (ActionLoop launchers), sent whenever
    * that set changes: they live between runs, unlike anything else the function leaves running.
+   * `trees`: those among them whose children live on too (a Lambda bootstrap's, which may be in
+   * the middle of asking for its next event).
    */
-  | { type: 'processes'; pids: number[] };
+  | { type: 'processes'; pids: number[]; trees?: number[] };
 
 export function encodeFrame(message: HostMessage | GuestMessage): Buffer {
   return encodeJsonFrame(JSON.stringify(message));

@@ -170,6 +170,8 @@ net=
 for arg in $($B cat /mnt/proc/cmdline); do
   case $arg in isola.heap=*) heap=\${arg#isola.heap=};; isola.net=*) net=\${arg#isola.net=};; esac
 done
+# Loopback up, as a container's is: a Lambda custom runtime reaches the Runtime API the agent serves on 127.0.0.1.
+$B ip link set lo up || $B echo "isola init: lo could not be brought up"
 # A VM with egress (isola.net=<address/prefix>,<gateway>): its virtio-net device is eth0.
 if [ -n "$net" ]; then
   i=0; while ! $B ip link show eth0 >/dev/null 2>&1 && [ $i -lt 500 ]; do $B usleep 10000; i=$((i+1)); done

@@ -211,7 +211,33 @@ describe('function packages', () => {
         binary: true,
       });
       assert.deepEqual(names(zipped.package?.zip ?? ''), ['data.txt', 'exec']);
-      await refused({ kind: 'native', code: b64(zipSync({ run: elf })), binary: true }, /exec at its top/);
+      assert.equal(zipped.package?.lambdaRuntime, undefined);
+      await refused(
+        { kind: 'native', code: b64(zipSync({ run: elf })), binary: true },
+        /exec \(speaks ActionLoop\) or bootstrap/,
+      );
+    });
+
+    it('packs a zip with bootstrap and no exec as a Lambda custom runtime, keeping what the zip marks executable', async () => {
+      const elf = readFileSync('/bin/true');
+      const custom = await prepare({
+        kind: 'native',
+        code: b64(
+          zipOf([
+            { name: 'bootstrap', data: elf },
+            { name: 'bin/helper', data: elf, mode: 0o100755 },
+            { name: 'data.txt', data: 'x', mode: 0o100644 },
+          ]),
+        ),
+        binary: true,
+      });
+      assert.deepEqual(custom.package?.command, ['./bootstrap']);
+      assert.equal(custom.package?.lambdaRuntime, true);
+      assert.deepEqual(custom.package?.executables?.slice().sort(), ['bin/helper', 'bootstrap']);
+      // With exec too, it speaks ActionLoop as before.
+      const both = await prepare({ kind: 'native', code: b64(zipSync({ bootstrap: elf, exec: elf })), binary: true });
+      assert.deepEqual(both.package?.command, ['./exec']);
+      assert.equal(both.package?.lambdaRuntime, undefined);
     });
   });
 

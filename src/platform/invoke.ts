@@ -55,6 +55,8 @@ export interface InvokeCommand {
   checkResult?: (result: unknown) => string | undefined;
   /** `sync` only: the platform's part of a system action, applied to its result (see `Invocation.applyResult`). */
   applyResult?: (result: unknown) => Promise<unknown>;
+  /** `sync` only: Lambda's client context (JSON), which a Lambda custom runtime is handed with the event. */
+  clientContext?: string;
 }
 
 export type RejectReason = 'forbidden' | 'unauthorised' | 'queue-full' | 'too-big';
@@ -196,6 +198,7 @@ export class InvokePath {
           annotations,
           ...(command.checkResult ? { checkResult: command.checkResult } : {}),
           ...(command.applyResult ? { applyResult: command.applyResult } : {}),
+          ...(command.clientContext !== undefined ? { clientContext: command.clientContext } : {}),
         });
     const waitMs = Math.min(command.waitMs ?? this.options.blockingWaitMs, this.options.blockingWaitMs);
     let timer: NodeJS.Timeout | undefined;

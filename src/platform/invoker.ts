@@ -36,6 +36,8 @@ export interface Invocation {
    * (an IsolaError) the activation's application error.
    */
   applyResult?: (result: unknown) => Promise<unknown>;
+  /** Lambda's client context (JSON) of a synchronous Invoke. */
+  clientContext?: string;
 }
 
 interface Timing {
@@ -199,6 +201,7 @@ export class Invoker {
         params: { ...parametersOf(action), ...invocation.params },
         deadline: Date.now() + action.limits.timeout,
         env: this.apiHost ? { __OW_API_HOST: this.apiHost } : {},
+        ...(invocation.clientContext !== undefined ? { clientContext: invocation.clientContext } : {}),
         onLog: logs.sink,
       });
       healthy = outcome.kind === 'result' || outcome.kind === 'error';

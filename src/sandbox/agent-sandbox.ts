@@ -54,10 +54,11 @@ export interface AgentTransport {
   adoptProcesses?(): void;
   /**
    * The agent's own helper processes (a function's ActionLoop launchers), as it last reported
-   * them: `reapStrays` spares exactly these, though not what they start, and `adoptProcesses`
-   * does not count them as the function's.
+   * them: `reapStrays` spares exactly these, though not what they start (but for `trees`, whose
+   * descendants it spares too: a Lambda bootstrap's), and `adoptProcesses` does not count them
+   * as the function's.
    */
-  spareProcesses?(pids: readonly number[]): void;
+  spareProcesses?(pids: readonly number[], trees: readonly number[]): void;
 }
 
 interface PendingRun {
@@ -236,6 +237,7 @@ export class AgentSandbox implements Sandbox {
         timeoutMs: budgetMs,
         ack: true,
         env: { ...request.env, __OW_ACTIVATION_ID: request.activationId, __OW_DEADLINE: String(request.deadline) },
+        ...(request.clientContext !== undefined ? { clientContext: request.clientContext } : {}),
       });
       // Before any activation ran here nothing can be left over: the run's own timeout bounds
       // the wait. After, the earlier deadlines do (or a grace once they passed), plus the time a
@@ -417,9 +419,11 @@ export class AgentSandbox implements Sandbox {
         this.reseedWaiter?.(true);
         return;
       case 'processes': {
-        const { pids } = message;
-        if (Array.isArray(pids) && pids.every((pid) => Number.isSafeInteger(pid) && pid > 1))
-          this.transport.spareProcesses?.(pids);
+        const { pids, trees = [] } = message;
+        const valid = (list: unknown): list is number[] =>
+          Array.isArray(list) && list.every((pid) => Number.isSafeInteger(pid) && pid > 1);
+        // Only processes it spares can have their children spared.
+        if (valid(pids) && valid(trees) && trees.every((pid) => pids.includes(pid))) this.transport.spareProcesses?.(pids, trees);
         return;
       }
     }

@@ -50,6 +50,8 @@ export interface RunRequest {
   /** Wall-clock deadline, ms since the epoch. */
   deadline: number;
   env: Record<string, string>;
+  /** Lambda's client context (JSON), for a Lambda custom runtime's Lambda-Runtime-Client-Context. */
+  clientContext?: string;
   onLog: LogSink;
 }
 
@@ -189,8 +191,9 @@ export function functionCodeOf(action: ActionVersion, prepared?: PreparedCode): 
     memoryMb: action.limits.memory,
     concurrency: action.limits.concurrency,
     env: {
-      // A WASI module has no other way to read its configuration than its environment.
-      ...(action.exec.kind === 'wasm' ? parametersAsEnv(action) : {}),
+      // A WASI module has no other way to read its configuration than its environment; a Lambda
+      // custom runtime reads its function's (Lambda's Environment.Variables, stored as parameters) there.
+      ...(action.exec.kind === 'wasm' || prepared?.package?.lambdaRuntime ? parametersAsEnv(action) : {}),
       __OW_NAMESPACE: action.namespace,
       __OW_ACTION_NAME: qualifiedName(action.namespace, action.name),
       __OW_ACTION_VERSION: action.version,

@@ -93,7 +93,7 @@ interface NameParams {
 export function registerFunctionRoutes(scope: FastifyInstance, platform: Platform): void {
   const base = '/2015-03-31/functions';
 
-  scope.post(base, async (request, reply) => {
+  scope.post(base, { bodyLimit: platform.config.maxActionBytes }, async (request, reply) => {
     const body = parseBody(CreateFunctionSchema, request);
     const namespace = callerNamespace(request);
     const name = assertEntityName('function', body.FunctionName);
@@ -146,7 +146,7 @@ export function registerFunctionRoutes(scope: FastifyInstance, platform: Platfor
     return shownConfiguration(await findFunction(platform, request), arnScope(request));
   });
 
-  scope.put<{ Params: NameParams }>(`${base}/:name/code`, async (request) => {
+  scope.put<{ Params: NameParams }>(`${base}/:name/code`, { bodyLimit: platform.config.maxActionBytes }, async (request) => {
     const body = parseBody(UpdateCodeSchema, request);
     const current = await latestFunction(platform, request);
     assertRevision(current, body.RevisionId);

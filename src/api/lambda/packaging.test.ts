@@ -52,6 +52,17 @@ describe("Lambda's deployment packages as Isola execs", () => {
     assert.equal((await lambdaPackage('provided.al2023', 'x', zip({ exec: '#!/bin/sh' }))).kind, 'native');
   });
 
+  it('runs a provided zip with a bootstrap as a custom runtime, its Handler the _HANDLER', async () => {
+    const code = zip({ bootstrap: '#!/bin/sh', 'function.sh': '' });
+    assert.deepEqual(await lambdaPackage('provided.al2023', 'function.handler', code), {
+      kind: 'native',
+      code,
+      main: 'function.handler',
+    });
+    assert.equal((await lambdaPackage('provided.al2', 'bootstrap', code)).main, 'bootstrap');
+    await refused(lambdaPackage('provided.al2023', 'a handler with spaces', code), /_HANDLER/);
+  });
+
   it('refuses an unknown runtime, a file that is not a zip, a handler the zip lacks or cannot name', async () => {
     const code = zip({ 'index.js': '' });
     await refused(lambdaPackage('nodejs4.3', 'index.handler', code), /runtime/);
@@ -62,6 +73,6 @@ describe("Lambda's deployment packages as Isola execs", () => {
     await refused(lambdaPackage('nodejs20.x', '../up.handler', code), /file\.function/);
     await refused(lambdaPackage('python3.11', 'missing.handler', code), /missing\.py/);
     await refused(lambdaPackage('java17', 'not a class', code), /Java class/);
-    await refused(lambdaPackage('provided.al2023', 'x', zip({ bootstrap: '' })), /exec/);
+    await refused(lambdaPackage('provided.al2023', 'x', zip({ 'main.go': '' })), /bootstrap.*exec/);
   });
 });

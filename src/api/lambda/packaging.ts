@@ -71,15 +71,33 @@ export async function lambdaPackage(runtime: string, handler: string, zipBase64:
     case 'java:17':
       return { kind, code: zipBase64, main: javaMain(handler) };
     default:
-      if (!files.some((f) => f.path === 'exec')) {
-        throw invalidParameter(
-          `A ${runtime} zip runs as Isola's native kind: it needs an executable "exec" at its top that speaks ` +
-            "OpenWhisk's ActionLoop protocol (a Lambda Runtime API bootstrap is not run).",
-        );
-      }
-      return { kind, code: zipBase64 };
+      return customRuntimePackage(runtime, kind, handler, files, zipBase64);
   }
 }
+
+/**
+ * `provided.al2023` / `provided.al2`: a zip with an executable `bootstrap` at its top runs as a
+ * custom runtime, served Lambda's Runtime API in its sandbox, with the Handler as its `_HANDLER`.
+ * A zip with `exec` instead speaks OpenWhisk's ActionLoop, as a native action does.
+ */
+function customRuntimePackage(runtime: string, kind: Kind, handler: string, files: ZipFile[], zipBase64: string): LambdaPackage {
+  if (files.some((f) => f.path === 'exec')) return { kind, code: zipBase64 };
+  if (!files.some((f) => f.path === 'bootstrap')) {
+    throw invalidParameter(
+      `A ${runtime} zip needs an executable "bootstrap" at its top (a custom runtime that uses the Lambda ` +
+        'Runtime API), or an "exec" that speaks OpenWhisk\'s ActionLoop protocol.',
+    );
+  }
+  if (!CUSTOM_HANDLER.test(handler)) {
+    throw invalidParameter(
+      `Handler "${handler.slice(0, 80)}" must be up to 128 letters, digits, '_', '.', '-', '/' or ':' (it becomes _HANDLER).`,
+    );
+  }
+  return { kind, code: zipBase64, main: handler };
+}
+
+/** What a custom runtime's Handler may be: Lambda leaves its meaning to the runtime. */
+const CUSTOM_HANDLER = /^[\w][\w.:/-]{0,127}$/;
 
 function splitHandler(handler: string): { file: string; exported: string } {
   const at = handler.lastIndexOf('.');

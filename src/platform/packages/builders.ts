@@ -266,14 +266,31 @@ function nativePackage(exec: Exec): FunctionPackage {
   throw badRequest('A native action is a Linux executable (ELF) or a zip with exec at its top.');
 }
 
-/** A native zip: checked and repacked. */
+/**
+ * A native zip: checked and repacked. With `exec` at its top it speaks ActionLoop; otherwise with
+ * `bootstrap` it is a Lambda custom runtime (`provided.al2023`), run behind the Runtime API.
+ */
 async function nativeZip(code: string): Promise<PreparedFunction> {
   const files = await unzip(code);
-  if (!has(files, 'exec')) throw badRequest('A native zip needs an executable named exec at its top.');
-  return {
-    package: packageOf(files, { command: ['./exec'], executables: ['exec'], ack: false }),
-    extension: '',
-  };
+  if (has(files, 'exec')) {
+    return {
+      package: packageOf(files, { command: ['./exec'], executables: ['exec'], ack: false }),
+      extension: '',
+    };
+  }
+  if (has(files, 'bootstrap')) {
+    // A custom runtime often runs more of its own files (a binary beside a bootstrap script):
+    // those the zip marks executable stay so, as Lambda extracts them.
+    const executables = files.filter((f) => f.path === 'bootstrap' || (f.mode & 0o111) !== 0).map((f) => f.path);
+    return {
+      package: packageOf(files, { command: ['./bootstrap'], executables, lambdaRuntime: true }),
+      extension: '',
+    };
+  }
+  throw badRequest(
+    'A native zip needs an executable at its top: exec (speaks ActionLoop) or bootstrap (a Lambda custom runtime, ' +
+      'served the Runtime API).',
+  );
 }
 
 // ---- compiled languages --------------------------------------------------------------------

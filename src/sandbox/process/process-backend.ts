@@ -15,6 +15,7 @@ const PRLIMIT = '/usr/bin/prlimit';
 const SETPRIV = '/usr/bin/setpriv';
 const UNSHARE = '/usr/bin/unshare';
 const MOUNT = ['/usr/bin/mount', '/bin/mount'].find((path) => existsSync(path));
+const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'].find((path) => existsSync(path));
 const HELLO_TIMEOUT_MS = 15_000;
 // Threads count against RLIMIT_NPROC: a Node.js process uses about a dozen, so this leaves room
 // for a few child processes and stops a fork bomb.
@@ -28,12 +29,15 @@ const PATH = '/usr/local/bin:/usr/bin:/bin';
 
 /**
  * Run as root inside a new mount namespace, before the switch to the sandbox's uid: joins the
- * sandbox's cgroup, gives it private /var/tmp, /dev/shm and /tmp (bind mounts of its own
- * directories; /tmp last, since the sandbox directories may live under the host's /tmp), then
- * runs the rest of the command line. Arguments: sandbox dir, cgroup.procs file or '', command.
+ * sandbox's cgroup, brings up the loopback device of its network namespace when asked (a
+ * Lambda custom runtime reaches the Runtime API the agent serves there), gives it private
+ * /var/tmp, /dev/shm and /tmp (bind mounts of its own directories; /tmp last, since the sandbox
+ * directories may live under the host's /tmp), then runs the rest of the command line.
+ * Arguments: sandbox dir, cgroup.procs file or '', the ip binary or '', command.
  */
-const PRIVATE_MOUNTS = `w=$1; cg=$2; shift 2
+const PRIVATE_MOUNTS = `w=$1; cg=$2; ip=$3; shift 3
 if [ -n "$cg" ]; then echo $$ > "$cg" || exit 71; fi
+if [ -n "$ip" ]; then "$ip" link set lo up || exit 71; fi
 if [ -d /var/tmp ]; then mount --bind "$w/var-tmp" /var/tmp || exit 71; fi
 if [ -d /dev/shm ]; then mount --bind "$w/shm" /dev/shm || exit 71; fi
 mount --bind "$w/tmp" /tmp && cd /tmp || exit 71
@@ -219,6 +223,9 @@ export class ProcessBackend implements Backend {
         'isola-sandbox',
         dir,
         cgroup?.procsFile ?? '',
+        // Native functions only: a bootstrap talks to the agent over the namespace's loopback,
+        // which only the sandbox has (the egress namespace has it up already).
+        !network && spec.kind === 'native' ? (IP ?? '') : '',
         ...command,
       ];
     }
@@ -272,6 +279,8 @@ class ProcessTransport implements AgentTransport {
   private readonly adopted = new Set<number>();
   /** The agent's launchers: they stay between runs, what they start does not. */
   private spared: ReadonlySet<number> = new Set();
+  /** Those of them whose children stay too (Lambda bootstraps). */
+  private trees: ReadonlySet<number> = new Set();
   /** Releases what else the sandbox held (its network). */
   onCleanup: (() => Promise<void>) | undefined;
 
@@ -302,23 +311,24 @@ class ProcessTransport implements AgentTransport {
       const alive = new Set(cgroup.pids());
       for (const pid of this.adopted) if (!alive.has(pid)) this.adopted.delete(pid);
     }
-    cgroup.killAllBut(
-      (pid) => pid === agent || this.spared.has(pid) || (this.adopted.size > 0 && this.descendsFromAdopted(pid, agent)),
-    );
+    const kept = this.adopted.size > 0 || this.trees.size > 0;
+    cgroup.killAllBut((pid) => pid === agent || this.spared.has(pid) || (kept && this.descendsFromKept(pid, agent)));
   }
 
   adoptProcesses(): void {
     for (const pid of this.cgroup?.pids() ?? []) if (pid !== this.child.pid && !this.spared.has(pid)) this.adopted.add(pid);
   }
 
-  spareProcesses(pids: readonly number[]): void {
+  spareProcesses(pids: readonly number[], trees: readonly number[]): void {
     this.spared = new Set(pids);
+    this.trees = new Set(trees);
   }
 
-  private descendsFromAdopted(pid: number, agent: number): boolean {
+  /** Whether a process descends from one adopted at load, or from a spared process whose children stay. */
+  private descendsFromKept(pid: number, agent: number): boolean {
     let current: number | undefined = pid;
     for (let depth = 0; depth < 64 && current !== undefined; depth++) {
-      if (this.adopted.has(current)) return true;
+      if (this.adopted.has(current) || this.trees.has(current)) return true;
       if (current === agent || current <= 1 || this.spared.has(current)) return false;
       current = parentPid(current);
     }
