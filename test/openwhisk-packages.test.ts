@@ -200,6 +200,19 @@ describe('OpenWhisk packages and bindings', () => {
     assert.deepEqual(await web.json(), { greeting: 'hi', name: 'ann' });
     const viaBinding = await fetch(`${server.url}/api/v1/web/guest/loud/web.json`);
     assert.deepEqual(await viaBinding.json(), { greeting: 'HELLO' });
+    // An API route reaches a web action in a package too.
+    // The client sends `responsetype`, which its typings leave out.
+    const routes = ow.routes as unknown as { create(options: Record<string, string>): Promise<{ gwApiUrl: string }> };
+    const route = await routes.create({
+      basepath: '/pkg',
+      relpath: '/greet',
+      operation: 'GET',
+      action: 'tools/web',
+      responsetype: 'json',
+    });
+    const routed = await fetch(`${route.gwApiUrl}/greet?name=bo`);
+    assert.equal(routed.status, 200);
+    assert.deepEqual(await routed.json(), { greeting: 'hi', name: 'bo' });
 
     const sequence = await server.request<{ exec: { components: string[] } }>('PUT', '/api/v1/namespaces/_/actions/chain', {
       exec: { kind: 'sequence', components: ['tools/echo', '/other/shared/echo', '/_/loud/echo'] },
