@@ -596,11 +596,14 @@ function knownCases(): FuzzRequest[] {
     { method: 'GET', path: '/api/v1/namespaces/_/actions/a%00b', auth: 'fuzz', headers: {} },
     { method: 'GET', path: '/api/v1/namespaces/_/actions/%ff%fe', auth: 'fuzz', headers: {} },
     {
+      // A body declared larger than the payload limit is refused (413) as soon as its length is
+      // read. Only its start is sent: the server may close the connection after answering, and a
+      // client still writing the rest would meet EPIPE instead of the answer.
       method: 'POST',
       path: '/api/v1/namespaces/_/actions/echo?blocking=true',
       auth: 'fuzz',
-      headers: json,
-      body: 'x'.repeat(1_100_000),
+      headers: { ...json, 'content-length': '1100000' },
+      body: 'x'.repeat(1000),
     },
   ];
 }
