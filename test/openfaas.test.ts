@@ -3,7 +3,8 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { OpenFaasFunctionStatus } from '../src/api/openfaas/system.js';
-import { TestServer, waitFor } from './helpers/server.js';
+import { annotation, TestServer, waitFor } from './helpers/server.js';
+import { freePort } from './helpers/server-process.js';
 
 // Echoes what it was given, or answers the response `params.respond` describes.
 const ECHO = 'function main(params) { return params.respond ?? params; }';
@@ -13,15 +14,19 @@ const BINARY =
   'function main(p) { return { statusCode: 200, headers: { "content-type": "image/png" }, body: "iVBORw==", isBase64Encoded: true }; }';
 const ODD = 'function main(p) { return { statusCode: 99999, headers: "nope", body: 5 }; }';
 const THROWS = 'function main() { throw new Error("boom"); }';
+// Names the instance it runs on (made once per instance), after waiting `params.ms`.
+const INSTANCE =
+  'const born = Math.random().toString(36).slice(2); async function main(p) { await new Promise((r) => setTimeout(r, p.ms ?? 0)); return { born }; }';
 
 interface Received {
   headers: IncomingHttpHeaders;
   body: string;
 }
 
-/** A callback receiver on loopback: records what it is sent, and answers 503 to the first `failFirst` posts. */
+/** A callback receiver on loopback: records what it is sent, and answers `failStatus` to the first `failFirst` posts. */
 async function receiver(
   failFirst = 0,
+  failStatus = 503,
 ): Promise<{ url: string; received: Received[]; attempts: () => number; close: () => Promise<void> }> {
   const received: Received[] = [];
   let attempts = 0;
@@ -31,7 +36,7 @@ async function receiver(
     request.on('end', () => {
       attempts++;
       if (attempts <= failFirst) {
-        response.writeHead(503).end();
+        response.writeHead(failStatus).end();
         return;
       }
       received.push({ headers: request.headers, body: Buffer.concat(chunks).toString('utf8') });
@@ -189,24 +194,67 @@ describe('OpenFaaS gateway end to end', () => {
       assert.match(info.provider.version.release, /^\d+\.\d+\.\d+/);
     });
 
-    it('scales a function: replicas set the instances kept provisioned', async () => {
-      assert.equal((await server.deploy('scaled', ECHO)).status, 200);
+    it('scales a function without a new version: replicas set the instances kept provisioned, and the warm one stays', async () => {
+      assert.equal((await server.deploy('scaled', INSTANCE)).status, 200);
+      const version = async () =>
+        (await server.request<{ version: string }>('GET', '/api/v1/namespaces/_/actions/scaled')).body.version;
+      const was = await version();
+      const invoke = async (ms = 0) => {
+        const response = await call('/function/scaled', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ ms }),
+        });
+        assert.equal(response.status, 200);
+        const { born } = (await response.json()) as { born: string };
+        const id = response.headers.get('x-call-id') ?? '';
+        const record = (
+          await server.request<{ annotations: { key: string; value: unknown }[] }>(
+            'GET',
+            `/api/v1/namespaces/_/activations/${id}`,
+          )
+        ).body;
+        return { born, coldStart: annotation(record, 'coldStart') };
+      };
+      const status = async () => (await (await call('/system/function/scaled')).json()) as OpenFaasFunctionStatus;
+      const first = await invoke();
+      assert.equal(first.coldStart, true);
+
       const scale = await call('/system/scale-function/scaled', {
         method: 'POST',
         body: JSON.stringify({ serviceName: 'scaled', replicas: 2 }),
       });
       assert.equal(scale.status, 200, await scale.text());
-      const scaled = await waitFor('two provisioned instances', async () => {
-        const status = (await (await call('/system/function/scaled')).json()) as OpenFaasFunctionStatus;
-        return status.availableReplicas === 2 ? status : undefined;
+      assert.equal(await version(), was, 'scaling stores no new version');
+      const scaled = await waitFor('two instances', async () => {
+        const now = await status();
+        return now.availableReplicas === 2 ? now : undefined;
       });
+      assert.equal(scaled.replicas, 2);
       assert.equal(scaled.labels['com.openfaas.scale.min'], '2');
-      assert.equal(scaled.annotations.minInstances, '2');
+      assert.equal(scaled.labels['isola.version'], was);
+      assert.equal(scaled.annotations.minInstances, undefined, "the annotations are the version's, unchanged");
+      // Two calls at once take both instances (one run each): the one that served the first call is one of them.
+      const both = await Promise.all([invoke(300), invoke(300)]);
+      assert.deepEqual(
+        both.map((b) => b.coldStart),
+        [false, false],
+        'no cold start: both instances were ready',
+      );
+      assert.ok(
+        both.some((b) => b.born === first.born),
+        `the warm instance ${first.born} is still there (got ${both.map((b) => b.born)})`,
+      );
+      assert.equal((await status()).replicas, 2, 'nothing more was started');
+
       const down = await call('/system/scale-function/scaled', { method: 'POST', body: JSON.stringify({ replicas: 0 }) });
       assert.equal(down.status, 200);
-      const status = (await (await call('/system/function/scaled')).json()) as OpenFaasFunctionStatus;
-      assert.equal(status.labels['com.openfaas.scale.min'], '0');
-      assert.equal(status.annotations.minInstances, undefined);
+      const after = await waitFor('the idle instances let go', async () => {
+        const now = await status();
+        return now.replicas === 0 ? now : undefined;
+      });
+      assert.equal(after.labels['com.openfaas.scale.min'], '0');
+      assert.equal(await version(), was);
     });
 
     it('refuses bad replicas and bodies with a 400 and changes nothing', async () => {
@@ -224,12 +272,22 @@ describe('OpenFaaS gateway end to end', () => {
         '{"replicas":',
         '',
         '{"serviceName":"other","replicas":1}',
+        '{"replicas":2,"serviceName":"steady"}x',
       ]) {
         const response = await call('/system/scale-function/steady', { method: 'POST', body });
         assert.equal(response.status, 400, body);
       }
       assert.equal((await call('/system/scale-function/nope', { method: 'POST', body: '{"replicas":1}' })).status, 404);
       assert.equal(await version(), was, 'no new version was stored');
+      const status = (await (await call('/system/function/steady')).json()) as OpenFaasFunctionStatus;
+      assert.equal(status.labels['com.openfaas.scale.min'], '0', 'no count was stored');
+      assert.equal(status.replicas, 0, 'nothing was provisioned');
+      // Never more than the function's own maxInstances.
+      assert.equal((await server.deploy('capped', ECHO, { annotations: [{ key: 'maxInstances', value: 1 }] })).status, 200);
+      const capped = await call('/system/scale-function/capped', { method: 'POST', body: '{"replicas":2}' });
+      assert.equal(capped.status, 400);
+      assert.match(((await capped.json()) as { error: string }).error, /maxInstances/);
+      assert.equal(((await (await call('/system/function/capped')).json()) as OpenFaasFunctionStatus).replicas, 0);
     });
 
     it('deletes a function; refuses a body without a name, an unknown one, and deploying an image', async () => {
@@ -255,6 +313,19 @@ describe('OpenFaaS gateway end to end', () => {
   });
 
   describe('/async-function/{name} with X-Callback-Url', () => {
+    /** The activation's `callback` annotation, once its delivery has ended. */
+    const deliveryOf = (callId: string | null) =>
+      waitFor('the delivery recorded on the activation', async () => {
+        const response = await server.request<{ annotations: { key: string; value: unknown }[] }>(
+          'GET',
+          `/api/v1/namespaces/_/activations/${callId}`,
+        );
+        if (response.status !== 200) return undefined;
+        return annotation(response.body, 'callback') as
+          | { url: string; status: string; attempts: number; statusCode?: number; error?: string; at: number }
+          | undefined;
+      });
+
     it('answers 202 with the call id, then posts the result with its status and duration', async () => {
       const sink = await receiver();
       try {
@@ -272,6 +343,13 @@ describe('OpenFaaS gateway end to end', () => {
         await waitFor('the delivery logged', async () =>
           server.output.includes('openfaas callback delivered') && server.output.includes(callId ?? '-') ? true : undefined,
         );
+        const delivery = await deliveryOf(callId);
+        assert.equal(delivery.status, 'delivered');
+        assert.equal(delivery.attempts, 1);
+        assert.equal(delivery.statusCode, 200);
+        assert.equal(delivery.error, undefined);
+        assert.equal(delivery.url, sink.url);
+        assert.ok(Number.isInteger(delivery.at) && delivery.at > 0);
       } finally {
         await sink.close();
       }
@@ -289,8 +367,38 @@ describe('OpenFaaS gateway end to end', () => {
         assert.equal(delivered?.headers['x-function-status'], '502');
         assert.equal(delivered?.headers['x-call-id'], accepted.headers.get('x-call-id'));
         assert.match(JSON.parse(delivered?.body ?? '{}').error, /boom/);
+        const delivery = await deliveryOf(accepted.headers.get('x-call-id'));
+        assert.deepEqual([delivery.status, delivery.attempts, delivery.statusCode], ['delivered', 3, 200]);
       } finally {
         await sink.close();
+      }
+    });
+
+    it('records a delivery given up on the activation: a receiver that fails every time, and one nobody answers', async () => {
+      const failing = await receiver(Number.POSITIVE_INFINITY, 500);
+      const unreachable = `http://127.0.0.1:${await freePort()}/gone`;
+      try {
+        const [toFailing, toNobody] = await Promise.all([
+          call('/async-function/echo', { method: 'POST', headers: { 'x-callback-url': failing.url } }),
+          call('/async-function/echo', { method: 'POST', headers: { 'x-callback-url': unreachable } }),
+        ]);
+        assert.equal(toFailing.status, 202);
+        assert.equal(toNobody.status, 202);
+        const [refused, unanswered] = await Promise.all([
+          deliveryOf(toFailing.headers.get('x-call-id')),
+          deliveryOf(toNobody.headers.get('x-call-id')),
+        ]);
+        assert.equal(refused.status, 'failed');
+        assert.equal(refused.attempts, 4);
+        assert.equal(refused.statusCode, 500);
+        assert.equal(failing.attempts(), 4);
+        assert.equal(unanswered.status, 'failed');
+        assert.equal(unanswered.attempts, 4);
+        assert.equal(unanswered.statusCode, undefined);
+        assert.match(unanswered.error ?? '', /ECONNREFUSED|connect/i);
+        assert.equal(unanswered.url, unreachable);
+      } finally {
+        await failing.close();
       }
     });
 

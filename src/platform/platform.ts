@@ -4,10 +4,10 @@ import { type Isolation, resolveIsolation } from '../core/kinds.js';
 import { DEFAULT_LIMITS } from '../core/limits.js';
 import { assertActionName, ownerRef, packageOf, SYSTEM_NAMESPACE } from '../core/names.js';
 import { checkNetworkAnnotation } from '../core/network-policy.js';
-import { type ActionVersion, annotationValue } from '../core/types.js';
+import { type ActionVersion, annotationValue, type KeyValue } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
 import { BackendSet, BackendUnavailableError, egressSupported } from '../sandbox/registry.js';
-import { functionSettings, storedFunctionSettings } from '../scheduler/function-settings.js';
+import { functionSettings, SETTING_LIMITS, storedFunctionSettings } from '../scheduler/function-settings.js';
 import { parsePolicy } from '../scheduler/policy.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { ActivationRetention } from '../store/retention.js';
@@ -265,7 +265,8 @@ export class Platform {
     const sequence = await checkSequence(draft, components, (ref) => this.packages.resolve(ref));
     const stored = await this.store.putAction({ ...draft, sequence }, { overwrite });
     this.actions.remember(stored);
-    // An action that was code before keeps no instances.
+    // An action that was code before keeps no instances, nor a provisioned count set by scaling.
+    await this.store.setProvisionedInstances(stored.namespace, stored.name, null);
     this.scheduler.retireVersions(stored.namespace, stored.name);
     this.metrics.noteDeployed(stored.namespace, stored.name);
     return stored;
@@ -285,6 +286,42 @@ export class Platform {
     if (!deleted) throw notFound(`The action "${name}" does not exist in namespace "${namespace}".`);
     this.scheduler.retireVersions(namespace, name);
     return deleted;
+  }
+
+  /**
+   * Sets how many instances a function keeps provisioned (OpenFaaS's scale-function), in place of
+   * its minInstances annotation. It is a setting of the function, not of a version: nothing new is
+   * stored as a version and no instance is retired. Missing instances start now, idle ones beyond
+   * the count go now; the count holds across new versions and restarts.
+   */
+  async scaleFunction(namespace: string, name: string, count: number): Promise<void> {
+    const action = await this.actions.get(namespace, name);
+    if (!action) throw notFound(`The action "${name}" does not exist in namespace "${namespace}".`);
+    if (action.sequence)
+      throw badRequest(`"${name}" is a sequence: it runs no code of its own, so it has no instances to scale.`);
+    const most = Math.min(SETTING_LIMITS.minInstances.max, storedFunctionSettings(action).maxInstances);
+    if (!Number.isInteger(count) || count < 0 || count > most) {
+      throw badRequest(`The provisioned instances must be an integer from 0 to ${most}; got ${count}.`);
+    }
+    if (!(await this.store.setProvisionedInstances(namespace, name, count))) {
+      throw notFound(`The action "${name}" does not exist in namespace "${namespace}".`);
+    }
+    // Read again: a version deployed meanwhile is the one to provision.
+    const latest = (await this.actions.get(namespace, name)) ?? action;
+    if (latest.sequence || latest.exec.code === '' || !this.backends.has(latest.isolation)) {
+      this.scheduler.setScale(namespace, name, count);
+    } else {
+      this.scheduler.scale(latest, count);
+    }
+  }
+
+  /**
+   * Sets annotations on a finished activation (those of the same keys are replaced), for what is
+   * learnt after it ended, such as the delivery of its result to a callback. Waits up to `waitMs`
+   * for the record to be stored; false when it never was (or the namespace has no such activation).
+   */
+  annotateActivation(namespace: string, activationId: string, entries: readonly KeyValue[], waitMs?: number): Promise<boolean> {
+    return this.store.annotateActivation(namespace, activationId, entries, waitMs);
   }
 
   /** The URL the server answers on, which functions see as `__OW_API_HOST`. */
@@ -373,11 +410,13 @@ export class Platform {
   async recover(): Promise<{ failed: number; resumed: number; retried: number }> {
     const recovered = await this.invocations.recover();
     await this.triggers.start();
+    for (const scaled of await this.store.provisionedInstances())
+      this.scheduler.setScale(scaled.namespace, scaled.name, scaled.count);
     for (const action of await this.store.allActions()) {
       if (
         !action.sequence &&
         action.exec.code !== '' &&
-        storedFunctionSettings(action).minInstances > 0 &&
+        this.scheduler.settingsOf(action).minInstances > 0 &&
         this.backends.has(action.isolation)
       )
         this.scheduler.provision(action);

@@ -54,10 +54,10 @@ class Host implements KeepAliveHost {
     return this.states.get(id);
   }
 
-  liveInstances(version: ActionVersion): { state: InstanceState }[] {
+  liveInstances(version: ActionVersion): { id: number; state: InstanceState }[] {
     return [...this.states]
       .filter(([id, state]) => this.revisions.get(id) === version.revision && isLive(state))
-      .map(([, state]) => ({ state }));
+      .map(([id, state]) => ({ id, state }));
   }
 
   expire(id: number): void {
@@ -286,6 +286,41 @@ describe('the keep-alive driver', () => {
     serve(d, fn, 1);
     mock.timers.tick(100);
     assert.deepEqual(host.expired, [1], 'the old version is not the one provisioned');
+  });
+
+  it('scales a function: its count replaces minInstances, starts the missing instances and lets surplus idle ones go', () => {
+    const v1 = action('r1', [{ key: 'minInstances', value: 1 }]);
+    const d = driver(new FixedKeepAlive(100));
+    const fn = d.functionFor(v1);
+    const warm = host.instance(v1, fn);
+    host.ready(warm);
+    serve(d, fn, warm);
+    d.scale(v1, 3);
+    assert.equal(d.settingsFor(v1).minInstances, 3);
+    assert.deepEqual(
+      host.started.map((s) => s.origin),
+      ['provisioned', 'provisioned'],
+      'two more beside the warm one',
+    );
+    for (const { id } of host.started) host.ready(id);
+    mock.timers.tick(1000);
+    assert.deepEqual(host.expired, [], 'the warm one is kept as one of the three');
+    assert.equal(host.liveInstances(v1).length, 3);
+    // A busy instance stays through a scale down; idle ones beyond the count go at once.
+    host.busy(warm);
+    d.scale(v1, 2);
+    assert.equal(host.liveInstances(v1).length, 2);
+    assert.equal(host.stateOf(warm), 'busy');
+    d.scale(v1, 0);
+    assert.deepEqual(host.liveInstances(v1), [{ id: warm, state: 'busy' }]);
+    // Cleared, the annotation decides again; never more than maxInstances.
+    d.scale(v1, undefined);
+    assert.equal(d.settingsFor(v1).minInstances, 1);
+    const capped = action('r2', [{ key: 'maxInstances', value: 2 }]);
+    d.setScale('ns', 'fn', 5);
+    assert.equal(d.settingsFor(capped).minInstances, 2);
+    d.forget('ns', 'fn');
+    assert.equal(d.settingsFor(capped).minInstances, 0, 'a deleted function loses its count');
   });
 
   it('forgets a deleted function: no prewarm comes for it', () => {

@@ -24,7 +24,7 @@ export interface KeepAliveHost {
   /** An instance's state; undefined once it is gone. */
   stateOf(id: number): InstanceState | undefined;
   /** Live instances of a version. */
-  liveInstances(action: ActionVersion): readonly { readonly state: InstanceState }[];
+  liveInstances(action: ActionVersion): readonly { readonly id: number; readonly state: InstanceState }[];
   /** Lets an idle instance go. */
   expire(id: number): void;
   /**
@@ -58,6 +58,8 @@ export class KeepAliveDriver {
   private readonly functions = new Map<string, FunctionState>();
   private readonly settingsCache = new WeakMap<ActionVersion, FunctionSettings>();
   private readonly instances = new Map<number, TrackedInstance>();
+  /** Provisioned counts set by scaling, by function: they take the place of the minInstances annotation. */
+  private readonly scaled = new Map<string, number>();
   private closed = false;
 
   constructor(
@@ -70,7 +72,7 @@ export class KeepAliveDriver {
   functionFor(action: ActionVersion): FunctionState {
     const key = functionKey(action);
     let fn = this.functions.get(key);
-    const settings = this.settingsOf(action);
+    const settings = this.settingsFor(action);
     const policy = settings.policy ?? this.defaultPolicy;
     // A new policy for the function starts with an empty memory of it.
     if (!fn || fn.policyName !== policy.name) {
@@ -158,9 +160,42 @@ export class KeepAliveDriver {
     }
   }
 
-  /** The function was deleted: its policy's memory and pending prewarm go. */
+  /**
+   * Sets (undefined: clears) how many instances a function keeps provisioned, in place of its
+   * versions' minInstances annotation. Nothing starts or stops: see `scale`.
+   */
+  setScale(namespace: string, name: string, count: number | undefined): void {
+    const key = functionKey({ namespace, name });
+    if (count === undefined) this.scaled.delete(key);
+    else this.scaled.set(key, count);
+  }
+
+  /**
+   * Sets a function's provisioned count (see `setScale`) and acts on it for `action`, its latest
+   * version: the missing instances start now, and idle ones beyond the count go now (busy ones
+   * follow the keep-alive policy once their run ends). Nothing is retired: the version stays.
+   */
+  scale(action: ActionVersion, count: number | undefined): void {
+    this.setScale(action.namespace, action.name, count);
+    if (this.closed) return;
+    const fn = this.functionFor(action);
+    const live = this.host.liveInstances(action);
+    const surplus = live.length - fn.settings.minInstances;
+    if (surplus < 0) this.provision(action);
+    else for (const instance of live.filter((i) => i.state === 'idle').slice(0, surplus)) this.host.expire(instance.id);
+  }
+
+  /** The settings a version runs with: its annotations', with the provisioned count scaling set (never above maxInstances). */
+  settingsFor(action: ActionVersion): FunctionSettings {
+    const settings = this.settingsOf(action);
+    const count = this.scaled.get(functionKey(action));
+    return count === undefined ? settings : { ...settings, minInstances: Math.min(count, settings.maxInstances) };
+  }
+
+  /** The function was deleted: its policy's memory, pending prewarm and provisioned count go. */
   forget(namespace: string, name: string): void {
     const key = functionKey({ namespace, name });
+    this.scaled.delete(key);
     clearTimeout(this.functions.get(key)?.prewarmTimer);
     this.functions.delete(key);
   }

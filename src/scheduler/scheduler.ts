@@ -1,6 +1,7 @@
 import type { Isolation } from '../core/kinds.js';
 import type { ActionVersion } from '../core/types.js';
 import { type Backend, type LogSink, type PreparedCode, type Sandbox, versionKey } from '../sandbox/backend.js';
+import type { FunctionSettings } from './function-settings.js';
 import type { InstanceState } from './instance.js';
 import { type FunctionState, functionKey, KeepAliveDriver } from './keep-alive.js';
 import { InitFailure, type Launched, Launcher } from './launcher.js';
@@ -193,6 +194,26 @@ export class Scheduler {
   provision(action: ActionVersion): void {
     if (this.closed) return;
     this.keepAlive.provision(action);
+  }
+
+  /**
+   * Sets (undefined: clears) how many instances a function keeps provisioned, in place of its
+   * minInstances annotation, and acts on it for `action`, its latest version: missing instances
+   * start now, idle ones beyond the count go now. No version is retired.
+   */
+  scale(action: ActionVersion, count: number | undefined): void {
+    if (this.closed) return;
+    this.keepAlive.scale(action, count);
+  }
+
+  /** Records a function's provisioned count (see `scale`) without starting or stopping anything: for a restart. */
+  setScale(namespace: string, name: string, count: number | undefined): void {
+    this.keepAlive.setScale(namespace, name, count);
+  }
+
+  /** The settings a version runs with: its annotations', with the provisioned count scaling set. */
+  settingsOf(action: ActionVersion): FunctionSettings {
+    return this.keepAlive.settingsFor(action);
   }
 
   stats(): SchedulerStats {

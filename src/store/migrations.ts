@@ -218,6 +218,14 @@ function migrations(dialect: DialectName): Record<string, Migration> {
           .execute();
       },
     },
+    '0007_provisioned_instances': {
+      async up(db: Kysely<unknown>) {
+        // How many instances a function keeps provisioned, set by scaling it (OpenFaaS's
+        // scale-function): a setting of the function, not of a version, so scaling stores no new
+        // version and retires no instances. Null: its minInstances annotation decides.
+        await db.schema.alterTable('actions').addColumn('provisioned_instances', 'integer').execute();
+      },
+    },
   };
 }
 

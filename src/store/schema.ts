@@ -15,6 +15,8 @@ export interface ActionsTable {
   latest_version: string;
   created: number;
   updated: number;
+  /** Instances kept provisioned, set by scaling; null when the minInstances annotation decides. */
+  provisioned_instances: number | null;
 }
 
 export interface ActionVersionsTable {

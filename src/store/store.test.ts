@@ -139,6 +139,7 @@ for (const database of DATABASES) {
             ['0004_packages', true],
             ['0005_lambda_aliases', true],
             ['0006_api_routes', true],
+            ['0007_provisioned_instances', true],
           ],
         );
         const again = await Store.open(setting);
@@ -332,6 +333,27 @@ for (const database of DATABASES) {
         assert.deepEqual(await store.listVersions('del', 'f'), []);
         assert.equal(await store.deleteAction('del', 'f'), undefined);
         assert.equal((await store.putAction(action('del', 'f'), { overwrite: false })).version, '0.0.3');
+      });
+
+      it('keep a provisioned count set by scaling without a new version, until cleared or deleted', async () => {
+        const stored = await store.putAction(action('scale', 'f'), { overwrite: false });
+        assert.deepEqual(await store.provisionedInstances().then((all) => all.filter((p) => p.namespace === 'scale')), []);
+        assert.equal(await store.setProvisionedInstances('scale', 'f', 3), true);
+        assert.equal(await store.setProvisionedInstances('scale', 'missing', 3), false);
+        assert.deepEqual((await store.getAction('scale', 'f'))?.version, stored.version, 'no new version');
+        const counts = async () => (await store.provisionedInstances()).filter((p) => p.namespace === 'scale');
+        assert.deepEqual(await counts(), [{ namespace: 'scale', name: 'f', count: 3 }]);
+        // A new version keeps the function's count.
+        await store.putAction(action('scale', 'f', '// v2'), { overwrite: true });
+        assert.deepEqual(await counts(), [{ namespace: 'scale', name: 'f', count: 3 }]);
+        assert.equal(await store.setProvisionedInstances('scale', 'f', 0), true);
+        assert.deepEqual(await counts(), [{ namespace: 'scale', name: 'f', count: 0 }]);
+        assert.equal(await store.setProvisionedInstances('scale', 'f', null), true);
+        assert.deepEqual(await counts(), []);
+        await store.setProvisionedInstances('scale', 'f', 2);
+        await store.deleteAction('scale', 'f');
+        await store.putAction(action('scale', 'f'), { overwrite: false });
+        assert.deepEqual(await counts(), [], 'a re-created action starts without one');
       });
 
       it('get distinct version numbers when updated concurrently', async () => {
@@ -536,6 +558,39 @@ for (const database of DATABASES) {
           store.completeActivation(finished('batch', 'g', twice, 5, { n: 2 }), 5),
         ]);
         assert.deepEqual((await store.getActivation('batch', twice))?.response.result, { n: 2 });
+      });
+
+      it('take annotations after they finished, waiting for a record still in the group commit', async () => {
+        const id = activationId();
+        // Not awaited: the record is still in the writer when the amendment starts.
+        const written = store.completeActivation(finished('amend', 'f', id, 1), 1);
+        const outcome = { status: 'delivered', attempts: 1, statusCode: 200 };
+        assert.equal(await store.annotateActivation('amend', id, [{ key: 'callback', value: outcome }]), true);
+        await written;
+        assert.deepEqual((await store.getActivation('amend', id))?.annotations, [
+          { key: 'kind', value: 'nodejs:20' },
+          { key: 'callback', value: outcome },
+        ]);
+        // The same key again replaces it; concurrent amendments of other keys all land.
+        await Promise.all([
+          store.annotateActivation('amend', id, [{ key: 'callback', value: { status: 'failed' } }]),
+          store.annotateActivation('amend', id, [{ key: 'other', value: 1 }]),
+        ]);
+        const annotations = (await store.getActivation('amend', id))?.annotations ?? [];
+        assert.deepEqual(
+          [...annotations].sort((a, b) => a.key.localeCompare(b.key)),
+          [
+            { key: 'callback', value: { status: 'failed' } },
+            { key: 'kind', value: 'nodejs:20' },
+            { key: 'other', value: 1 },
+          ],
+        );
+        // Only a finished record of the namespace is amended: not another namespace's, not a queued one.
+        assert.equal(await store.annotateActivation('elsewhere', id, [{ key: 'x', value: 1 }], 50), false);
+        const waiting = activationId();
+        await store.enqueueActivation(queued('amend', 'f', waiting));
+        assert.equal(await store.annotateActivation('amend', waiting, [{ key: 'x', value: 1 }], 50), false);
+        assert.equal(await store.annotateActivation('amend', activationId(), [{ key: 'x', value: 1 }], 50), false);
       });
 
       it('are not lost when written while another transaction is open and then rolls back', async () => {

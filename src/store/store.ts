@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import type { ActionVersion, ActivationRecord } from '../core/types.js';
+import type { ActionVersion, ActivationRecord, KeyValue } from '../core/types.js';
 import type { ActivationWriter } from './activation-writer.js';
 import { type DatabaseSetting, type DialectName, openDatabase, type StoreDatabase } from './database.js';
 import type {
@@ -175,6 +175,16 @@ export class Store {
     return this.actions.delete(namespace, name);
   }
 
+  /** Sets how many instances a function keeps provisioned (null: its annotation decides); false when there is no such action. */
+  setProvisionedInstances(namespace: string, name: string, count: number | null): Promise<boolean> {
+    return this.actions.setProvisioned(namespace, name, count);
+  }
+
+  /** The functions whose provisioned instances were set by scaling, with the count. */
+  provisionedInstances(): Promise<{ namespace: string; name: string; count: number }[]> {
+    return this.actions.provisioned();
+  }
+
   /** The latest version of every action, in every namespace. */
   allActions(): Promise<ActionVersion[]> {
     return this.actions.all();
@@ -214,6 +224,11 @@ export class Store {
 
   getActivation(namespace: string, activationId: string): Promise<ActivationRecord | undefined> {
     return this.activations.get(namespace, activationId);
+  }
+
+  /** Sets annotations on a finished activation, waiting up to `waitMs` for its record; false when none turned up. */
+  annotateActivation(namespace: string, activationId: string, entries: readonly KeyValue[], waitMs?: number): Promise<boolean> {
+    return this.activations.annotate(namespace, activationId, entries, waitMs);
   }
 
   /** Finished activations, newest first. */

@@ -70,18 +70,33 @@ export interface PendingCallback {
   ownPort: number;
 }
 
+/** How a delivery ended, as the activation's `callback` annotation records it. */
+export interface CallbackOutcome {
+  /** The callback URL as given, less any user and password in it. */
+  url: string;
+  status: 'delivered' | 'failed';
+  attempts: number;
+  /** The last HTTP status the receiver answered, if it answered. */
+  statusCode?: number;
+  /** The last error met (no answer, a refused address), if any. */
+  error?: string;
+  /** When the delivery ended (ms since the epoch). */
+  at: number;
+}
+
 /**
  * Posts queued calls' results to their callbacks once their activations are stored. Not durable:
  * a callback still owed when the server stops is not sent after a restart (the activation is).
  * Every delivery ends in one log line (`openfaas callback`): at info when delivered, at warn when
- * given up, with the activation id, the callback's origin and path, the attempts and the status.
+ * given up, with the activation id, the callback's origin and path, the attempts and the status;
+ * and in the activation's `callback` annotation (see `CallbackOutcome`), where its owner sees it.
  */
 export class CallbackDeliveries {
   private readonly stopping = new AbortController();
   private readonly running = new Set<Promise<void>>();
 
   constructor(
-    private readonly platform: Pick<Platform, 'activations'>,
+    private readonly platform: Pick<Platform, 'activations' | 'annotateActivation'>,
     private readonly log: FastifyBaseLogger,
   ) {}
 
@@ -114,6 +129,8 @@ export class CallbackDeliveries {
     }
     const message = callbackMessage(record);
     let outcome = '';
+    let statusCode: number | undefined;
+    let error: string | undefined;
     for (let attempt = 1; attempt <= CALLBACK_ATTEMPTS; attempt++) {
       if (this.stopping.signal.aborted) return;
       try {
@@ -128,15 +145,21 @@ export class CallbackDeliveries {
         });
         await response.body?.cancel();
         outcome = `HTTP ${response.status}`;
+        statusCode = response.status;
         if (response.ok) {
           this.log.info(
             { activationId: record.activationId, callback: where, attempts: attempt, status: response.status },
             'openfaas callback delivered',
           );
+          await this.record(pending, { status: 'delivered', attempts: attempt, statusCode, error });
           return;
         }
-      } catch (error) {
-        outcome = error instanceof IsolaError ? error.message : String((error as Error).cause ?? (error as Error).message);
+      } catch (failure) {
+        // Stopping cut the attempt short: that is no outcome of the receiver's.
+        if (this.stopping.signal.aborted) return;
+        outcome =
+          failure instanceof IsolaError ? failure.message : String((failure as Error).cause ?? (failure as Error).message);
+        error = outcome;
       }
       if (attempt < CALLBACK_ATTEMPTS) await this.pause(FIRST_RETRY_MS * 2 ** (attempt - 1));
     }
@@ -144,6 +167,36 @@ export class CallbackDeliveries {
       { activationId: record.activationId, callback: where, attempts: CALLBACK_ATTEMPTS, outcome },
       'openfaas callback given up',
     );
+    await this.record(pending, { status: 'failed', attempts: CALLBACK_ATTEMPTS, statusCode, error });
+  }
+
+  /** Amends the finished activation with how its delivery ended: its `callback` annotation. */
+  private async record(
+    pending: PendingCallback,
+    ended: {
+      status: CallbackOutcome['status'];
+      attempts: number;
+      statusCode: number | undefined;
+      error: string | undefined;
+    },
+  ): Promise<void> {
+    const url = new URL(pending.url);
+    url.username = '';
+    url.password = '';
+    const value: CallbackOutcome = {
+      url: url.href,
+      status: ended.status,
+      attempts: ended.attempts,
+      ...(ended.statusCode !== undefined ? { statusCode: ended.statusCode } : {}),
+      ...(ended.error !== undefined ? { error: ended.error } : {}),
+      at: Date.now(),
+    };
+    const recorded = await this.platform.annotateActivation(pending.namespace, pending.activationId, [
+      { key: 'callback', value },
+    ]);
+    if (!recorded) {
+      this.log.warn({ activationId: pending.activationId }, 'openfaas callback outcome not recorded: no finished activation');
+    }
   }
 
   /** The call's stored record, polled with a growing interval; undefined when stopping or past the wait. */

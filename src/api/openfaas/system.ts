@@ -29,7 +29,8 @@ export interface OpenFaasFunctionStatus {
 /**
  * OpenFaaS's system API over the caller's namespace: list, describe, delete and scale functions,
  * and the provider's info. `image` is the function's kind, `replicas` its live instances, and
- * scaling sets how many instances are kept provisioned (the `minInstances` annotation).
+ * scaling sets how many instances are kept provisioned (in place of the `minInstances`
+ * annotation, without storing a new version).
  */
 export function registerOpenFaasSystemRoutes(scope: FastifyInstance, platform: Platform): void {
   scope.get('/system/info', async () => ({
@@ -99,12 +100,8 @@ export function registerOpenFaasSystemRoutes(scope: FastifyInstance, platform: P
         }); got ${JSON.stringify(replicas)?.slice(0, 40)}.`,
       );
     }
-    if (replicas !== settings.minInstances) {
-      const { version: _version, revision: _revision, updated: _updated, ...draft } = action;
-      const annotations = action.annotations.filter((a) => a.key !== 'minInstances');
-      if (replicas > 0) annotations.push({ key: 'minInstances', value: replicas });
-      await platform.deploy({ ...draft, annotations }, true);
-    }
+    // A setting of the function: no new version, so the instances it has stay.
+    await platform.scaleFunction(namespace, action.name, replicas);
     return reply.code(200).send();
   });
 }
@@ -138,7 +135,7 @@ function functionStatus(platform: Platform, action: ActionVersion): OpenFaasFunc
   const own = platform.scheduler.stats().functions.find((fn) => fn.namespace === action.namespace && fn.action === action.name);
   const count = (states: readonly string[]) =>
     (own?.instances ?? []).filter((i) => states.includes(i.state)).reduce((sum, i) => sum + i.count, 0);
-  const minInstances = storedFunctionSettings(action).minInstances;
+  const minInstances = platform.scheduler.settingsOf(action).minInstances;
   return {
     name: action.name,
     image: action.sequence ? 'sequence' : action.exec.kind,

@@ -138,6 +138,30 @@ export class ActionRepository {
     return rows.map((r) => r.name);
   }
 
+  /**
+   * Sets how many instances a function keeps provisioned (null: its minInstances annotation
+   * decides), a setting of the function that stores no version. False when there is no such action.
+   */
+  async setProvisioned(namespace: string, name: string, count: number | null): Promise<boolean> {
+    const result = await this.db
+      .updateTable('actions')
+      .set({ provisioned_instances: count })
+      .where('namespace', '=', namespace)
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
+  }
+
+  /** The functions whose provisioned instances were set by scaling, with the count. */
+  async provisioned(): Promise<{ namespace: string; name: string; count: number }[]> {
+    const rows = await this.db
+      .selectFrom('actions')
+      .select(['namespace', 'name', 'provisioned_instances'])
+      .where('provisioned_instances', 'is not', null)
+      .execute();
+    return rows.map((row) => ({ namespace: row.namespace, name: row.name, count: Number(row.provisioned_instances) }));
+  }
+
   /** The latest version of every action, in every namespace. */
   async all(): Promise<ActionVersion[]> {
     const rows = await this.db

@@ -128,6 +128,44 @@ export class ActivationRepository {
     return row ? fromActivationRow(row) : undefined;
   }
 
+  /**
+   * Sets annotations on a finished activation (replacing those of the same keys), for what is
+   * learnt after it ended. Its record may still be waiting in the group commit, or the activation
+   * may still be running: the writer is flushed and the row looked for again until `waitMs` has
+   * passed. The update holds only if the annotations did not change meanwhile (else it reads them
+   * again), so concurrent amendments all land. False when no finished record turned up in time.
+   */
+  async annotate(namespace: string, activationId: string, entries: readonly KeyValue[], waitMs = 10_000): Promise<boolean> {
+    const deadline = Date.now() + waitMs;
+    const keys = new Set(entries.map((entry) => entry.key));
+    let interval = 10;
+    for (;;) {
+      const row = await this.db
+        .selectFrom('activations')
+        .select('annotations')
+        .where('activation_id', '=', activationId)
+        .where('namespace', '=', namespace)
+        .where('state', '=', 'done')
+        .executeTakeFirst();
+      if (row) {
+        const annotations = (JSON.parse(row.annotations) as KeyValue[]).filter((a) => !keys.has(a.key));
+        const result = await this.db
+          .updateTable('activations')
+          .set({ annotations: JSON.stringify([...annotations, ...entries]) })
+          .where('activation_id', '=', activationId)
+          .where('state', '=', 'done')
+          .where('annotations', '=', row.annotations)
+          .executeTakeFirst();
+        if (Number(result.numUpdatedRows) > 0) return true;
+        continue;
+      }
+      if (Date.now() >= deadline) return false;
+      await this.flush();
+      await new Promise((resolve) => setTimeout(resolve, Math.min(interval, Math.max(0, deadline - Date.now()))));
+      interval = Math.min(interval * 2, 500);
+    }
+  }
+
   /** Finished activations, newest first. */
   async list(namespace: string, query: ActivationQuery): Promise<ActivationRecord[]> {
     let q = this.db.selectFrom('activations').selectAll().where('namespace', '=', namespace).where('state', '=', 'done');
