@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -208,5 +209,41 @@ export async function freePort(): Promise<number> {
       const port = typeof address === 'object' && address ? address.port : 0;
       server.close(() => resolve(port));
     });
+  });
+}
+
+/**
+ * POSTs a body declared `declaredBytes` long but sends only its first KB, and answers the status:
+ * how a test checks that an oversized body is refused (413) without racing the server, which may
+ * close the connection once it has answered, while a client writing the whole body would still be
+ * writing (EPIPE instead of the answer).
+ */
+export function postDeclaredBody(
+  url: string,
+  path: string,
+  headers: Record<string, string>,
+  declaredBytes: number,
+): Promise<number> {
+  const target = new URL(url);
+  return new Promise((resolve, reject) => {
+    let answered = false;
+    const req = httpRequest(
+      {
+        host: target.hostname,
+        port: target.port,
+        method: 'POST',
+        path,
+        headers: { ...headers, 'content-length': String(declaredBytes), connection: 'close' },
+      },
+      (res) => {
+        answered = true;
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      },
+    );
+    req.on('error', (error) => {
+      if (!answered) reject(error);
+    });
+    req.end('x'.repeat(Math.min(1024, declaredBytes)));
   });
 }

@@ -2,7 +2,7 @@ import { sharedPostgres } from './postgres.js';
 import { ServerProcess } from './server-process.js';
 
 export type { RequestOptions, Response } from './server-process.js';
-export { annotation, waitFor } from './server-process.js';
+export { annotation, postDeclaredBody, waitFor } from './server-process.js';
 
 export type TestDatabase = 'sqlite' | 'postgres';
 
