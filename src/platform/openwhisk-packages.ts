@@ -31,6 +31,12 @@ export interface ResolvedPackage {
  * Parameters merge, weakest first: the action's, its package's, the binding's, the invocation's.
  */
 export class Packages {
+  /**
+   * Packages as read, `null` for none: every invoke through a package reads one or two, and only
+   * this class changes them (put, delete; a namespace's purge calls `forget`).
+   */
+  private readonly cache = new Map<string, PackageRecord | null>();
+
   constructor(
     private readonly store: Store,
     private readonly getAction: (namespace: string, name: string, version?: string) => Promise<ActionVersion | undefined>,
@@ -57,15 +63,17 @@ export class Packages {
       binding = target;
     }
     const { binding: _given, ...rest } = draft;
-    return this.store.packages.put({ ...rest, ...(binding ? { binding } : {}) }, { overwrite });
+    const stored = await this.store.packages.put({ ...rest, ...(binding ? { binding } : {}) }, { overwrite });
+    this.cache.set(cacheKey(stored.namespace, stored.name), stored);
+    return stored;
   }
 
   /** A package or binding as `viewer` may see it: its own, or a shared one elsewhere. */
   async get(viewer: string, namespace: string, name: string): Promise<ResolvedPackage | undefined> {
-    const record = await this.store.packages.get(namespace, name);
+    const record = await this.read(namespace, name);
     if (!record || !this.visible(record, viewer)) return undefined;
     if (!record.binding) return { record, source: record };
-    const bound = await this.store.packages.get(record.binding.namespace, record.binding.name);
+    const bound = await this.read(record.binding.namespace, record.binding.name);
     // A binding whose package went (or stopped being shared) offers nothing.
     return bound && !bound.binding && this.visible(bound, namespace) ? { record, source: bound } : { record };
   }
@@ -85,6 +93,7 @@ export class Packages {
   /** Deletes a package or binding; a package that holds actions is a conflict. */
   async delete(namespace: string, name: string): Promise<PackageRecord> {
     const deleted = await this.store.packages.delete(namespace, assertEntityName('package', name));
+    this.cache.delete(cacheKey(namespace, name));
     if (!deleted) throw notFound(`The package "${name}" does not exist in namespace "${namespace}".`);
     return deleted;
   }
@@ -135,9 +144,29 @@ export class Packages {
     return { ...found, namespace: ref.namespace, name: ref.name, parameters };
   }
 
+  /** @internal A namespace was purged: what was read of it goes. */
+  forget(namespace: string): void {
+    for (const key of this.cache.keys()) if (key.startsWith(`${namespace}/`)) this.cache.delete(key);
+  }
+
+  /** A stored package, through the cache. */
+  private async read(namespace: string, name: string): Promise<PackageRecord | undefined> {
+    const key = cacheKey(namespace, name);
+    const cached = this.cache.get(key);
+    if (cached !== undefined) return cached ?? undefined;
+    const record = await this.store.packages.get(namespace, name);
+    if (this.cache.size > 10_000) this.cache.clear();
+    this.cache.set(key, record ?? null);
+    return record;
+  }
+
   private visible(record: PackageRecord, viewer: string): boolean {
     return record.namespace === viewer || record.publish || this.publicNamespaces.has(record.namespace);
   }
+}
+
+function cacheKey(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
 }
 
 /** Parameters merged, later lists overriding earlier ones key by key, in first-seen order. */

@@ -205,6 +205,7 @@ export class Platform {
     for (const [key, entry] of this.authCache) if (entry.namespace === name) this.authCache.delete(key);
     for (const trigger of triggers) this.triggers.unschedule(name, trigger.name);
     this.actions.forget(name);
+    this.packages.forget(name);
     const live = this.scheduler
       .stats()
       .functions.filter((fn) => fn.namespace === name)
