@@ -10,6 +10,7 @@ import { FixedKeepAlive } from '../scheduler/policy.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { Store } from '../store/store.js';
 import { type Caller, type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
+import { localExecutor } from './executor.js';
 import { Invoker } from './invoker.js';
 import { Metrics } from './metrics.js';
 import { Actions, Activations } from './read-models.js';
@@ -49,8 +50,7 @@ describe('the invoke path', () => {
     activations = new Activations(store);
     path = new InvokePath({
       store,
-      scheduler,
-      invoker: new Invoker(store, scheduler, new Metrics(scheduler)),
+      executor: localExecutor(scheduler, new Invoker(store, scheduler, new Metrics(scheduler))),
       resolve: (ref) => actions.get(ref.namespace, ref.name, ref.version),
       authenticate: async ({ uuid, key }) => (uuid === KEYS.uuid && key === KEYS.key ? 'guest' : undefined),
       blockingWaitMs: 60_000,

@@ -3,10 +3,10 @@ import { newActivationId } from '../core/ids.js';
 import type { ActionVersion, ActivationRecord, KeyValue } from '../core/types.js';
 import { annotationValue } from '../core/types.js';
 import { storedFunctionSettings } from '../scheduler/function-settings.js';
-import { QueueFullError, type Scheduler, TooBigError } from '../scheduler/scheduler.js';
+import { QueueFullError, TooBigError } from '../scheduler/scheduler.js';
 import type { QueuedActivation, Store } from '../store/store.js';
 import type { Credentials } from './credentials.js';
-import type { Invoker } from './invoker.js';
+import type { Executor } from './executor.js';
 import { Sequences } from './sequences.js';
 
 /** A function as a caller names it: its namespace and name, and optionally one stored version. */
@@ -78,8 +78,8 @@ export type InvokeOutcome =
 
 export interface InvokePathOptions {
   store: Store;
-  scheduler: Scheduler;
-  invoker: Invoker;
+  /** Where the calls run: this host's backends, or a cluster's invokers. */
+  executor: Executor;
   /** The function a reference names (the latest version unless it names one). */
   resolve: (ref: FunctionRef) => Promise<ActionVersion | undefined>;
   /** The namespace credentials belong to, or undefined. */
@@ -117,7 +117,7 @@ export class InvokePath {
     if (fn.namespace !== subject) return 'The supplied authentication is not authorized to access this resource.';
     const admission = this.admit(fn);
     if (admission?.kind === 'rejected') return admission.message;
-    return this.options.invoker.invoke({ action: fn, params, subject, annotations });
+    return this.options.executor.invoke({ action: fn, params, subject, annotations });
   }
 
   async invoke(command: InvokeCommand): Promise<InvokeOutcome> {
@@ -189,7 +189,7 @@ export class InvokePath {
           annotations,
           ...(command.checkResult ? { checkResult: command.checkResult } : {}),
         })
-      : this.options.invoker.invoke({
+      : this.options.executor.invoke({
           action: fn,
           params: command.params,
           subject,
@@ -241,7 +241,7 @@ export class InvokePath {
    */
   private admit(fn: ActionVersion): InvokeOutcome | undefined {
     try {
-      this.options.scheduler.admit(fn);
+      this.options.executor.admit(fn);
       return undefined;
     } catch (error) {
       if (error instanceof QueueFullError)
@@ -257,7 +257,7 @@ export class InvokePath {
    */
   private async enqueue(command: InvokeCommand, fn: ActionVersion): Promise<InvokeOutcome> {
     try {
-      if (!fn.sequence) this.options.scheduler.assertFits(fn);
+      if (!fn.sequence) this.options.executor.assertFits(fn);
     } catch (error) {
       if (error instanceof TooBigError) return { kind: 'rejected', function: fn, reason: 'too-big', message: error.message };
       throw error;
@@ -316,7 +316,7 @@ export class InvokePath {
           return;
         }
         const maxRetries = action ? storedFunctionSettings(action).retries : 0;
-        await this.options.invoker.runQueued(queued, action, {
+        await this.options.executor.runQueued(queued, action, {
           maxRetries,
           baseDelayMs: this.options.retryBaseMs,
           requeued: (again) => this.dispatch(again, action),
@@ -346,7 +346,7 @@ export class InvokePath {
         this.dispatch({ ...pending, attempts: attempt, notBefore: 0 }, action);
         retried++;
       } else {
-        await this.options.invoker.fail(
+        await this.options.executor.fail(
           { ...pending, attempts: attempt },
           pending.params === undefined
             ? 'The server stopped while this blocking activation was running; blocking invocations are not run again.'

@@ -6,6 +6,7 @@ import type { ActionVersion, ActivationRecord, ActivationResponse, KeyValue } fr
 import type { RunOutcome } from '../sandbox/backend.js';
 import { InitFailure, type Lease, type Scheduler, TooBigError } from '../scheduler/scheduler.js';
 import type { QueuedActivation, Store } from '../store/store.js';
+import type { RetryPlan } from './executor.js';
 import { LogCollector } from './logs.js';
 import type { Metrics } from './metrics.js';
 
@@ -230,7 +231,7 @@ export class Invoker {
   async runQueued(
     queued: QueuedActivation,
     action: ActionVersion | undefined,
-    retry: { maxRetries: number; baseDelayMs: number; requeued: (again: QueuedActivation) => void },
+    retry: RetryPlan,
   ): Promise<ActivationRecord | undefined> {
     const attempt = queued.attempts + 1;
     if (!action || queued.params === undefined) {

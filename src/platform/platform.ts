@@ -16,6 +16,7 @@ import { FunctionAliases } from './aliases.js';
 import { ApiGateway } from './api-gateway.js';
 import { CATALOGUE, FEED_ANNOTATION } from './catalogue/catalogue.js';
 import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
+import { localExecutor } from './executor.js';
 import { FunctionPackages } from './function-packages.js';
 import { type FunctionRef, type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
 import { Invoker } from './invoker.js';
@@ -91,8 +92,7 @@ export class Platform {
     this.apis = new ApiGateway(store, (ref) => this.findAction(ref));
     this.invocations = new InvokePath({
       store,
-      scheduler,
-      invoker,
+      executor: localExecutor(scheduler, invoker),
       resolve: (ref) => this.packages.resolve(ref),
       authenticate: (credentials) => this.authenticate(credentials.uuid, credentials.key),
       blockingWaitMs: config.blockingWaitMs,
