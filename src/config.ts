@@ -10,7 +10,18 @@ import type { BackendSettings, MicrovmSettings } from './sandbox/registry.js';
  * below this one reads the environment.
  */
 
+/**
+ * What a server does: `all` is the whole platform in one process (the default, and on its own
+ * with SQLite the embedded server); `controller` serves the doors and places calls on the
+ * cluster's invokers; `invoker` runs them on this host's backends.
+ */
+export const ROLES = ['all', 'controller', 'invoker'] as const;
+export type Role = (typeof ROLES)[number];
+
 export interface ServerConfig {
+  role: Role;
+  /** The NATS server (`nats://host:port`) a cluster's servers share; unset, the server is on its own. */
+  natsUrl?: string;
   port: number;
   host: string;
   dataDir: string;
@@ -48,6 +59,8 @@ export interface ServerConfig {
 }
 
 export interface ServerFlags {
+  role?: string;
+  nats?: string;
   port?: string;
   host?: string;
   dataDir?: string;
@@ -179,7 +192,26 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
     );
   }
   const logLevel = parseChoice('ISOLA_LOG_LEVEL', env.ISOLA_LOG_LEVEL, LOG_LEVELS) ?? 'warn';
+  const role = parseChoice('role (--role, ISOLA_ROLE)', pick(flags.role, 'ISOLA_ROLE'), ROLES) ?? 'all';
+  const natsUrl = pick(flags.nats, 'ISOLA_NATS_URL');
+  if (natsUrl !== undefined && !/^(nats|tls):\/\/[^\s]+$/.test(natsUrl)) {
+    throw new ConfigError('The NATS server must be a nats://host:port URL.', 'ISOLA_NATS_URL');
+  }
+  if (role !== 'all' && (natsUrl === undefined || !databaseUrl?.startsWith('postgres'))) {
+    throw new ConfigError(
+      `A ${role} is part of a cluster: it needs the cluster's NATS server (--nats, ISOLA_NATS_URL) and PostgreSQL database (--database, ISOLA_DATABASE_URL).`,
+      'ISOLA_ROLE',
+    );
+  }
+  if (natsUrl !== undefined && !databaseUrl?.startsWith('postgres')) {
+    throw new ConfigError(
+      'A server that joins a cluster (--nats) keeps its records in the cluster\'s PostgreSQL database: give --database postgres://...',
+      'ISOLA_NATS_URL',
+    );
+  }
   return {
+    role,
+    ...(natsUrl ? { natsUrl } : {}),
     port: port === undefined ? 3233 : parseInteger('port', port, 0, 65535),
     host: pick(flags.host, 'ISOLA_HOST') ?? '127.0.0.1',
     dataDir: resolve(pick(flags.dataDir, 'ISOLA_DATA_DIR') ?? './.isola'),
