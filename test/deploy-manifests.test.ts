@@ -6,7 +6,7 @@
 // the Service finds the controllers and only them, the invokers may drain.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -520,6 +520,30 @@ describe('deploy/compose', () => {
       exampleEnv.match(/^#?\s*ISOLA_[A-Z0-9_]+(?==)/gm)?.map((n) => n.replace(/^#?\s*/, '')) ?? [],
       'example.env',
     );
+  });
+});
+
+// ---- the image ---------------------------------------------------------------------------------
+
+describe('deploy/Dockerfile (not built here: no Docker engine runs)', () => {
+  const dockerfile = readFileSync(join(DEPLOY, 'Dockerfile'), 'utf8');
+
+  it('copies files the repository has, and installs setup groups that scripts/setup-host.sh knows', () => {
+    const copied = [...dockerfile.matchAll(/^COPY\s+(.+)\s+\S+$/gm)].flatMap((m) => (m[1] ?? '').split(/\s+/));
+    assert.ok(copied.includes('src') && copied.includes('package-lock.json'));
+    for (const path of copied) assert.ok(existsSync(join(ROOT, path)), `COPY ${path}: not in the repository`);
+    const setup = /isola\.js setup ([a-z ]+)/.exec(dockerfile);
+    assert.ok(setup, 'the Dockerfile installs the Debian packages with isola setup');
+    const script = readFileSync(join(ROOT, 'scripts/setup-host.sh'), 'utf8');
+    for (const group of (setup[1] ?? '').trim().split(/\s+/)) {
+      assert.match(script, new RegExp(`^\\s*\\[${group}\\]=`, 'm'), `setup group ${group}`);
+    }
+  });
+
+  it('keeps the uid the controllers run as', () => {
+    const controller = resource('Deployment', 'isola-controller');
+    const uid = obj(podTemplate(controller), 'spec', 'securityContext').runAsUser;
+    assert.match(dockerfile, new RegExp(`useradd [^\\n]*--uid ${uid} `));
   });
 });
 
