@@ -148,6 +148,45 @@ function schemaErrors(body: Obj): string | undefined {
   }
 }
 
+/**
+ * Fields the Kubernetes API does not have, which the OpenAPI schemas let through (the API server
+ * drops them): each object becomes an object literal typed with its kind's interface from
+ * kubernetes-models' type declarations, and TypeScript's excess property check names any unknown
+ * field, a misspelt `readinesProbe` as much as a top-level one. One message per problem, prefixed
+ * with the object's label.
+ */
+function unknownFieldErrors(objects: { label: string; body: Obj }[]): string[] {
+  const file = join(ROOT, 'test', 'deploy-manifests.virtual.ts');
+  const typed = objects.filter(({ body }) => modelFor(str(body.apiVersion) ?? '', str(body.kind) ?? ''));
+  // One object a line, so that a diagnostic's line tells which object it is about.
+  const text = typed
+    .map(
+      ({ body }, i) =>
+        `export const o${i}: import('kubernetes-models/${body.apiVersion}/${body.kind}').I${body.kind} = ${JSON.stringify(body)};`,
+    )
+    .join('\n');
+  const options: ts.CompilerOptions = {
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    strict: true,
+    noEmit: true,
+    skipLibCheck: true,
+    types: [],
+  };
+  const host = ts.createCompilerHost(options);
+  const source = ts.createSourceFile(file, text, ts.ScriptTarget.ES2022, true, ts.ScriptKind.TS);
+  const { fileExists, readFile, getSourceFile } = host;
+  host.fileExists = (name) => name === file || fileExists.call(host, name);
+  host.readFile = (name) => (name === file ? text : readFile.call(host, name));
+  host.getSourceFile = (name, ...rest) => (name === file ? source : getSourceFile.call(host, name, ...rest));
+  const program = ts.createProgram([file], options, host);
+  return ts.getPreEmitDiagnostics(program, source).map((diagnostic) => {
+    const line = diagnostic.start === undefined ? -1 : source.getLineAndCharacterOfPosition(diagnostic.start).line;
+    return `${typed[line]?.label ?? '?'}: ${ts.flattenDiagnosticMessageText(diagnostic.messageText, ' ')}`;
+  });
+}
+
 function loadResources(): Resource[] {
   return yamlFiles(KUBERNETES)
     .filter((file) => !file.endsWith('kustomization.yaml'))
@@ -234,6 +273,13 @@ describe('deploy/kubernetes: the manifests', () => {
     assert.deepEqual(failures, []);
   });
 
+  it('has no field the Kubernetes API lacks (TypeScript’s excess property check on kubernetes-models’ types)', () => {
+    const errors = unknownFieldErrors(
+      resources.map((r) => ({ label: `${r.file.slice(ROOT.length)}: ${r.kind} ${r.name}`, body: r.body })),
+    );
+    assert.deepEqual(errors, []);
+  });
+
   it('the schema check refuses unknown kinds, missing required fields and wrong types', () => {
     const controller = resource('Deployment', 'isola-controller').body;
     const changed = (edit: (copy: Obj) => void): Obj => {
@@ -278,6 +324,25 @@ describe('deploy/kubernetes: the manifests', () => {
       ) ?? '',
       /containerPort/,
     );
+    // TypeScript names the first unknown field of each object.
+    const errors = unknownFieldErrors([
+      {
+        label: 'deep',
+        body: changed((copy) => {
+          const first = list(obj(copy, 'spec', 'template', 'spec').containers)[0];
+          if (first) first.readinesProbe = first.readinessProbe ?? null;
+        }),
+      },
+      {
+        label: 'shallow',
+        body: changed((copy) => {
+          obj(copy, 'spec').replica = 2;
+        }),
+      },
+    ]);
+    assert.equal(errors.length, 2, errors.join('\n'));
+    assert.match(errors[0] ?? '', /^deep: .*readinesProbe.* does not exist in type 'IContainer'/);
+    assert.match(errors[1] ?? '', /^shallow: .*replica.* does not exist in type 'IDeploymentSpec'/);
   });
 
   it('kustomization.yaml applies every manifest of the folder, the example Secret aside', () => {
