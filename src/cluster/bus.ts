@@ -287,7 +287,9 @@ export class Bus {
 
   /**
    * Stores work for any invoker of `pool`. The activation id is the message id: publishing it
-   * again within the duplicate window stores nothing (`duplicate: true`).
+   * again within the duplicate window stores nothing (`duplicate: true`), so a controller that
+   * is unsure whether its publish went through simply publishes again. A retry of the same
+   * activation is the holder's `retry()`, not a new publish.
    */
   async publishWork(pool: string, activationId: string, work: unknown): Promise<{ duplicate: boolean }> {
     checkToken('pool', pool);
@@ -523,12 +525,14 @@ export class Bus {
    * Answers blocking requests sent to this invoker (`isola.invoke.<invokerId>`, no queue group:
    * the controller picked this invoker). A reply larger than max_payload is replaced by a
    * `too-large` answer: the handler has stored the record, and the controller reads it there.
+   * Resolves once the server has the subscription: register the invoker after that, or a
+   * controller may find no one there.
    */
-  serveInvocations<Q, R>(
+  async serveInvocations<Q, R>(
     invokerId: string,
     decode: (value: unknown) => Q,
     handler: (request: Q) => Promise<R>,
-  ): { stop(): void } {
+  ): Promise<{ stop(): void }> {
     checkToken('invoker id', invokerId);
     const respond = (msg: Msg, reply: Reply<R>) => {
       if (!msg.reply) return;
@@ -565,6 +569,8 @@ export class Bus {
     });
     const stop = () => subscription.unsubscribe();
     this.closers.add(stop);
+    // The subscription travels to the server asynchronously: a round trip makes sure it is there.
+    await this.nc.flush();
     return {
       stop: () => {
         this.closers.delete(stop);
