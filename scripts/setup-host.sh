@@ -12,6 +12,8 @@
 #               the process backend runs them from the host, the images are made of them
 #   postgres    PostgreSQL, for `isola serve --database postgres://...`; the tests start private
 #               instances of it (initdb in a temp dir), never the cluster the package sets up
+#   nats        nats-server (JetStream), for `isola serve --nats nats://...`; the tests start private
+#               instances of it (a temp store dir), never the system service
 #   all         every group (the default)
 set -euo pipefail
 # apt-get needs root: as another user, ask sudo (a root host may have no sudo at all, so it is
@@ -30,10 +32,11 @@ declare -A groups=(
   [wasm]="clang lld wasi-libc libclang-rt-14-dev-wasm32 rustc libstd-rust-dev-wasm32"
   [browser]="chromium"
   [postgres]="postgresql"
+  [nats]="nats-server"
   [languages]="python3 openjdk-17-jdk-headless libgoogle-gson-java golang-go ruby php8.2-cli"
 )
 wanted=("$@")
-if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers microvm wasm browser postgres languages); fi
+if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers microvm wasm browser postgres nats languages); fi
 packages=()
 for group in "${wanted[@]}"; do
   if [ -z "${groups[$group]+x}" ]; then

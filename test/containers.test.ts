@@ -208,13 +208,17 @@ for (const setup of SETUPS) {
         { timeout: 30_000 },
       );
       const res = await run(`fork-${setup.runtime}`);
-      // Contained either way: the task limit refuses spawns, or the spawned processes exhaust the
-      // container's memory first and the container is killed.
+      // Contained whichever limit acts first: the task limit refuses spawns, the spawned processes
+      // exhaust the container's memory and it is killed, or (on a busy host, where 300 spawns are
+      // slow) the run reaches its time limit and the container is killed.
       if (res.response.status === 'success') {
         const counts = res.response.result as { started: number; refused: number };
         assert.ok(counts.refused > 0, `the task limit refused some of ${counts.started} spawns`);
       } else {
-        assert.match(String((res.response.result as { error: string }).error), /exhausted its memory limit/);
+        assert.match(
+          String((res.response.result as { error: string }).error),
+          /exhausted its memory limit|exceeded its time limits/,
+        );
       }
       const health = await server.request('GET', '/healthz', undefined, { auth: null });
       assert.equal(health.status, 200);

@@ -109,6 +109,9 @@ function loadModules(): Module[] {
 /** A concrete backend's modules: anything in a folder of src/sandbox/. */
 const isConcreteBackend = (path: string) => /^src\/sandbox\/[^/]+\//.test(path);
 
+/** The layers under the cluster's messaging (src/cluster/), which must not depend on it. */
+const BELOW_CLUSTER = ['src/core/', 'src/store/', 'src/scheduler/', 'src/sandbox/', 'src/guest/'];
+
 /** Each rule: the violations it finds, as `module -> what`. */
 export const RULES = {
   apiDoesNotImportStore: (modules: readonly Module[]) =>
@@ -118,6 +121,24 @@ export const RULES = {
   onlySandboxImportsBackends: (modules: readonly Module[]) =>
     modules.flatMap((m) =>
       m.path.startsWith('src/sandbox/') ? [] : m.imports.filter(isConcreteBackend).map((i) => `${m.path} -> ${i}`),
+    ),
+  clusterImportsOnlyCore: (modules: readonly Module[]) =>
+    modules.flatMap((m) =>
+      m.path.startsWith('src/cluster/')
+        ? m.imports
+            .filter((i) => i.startsWith('src/') && !i.startsWith('src/core/') && !i.startsWith('src/cluster/'))
+            .map((i) => `${m.path} -> ${i}`)
+        : [],
+    ),
+  lowerLayersDoNotImportCluster: (modules: readonly Module[]) =>
+    modules.flatMap((m) =>
+      BELOW_CLUSTER.some((layer) => m.path.startsWith(layer))
+        ? m.imports.filter((i) => i.startsWith('src/cluster/')).map((i) => `${m.path} -> ${i}`)
+        : [],
+    ),
+  onlyClusterImportsNats: (modules: readonly Module[]) =>
+    modules.flatMap((m) =>
+      m.path.startsWith('src/cluster/') ? [] : m.imports.filter((i) => i.startsWith('@nats-io/')).map((i) => `${m.path} -> ${i}`),
     ),
   onlyConfigReadsEnvironment: (modules: readonly Module[]) =>
     modules.flatMap((m) => (ENV_READERS.has(m.path) ? [] : m.envReads.map((line) => `${m.path}:${line} reads process.env`))),
@@ -140,6 +161,12 @@ describe('import rules', () => {
     assert.deepEqual(RULES.onlySandboxImportsBackends(modules), []);
   });
 
+  it('src/cluster imports only src/core; the layers below it do not import it; only it uses the NATS client', () => {
+    assert.deepEqual(RULES.clusterImportsOnlyCore(modules), []);
+    assert.deepEqual(RULES.lowerLayersDoNotImportCluster(modules), []);
+    assert.deepEqual(RULES.onlyClusterImportsNats(modules), []);
+  });
+
   it('only src/config.ts (and programs of their own) read process.env', () => {
     assert.deepEqual(RULES.onlyConfigReadsEnvironment(modules), []);
   });
@@ -154,12 +181,24 @@ describe('import rules', () => {
       parseModule('src/core/x.ts', "import { env } from 'node:process';"),
       parseModule('src/config.ts', 'const a = process.env.A;'),
       parseModule('src/core/y.ts', "const text = 'process.env.A';"),
+      parseModule(
+        'src/cluster/bus.ts',
+        "import { IsolaError } from '../core/errors.js';\nimport { Store } from '../store/store.js';",
+      ),
+      parseModule('src/store/z.ts', "import type { Bus } from '../cluster/bus.js';"),
+      parseModule(
+        'src/platform/cluster.ts',
+        "import { Bus } from '../cluster/bus.js';\nimport { connect } from '@nats-io/transport-node';",
+      ),
     ];
     assert.deepEqual(RULES.apiDoesNotImportStore(bad), ['src/api/door.ts -> src/store/store.ts']);
     assert.deepEqual(RULES.onlySandboxImportsBackends(bad), [
       'src/platform/x.ts -> src/sandbox/isolate/isolate-backend.ts',
       'src/scheduler/x.ts -> src/sandbox/microvm/vm.ts',
     ]);
+    assert.deepEqual(RULES.clusterImportsOnlyCore(bad), ['src/cluster/bus.ts -> src/store/store.ts']);
+    assert.deepEqual(RULES.lowerLayersDoNotImportCluster(bad), ['src/store/z.ts -> src/cluster/bus.ts']);
+    assert.deepEqual(RULES.onlyClusterImportsNats(bad), ['src/platform/cluster.ts -> @nats-io/transport-node']);
     assert.deepEqual(RULES.onlyConfigReadsEnvironment(bad), [
       'src/store/x.ts:1 reads process.env',
       'src/store/x.ts:2 reads process.env',
