@@ -21,11 +21,6 @@ const DEPLOY = join(ROOT, 'deploy');
 const KUBERNETES = join(DEPLOY, 'kubernetes');
 const require = createRequire(import.meta.url);
 
-/**
- * Settings issue 15 names for the cluster roles that src/config.ts may not read yet (the roles are
- * being built beside these manifests): accepted here until it does, and reported meanwhile.
- */
-const CLUSTER_SETTINGS = ['ISOLA_ROLE', 'ISOLA_NATS_URL'];
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type Obj = { [key: string]: Json };
@@ -90,7 +85,7 @@ const KNOWN_SETTINGS = settingsConfigReads();
 
 function assertKnownSettings(names: Iterable<string>, where: string): void {
   const unknown = [...new Set(names)].filter(
-    (name) => name.startsWith('ISOLA_') && !KNOWN_SETTINGS.has(name) && !CLUSTER_SETTINGS.includes(name),
+    (name) => name.startsWith('ISOLA_') && !KNOWN_SETTINGS.has(name),
   );
   assert.deepEqual(unknown, [], `${where} names settings src/config.ts does not read`);
 }
@@ -364,8 +359,6 @@ describe('deploy/kubernetes: the manifests', () => {
     }
     assert.ok(names.includes('ISOLA_DATABASE_URL') && names.includes('ISOLA_ADMIN_TOKEN'));
     assertKnownSettings(names, 'deploy/kubernetes');
-    const pending = CLUSTER_SETTINGS.filter((name) => names.includes(name) && !KNOWN_SETTINGS.has(name));
-    if (pending.length > 0) t.diagnostic(`not read by src/config.ts yet (issue 15): ${pending.join(', ')}`);
   });
 
   it('every Isola container runs the one image, isola:<the package version>, that kustomize retags', () => {
