@@ -109,6 +109,21 @@ function loadModules(): Module[] {
 /** A concrete backend's modules: anything in a folder of src/sandbox/. */
 const isConcreteBackend = (path: string) => /^src\/sandbox\/[^/]+\//.test(path);
 
+/**
+ * What src/cluster (placement across invokers: pure, no I/O) may import: itself, core, the
+ * scheduler's pure modules and the store's record types. The wiring to NATS and Postgres is the
+ * platform's.
+ */
+const CLUSTER_MAY_IMPORT = [
+  /^src\/cluster\//,
+  /^src\/core\//,
+  /^src\/scheduler\/(instance|placement|policy|function-settings)\.ts$/,
+  /^src\/store\/records\.ts$/,
+];
+
+/** Layers below src/cluster, which must not reach up into it. */
+const BELOW_CLUSTER = /^src\/(core|scheduler|sandbox|store|guest)\//;
+
 /** Each rule: the violations it finds, as `module -> what`. */
 export const RULES = {
   apiDoesNotImportStore: (modules: readonly Module[]) =>
@@ -118,6 +133,20 @@ export const RULES = {
   onlySandboxImportsBackends: (modules: readonly Module[]) =>
     modules.flatMap((m) =>
       m.path.startsWith('src/sandbox/') ? [] : m.imports.filter(isConcreteBackend).map((i) => `${m.path} -> ${i}`),
+    ),
+  apiDoesNotImportCluster: (modules: readonly Module[]) =>
+    modules.flatMap((m) =>
+      m.path.startsWith('src/api/') ? m.imports.filter((i) => i.startsWith('src/cluster/')).map((i) => `${m.path} -> ${i}`) : [],
+    ),
+  clusterImportsOnlyPureLayers: (modules: readonly Module[]) =>
+    modules.flatMap((m) =>
+      m.path.startsWith('src/cluster/')
+        ? m.imports.filter((i) => !CLUSTER_MAY_IMPORT.some((allowed) => allowed.test(i))).map((i) => `${m.path} -> ${i}`)
+        : [],
+    ),
+  lowerLayersDoNotImportCluster: (modules: readonly Module[]) =>
+    modules.flatMap((m) =>
+      BELOW_CLUSTER.test(m.path) ? m.imports.filter((i) => i.startsWith('src/cluster/')).map((i) => `${m.path} -> ${i}`) : [],
     ),
   onlyConfigReadsEnvironment: (modules: readonly Module[]) =>
     modules.flatMap((m) => (ENV_READERS.has(m.path) ? [] : m.envReads.map((line) => `${m.path}:${line} reads process.env`))),
@@ -140,6 +169,15 @@ describe('import rules', () => {
     assert.deepEqual(RULES.onlySandboxImportsBackends(modules), []);
   });
 
+  it('src/api does not import src/cluster (doors reach placement through the platform)', () => {
+    assert.deepEqual(RULES.apiDoesNotImportCluster(modules), []);
+  });
+
+  it('src/cluster imports only core, the scheduler pure modules and store types; nothing below it imports it', () => {
+    assert.deepEqual(RULES.clusterImportsOnlyPureLayers(modules), []);
+    assert.deepEqual(RULES.lowerLayersDoNotImportCluster(modules), []);
+  });
+
   it('only src/config.ts (and programs of their own) read process.env', () => {
     assert.deepEqual(RULES.onlyConfigReadsEnvironment(modules), []);
   });
@@ -154,12 +192,26 @@ describe('import rules', () => {
       parseModule('src/core/x.ts', "import { env } from 'node:process';"),
       parseModule('src/config.ts', 'const a = process.env.A;'),
       parseModule('src/core/y.ts', "const text = 'process.env.A';"),
+      parseModule('src/api/cluster-door.ts', "import { placeCall } from '../cluster/placement.js';"),
+      parseModule(
+        'src/cluster/x.ts',
+        "import { Placement } from '../scheduler/placement.js';\nimport type { NamespaceRow } from '../store/records.js';\nimport { Store } from '../store/store.js';\nimport { Scheduler } from '../scheduler/scheduler.js';\nimport { connect } from '@nats-io/transport-node';",
+      ),
+      parseModule('src/scheduler/z.ts', "import type { InvokerSnapshot } from '../cluster/placement.js';"),
+      parseModule('src/platform/z.ts', "import { placeCall } from '../cluster/placement.js';"),
     ];
     assert.deepEqual(RULES.apiDoesNotImportStore(bad), ['src/api/door.ts -> src/store/store.ts']);
     assert.deepEqual(RULES.onlySandboxImportsBackends(bad), [
       'src/platform/x.ts -> src/sandbox/isolate/isolate-backend.ts',
       'src/scheduler/x.ts -> src/sandbox/microvm/vm.ts',
     ]);
+    assert.deepEqual(RULES.apiDoesNotImportCluster(bad), ['src/api/cluster-door.ts -> src/cluster/placement.ts']);
+    assert.deepEqual(RULES.clusterImportsOnlyPureLayers(bad), [
+      'src/cluster/x.ts -> src/store/store.ts',
+      'src/cluster/x.ts -> src/scheduler/scheduler.ts',
+      'src/cluster/x.ts -> @nats-io/transport-node',
+    ]);
+    assert.deepEqual(RULES.lowerLayersDoNotImportCluster(bad), ['src/scheduler/z.ts -> src/cluster/placement.ts']);
     assert.deepEqual(RULES.onlyConfigReadsEnvironment(bad), [
       'src/store/x.ts:1 reads process.env',
       'src/store/x.ts:2 reads process.env',
