@@ -205,7 +205,7 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
   }
   if (natsUrl !== undefined && !databaseUrl?.startsWith('postgres')) {
     throw new ConfigError(
-      'A server that joins a cluster (--nats) keeps its records in the cluster\'s PostgreSQL database: give --database postgres://...',
+      "A server that joins a cluster (--nats) keeps its records in the cluster's PostgreSQL database: give --database postgres://...",
       'ISOLA_NATS_URL',
     );
   }

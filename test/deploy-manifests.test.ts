@@ -21,7 +21,6 @@ const DEPLOY = join(ROOT, 'deploy');
 const KUBERNETES = join(DEPLOY, 'kubernetes');
 const require = createRequire(import.meta.url);
 
-
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type Obj = { [key: string]: Json };
 
@@ -84,9 +83,7 @@ function settingsConfigReads(): Set<string> {
 const KNOWN_SETTINGS = settingsConfigReads();
 
 function assertKnownSettings(names: Iterable<string>, where: string): void {
-  const unknown = [...new Set(names)].filter(
-    (name) => name.startsWith('ISOLA_') && !KNOWN_SETTINGS.has(name),
-  );
+  const unknown = [...new Set(names)].filter((name) => name.startsWith('ISOLA_') && !KNOWN_SETTINGS.has(name));
   assert.deepEqual(unknown, [], `${where} names settings src/config.ts does not read`);
 }
 
@@ -351,7 +348,7 @@ describe('deploy/kubernetes: the manifests', () => {
     assert.ok(resources.some((r) => r.kind === 'Namespace' && r.name === 'isola'));
   });
 
-  it('names only settings src/config.ts reads', (t) => {
+  it('names only settings src/config.ts reads', () => {
     const names: string[] = [];
     for (const r of resources) {
       if (r.kind === 'ConfigMap') names.push(...Object.keys(obj(r.body, 'data')).filter((k) => k.startsWith('ISOLA_')));

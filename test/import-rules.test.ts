@@ -109,8 +109,21 @@ function loadModules(): Module[] {
 /** A concrete backend's modules: anything in a folder of src/sandbox/. */
 const isConcreteBackend = (path: string) => /^src\/sandbox\/[^/]+\//.test(path);
 
-/** The layers under the cluster's messaging (src/cluster/), which must not depend on it. */
-const BELOW_CLUSTER = ['src/core/', 'src/store/', 'src/scheduler/', 'src/sandbox/', 'src/guest/'];
+/**
+ * What src/cluster (placement across invokers, pure; and the messaging layer over NATS)
+ * may import: itself, core, the scheduler's pure modules, the store's record types and the NATS
+ * client. The wiring of the roles to the store and backends is the platform's.
+ */
+const CLUSTER_MAY_IMPORT = [
+  /^@nats-io\//,
+  /^src\/cluster\//,
+  /^src\/core\//,
+  /^src\/scheduler\/(instance|placement|policy|function-settings)\.ts$/,
+  /^src\/store\/records\.ts$/,
+];
+
+/** Layers below src/cluster, which must not reach up into it. */
+const BELOW_CLUSTER = /^src\/(core|scheduler|sandbox|store|guest)\//;
 
 /** Each rule: the violations it finds, as `module -> what`. */
 export const RULES = {
@@ -122,19 +135,19 @@ export const RULES = {
     modules.flatMap((m) =>
       m.path.startsWith('src/sandbox/') ? [] : m.imports.filter(isConcreteBackend).map((i) => `${m.path} -> ${i}`),
     ),
-  clusterImportsOnlyCore: (modules: readonly Module[]) =>
+  apiDoesNotImportCluster: (modules: readonly Module[]) =>
+    modules.flatMap((m) =>
+      m.path.startsWith('src/api/') ? m.imports.filter((i) => i.startsWith('src/cluster/')).map((i) => `${m.path} -> ${i}`) : [],
+    ),
+  clusterImportsOnlyPureLayers: (modules: readonly Module[]) =>
     modules.flatMap((m) =>
       m.path.startsWith('src/cluster/')
-        ? m.imports
-            .filter((i) => i.startsWith('src/') && !i.startsWith('src/core/') && !i.startsWith('src/cluster/'))
-            .map((i) => `${m.path} -> ${i}`)
+        ? m.imports.filter((i) => !CLUSTER_MAY_IMPORT.some((allowed) => allowed.test(i))).map((i) => `${m.path} -> ${i}`)
         : [],
     ),
   lowerLayersDoNotImportCluster: (modules: readonly Module[]) =>
     modules.flatMap((m) =>
-      BELOW_CLUSTER.some((layer) => m.path.startsWith(layer))
-        ? m.imports.filter((i) => i.startsWith('src/cluster/')).map((i) => `${m.path} -> ${i}`)
-        : [],
+      BELOW_CLUSTER.test(m.path) ? m.imports.filter((i) => i.startsWith('src/cluster/')).map((i) => `${m.path} -> ${i}`) : [],
     ),
   onlyClusterImportsNats: (modules: readonly Module[]) =>
     modules.flatMap((m) =>
@@ -161,8 +174,12 @@ describe('import rules', () => {
     assert.deepEqual(RULES.onlySandboxImportsBackends(modules), []);
   });
 
-  it('src/cluster imports only src/core; the layers below it do not import it; only it uses the NATS client', () => {
-    assert.deepEqual(RULES.clusterImportsOnlyCore(modules), []);
+  it('src/api does not import src/cluster (doors reach placement through the platform)', () => {
+    assert.deepEqual(RULES.apiDoesNotImportCluster(modules), []);
+  });
+
+  it('src/cluster imports only core, the scheduler pure modules, store types and the NATS client; nothing below it imports it; only it uses NATS', () => {
+    assert.deepEqual(RULES.clusterImportsOnlyPureLayers(modules), []);
     assert.deepEqual(RULES.lowerLayersDoNotImportCluster(modules), []);
     assert.deepEqual(RULES.onlyClusterImportsNats(modules), []);
   });
@@ -181,11 +198,13 @@ describe('import rules', () => {
       parseModule('src/core/x.ts', "import { env } from 'node:process';"),
       parseModule('src/config.ts', 'const a = process.env.A;'),
       parseModule('src/core/y.ts', "const text = 'process.env.A';"),
+      parseModule('src/api/cluster-door.ts', "import { placeCall } from '../cluster/placement.js';"),
       parseModule(
-        'src/cluster/bus.ts',
-        "import { IsolaError } from '../core/errors.js';\nimport { Store } from '../store/store.js';",
+        'src/cluster/x.ts',
+        "import { Placement } from '../scheduler/placement.js';\nimport type { NamespaceRow } from '../store/records.js';\nimport { Store } from '../store/store.js';\nimport { Scheduler } from '../scheduler/scheduler.js';\nimport { connect } from 'undici';",
       ),
-      parseModule('src/store/z.ts', "import type { Bus } from '../cluster/bus.js';"),
+      parseModule('src/scheduler/z.ts', "import type { InvokerSnapshot } from '../cluster/placement.js';"),
+      parseModule('src/platform/z.ts', "import { placeCall } from '../cluster/placement.js';"),
       parseModule(
         'src/platform/cluster.ts',
         "import { Bus } from '../cluster/bus.js';\nimport { connect } from '@nats-io/transport-node';",
@@ -196,8 +215,13 @@ describe('import rules', () => {
       'src/platform/x.ts -> src/sandbox/isolate/isolate-backend.ts',
       'src/scheduler/x.ts -> src/sandbox/microvm/vm.ts',
     ]);
-    assert.deepEqual(RULES.clusterImportsOnlyCore(bad), ['src/cluster/bus.ts -> src/store/store.ts']);
-    assert.deepEqual(RULES.lowerLayersDoNotImportCluster(bad), ['src/store/z.ts -> src/cluster/bus.ts']);
+    assert.deepEqual(RULES.apiDoesNotImportCluster(bad), ['src/api/cluster-door.ts -> src/cluster/placement.ts']);
+    assert.deepEqual(RULES.clusterImportsOnlyPureLayers(bad), [
+      'src/cluster/x.ts -> src/store/store.ts',
+      'src/cluster/x.ts -> src/scheduler/scheduler.ts',
+      'src/cluster/x.ts -> undici',
+    ]);
+    assert.deepEqual(RULES.lowerLayersDoNotImportCluster(bad), ['src/scheduler/z.ts -> src/cluster/placement.ts']);
     assert.deepEqual(RULES.onlyClusterImportsNats(bad), ['src/platform/cluster.ts -> @nats-io/transport-node']);
     assert.deepEqual(RULES.onlyConfigReadsEnvironment(bad), [
       'src/store/x.ts:1 reads process.env',

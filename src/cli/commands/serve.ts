@@ -9,7 +9,7 @@ export function registerServeCommand(program: Command): void {
       '--role <role>',
       'all (the whole platform, the default), controller (the doors; places calls on invokers) or invoker (runs them here) (env ISOLA_ROLE)',
     )
-    .option('--nats <url>', "nats://host:port: join the cluster that shares this NATS server (env ISOLA_NATS_URL)")
+    .option('--nats <url>', 'nats://host:port: join the cluster that shares this NATS server (env ISOLA_NATS_URL)')
     .option('--port <port>', 'port to listen on (env ISOLA_PORT, default 3233; 0 picks a free port)')
     .option('--host <address>', 'address to bind (env ISOLA_HOST, default 127.0.0.1)')
     .option('--backends <list>', 'comma-separated backends to enable (env ISOLA_BACKENDS, default: all that work)')

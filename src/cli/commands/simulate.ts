@@ -1,11 +1,14 @@
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import type { ClusterComparison } from '../../simulator/cluster.js';
 import { printJson, printTable } from '../output.js';
 import { clientFor, globals, wholeNumber } from './common.js';
 
 export function registerSimulateCommand(program: Command): void {
   program
     .command('simulate')
-    .description('replay an Azure Functions 2019 trace under keep-alive policies and report cold starts and idle memory')
+    .description(
+      'replay an Azure Functions 2019 trace under keep-alive policies and report cold starts and idle memory (with --invokers, across a simulated cluster of invokers)',
+    )
     .option('--trace <dir>', 'directory of invocations_per_function_md.anon.dNN.csv (+ durations and memory) files')
     .addOption(
       new Option('--policy <policy...>', 'policies to compare: fixed:<duration>, hybrid').default(['fixed:10m', 'hybrid']),
@@ -17,6 +20,23 @@ export function registerSimulateCommand(program: Command): void {
     .option('--replay <ms-per-minute>', 'also replay the trace against the server (--apihost), one trace minute in this many ms')
     .option('--replay-apps <n>', 'how many apps to replay (the busiest)', wholeNumber(1), 20)
     .option('--replay-minutes <n>', 'how many minutes of the trace to replay', wholeNumber(1), 240)
+    .option(
+      '--invokers <n...>',
+      'also replay the trace across this many simulated invokers (several counts: a cluster of each), comparing placements',
+      (text: string, previous: number[] | undefined) => [...(previous ?? []), wholeNumber(1, 100_000)(text)],
+    )
+    .addOption(
+      new Option('--placement <placement...>', 'placements compared in a cluster')
+        .choices(['affinity', 'random', 'least-loaded'])
+        .default(['affinity', 'random', 'least-loaded']),
+    )
+    .option('--invoker-memory <mb>', "each invoker's memory budget, MB (default: from --headroom)", wholeNumber(1))
+    .option(
+      '--headroom <x>',
+      "the cluster's memory as a multiple of the most one unlimited host holds at once",
+      positiveNumber,
+      1.5,
+    )
     .action(
       async (
         options: {
@@ -29,6 +49,10 @@ export function registerSimulateCommand(program: Command): void {
           replay?: string;
           replayApps: number;
           replayMinutes: number;
+          invokers?: number[];
+          placement: ('affinity' | 'random' | 'least-loaded')[];
+          invokerMemory?: number;
+          headroom: number;
         },
         command: Command,
       ) => {
@@ -80,8 +104,35 @@ export function registerSimulateCommand(program: Command): void {
             });
           }
         }
+        let clusters: ClusterComparison[] | undefined;
+        if (options.invokers) {
+          const { compareClusters } = await import('../../simulator/cluster.js');
+          const json = globals(command).json;
+          clusters = policies.map((policy) =>
+            compareClusters(
+              apps,
+              policy,
+              {
+                invokers: options.invokers as number[],
+                placements: options.placement,
+                invokerMemoryMb: options.invokerMemory,
+                headroom: options.headroom,
+                seed: options.seed,
+              },
+              (message) => {
+                if (!json) process.stderr.write(`${message}\n`);
+              },
+            ),
+          );
+        }
         if (globals(command).json)
-          return printJson({ trace: dir, apps: apps.length, policies: reports, ...(replays ? { replays } : {}) });
+          return printJson({
+            trace: dir,
+            apps: apps.length,
+            policies: reports,
+            ...(replays ? { replays } : {}),
+            ...(clusters ? { clusters } : {}),
+          });
         printTable(
           ['policy', 'apps', 'invocations', 'cold starts', 'cold start %', 'p75 app cold %', 'wasted GB-s', 'on histogram %'],
           reports.map((r) => [
@@ -96,6 +147,45 @@ export function registerSimulateCommand(program: Command): void {
           ]),
         );
         if (replays) printJson(replays);
+        if (clusters) {
+          printTable(
+            [
+              'policy',
+              'invokers',
+              'MB each',
+              'placement',
+              'cold starts',
+              'cold start %',
+              'vs single host',
+              'waited',
+              'evictions',
+              'calls max/mean',
+              'peak memory max/mean',
+            ],
+            clusters.flatMap((c) => [
+              [c.policy, 1, 'unlimited', 'single host', c.singleHost.coldStarts, c.singleHost.coldStartPct, 1, 0, 0, 1, 1],
+              ...c.runs.map((r) => [
+                c.policy,
+                r.invokers,
+                r.invokerMemoryMb ?? 'unlimited',
+                r.placement,
+                r.coldStarts,
+                r.coldStartPct,
+                r.coldStartsVsSingleHost,
+                r.waited,
+                r.evictions,
+                r.invocationsMaxOverMean,
+                r.peakMemoryMaxOverMean,
+              ]),
+            ]),
+          );
+        }
       },
     );
+}
+
+function positiveNumber(text: string): number {
+  const value = /^\s*\d+(\.\d+)?\s*$/.test(text) ? Number(text) : Number.NaN;
+  if (!(value > 0)) throw new InvalidArgumentError('It must be a number above 0.');
+  return value;
 }
