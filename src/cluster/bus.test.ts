@@ -36,6 +36,8 @@ function invoker(id: string): InvokerInfo {
     backends: ['isolate', 'wasm'],
     memoryBudgetMb: 1024,
     memoryInUseMb: 0,
+    memoryIdleMb: 0,
+    warm: {},
     instances: 0,
     draining: false,
   };

@@ -74,6 +74,10 @@ export interface InvokerInfo {
   backends: string[];
   memoryBudgetMb: number;
   memoryInUseMb: number;
+  /** The part of the memory in use that idle instances hold: given back when they are evicted. */
+  memoryIdleMb: number;
+  /** Per version (pool key), instances that could take one more call now: warm affinity. */
+  warm: Record<string, number>;
   instances: number;
   /** True once it stopped taking work (SIGTERM) and drains. */
   draining: boolean;
@@ -897,6 +901,8 @@ function readInvoker(value: Uint8Array, heartbeatAt: number): LiveInvoker | unde
       backends: info.backends.filter((b): b is string => typeof b === 'string'),
       memoryBudgetMb: Number(info.memoryBudgetMb) || 0,
       memoryInUseMb: Number(info.memoryInUseMb) || 0,
+      memoryIdleMb: Number(info.memoryIdleMb) || 0,
+      warm: readWarm(info.warm),
       instances: Number(info.instances) || 0,
       draining: info.draining === true,
       heartbeatAt,
@@ -904,6 +910,17 @@ function readInvoker(value: Uint8Array, heartbeatAt: number): LiveInvoker | unde
   } catch {
     return undefined;
   }
+}
+
+/** A warm map as an invoker sent it: counts by pool key, anything else dropped. */
+function readWarm(value: unknown): Record<string, number> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return {};
+  const warm: Record<string, number> = {};
+  for (const [key, count] of Object.entries(value)) {
+    // Pool keys are namespace/name@version#revision: anything else (`__proto__`, say) is not one.
+    if (key.includes('@') && Number.isSafeInteger(count) && (count as number) > 0) warm[key] = count as number;
+  }
+  return warm;
 }
 
 function checkToken(what: string, value: string): void {

@@ -84,6 +84,19 @@ export interface FunctionStats {
   queued: number;
 }
 
+/**
+ * What a cluster's placement needs to know of this host, for its invoker's heartbeat: its memory,
+ * how much of it idle instances hold (which they give back when evicted), and per version (pool
+ * key) how many instances could take one more call now (idle, or busy below their concurrency).
+ */
+export interface PlacementSnapshot {
+  memoryBudgetMb: number;
+  memoryUsedMb: number;
+  memoryIdleMb: number;
+  warm: Record<string, number>;
+  instances: number;
+}
+
 export interface SchedulerStats {
   memoryBudgetMb: number;
   memoryUsedMb: number;
@@ -249,6 +262,27 @@ export class Scheduler {
       stemCells: this.stemCells.size,
       instances: [...counts.values()],
       functions: [...functions.values()],
+    };
+  }
+
+  /** This host as a cluster's placement sees it (see PlacementSnapshot). */
+  placementSnapshot(): PlacementSnapshot {
+    let memoryIdleMb = 0;
+    let instances = 0;
+    const warm: Record<string, number> = {};
+    for (const instance of this.placement.allInstances()) {
+      if (instance.state === 'stopped' || instance.state === 'stopping') continue;
+      instances++;
+      if (instance.state === 'idle') memoryIdleMb += instance.memoryMb;
+      const free = instance.state === 'idle' || (instance.state === 'busy' && instance.inflight < instance.concurrency);
+      if (free) warm[instance.pool] = (warm[instance.pool] ?? 0) + 1;
+    }
+    return {
+      memoryBudgetMb: this.options.memoryBudgetMb,
+      memoryUsedMb: this.placement.memoryUsedMb,
+      memoryIdleMb,
+      warm,
+      instances,
     };
   }
 
