@@ -39,6 +39,11 @@ export interface ActionVersion {
    * no code of its own (`exec` is then a placeholder that nothing runs).
    */
   sequence?: string[];
+  /**
+   * Where this version is stored, when it was reached by another name (through a binding, or as
+   * another namespace's shared action): `namespace` and `name` are then the caller's view of it.
+   */
+  origin?: { namespace: string; name: string };
   /** ms since the epoch */
   updated: number;
 }

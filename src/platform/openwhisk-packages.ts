@@ -141,7 +141,14 @@ export class Packages {
     const found = await this.getAction(source.namespace, `${source.name}/${action}`, ref.version);
     if (!found) return undefined;
     const parameters = mergeParameters(found.parameters, source.parameters, record.binding ? record.parameters : []);
-    return { ...found, namespace: ref.namespace, name: ref.name, parameters };
+    const moved = found.namespace !== ref.namespace || found.name !== ref.name;
+    return {
+      ...found,
+      namespace: ref.namespace,
+      name: ref.name,
+      parameters,
+      ...(moved ? { origin: { namespace: found.namespace, name: found.name } } : {}),
+    };
   }
 
   /** @internal A namespace was purged: what was read of it goes. */
