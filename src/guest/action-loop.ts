@@ -130,6 +130,8 @@ export class Launcher {
   private outOfMemory = false;
   /** The agent itself stopped the process (a run past its deadline), so a SIGKILL is not the kernel's. */
   private killedByAgent = false;
+  /** ... because a run went past its deadline: that run timed out, whatever the process said. */
+  private stoppedAtDeadline = false;
   /** The last activation served, which output arriving after its end is attributed to. */
   private previous: { id: string; budget: LogBudget } | undefined;
   private readonly drained: Promise<void>;
@@ -238,6 +240,7 @@ export class Launcher {
     const overdue = Math.max(0, run.deadline - Date.now()) + DEADLINE_GRACE_MS;
     run.timer = setTimeout(() => {
       this.host.log(run.budget, run.id, 'stderr', 'The action did not finish by its deadline: its process was stopped.\n');
+      this.stoppedAtDeadline = true;
       this.kill();
     }, overdue);
     this.child.stdin?.write(line);
@@ -381,6 +384,9 @@ export class Launcher {
         id: run.id,
         error: this.describeFailure('during the activation'),
         ...(this.outOfMemory || killed ? { outOfMemory: true } : {}),
+        // Normally the platform stops the sandbox at the deadline first; on a host too busy to,
+        // this stop is still the run's timeout.
+        ...(this.stoppedAtDeadline ? { timedOut: true } : {}),
       });
     }
     this.current = undefined;
