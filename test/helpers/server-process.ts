@@ -223,7 +223,7 @@ export function postDeclaredBody(
   path: string,
   headers: Record<string, string>,
   declaredBytes: number,
-): Promise<number> {
+): Promise<{ status: number; text: string }> {
   const target = new URL(url);
   return new Promise((resolve, reject) => {
     let answered = false;
@@ -237,8 +237,10 @@ export function postDeclaredBody(
       },
       (res) => {
         answered = true;
-        res.resume();
-        resolve(res.statusCode ?? 0);
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
       },
     );
     req.on('error', (error) => {
