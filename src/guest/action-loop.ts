@@ -44,10 +44,10 @@ export interface LoopOptions {
 }
 
 const MKFIFO = ['/usr/bin/mkfifo', '/bin/mkfifo'].find((path) => existsSync(path));
-const TAIL_CHARS = 4096;
-const TAIL_LINES = 8;
+export const TAIL_CHARS = 4096;
+export const TAIL_LINES = 8;
 /** Output without a newline is held (it may be the start of a sentinel) up to this much. */
-const PARTIAL_LINE_CHARS = 64 * 1024;
+export const PARTIAL_LINE_CHARS = 64 * 1024;
 /** After the result, how long a launcher that prints sentinels has to print them. */
 const SENTINEL_WAIT_MS = 2000;
 /**
@@ -58,11 +58,11 @@ const UNFRAMED_SETTLE_MS = 5;
 /** Without an ack, a process that has not died within this much is taken as started (as OpenWhisk's proxy does). */
 const NO_ACK_START_MS = 5;
 /** Past a run's deadline the platform stops the sandbox; should it not, the agent ends the run itself. */
-const DEADLINE_GRACE_MS = 2000;
+export const DEADLINE_GRACE_MS = 2000;
 /** A launcher that does not confirm a reseed within this much is left as it is. */
 const RESEED_TIMEOUT_MS = 5000;
 /** Once a process exited, how long its last output may take to arrive. */
-const EXIT_DRAIN_MS = 200;
+export const EXIT_DRAIN_MS = 200;
 
 interface LoopRun {
   readonly id: string;

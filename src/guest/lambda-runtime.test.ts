@@ -38,10 +38,6 @@ const api = 'http://' + process.env.AWS_LAMBDA_RUNTIME_API + '/2018-06-01/runtim
         await post('response', JSON.stringify({ wrongMethod: wrongMethod.status, allow: wrongMethod.headers.get('allow') }));
         break;
       }
-      case 'slow':
-        await new Promise((resolve) => setTimeout(resolve, event.ms));
-        await post('response', JSON.stringify({ pid: process.pid, api: process.env.AWS_LAMBDA_RUNTIME_API }));
-        break;
       case 'meet': {
         // Answers once \`event.count\` invocations are under way at once (each leaves a file), or
         // after 8 s without them (within the run's deadline): only bootstraps running side by side meet.
