@@ -148,6 +148,24 @@ export class ServerProcess {
     return this.request<T>('POST', `/api/v1/namespaces/_/actions/${encodeURIComponent(name)}?${query}`, params);
   }
 
+  /**
+   * A blocking invocation that ends in the activation record even when the run outlasts the
+   * blocking wait (202 with an activation id): then the record is polled for, as `wsk` does.
+   */
+  async invokeToEnd<T = Record<string, unknown>>(name: string, params: unknown = {}, timeoutMs = 300_000): Promise<Response<T>> {
+    const first = await this.invoke<T | { activationId: string }>(name, params);
+    if (first.status !== 202) return first as Response<T>;
+    const { activationId } = first.body as { activationId: string };
+    return waitFor(
+      `activation ${activationId} of ${name}`,
+      async () => {
+        const record = await this.request<T>('GET', `/api/v1/namespaces/_/activations/${activationId}`);
+        return record.status === 404 ? undefined : record;
+      },
+      timeoutMs,
+    );
+  }
+
   /** SIGKILL: no cleanup, as after a crash. */
   async kill(): Promise<void> {
     const proc = this.proc;
