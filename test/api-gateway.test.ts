@@ -2,16 +2,14 @@
 // `openwhisk` npm client's `routes` (the API management web actions it calls), and called over
 // plain HTTP at `/api/{namespace uuid}/{base path}/{path}` as any client would. `isola api` too.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import openwhisk from 'openwhisk';
+import { runCliAgainst } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const HELLO = "function main({ name = 'Serverless API' }) { return { payload: 'Hello world ' + name }; }";
 const BOOK = `function main(params) {
   return {
@@ -54,15 +52,6 @@ interface Routes {
   list(options?: Record<string, unknown>): Promise<unknown>;
   get(options: Record<string, unknown>): Promise<unknown>;
   delete(options: Record<string, unknown>): Promise<unknown>;
-}
-
-function isola(server: TestServer, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const argv = ['--no-node-snapshot', '--import', 'tsx', MAIN, '--apihost', server.url, '--auth', server.auth, ...args];
-  return new Promise((resolve) => {
-    execFile(process.execPath, argv, (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
-    });
-  });
 }
 
 /** The error an `openwhisk` client call was refused with: its status and the server's message. */
@@ -391,7 +380,7 @@ describe('API gateway routes through the openwhisk client', () => {
   });
 
   it('isola api: create, get, list and delete as wsk api does', async () => {
-    const created = await isola(server, [
+    const created = await runCliAgainst(server, [
       'api',
       'create',
       '/cli',
@@ -408,7 +397,7 @@ describe('API gateway routes through the openwhisk client', () => {
     assert.equal(created.stdout, `ok: created API /cli/hi GET for action /_/hello\n${url}\n`);
     assert.deepEqual(await (await fetch(`${url}?name=cli`)).json(), { payload: 'Hello world cli' });
 
-    const list = await isola(server, ['api', 'list', '/cli']);
+    const list = await runCliAgainst(server, ['api', 'list', '/cli']);
     assert.equal(list.code, 0, list.stderr);
     assert.match(list.stdout, /Action\s+.*Verb\s+.*API Name\s+.*URL/);
     assert.match(
@@ -416,7 +405,7 @@ describe('API gateway routes through the openwhisk client', () => {
       new RegExp(`/guest/hello\\s+.*get\\s+.*CLI API\\s+.*${url.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`),
     );
 
-    const get = await isola(server, ['api', 'get', 'CLI API']);
+    const get = await runCliAgainst(server, ['api', 'get', 'CLI API']);
     assert.equal(get.code, 0, get.stderr);
     const swagger = JSON.parse(get.stdout) as ApiValue['apidoc'];
     assert.equal(swagger.basePath, '/cli');
@@ -426,26 +415,26 @@ describe('API gateway routes through the openwhisk client', () => {
     try {
       const file = join(dir, 'api.json');
       writeFileSync(file, JSON.stringify({ ...swagger, basePath: '/cli2', info: { title: 'From file', version: '1.0.0' } }));
-      const fromFile = await isola(server, ['api', 'create', '--config-file', file]);
+      const fromFile = await runCliAgainst(server, ['api', 'create', '--config-file', file]);
       assert.equal(fromFile.code, 0, fromFile.stderr);
       assert.match(fromFile.stdout, new RegExp(`/api/${uuid}/cli2/hi`));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
 
-    const refused = await isola(server, ['api', 'create', '/cli', '/x', 'get', 'private']);
+    const refused = await runCliAgainst(server, ['api', 'create', '/cli', '/x', 'get', 'private']);
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /not a web action/);
-    const badType = await isola(server, ['api', 'create', '/cli', '/x', 'get', 'hello', '--response-type', 'xml']);
+    const badType = await runCliAgainst(server, ['api', 'create', '/cli', '/x', 'get', 'hello', '--response-type', 'xml']);
     assert.notEqual(badType.code, 0);
 
-    const deleted = await isola(server, ['api', 'delete', '/cli']);
+    const deleted = await runCliAgainst(server, ['api', 'delete', '/cli']);
     assert.equal(deleted.code, 0, deleted.stderr);
     assert.equal(deleted.stdout, 'ok: deleted API /cli\n');
     assert.equal((await fetch(url)).status, 404);
-    const again = await isola(server, ['api', 'delete', '/cli']);
+    const again = await runCliAgainst(server, ['api', 'delete', '/cli']);
     assert.notEqual(again.code, 0);
     assert.match(again.stderr, /does not exist/);
-    assert.equal((await isola(server, ['api', 'delete', '/cli2'])).code, 0);
+    assert.equal((await runCliAgainst(server, ['api', 'delete', '/cli2'])).code, 0);
   });
 });

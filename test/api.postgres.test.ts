@@ -3,10 +3,9 @@
 // the store paths that suite does not take over HTTP: triggers and rules, namespaces made and
 // deleted through a live server, retention.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { ActivationRecord } from '../src/core/types.js';
+import { runCli } from './helpers/cli.js';
 import { stopSharedPostgres } from './helpers/postgres.js';
 import { databaseOf, TestServer, useDatabaseForTestServers, waitFor } from './helpers/server.js';
 
@@ -14,16 +13,7 @@ useDatabaseForTestServers('postgres');
 after(() => stopSharedPostgres());
 await import('./api.test.js');
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const ECHO = 'function main(p) { return { got: p }; }';
-
-function isola(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ['--no-node-snapshot', '--import', 'tsx', MAIN, ...args], (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 describe('store paths beyond the API suite, on PostgreSQL', () => {
   let server: TestServer;
@@ -83,7 +73,7 @@ describe('store paths beyond the API suite, on PostgreSQL', () => {
   });
 
   it('makes and deletes namespaces through the live server; one made again starts empty', async () => {
-    const created = await isola(['namespace', 'create', 'tenant', '--data-dir', server.dataDir]);
+    const created = await runCli(['namespace', 'create', 'tenant', '--data-dir', server.dataDir]);
     assert.equal(created.code, 0, created.stderr);
     const auth = created.stdout.trim();
     const deploy = await server.request(
@@ -96,10 +86,10 @@ describe('store paths beyond the API suite, on PostgreSQL', () => {
     assert.equal((await server.request('POST', '/api/v1/namespaces/_/actions/mine?blocking=true', {}, { auth })).status, 200);
     assert.equal((await activations(auth)).length, 1);
 
-    const deleted = await isola(['namespace', 'delete', 'tenant', '--data-dir', server.dataDir]);
+    const deleted = await runCli(['namespace', 'delete', 'tenant', '--data-dir', server.dataDir]);
     assert.equal(deleted.code, 0, deleted.stderr);
     assert.equal((await server.request('GET', '/api/v1/namespaces/_/actions', undefined, { auth })).status, 401);
-    const again = (await isola(['namespace', 'create', 'tenant', '--data-dir', server.dataDir])).stdout.trim();
+    const again = (await runCli(['namespace', 'create', 'tenant', '--data-dir', server.dataDir])).stdout.trim();
     assert.deepEqual((await server.request('GET', '/api/v1/namespaces/_/actions', undefined, { auth: again })).body, []);
     assert.deepEqual(await activations(again), []);
     const redeployed = await server.request<{ version: string }>(

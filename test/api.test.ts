@@ -10,7 +10,7 @@ import { resolveServerConfig } from '../src/config.js';
 import { DEFAULT_LIMITS } from '../src/core/limits.js';
 import type { ActivationRecord } from '../src/core/types.js';
 import { Platform } from '../src/platform/platform.js';
-import { annotation, TestServer, waitFor } from './helpers/server.js';
+import { annotation, postDeclaredBody, TestServer, waitFor } from './helpers/server.js';
 
 type Action = {
   name: string;
@@ -264,10 +264,16 @@ describe('OpenWhisk API end to end', () => {
       assert.match(low.body.error, /at least 64 MB under isolation "process"/);
     });
     it('answers 413 for a body over the limit and keeps serving', async () => {
-      const big = { exec: { kind: 'nodejs:20', code: `// ${'x'.repeat(2 * 1024 * 1024)}\n${HELLO}` } };
-      const res = await server.request<{ error: string }>('POST', '/api/v1/namespaces/_/actions/hello?blocking=true', big);
+      // Declared, not sent whole: the server may close once it has answered (see postDeclaredBody).
+      const basic = `Basic ${Buffer.from(server.auth).toString('base64')}`;
+      const res = await postDeclaredBody(
+        server.url,
+        '/api/v1/namespaces/_/actions/hello?blocking=true',
+        { 'content-type': 'application/json', authorization: basic },
+        2 * 1024 * 1024 + 100,
+      );
       assert.equal(res.status, 413);
-      assert.match(res.body.error, /larger than/);
+      assert.match((JSON.parse(res.text) as { error: string }).error, /larger than/);
       assert.equal((await server.invoke('hello')).status, 200);
     });
     it('rejects invocation parameters that are not an object', async () => {

@@ -43,7 +43,7 @@ describe('isolation "microvm"', { skip }, () => {
       annotations: [{ key: 'isolation', value: 'microvm' }],
       ...extra,
     });
-  const run = async (name: string, params = {}) => (await server.invoke<ActivationRecord>(name, params)).body;
+  const run = async (name: string, params = {}) => (await server.invokeToEnd<ActivationRecord>(name, params)).body;
   const gauge = async (pattern: RegExp) => {
     const metrics = await server.metrics();
     let total = 0;

@@ -161,7 +161,7 @@ describe('OpenFaaS gateway end to end', () => {
         { 'content-type': 'text/plain', authorization: basic },
         2 * 1024 * 1024,
       );
-      assert.equal(huge, 413);
+      assert.equal(huge.status, 413);
       const afterwards = (await server.request<unknown[]>('GET', '/api/v1/namespaces/_/activations?name=echo&limit=200')).body
         .length;
       assert.equal(afterwards, before, 'nothing ran for a refused call');

@@ -3,24 +3,13 @@
 // and in sequences, and the alarms feeds' lifecycle on a trigger (CREATE, READ, PAUSE, UNPAUSE,
 // DELETE) with a real firing; and that nobody writes into the catalogue.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import openwhisk from 'openwhisk';
 import type { ActivationRecord } from '../src/core/types.js';
+import { runCliAgainst } from './helpers/cli.js';
 import { TestServer, waitFor } from './helpers/server.js';
 
 type Client = ReturnType<typeof openwhisk>;
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-
-function isola(server: TestServer, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const argv = ['--no-node-snapshot', '--import', 'tsx', MAIN, '--apihost', server.url, '--auth', server.auth, ...args];
-  return new Promise((resolve) => {
-    execFile(process.execPath, argv, (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 const failure = async (promise: Promise<unknown>): Promise<{ statusCode?: number; message: string }> => {
   try {
@@ -201,14 +190,23 @@ describe('the whisk.system catalogue', () => {
 
   it('creates and deletes a feed trigger from the command line, as wsk trigger --feed does', async () => {
     const date = new Date(Date.now() + 1500).toISOString();
-    const created = await isola(server, ['trigger', 'create', 'soon', '--feed', '/whisk.system/alarms/once', '-p', 'date', date]);
+    const created = await runCliAgainst(server, [
+      'trigger',
+      'create',
+      'soon',
+      '--feed',
+      '/whisk.system/alarms/once',
+      '-p',
+      'date',
+      date,
+    ]);
     assert.equal(created.code, 0, created.stderr);
     await withEcho('soon');
-    const shown = await isola(server, ['trigger', 'get', 'soon']);
+    const shown = await runCliAgainst(server, ['trigger', 'get', 'soon']);
     assert.equal(shown.code, 0, shown.stderr);
     assert.equal(JSON.parse(shown.stdout).feed.config.date, date);
     await waitFor('the once alarm to fire', async () => ((await triggerFirings('soon')).length > 0 ? true : undefined), 30_000);
-    const refused = await isola(server, [
+    const refused = await runCliAgainst(server, [
       'trigger',
       'create',
       'never',
@@ -221,7 +219,7 @@ describe('the whisk.system catalogue', () => {
     assert.notEqual(refused.code, 0);
     // A trigger whose feed refused is not left behind.
     assert.equal((await server.request('GET', '/api/v1/namespaces/_/triggers/never')).status, 404);
-    const deleted = await isola(server, ['trigger', 'delete', 'soon']);
+    const deleted = await runCliAgainst(server, ['trigger', 'delete', 'soon']);
     assert.equal(deleted.code, 0, deleted.stderr);
     assert.equal((await server.request('GET', '/api/v1/namespaces/_/triggers/soon')).status, 404);
   });

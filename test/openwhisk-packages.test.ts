@@ -3,27 +3,16 @@
 // another namespace's shared package, fully qualified references, web actions, sequences and
 // rules through packages, and the refusals that store nothing.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import openwhisk from 'openwhisk';
 import type { ActivationRecord } from '../src/core/types.js';
+import { runCliAgainst } from './helpers/cli.js';
 import { annotation, TestServer, waitFor } from './helpers/server.js';
 
 const ECHO = 'function main(params) { return params; }';
 const WEB = 'function main(params) { return { greeting: params.greeting, name: params.name }; }';
 
 type Client = ReturnType<typeof openwhisk>;
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-
-function isola(server: TestServer, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const argv = ['--no-node-snapshot', '--import', 'tsx', MAIN, '--apihost', server.url, '--auth', server.auth, ...args];
-  return new Promise((resolve) => {
-    execFile(process.execPath, argv, (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 describe('OpenWhisk packages and bindings', () => {
   let server: TestServer;
@@ -241,25 +230,25 @@ describe('OpenWhisk packages and bindings', () => {
   });
 
   it('manages packages from the command line, as wsk package does', async () => {
-    const created = await isola(server, ['package', 'create', 'clip', '-p', 'greeting', 'cli', '--shared', 'no']);
+    const created = await runCliAgainst(server, ['package', 'create', 'clip', '-p', 'greeting', 'cli', '--shared', 'no']);
     assert.equal(created.code, 0, created.stderr);
-    const bound = await isola(server, ['package', 'bind', '/other/shared', 'clibind', '-p', 'tenant', 'cli']);
+    const bound = await runCliAgainst(server, ['package', 'bind', '/other/shared', 'clibind', '-p', 'tenant', 'cli']);
     assert.equal(bound.code, 0, bound.stderr);
-    const shown = await isola(server, ['--json', 'package', 'get', 'clibind']);
+    const shown = await runCliAgainst(server, ['--json', 'package', 'get', 'clibind']);
     assert.deepEqual(JSON.parse(shown.stdout).binding, { namespace: 'other', name: 'shared' });
-    const summary = await isola(server, ['package', 'get', '-s', '/other/shared']);
+    const summary = await runCliAgainst(server, ['package', 'get', '-s', '/other/shared']);
     assert.match(summary.stdout, /action \/other\/shared\/echo/);
-    const listed = await isola(server, ['package', 'list', '/other']);
+    const listed = await runCliAgainst(server, ['package', 'list', '/other']);
     assert.match(listed.stdout, /\/other\/shared/);
-    const invoked = await isola(server, ['action', 'invoke', 'clibind/echo', '-r', '-p', 'x', '1']);
+    const invoked = await runCliAgainst(server, ['action', 'invoke', 'clibind/echo', '-r', '-p', 'x', '1']);
     assert.equal(invoked.code, 0, invoked.stderr);
     assert.deepEqual(JSON.parse(invoked.stdout), { from: 'other', tenant: 'cli', x: 1 });
-    const qualified = await isola(server, ['action', 'invoke', '/other/shared/echo', '-r']);
+    const qualified = await runCliAgainst(server, ['action', 'invoke', '/other/shared/echo', '-r']);
     assert.deepEqual(JSON.parse(qualified.stdout), { from: 'other' });
-    const refused = await isola(server, ['package', 'create', 'bad', '--shared', 'maybe']);
+    const refused = await runCliAgainst(server, ['package', 'create', 'bad', '--shared', 'maybe']);
     assert.notEqual(refused.code, 0);
-    assert.equal((await isola(server, ['package', 'delete', 'clip'])).code, 0);
-    assert.equal((await isola(server, ['package', 'delete', 'clibind'])).code, 0);
+    assert.equal((await runCliAgainst(server, ['package', 'delete', 'clip'])).code, 0);
+    assert.equal((await runCliAgainst(server, ['package', 'delete', 'clibind'])).code, 0);
     assert.equal(await status(ow.packages.get({ name: 'bad' })), 404);
   });
 

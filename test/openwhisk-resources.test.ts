@@ -2,11 +2,10 @@
 // `isola serve`: rules' shape, namespaces and limits, zips sent without `binary`, empty actions,
 // and sequences.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import openwhisk from 'openwhisk';
 import type { ActivationRecord } from '../src/core/types.js';
+import { runCliAgainst } from './helpers/cli.js';
 import { annotation, TestServer, waitFor } from './helpers/server.js';
 import { zipOf } from './helpers/zips.js';
 
@@ -15,16 +14,6 @@ const INC = 'function main(params) { return { x: params.x + 1 }; }';
 const DOUBLE = 'function main(params) { return { x: params.x * 2 }; }';
 const FAIL = 'function main() { return { error: "boom" }; }';
 const ACTIVATION_ID = /^[0-9a-f]{32}$/;
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-
-function isola(server: TestServer, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const argv = ['--no-node-snapshot', '--import', 'tsx', MAIN, '--apihost', server.url, '--auth', server.auth, ...args];
-  return new Promise((resolve) => {
-    execFile(process.execPath, argv, (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 type Client = ReturnType<typeof openwhisk>;
 type ActionBody = { exec: { kind: string; binary?: boolean; components?: string[] }; version: string };
@@ -229,7 +218,7 @@ describe('OpenWhisk resources through the openwhisk client', () => {
 
   it('drives triggers, rules and activation polling from the CLI, as wsk does', async () => {
     const ok = async (args: string[]) => {
-      const run = await isola(server, args);
+      const run = await runCliAgainst(server, args);
       assert.equal(run.code, 0, `isola ${args.join(' ')}: ${run.stderr}`);
       return run.stdout;
     };
@@ -258,7 +247,7 @@ describe('OpenWhisk resources through the openwhisk client', () => {
     const ran = JSON.parse(await ok(['action', 'invoke', 'cli-seq', '-r', '-p', 'x', '4'])) as unknown;
     assert.deepEqual(ran, { x: 10 });
     assert.match(await ok(['trigger', 'fire', 'ping']), /no active rule/);
-    const bad = await isola(server, ['rule', 'create', 'dangling', 'ping', 'no-such-action']);
+    const bad = await runCliAgainst(server, ['rule', 'create', 'dangling', 'ping', 'no-such-action']);
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /does not exist/);
     assert.equal((await server.request('GET', '/api/v1/namespaces/_/rules/dangling')).status, 404);

@@ -44,10 +44,10 @@ export interface LoopOptions {
 }
 
 const MKFIFO = ['/usr/bin/mkfifo', '/bin/mkfifo'].find((path) => existsSync(path));
-const TAIL_CHARS = 4096;
-const TAIL_LINES = 8;
+export const TAIL_CHARS = 4096;
+export const TAIL_LINES = 8;
 /** Output without a newline is held (it may be the start of a sentinel) up to this much. */
-const PARTIAL_LINE_CHARS = 64 * 1024;
+export const PARTIAL_LINE_CHARS = 64 * 1024;
 /** After the result, how long a launcher that prints sentinels has to print them. */
 const SENTINEL_WAIT_MS = 2000;
 /**
@@ -58,11 +58,11 @@ const UNFRAMED_SETTLE_MS = 5;
 /** Without an ack, a process that has not died within this much is taken as started (as OpenWhisk's proxy does). */
 const NO_ACK_START_MS = 5;
 /** Past a run's deadline the platform stops the sandbox; should it not, the agent ends the run itself. */
-const DEADLINE_GRACE_MS = 2000;
+export const DEADLINE_GRACE_MS = 2000;
 /** A launcher that does not confirm a reseed within this much is left as it is. */
 const RESEED_TIMEOUT_MS = 5000;
 /** Once a process exited, how long its last output may take to arrive. */
-const EXIT_DRAIN_MS = 200;
+export const EXIT_DRAIN_MS = 200;
 
 interface LoopRun {
   readonly id: string;
@@ -130,6 +130,8 @@ export class Launcher {
   private outOfMemory = false;
   /** The agent itself stopped the process (a run past its deadline), so a SIGKILL is not the kernel's. */
   private killedByAgent = false;
+  /** ... because a run went past its deadline: that run timed out, whatever the process said. */
+  private stoppedAtDeadline = false;
   /** The last activation served, which output arriving after its end is attributed to. */
   private previous: { id: string; budget: LogBudget } | undefined;
   private readonly drained: Promise<void>;
@@ -238,6 +240,7 @@ export class Launcher {
     const overdue = Math.max(0, run.deadline - Date.now()) + DEADLINE_GRACE_MS;
     run.timer = setTimeout(() => {
       this.host.log(run.budget, run.id, 'stderr', 'The action did not finish by its deadline: its process was stopped.\n');
+      this.stoppedAtDeadline = true;
       this.kill();
     }, overdue);
     this.child.stdin?.write(line);
@@ -381,6 +384,9 @@ export class Launcher {
         id: run.id,
         error: this.describeFailure('during the activation'),
         ...(this.outOfMemory || killed ? { outOfMemory: true } : {}),
+        // Normally the platform stops the sandbox at the deadline first; on a host too busy to,
+        // this stop is still the run's timeout.
+        ...(this.stoppedAtDeadline ? { timedOut: true } : {}),
       });
     }
     this.current = undefined;

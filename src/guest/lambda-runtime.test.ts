@@ -38,10 +38,16 @@ const api = 'http://' + process.env.AWS_LAMBDA_RUNTIME_API + '/2018-06-01/runtim
         await post('response', JSON.stringify({ wrongMethod: wrongMethod.status, allow: wrongMethod.headers.get('allow') }));
         break;
       }
-      case 'slow':
-        await new Promise((resolve) => setTimeout(resolve, event.ms));
+      case 'meet': {
+        // Answers once \`event.count\` invocations are under way at once (each leaves a file), or
+        // after 8 s without them (within the run's deadline): only bootstraps running side by side meet.
+        const fs = require('node:fs');
+        fs.writeFileSync(event.dir + '/here-' + process.pid, '');
+        const until = Date.now() + 8000;
+        while (fs.readdirSync(event.dir).length < event.count && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
         await post('response', JSON.stringify({ pid: process.pid, api: process.env.AWS_LAMBDA_RUNTIME_API }));
         break;
+      }
     }
   }
 })();
@@ -137,9 +143,11 @@ describe("the agent's Lambda Runtime API", () => {
     const lambda = runtime(host, 2);
     await lambda.start();
     try {
+      // Both wait for each other, so they run at once whatever the host's load.
+      const meeting = mkdtempSync(join(dir, 'meet-'));
       const [first, second] = await Promise.all([
-        invoke(lambda, { mode: 'slow', ms: 300 }),
-        invoke(lambda, { mode: 'slow', ms: 300 }),
+        invoke(lambda, { mode: 'meet', dir: meeting, count: 2 }),
+        invoke(lambda, { mode: 'meet', dir: meeting, count: 2 }),
       ]);
       const a = (outcomeOf(first as string) as { result: { pid: number; api: string } }).result;
       const b = (outcomeOf(second as string) as { result: { pid: number; api: string } }).result;

@@ -13,7 +13,18 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { describeExit, type LogBudget, type LoopHost, OUT_OF_MEMORY } from './action-loop.js';
+// The same bounds as the ActionLoop launchers' (tails, partial lines, deadline grace, exit drain).
+import {
+  DEADLINE_GRACE_MS,
+  describeExit,
+  EXIT_DRAIN_MS,
+  type LogBudget,
+  type LoopHost,
+  OUT_OF_MEMORY,
+  PARTIAL_LINE_CHARS,
+  TAIL_CHARS,
+  TAIL_LINES,
+} from './action-loop.js';
 import { MAX_RESULT_BYTES } from './protocol.js';
 
 /** Lambda's limit on a synchronous response (and its error), as its Runtime API enforces it. */
@@ -23,14 +34,6 @@ const API = '/2018-06-01/runtime/';
 const NEXT_WAIT_MS = 50;
 /** Once the bootstrap asked for its next event: a moment for output already in its pipes to be read. */
 const SETTLE_MS = 5;
-/** Past a run's deadline the platform stops the sandbox; should it not, the agent stops the bootstrap. */
-const DEADLINE_GRACE_MS = 2000;
-/** Once a process exited, how long its last output may take to arrive. */
-const EXIT_DRAIN_MS = 200;
-const TAIL_CHARS = 4096;
-const TAIL_LINES = 8;
-/** Output without a newline is held (so that a line is logged whole) up to this much. */
-const PARTIAL_LINE_CHARS = 64 * 1024;
 
 type Stream = 'stdout' | 'stderr';
 

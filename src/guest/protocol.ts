@@ -102,8 +102,11 @@ export type GuestMessage =
   /** The agent began this run (sent only when the run frame asked for it). */
   | { type: 'started'; id: string }
   | { type: 'result'; id: string; result: unknown }
-  /** The function threw or rejected; `outOfMemory` when what it threw says memory ran out. */
-  | { type: 'error'; id: string; error: unknown; outOfMemory?: boolean }
+  /**
+   * The function threw or rejected; `outOfMemory` when what it threw says memory ran out,
+   * `timedOut` when the agent stopped it at its deadline.
+   */
+  | { type: 'error'; id: string; error: unknown; outOfMemory?: boolean; timedOut?: boolean }
   | { type: 'pong'; id: string }
   | { type: 'reseeded'; now: number; skewMs: number }
   /**

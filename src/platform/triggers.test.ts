@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it, mock } from 'node:test';
+import { waitFor } from '../../test/helpers/server-process.js';
 import { IsolaError } from '../core/errors.js';
 import type { ActionVersion } from '../core/types.js';
 import { Store } from '../store/store.js';
@@ -107,17 +108,6 @@ class InvokeRecorder {
   }
 }
 
-/** Polls `check` until it holds, failing after `ms`. */
-async function eventually<T>(what: string, check: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) assert.fail(`${what} did not happen within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
 describe('alarms feed events on triggers', () => {
   let dir: string;
   let store: Store;
@@ -191,7 +181,7 @@ describe('alarms feed events on triggers', () => {
     const [command] = await recorder.waitFor(1);
     assert.deepEqual(command?.params, { from: 'trigger', who: 'alarm' });
     assert.equal(command?.function.name, 'on-alarm');
-    const ended = await eventually('the once alarm ending', async () => {
+    const ended = await waitFor('the once alarm ending', async () => {
       const alarm = await stored(name);
       return alarm?.status === 'inactive' ? alarm : undefined;
     });
@@ -216,7 +206,7 @@ describe('alarms feed events on triggers', () => {
     await create(keepsRules, { kind: 'once', date, deleteAfterFire: 'true' });
     await create(dropsRules, { kind: 'once', date, deleteAfterFire: 'rules' });
     await recorder.waitFor(2);
-    await eventually('both triggers deleted', async () =>
+    await waitFor('both triggers deleted', async () =>
       !(await store.getTrigger('guest', keepsRules)) && !(await store.getTrigger('guest', dropsRules)) ? true : undefined,
     );
     assert.ok(await store.getRule('guest', `${keepsRules}-rule`), 'deleteAfterFire true keeps the rules');
@@ -231,7 +221,7 @@ describe('alarms feed events on triggers', () => {
     assert.equal(triggers.nextAlarm('guest', name)?.getTime(), startDate);
     const [command] = await recorder.waitFor(1);
     assert.deepEqual(command?.params, { from: 'trigger', who: 'trigger', tick: true });
-    const next = await eventually('the next interval scheduled', async () => {
+    const next = await waitFor('the next interval scheduled', async () => {
       const at = triggers.nextAlarm('guest', name)?.getTime();
       return at !== undefined && at > startDate ? at : undefined;
     });
@@ -244,7 +234,7 @@ describe('alarms feed events on triggers', () => {
     const startDate = Date.now() + 1000;
     await create(name, { kind: 'interval', minutes: 1, startDate, stopDate: startDate + 30_000 });
     await recorder.waitFor(1);
-    const ended = await eventually('the interval alarm ending', async () => {
+    const ended = await waitFor('the interval alarm ending', async () => {
       const alarm = await stored(name);
       return alarm?.status === 'inactive' ? alarm : undefined;
     });
@@ -292,7 +282,7 @@ describe('alarms feed events on triggers', () => {
     const stopDate = Date.now() + 2500;
     await create(name, { kind: 'cron', cron: '* * * * * *', stopDate, payload: { n: 1 } });
     await recorder.waitFor(1);
-    const ended = await eventually('the cron alarm ending at its stop date', async () => {
+    const ended = await waitFor('the cron alarm ending at its stop date', async () => {
       const alarm = await stored(name);
       return alarm?.status === 'inactive' ? alarm : undefined;
     });

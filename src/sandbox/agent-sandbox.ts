@@ -410,7 +410,15 @@ export class AgentSandbox implements Sandbox {
       }
       case 'error': {
         const run = this.runs.get(message.id);
-        if (run) this.finish(run, message.outOfMemory === true ? { kind: 'oom' } : { kind: 'error', error: message.error });
+        if (run)
+          this.finish(
+            run,
+            message.timedOut === true
+              ? { kind: 'timeout' }
+              : message.outOfMemory === true
+                ? { kind: 'oom' }
+                : { kind: 'error', error: message.error },
+          );
         return;
       }
       case 'pong':

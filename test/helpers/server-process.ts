@@ -148,6 +148,24 @@ export class ServerProcess {
     return this.request<T>('POST', `/api/v1/namespaces/_/actions/${encodeURIComponent(name)}?${query}`, params);
   }
 
+  /**
+   * A blocking invocation that ends in the activation record even when the run outlasts the
+   * blocking wait (202 with an activation id): then the record is polled for, as `wsk` does.
+   */
+  async invokeToEnd<T = Record<string, unknown>>(name: string, params: unknown = {}, timeoutMs = 300_000): Promise<Response<T>> {
+    const first = await this.invoke<T | { activationId: string }>(name, params);
+    if (first.status !== 202) return first as Response<T>;
+    const { activationId } = first.body as { activationId: string };
+    return waitFor(
+      `activation ${activationId} of ${name}`,
+      async () => {
+        const record = await this.request<T>('GET', `/api/v1/namespaces/_/activations/${activationId}`);
+        return record.status === 404 ? undefined : record;
+      },
+      timeoutMs,
+    );
+  }
+
   /** SIGKILL: no cleanup, as after a crash. */
   async kill(): Promise<void> {
     const proc = this.proc;
@@ -223,7 +241,7 @@ export function postDeclaredBody(
   path: string,
   headers: Record<string, string>,
   declaredBytes: number,
-): Promise<number> {
+): Promise<{ status: number; text: string }> {
   const target = new URL(url);
   return new Promise((resolve, reject) => {
     let answered = false;
@@ -237,8 +255,10 @@ export function postDeclaredBody(
       },
       (res) => {
         answered = true;
-        res.resume();
-        resolve(res.statusCode ?? 0);
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
       },
     );
     req.on('error', (error) => {

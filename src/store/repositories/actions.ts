@@ -75,12 +75,7 @@ export class ActionRepository {
 
   /** The latest versions of a namespace's actions, the most recently updated first. */
   async list(namespace: string, page: ListPage): Promise<ActionVersion[]> {
-    const rows = await this.db
-      .selectFrom('action_versions as v')
-      .innerJoin('actions as a', (join) =>
-        join.onRef('a.namespace', '=', 'v.namespace').onRef('a.name', '=', 'v.name').onRef('a.latest_version', '=', 'v.version'),
-      )
-      .selectAll('v')
+    const rows = await latestVersions(this.db)
       .where('v.namespace', '=', namespace)
       .orderBy('a.updated', 'desc')
       .orderBy('a.name')
@@ -92,12 +87,7 @@ export class ActionRepository {
 
   /** The latest version of each action a package holds (stored as `package/action`), by name. */
   async inPackage(namespace: string, pkg: string): Promise<ActionVersion[]> {
-    const rows = await this.db
-      .selectFrom('action_versions as v')
-      .innerJoin('actions as a', (join) =>
-        join.onRef('a.namespace', '=', 'v.namespace').onRef('a.name', '=', 'v.name').onRef('a.latest_version', '=', 'v.version'),
-      )
-      .selectAll('v')
+    const rows = await latestVersions(this.db)
       .where('v.namespace', '=', namespace)
       // Between `package/` and `package0` (the character after '/'): byte order on both databases.
       .where('v.name', '>', `${pkg}/`)
@@ -164,15 +154,19 @@ export class ActionRepository {
 
   /** The latest version of every action, in every namespace. */
   async all(): Promise<ActionVersion[]> {
-    const rows = await this.db
-      .selectFrom('action_versions as v')
-      .innerJoin('actions as a', (join) =>
-        join.onRef('a.namespace', '=', 'v.namespace').onRef('a.name', '=', 'v.name').onRef('a.latest_version', '=', 'v.version'),
-      )
-      .selectAll('v')
-      .execute();
+    const rows = await latestVersions(this.db).execute();
     return rows.map(fromVersionRow);
   }
+}
+
+/** Each action's latest version (the version row joined with its action's `latest_version`). */
+function latestVersions(db: Kysely<Database>) {
+  return db
+    .selectFrom('action_versions as v')
+    .innerJoin('actions as a', (join) =>
+      join.onRef('a.namespace', '=', 'v.namespace').onRef('a.name', '=', 'v.name').onRef('a.latest_version', '=', 'v.version'),
+    )
+    .selectAll('v');
 }
 
 async function findAction(

@@ -44,13 +44,7 @@ export class AliasRepository {
   }
 
   async get(namespace: string, fn: string, name: string): Promise<AliasRecord | undefined> {
-    const row = await this.db
-      .selectFrom('aliases')
-      .selectAll()
-      .where('namespace', '=', namespace)
-      .where('function', '=', fn)
-      .where('name', '=', name)
-      .executeTakeFirst();
+    const row = await aliasRow(this.db, namespace, fn, name);
     return row ? fromRow(row) : undefined;
   }
 
@@ -84,13 +78,7 @@ export class AliasRepository {
   ): Promise<AliasRecord> {
     return this.db.transaction().execute(async (trx) => {
       await this.database.lock(trx, `action:${namespace}/${fn}`);
-      const row = await trx
-        .selectFrom('aliases')
-        .selectAll()
-        .where('namespace', '=', namespace)
-        .where('function', '=', fn)
-        .where('name', '=', name)
-        .executeTakeFirst();
+      const row = await aliasRow(trx, namespace, fn, name);
       if (!row) throw notFound(`The function "${fn}" has no alias "${name}".`);
       const current = fromRow(row);
       if (revisionId !== undefined && revisionId !== current.revisionId)
@@ -162,6 +150,16 @@ function toRow(record: AliasRecord): AliasesTable {
     created: record.created,
     updated: record.updated,
   };
+}
+
+function aliasRow(db: Kysely<Database>, namespace: string, fn: string, name: string) {
+  return db
+    .selectFrom('aliases')
+    .selectAll()
+    .where('namespace', '=', namespace)
+    .where('function', '=', fn)
+    .where('name', '=', name)
+    .executeTakeFirst();
 }
 
 function fromRow(row: Selectable<AliasesTable>): AliasRecord {
