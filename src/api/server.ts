@@ -125,6 +125,9 @@ export function buildServer(platform: Platform): FastifyInstance {
     reply.header('content-type', platform.metrics.registry.contentType);
     return platform.metrics.registry.metrics();
   });
+  app.get('/api/v1/invokers', { onRequest: adminOnly(platform) }, async () => ({ invokers: await platform.invokers() }));
+  // A cluster's invoker takes calls from controllers, not from clients: it answers only the above.
+  if (config.role === 'invoker') return app;
 
   registerOpenWhiskRoutes(app, platform);
   registerTriggerRoutes(app, platform);

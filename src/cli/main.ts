@@ -23,6 +23,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   rule: async () => (await import('./commands/rule.js')).registerRuleCommands,
   package: async () => (await import('./commands/package.js')).registerPackageCommands,
   api: async () => (await import('./commands/api.js')).registerApiCommands,
+  cluster: async () => (await import('./commands/cluster.js')).registerClusterCommands,
 };
 /** The program's options that take a value: what follows them is not the command's name. */
 const TAKES_VALUE = new Set(['--apihost', '--auth', '--data-dir']);

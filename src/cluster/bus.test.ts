@@ -34,6 +34,7 @@ function invoker(id: string): InvokerInfo {
     id,
     host: '127.0.0.1',
     backends: ['isolate', 'wasm'],
+    minMemoryMb: { isolate: 16, wasm: 16 },
     memoryBudgetMb: 1024,
     memoryInUseMb: 0,
     memoryIdleMb: 0,

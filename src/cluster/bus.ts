@@ -72,6 +72,8 @@ export interface InvokerInfo {
   host: string;
   /** The isolation backends it has (`isolate`, `wasm`, `process`, ...). */
   backends: string[];
+  /** The least memory each of its backends gives an instance (`limits.memory` below it is refused). */
+  minMemoryMb: Record<string, number>;
   memoryBudgetMb: number;
   memoryInUseMb: number;
   /** The part of the memory in use that idle instances hold: given back when they are evicted. */
@@ -750,6 +752,53 @@ export class Bus {
     };
   }
 
+  // ---- change notices --------------------------------------------------------------------------
+
+  /**
+   * Tells every process of the cluster that something they may cache changed (best effort: a
+   * notice sent while NATS is unreachable is lost, which is why followers drop everything they
+   * cache when the connection comes back).
+   */
+  announceChange(change: unknown): void {
+    if (!this.connected) return;
+    try {
+      this.nc.publish(`${this.settings.prefix}.changes`, Buffer.from(JSON.stringify(change)));
+    } catch (error) {
+      this.settings.log?.(`announcing a change: ${message(error)}`);
+    }
+  }
+
+  /**
+   * Calls `onChange` with each change notice (its own included), and `onGap` when notices may
+   * have been missed (after a reconnection): then whatever was cached should go.
+   */
+  followChanges(onChange: (change: unknown) => void, onGap: () => void): { stop(): void } {
+    const subscription = this.nc.subscribe(`${this.settings.prefix}.changes`, {
+      callback: (error, msg) => {
+        if (error) return;
+        try {
+          onChange(msg.json());
+        } catch (cause) {
+          this.settings.log?.(`a change notice: ${message(cause)}`);
+        }
+      },
+    });
+    const unlisten = this.onStatus((status) => {
+      if (status === 'connected') onGap();
+    });
+    const stop = () => {
+      unlisten();
+      subscription.unsubscribe();
+    };
+    this.closers.add(stop);
+    return {
+      stop: () => {
+        this.closers.delete(stop);
+        stop();
+      },
+    };
+  }
+
   // ---- leases ----------------------------------------------------------------------------------
 
   /**
@@ -899,6 +948,7 @@ function readInvoker(value: Uint8Array, heartbeatAt: number): LiveInvoker | unde
       id: info.id,
       host: typeof info.host === 'string' ? info.host : '',
       backends: info.backends.filter((b): b is string => typeof b === 'string'),
+      minMemoryMb: readCounts(info.minMemoryMb, (key) => /^[a-z]{1,32}$/.test(key)),
       memoryBudgetMb: Number(info.memoryBudgetMb) || 0,
       memoryInUseMb: Number(info.memoryInUseMb) || 0,
       memoryIdleMb: Number(info.memoryIdleMb) || 0,
@@ -914,13 +964,18 @@ function readInvoker(value: Uint8Array, heartbeatAt: number): LiveInvoker | unde
 
 /** A warm map as an invoker sent it: counts by pool key, anything else dropped. */
 function readWarm(value: unknown): Record<string, number> {
+  // Pool keys are namespace/name@version#revision: anything else (`__proto__`, say) is not one.
+  return readCounts(value, (key) => key.includes('@'), 1);
+}
+
+/** Non-negative integers by key, from a map an invoker sent; keys `accept` refuses are dropped. */
+function readCounts(value: unknown, accept: (key: string) => boolean, least = 0): Record<string, number> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return {};
-  const warm: Record<string, number> = {};
+  const counts: Record<string, number> = {};
   for (const [key, count] of Object.entries(value)) {
-    // Pool keys are namespace/name@version#revision: anything else (`__proto__`, say) is not one.
-    if (key.includes('@') && Number.isSafeInteger(count) && (count as number) > 0) warm[key] = count as number;
+    if (accept(key) && Number.isSafeInteger(count) && (count as number) >= least) counts[key] = count as number;
   }
-  return warm;
+  return counts;
 }
 
 function checkToken(what: string, value: string): void {

@@ -27,6 +27,11 @@ export interface Executor {
   runQueued(queued: QueuedActivation, action: ActionVersion | undefined, retry: RetryPlan): Promise<ActivationRecord | undefined>;
   /** Records an activation that cannot be run again as failed, with the reason. */
   fail(pending: QueuedActivation, reason: string): Promise<void>;
+  /**
+   * A cluster's: hands an accepted activation (already stored as queued) on to run elsewhere,
+   * durably before it resolves; throws when it cannot. Without it, queued activations run here.
+   */
+  submit?(queued: QueuedActivation, fn: ActionVersion): Promise<void>;
 }
 
 /** This host's scheduler and invoker. */

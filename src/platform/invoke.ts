@@ -284,7 +284,18 @@ export class InvokePath {
       notBefore: 0,
     };
     await this.options.store.enqueueActivation(queued);
-    this.dispatch(queued, fn);
+    const submit = this.options.executor.submit;
+    // A sequence runs its actions from here, each placed by the executor.
+    if (!submit || fn.sequence) this.dispatch(queued, fn);
+    else {
+      try {
+        await submit.call(this.options.executor, queued, fn);
+      } catch (error) {
+        // Not handed on: the caller is told it failed, so it must not run later either.
+        await this.options.store.discardActivation(queued.activationId).catch(() => {});
+        throw error;
+      }
+    }
     return { kind: 'accepted', function: fn, activationId: queued.activationId, late: false };
   }
 

@@ -67,6 +67,8 @@ const MAX_PLACEMENTS = 3;
 export class Invoker {
   /** The URL the API answers on (`__OW_API_HOST` in every run), once the server listens. */
   apiHost: string | undefined;
+  /** Added to every record: in a cluster, the invoker that ran it. */
+  recordAnnotations: KeyValue[] = [];
 
   constructor(
     private readonly store: Store,
@@ -103,10 +105,7 @@ export class Invoker {
     let retryable = attempt.retryable;
     if (!outcome) response = attempt.response;
     else {
-      response = responseFor(outcome, action);
-      const broken = response.success ? invocation.checkResult?.(response.result) : undefined;
-      if (broken !== undefined) response = developerError(broken);
-      if (response.success && invocation.applyResult) response = await applied(invocation.applyResult, response);
+      response = await withPlatformRules(responseFor(outcome, action), invocation);
       retryable =
         outcome.kind === 'timeout' ||
         outcome.kind === 'oom' ||
@@ -137,6 +136,7 @@ export class Invoker {
         ...(timing.cold && timing.initMs !== undefined ? [{ key: 'initTime', value: timing.initMs }] : []),
         ...(timing.restored ? [{ key: 'restoredFromSnapshot', value: true }] : []),
         ...(timedOut ? [{ key: 'timeout', value: true }] : []),
+        ...this.recordAnnotations,
         ...(invocation.annotations ?? []),
       ],
       publish: false,
@@ -289,6 +289,20 @@ function parametersOf(action: ActionVersion): Record<string, unknown> {
   return Object.fromEntries(action.parameters.map((p) => [p.key, p.value]));
 }
 
+/**
+ * A run's response after the platform's own rules on it: the door's rule on a successful result
+ * (`checkResult`), then a system action's part (`applyResult`).
+ */
+export async function withPlatformRules(
+  response: ActivationResponse,
+  invocation: Pick<Invocation, 'checkResult' | 'applyResult'>,
+): Promise<ActivationResponse> {
+  const broken = response.success ? invocation.checkResult?.(response.result) : undefined;
+  let ruled = broken !== undefined ? developerError(broken) : response;
+  if (ruled.success && invocation.applyResult) ruled = await applied(invocation.applyResult, ruled);
+  return ruled;
+}
+
 async function applied(apply: (result: unknown) => Promise<unknown>, response: ActivationResponse): Promise<ActivationResponse> {
   try {
     return { ...response, result: await apply(response.result) };
@@ -367,7 +381,7 @@ function unstorable(value: unknown): string | undefined {
   return undefined;
 }
 
-function failedRecord(queued: QueuedActivation, status: ActivationResponse['status'], message: string): ActivationRecord {
+export function failedRecord(queued: QueuedActivation, status: ActivationResponse['status'], message: string): ActivationRecord {
   const now = Date.now();
   return {
     activationId: queued.activationId,

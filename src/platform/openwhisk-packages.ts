@@ -42,6 +42,8 @@ export class Packages {
     private readonly getAction: (namespace: string, name: string, version?: string) => Promise<ActionVersion | undefined>,
     /** Namespaces whose packages every namespace may read (the system catalogue). */
     private readonly publicNamespaces: ReadonlySet<string>,
+    /** Told of every package stored or deleted here (a cluster's other servers drop their copies). */
+    private readonly changed: (namespace: string, name: string) => void = () => {},
   ) {}
 
   /** Stores a package or binding, checked first; nothing is stored when it is refused. */
@@ -65,6 +67,7 @@ export class Packages {
     const { binding: _given, ...rest } = draft;
     const stored = await this.store.packages.put({ ...rest, ...(binding ? { binding } : {}) }, { overwrite });
     this.cache.set(cacheKey(stored.namespace, stored.name), stored);
+    this.changed(stored.namespace, stored.name);
     return stored;
   }
 
@@ -94,6 +97,7 @@ export class Packages {
   async delete(namespace: string, name: string): Promise<PackageRecord> {
     const deleted = await this.store.packages.delete(namespace, assertEntityName('package', name));
     this.cache.delete(cacheKey(namespace, name));
+    if (deleted) this.changed(namespace, name);
     if (!deleted) throw notFound(`The package "${name}" does not exist in namespace "${namespace}".`);
     return deleted;
   }
@@ -151,9 +155,18 @@ export class Packages {
     };
   }
 
-  /** @internal A namespace was purged: what was read of it goes. */
-  forget(namespace: string): void {
+  /** @internal A namespace was purged, or (with a name) a package changed elsewhere: what was read of it goes. */
+  forget(namespace: string, name?: string): void {
+    if (name !== undefined) {
+      this.cache.delete(cacheKey(namespace, name));
+      return;
+    }
     for (const key of this.cache.keys()) if (key.startsWith(`${namespace}/`)) this.cache.delete(key);
+  }
+
+  /** @internal Everything read goes (a cluster's server may have missed change notices). */
+  forgetAll(): void {
+    this.cache.clear();
   }
 
   /** A stored package, through the cache. */

@@ -1,3 +1,6 @@
+import { writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
 import type { ServerConfig } from '../config.js';
 import { badRequest, notFound } from '../core/errors.js';
 import { type Isolation, resolveIsolation } from '../core/kinds.js';
@@ -15,8 +18,17 @@ import { type NamespacePurge, Store } from '../store/store.js';
 import { FunctionAliases } from './aliases.js';
 import { ApiGateway } from './api-gateway.js';
 import { CATALOGUE, FEED_ANNOTATION } from './catalogue/catalogue.js';
-import { type Credentials, ensureDataDir, GUEST_NAMESPACE, loadOrCreateGuestAuth, parseAuth } from './credentials.js';
-import { localExecutor } from './executor.js';
+import { type CacheChange, ClusterMembership } from './cluster/membership.js';
+import {
+  type Credentials,
+  ensureDataDir,
+  formatAuth,
+  GUEST_AUTH_FILE,
+  GUEST_NAMESPACE,
+  loadOrCreateGuestAuth,
+  parseAuth,
+} from './credentials.js';
+import { type Executor, localExecutor } from './executor.js';
 import { FunctionPackages } from './function-packages.js';
 import { type FunctionRef, type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
 import { Invoker } from './invoker.js';
@@ -28,6 +40,22 @@ import { SignedLinks } from './signed-links.js';
 import { Triggers } from './triggers.js';
 
 export type ActionDraft = Omit<ActionVersion, 'version' | 'revision' | 'updated'>;
+
+/** One invoker as `GET /api/v1/invokers` and `isola cluster status` show it. */
+export interface InvokerStatus {
+  id: string;
+  host: string;
+  backends: string[];
+  memoryBudgetMb: number;
+  memoryInUseMb: number;
+  /** Of the memory in use, what idle instances hold. */
+  memoryIdleMb: number;
+  instances: number;
+  /** `healthy`: heartbeating and taking work; `draining`: stopping, its calls under way end first. */
+  health: 'healthy' | 'draining';
+  /** ms since its last heartbeat (0 for this server itself when it runs alone). */
+  heartbeatAgeMs: number;
+}
 
 const AUTH_CACHE_MS = 10_000;
 
@@ -77,6 +105,8 @@ export class Platform {
     readonly guest: Credentials,
     private readonly functionPackages: FunctionPackages,
     events: PlatformEvents,
+    /** This server's part in a cluster (`--nats`), or undefined when it runs on its own. */
+    readonly cluster: ClusterMembership | undefined,
   ) {
     this.actions = new Actions(store);
     this.activations = new Activations(store);
@@ -86,13 +116,14 @@ export class Platform {
       store,
       (namespace, name, version) => this.actions.get(namespace, name, version),
       new Set([SYSTEM_NAMESPACE]),
+      (namespace, name) => cluster?.announce({ kind: 'package', namespace, name }),
     );
     this.aliases = new FunctionAliases(store);
     this.links = SignedLinks.forDataDir(config.dataDir);
     this.apis = new ApiGateway(store, (ref) => this.findAction(ref));
     this.invocations = new InvokePath({
       store,
-      executor: localExecutor(scheduler, invoker),
+      executor: (cluster?.executor as Executor | undefined) ?? localExecutor(scheduler, invoker),
       resolve: (ref) => this.packages.resolve(ref),
       authenticate: (credentials) => this.authenticate(credentials.uuid, credentials.key),
       blockingWaitMs: config.blockingWaitMs,
@@ -103,7 +134,17 @@ export class Platform {
       store,
       invoke: (command) => this.invoke(command),
       warn: (message) => events.warn?.(message),
+      ...(cluster
+        ? {
+            claimTick: (key: string) => cluster.claimTick(key),
+            changed: (namespace: string, name: string) => cluster.announce({ kind: 'trigger', namespace, name }),
+          }
+        : {}),
     });
+    cluster?.followChanges(
+      (change) => void this.evict(change),
+      () => void this.evictAll(),
+    );
     this.retention = new ActivationRetention(
       store,
       {
@@ -113,7 +154,8 @@ export class Platform {
       },
       (message) => events.warn?.(message),
     );
-    this.retention.start();
+    // Pruning is a controller's chore: invokers only add records.
+    if (!cluster || cluster.servesDoors) this.retention.start();
   }
 
   static async start(config: ServerConfig, events: PlatformEvents = {}): Promise<Platform> {
@@ -122,14 +164,31 @@ export class Platform {
       dataDir: config.dataDir,
       ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}),
     });
-    const guest = config.guestAuth ? parseAuth(config.guestAuth) : loadOrCreateGuestAuth(config.dataDir);
+    let cluster: ClusterMembership | undefined;
+    try {
+      cluster = config.natsUrl
+        ? await ClusterMembership.join({
+            natsUrl: config.natsUrl,
+            role: config.role,
+            store,
+            warn: (message) => events.warn?.(message),
+          })
+        : undefined;
+    } catch (error) {
+      await store.close();
+      throw error;
+    }
+    const guest = config.guestAuth
+      ? parseAuth(config.guestAuth)
+      : ((config.natsUrl ? await storedGuestAuth(store, config.dataDir) : undefined) ?? loadOrCreateGuestAuth(config.dataDir));
     await store.setNamespaceCredentials(GUEST_NAMESPACE, guest.uuid, guest.key);
     // Probed in the background: `backends` and `statuses` are live (see BackendSet).
     let metrics: Metrics | undefined;
     const packages = new FunctionPackages({ dataDir: config.dataDir });
     const { backends, statuses, settled } = new BackendSet(
       { dataDir: config.dataDir, ...config.backendSettings },
-      config.backends,
+      // A controller runs no function: it places calls on the invokers.
+      config.role === 'controller' ? [] : config.backends,
       config.queueTimeoutMs,
       {
         ready: (backend) => metrics?.addBackend(backend),
@@ -171,8 +230,20 @@ export class Platform {
       guest,
       packages,
       events,
+      cluster,
     );
-    await platform.installCatalogue();
+    if (!cluster || cluster.servesDoors) await platform.installCatalogue();
+    if (cluster?.runsFunctions) {
+      await cluster.serveAsInvoker({
+        store,
+        scheduler,
+        invoker,
+        backends,
+        statuses,
+        retryBaseMs: config.retryBaseMs,
+        warn: (message) => events.warn?.(message),
+      });
+    }
     return platform;
   }
 
@@ -186,6 +257,75 @@ export class Platform {
     if (this.authCache.size > 10_000) this.authCache.clear();
     this.authCache.set(cacheKey, { namespace, expires: now + AUTH_CACHE_MS });
     return namespace;
+  }
+
+  /** The invokers: the cluster's live ones, or this server itself when it runs alone. */
+  async invokers(): Promise<InvokerStatus[]> {
+    if (!this.cluster) {
+      const snapshot = this.scheduler.placementSnapshot();
+      return [
+        {
+          id: 'local',
+          host: hostname(),
+          backends: this.backendStatuses.filter((s) => s.available).map((s) => s.isolation),
+          memoryBudgetMb: snapshot.memoryBudgetMb,
+          memoryInUseMb: snapshot.memoryUsedMb,
+          memoryIdleMb: snapshot.memoryIdleMb,
+          instances: snapshot.instances,
+          health: 'healthy',
+          heartbeatAgeMs: 0,
+        },
+      ];
+    }
+    const now = Date.now();
+    return (await this.cluster.invokers()).map((invoker) => ({
+      id: invoker.id,
+      host: invoker.host,
+      backends: invoker.backends,
+      memoryBudgetMb: invoker.memoryBudgetMb,
+      memoryInUseMb: invoker.memoryInUseMb,
+      memoryIdleMb: invoker.memoryIdleMb,
+      instances: invoker.instances,
+      health: invoker.draining ? 'draining' : 'healthy',
+      heartbeatAgeMs: Math.max(0, now - invoker.heartbeatAt),
+    }));
+  }
+
+  // ---- a cluster's caches ------------------------------------------------------------------
+
+  /** Another server of the cluster changed something: what this one cached of it goes. */
+  private async evict(change: CacheChange): Promise<void> {
+    switch (change.kind) {
+      case 'action':
+        this.actions.forget(change.namespace, change.name);
+        this.scheduler.retireVersions(change.namespace, change.name);
+        return;
+      case 'package':
+        this.packages.forget(change.namespace, change.name);
+        return;
+      case 'trigger':
+        if (this.cluster?.servesDoors) await this.triggers.reload(change.namespace, change.name);
+        return;
+      case 'namespace':
+        for (const [key, entry] of this.authCache) if (entry.namespace === change.namespace) this.authCache.delete(key);
+        for (const trigger of this.triggers.scheduled(change.namespace)) this.triggers.unschedule(change.namespace, trigger);
+        this.actions.forget(change.namespace);
+        this.packages.forget(change.namespace);
+        for (const fn of this.scheduler.stats().functions.filter((f) => f.namespace === change.namespace))
+          this.scheduler.retireVersions(change.namespace, fn.action);
+        return;
+    }
+  }
+
+  /** Change notices may have been missed (NATS was unreachable): everything cached goes. */
+  private async evictAll(): Promise<void> {
+    this.authCache.clear();
+    this.actions.forgetAll();
+    this.packages.forgetAll();
+    if (this.cluster?.servesDoors) {
+      this.triggers.stop();
+      await this.triggers.start();
+    }
   }
 
   // ---- namespaces -------------------------------------------------------------------------
@@ -212,6 +352,7 @@ export class Platform {
       .map((fn) => fn.action);
     for (const action of new Set([...actions, ...live])) this.scheduler.retireVersions(name, action);
     this.metrics.forgetNamespace(name);
+    this.cluster?.announce({ kind: 'namespace', namespace: name });
     return purge;
   }
 
@@ -222,22 +363,17 @@ export class Platform {
     const pkg = packageOf(draft.name);
     if (pkg !== undefined) await this.packages.assertCanHold(draft.namespace, pkg);
     if (draft.sequence) return this.deploySequence(draft, draft.sequence, overwrite);
-    const backend = this.backends.get(draft.isolation);
-    if (!backend) {
-      const status = this.backendStatuses.find((s) => s.isolation === draft.isolation);
-      throw badRequest(
-        `The isolation backend "${draft.isolation}" is not available on this server: ${status?.detail ?? 'not enabled'}`,
-      );
+    const target = this.deployTarget(draft.isolation);
+    if (draft.limits.memory < target.minMemoryMb) {
+      throw badRequest(`limits.memory must be at least ${target.minMemoryMb} MB under isolation "${draft.isolation}".`);
     }
-    if (draft.limits.memory < backend.minMemoryMb) {
-      throw badRequest(`limits.memory must be at least ${backend.minMemoryMb} MB under isolation "${draft.isolation}".`);
-    }
-    if (draft.limits.memory > this.config.memoryBudgetMb) {
+    if (draft.limits.memory > target.memoryBudgetMb) {
       throw badRequest(
-        `limits.memory of ${draft.limits.memory} MB exceeds this server's memory budget of ${this.config.memoryBudgetMb} MB ` +
+        `limits.memory of ${draft.limits.memory} MB exceeds ${target.where} memory budget of ${target.memoryBudgetMb} MB ` +
           '(ISOLA_MEMORY_BUDGET_MB): no instance of it could ever run here.',
       );
     }
+    const backend = this.backends.get(draft.isolation);
     try {
       // Everything the scheduler will build from the annotations is built once here, so that a
       // setting that only fails when used (a policy with no bins, say) is refused, not stored.
@@ -251,14 +387,39 @@ export class Platform {
     // Zips are checked and sources compiled before anything is stored: a refusal stores nothing.
     if (!empty) {
       await this.functionPackages.prepare(draft);
-      await backend.validate?.(draft);
+      // A controller has no backends: the invoker checks the rest when it first starts the function.
+      await backend?.validate?.(draft);
     }
     const stored = await this.store.putAction(draft, { overwrite });
     this.actions.remember(stored);
+    this.cluster?.announce({ kind: 'action', namespace: stored.namespace, name: stored.name });
     this.scheduler.retireVersions(stored.namespace, stored.name, stored.revision);
     this.metrics.noteDeployed(stored.namespace, stored.name);
-    if (!empty) this.scheduler.provision(stored);
+    if (!empty && !this.cluster) this.scheduler.provision(stored);
     return stored;
+  }
+
+  /**
+   * What a function under `isolation` is checked against when it is deployed: this server's
+   * backend and budget, or in a cluster the invokers' (the strictest minimum among those that
+   * have the backend, the largest budget). A 400 when none has the backend.
+   */
+  private deployTarget(isolation: Isolation): { minMemoryMb: number; memoryBudgetMb: number; where: string } {
+    const view = this.cluster?.view;
+    if (view) {
+      const backend = view.backend(isolation);
+      if (!backend)
+        throw badRequest(`The isolation backend "${isolation}" is not available in this cluster: no invoker has it now.`);
+      return { ...backend, where: "the largest invoker's" };
+    }
+    const backend = this.backends.get(isolation);
+    if (!backend) {
+      const status = this.backendStatuses.find((s) => s.isolation === isolation);
+      throw badRequest(
+        `The isolation backend "${isolation}" is not available on this server: ${status?.detail ?? 'not enabled'}`,
+      );
+    }
+    return { minMemoryMb: backend.minMemoryMb, memoryBudgetMb: this.config.memoryBudgetMb, where: "this server's" };
   }
 
   /** A sequence runs no code of its own: its components are checked (see checkSequence) and stored fully qualified. */
@@ -266,6 +427,7 @@ export class Platform {
     const sequence = await checkSequence(draft, components, (ref) => this.packages.resolve(ref));
     const stored = await this.store.putAction({ ...draft, sequence }, { overwrite });
     this.actions.remember(stored);
+    this.cluster?.announce({ kind: 'action', namespace: stored.namespace, name: stored.name });
     // An action that was code before keeps no instances, nor a provisioned count set by scaling.
     await this.store.setProvisionedInstances(stored.namespace, stored.name, null);
     this.scheduler.retireVersions(stored.namespace, stored.name);
@@ -284,6 +446,7 @@ export class Platform {
   async deleteAction(namespace: string, name: string): Promise<ActionVersion> {
     const deleted = await this.store.deleteAction(namespace, name);
     this.actions.forget(namespace, name);
+    if (deleted) this.cluster?.announce({ kind: 'action', namespace, name });
     if (!deleted) throw notFound(`The action "${name}" does not exist in namespace "${namespace}".`);
     this.scheduler.retireVersions(namespace, name);
     return deleted;
@@ -409,6 +572,12 @@ export class Platform {
    * and the instances of functions that keep some provisioned.
    */
   async recover(): Promise<{ failed: number; resumed: number; retried: number }> {
+    if (this.cluster) {
+      // In a cluster accepted work waits in the work stream, which redelivers what a dead invoker
+      // held; a controller's restart has nothing of its own to recover.
+      if (this.cluster.servesDoors) await this.triggers.start();
+      return { failed: 0, resumed: 0, retried: 0 };
+    }
     const recovered = await this.invocations.recover();
     await this.triggers.start();
     for (const scaled of await this.store.provisionedInstances())
@@ -426,14 +595,29 @@ export class Platform {
   }
 
   async close(): Promise<void> {
+    await this.cluster?.leave();
     this.triggers.stop();
     await this.retention.stop();
     this.invocations.stopRetries();
     await this.scheduler.close();
     await this.invocations.settled();
     await Promise.all([...this.backends.values()].map((b) => b.close()));
+    await this.cluster?.close();
     await this.store.close();
   }
+}
+
+/**
+ * In a cluster the guest namespace is shared: a server without ISOLA_GUEST_AUTH takes the stored
+ * credentials (and keeps a copy in its data dir for the CLI there) rather than replacing them.
+ */
+async function storedGuestAuth(store: Store, dataDir: string): Promise<Credentials | undefined> {
+  const row = await store.getNamespace(GUEST_NAMESPACE);
+  const stored = row && (await store.keyOf(row.uuid));
+  if (!row || !stored) return undefined;
+  const credentials = { uuid: row.uuid, key: stored.key };
+  writeFileSync(join(dataDir, GUEST_AUTH_FILE), `${formatAuth(credentials)}\n`, { mode: 0o600 });
+  return credentials;
 }
 
 function sameJson(a: unknown, b: unknown): boolean {

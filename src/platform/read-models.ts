@@ -48,6 +48,11 @@ export class Actions {
     this.latest.set(actionKey(action.namespace, action.name), action);
   }
 
+  /** @internal Everything cached goes (a cluster's server may have missed change notices). */
+  forgetAll(): void {
+    this.latest.clear();
+  }
+
   /** @internal The platform deleted an action, or (without a name) a whole namespace. */
   forget(namespace: string, name?: string): void {
     if (name !== undefined) {

@@ -30,6 +30,13 @@ export interface TriggerHost {
   /** The platform's one invoke: each rule's action is invoked through it, asynchronously. */
   invoke: (command: InvokeCommand) => Promise<InvokeOutcome>;
   warn: (message: string) => void;
+  /**
+   * In a cluster, every controller runs every schedule: one firing per tick is taken by whoever
+   * claims the tick first (`key` names the trigger and the tick's planned time). Alone, all fire.
+   */
+  claimTick?: (key: string) => Promise<boolean>;
+  /** Told of every trigger stored or deleted here (a cluster's other controllers reschedule it). */
+  changed?: (namespace: string, name: string) => void;
 }
 
 /** `/ns/name`, `ns/name` or `name`: the name, checked to be in this namespace. */
@@ -100,6 +107,7 @@ export class Triggers {
       options,
     );
     await this.schedule(stored);
+    this.host.changed?.(stored.namespace, stored.name);
     // Scheduling stores an alarm found expired as ended: answer what is stored now.
     return alarmOf(stored.annotations) ? ((await this.host.store.getTrigger(stored.namespace, stored.name)) ?? stored) : stored;
   }
@@ -107,7 +115,10 @@ export class Triggers {
   /** Deletes a trigger and stops its schedule; undefined when there is none. */
   async delete(namespace: string, name: string): Promise<TriggerRecord | undefined> {
     const trigger = await this.host.store.deleteTrigger(namespace, name);
-    if (trigger) this.unschedule(namespace, trigger.name);
+    if (trigger) {
+      this.unschedule(namespace, trigger.name);
+      this.host.changed?.(namespace, trigger.name);
+    }
     return trigger;
   }
 
@@ -140,14 +151,39 @@ export class Triggers {
     this.schedules.delete(key);
     const cron = annotationValue(trigger.annotations, 'cron');
     if (typeof cron === 'string') {
-      const job = new Cron(cron, { protect: true, unref: true }, () => {
-        this.fire(trigger.namespace, trigger.name, {}, 'cron').catch((error: unknown) =>
-          this.host.warn(`cron trigger ${key} failed: ${error instanceof Error ? error.message : String(error)}`),
-        );
+      const job: Cron = new Cron(cron, { protect: true, unref: true }, () => {
+        this.claimed(`cron/${key}`, job)
+          .then((mine) => (mine ? this.fire(trigger.namespace, trigger.name, {}, 'cron') : undefined))
+          .catch((error: unknown) =>
+            this.host.warn(`cron trigger ${key} failed: ${error instanceof Error ? error.message : String(error)}`),
+          );
       });
       this.schedules.set(key, job);
     }
     await this.scheduleAlarm(trigger);
+  }
+
+  /** Whether this server fires this tick of a job (always, unless the platform is one of a cluster's controllers). */
+  private claimed(what: string, job: Cron): Promise<boolean> {
+    if (!this.host.claimTick) return Promise.resolve(true);
+    // The tick's planned second, the same on every controller whose clock is within a second.
+    const planned = Math.round((job.currentRun()?.getTime() ?? Date.now()) / 1000);
+    return this.host.claimTick(`${what}@${planned}`);
+  }
+
+  /** The names of a namespace's triggers that have a schedule here. */
+  scheduled(namespace: string): string[] {
+    const prefix = `${namespace}/`;
+    return [...new Set([...this.schedules.keys(), ...this.alarms.keys()])]
+      .filter((key) => key.startsWith(prefix))
+      .map((key) => key.slice(prefix.length));
+  }
+
+  /** A trigger changed on another server of the cluster: its schedule follows what is stored now. */
+  async reload(namespace: string, name: string): Promise<void> {
+    const trigger = await this.host.store.getTrigger(namespace, name);
+    if (trigger) await this.schedule(trigger);
+    else this.unschedule(namespace, name);
   }
 
   unschedule(namespace: string, name: string): void {
@@ -226,6 +262,7 @@ export class Triggers {
       { overwrite: true },
     );
     await this.scheduleAlarm(stored);
+    this.host.changed?.(stored.namespace, stored.name);
     return stored;
   }
 
@@ -264,7 +301,7 @@ export class Triggers {
       return;
     }
     try {
-      await this.fire(namespace, name, alarm.payload, 'alarm');
+      if (await this.claimed(`alarm/${key}`, job)) await this.fire(namespace, name, alarm.payload, 'alarm');
     } catch (error) {
       this.host.warn(`alarm of trigger ${key} did not fire: ${error instanceof Error ? error.message : String(error)}`);
     }

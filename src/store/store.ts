@@ -222,6 +222,21 @@ export class Store {
     return this.activations.complete(record, accepted, attempts);
   }
 
+  /** An activation by id: `done`, or still pending with what it needs to run (see ActivationRepository.pending). */
+  pendingActivation(activationId: string) {
+    return this.activations.pending(activationId);
+  }
+
+  /** Removes an accepted activation that was never handed on: its caller was told it failed. */
+  discardActivation(activationId: string): Promise<void> {
+    return this.activations.discard(activationId);
+  }
+
+  /** Stores a failure reported from outside the run, unless the run's own record is stored already. */
+  completeActivationUnlessDone(record: ActivationRecord, accepted: number, attempts = 1): Promise<void> {
+    return this.activations.completeUnlessDone(record, accepted, attempts);
+  }
+
   getActivation(namespace: string, activationId: string): Promise<ActivationRecord | undefined> {
     return this.activations.get(namespace, activationId);
   }

@@ -104,6 +104,11 @@ export function registerServeCommand(program: Command): void {
       const lines = [
         `Isola is listening on ${url}`,
         `Data directory: ${config.dataDir}`,
+        ...(platform.cluster
+          ? [
+              `Cluster: ${config.role === 'all' ? 'controller and invoker' : config.role}${platform.cluster.invokerId ? ` (invoker ${platform.cluster.invokerId})` : ''}, over NATS at ${config.natsUrl}`,
+            ]
+          : []),
         `Database: ${platform.database.dialect === 'postgres' ? `PostgreSQL at ${platform.database.location}` : `SQLite in ${platform.database.location}`}`,
         `Guest credentials: ${formatAuth(platform.guest)}${config.guestAuth ? ' (from ISOLA_GUEST_AUTH)' : ` (saved in ${config.dataDir}/${GUEST_AUTH_FILE})`}`,
         `Operator token (for /metrics and the admin API): ${adminTokenFromEnv ? 'from ISOLA_ADMIN_TOKEN' : `in ${config.dataDir}/${ADMIN_TOKEN_FILE}`}`,

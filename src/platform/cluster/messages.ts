@@ -54,7 +54,10 @@ export function invokeMessageFor(fn: ActionVersion, call: Omit<InvokeMessage, 's
 }
 
 /** The version an invoke message names, as the caller saw it; undefined when the stored version is gone. */
-export function viewOf(stored: ActionVersion | undefined, message: InvokeMessage): ActionVersion | undefined {
+export function viewOf(
+  stored: ActionVersion | undefined,
+  message: Pick<InvokeMessage, 'stored' | 'view'>,
+): ActionVersion | undefined {
   if (!stored || stored.revision !== message.stored.revision) return undefined;
   const moved = stored.namespace !== message.view.namespace || stored.name !== message.view.name;
   return {
@@ -69,4 +72,55 @@ export function viewOf(stored: ActionVersion | undefined, message: InvokeMessage
 /** What an invoker answers: the record (stored, unless the message said not to). */
 export interface InvokeAnswer {
   record: ActivationRecord;
+}
+
+/** Reads an invoker's answer: the record, checked for the fields the controller uses. */
+export function decodeInvokeAnswer(value: unknown): InvokeAnswer {
+  const parsed = z
+    .object({
+      record: z
+        .object({
+          activationId: z.string(),
+          namespace: z.string(),
+          name: z.string(),
+          response: z.object({ status: z.string(), success: z.boolean() }).passthrough(),
+        })
+        .passthrough(),
+    })
+    .parse(value);
+  return parsed as unknown as InvokeAnswer;
+}
+
+/**
+ * What the work stream carries for an asynchronous activation: its id (its parameters, attempts
+ * and state are in the database, where the controller stored them before answering) and the
+ * version to run, stored and as the caller saw it.
+ */
+export interface WorkMessage {
+  activationId: string;
+  stored: InvokeMessage['stored'];
+  view: InvokeMessage['view'];
+}
+
+const WorkMessageSchema = z.object({
+  activationId: z.string().regex(/^[0-9a-f]{32}$/),
+  stored: InvokeMessageSchema.shape.stored,
+  view: InvokeMessageSchema.shape.view,
+});
+
+export function decodeWorkMessage(value: unknown): WorkMessage {
+  return WorkMessageSchema.parse(value) as WorkMessage;
+}
+
+/** The work message for a queued activation of `fn`. */
+export function workMessageFor(fn: ActionVersion, activationId: string): WorkMessage {
+  const { stored, view } = invokeMessageFor(fn, {
+    params: {},
+    subject: '',
+    activationId,
+    accepted: 0,
+    annotations: [],
+    storeRecord: true,
+  });
+  return { activationId, stored, view };
 }

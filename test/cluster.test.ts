@@ -1,0 +1,212 @@
+import assert from 'node:assert/strict';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import type { ActivationRecord } from '../src/core/types.js';
+import { NatsInstance } from './helpers/nats.js';
+import { PostgresInstance } from './helpers/postgres.js';
+import { annotation, waitFor } from './helpers/server.js';
+import { ServerProcess } from './helpers/server-process.js';
+
+interface InvokerStatus {
+  id: string;
+  backends: string[];
+  health: string;
+  instances: number;
+}
+
+/**
+ * A cluster on this machine: PostgreSQL and NATS of its own, two controllers and three invokers,
+ * each a separate `isola serve` process. Calls go in through either controller.
+ */
+describe('a cluster of controllers and invokers', () => {
+  let postgres: PostgresInstance;
+  let nats: NatsInstance;
+  const controllers: ServerProcess[] = [];
+  const invokers: ServerProcess[] = [];
+  const adminToken = randomBytes(16).toString('hex');
+  const guestAuth = `${randomUUID()}:${randomBytes(32).toString('hex')}`;
+  let env: Record<string, string>;
+
+  const listInvokers = async (via: ServerProcess) => {
+    const response = await via.request<{ invokers: InvokerStatus[] }>('GET', '/api/v1/invokers', undefined, {
+      auth: null,
+      headers: { authorization: `Bearer ${adminToken}` },
+    });
+    assert.equal(response.status, 200, JSON.stringify(response.body));
+    return response.body.invokers;
+  };
+  /** The invoker process whose id (host-pid) names it. */
+  const invokerProcess = (id: string) => invokers.find((server) => server.pid !== undefined && id.endsWith(`-${server.pid}`));
+  const records = async (via: ServerProcess, name: string) =>
+    (await via.request<ActivationRecord[]>('GET', `/api/v1/namespaces/_/activations?name=${name}&limit=200&docs=true`)).body;
+
+  before(async () => {
+    [postgres, nats] = await Promise.all([PostgresInstance.start(), NatsInstance.start()]);
+    env = {
+      ISOLA_DATABASE_URL: await postgres.createDatabase(),
+      ISOLA_NATS_URL: nats.url,
+      ISOLA_GUEST_AUTH: guestAuth,
+      ISOLA_ADMIN_TOKEN: adminToken,
+      ISOLA_BACKENDS: 'isolate,process',
+      ISOLA_PREWARM: '',
+    };
+    // The first controller creates the schema before the others share it.
+    controllers.push(await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'controller' } }));
+    const started = await Promise.all([
+      ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'controller' } }),
+      ...[1, 2, 3].map(() => ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'invoker', ISOLA_MEMORY_BUDGET_MB: '2048' } })),
+    ]);
+    controllers.push(started[0] as ServerProcess);
+    invokers.push(...started.slice(1));
+    for (const controller of controllers)
+      await waitFor('every invoker to be listed with its backends', async () => {
+        const listed = await listInvokers(controller);
+        return listed.length === 3 && listed.every((invoker) => invoker.backends.length === 2) ? true : undefined;
+      });
+  });
+
+  after(async () => {
+    await Promise.all([...controllers, ...invokers].map((server) => server.dispose()));
+    await Promise.all([nats?.stop(), postgres?.stop()]);
+  });
+
+  it('lists its invokers, their backends and health, to the operator only', async () => {
+    const listed = await listInvokers(controllers[1] as ServerProcess);
+    assert.equal(listed.length, 3);
+    for (const invoker of listed) {
+      assert.deepEqual([...invoker.backends].sort(), ['isolate', 'process']);
+      assert.equal(invoker.health, 'healthy');
+      assert.ok(invokerProcess(invoker.id), `${invoker.id} is one of the invoker processes`);
+    }
+    const anonymous = await (controllers[0] as ServerProcess).request('GET', '/api/v1/invokers', undefined, { auth: null });
+    assert.equal(anonymous.status, 401);
+    // An invoker serves no door: the OpenWhisk API is not there.
+    const door = await (invokers[0] as ServerProcess).request('GET', '/api/v1/namespaces/_/actions');
+    assert.equal(door.status, 404);
+  });
+
+  it('runs a call deployed through one controller and invoked through the other, warm on the same invoker after', async () => {
+    const [first, second] = controllers as [ServerProcess, ServerProcess];
+    const deployed = await first.deploy('hello', 'function main(p) { return { hello: p.name }; }');
+    assert.equal(deployed.status, 200, JSON.stringify(deployed.body));
+    const runs: ActivationRecord[] = [];
+    for (let i = 0; i < 4; i++) {
+      const res = await second.invoke<ActivationRecord>('hello', { name: `call ${i}` });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      runs.push(res.body);
+    }
+    assert.deepEqual(
+      runs.map((r) => (r.response.result as { hello: string }).hello),
+      ['call 0', 'call 1', 'call 2', 'call 3'],
+    );
+    const placedOn = new Set(runs.map((r) => annotation(r, 'invoker')));
+    assert.equal(placedOn.size, 1, `all on one invoker: ${[...placedOn]}`);
+    assert.equal(annotation(runs[0] as ActivationRecord, 'coldStart'), true);
+    for (const run of runs.slice(1)) assert.equal(annotation(run, 'coldStart'), false);
+    // Every controller reads every invoker's records.
+    const listed = await records(first, 'hello');
+    assert.deepEqual(new Set(listed.map((r) => r.activationId)), new Set(runs.map((r) => r.activationId)));
+  });
+
+  it('runs the new version everywhere once it is deployed through either controller', async () => {
+    const [first, second] = controllers as [ServerProcess, ServerProcess];
+    await first.deploy('versioned', 'function main() { return { v: 1 }; }');
+    assert.deepEqual((await second.invoke<ActivationRecord>('versioned')).body.response.result, { v: 1 });
+    // The other controller cached version 1 when it ran it: the deploy's notice makes it read again.
+    await first.deploy('versioned', 'function main() { return { v: 2 }; }');
+    const result = await waitFor('the second controller to run version 2', async () => {
+      const res = await second.invoke<ActivationRecord>('versioned');
+      return (res.body.response.result as { v: number }).v === 2 ? res.body : undefined;
+    });
+    assert.equal(result.version, '0.0.2');
+  });
+
+  it('answers 202 for an asynchronous call and stores its record from the invoker that ran it', async () => {
+    const [first, second] = controllers as [ServerProcess, ServerProcess];
+    await first.deploy('later', 'function main(p) { return { twice: p.n * 2 }; }');
+    const accepted = await second.invoke<{ activationId: string }>('later', { n: 21 }, 'blocking=false');
+    assert.equal(accepted.status, 202);
+    const record = await waitFor('the record', async () => {
+      const res = await first.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${accepted.body.activationId}`);
+      return res.status === 200 ? res.body : undefined;
+    });
+    assert.deepEqual(record.response.result, { twice: 42 });
+    assert.ok(invokerProcess(String(annotation(record, 'invoker'))));
+  });
+
+  it('loses no accepted asynchronous call when an invoker is killed in the middle of a burst', async () => {
+    const [first, second] = controllers as [ServerProcess, ServerProcess];
+    await first.deploy('burst', 'function main(p) { return new Promise((r) => setTimeout(() => r({ n: p.n }), 1500)); }', {
+      limits: { memory: 128, timeout: 60_000 },
+      annotations: [{ key: 'retries', value: 3 }],
+    });
+    const ids: string[] = [];
+    for (let n = 0; n < 40; n++) {
+      const via = n % 2 === 0 ? first : second;
+      const res = await via.invoke<{ activationId: string }>('burst', { n }, 'blocking=false');
+      assert.equal(res.status, 202, JSON.stringify(res.body));
+      ids.push(res.body.activationId);
+    }
+    // Kill an invoker while it holds work: it runs some of the burst now.
+    const victim = await waitFor('an invoker running part of the burst', async () => {
+      for (const server of invokers) {
+        if (server.pid === undefined) continue;
+        const metrics = await server.metrics();
+        if (/^isola_function_instances\{[^}]*action="burst"[^}]*state="busy"[^}]*\} [1-9]/m.test(metrics)) return server;
+      }
+      return undefined;
+    });
+    await victim.kill();
+    const done = await waitFor(
+      'every accepted call to have a record',
+      async () => {
+        const listed = await records(first, 'burst');
+        return listed.length >= ids.length ? listed : undefined;
+      },
+      120_000,
+    );
+    assert.deepEqual(new Set(done.map((r) => r.activationId)), new Set(ids), 'one record per accepted call');
+    assert.equal(done.length, ids.length, 'no activation recorded twice');
+    for (const record of done) assert.equal(record.response.status, 'success', JSON.stringify(record.response));
+    // Those the dead invoker held ran again elsewhere: a further attempt, as documented.
+    const rerun = done.filter((r) => Number(annotation(r, 'attempt')) > 1);
+    assert.ok(rerun.length > 0, 'some calls ran again after the invoker died');
+    for (const record of rerun) assert.notEqual(annotation(record, 'invoker'), undefined);
+    await waitFor(
+      'the dead invoker to leave the registry',
+      async () => ((await listInvokers(first)).length === 2 ? true : undefined),
+      30_000,
+    );
+  });
+
+  it('ends a blocking call with a whisk internal error when its invoker dies mid-run, and serves the next', async () => {
+    const [first, second] = controllers as [ServerProcess, ServerProcess];
+    await first.deploy(
+      'slow',
+      'function main(p) { return p.wait ? new Promise((r) => setTimeout(() => r({ slept: true }), p.wait)) : { ready: true }; }',
+      { limits: { memory: 128, timeout: 120_000 } },
+    );
+    const warm = await second.invoke<ActivationRecord>('slow');
+    const home = invokerProcess(String(annotation(warm.body, 'invoker')));
+    assert.ok(home, 'the invoker that ran it is one of ours');
+    const call = second.invoke<ActivationRecord>('slow', { wait: 100_000 });
+    await waitFor('the slow call to run', async () => {
+      const metrics = await home.metrics();
+      return /^isola_function_instances\{[^}]*action="slow"[^}]*state="busy"[^}]*\} 1/m.test(metrics) ? true : undefined;
+    });
+    await home.kill();
+    const answer = await call;
+    const record =
+      answer.status === 202
+        ? await waitFor('the record', async () => {
+            const id = (answer.body as unknown as { activationId: string }).activationId;
+            const res = await first.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${id}`);
+            return res.status === 200 ? res.body : undefined;
+          })
+        : answer.body;
+    assert.equal(record.response.status, 'whisk internal error', JSON.stringify(record.response));
+    assert.match(String((record.response.result as { error: string }).error), /left the cluster/);
+    const next = await second.invoke<ActivationRecord>('slow');
+    assert.deepEqual(next.body.response.result, { ready: true });
+  });
+});
