@@ -22,6 +22,11 @@ export interface ServerConfig {
   role: Role;
   /** The NATS server (`nats://host:port`) a cluster's servers share; unset, the server is on its own. */
   natsUrl?: string;
+  /**
+   * The URL functions see as `__OW_API_HOST` (ISOLA_API_HOST): by default the server's own; a
+   * cluster's invokers set it to the controllers' (their load balancer's), as they serve no API.
+   */
+  apiHost?: string;
   port: number;
   host: string;
   dataDir: string;
@@ -209,9 +214,14 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
       'ISOLA_NATS_URL',
     );
   }
+  const apiHost = env.ISOLA_API_HOST || undefined;
+  if (apiHost !== undefined && !/^https?:\/\/[^\s/]+(\/[^\s]*)?$/.test(apiHost)) {
+    throw new ConfigError('The API host must be an http:// or https:// URL, e.g. http://isola.example.com:3233.', 'ISOLA_API_HOST');
+  }
   return {
     role,
     ...(natsUrl ? { natsUrl } : {}),
+    ...(apiHost ? { apiHost } : {}),
     port: port === undefined ? 3233 : parseInteger('port', port, 0, 65535),
     host: pick(flags.host, 'ISOLA_HOST') ?? '127.0.0.1',
     dataDir: resolve(pick(flags.dataDir, 'ISOLA_DATA_DIR') ?? './.isola'),

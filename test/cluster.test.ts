@@ -80,6 +80,9 @@ describe('a cluster of controllers and invokers', () => {
     }
     const anonymous = await (controllers[0] as ServerProcess).request('GET', '/api/v1/invokers', undefined, { auth: null });
     assert.equal(anonymous.status, 401);
+    // Each role has its metrics: a controller counts the invokers it sees, an invoker its instances.
+    assert.match(await (controllers[0] as ServerProcess).metrics(), /^isola_cluster_invokers\{health="healthy"\} 3$/m);
+    assert.match(await (invokers[0] as ServerProcess).metrics(), /^isola_memory_budget_megabytes 2048$/m);
     // An invoker serves no door: the OpenWhisk API is not there.
     const door = await (invokers[0] as ServerProcess).request('GET', '/api/v1/namespaces/_/actions');
     assert.equal(door.status, 404);
@@ -132,6 +135,43 @@ describe('a cluster of controllers and invokers', () => {
     });
     assert.deepEqual(record.response.result, { twice: 42 });
     assert.ok(invokerProcess(String(annotation(record, 'invoker'))));
+  });
+
+  it('answers 503 while NATS is down and serves again by itself once it is back', async () => {
+    const [first, second] = controllers as [ServerProcess, ServerProcess];
+    await first.deploy('steady', 'function main(p) { return { n: p.n }; }');
+    assert.equal((await second.invoke<ActivationRecord>('steady', { n: 1 })).status, 200);
+    await nats.shutdown();
+    const refused = await waitFor('a call refused while NATS is down', async () => {
+      const res = await second.invoke<{ error: string }>('steady', { n: 2 });
+      return res.status === 200 ? undefined : res;
+    });
+    assert.equal(refused.status, 503, JSON.stringify(refused.body));
+    const queued = await first.invoke<{ error: string }>('steady', { n: 3 }, 'blocking=false');
+    assert.equal(queued.status, 503, JSON.stringify(queued.body));
+    await nats.restart();
+    const served = await waitFor(
+      'calls to be served again',
+      async () => {
+        const res = await second.invoke<ActivationRecord>('steady', { n: 4 });
+        return res.status === 200 ? res.body : undefined;
+      },
+      60_000,
+    );
+    assert.deepEqual(served.response.result, { n: 4 });
+    const accepted = await first.invoke<{ activationId: string }>('steady', { n: 5 }, 'blocking=false');
+    assert.equal(accepted.status, 202);
+    const record = await waitFor('the asynchronous call to run', async () => {
+      const res = await second.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${accepted.body.activationId}`);
+      return res.status === 200 ? res.body : undefined;
+    });
+    assert.deepEqual(record.response.result, { n: 5 });
+    // The refused asynchronous call was not kept to run later.
+    const ran = (await records(first, 'steady')).map((r) => (r.response.result as { n: number }).n).sort();
+    assert.deepEqual(ran, [1, 4, 5]);
+    await waitFor('every invoker to be back in the registry', async () =>
+      (await listInvokers(first)).length === 3 ? true : undefined,
+    );
   });
 
   it('loses no accepted asynchronous call when an invoker is killed in the middle of a burst', async () => {
@@ -208,5 +248,65 @@ describe('a cluster of controllers and invokers', () => {
     assert.match(String((record.response.result as { error: string }).error), /left the cluster/);
     const next = await second.invoke<ActivationRecord>('slow');
     assert.deepEqual(next.body.response.result, { ready: true });
+  });
+
+  it('drains an invoker on SIGTERM: its call under way ends, new calls go elsewhere, then it leaves', async () => {
+    const second = controllers[1] as ServerProcess;
+    invokers.push(await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'invoker', ISOLA_MEMORY_BUDGET_MB: '2048' } }));
+    await waitFor('two live invokers', async () => {
+      const listed = await listInvokers(second);
+      return listed.length === 2 && listed.every((invoker) => invoker.backends.length === 2) ? true : undefined;
+    });
+    await second.deploy(
+      'drained',
+      'function main(p) { return p.wait ? new Promise((r) => setTimeout(() => r({ slept: true }), p.wait)) : { ready: true }; }',
+    );
+    const warm = await second.invoke<ActivationRecord>('drained');
+    const homeId = String(annotation(warm.body, 'invoker'));
+    const home = invokerProcess(homeId) as ServerProcess;
+    const call = second.invoke<ActivationRecord>('drained', { wait: 4000 });
+    await waitFor('the call to run', async () =>
+      /^isola_function_instances\{[^}]*action="drained"[^}]*state="busy"[^}]*\} 1/m.test(await home.metrics()) ? true : undefined,
+    );
+    const stopped = home.stop();
+    await waitFor('the invoker to say it drains', async () =>
+      (await listInvokers(second)).find((invoker) => invoker.id === homeId)?.health !== 'healthy' ? true : undefined,
+    );
+    const meanwhile = await second.invoke<ActivationRecord>('drained');
+    assert.deepEqual(meanwhile.body.response.result, { ready: true });
+    assert.notEqual(annotation(meanwhile.body, 'invoker'), homeId);
+    const answer = await call;
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.deepEqual(answer.body.response.result, { slept: true });
+    assert.equal(annotation(answer.body, 'invoker'), homeId);
+    await stopped;
+    assert.ok(!(await listInvokers(second)).some((invoker) => invoker.id === homeId), 'it left the registry');
+  });
+
+  it('fires a cron trigger once per tick across controllers, and goes on when one controller dies', async () => {
+    const [first, second] = controllers as [ServerProcess, ServerProcess];
+    await first.deploy('ticked', 'function main() { return { ticked: true }; }');
+    const trigger = await first.request('PUT', '/api/v1/namespaces/_/triggers/every-second', {
+      annotations: [{ key: 'cron', value: '* * * * * *' }],
+    });
+    assert.equal(trigger.status, 200, JSON.stringify(trigger.body));
+    const rule = await second.request('PUT', '/api/v1/namespaces/_/rules/tick-rule', {
+      trigger: '/_/every-second',
+      action: '/_/ticked',
+    });
+    assert.equal(rule.status, 200, JSON.stringify(rule.body));
+    const firings = async () => (await records(second, 'every-second')).map((r) => r.start).sort((a, b) => a - b);
+    const seen = await waitFor('six firings', async () => ((await firings()).length >= 6 ? firings() : undefined), 60_000);
+    // One firing per second at most: both controllers run the schedule, one takes each tick.
+    const spanSeconds = Math.floor(((seen.at(-1) as number) - (seen[0] as number)) / 1000);
+    assert.ok(seen.length <= spanSeconds + 2, `${seen.length} firings within ${spanSeconds} s`);
+    // The first controller dies: the second goes on firing.
+    await first.kill();
+    const before = (await firings()).length;
+    await waitFor('firings after the first controller died', async () =>
+      (await firings()).length >= before + 3 ? true : undefined,
+    30_000);
+    assert.equal((await second.request('DELETE', '/api/v1/namespaces/_/rules/tick-rule')).status, 200);
+    assert.equal((await second.request('DELETE', '/api/v1/namespaces/_/triggers/every-second')).status, 200);
   });
 });

@@ -236,6 +236,22 @@ export class Metrics {
   }
 
   /** Adds a backend's own series (see Backend.registerMetrics), once it is ready. */
+  /** A controller's: the cluster's invokers as it last heard of them, by health. */
+  addClusterInvokers(current: () => readonly { draining: boolean }[]): void {
+    new Gauge({
+      name: 'isola_cluster_invokers',
+      help: "The cluster's live invokers as this controller sees them: healthy (taking calls) or draining.",
+      labelNames: ['health'] as const,
+      registers: [this.registry],
+      collect() {
+        const invokers = current();
+        const draining = invokers.filter((invoker) => invoker.draining).length;
+        this.set({ health: 'healthy' }, invokers.length - draining);
+        this.set({ health: 'draining' }, draining);
+      },
+    });
+  }
+
   addBackend(backend: Backend): void {
     backend.registerMetrics?.(this.registry);
   }

@@ -28,7 +28,7 @@ import {
   loadOrCreateGuestAuth,
   parseAuth,
 } from './credentials.js';
-import { type Executor, localExecutor } from './executor.js';
+import { localExecutor } from './executor.js';
 import { FunctionPackages } from './function-packages.js';
 import { type FunctionRef, type InvokeCommand, type InvokeOutcome, InvokePath } from './invoke.js';
 import { Invoker } from './invoker.js';
@@ -123,7 +123,7 @@ export class Platform {
     this.apis = new ApiGateway(store, (ref) => this.findAction(ref));
     this.invocations = new InvokePath({
       store,
-      executor: (cluster?.executor as Executor | undefined) ?? localExecutor(scheduler, invoker),
+      executor: cluster?.executor ?? localExecutor(scheduler, invoker),
       resolve: (ref) => this.packages.resolve(ref),
       authenticate: (credentials) => this.authenticate(credentials.uuid, credentials.key),
       blockingWaitMs: config.blockingWaitMs,
@@ -217,6 +217,8 @@ export class Platform {
       prepare: (action) => packages.prepare(action),
     });
     metrics = new Metrics(scheduler, { functions: config.metricsFunctions });
+    const view = cluster?.view;
+    if (view) metrics.addClusterInvokers(() => view.current());
     const invoker = new Invoker(store, scheduler, metrics);
     const platform = new Platform(
       config,

@@ -99,7 +99,7 @@ export function registerServeCommand(program: Command): void {
       const address = app.server.address();
       const port = typeof address === 'object' && address ? address.port : config.port;
       const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-      platform.setApiHost(url);
+      platform.setApiHost(config.apiHost ?? url);
       writeServerInfo(config.dataDir, { url, pid: process.pid, ...(startTime ? { startTime } : {}) });
       const lines = [
         `Isola is listening on ${url}`,

@@ -14,6 +14,9 @@ import {
   type WorkMessage,
 } from './messages.js';
 
+/** Stored versions an invoker keeps read. */
+const VERSION_CACHE_SIZE = 1000;
+
 export interface InvokerRoleOptions {
   bus: Bus;
   store: Store;
@@ -50,6 +53,8 @@ export class InvokerRole {
   private readonly consumers = new Map<string, WorkConsumer>();
   private readonly blocking = new Set<Promise<unknown>>();
   private poolTimer: NodeJS.Timeout | undefined;
+  /** Stored versions by pool key, oldest first. */
+  private readonly versions = new Map<string, ActionVersion>();
 
   private constructor(private readonly options: InvokerRoleOptions) {}
 
@@ -117,13 +122,23 @@ export class InvokerRole {
 
   /** The version a message names, as its caller saw it. */
   private async versionOf(message: Pick<InvokeMessage, 'stored' | 'view'>): Promise<ActionVersion | undefined> {
-    const { namespace, name, version } = message.stored;
-    return viewOf(await this.options.store.getAction(namespace, name, version), message);
+    const { namespace, name, version, revision } = message.stored;
+    // A stored version never changes (a new one has another revision): read once, kept a while.
+    const key = `${namespace}/${name}@${version}#${revision}`;
+    let stored = this.versions.get(key);
+    if (!stored) {
+      stored = await this.options.store.getAction(namespace, name, version);
+      if (stored?.revision === revision) {
+        if (this.versions.size >= VERSION_CACHE_SIZE) this.versions.delete(this.versions.keys().next().value as string);
+        this.versions.set(key, stored);
+      }
+    }
+    return viewOf(stored, message);
   }
 
   /** A blocking call: runs it and answers with its record (stored first unless the controller stores it). */
   private async invoke(message: InvokeMessage): Promise<InvokeAnswer> {
-    if (this.draining) throw new Error(`invoker ${this.options.id} is draining`);
+    // Taken even while draining: it came before the subscription ended, and the drain waits for it.
     const action = await this.versionOf(message);
     if (!action) throw new Error(`The action version ${message.stored.name}@${message.stored.version} no longer exists.`);
     const invocation: Invocation = {
