@@ -29,6 +29,14 @@ describe('framed protocol', () => {
       assert.throws(() => new FrameDecoder().push(encodeJsonFrame(json)), FrameError, json);
     }
   });
+  it('keeps, on the error, the messages that came whole before a corrupt frame in the same chunk', () => {
+    const started: GuestMessage = { type: 'started', id: 'a' };
+    const chunk = Buffer.concat([encodeFrame(started), encodeJsonFrame('null')]);
+    assert.throws(
+      () => new FrameDecoder().push(chunk),
+      (error: unknown) => error instanceof FrameError && JSON.stringify(error.decoded) === JSON.stringify([started]),
+    );
+  });
   it('frames JSON text written by hand like a message', () => {
     const json = '{"type":"result","id":"é","result":{"n":1}}';
     assert.deepEqual(new FrameDecoder().push(encodeJsonFrame(json)), [{ type: 'result', id: 'é', result: { n: 1 } }]);

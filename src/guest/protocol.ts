@@ -130,7 +130,10 @@ export function encodeJsonFrame(json: string): Buffer {
   return frame;
 }
 
-export class FrameError extends Error {}
+export class FrameError extends Error {
+  /** The messages of the same chunk that came whole before the corrupt frame: they were sent before it. */
+  decoded: unknown[] = [];
+}
 
 /** Reassembles frames from a byte stream; throws FrameError on a corrupt or oversized frame. */
 export class FrameDecoder<T> {
@@ -141,6 +144,16 @@ export class FrameDecoder<T> {
     this.buffered.push(chunk);
     this.bufferedBytes += chunk.length;
     const messages: T[] = [];
+    try {
+      this.decodeInto(messages);
+    } catch (error) {
+      if (error instanceof FrameError) error.decoded = messages;
+      throw error;
+    }
+    return messages;
+  }
+
+  private decodeInto(messages: T[]): void {
     while (this.bufferedBytes >= 4) {
       const head = this.peek(4);
       const length = head.readUInt32BE(0);
@@ -158,7 +171,6 @@ export class FrameDecoder<T> {
       }
       messages.push(message as T);
     }
-    return messages;
   }
 
   private peek(bytes: number): Buffer {

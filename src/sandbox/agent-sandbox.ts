@@ -4,6 +4,7 @@ import {
   DEFAULT_LOG_LIMIT_BYTES,
   encodeFrame,
   FrameDecoder,
+  FrameError,
   type GuestMessage,
   type HostMessage,
   type RuntimeStart,
@@ -367,7 +368,10 @@ export class AgentSandbox implements Sandbox {
     let messages: GuestMessage[];
     try {
       messages = this.decoder.push(chunk);
-    } catch {
+    } catch (error) {
+      // What the agent sent before the corrupt bytes counts (a run's `started`, say): the run that
+      // wrote them had begun, and ends as its own crash.
+      if (error instanceof FrameError) for (const message of error.decoded as GuestMessage[]) this.onMessage(message);
       // A function that writes raw bytes over the channel breaks only its own sandbox.
       this.corrupt = true;
       this.stderrTail.push('The sandbox sent a corrupt frame.\n');
