@@ -23,7 +23,7 @@ import {
   RetentionPolicy,
   StorageType,
 } from '@nats-io/jetstream';
-import { type KV, Kvm } from '@nats-io/kv';
+import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
 import {
   connect,
   type Msg,
@@ -658,11 +658,23 @@ export class Bus {
   /** The invokers whose last heartbeat is younger than the registry TTL, read from the server. */
   async listInvokers(): Promise<LiveInvoker[]> {
     this.checkConnected();
-    // The bucket keeps one value per key, so its history is the set of last values.
-    const entries = await this.invokers.history();
+    // The keys from the stream's subjects, then each value: every step a request with a timeout.
+    // (Reading the bucket's history through a consumer could wait for its end for minutes while
+    // heartbeats kept arriving.)
+    const prefix = `$KV.${this.names.invokers}.`;
+    let subjects: string[];
+    let entries: (KvEntry | null)[];
+    try {
+      const info = await this.jsm.streams.info(`KV_${this.names.invokers}`, { subjects_filter: `${prefix}>` });
+      subjects = Object.keys(info.state.subjects ?? {});
+      entries = await Promise.all(subjects.map((subject) => this.invokers.get(subject.slice(prefix.length))));
+    } catch (error) {
+      throw this.unavailable(error, 'reading the invoker registry');
+    }
     const live: LiveInvoker[] = [];
-    for await (const entry of entries) {
-      if (entry.operation !== 'PUT') continue;
+    for (const entry of entries) {
+      // A deregistered invoker's key holds a delete marker until it expires.
+      if (!entry || entry.operation !== 'PUT') continue;
       const invoker = readInvoker(entry.value, entry.created.getTime());
       if (invoker) live.push(invoker);
     }

@@ -141,9 +141,11 @@ export class Platform {
           }
         : {}),
     });
+    const failed = (what: string) => (error: unknown) =>
+      events.warn?.(`${what}: ${error instanceof Error ? error.message : String(error)}`);
     cluster?.followChanges(
-      (change) => void this.evict(change),
-      () => void this.evictAll(),
+      (change) => void this.evict(change).catch(failed(`following a change of ${change.namespace}`)),
+      () => void this.evictAll().catch(failed('reloading after missed change notices')),
     );
     this.retention = new ActivationRetention(
       store,

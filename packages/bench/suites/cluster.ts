@@ -406,6 +406,10 @@ async function main() {
     const markdown = report(results.host.date, warm, recovery);
     writeFileSync(join(outDir, `cluster${suffix}.md`), `${markdown}\n`);
     process.stdout.write(`${markdown}\n`);
+  } catch (error) {
+    // What the servers printed says why a step failed (a server that exited, say).
+    for (const server of servers) process.stderr.write(`--- a server's last output (pid ${server.pid ?? 'exited'}):\n${server.output.slice(-3000)}\n`);
+    throw error;
   } finally {
     for (const client of clients) client.close();
     await Promise.allSettled(servers.map((server) => server.dispose()));
