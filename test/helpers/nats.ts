@@ -20,8 +20,8 @@ export const NATS_MAX_PAYLOAD = 8 * 1024 * 1024;
 
 /**
  * A private nats-server for tests: JetStream on, its store in a temp dir, on a free port of
- * 127.0.0.1, stopped by its pid. `restart()` starts it again on the same port and store, as an
- * operator restarting NATS would. Needs Debian's `nats-server` package
+ * 127.0.0.1 (or the address given), stopped by its pid. `restart()` starts it again on the same
+ * port and store, as an operator restarting NATS would. Needs Debian's `nats-server` package
  * (`scripts/setup-host.sh nats`); never touches a system service.
  */
 export class NatsInstance {
@@ -33,9 +33,16 @@ export class NatsInstance {
   private constructor(
     readonly port: number,
     private readonly dir: string,
+    /** The one address it listens on (nats-server takes one): 127.0.0.1 unless the test gave another. */
+    readonly host: string,
   ) {}
 
-  static async start(): Promise<NatsInstance> {
+  /**
+   * Starts an instance. `host`: the address to listen on instead of 127.0.0.1, for servers that
+   * must reach it from elsewhere (a test's network namespace reaches the host end of its veth,
+   * which the host's own processes reach as well); nats-server listens on one address only.
+   */
+  static async start(options: { host?: string } = {}): Promise<NatsInstance> {
     if (!NATS_SERVER) {
       throw new Error(
         'nats-server is not installed: the cluster tests run against a private instance of it. ' +
@@ -47,7 +54,7 @@ export class NatsInstance {
     // max_payload has no command-line flag: it goes in a configuration file; the rest are flags.
     writeFileSync(join(dir, 'nats.conf'), `max_payload: ${NATS_MAX_PAYLOAD}\n`);
     for (let attempt = 1; ; attempt++) {
-      const instance = new NatsInstance(await freePort(), dir);
+      const instance = new NatsInstance(await freePort(options.host), dir, options.host ?? '127.0.0.1');
       try {
         await instance.launch();
         return instance;
@@ -62,7 +69,7 @@ export class NatsInstance {
   }
 
   get url(): string {
-    return `nats://127.0.0.1:${this.port}`;
+    return `nats://${this.host}:${this.port}`;
   }
 
   /** The server's pid while it runs. */
@@ -117,7 +124,7 @@ export class NatsInstance {
     this.log = '';
     const proc = spawn(
       NATS_SERVER ?? 'nats-server',
-      ['-c', join(this.dir, 'nats.conf'), '-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', join(this.dir, 'store')],
+      ['-c', join(this.dir, 'nats.conf'), '-a', this.host, '-p', String(this.port), '-js', '-sd', join(this.dir, 'store')],
       { cwd: this.dir, stdio: ['ignore', 'ignore', 'pipe'] },
     );
     this.proc = proc;

@@ -1,6 +1,6 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -9,67 +9,62 @@ import { freePort, waitFor } from './server-process.js';
 /**
  * A private PostgreSQL for tests: its own cluster made with initdb in a temp dir, on a free port
  * of 127.0.0.1, run by the unprivileged `postgres` user when the tests run as root (PostgreSQL
- * refuses root), stopped by its pid. Needs Debian's `postgresql` package
+ * refuses root), stopped by its pid. `restart()` starts it again on the same port and data, as an
+ * operator restarting PostgreSQL would. Needs Debian's `postgresql` package
  * (`scripts/setup-host.sh postgres`); never touches a system service.
  */
 export class PostgresInstance {
-  private stopping: Promise<void> | undefined;
+  private proc: ChildProcess | undefined;
+  private exited: Promise<void> = Promise.resolve();
+  private log = '';
+  private removed = false;
 
   private constructor(
     readonly port: number,
     private readonly dir: string,
-    private readonly proc: ChildProcess,
-    private readonly exited: Promise<void>,
+    /** What `-h` gets: 127.0.0.1 and any further addresses the instance was started with. */
+    private readonly listenAddresses: readonly string[],
   ) {}
 
-  static async start(): Promise<PostgresInstance> {
+  /**
+   * Starts an instance. `listenAddresses`: further addresses to listen on besides 127.0.0.1 (the
+   * host end of a test's veth, say); `trustedNetworks`: networks (CIDR) whose clients may connect
+   * without a password, as 127.0.0.1's may (initdb's --auth=trust covers only the loopback).
+   */
+  static async start(options: { listenAddresses?: string[]; trustedNetworks?: string[] } = {}): Promise<PostgresInstance> {
     const bin = postgresBinDir();
     const owner = unprivilegedOwner();
     // As root, under /tmp: the postgres user must be able to reach it, which root's TMPDIR may not let it.
     const dir = mkdtempSync(join(owner ? '/tmp' : tmpdir(), 'isola-pg-'));
     if (owner) chownSync(dir, owner.uid, owner.gid);
     const data = join(dir, 'data');
-    // The C locale: names sort by bytes, as in SQLite.
-    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, LANG: 'C', LC_ALL: 'C' };
     execFileSync(
       join(bin, 'initdb'),
       ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '--locale=C', '--encoding=UTF8', '--no-instructions'],
-      { cwd: dir, env, stdio: 'pipe', ...(owner ?? {}) },
+      { cwd: dir, env: postgresEnv(dir), stdio: 'pipe', ...(owner ?? {}) },
     );
+    const trusted = options.trustedNetworks ?? [];
+    if (trusted.length > 0)
+      appendFileSync(join(data, 'pg_hba.conf'), trusted.map((cidr) => `host all all ${cidr} trust\n`).join(''));
+    const listenAddresses = ['127.0.0.1', ...(options.listenAddresses ?? [])];
     for (let attempt = 1; ; attempt++) {
-      const port = await freePort();
-      // Durability is not what these tests are about: no fsync, no full-page writes.
-      const proc = spawn(
-        join(bin, 'postgres'),
-        ['-D', data, '-p', String(port), '-k', dir, '-h', '127.0.0.1', '-c', 'fsync=off', '-c', 'full_page_writes=off'],
-        { cwd: dir, env, stdio: ['ignore', 'ignore', 'pipe'], ...(owner ?? {}) },
-      );
-      let log = '';
-      proc.stderr?.on('data', (chunk: Buffer) => {
-        log = (log + chunk.toString()).slice(-4000);
-      });
-      const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-      const instance = new PostgresInstance(port, dir, proc, exited);
-      const killOnExit = () => proc.kill('SIGKILL');
-      process.once('exit', killOnExit);
-      void exited.then(() => process.off('exit', killOnExit));
+      const instance = new PostgresInstance(await freePort(), dir, listenAddresses);
       try {
-        await instance.waitReady(exited, () => log);
+        await instance.launch();
         return instance;
       } catch (error) {
-        proc.kill('SIGKILL');
-        await exited;
+        await instance.kill();
         // Another process took the port between the probe and the start: try another one.
-        if (attempt < 3 && /could not bind|Address already in use/.test(log)) continue;
+        if (attempt < 3 && instance.portTaken) continue;
         rmSync(dir, { recursive: true, force: true });
         throw error;
       }
     }
   }
 
-  /** A URL for a database of this instance. */
-  url(database = 'postgres'): string {
-    return `postgres://postgres@127.0.0.1:${this.port}/${database}`;
+  /** A URL for a database of this instance, reached at `host` (one of its listen addresses). */
+  url(database = 'postgres', host = '127.0.0.1'): string {
+    return `postgres://postgres@${host}:${this.port}/${database}`;
   }
 
   /** Creates an empty database and returns its URL. */
@@ -93,25 +88,89 @@ export class PostgresInstance {
     }
   }
 
-  /** Stops the server by its pid (a fast shutdown) and removes its files. */
-  stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGINT');
-      await this.exited;
-      rmSync(this.dir, { recursive: true, force: true });
-    })();
-    return this.stopping;
+  /** The server's pid while it runs. */
+  get pid(): number | undefined {
+    return this.running ? this.proc?.pid : undefined;
   }
 
-  private async waitReady(exited: Promise<void>, log: () => string): Promise<void> {
+  /** Stops the server by its pid (a fast shutdown: sessions are ended) and keeps its files. */
+  async shutdown(): Promise<void> {
+    if (this.running) this.proc?.kill('SIGINT');
+    await this.exited;
+  }
+
+  /** Stops the server if it runs and starts it again on the same port and data, as an operator restarting it would. */
+  async restart(): Promise<void> {
+    await this.shutdown();
+    // The port was just released; if something else grabbed it meanwhile, wait a little for it.
+    await waitFor(
+      'PostgreSQL to start again on its port',
+      async () => {
+        try {
+          await this.launch();
+          return true;
+        } catch (error) {
+          await this.kill();
+          if (this.portTaken) return undefined;
+          throw error;
+        }
+      },
+      30_000,
+    );
+  }
+
+  /** Stops the server by its pid and removes its files. */
+  async stop(): Promise<void> {
+    await this.shutdown();
+    if (!this.removed) rmSync(this.dir, { recursive: true, force: true });
+    this.removed = true;
+  }
+
+  private get running(): boolean {
+    return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  private get portTaken(): boolean {
+    return /could not bind|Address already in use/.test(this.log);
+  }
+
+  private async kill(): Promise<void> {
+    if (this.running) this.proc?.kill('SIGKILL');
+    await this.exited;
+  }
+
+  private async launch(): Promise<void> {
+    this.log = '';
+    const owner = unprivilegedOwner();
+    // Durability is not what these tests are about: no fsync, no full-page writes.
+    const proc = spawn(
+      join(postgresBinDir(), 'postgres'),
+      [
+        ...['-D', join(this.dir, 'data'), '-p', String(this.port), '-k', this.dir, '-h', this.listenAddresses.join(',')],
+        ...['-c', 'fsync=off', '-c', 'full_page_writes=off'],
+      ],
+      { cwd: this.dir, env: postgresEnv(this.dir), stdio: ['ignore', 'ignore', 'pipe'], ...(owner ?? {}) },
+    );
+    this.proc = proc;
+    proc.stderr?.on('data', (chunk: Buffer) => {
+      this.log = (this.log + chunk.toString()).slice(-4000);
+    });
+    this.exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+    const killOnExit = () => proc.kill('SIGKILL');
+    process.once('exit', killOnExit);
+    void this.exited.then(() => process.off('exit', killOnExit));
+    await this.waitReady();
+  }
+
+  private async waitReady(): Promise<void> {
     let gone = false;
-    void exited.then(() => {
+    void this.exited.then(() => {
       gone = true;
     });
     await waitFor(
       'PostgreSQL to accept connections',
       async () => {
-        if (gone) throw new Error(`PostgreSQL exited while starting:\n${log()}`);
+        if (gone) throw new Error(`PostgreSQL exited while starting:\n${this.log}`);
         const client = new pg.Client({ connectionString: this.url() });
         try {
           await client.connect();
@@ -124,7 +183,7 @@ export class PostgresInstance {
       },
       30_000,
     ).catch((error: Error) => {
-      throw error.message.startsWith('timed out') ? new Error(`PostgreSQL did not start within 30 s:\n${log()}`) : error;
+      throw error.message.startsWith('timed out') ? new Error(`PostgreSQL did not start within 30 s:\n${this.log}`) : error;
     });
   }
 }
@@ -141,6 +200,11 @@ export async function stopSharedPostgres(): Promise<void> {
   const instance = shared;
   shared = undefined;
   if (instance) await (await instance).stop();
+}
+
+/** The C locale: names sort by bytes, as in SQLite. */
+function postgresEnv(dir: string): Record<string, string> {
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, LANG: 'C', LC_ALL: 'C' };
 }
 
 /** The newest PostgreSQL's binaries (Debian installs them in /usr/lib/postgresql/<major>/bin). */

@@ -36,12 +36,20 @@ export class ServerProcess {
     private readonly ownsDataDir: boolean,
     private readonly env: Record<string, string>,
     private readonly args: string[],
+    private readonly wrap: string[],
     private proc?: ChildProcess,
   ) {}
 
-  static async start(options: { dataDir?: string; env?: Record<string, string>; args?: string[] } = {}): Promise<ServerProcess> {
+  /**
+   * `wrap`: a command the server runs under, given the node command line as its arguments; it
+   * must exec node in its own place, so that the pid is the server's (e.g. `['ip', 'netns',
+   * 'exec', name]`). The server is reached at the address it prints (ISOLA_HOST's).
+   */
+  static async start(
+    options: { dataDir?: string; env?: Record<string, string>; args?: string[]; wrap?: string[] } = {},
+  ): Promise<ServerProcess> {
     const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'isola-server-'));
-    const server = new ServerProcess(dataDir, !options.dataDir, options.env ?? {}, options.args ?? []);
+    const server = new ServerProcess(dataDir, !options.dataDir, options.env ?? {}, options.args ?? [], options.wrap ?? []);
     await server.launch();
     return server;
   }
@@ -52,23 +60,31 @@ export class ServerProcess {
   }
 
   private async launch(): Promise<void> {
-    const proc = spawn(
+    const [command, ...commandArgs] = [
+      ...this.wrap,
       process.execPath,
-      ['--no-node-snapshot', MAIN, 'serve', '--port', '0', '--data-dir', this.dataDir, ...this.args],
-      {
-        cwd: ROOT,
-        // Only the in-process backends unless a suite asks for more: probing containers and
-        // microVMs at every start would slow every suite down.
-        env: {
-          ...process.env,
-          ISOLA_LOG_LEVEL: 'error',
-          ISOLA_PREWARM: 'isolate:1',
-          ISOLA_BACKENDS: 'isolate,wasm,process',
-          ...this.env,
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
+      '--no-node-snapshot',
+      MAIN,
+      'serve',
+      '--port',
+      '0',
+      '--data-dir',
+      this.dataDir,
+      ...this.args,
+    ] as [string, ...string[]];
+    const proc = spawn(command, commandArgs, {
+      cwd: ROOT,
+      // Only the in-process backends unless a suite asks for more: probing containers and
+      // microVMs at every start would slow every suite down.
+      env: {
+        ...process.env,
+        ISOLA_LOG_LEVEL: 'error',
+        ISOLA_PREWARM: 'isolate:1',
+        ISOLA_BACKENDS: 'isolate,wasm,process',
+        ...this.env,
       },
-    );
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     this.proc = proc;
     this.output = '';
     proc.stderr?.on('data', (chunk: Buffer) => {
@@ -217,12 +233,12 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
-/** A TCP port on 127.0.0.1 that nothing listens on now. */
-export async function freePort(): Promise<number> {
+/** A TCP port on `host` (127.0.0.1 by default) that nothing listens on now. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, host, () => {
       const address = server.address();
       const port = typeof address === 'object' && address ? address.port : 0;
       server.close(() => resolve(port));

@@ -1,6 +1,6 @@
 import { type CompiledQuery, Kysely, PostgresDialect, type QueryResult, sql } from 'kysely';
 import pg from 'pg';
-import { badRequest } from '../../core/errors.js';
+import { badRequest, unavailable } from '../../core/errors.js';
 import { upsertActivations } from '../activation-writer.js';
 import { redactPassword, type StoreDatabase } from '../database.js';
 import type { ActivationRow, Database } from '../schema.js';
@@ -33,10 +33,17 @@ export async function openPostgres(url: string): Promise<StoreDatabase> {
   }
   const db = new Kysely<Database>({
     dialect: new PostgresDialect({
-      pool,
+      // A server that is down or restarting is the platform's trouble of the moment, not a bug: 503.
+      pool: {
+        connect: () => pool.connect().catch((error: unknown) => Promise.reject(asUnreachable(error))),
+        end: () => pool.end(),
+      },
       onCreateConnection: async (connection) => {
         const execute = connection.executeQuery.bind(connection);
-        connection.executeQuery = <R>(query: CompiledQuery) => (holdsNul(query) ? withoutNul<R>(query) : execute<R>(query));
+        connection.executeQuery = <R>(query: CompiledQuery) =>
+          (holdsNul(query) ? withoutNul<R>(query) : execute<R>(query)).catch((error: unknown) =>
+            Promise.reject(asUnreachable(error)),
+          );
       },
     }),
   });
@@ -62,6 +69,38 @@ export async function openPostgres(url: string): Promise<StoreDatabase> {
     },
     close: () => db.destroy(),
   };
+}
+
+/**
+ * Node's codes for a server that cannot be reached, and PostgreSQL's for one that is shutting
+ * down, crashed or still starting (class 08 is "connection exception").
+ */
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+  '57P01',
+  '57P02',
+  '57P03',
+]);
+
+/**
+ * A failure because the database cannot be reached now (down, restarting, the network cut)
+ * becomes a 503 that says so; any other error is returned as it is. pg reports a connection
+ * lost mid-query without a code, by its message.
+ */
+function asUnreachable(error: unknown): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  const lost =
+    (typeof code === 'string' && (UNREACHABLE_CODES.has(code) || code.startsWith('08'))) ||
+    (error instanceof Error && /^Connection terminated|connection error and is not queryable/i.test(error.message));
+  if (!lost) return error;
+  return unavailable(`The database is unreachable now${typeof code === 'string' ? ` (${code})` : ''}; try again shortly.`);
 }
 
 /**
