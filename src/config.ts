@@ -216,7 +216,10 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
   }
   const apiHost = env.ISOLA_API_HOST || undefined;
   if (apiHost !== undefined && !/^https?:\/\/[^\s/]+(\/[^\s]*)?$/.test(apiHost)) {
-    throw new ConfigError('The API host must be an http:// or https:// URL, e.g. http://isola.example.com:3233.', 'ISOLA_API_HOST');
+    throw new ConfigError(
+      'The API host must be an http:// or https:// URL, e.g. http://isola.example.com:3233.',
+      'ISOLA_API_HOST',
+    );
   }
   return {
     role,

@@ -303,9 +303,11 @@ describe('a cluster of controllers and invokers', () => {
     // The first controller dies: the second goes on firing.
     await first.kill();
     const before = (await firings()).length;
-    await waitFor('firings after the first controller died', async () =>
-      (await firings()).length >= before + 3 ? true : undefined,
-    30_000);
+    await waitFor(
+      'firings after the first controller died',
+      async () => ((await firings()).length >= before + 3 ? true : undefined),
+      30_000,
+    );
     assert.equal((await second.request('DELETE', '/api/v1/namespaces/_/rules/tick-rule')).status, 200);
     assert.equal((await second.request('DELETE', '/api/v1/namespaces/_/triggers/every-second')).status, 200);
   });

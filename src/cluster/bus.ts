@@ -674,7 +674,7 @@ export class Bus {
     const live: LiveInvoker[] = [];
     for (const entry of entries) {
       // A deregistered invoker's key holds a delete marker until it expires.
-      if (!entry || entry.operation !== 'PUT') continue;
+      if (entry?.operation !== 'PUT') continue;
       const invoker = readInvoker(entry.value, entry.created.getTime());
       if (invoker) live.push(invoker);
     }

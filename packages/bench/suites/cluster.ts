@@ -408,7 +408,8 @@ async function main() {
     process.stdout.write(`${markdown}\n`);
   } catch (error) {
     // What the servers printed says why a step failed (a server that exited, say).
-    for (const server of servers) process.stderr.write(`--- a server's last output (pid ${server.pid ?? 'exited'}):\n${server.output.slice(-3000)}\n`);
+    for (const server of servers)
+      process.stderr.write(`--- a server's last output (pid ${server.pid ?? 'exited'}):\n${server.output.slice(-3000)}\n`);
     throw error;
   } finally {
     for (const client of clients) client.close();
