@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { ActivationRecord } from '../src/core/types.js';
+import { runCli } from './helpers/cli.js';
 import { NatsInstance } from './helpers/nats.js';
 import { PostgresInstance } from './helpers/postgres.js';
 import { annotation, waitFor } from './helpers/server.js';
@@ -78,6 +79,22 @@ describe('a cluster of controllers and invokers', () => {
       assert.equal(invoker.health, 'healthy');
       assert.ok(invokerProcess(invoker.id), `${invoker.id} is one of the invoker processes`);
     }
+    // The CLI shows the same, with the operator token.
+    const status = await runCli(['--apihost', (controllers[0] as ServerProcess).url, '--json', 'cluster', 'status'], {
+      ISOLA_ADMIN_TOKEN: adminToken,
+    });
+    assert.equal(status.code, 0, status.stderr);
+    const shown = JSON.parse(status.stdout) as InvokerStatus[];
+    assert.deepEqual(shown.map((invoker) => invoker.id).sort(), listed.map((invoker) => invoker.id).sort());
+    const table = await runCli(['--apihost', (controllers[0] as ServerProcess).url, 'cluster', 'status'], {
+      ISOLA_ADMIN_TOKEN: adminToken,
+    });
+    for (const invoker of listed) assert.match(table.stdout, new RegExp(invoker.id));
+    const refused = await runCli(['--apihost', (controllers[0] as ServerProcess).url, 'cluster', 'status'], {
+      ISOLA_ADMIN_TOKEN: 'not-the-operator-token',
+    });
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /operator token/);
     const anonymous = await (controllers[0] as ServerProcess).request('GET', '/api/v1/invokers', undefined, { auth: null });
     assert.equal(anonymous.status, 401);
     // Each role has its metrics: a controller counts the invokers it sees, an invoker its instances.

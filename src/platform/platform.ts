@@ -119,7 +119,9 @@ export class Platform {
       (namespace, name) => cluster?.announce({ kind: 'package', namespace, name }),
     );
     this.aliases = new FunctionAliases(store);
-    this.links = SignedLinks.forDataDir(config.dataDir);
+    // A cluster's controllers verify each other's links: keyed by the operator token they share.
+    this.links =
+      cluster && config.adminToken ? SignedLinks.fromSharedSecret(config.adminToken) : SignedLinks.forDataDir(config.dataDir);
     this.apis = new ApiGateway(store, (ref) => this.findAction(ref));
     this.invocations = new InvokePath({
       store,

@@ -29,6 +29,15 @@ describe('signed links', () => {
     assert.ok(!links.verify('code', ['guest', 'fn', '0.0.1'], ''));
   });
 
+  it("in a cluster, verify each other's links by the secret they share, and no one else's", () => {
+    const shared = 'a-shared-operator-token-0123456789';
+    const signature = SignedLinks.fromSharedSecret(shared).sign('code', ['a']);
+    assert.ok(SignedLinks.fromSharedSecret(shared).verify('code', ['a'], signature));
+    assert.ok(!SignedLinks.fromSharedSecret(`${shared}x`).verify('code', ['a'], signature));
+    assert.ok(!SignedLinks.forDataDir(dataDir()).verify('code', ['a'], signature));
+    assert.throws(() => SignedLinks.fromSharedSecret('short'), /at least 16/);
+  });
+
   it('keep their secret in the data dir, private, across restarts; another data dir signs differently', () => {
     const dir = dataDir();
     const first = SignedLinks.forDataDir(dir);

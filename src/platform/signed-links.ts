@@ -26,6 +26,15 @@ export class SignedLinks {
     return new SignedLinks(Buffer.from(secret, 'utf8'));
   }
 
+  /**
+   * For the servers of a cluster, which must verify each other's links: the key is derived from a
+   * secret they all share (the operator token), under a purpose of its own.
+   */
+  static fromSharedSecret(shared: string): SignedLinks {
+    if (shared.length < 16) throw new Error('The shared secret for signed links must have at least 16 characters.');
+    return new SignedLinks(createHmac('sha256', shared).update('isola signed links').digest());
+  }
+
   sign(purpose: string, fields: readonly string[]): string {
     return createHmac('sha256', this.secret)
       .update(JSON.stringify([purpose, ...fields]))

@@ -1,31 +1,48 @@
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import type { StoreDatabase } from './database.js';
 import type { ActivationRow, Database } from './schema.js';
 
 /**
  * Inserts finished activations, or completes the record of one that was queued or running. The
- * columns an enqueued record already holds (who, what, when accepted) stay as they are.
+ * columns an enqueued record already holds (who, what, when accepted) stay as they are, and a
+ * finished record is never replaced: the first outcome stored is the one callers were told of
+ * (in a cluster, an invoker cut off mid-run may finish after its work was run again elsewhere).
  */
 export function upsertActivations(db: Kysely<Database>, rows: readonly ActivationRow[]) {
   return db
     .insertInto('activations')
     .values([...rows])
     .onConflict((oc) =>
-      oc.column('activation_id').doUpdateSet((eb) => ({
-        version: eb.ref('excluded.version'),
-        state: eb.ref('excluded.state'),
-        start: eb.ref('excluded.start'),
-        end: eb.ref('excluded.end'),
-        duration: eb.ref('excluded.duration'),
-        status: eb.ref('excluded.status'),
-        success: eb.ref('excluded.success'),
-        result: eb.ref('excluded.result'),
-        logs: eb.ref('excluded.logs'),
-        annotations: eb.ref('excluded.annotations'),
-        params: eb.ref('excluded.params'),
-        attempts: eb.ref('excluded.attempts'),
-      })),
+      oc
+        .column('activation_id')
+        .doUpdateSet((eb) => ({
+          version: eb.ref('excluded.version'),
+          state: eb.ref('excluded.state'),
+          start: eb.ref('excluded.start'),
+          end: eb.ref('excluded.end'),
+          duration: eb.ref('excluded.duration'),
+          status: eb.ref('excluded.status'),
+          success: eb.ref('excluded.success'),
+          result: eb.ref('excluded.result'),
+          logs: eb.ref('excluded.logs'),
+          annotations: eb.ref('excluded.annotations'),
+          params: eb.ref('excluded.params'),
+          attempts: eb.ref('excluded.attempts'),
+        }))
+        // A literal, not a parameter: SQLite's batch writer binds one parameter per column.
+        .where('activations.state', '<>', sql.lit('done')),
     );
+}
+
+/**
+ * Of two writes of one activation in one batch, the later is the one written (a finished record
+ * is never replaced by a later batch: see upsertActivations). PostgreSQL also refuses an insert
+ * that touches a row twice.
+ */
+export function lastPerActivation(rows: readonly ActivationRow[]): ActivationRow[] {
+  const byId = new Map<string, ActivationRow>();
+  for (const row of rows) byId.set(row.activation_id, row);
+  return byId.size === rows.length ? [...rows] : [...byId.values()];
 }
 
 interface Pending {

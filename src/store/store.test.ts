@@ -558,6 +558,10 @@ for (const database of DATABASES) {
           store.completeActivation(finished('batch', 'g', twice, 5, { n: 2 }), 5),
         ]);
         assert.deepEqual((await store.getActivation('batch', twice))?.response.result, { n: 2 });
+        // Written again in a later commit (a cut-off invoker finishing after its work ran again
+        // elsewhere): the stored record stays, as callers were told.
+        await store.completeActivation(finished('batch', 'g', twice, 9, { n: 3 }), 5);
+        assert.deepEqual((await store.getActivation('batch', twice))?.response.result, { n: 2 });
       });
 
       it('take annotations after they finished, waiting for a record still in the group commit', async () => {

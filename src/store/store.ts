@@ -217,7 +217,7 @@ export class Store {
     return this.activations.markRunning(activationId);
   }
 
-  /** Stores a finished activation; resolves once it is committed. Writes are grouped per tick. */
+  /** Stores a finished activation (never over one stored before); resolves once it is committed. Writes are grouped per tick. */
   completeActivation(record: ActivationRecord, accepted: number, attempts = 1): Promise<void> {
     return this.activations.complete(record, accepted, attempts);
   }
@@ -230,11 +230,6 @@ export class Store {
   /** Removes an accepted activation that was never handed on: its caller was told it failed. */
   discardActivation(activationId: string): Promise<void> {
     return this.activations.discard(activationId);
-  }
-
-  /** Stores a failure reported from outside the run, unless the run's own record is stored already. */
-  completeActivationUnlessDone(record: ActivationRecord, accepted: number, attempts = 1): Promise<void> {
-    return this.activations.completeUnlessDone(record, accepted, attempts);
   }
 
   getActivation(namespace: string, activationId: string): Promise<ActivationRecord | undefined> {

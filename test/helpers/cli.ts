@@ -11,10 +11,10 @@ export interface CliRun {
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
 /** Runs the `isola` CLI from source (through tsx); resolves with its exit code and output. */
-export function runCli(args: string[]): Promise<CliRun> {
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<CliRun> {
   const argv = ['--no-node-snapshot', '--import', 'tsx', MAIN, ...args];
   return new Promise((resolve) => {
-    execFile(process.execPath, argv, (error, stdout, stderr) => {
+    execFile(process.execPath, argv, { env: { ...process.env, ...env } }, (error, stdout, stderr) => {
       resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
     });
   });

@@ -229,7 +229,8 @@ export class ClusterExecutor implements Executor {
   /** Records the failure unless the invoker stored the activation's own record first; answers the stored one. */
   private async failed(pending: QueuedActivation, reason: string): Promise<ActivationRecord> {
     const record = failedRecord(pending, 'whisk internal error', reason);
-    await this.options.store.completeActivationUnlessDone(record, pending.accepted, pending.attempts);
+    // Never over the run's own record, if the invoker stored it first (see upsertActivations).
+    await this.options.store.completeActivation(record, pending.accepted, pending.attempts);
     return (await this.options.store.getActivation(pending.namespace, pending.activationId)) ?? record;
   }
 

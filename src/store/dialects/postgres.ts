@@ -1,9 +1,9 @@
 import { type CompiledQuery, Kysely, PostgresDialect, type QueryResult, sql } from 'kysely';
 import pg from 'pg';
 import { badRequest, unavailable } from '../../core/errors.js';
-import { upsertActivations } from '../activation-writer.js';
+import { lastPerActivation, upsertActivations } from '../activation-writer.js';
 import { redactPassword, type StoreDatabase } from '../database.js';
-import type { ActivationRow, Database } from '../schema.js';
+import type { Database } from '../schema.js';
 
 /** Rows per insert: 17 parameters each stays well under PostgreSQL's 65535 per statement. */
 const ROWS_PER_INSERT = 1000;
@@ -118,11 +118,4 @@ async function withoutNul<R>(query: CompiledQuery): Promise<QueryResult<R>> {
   if (kind === 'UpdateQueryNode' || kind === 'DeleteQueryNode') return { rows: [], numAffectedRows: 0n };
   // Only what a caller sent can hold one (names are checked at the doors; code is not).
   throw badRequest('Text with a NUL character (U+0000) cannot be stored: this server keeps its data in PostgreSQL.');
-}
-
-/** One insert may not touch a row twice in PostgreSQL: of two writes of one activation, the later wins. */
-function lastPerActivation(rows: readonly ActivationRow[]): ActivationRow[] {
-  const byId = new Map<string, ActivationRow>();
-  for (const row of rows) byId.set(row.activation_id, row);
-  return byId.size === rows.length ? [...rows] : [...byId.values()];
 }

@@ -1,6 +1,6 @@
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, SqliteDialect } from 'kysely';
-import { upsertActivations } from '../activation-writer.js';
+import { lastPerActivation, upsertActivations } from '../activation-writer.js';
 import type { StoreDatabase } from '../database.js';
 import type { ActivationRow, Database } from '../schema.js';
 
@@ -21,7 +21,7 @@ export function openSqlite(file: string): StoreDatabase {
     location: file,
     writeActivations(rows) {
       writeBatch ??= activationBatchWriter(db, sqlite);
-      writeBatch(rows);
+      writeBatch(lastPerActivation(rows));
       return undefined;
     },
     inTransaction: () => sqlite.inTransaction,

@@ -128,37 +128,6 @@ export class ActivationRepository {
     await this.db.deleteFrom('activations').where('activation_id', '=', activationId).where('state', '<>', 'done').execute();
   }
 
-  /**
-   * Stores a finished activation unless one is stored already: for a failure another process
-   * reports (a cluster's controller, when the invoker running it vanished), which must not
-   * replace the record that invoker may have committed first.
-   */
-  async completeUnlessDone(record: ActivationRecord, accepted: number, attempts = 1): Promise<void> {
-    if (this.fromDeletedNamespace(record.namespace, accepted)) return;
-    await this.db
-      .insertInto('activations')
-      .values(toActivationRow(record, accepted, attempts))
-      .onConflict((oc) =>
-        oc
-          .column('activation_id')
-          .doUpdateSet((eb) => ({
-            state: eb.ref('excluded.state'),
-            start: eb.ref('excluded.start'),
-            end: eb.ref('excluded.end'),
-            duration: eb.ref('excluded.duration'),
-            status: eb.ref('excluded.status'),
-            success: eb.ref('excluded.success'),
-            result: eb.ref('excluded.result'),
-            logs: eb.ref('excluded.logs'),
-            annotations: eb.ref('excluded.annotations'),
-            params: eb.ref('excluded.params'),
-            attempts: eb.ref('excluded.attempts'),
-          }))
-          .where('activations.state', '<>', 'done'),
-      )
-      .execute();
-  }
-
   /** Stores a finished activation; resolves once it is committed. Writes are grouped per tick. */
   complete(record: ActivationRecord, accepted: number, attempts = 1): Promise<void> {
     if (this.fromDeletedNamespace(record.namespace, accepted)) return Promise.resolve();
