@@ -38,6 +38,25 @@ describe('a cluster of controllers and invokers', () => {
   };
   /** The invoker process whose id (host-pid) names it. */
   const invokerProcess = (id: string) => invokers.find((server) => server.pid !== undefined && id.endsWith(`-${server.pid}`));
+  /** The live invoker running a call of `action` now; fails at once when `call` ends before it is seen. */
+  const invokerRunning = async (action: string, call: Promise<unknown>): Promise<ServerProcess> => {
+    let ended: unknown;
+    void call.then((outcome) => {
+      ended = outcome ?? 'nothing';
+    });
+    const busy = new RegExp(`^isola_function_instances\\{[^}]*action="${action}"[^}]*state="busy"[^}]*\\} [1-9]`, 'm');
+    return waitFor(
+      `an invoker to run ${action}`,
+      async () => {
+        if (ended !== undefined) throw new Error(`the call ended before it was seen running: ${JSON.stringify(ended)}`);
+        for (const server of invokers) {
+          if (server.pid !== undefined && busy.test(await server.metrics().catch(() => ''))) return server;
+        }
+        return undefined;
+      },
+      60_000,
+    );
+  };
   const records = async (via: ServerProcess, name: string) =>
     (await via.request<ActivationRecord[]>('GET', `/api/v1/namespaces/_/activations?name=${name}&limit=200&docs=true`)).body;
 
@@ -243,14 +262,9 @@ describe('a cluster of controllers and invokers', () => {
       'function main(p) { return p.wait ? new Promise((r) => setTimeout(() => r({ slept: true }), p.wait)) : { ready: true }; }',
       { limits: { memory: 128, timeout: 120_000 } },
     );
-    const warm = await second.invoke<ActivationRecord>('slow');
-    const home = invokerProcess(String(annotation(warm.body, 'invoker')));
-    assert.ok(home, 'the invoker that ran it is one of ours');
+    assert.deepEqual((await second.invoke<ActivationRecord>('slow')).body.response.result, { ready: true });
     const call = second.invoke<ActivationRecord>('slow', { wait: 100_000 });
-    await waitFor('the slow call to run', async () => {
-      const metrics = await home.metrics();
-      return /^isola_function_instances\{[^}]*action="slow"[^}]*state="busy"[^}]*\} 1/m.test(metrics) ? true : undefined;
-    });
+    const home = await invokerRunning('slow', call);
     await home.kill();
     const answer = await call;
     const record =
@@ -278,13 +292,10 @@ describe('a cluster of controllers and invokers', () => {
       'drained',
       'function main(p) { return p.wait ? new Promise((r) => setTimeout(() => r({ slept: true }), p.wait)) : { ready: true }; }',
     );
-    const warm = await second.invoke<ActivationRecord>('drained');
-    const homeId = String(annotation(warm.body, 'invoker'));
-    const home = invokerProcess(homeId) as ServerProcess;
-    const call = second.invoke<ActivationRecord>('drained', { wait: 4000 });
-    await waitFor('the call to run', async () =>
-      /^isola_function_instances\{[^}]*action="drained"[^}]*state="busy"[^}]*\} 1/m.test(await home.metrics()) ? true : undefined,
-    );
+    assert.deepEqual((await second.invoke<ActivationRecord>('drained')).body.response.result, { ready: true });
+    const call = second.invoke<ActivationRecord>('drained', { wait: 6000 });
+    const home = await invokerRunning('drained', call);
+    const homeId = (await listInvokers(second)).find((invoker) => invokerProcess(invoker.id) === home)?.id as string;
     const stopped = home.stop();
     await waitFor('the invoker to say it drains', async () =>
       (await listInvokers(second)).find((invoker) => invoker.id === homeId)?.health !== 'healthy' ? true : undefined,
