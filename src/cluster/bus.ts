@@ -243,6 +243,8 @@ export class Bus {
       // A server that vanished without closing the socket (a cut network) is noticed within ~15 s.
       pingInterval: 5000,
       maxPingOut: 2,
+      // Errors here say what failed in words; a stack captured at every request costs ~0.1 ms a call.
+      noAsyncTraces: true,
     }).catch((error: unknown) => {
       throw new BusError('unavailable', `Cannot reach the message broker (NATS) at ${settings.url}: ${message(error)}`);
     });
