@@ -7,6 +7,7 @@ import { NatsInstance } from './helpers/nats.js';
 import { PostgresInstance } from './helpers/postgres.js';
 import { annotation, waitFor } from './helpers/server.js';
 import { ServerProcess } from './helpers/server-process.js';
+import { wat } from './helpers/wat.js';
 
 interface InvokerStatus {
   id: string;
@@ -67,7 +68,7 @@ describe('a cluster of controllers and invokers', () => {
       ISOLA_NATS_URL: nats.url,
       ISOLA_GUEST_AUTH: guestAuth,
       ISOLA_ADMIN_TOKEN: adminToken,
-      ISOLA_BACKENDS: 'isolate,process',
+      ISOLA_BACKENDS: 'isolate,process,wasm',
       ISOLA_PREWARM: '',
     };
     // The first controller creates the schema before the others share it.
@@ -81,7 +82,7 @@ describe('a cluster of controllers and invokers', () => {
     for (const controller of controllers)
       await waitFor('every invoker to be listed with its backends', async () => {
         const listed = await listInvokers(controller);
-        return listed.length === 3 && listed.every((invoker) => invoker.backends.length === 2) ? true : undefined;
+        return listed.length === 3 && listed.every((invoker) => invoker.backends.length === 3) ? true : undefined;
       });
   });
 
@@ -94,7 +95,7 @@ describe('a cluster of controllers and invokers', () => {
     const listed = await listInvokers(controllers[1] as ServerProcess);
     assert.equal(listed.length, 3);
     for (const invoker of listed) {
-      assert.deepEqual([...invoker.backends].sort(), ['isolate', 'process']);
+      assert.deepEqual([...invoker.backends].sort(), ['isolate', 'process', 'wasm']);
       assert.equal(invoker.health, 'healthy');
       assert.ok(invokerProcess(invoker.id), `${invoker.id} is one of the invoker processes`);
     }
@@ -158,6 +159,34 @@ describe('a cluster of controllers and invokers', () => {
       return (res.body.response.result as { v: number }).v === 2 ? res.body : undefined;
     });
     assert.equal(result.version, '0.0.2');
+  });
+
+  it('refuses at the controller a WebAssembly module no invoker could run, and runs one they can', async () => {
+    const [first, second] = controllers as [ServerProcess, ServerProcess];
+    const deploy = (name: string, code: string) =>
+      first.request<{ error?: string }>('PUT', `/api/v1/namespaces/_/actions/${name}?overwrite=true`, {
+        exec: { kind: 'wasm', code, binary: true },
+      });
+    const refused = await deploy(
+      'missiles',
+      await wat('(module (import "env" "launch_missiles" (func)) (func (export "_start")))'),
+    );
+    assert.equal(refused.status, 400);
+    assert.match(refused.body.error ?? '', /imports env\.launch_missiles \(function\), which Isola does not provide/);
+    assert.equal((await second.request('GET', '/api/v1/namespaces/_/actions/missiles')).status, 404, 'nothing was stored');
+    const echo = await deploy(
+      'wasm-echo',
+      await wat(`(module
+  (memory (export "memory") 1)
+  (func (export "isola_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "isola_handle") (param $at i32) (param $length i32) (result i64)
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $at)) (i64.const 32)) (i64.extend_i32_u (local.get $length)))))`),
+    );
+    assert.equal(echo.status, 200, JSON.stringify(echo.body));
+    const ran = await second.invoke<ActivationRecord>('wasm-echo', { echoed: true });
+    assert.equal(ran.status, 200, JSON.stringify(ran.body));
+    assert.deepEqual(ran.body.response.result, { echoed: true });
+    assert.ok(invokerProcess(String(annotation(ran.body, 'invoker'))));
   });
 
   it('answers 202 for an asynchronous call and stores its record from the invoker that ran it', async () => {
@@ -286,7 +315,7 @@ describe('a cluster of controllers and invokers', () => {
     invokers.push(await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'invoker', ISOLA_MEMORY_BUDGET_MB: '2048' } }));
     await waitFor('two live invokers', async () => {
       const listed = await listInvokers(second);
-      return listed.length === 2 && listed.every((invoker) => invoker.backends.length === 2) ? true : undefined;
+      return listed.length === 2 && listed.every((invoker) => invoker.backends.length === 3) ? true : undefined;
     });
     await second.deploy(
       'drained',
@@ -309,6 +338,69 @@ describe('a cluster of controllers and invokers', () => {
     assert.equal(annotation(answer.body, 'invoker'), homeId);
     await stopped;
     assert.ok(!(await listInvokers(second)).some((invoker) => invoker.id === homeId), 'it left the registry');
+  });
+
+  it('keeps provisioned instances spread over the invokers, moves them off a dead one, and scales them', async () => {
+    const [first, second] = controllers as [ServerProcess, ServerProcess];
+    const healthy = async () =>
+      (await listInvokers(second)).filter((invoker) => invoker.health === 'healthy' && invoker.backends.length === 3);
+    invokers.push(await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'invoker', ISOLA_MEMORY_BUDGET_MB: '2048' } }));
+    const pair = await waitFor('two live invokers', async () => {
+      const listed = await healthy();
+      return listed.length === 2 ? listed.map((invoker) => invokerProcess(invoker.id) as ServerProcess) : undefined;
+    });
+    /** Instances of the function an invoker has, starting or running. */
+    const instancesOn = async (server: ServerProcess) => {
+      const lines = (await server.metrics()).match(
+        /^isola_function_instances\{[^}]*action="provisioned"[^}]*state="(?:starting|idle|busy)"[^}]*\} \d+$/gm,
+      );
+      return (lines ?? []).reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
+    };
+    const status = async (via: ServerProcess) =>
+      (
+        await via.request<{ replicas: number; availableReplicas: number; labels: Record<string, string> }>(
+          'GET',
+          '/system/function/provisioned',
+        )
+      ).body;
+
+    const deployed = await first.deploy('provisioned', 'function main() { return { ready: true }; }', {
+      annotations: [{ key: 'minInstances', value: 3 }],
+    });
+    assert.equal(deployed.status, 200, JSON.stringify(deployed.body));
+    // Shared out: two on one invoker, one on the other.
+    const counts = await waitFor('three instances over the two invokers', async () => {
+      const now = await Promise.all(pair.map(instancesOn));
+      return [...now].sort().join() === '1,2' ? now : undefined;
+    });
+    const seen = await waitFor('the other controller to show three replicas', async () => {
+      const now = await status(second);
+      return now.availableReplicas === 3 ? now : undefined;
+    });
+    assert.equal(seen.labels['com.openfaas.scale.min'], '3');
+    const warm = await second.invoke<ActivationRecord>('provisioned');
+    assert.equal(warm.status, 200, JSON.stringify(warm.body));
+    assert.equal(annotation(warm.body, 'coldStart'), false, 'a provisioned instance took the call');
+
+    // The invoker holding two dies: the other keeps all three once the registry drops the dead one.
+    const victim = pair[counts.indexOf(2)] as ServerProcess;
+    const survivor = pair[counts.indexOf(1)] as ServerProcess;
+    await victim.kill();
+    await waitFor('the survivor to hold all three', async () => ((await instancesOn(survivor)) === 3 ? true : undefined), 60_000);
+
+    // Scaled through the OpenFaaS door of either controller: the count takes the annotation's place.
+    const scale = async (via: ServerProcess, replicas: number) => {
+      const res = await via.request('POST', '/system/scale-function/provisioned', { serviceName: 'provisioned', replicas });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+    };
+    await scale(first, 1);
+    await waitFor('one instance left', async () => ((await instancesOn(survivor)) === 1 ? true : undefined));
+    await waitFor('the other controller to show it', async () => {
+      const now = await status(second);
+      return now.replicas === 1 && now.labels['com.openfaas.scale.min'] === '1' ? true : undefined;
+    });
+    await scale(second, 0);
+    await waitFor('none left', async () => ((await instancesOn(survivor)) === 0 ? true : undefined));
   });
 
   it('fires a cron trigger once per tick across controllers, and goes on when one controller dies', async () => {

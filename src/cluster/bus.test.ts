@@ -39,6 +39,8 @@ function invoker(id: string): InvokerInfo {
     memoryInUseMb: 0,
     memoryIdleMb: 0,
     warm: {},
+    live: {},
+    ready: {},
     instances: 0,
     draining: false,
   };

@@ -80,6 +80,9 @@ export interface InvokerInfo {
   memoryIdleMb: number;
   /** Per version (pool key), instances that could take one more call now: warm affinity. */
   warm: Record<string, number>;
+  /** Per version, instances starting or running; `ready`: those started (for replica counts). */
+  live: Record<string, number>;
+  ready: Record<string, number>;
   instances: number;
   /** True once it stopped taking work (SIGTERM) and drains. */
   draining: boolean;
@@ -966,7 +969,9 @@ function readInvoker(value: Uint8Array, heartbeatAt: number): LiveInvoker | unde
       memoryBudgetMb: Number(info.memoryBudgetMb) || 0,
       memoryInUseMb: Number(info.memoryInUseMb) || 0,
       memoryIdleMb: Number(info.memoryIdleMb) || 0,
-      warm: readWarm(info.warm),
+      warm: readPoolCounts(info.warm),
+      live: readPoolCounts(info.live),
+      ready: readPoolCounts(info.ready),
       instances: Number(info.instances) || 0,
       draining: info.draining === true,
       heartbeatAt,
@@ -976,8 +981,8 @@ function readInvoker(value: Uint8Array, heartbeatAt: number): LiveInvoker | unde
   }
 }
 
-/** A warm map as an invoker sent it: counts by pool key, anything else dropped. */
-function readWarm(value: unknown): Record<string, number> {
+/** Counts by pool key as an invoker sent them, anything else dropped. */
+function readPoolCounts(value: unknown): Record<string, number> {
   // Pool keys are namespace/name@version#revision: anything else (`__proto__`, say) is not one.
   return readCounts(value, (key) => key.includes('@'), 1);
 }

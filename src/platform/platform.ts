@@ -10,6 +10,7 @@ import { checkNetworkAnnotation } from '../core/network-policy.js';
 import { type ActionVersion, annotationValue, type KeyValue } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
 import { BackendSet, BackendUnavailableError, egressSupported } from '../sandbox/registry.js';
+import { checkWasmModule } from '../sandbox/wasm/wasm-backend.js';
 import { functionSettings, SETTING_LIMITS, storedFunctionSettings } from '../scheduler/function-settings.js';
 import { parsePolicy } from '../scheduler/policy.js';
 import { Scheduler } from '../scheduler/scheduler.js';
@@ -247,6 +248,8 @@ export class Platform {
         backends,
         statuses,
         retryBaseMs: config.retryBaseMs,
+        // Deployed through a controller: instances provisioned here show under the function's own name.
+        provisioned: (action) => metrics.noteDeployed(action.namespace, action.name),
         warn: (message) => events.warn?.(message),
       });
     }
@@ -305,6 +308,10 @@ export class Platform {
       case 'action':
         this.actions.forget(change.namespace, change.name);
         this.scheduler.retireVersions(change.namespace, change.name);
+        this.cluster?.functionChanged(change.namespace, change.name);
+        return;
+      case 'scale':
+        this.cluster?.functionChanged(change.namespace, change.name);
         return;
       case 'package':
         this.packages.forget(change.namespace, change.name);
@@ -328,6 +335,7 @@ export class Platform {
     this.authCache.clear();
     this.actions.forgetAll();
     this.packages.forgetAll();
+    this.cluster?.reprovision();
     if (this.cluster?.servesDoors) {
       this.triggers.stop();
       await this.triggers.start();
@@ -393,15 +401,17 @@ export class Platform {
     // Zips are checked and sources compiled before anything is stored: a refusal stores nothing.
     if (!empty) {
       await this.functionPackages.prepare(draft);
-      // A controller has no backends: the invoker checks the rest when it first starts the function.
-      await backend?.validate?.(draft);
+      if (backend) await backend.validate?.(draft);
+      // A controller has no backends, but the wasm checks need none (the others' are made when an invoker first starts the function).
+      else if (this.cluster && draft.isolation === 'wasm') await checkWasmModule(draft);
     }
     const stored = await this.store.putAction(draft, { overwrite });
     this.actions.remember(stored);
     this.cluster?.announce({ kind: 'action', namespace: stored.namespace, name: stored.name });
     this.scheduler.retireVersions(stored.namespace, stored.name, stored.revision);
     this.metrics.noteDeployed(stored.namespace, stored.name);
-    if (!empty && !this.cluster) this.scheduler.provision(stored);
+    if (this.cluster) this.cluster.functionChanged(stored.namespace, stored.name);
+    else if (!empty) this.scheduler.provision(stored);
     return stored;
   }
 
@@ -437,6 +447,7 @@ export class Platform {
     // An action that was code before keeps no instances, nor a provisioned count set by scaling.
     await this.store.setProvisionedInstances(stored.namespace, stored.name, null);
     this.scheduler.retireVersions(stored.namespace, stored.name);
+    this.cluster?.functionChanged(stored.namespace, stored.name);
     this.metrics.noteDeployed(stored.namespace, stored.name);
     return stored;
   }
@@ -455,6 +466,7 @@ export class Platform {
     if (deleted) this.cluster?.announce({ kind: 'action', namespace, name });
     if (!deleted) throw notFound(`The action "${name}" does not exist in namespace "${namespace}".`);
     this.scheduler.retireVersions(namespace, name);
+    this.cluster?.functionChanged(namespace, name);
     return deleted;
   }
 
@@ -476,6 +488,12 @@ export class Platform {
     if (!(await this.store.setProvisionedInstances(namespace, name, count))) {
       throw notFound(`The action "${name}" does not exist in namespace "${namespace}".`);
     }
+    if (this.cluster) {
+      // Each invoker works out its share of the count (see ClusterProvisioning).
+      this.cluster.announce({ kind: 'scale', namespace, name });
+      this.cluster.functionChanged(namespace, name);
+      return;
+    }
     // Read again: a version deployed meanwhile is the one to provision.
     const latest = (await this.actions.get(namespace, name)) ?? action;
     if (latest.sequence || latest.exec.code === '' || !this.backends.has(latest.isolation)) {
@@ -483,6 +501,32 @@ export class Platform {
     } else {
       this.scheduler.scale(latest, count);
     }
+  }
+
+  /**
+   * A function's instances, every version: starting or running, of those the started ones, and
+   * how many it keeps provisioned. This server's, or in a cluster the invokers' (as of their last
+   * heartbeats) and the count in the database.
+   */
+  async instanceCounts(action: ActionVersion): Promise<{ live: number; ready: number; provisioned: number }> {
+    if (this.cluster) {
+      const settings = storedFunctionSettings(action);
+      const scaled = (await this.store.provisionedInstances()).find(
+        (entry) => entry.namespace === action.namespace && entry.name === action.name,
+      );
+      return {
+        ...this.cluster.view.replicasOf(action.namespace, action.name),
+        provisioned: Math.min(scaled?.count ?? settings.minInstances, settings.maxInstances),
+      };
+    }
+    const own = this.scheduler.stats().functions.find((fn) => fn.namespace === action.namespace && fn.action === action.name);
+    const count = (states: readonly string[]) =>
+      (own?.instances ?? []).filter((i) => states.includes(i.state)).reduce((sum, i) => sum + i.count, 0);
+    return {
+      live: count(['starting', 'idle', 'busy']),
+      ready: count(['idle', 'busy']),
+      provisioned: this.scheduler.settingsOf(action).minInstances,
+    };
   }
 
   /**

@@ -93,7 +93,12 @@ export interface PlacementSnapshot {
   memoryBudgetMb: number;
   memoryUsedMb: number;
   memoryIdleMb: number;
+  /** Per version (pool key): instances that could take one more call now. */
   warm: Record<string, number>;
+  /** Per version: instances starting or running (an OpenFaaS function's replicas). */
+  live: Record<string, number>;
+  /** Per version: instances started, idle or busy (its available replicas). */
+  ready: Record<string, number>;
   instances: number;
 }
 
@@ -270,9 +275,13 @@ export class Scheduler {
     let memoryIdleMb = 0;
     let instances = 0;
     const warm: Record<string, number> = {};
+    const live: Record<string, number> = {};
+    const ready: Record<string, number> = {};
     for (const instance of this.placement.allInstances()) {
       if (instance.state === 'stopped' || instance.state === 'stopping') continue;
       instances++;
+      live[instance.pool] = (live[instance.pool] ?? 0) + 1;
+      if (instance.state === 'idle' || instance.state === 'busy') ready[instance.pool] = (ready[instance.pool] ?? 0) + 1;
       if (instance.state === 'idle') memoryIdleMb += instance.memoryMb;
       const free = instance.state === 'idle' || (instance.state === 'busy' && instance.inflight < instance.concurrency);
       if (free) warm[instance.pool] = (warm[instance.pool] ?? 0) + 1;
@@ -282,6 +291,8 @@ export class Scheduler {
       memoryUsedMb: this.placement.memoryUsedMb,
       memoryIdleMb,
       warm,
+      live,
+      ready,
       instances,
     };
   }

@@ -49,7 +49,7 @@ export function registerOpenFaasSystemRoutes(scope: FastifyInstance, platform: P
       for (const listed of page) {
         // Listings may leave the code out: the status is built from the stored latest version.
         const action = (await platform.actions.get(namespace, listed.name)) ?? listed;
-        statuses.push(functionStatus(platform, action));
+        statuses.push(await functionStatus(platform, action));
       }
       if (page.length < PAGE) break;
     }
@@ -58,7 +58,7 @@ export function registerOpenFaasSystemRoutes(scope: FastifyInstance, platform: P
 
   scope.get<{ Params: { name: string } }>('/system/function/:name', async (request) => {
     const namespace = ownNamespace(request);
-    return functionStatus(platform, await existing(platform, namespace, request.params.name));
+    return await functionStatus(platform, await existing(platform, namespace, request.params.name));
   });
 
   const noImages = async () => {
@@ -131,23 +131,20 @@ function jsonObject(request: FastifyRequest): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
-function functionStatus(platform: Platform, action: ActionVersion): OpenFaasFunctionStatus {
-  const own = platform.scheduler.stats().functions.find((fn) => fn.namespace === action.namespace && fn.action === action.name);
-  const count = (states: readonly string[]) =>
-    (own?.instances ?? []).filter((i) => states.includes(i.state)).reduce((sum, i) => sum + i.count, 0);
-  const minInstances = platform.scheduler.settingsOf(action).minInstances;
+async function functionStatus(platform: Platform, action: ActionVersion): Promise<OpenFaasFunctionStatus> {
+  const instances = await platform.instanceCounts(action);
   return {
     name: action.name,
     image: action.sequence ? 'sequence' : action.exec.kind,
     namespace: action.namespace,
-    replicas: count(['starting', 'idle', 'busy']),
-    availableReplicas: count(['idle', 'busy']),
+    replicas: instances.live,
+    availableReplicas: instances.ready,
     invocationCount: platform.metrics.activations.total(action.namespace, action.name),
     envProcess: action.exec.main ?? 'main',
     labels: {
       'isola.isolation': action.isolation,
       'isola.version': action.version,
-      'com.openfaas.scale.min': String(minInstances),
+      'com.openfaas.scale.min': String(instances.provisioned),
       ...(annotationValue(action.annotations, 'web-export') === true ? { 'isola.web-export': 'true' } : {}),
     },
     annotations: Object.fromEntries(

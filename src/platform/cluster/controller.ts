@@ -2,14 +2,17 @@ import type { Bus, InvocationReply, InvokerWatch, LiveInvoker } from '../../clus
 import {
   buildRing,
   type CallToPlace,
+  canRun,
   type HashRing,
   type InvokerSnapshot,
   type PlacementDecision,
   placeCall,
+  ringOrder,
 } from '../../cluster/placement.js';
 import { IsolaError } from '../../core/errors.js';
 import { newActivationId } from '../../core/ids.js';
 import type { ActionVersion, ActivationRecord } from '../../core/types.js';
+import { versionKey } from '../../sandbox/backend.js';
 import { TooBigError } from '../../scheduler/scheduler.js';
 import type { QueuedActivation, Store } from '../../store/store.js';
 import type { Executor } from '../executor.js';
@@ -76,14 +79,45 @@ export class ClusterView {
 
   /** Where a call of `fn` goes, leaving out `excluded` invokers. */
   place(fn: ActionVersion, excluded: ReadonlySet<string> = new Set()): PlacementDecision {
-    const call: CallToPlace = {
-      poolKey: `${fn.namespace}/${fn.name}@${fn.version}#${fn.revision}`,
-      homeKey: `${fn.namespace}/${fn.name}`,
-      memoryMb: fn.limits.memory,
-      backend: fn.isolation,
-    };
+    const call = callOf(fn);
     const snapshots = excluded.size === 0 ? this.snapshots : new Map([...this.snapshots].filter(([id]) => !excluded.has(id)));
     return placeCall(call, snapshots, this.ring);
+  }
+
+  /**
+   * The invokers that could run `fn` (healthy, with its backend and the memory), in ring order
+   * from its home: the order its provisioned instances are shared out in.
+   */
+  provisionOrder(fn: ActionVersion): string[] {
+    const call = callOf(fn);
+    return ringOrder(this.ring, call.homeKey, (id) => {
+      const snapshot = this.snapshots.get(id);
+      return snapshot !== undefined && canRun(snapshot, call);
+    });
+  }
+
+  /** Which invokers can take which functions: changes with membership, health and backends, not with load. */
+  membershipKey(): string {
+    return this.invokers
+      .map(
+        (invoker) =>
+          `${invoker.id}:${invoker.draining ? 'draining' : 'ready'}:${invoker.memoryBudgetMb}:${invoker.backends.join('+')}`,
+      )
+      .join(',');
+  }
+
+  /** A function's instances across the invokers, every version: starting or running, and of those started. */
+  replicasOf(namespace: string, name: string): { live: number; ready: number } {
+    const prefix = `${namespace}/${name}@`;
+    const sum = (counts: Record<string, number>) =>
+      Object.entries(counts).reduce((total, [pool, count]) => (pool.startsWith(prefix) ? total + count : total), 0);
+    let live = 0;
+    let ready = 0;
+    for (const invoker of this.invokers) {
+      live += sum(invoker.live);
+      ready += sum(invoker.ready);
+    }
+    return { live, ready };
   }
 
   /**
@@ -260,6 +294,15 @@ export class ClusterExecutor implements Executor {
   close(): void {
     this.stopWatching();
   }
+}
+
+function callOf(fn: ActionVersion): CallToPlace {
+  return {
+    poolKey: versionKey(fn),
+    homeKey: `${fn.namespace}/${fn.name}`,
+    memoryMb: fn.limits.memory,
+    backend: fn.isolation,
+  };
 }
 
 /** Throws what a refused placement means for the caller; returns when the call was placed. */

@@ -90,6 +90,8 @@ export class InvokerRole {
       memoryInUseMb: snapshot.memoryUsedMb,
       memoryIdleMb: snapshot.memoryIdleMb,
       warm: snapshot.warm,
+      live: snapshot.live,
+      ready: snapshot.ready,
       instances: snapshot.instances,
       draining: this.draining,
     };

@@ -1,16 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import { Bus, type LiveInvoker, leaseKey } from '../../cluster/bus.js';
 import type { Role } from '../../config.js';
+import type { ActionVersion } from '../../core/types.js';
 import type { Backend, BackendStatus } from '../../sandbox/backend.js';
 import type { Scheduler } from '../../scheduler/scheduler.js';
 import type { Store } from '../../store/store.js';
 import type { Invoker } from '../invoker.js';
 import { ClusterExecutor, ClusterView } from './controller.js';
 import { defaultInvokerId, InvokerRole } from './invoker-role.js';
+import { ClusterProvisioning } from './provisioning.js';
 
 /** What one process tells the others to drop from their caches. */
 export type CacheChange =
-  | { kind: 'action' | 'package' | 'trigger'; namespace: string; name: string }
+  | { kind: 'action' | 'package' | 'trigger' | 'scale'; namespace: string; name: string }
   | { kind: 'namespace'; namespace: string };
 
 interface ChangeNotice {
@@ -34,21 +36,22 @@ export class ClusterMembership {
   /** Names this process in change notices and leases. */
   readonly processId = `${process.pid}-${randomBytes(4).toString('hex')}`;
   private invokerRole: InvokerRole | undefined;
+  private provisioning: ClusterProvisioning | undefined;
   private following: { stop(): void } | undefined;
 
   private constructor(
     readonly bus: Bus,
     readonly role: Role,
-    /** A controller's (or an all-in-one server's): the invokers as last heard of. */
-    readonly view: ClusterView | undefined,
+    /** The invokers as last heard of. */
+    readonly view: ClusterView,
     readonly executor: ClusterExecutor | undefined,
   ) {}
 
   static async join(options: ClusterOptions): Promise<ClusterMembership> {
     const bus = await Bus.connect({ url: options.natsUrl, name: `isola-${options.role}-${process.pid}`, log: options.warn });
     try {
-      if (options.role === 'invoker') return new ClusterMembership(bus, options.role, undefined, undefined);
       const view = await ClusterView.follow(bus);
+      if (options.role === 'invoker') return new ClusterMembership(bus, options.role, view, undefined);
       const executor = new ClusterExecutor({ bus, store: options.store, view, warn: options.warn });
       return new ClusterMembership(bus, options.role, view, executor);
     } catch (error) {
@@ -75,6 +78,7 @@ export class ClusterMembership {
     backends: ReadonlyMap<string, Backend>;
     statuses: readonly BackendStatus[];
     retryBaseMs: number;
+    provisioned: (action: ActionVersion) => void;
     warn: (message: string) => void;
   }): Promise<void> {
     const ready = () => parts.statuses.filter((status) => status.available).map((status) => status.isolation);
@@ -95,6 +99,25 @@ export class ClusterMembership {
       retryBaseMs: parts.retryBaseMs,
       warn: parts.warn,
     });
+    this.provisioning = new ClusterProvisioning({
+      store: parts.store,
+      scheduler: parts.scheduler,
+      view: this.view,
+      self: this.invokerRole.id,
+      provisioned: parts.provisioned,
+      warn: parts.warn,
+    });
+    this.provisioning.start();
+  }
+
+  /** A function was deployed, scaled or deleted: this invoker's share of its provisioned instances is worked out again. */
+  functionChanged(namespace: string, name: string): void {
+    this.provisioning?.functionChanged(namespace, name);
+  }
+
+  /** Notices may have been missed: every share is worked out again. */
+  reprovision(): void {
+    this.provisioning?.reconcileAll();
   }
 
   /** This process's invoker id, when it runs functions. */
@@ -121,7 +144,7 @@ export class ClusterMembership {
       if (typeof change.namespace !== 'string') return;
       if (change.kind === 'namespace') onChange({ kind: 'namespace', namespace: change.namespace });
       else if (
-        (change.kind === 'action' || change.kind === 'package' || change.kind === 'trigger') &&
+        (change.kind === 'action' || change.kind === 'package' || change.kind === 'trigger' || change.kind === 'scale') &&
         typeof change.name === 'string'
       )
         onChange({ kind: change.kind, namespace: change.namespace, name: change.name });
@@ -135,6 +158,7 @@ export class ClusterMembership {
 
   /** Stops taking work (an invoker drains: calls under way end first), then leaves. */
   async leave(): Promise<void> {
+    this.provisioning?.stop();
     await this.invokerRole?.drain();
     this.following?.stop();
     this.executor?.close();

@@ -124,6 +124,14 @@ export class WasmBackend implements Backend {
   }
 }
 
+/**
+ * The deploy-time checks of a module (see WasmBackend.validate) without a backend: a cluster's
+ * controller, which runs no functions, refuses at deploy what an invoker could never run.
+ */
+export async function checkWasmModule(action: Pick<ActionVersion, 'exec' | 'limits'>): Promise<void> {
+  await compileModule('deploy-check', Buffer.from(action.exec.code, 'base64'), action.limits.memory);
+}
+
 async function compileModule(key: string, bytes: Buffer, memoryMb: number): Promise<CompiledFunction> {
   const maxPages = memoryMb * PAGES_PER_MB;
   let info: ModuleInfo;
