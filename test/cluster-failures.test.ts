@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes, randomInt, randomUUID } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { ActivationRecord } from '../src/core/types.js';
-import { NatsInstance } from './helpers/nats.js';
-import { PostgresInstance } from './helpers/postgres.js';
+import { TestCluster } from './helpers/cluster.js';
 import { annotation, waitFor } from './helpers/server.js';
-import { ServerProcess } from './helpers/server-process.js';
+import type { ServerProcess } from './helpers/server-process.js';
 
 /**
  * How the multi-process cluster (test/cluster.test.ts) behaves when its parts fail: an invoker
@@ -14,32 +13,6 @@ import { ServerProcess } from './helpers/server-process.js';
  * network namespace with a veth pair, PostgreSQL and nats-server of the test's own, `isola serve`
  * processes. The deadlines are generous (a loaded 2-core machine); nothing is timed.
  */
-
-interface InvokerStatus {
-  id: string;
-  host: string;
-  backends: string[];
-  health: string;
-}
-
-/** What every server of one cluster shares: the operator token and the guest credentials. */
-function clusterSecrets(): { adminToken: string; guestAuth: string } {
-  return { adminToken: randomBytes(16).toString('hex'), guestAuth: `${randomUUID()}:${randomBytes(32).toString('hex')}` };
-}
-
-async function listInvokers(via: ServerProcess, adminToken: string): Promise<InvokerStatus[]> {
-  const response = await via.request<{ invokers: InvokerStatus[] }>('GET', '/api/v1/invokers', undefined, {
-    auth: null,
-    headers: { authorization: `Bearer ${adminToken}` },
-  });
-  assert.equal(response.status, 200, JSON.stringify(response.body));
-  return response.body.invokers;
-}
-
-/** Whether every invoker listed has the isolate backend ready (an invoker registers before its backends' probes end). */
-function ready(invokers: readonly InvokerStatus[]): boolean {
-  return invokers.every((invoker) => invoker.backends.includes('isolate'));
-}
 
 /** The stored record of an activation, once there is one. */
 async function recordOf(via: ServerProcess, activationId: string): Promise<ActivationRecord | undefined> {
@@ -63,11 +36,6 @@ function allRecords(via: ServerProcess, ids: readonly string[], timeoutMs: numbe
 async function runsNow(server: ServerProcess, action: string): Promise<boolean> {
   const busy = new RegExp(`^isola_function_instances\\{[^}]*action="${action}"[^}]*state="busy"[^}]*\\} [1-9]`, 'm');
   return busy.test(await server.metrics());
-}
-
-/** The invoker id of a server started with --role invoker: its host name and pid, as the server builds it. */
-function invokerIdOf(listed: readonly InvokerStatus[], server: ServerProcess): string | undefined {
-  return listed.find((invoker) => server.pid !== undefined && invoker.id.endsWith(`-${server.pid}`))?.id;
 }
 
 /** A function that answers after `p.ms` milliseconds (at once without). */
@@ -177,64 +145,41 @@ const noNetns = netnsUnavailable();
 
 describe('an invoker in a network namespace that is cut off and reconnected', { skip: noNetns }, () => {
   let net: VethNamespace;
-  let postgres: PostgresInstance;
-  let nats: NatsInstance;
+  let cluster: TestCluster;
   let controller: ServerProcess;
   let hostInvoker: ServerProcess;
   let cutInvoker: ServerProcess;
-  const servers: ServerProcess[] = [];
-  const { adminToken, guestAuth } = clusterSecrets();
   let hostInvokerId: string;
   let cutInvokerId: string;
   /** A function whose home is the invoker in the namespace. */
   let homedThere: string;
   let cutDone = false;
+  const listInvokers = (via: ServerProcess) => cluster.listInvokers(via);
 
   before(async () => {
     net = VethNamespace.create();
     // PostgreSQL on 127.0.0.1 and the veth's host end; NATS on the host end only (the host's
     // processes reach it there too, cut or not).
-    [postgres, nats] = await Promise.all([
-      PostgresInstance.start({ listenAddresses: [net.hostAddress], trustedNetworks: [net.subnet] }),
-      NatsInstance.start({ host: net.hostAddress }),
-    ]);
-    const databaseUrl = await postgres.createDatabase();
-    const database = new URL(databaseUrl).pathname.slice(1);
-    const env = {
-      ISOLA_DATABASE_URL: databaseUrl,
-      ISOLA_NATS_URL: nats.url,
-      ISOLA_GUEST_AUTH: guestAuth,
-      ISOLA_ADMIN_TOKEN: adminToken,
-      ISOLA_BACKENDS: 'isolate',
-      ISOLA_PREWARM: '',
-    };
-    controller = await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'controller' } });
-    servers.push(controller);
-    hostInvoker = await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'invoker', ISOLA_MEMORY_BUDGET_MB: '2048' } });
-    servers.push(hostInvoker);
-    cutInvoker = await ServerProcess.start({
+    cluster = await TestCluster.start({
+      backends: ['isolate'],
+      postgres: { listenAddresses: [net.hostAddress], trustedNetworks: [net.subnet] },
+      nats: { host: net.hostAddress },
+    });
+    const database = new URL(cluster.databaseUrl).pathname.slice(1);
+    controller = await cluster.start('controller');
+    hostInvoker = await cluster.start('invoker', { env: { ISOLA_MEMORY_BUDGET_MB: '2048' } });
+    cutInvoker = await cluster.start('invoker', {
       wrap: net.exec,
       env: {
-        ...env,
-        ISOLA_ROLE: 'invoker',
         ISOLA_HOST: net.namespaceAddress,
-        ISOLA_DATABASE_URL: postgres.url(database, net.hostAddress),
+        ISOLA_DATABASE_URL: cluster.postgres.url(database, net.hostAddress),
         ISOLA_MEMORY_BUDGET_MB: '2048',
       },
     });
-    servers.push(cutInvoker);
-    const listed = await waitFor(
-      'both invokers to be listed',
-      async () => {
-        const invokers = await listInvokers(controller, adminToken);
-        return invokers.length === 2 && ready(invokers) && invokerIdOf(invokers, hostInvoker) && invokerIdOf(invokers, cutInvoker)
-          ? invokers
-          : undefined;
-      },
-      60_000,
-    );
-    hostInvokerId = invokerIdOf(listed, hostInvoker) as string;
-    cutInvokerId = invokerIdOf(listed, cutInvoker) as string;
+    const listed = await cluster.waitForInvokers(controller, 2);
+    hostInvokerId = cluster.invokerIdOf(listed, hostInvoker) as string;
+    cutInvokerId = cluster.invokerIdOf(listed, cutInvoker) as string;
+    assert.ok(hostInvokerId && cutInvokerId, JSON.stringify(listed));
   });
 
   after(async () => {
@@ -246,14 +191,13 @@ describe('an invoker in a network namespace that is cut off and reconnected', { 
         // Removed below either way.
       }
     }
-    await Promise.all(servers.map((server) => server.dispose()));
-    await Promise.all([nats?.stop(), postgres?.stop()]);
+    await cluster?.dispose();
     net?.remove();
   });
 
   it('lists the invoker in the namespace with its host and backends, and runs calls there', async () => {
     assert.ok(cutInvoker.url.includes(net.namespaceAddress), `it listens on ${cutInvoker.url}`);
-    const listed = await listInvokers(controller, adminToken);
+    const listed = await listInvokers(controller);
     const there = listed.find((invoker) => invoker.id === cutInvokerId);
     assert.ok(there, JSON.stringify(listed));
     assert.deepEqual(there.backends, ['isolate']);
@@ -315,7 +259,7 @@ describe('an invoker in a network namespace that is cut off and reconnected', { 
     await waitFor(
       'the cut-off invoker to leave the registry',
       async () => {
-        const ids = (await listInvokers(controller, adminToken)).map((invoker) => invoker.id);
+        const ids = (await listInvokers(controller)).map((invoker) => invoker.id);
         return !ids.includes(cutInvokerId) && ids.includes(hostInvokerId) ? true : undefined;
       },
       60_000,
@@ -359,7 +303,7 @@ describe('an invoker in a network namespace that is cut off and reconnected', { 
     await waitFor(
       'the invoker to be listed again',
       async () => {
-        const listed = await listInvokers(controller, adminToken);
+        const listed = await listInvokers(controller);
         return listed.some((invoker) => invoker.id === cutInvokerId && invoker.health === 'healthy') ? true : undefined;
       },
       120_000,
@@ -383,34 +327,18 @@ describe('an invoker in a network namespace that is cut off and reconnected', { 
 });
 
 describe('a cluster whose PostgreSQL restarts', () => {
-  let postgres: PostgresInstance;
-  let nats: NatsInstance;
-  const servers: ServerProcess[] = [];
+  let cluster: TestCluster;
   let controller: ServerProcess;
-  const { adminToken, guestAuth } = clusterSecrets();
 
   before(async () => {
-    [postgres, nats] = await Promise.all([PostgresInstance.start(), NatsInstance.start()]);
-    const env = {
-      ISOLA_DATABASE_URL: await postgres.createDatabase(),
-      ISOLA_NATS_URL: nats.url,
-      ISOLA_GUEST_AUTH: guestAuth,
-      ISOLA_ADMIN_TOKEN: adminToken,
-      ISOLA_BACKENDS: 'isolate',
-      ISOLA_PREWARM: '',
-    };
-    controller = await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'controller' } });
-    servers.push(controller);
-    servers.push(await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'invoker' } }));
-    await waitFor('the invoker to be listed with its backend', async () => {
-      const invokers = await listInvokers(controller, adminToken);
-      return invokers.length === 1 && ready(invokers) ? true : undefined;
-    });
+    cluster = await TestCluster.start({ backends: ['isolate'] });
+    controller = await cluster.start('controller');
+    await cluster.start('invoker');
+    await cluster.waitForInvokers(controller, 1);
   });
 
   after(async () => {
-    await Promise.all(servers.map((server) => server.dispose()));
-    await Promise.all([nats?.stop(), postgres?.stop()]);
+    await cluster?.dispose();
   });
 
   it('answers 503 while the database is down and serves calls again by itself once it is back', async () => {
@@ -418,7 +346,7 @@ describe('a cluster whose PostgreSQL restarts', () => {
     assert.equal(deployed.status, 200, JSON.stringify(deployed.body));
     assert.equal((await controller.invoke<ActivationRecord>('echo', { n: 1 })).body.response.status, 'success');
 
-    await postgres.shutdown();
+    await cluster.postgres.shutdown();
     for (let n = 0; n < 3; n++) {
       const blocking = await controller.invoke<{ error: string }>('echo', { n });
       assert.equal(blocking.status, 503, JSON.stringify(blocking.body));
@@ -429,7 +357,7 @@ describe('a cluster whose PostgreSQL restarts', () => {
     const listing = await controller.request<{ error: string }>('GET', '/api/v1/namespaces/_/activations');
     assert.equal(listing.status, 503, JSON.stringify(listing.body));
 
-    await postgres.restart();
+    await cluster.postgres.restart();
     const served = await waitFor(
       'a call to succeed again',
       async () => {
@@ -449,42 +377,24 @@ describe('a cluster whose PostgreSQL restarts', () => {
 });
 
 describe('a cluster that loses a controller', () => {
-  let postgres: PostgresInstance;
-  let nats: NatsInstance;
-  const servers: ServerProcess[] = [];
+  let cluster: TestCluster;
   let first: ServerProcess;
   let second: ServerProcess;
   let invoker: ServerProcess;
-  const { adminToken, guestAuth } = clusterSecrets();
 
   before(async () => {
-    [postgres, nats] = await Promise.all([PostgresInstance.start(), NatsInstance.start()]);
-    const env = {
-      ISOLA_DATABASE_URL: await postgres.createDatabase(),
-      ISOLA_NATS_URL: nats.url,
-      ISOLA_GUEST_AUTH: guestAuth,
-      ISOLA_ADMIN_TOKEN: adminToken,
-      ISOLA_BACKENDS: 'isolate',
-      ISOLA_PREWARM: '',
-    };
+    cluster = await TestCluster.start({ backends: ['isolate'] });
     // The first controller creates the schema before the others share it.
-    first = await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'controller' } });
-    servers.push(first);
+    first = await cluster.start('controller');
     [second, invoker] = await Promise.all([
-      ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'controller' } }),
-      ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'invoker', ISOLA_MEMORY_BUDGET_MB: '1024' } }),
+      cluster.start('controller'),
+      cluster.start('invoker', { env: { ISOLA_MEMORY_BUDGET_MB: '1024' } }),
     ]);
-    servers.push(second, invoker);
-    for (const controller of [first, second])
-      await waitFor('the invoker to be listed with its backend', async () => {
-        const invokers = await listInvokers(controller, adminToken);
-        return invokers.length === 1 && ready(invokers) ? true : undefined;
-      });
+    for (const controller of [first, second]) await cluster.waitForInvokers(controller, 1);
   });
 
   after(async () => {
-    await Promise.all(servers.map((server) => server.dispose()));
-    await Promise.all([nats?.stop(), postgres?.stop()]);
+    await cluster?.dispose();
   });
 
   it('completes every asynchronous call the killed controller accepted, and the other serves on', async () => {
@@ -499,7 +409,7 @@ describe('a cluster that loses a controller', () => {
     await first.kill();
 
     const records = await allRecords(second, accepted, 180_000);
-    const invokerId = invokerIdOf(await listInvokers(second, adminToken), invoker);
+    const invokerId = cluster.invokerIdOf(await cluster.listInvokers(second), invoker);
     assert.ok(invokerId);
     records.forEach((record, n) => {
       assert.equal(record.response.status, 'success', JSON.stringify(record.response));

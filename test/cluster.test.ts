@@ -1,44 +1,27 @@
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { ActivationRecord } from '../src/core/types.js';
 import { runCli } from './helpers/cli.js';
-import { NatsInstance } from './helpers/nats.js';
-import { PostgresInstance } from './helpers/postgres.js';
+import { type InvokerStatus, TestCluster } from './helpers/cluster.js';
 import { annotation, waitFor } from './helpers/server.js';
-import { ServerProcess } from './helpers/server-process.js';
+import type { ServerProcess } from './helpers/server-process.js';
 import { wat } from './helpers/wat.js';
-
-interface InvokerStatus {
-  id: string;
-  backends: string[];
-  health: string;
-  instances: number;
-}
 
 /**
  * A cluster on this machine: PostgreSQL and NATS of its own, two controllers and three invokers,
  * each a separate `isola serve` process. Calls go in through either controller.
  */
 describe('a cluster of controllers and invokers', () => {
-  let postgres: PostgresInstance;
-  let nats: NatsInstance;
+  let cluster: TestCluster;
   const controllers: ServerProcess[] = [];
   const invokers: ServerProcess[] = [];
-  const adminToken = randomBytes(16).toString('hex');
-  const guestAuth = `${randomUUID()}:${randomBytes(32).toString('hex')}`;
-  let env: Record<string, string>;
-
-  const listInvokers = async (via: ServerProcess) => {
-    const response = await via.request<{ invokers: InvokerStatus[] }>('GET', '/api/v1/invokers', undefined, {
-      auth: null,
-      headers: { authorization: `Bearer ${adminToken}` },
-    });
-    assert.equal(response.status, 200, JSON.stringify(response.body));
-    return response.body.invokers;
+  const listInvokers = (via: ServerProcess) => cluster.listInvokers(via);
+  const invokerProcess = (id: string) => cluster.invokerProcess(id);
+  const startInvoker = async () => {
+    const invoker = await cluster.start('invoker', { env: { ISOLA_MEMORY_BUDGET_MB: '2048' } });
+    invokers.push(invoker);
+    return invoker;
   };
-  /** The invoker process whose id (host-pid) names it. */
-  const invokerProcess = (id: string) => invokers.find((server) => server.pid !== undefined && id.endsWith(`-${server.pid}`));
   /** The live invoker running a call of `action` now; fails at once when `call` ends before it is seen. */
   const invokerRunning = async (action: string, call: Promise<unknown>): Promise<ServerProcess> => {
     let ended: unknown;
@@ -62,33 +45,16 @@ describe('a cluster of controllers and invokers', () => {
     (await via.request<ActivationRecord[]>('GET', `/api/v1/namespaces/_/activations?name=${name}&limit=200&docs=true`)).body;
 
   before(async () => {
-    [postgres, nats] = await Promise.all([PostgresInstance.start(), NatsInstance.start()]);
-    env = {
-      ISOLA_DATABASE_URL: await postgres.createDatabase(),
-      ISOLA_NATS_URL: nats.url,
-      ISOLA_GUEST_AUTH: guestAuth,
-      ISOLA_ADMIN_TOKEN: adminToken,
-      ISOLA_BACKENDS: 'isolate,process,wasm',
-      ISOLA_PREWARM: '',
-    };
+    cluster = await TestCluster.start({ backends: ['isolate', 'process', 'wasm'] });
     // The first controller creates the schema before the others share it.
-    controllers.push(await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'controller' } }));
-    const started = await Promise.all([
-      ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'controller' } }),
-      ...[1, 2, 3].map(() => ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'invoker', ISOLA_MEMORY_BUDGET_MB: '2048' } })),
-    ]);
-    controllers.push(started[0] as ServerProcess);
-    invokers.push(...started.slice(1));
-    for (const controller of controllers)
-      await waitFor('every invoker to be listed with its backends', async () => {
-        const listed = await listInvokers(controller);
-        return listed.length === 3 && listed.every((invoker) => invoker.backends.length === 3) ? true : undefined;
-      });
+    controllers.push(await cluster.start('controller'));
+    const [second] = await Promise.all([cluster.start('controller'), startInvoker(), startInvoker(), startInvoker()]);
+    controllers.push(second);
+    for (const controller of controllers) await cluster.waitForInvokers(controller, 3);
   });
 
   after(async () => {
-    await Promise.all([...controllers, ...invokers].map((server) => server.dispose()));
-    await Promise.all([nats?.stop(), postgres?.stop()]);
+    await cluster?.dispose();
   });
 
   it('lists its invokers, their backends and health, to the operator only', async () => {
@@ -101,13 +67,13 @@ describe('a cluster of controllers and invokers', () => {
     }
     // The CLI shows the same, with the operator token.
     const status = await runCli(['--apihost', (controllers[0] as ServerProcess).url, '--json', 'cluster', 'status'], {
-      ISOLA_ADMIN_TOKEN: adminToken,
+      ISOLA_ADMIN_TOKEN: cluster.adminToken,
     });
     assert.equal(status.code, 0, status.stderr);
     const shown = JSON.parse(status.stdout) as InvokerStatus[];
     assert.deepEqual(shown.map((invoker) => invoker.id).sort(), listed.map((invoker) => invoker.id).sort());
     const table = await runCli(['--apihost', (controllers[0] as ServerProcess).url, 'cluster', 'status'], {
-      ISOLA_ADMIN_TOKEN: adminToken,
+      ISOLA_ADMIN_TOKEN: cluster.adminToken,
     });
     for (const invoker of listed) assert.match(table.stdout, new RegExp(invoker.id));
     const refused = await runCli(['--apihost', (controllers[0] as ServerProcess).url, 'cluster', 'status'], {
@@ -206,7 +172,7 @@ describe('a cluster of controllers and invokers', () => {
     const [first, second] = controllers as [ServerProcess, ServerProcess];
     await first.deploy('steady', 'function main(p) { return { n: p.n }; }');
     assert.equal((await second.invoke<ActivationRecord>('steady', { n: 1 })).status, 200);
-    await nats.shutdown();
+    await cluster.nats.shutdown();
     const refused = await waitFor('a call refused while NATS is down', async () => {
       const res = await second.invoke<{ error: string }>('steady', { n: 2 });
       return res.status === 200 ? undefined : res;
@@ -214,7 +180,7 @@ describe('a cluster of controllers and invokers', () => {
     assert.equal(refused.status, 503, JSON.stringify(refused.body));
     const queued = await first.invoke<{ error: string }>('steady', { n: 3 }, 'blocking=false');
     assert.equal(queued.status, 503, JSON.stringify(queued.body));
-    await nats.restart();
+    await cluster.nats.restart();
     const served = await waitFor(
       'calls to be served again',
       async () => {
@@ -312,11 +278,8 @@ describe('a cluster of controllers and invokers', () => {
 
   it('drains an invoker on SIGTERM: its call under way ends, new calls go elsewhere, then it leaves', async () => {
     const second = controllers[1] as ServerProcess;
-    invokers.push(await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'invoker', ISOLA_MEMORY_BUDGET_MB: '2048' } }));
-    await waitFor('two live invokers', async () => {
-      const listed = await listInvokers(second);
-      return listed.length === 2 && listed.every((invoker) => invoker.backends.length === 3) ? true : undefined;
-    });
+    await startInvoker();
+    await cluster.waitForInvokers(second, 2);
     await second.deploy(
       'drained',
       'function main(p) { return p.wait ? new Promise((r) => setTimeout(() => r({ slept: true }), p.wait)) : { ready: true }; }',
@@ -342,13 +305,8 @@ describe('a cluster of controllers and invokers', () => {
 
   it('keeps provisioned instances spread over the invokers, moves them off a dead one, and scales them', async () => {
     const [first, second] = controllers as [ServerProcess, ServerProcess];
-    const healthy = async () =>
-      (await listInvokers(second)).filter((invoker) => invoker.health === 'healthy' && invoker.backends.length === 3);
-    invokers.push(await ServerProcess.start({ env: { ...env, ISOLA_ROLE: 'invoker', ISOLA_MEMORY_BUDGET_MB: '2048' } }));
-    const pair = await waitFor('two live invokers', async () => {
-      const listed = await healthy();
-      return listed.length === 2 ? listed.map((invoker) => invokerProcess(invoker.id) as ServerProcess) : undefined;
-    });
+    await startInvoker();
+    const pair = (await cluster.waitForInvokers(second, 2)).map((invoker) => invokerProcess(invoker.id) as ServerProcess);
     /** Instances of the function an invoker has, starting or running. */
     const instancesOn = async (server: ServerProcess) => {
       const lines = (await server.metrics()).match(

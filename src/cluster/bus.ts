@@ -667,11 +667,10 @@ export class Bus {
     // (Reading the bucket's history through a consumer could wait for its end for minutes while
     // heartbeats kept arriving.)
     const prefix = `$KV.${this.names.invokers}.`;
-    let subjects: string[];
     let entries: (KvEntry | null)[];
     try {
       const info = await this.jsm.streams.info(`KV_${this.names.invokers}`, { subjects_filter: `${prefix}>` });
-      subjects = Object.keys(info.state.subjects ?? {});
+      const subjects = Object.keys(info.state.subjects ?? {});
       entries = await Promise.all(subjects.map((subject) => this.invokers.get(subject.slice(prefix.length))));
     } catch (error) {
       throw this.unavailable(error, 'reading the invoker registry');

@@ -1,10 +1,11 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { freePort, waitFor } from './server-process.js';
+import { freePort } from './server-process.js';
+import { ServiceProcess, sharedService } from './service-process.js';
 
 /**
  * A private PostgreSQL for tests: its own cluster made with initdb in a temp dir, on a free port
@@ -13,18 +14,16 @@ import { freePort, waitFor } from './server-process.js';
  * operator restarting PostgreSQL would. Needs Debian's `postgresql` package
  * (`scripts/setup-host.sh postgres`); never touches a system service.
  */
-export class PostgresInstance {
-  private proc: ChildProcess | undefined;
-  private exited: Promise<void> = Promise.resolve();
-  private log = '';
-  private removed = false;
-
+export class PostgresInstance extends ServiceProcess {
   private constructor(
-    readonly port: number,
-    private readonly dir: string,
+    port: number,
+    dir: string,
     /** What `-h` gets: 127.0.0.1 and any further addresses the instance was started with. */
     private readonly listenAddresses: readonly string[],
-  ) {}
+  ) {
+    // SIGINT: a fast shutdown (sessions are ended).
+    super(port, dir, { name: 'PostgreSQL', stopSignal: 'SIGINT', portTaken: /could not bind|Address already in use/ });
+  }
 
   /**
    * Starts an instance. `listenAddresses`: further addresses to listen on besides 127.0.0.1 (the
@@ -47,19 +46,7 @@ export class PostgresInstance {
     if (trusted.length > 0)
       appendFileSync(join(data, 'pg_hba.conf'), trusted.map((cidr) => `host all all ${cidr} trust\n`).join(''));
     const listenAddresses = ['127.0.0.1', ...(options.listenAddresses ?? [])];
-    for (let attempt = 1; ; attempt++) {
-      const instance = new PostgresInstance(await freePort(), dir, listenAddresses);
-      try {
-        await instance.launch();
-        return instance;
-      } catch (error) {
-        await instance.kill();
-        // Another process took the port between the probe and the start: try another one.
-        if (attempt < 3 && instance.portTaken) continue;
-        rmSync(dir, { recursive: true, force: true });
-        throw error;
-      }
-    }
+    return ServiceProcess.startOnFreePort(dir, async () => new PostgresInstance(await freePort(), dir, listenAddresses));
   }
 
   /** A URL for a database of this instance, reached at `host` (one of its listen addresses). */
@@ -88,119 +75,36 @@ export class PostgresInstance {
     }
   }
 
-  /** The server's pid while it runs. */
-  get pid(): number | undefined {
-    return this.running ? this.proc?.pid : undefined;
-  }
-
-  /** Stops the server by its pid (a fast shutdown: sessions are ended) and keeps its files. */
-  async shutdown(): Promise<void> {
-    if (this.running) this.proc?.kill('SIGINT');
-    await this.exited;
-  }
-
-  /** Stops the server if it runs and starts it again on the same port and data, as an operator restarting it would. */
-  async restart(): Promise<void> {
-    await this.shutdown();
-    // The port was just released; if something else grabbed it meanwhile, wait a little for it.
-    await waitFor(
-      'PostgreSQL to start again on its port',
-      async () => {
-        try {
-          await this.launch();
-          return true;
-        } catch (error) {
-          await this.kill();
-          if (this.portTaken) return undefined;
-          throw error;
-        }
-      },
-      30_000,
-    );
-  }
-
-  /** Stops the server by its pid and removes its files. */
-  async stop(): Promise<void> {
-    await this.shutdown();
-    if (!this.removed) rmSync(this.dir, { recursive: true, force: true });
-    this.removed = true;
-  }
-
-  private get running(): boolean {
-    return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-
-  private get portTaken(): boolean {
-    return /could not bind|Address already in use/.test(this.log);
-  }
-
-  private async kill(): Promise<void> {
-    if (this.running) this.proc?.kill('SIGKILL');
-    await this.exited;
-  }
-
-  private async launch(): Promise<void> {
-    this.log = '';
-    const owner = unprivilegedOwner();
+  protected spawnServer(): ChildProcess {
     // Durability is not what these tests are about: no fsync, no full-page writes.
-    const proc = spawn(
+    return spawn(
       join(postgresBinDir(), 'postgres'),
       [
         ...['-D', join(this.dir, 'data'), '-p', String(this.port), '-k', this.dir, '-h', this.listenAddresses.join(',')],
         ...['-c', 'fsync=off', '-c', 'full_page_writes=off'],
       ],
-      { cwd: this.dir, env: postgresEnv(this.dir), stdio: ['ignore', 'ignore', 'pipe'], ...(owner ?? {}) },
+      { cwd: this.dir, env: postgresEnv(this.dir), stdio: ['ignore', 'ignore', 'pipe'], ...(unprivilegedOwner() ?? {}) },
     );
-    this.proc = proc;
-    proc.stderr?.on('data', (chunk: Buffer) => {
-      this.log = (this.log + chunk.toString()).slice(-4000);
-    });
-    this.exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-    const killOnExit = () => proc.kill('SIGKILL');
-    process.once('exit', killOnExit);
-    void this.exited.then(() => process.off('exit', killOnExit));
-    await this.waitReady();
   }
 
-  private async waitReady(): Promise<void> {
-    let gone = false;
-    void this.exited.then(() => {
-      gone = true;
-    });
-    await waitFor(
-      'PostgreSQL to accept connections',
-      async () => {
-        if (gone) throw new Error(`PostgreSQL exited while starting:\n${this.log}`);
-        const client = new pg.Client({ connectionString: this.url() });
-        try {
-          await client.connect();
-          return true;
-        } catch {
-          return undefined;
-        } finally {
-          await client.end().catch(() => {});
-        }
-      },
-      30_000,
-    ).catch((error: Error) => {
-      throw error.message.startsWith('timed out') ? new Error(`PostgreSQL did not start within 30 s:\n${this.log}`) : error;
-    });
+  protected async accepts(): Promise<boolean> {
+    const client = new pg.Client({ connectionString: this.url() });
+    try {
+      await client.connect();
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await client.end().catch(() => {});
+    }
   }
 }
 
-let shared: Promise<PostgresInstance> | undefined;
+const shared = sharedService(() => PostgresInstance.start());
 
 /** One private instance per test process, started on first use; stop it with stopSharedPostgres. */
-export function sharedPostgres(): Promise<PostgresInstance> {
-  shared ??= PostgresInstance.start();
-  return shared;
-}
-
-export async function stopSharedPostgres(): Promise<void> {
-  const instance = shared;
-  shared = undefined;
-  if (instance) await (await instance).stop();
-}
+export const sharedPostgres = shared.get;
+export const stopSharedPostgres = shared.stop;
 
 /** The C locale: names sort by bytes, as in SQLite. */
 function postgresEnv(dir: string): Record<string, string> {

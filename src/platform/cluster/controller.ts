@@ -168,12 +168,13 @@ export class ClusterExecutor implements Executor {
     });
   }
 
+  /** Refused when no invoker could take the call now; the cluster has no queue of its own to fill. */
   admit(fn: ActionVersion): void {
     refusal(this.options.view.place(fn));
   }
 
   assertFits(fn: ActionVersion): void {
-    refusal(this.options.view.place(fn));
+    this.admit(fn);
   }
 
   async invoke(invocation: Invocation): Promise<ActivationRecord> {

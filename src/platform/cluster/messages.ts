@@ -43,14 +43,18 @@ export function decodeInvokeMessage(value: unknown): InvokeMessage {
   } as InvokeMessage;
 }
 
-/** The message for a call of `fn` (as resolved by the controller). */
-export function invokeMessageFor(fn: ActionVersion, call: Omit<InvokeMessage, 'stored' | 'view'>): InvokeMessage {
+/** Where `fn` is stored, and how its caller sees it. */
+function versionRef(fn: ActionVersion): Pick<InvokeMessage, 'stored' | 'view'> {
   const stored = fn.origin ?? { namespace: fn.namespace, name: fn.name };
   return {
     stored: { ...stored, version: fn.version, revision: fn.revision },
     view: { namespace: fn.namespace, name: fn.name, parameters: fn.parameters },
-    ...call,
   };
+}
+
+/** The message for a call of `fn` (as resolved by the controller). */
+export function invokeMessageFor(fn: ActionVersion, call: Omit<InvokeMessage, 'stored' | 'view'>): InvokeMessage {
+  return { ...versionRef(fn), ...call };
 }
 
 /** The version an invoke message names, as the caller saw it; undefined when the stored version is gone. */
@@ -114,13 +118,5 @@ export function decodeWorkMessage(value: unknown): WorkMessage {
 
 /** The work message for a queued activation of `fn`. */
 export function workMessageFor(fn: ActionVersion, activationId: string): WorkMessage {
-  const { stored, view } = invokeMessageFor(fn, {
-    params: {},
-    subject: '',
-    activationId,
-    accepted: 0,
-    annotations: [],
-    storeRecord: true,
-  });
-  return { activationId, stored, view };
+  return { activationId, ...versionRef(fn) };
 }
