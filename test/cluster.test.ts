@@ -316,10 +316,12 @@ describe('a cluster of controllers and invokers', () => {
     };
     const status = async (via: ServerProcess) =>
       (
-        await via.request<{ replicas: number; availableReplicas: number; labels: Record<string, string> }>(
-          'GET',
-          '/system/function/provisioned',
-        )
+        await via.request<{
+          replicas: number;
+          availableReplicas: number;
+          invocationCount: number;
+          labels: Record<string, string>;
+        }>('GET', '/system/function/provisioned')
       ).body;
 
     const deployed = await first.deploy('provisioned', 'function main() { return { ready: true }; }', {
@@ -339,6 +341,8 @@ describe('a cluster of controllers and invokers', () => {
     const warm = await second.invoke<ActivationRecord>('provisioned');
     assert.equal(warm.status, 200, JSON.stringify(warm.body));
     assert.equal(annotation(warm.body, 'coldStart'), false, 'a provisioned instance took the call');
+    // Counted from the records in PostgreSQL, whichever invoker ran it and controller took it.
+    assert.equal((await status(first)).invocationCount, 1);
 
     // The invoker holding two dies: the other keeps all three once the registry drops the dead one.
     const victim = pair[counts.indexOf(2)] as ServerProcess;

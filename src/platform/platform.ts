@@ -504,19 +504,25 @@ export class Platform {
   }
 
   /**
-   * A function's instances, every version: starting or running, of those the started ones, and
-   * how many it keeps provisioned. This server's, or in a cluster the invokers' (as of their last
-   * heartbeats) and the count in the database.
+   * A function's instances, every version: starting or running, of those the started ones, how
+   * many it keeps provisioned, and its finished activations. This server's (activations since it
+   * started), or in a cluster the invokers' as of their last heartbeats, the count in the
+   * database, and the records stored there (every invoker's; retention removes old ones).
    */
-  async instanceCounts(action: ActionVersion): Promise<{ live: number; ready: number; provisioned: number }> {
+  async functionCounts(
+    action: ActionVersion,
+  ): Promise<{ live: number; ready: number; provisioned: number; invocations: number }> {
     if (this.cluster) {
       const settings = storedFunctionSettings(action);
-      const scaled = (await this.store.provisionedInstances()).find(
-        (entry) => entry.namespace === action.namespace && entry.name === action.name,
-      );
+      const [scaled, invocations] = await Promise.all([
+        this.store.provisionedInstances(),
+        this.store.countFinishedActivations(action.namespace, action.name),
+      ]);
+      const count = scaled.find((entry) => entry.namespace === action.namespace && entry.name === action.name)?.count;
       return {
         ...this.cluster.view.replicasOf(action.namespace, action.name),
-        provisioned: Math.min(scaled?.count ?? settings.minInstances, settings.maxInstances),
+        provisioned: Math.min(count ?? settings.minInstances, settings.maxInstances),
+        invocations,
       };
     }
     const own = this.scheduler.stats().functions.find((fn) => fn.namespace === action.namespace && fn.action === action.name);
@@ -526,6 +532,7 @@ export class Platform {
       live: count(['starting', 'idle', 'busy']),
       ready: count(['idle', 'busy']),
       provisioned: this.scheduler.settingsOf(action).minInstances,
+      invocations: this.metrics.activations.total(action.namespace, action.name),
     };
   }
 

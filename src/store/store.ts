@@ -213,6 +213,11 @@ export class Store {
     return this.activations.countPending(namespace, name);
   }
 
+  /** Finished activations of an action still stored (retention removes old ones). */
+  countFinishedActivations(namespace: string, name: string): Promise<number> {
+    return this.activations.countFinished(namespace, name);
+  }
+
   markActivationRunning(activationId: string): Promise<void> {
     return this.activations.markRunning(activationId);
   }

@@ -132,19 +132,19 @@ function jsonObject(request: FastifyRequest): Record<string, unknown> {
 }
 
 async function functionStatus(platform: Platform, action: ActionVersion): Promise<OpenFaasFunctionStatus> {
-  const instances = await platform.instanceCounts(action);
+  const counts = await platform.functionCounts(action);
   return {
     name: action.name,
     image: action.sequence ? 'sequence' : action.exec.kind,
     namespace: action.namespace,
-    replicas: instances.live,
-    availableReplicas: instances.ready,
-    invocationCount: platform.metrics.activations.total(action.namespace, action.name),
+    replicas: counts.live,
+    availableReplicas: counts.ready,
+    invocationCount: counts.invocations,
     envProcess: action.exec.main ?? 'main',
     labels: {
       'isola.isolation': action.isolation,
       'isola.version': action.version,
-      'com.openfaas.scale.min': String(instances.provisioned),
+      'com.openfaas.scale.min': String(counts.provisioned),
       ...(annotationValue(action.annotations, 'web-export') === true ? { 'isola.web-export': 'true' } : {}),
     },
     annotations: Object.fromEntries(

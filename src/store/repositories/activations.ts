@@ -101,6 +101,17 @@ export class ActivationRepository {
     return Number(row?.n ?? 0);
   }
 
+  async countFinished(namespace: string, name: string): Promise<number> {
+    const row = await this.db
+      .selectFrom('activations')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('state', '=', 'done')
+      .where('namespace', '=', namespace)
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return Number(row?.n ?? 0);
+  }
+
   async markRunning(activationId: string): Promise<void> {
     await this.db
       .updateTable('activations')
