@@ -9,8 +9,7 @@ import { assertActionName, ownerRef, packageOf, SYSTEM_NAMESPACE } from '../core
 import { checkNetworkAnnotation } from '../core/network-policy.js';
 import { type ActionVersion, annotationValue, type KeyValue } from '../core/types.js';
 import type { Backend, BackendStatus } from '../sandbox/backend.js';
-import { BackendSet, BackendUnavailableError, egressSupported } from '../sandbox/registry.js';
-import { checkWasmModule } from '../sandbox/wasm/wasm-backend.js';
+import { BackendSet, BackendUnavailableError, egressSupported, validateWithoutBackend } from '../sandbox/registry.js';
 import { functionSettings, SETTING_LIMITS, storedFunctionSettings } from '../scheduler/function-settings.js';
 import { parsePolicy } from '../scheduler/policy.js';
 import { Scheduler } from '../scheduler/scheduler.js';
@@ -402,8 +401,8 @@ export class Platform {
     if (!empty) {
       await this.functionPackages.prepare(draft);
       if (backend) await backend.validate?.(draft);
-      // A controller has no backends, but the wasm checks need none (the others' are made when an invoker first starts the function).
-      else if (this.cluster && draft.isolation === 'wasm') await checkWasmModule(draft);
+      // A controller has no backends: it makes the checks that need none, an invoker the rest when it first starts the function.
+      else if (this.cluster) await validateWithoutBackend(draft.isolation, draft);
     }
     const stored = await this.store.putAction(draft, { overwrite });
     this.actions.remember(stored);

@@ -21,7 +21,7 @@ import { QEMU } from './microvm/vm.js';
 export { egressSupported } from './network/egress.js';
 
 import { ProcessBackend } from './process/process-backend.js';
-import { WasmBackend } from './wasm/wasm-backend.js';
+import { checkWasmModule, WasmBackend } from './wasm/wasm-backend.js';
 
 /** The microVM backend's settings. */
 export interface MicrovmSettings {
@@ -581,4 +581,15 @@ export class BackendUnavailableError extends IsolaError {
     super(status, message);
     this.name = 'BackendUnavailableError';
   }
+}
+
+/**
+ * The deploy-time checks of `isolation` that need no running backend (a wasm module's imports and
+ * memory): a cluster's controller, which runs none, makes these; the rest wait for an invoker.
+ */
+export async function validateWithoutBackend(
+  isolation: Isolation,
+  action: Pick<ActionVersion, 'exec' | 'limits'>,
+): Promise<void> {
+  if (isolation === 'wasm') await checkWasmModule(action);
 }
