@@ -4,6 +4,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } f
 import { IsolaError } from '../core/errors.js';
 import { newRequestId } from '../core/ids.js';
 import type { Platform } from '../platform/platform.js';
+import { registerUiRoutes } from '../ui/routes.js';
 import { adminOnly, registerAdminRoutes } from './admin.js';
 import { registerApiGatewayRoutes } from './api-gateway.js';
 import { parseJson } from './json.js';
@@ -137,5 +138,6 @@ export function buildServer(platform: Platform): FastifyInstance {
   registerOpenFaasRoutes(app, platform);
   registerAdminRoutes(app, platform);
   registerApiGatewayRoutes(app, platform);
+  registerUiRoutes(app, platform);
   return app;
 }

@@ -25,7 +25,7 @@ export interface FunctionRef {
 export type InvokeMode = 'sync' | 'async' | 'dry-run';
 
 /** Where the invocation came from. Every door but OpenWhisk's own is recorded on the activation. */
-export type Door = 'openwhisk' | 'lambda' | 'openfaas' | 'web' | 'trigger';
+export type Door = 'openwhisk' | 'lambda' | 'openfaas' | 'web' | 'trigger' | 'ui';
 
 /** Who asks for the invocation. */
 export type Caller =

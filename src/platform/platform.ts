@@ -38,6 +38,7 @@ import { Actions, Activations, Namespaces, Rules } from './read-models.js';
 import { checkSequence } from './sequences.js';
 import { SignedLinks } from './signed-links.js';
 import { Triggers } from './triggers.js';
+import { UiSessions } from './ui-sessions.js';
 
 export type ActionDraft = Omit<ActionVersion, 'version' | 'revision' | 'updated'>;
 
@@ -77,6 +78,8 @@ export class Platform {
   readonly namespaces: Namespaces;
   readonly triggers: Triggers;
   readonly rules: Rules;
+  /** The dashboard's sign-ins. */
+  readonly uiSessions: UiSessions;
   /** OpenWhisk's packages and bindings; also how every reference to an action is resolved. */
   readonly packages: Packages;
   readonly aliases: FunctionAliases;
@@ -112,6 +115,7 @@ export class Platform {
     this.activations = new Activations(store);
     this.namespaces = new Namespaces(store, (name) => this.deleteNamespace(name));
     this.rules = new Rules(store);
+    this.uiSessions = new UiSessions(store, (uuid, key) => this.authenticate(uuid, key));
     this.packages = new Packages(
       store,
       (namespace, name, version) => this.actions.get(namespace, name, version),
@@ -354,6 +358,8 @@ export class Platform {
     const triggers = await this.store.listTriggers(name);
     const purge = await this.store.purgeNamespace(name);
     if (!purge) return undefined;
+    // Its dashboard sessions end with it.
+    await this.store.uiSessions.prune(Date.now(), name);
     // After the purge: whatever was cached before it, or while it ran, goes.
     for (const [key, entry] of this.authCache) if (entry.namespace === name) this.authCache.delete(key);
     for (const trigger of triggers) this.triggers.unschedule(name, trigger.name);

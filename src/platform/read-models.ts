@@ -74,6 +74,21 @@ export class Activations {
   list(namespace: string, query: ActivationQuery): Promise<ActivationRecord[]> {
     return this.store.listActivations(namespace, query);
   }
+
+  /** Calls and failures per function and per `bucketMs` since `since`. */
+  activity(namespace: string, since: number, bucketMs: number) {
+    return this.store.activationActivity(namespace, since, bucketMs);
+  }
+
+  /** Start, duration, status and annotations of finished activations since `since`, newest first. */
+  timings(namespace: string, since: number, name: string | undefined, limit: number) {
+    return this.store.activationTimings(namespace, since, name, limit);
+  }
+
+  /** When each function of the namespace last ran. */
+  lastCalls(namespace: string): Promise<Map<string, number>> {
+    return this.store.lastActivations(namespace);
+  }
 }
 
 /** Namespaces and their keys, for the operator's door and for signature checks. */

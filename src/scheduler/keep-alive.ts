@@ -9,6 +9,8 @@ export class FunctionState {
   inflight = 0;
   lastEnd: number | undefined;
   prewarmTimer: NodeJS.Timeout | undefined;
+  /** When the pending prewarm will start an instance (for the dashboard). */
+  prewarmAt: number | undefined;
   latest: ActionVersion | undefined;
 
   constructor(
@@ -40,6 +42,8 @@ interface TrackedInstance {
   /** For a prewarmed instance: when the policy lets it go if unused. */
   readonly keepUntil: number | undefined;
   expiry: NodeJS.Timeout | undefined;
+  /** When the expiry timer lets the instance go (for the dashboard). */
+  expiresAt?: number | undefined;
 }
 
 export function functionKey(action: Pick<ActionVersion, 'namespace' | 'name'>): string {
@@ -88,6 +92,7 @@ export class KeepAliveDriver {
   callArrived(fn: FunctionState, now: number): void {
     fn.policy.onInvocation(now, fn.inflight === 0 && fn.lastEnd !== undefined ? now - fn.lastEnd : undefined);
     clearTimeout(fn.prewarmTimer);
+    fn.prewarmAt = undefined;
     fn.inflight++;
   }
 
@@ -103,8 +108,15 @@ export class KeepAliveDriver {
       for (const id of idle.slice(fn.settings.minInstances)) this.host.expire(id);
       clearTimeout(fn.prewarmTimer);
       const keepUntil = decision.keepUntil;
-      fn.prewarmTimer = setTimeout(() => this.prewarm(fn, keepUntil), Math.max(0, decision.prewarmAt - now));
+      fn.prewarmTimer = setTimeout(
+        () => {
+          fn.prewarmAt = undefined;
+          this.prewarm(fn, keepUntil);
+        },
+        Math.max(0, decision.prewarmAt - now),
+      );
       fn.prewarmTimer.unref();
+      fn.prewarmAt = decision.prewarmAt;
       return;
     }
     for (const id of idle) this.scheduleExpiry(id, decision.keepUntil, now);
@@ -121,10 +133,30 @@ export class KeepAliveDriver {
     if (tracked?.keepUntil !== undefined) this.scheduleExpiry(id, tracked.keepUntil, now);
   }
 
+  /** What the policy will do next for a function: when a pending prewarm starts an instance, and when each idle instance goes. */
+  planOf(namespace: string, name: string): { prewarmAt: number | undefined; expiresAt: Map<number, number> } {
+    const fn = this.functions.get(functionKey({ namespace, name }));
+    const expiresAt = new Map<number, number>();
+    for (const [id, tracked] of this.instances)
+      if (tracked.fn === fn && tracked.expiresAt !== undefined) expiresAt.set(id, tracked.expiresAt);
+    return { prewarmAt: fn?.prewarmAt, expiresAt };
+  }
+
+  /** The namespace's functions with a prewarm pending, and when it starts an instance. */
+  pendingPrewarms(namespace: string): Map<string, number> {
+    const pending = new Map<string, number>();
+    for (const fn of this.functions.values())
+      if (fn.prewarmAt !== undefined && fn.key.startsWith(`${namespace}/`))
+        pending.set(fn.key.slice(namespace.length + 1), fn.prewarmAt);
+    return pending;
+  }
+
   /** A call took the instance: its expiry waits for the next idle time. */
   instanceBusy(id: number): void {
     const tracked = this.instances.get(id);
-    if (tracked) clearTimeout(tracked.expiry);
+    if (!tracked) return;
+    clearTimeout(tracked.expiry);
+    tracked.expiresAt = undefined;
   }
 
   /** An instance is being stopped. A provisioned function that lost one gets it back. */
@@ -240,9 +272,11 @@ export class KeepAliveDriver {
     const tracked = this.instances.get(id);
     if (!tracked) return;
     clearTimeout(tracked.expiry);
+    tracked.expiresAt = keepUntil;
     tracked.expiry = setTimeout(
       () => {
         tracked.expiry = undefined;
+        tracked.expiresAt = undefined;
         if (this.host.stateOf(id) !== 'idle') return;
         const latest = tracked.fn.latest;
         // Provisioned instances of the latest version are never let go.

@@ -102,6 +102,25 @@ export interface PlacementSnapshot {
   instances: number;
 }
 
+/** One function's instances on this host, for the dashboard (see `instancesOfNamespace`). */
+export interface NamespaceInstances {
+  name: string;
+  prewarmAt: number | undefined;
+  expiresAt: Map<number, number>;
+  instances: {
+    id: number;
+    version: string;
+    isolation: Isolation;
+    state: InstanceState;
+    origin: string;
+    memoryMb: number;
+    inflight: number;
+    concurrency: number;
+    lastUsed: number;
+    unloadAt: number | undefined;
+  }[];
+}
+
 export interface SchedulerStats {
   memoryBudgetMb: number;
   memoryUsedMb: number;
@@ -268,6 +287,41 @@ export class Scheduler {
       instances: [...counts.values()],
       functions: [...functions.values()],
     };
+  }
+
+  /**
+   * A namespace's live instances on this host, by function, with what the keep-alive policy will
+   * do next: when each idle instance goes and when a pending prewarm starts one. For the dashboard.
+   */
+  instancesOfNamespace(namespace: string): NamespaceInstances[] {
+    const byFunction = new Map<string, NamespaceInstances>();
+    for (const instance of this.placement.allInstances()) {
+      const runtime = this.runtimes.get(instance.id);
+      if (!runtime || instance.state === 'stopped' || runtime.action.namespace !== namespace) continue;
+      const name = runtime.action.name;
+      let entry = byFunction.get(name);
+      if (!entry) {
+        const plan = this.keepAlive.planOf(namespace, name);
+        entry = { name, prewarmAt: plan.prewarmAt, instances: [], expiresAt: plan.expiresAt };
+        byFunction.set(name, entry);
+      }
+      entry.instances.push({
+        id: instance.id,
+        version: runtime.action.version,
+        isolation: runtime.action.isolation,
+        state: instance.state,
+        origin: instance.origin,
+        memoryMb: instance.memoryMb,
+        inflight: instance.inflight,
+        concurrency: instance.concurrency,
+        lastUsed: instance.lastUsed,
+        unloadAt: entry.expiresAt.get(instance.id),
+      });
+    }
+    // Functions whose instances were unloaded until a prewarm: nothing runs, something is planned.
+    for (const [name, prewarmAt] of this.keepAlive.pendingPrewarms(namespace))
+      if (!byFunction.has(name)) byFunction.set(name, { name, prewarmAt, instances: [], expiresAt: new Map() });
+    return [...byFunction.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
   }
 
   /** This host as a cluster's placement sees it (see PlacementSnapshot). */

@@ -226,6 +226,22 @@ function migrations(dialect: DialectName): Record<string, Migration> {
         await db.schema.alterTable('actions').addColumn('provisioned_instances', 'integer').execute();
       },
     },
+    '0008_ui_sessions': {
+      async up(db: Kysely<unknown>) {
+        // The dashboard's sign-ins: the session token's hash (never the token), its namespace and
+        // CSRF token, until it expires or is signed out. In the database, so that any server of a
+        // cluster knows a session another one opened.
+        await db.schema
+          .createTable('ui_sessions')
+          .addColumn('token_hash', text, (c) => c.primaryKey())
+          .addColumn('namespace', text, (c) => c.notNull())
+          .addColumn('csrf_token', text, (c) => c.notNull())
+          .addColumn('created', 'bigint', (c) => c.notNull())
+          .addColumn('expires', 'bigint', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('ui_sessions_by_expiry').on('ui_sessions').column('expires').execute();
+      },
+    },
   };
 }
 

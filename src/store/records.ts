@@ -15,6 +15,8 @@ export interface ListPage {
 
 export interface ActivationQuery extends ListPage {
   name?: string;
+  /** Only successes, or only the others (application errors, developer and whisk errors). */
+  outcome?: 'success' | 'failure';
   since?: number;
   upto?: number;
 }

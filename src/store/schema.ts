@@ -136,6 +136,16 @@ export interface ApiRoutesTable {
   created: number;
 }
 
+/** A dashboard sign-in (see UiSessionRepository). */
+export interface UiSessionsTable {
+  /** SHA-256 of the session token, hex: the token itself is only in the browser's cookie. */
+  token_hash: string;
+  namespace: string;
+  csrf_token: string;
+  created: number;
+  expires: number;
+}
+
 export interface Database {
   namespaces: NamespacesTable;
   actions: ActionsTable;
@@ -147,4 +157,5 @@ export interface Database {
   packages: PackagesTable;
   aliases: AliasesTable;
   api_routes: ApiRoutesTable;
+  ui_sessions: UiSessionsTable;
 }

@@ -20,6 +20,7 @@ import { type ApiOperationInput, ApiRouteRepository } from './repositories/api-r
 import { NamespaceRepository } from './repositories/namespaces.js';
 import { PackageRepository } from './repositories/packages.js';
 import { RuleRepository, TriggerRepository } from './repositories/triggers.js';
+import { UiSessionRepository } from './repositories/ui-sessions.js';
 import type { Database } from './schema.js';
 
 export { SQLITE_FILE } from './database.js';
@@ -59,6 +60,8 @@ export class Store {
   readonly packages: PackageRepository;
   readonly aliases: AliasRepository;
   readonly apiRoutes: ApiRouteRepository;
+  /** The dashboard's sign-ins. */
+  readonly uiSessions: UiSessionRepository;
 
   private constructor(private readonly database: StoreDatabase) {
     this.namespaces = new NamespaceRepository(database);
@@ -69,6 +72,7 @@ export class Store {
     this.packages = new PackageRepository(database);
     this.aliases = new AliasRepository(database);
     this.apiRoutes = new ApiRouteRepository(database);
+    this.uiSessions = new UiSessionRepository(database);
   }
 
   /** Opens the SQLite file in the data dir, or the PostgreSQL database `databaseUrl` names, and migrates it. */
@@ -247,6 +251,21 @@ export class Store {
   }
 
   /** Finished activations, newest first. */
+  /** Finished activations since `since` per function and per `bucketMs`: calls and failures. */
+  activationActivity(namespace: string, since: number, bucketMs: number) {
+    return this.activations.activity(namespace, since, bucketMs);
+  }
+
+  /** Start, duration, status and annotations of finished activations since `since`, newest first: for charts. */
+  activationTimings(namespace: string, since: number, name: string | undefined, limit: number) {
+    return this.activations.timings(namespace, since, name, limit);
+  }
+
+  /** The start of each function's latest finished activation. */
+  lastActivations(namespace: string): Promise<Map<string, number>> {
+    return this.activations.lastCalls(namespace);
+  }
+
   listActivations(namespace: string, query: ActivationQuery): Promise<ActivationRecord[]> {
     return this.activations.list(namespace, query);
   }

@@ -1,4 +1,4 @@
-import type { Selectable } from 'kysely';
+import { type Selectable, sql } from 'kysely';
 import type { ActivationRecord, KeyValue } from '../../core/types.js';
 import { ActivationWriter } from '../activation-writer.js';
 import type { StoreDatabase } from '../database.js';
@@ -199,10 +199,72 @@ export class ActivationRepository {
   async list(namespace: string, query: ActivationQuery): Promise<ActivationRecord[]> {
     let q = this.db.selectFrom('activations').selectAll().where('namespace', '=', namespace).where('state', '=', 'done');
     if (query.name) q = q.where('name', '=', query.name);
+    if (query.outcome) q = q.where('status', query.outcome === 'success' ? '=' : '<>', 'success');
     if (query.since !== undefined) q = q.where('start', '>=', query.since);
     if (query.upto !== undefined) q = q.where('start', '<=', query.upto);
     const rows = await q.orderBy('start', 'desc').orderBy('seq', 'desc').limit(query.limit).offset(query.skip).execute();
     return rows.map(fromActivationRow);
+  }
+
+  /** Finished activations since `since` per function and per `bucketMs` of their start: calls and failures. */
+  async activity(
+    namespace: string,
+    since: number,
+    bucketMs: number,
+  ): Promise<{ name: string; bucket: number; calls: number; errors: number }[]> {
+    const rows = await this.db
+      .selectFrom('activations')
+      .select((eb) => [
+        'name',
+        sql<number>`start / ${sql.lit(Math.floor(bucketMs))}`.as('bucket'),
+        eb.fn.countAll<number>().as('calls'),
+        eb.fn.sum<number>(eb.case().when('status', '<>', 'success').then(1).else(0).end()).as('errors'),
+      ])
+      .where('namespace', '=', namespace)
+      .where('state', '=', 'done')
+      .where('start', '>=', since)
+      .groupBy(['name', 'bucket'])
+      .execute();
+    return rows.map((r) => ({ name: r.name, bucket: Number(r.bucket), calls: Number(r.calls), errors: Number(r.errors) }));
+  }
+
+  /**
+   * What charts are drawn from: each finished activation since `since` (of `name`, when given),
+   * newest first, at most `limit`: its start, duration, status and annotations, not its result or logs.
+   */
+  async timings(
+    namespace: string,
+    since: number,
+    name: string | undefined,
+    limit: number,
+  ): Promise<{ name: string; start: number; duration: number; status: string; annotations: KeyValue[] }[]> {
+    let query = this.db
+      .selectFrom('activations')
+      .select(['name', 'start', 'duration', 'status', 'annotations'])
+      .where('namespace', '=', namespace)
+      .where('state', '=', 'done')
+      .where('start', '>=', since);
+    if (name !== undefined) query = query.where('name', '=', name);
+    const rows = await query.orderBy('start', 'desc').limit(limit).execute();
+    return rows.map((r) => ({
+      name: r.name,
+      start: Number(r.start),
+      duration: Number(r.duration ?? 0),
+      status: String(r.status ?? ''),
+      annotations: parseAnnotations(r.annotations),
+    }));
+  }
+
+  /** The start of each function's latest finished activation. */
+  async lastCalls(namespace: string): Promise<Map<string, number>> {
+    const rows = await this.db
+      .selectFrom('activations')
+      .select((eb) => ['name', eb.fn.max('start').as('last')])
+      .where('namespace', '=', namespace)
+      .where('state', '=', 'done')
+      .groupBy('name')
+      .execute();
+    return new Map(rows.map((r) => [r.name, Number(r.last)]));
   }
 
   /** Activations that were accepted but had not started when the server stopped, oldest first. */
@@ -337,4 +399,13 @@ function fromPendingRow(row: Selectable<ActivationsTable>): QueuedActivation {
     attempts: Number(row.attempts),
     notBefore: Number(row.not_before),
   };
+}
+
+function parseAnnotations(text: string | null): KeyValue[] {
+  try {
+    const value = JSON.parse(text ?? '[]') as unknown;
+    return Array.isArray(value) ? (value as KeyValue[]) : [];
+  } catch {
+    return [];
+  }
 }
