@@ -140,6 +140,7 @@ for (const database of DATABASES) {
             ['0005_lambda_aliases', true],
             ['0006_api_routes', true],
             ['0007_provisioned_instances', true],
+            ['0008_ui_sessions', true],
           ],
         );
         const again = await Store.open(setting);

@@ -135,7 +135,7 @@ export function registerUiRoutes(app: FastifyInstance, platform: Platform): void
           html`<section class="signin">
 <h1>Sign in to Isola</h1>
 <p>With your namespace's key, as the CLI and the OpenWhisk clients use it: <code>uuid:key</code>
-(<code>isola property get --auth</code> shows it).</p>
+(<code>isola property get auth</code> shows it).</p>
 ${error ? html`<p class="error" role="alert" id="signin-error">${error}</p>` : ''}
 <form method="post" action="/ui/signin">
 <label for="key">Namespace key</label>
