@@ -157,6 +157,23 @@ describe('the dashboard in a browser', {
     await check('benchmarks');
   });
 
+  it('fits a phone-sized window: no page scrolls sideways', async () => {
+    await tab.setViewportSize({ width: 390, height: 844 });
+    try {
+      for (const path of ['/ui/functions', '/ui/functions/greeter', '/ui/activations', '/ui/instances']) {
+        await tab.goto(`${server.url}${path}`);
+        const overflow = (await tab.evaluate(
+          'document.documentElement.scrollWidth - document.documentElement.clientWidth',
+        )) as number;
+        assert.ok(overflow <= 0, `${path} is ${overflow} px wider than the window`);
+      }
+      await tab.goto(`${server.url}/ui/functions/greeter`);
+      await tab.screenshot({ path: join(SHOTS, 'function-phone.png'), fullPage: true });
+    } finally {
+      await tab.setViewportSize({ width: 1100, height: 900 });
+    }
+  });
+
   it("refuses a change without the session's CSRF token", async () => {
     const status = (await tab.evaluate(
       "fetch('/ui/functions/greeter/delete', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' }).then((r) => r.status)",
