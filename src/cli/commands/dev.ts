@@ -23,6 +23,8 @@ interface DeployedAction {
   namespace: string;
   name: string;
   version: string;
+  /** ms since the epoch, by the server's clock. */
+  updated: number;
   exec: { kind: string };
   annotations: { key: string; value: unknown }[];
 }
@@ -106,7 +108,7 @@ async function dev(path: string, options: DevOptions, client: IsolaClient): Prom
   // Checks the server and the credentials before anything else; the namespace names the web URL.
   const { data: namespaces } = await client.request<string[]>('GET', '/api/v1/namespaces');
   const namespace = namespaces[0] ?? '_';
-  const since = Date.now();
+  const startedAt = Date.now();
 
   /** Stores a new version; a deploy the server refuses (a syntax error...) is reported, and the next save tries again. */
   const deploy = async (first = false): Promise<DeployedAction | undefined> => {
@@ -184,7 +186,8 @@ async function dev(path: string, options: DevOptions, client: IsolaClient): Prom
 
   const tailing = (async () => {
     if (!options.tail) return;
-    const tail = new ActivationTail(client, name, since);
+    // From the first deploy by the server's clock (activations are stamped by it), else from now.
+    const tail = new ActivationTail(client, name, first?.updated ?? startedAt);
     let failing = false;
     while (!stopped.signal.aborted) {
       try {
