@@ -17,6 +17,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   bench: async () => (await import('./commands/bench.js')).registerBenchCommand,
   action: async () => (await import('./commands/action.js')).registerActionCommands,
   activation: async () => (await import('./commands/activation.js')).registerActivationCommands,
+  dev: async () => (await import('./commands/dev.js')).registerDevCommand,
   namespace: async () => (await import('./commands/namespace.js')).registerNamespaceCommands,
   property: async () => (await import('./commands/property.js')).registerPropertyCommands,
   trigger: async () => (await import('./commands/trigger.js')).registerTriggerCommands,

@@ -3,9 +3,9 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration } from '../../config.js';
 import { LIMIT_RANGES } from '../../core/limits.js';
 import { ApiError } from '../client.js';
-import { execCodeOf, inferKind } from '../kind-inference.js';
 import { formatTime, notePage, printJson, printTable } from '../output.js';
 import { actionPath, clientFor, globals, pairs, wholeNumber } from './common.js';
+import { type DeployOptions, deployBody } from './deploy-body.js';
 
 interface ActionView {
   namespace: string;
@@ -15,50 +15,6 @@ interface ActionView {
   annotations: { key: string; value: unknown }[];
   limits: Record<string, number>;
   updated: number;
-}
-
-interface DeployOptions {
-  kind?: string;
-  main?: string;
-  memory?: number;
-  timeout?: number;
-  concurrency?: number;
-  logsize?: number;
-  isolation?: string;
-  param?: string[];
-  annotation?: string[];
-  web?: string;
-  sequence?: string;
-}
-
-function deployBody(file: string | undefined, options: DeployOptions) {
-  let exec: Record<string, unknown> | undefined;
-  if (file && options.sequence !== undefined) throw new Error('Give a file or --sequence, not both.');
-  if (options.sequence !== undefined) {
-    // As wsk: comma-separated actions, a bare name being in your own namespace.
-    const components = options.sequence.split(',').map((c) => c.trim());
-    if (components.some((c) => c === '')) throw new Error('--sequence takes action names separated by commas: a,b,/ns/c');
-    exec = { kind: 'sequence', components: components.map((c) => (c.startsWith('/') ? c : `/_/${c}`)) };
-  } else if (file) {
-    const content = readFileSync(file);
-    const kind = inferKind(file, content, options.kind);
-    exec = { kind, ...execCodeOf(kind, content), ...(options.main ? { main: options.main } : {}) };
-  }
-  const limits: Record<string, number> = {};
-  for (const key of ['memory', 'timeout', 'concurrency', 'logsize'] as const) {
-    const value = options[key];
-    if (value !== undefined) limits[key === 'logsize' ? 'logs' : key] = value;
-  }
-  const annotations = pairs(options.annotation, '--annotation');
-  if (options.isolation) annotations.push({ key: 'isolation', value: options.isolation });
-  if (options.web !== undefined) annotations.push({ key: 'web-export', value: options.web !== 'false' });
-  const parameters = pairs(options.param, '--param');
-  return {
-    ...(exec ? { exec } : {}),
-    ...(Object.keys(limits).length > 0 ? { limits } : {}),
-    ...(parameters.length > 0 ? { parameters } : {}),
-    ...(annotations.length > 0 ? { annotations } : {}),
-  };
 }
 
 const limit = (key: keyof typeof LIMIT_RANGES) =>
@@ -136,7 +92,9 @@ export function registerActionCommands(program: Command): void {
   deployOptions(
     action
       .command('create <name> [file]')
-      .description('create an action from a file (its kind inferred, or --kind), or a sequence (--sequence a,b)'),
+      .description(
+        'create an action from a file (its kind inferred, or --kind), a directory (zipped), or a sequence (--sequence a,b)',
+      ),
   ).action(async (name: string, file: string | undefined, options: DeployOptions, command: Command) => {
     if (!file && options.sequence === undefined) throw new Error('Give the file with the code, or --sequence a,b.');
     const { data } = await clientFor(command).request<ActionView>(

@@ -39,6 +39,31 @@ function waitDuration(text: string): number {
   }
 }
 
+/**
+ * The activations that finished since a point in time, each returned once, oldest first: what
+ * `isola activation poll` and `isola dev` print as they come.
+ */
+export class ActivationTail {
+  private readonly seen = new Set<string>();
+
+  constructor(
+    private readonly client: IsolaClient,
+    private readonly name: string | undefined,
+    private readonly since: number,
+  ) {}
+
+  /** Asks the server once; the records not returned before. */
+  async next(): Promise<ActivationRecord[]> {
+    const query = new URLSearchParams({ docs: 'true', limit: '200', since: String(this.since) });
+    if (this.name) query.set('name', this.name);
+    const { data } = await this.client.request<ActivationRecord[]>('GET', `/api/v1/namespaces/_/activations?${query}`);
+    // Newest first from the server.
+    const fresh = data.reverse().filter((record) => !this.seen.has(record.activationId));
+    for (const record of fresh) this.seen.add(record.activationId);
+    return fresh;
+  }
+}
+
 export function registerActivationCommands(program: Command): void {
   const activation = program.command('activation').description('list activations and read their records, logs and results');
 
@@ -91,16 +116,10 @@ export function registerActivationCommands(program: Command): void {
         const json = globals(command).json;
         const since = Date.now() - options.sinceSeconds * 1000;
         const deadline = options.exit === undefined ? Number.POSITIVE_INFINITY : Date.now() + options.exit * 1000;
-        const seen = new Set<string>();
+        const tail = new ActivationTail(client, name, since);
         if (!json) process.stdout.write('Enter Ctrl-c to exit.\n');
         for (;;) {
-          const query = new URLSearchParams({ docs: 'true', limit: '200', since: String(since) });
-          if (name) query.set('name', name);
-          const { data } = await client.request<ActivationRecord[]>('GET', `/api/v1/namespaces/_/activations?${query}`);
-          // Newest first from the server: printed oldest first, each once.
-          for (const record of data.reverse()) {
-            if (seen.has(record.activationId)) continue;
-            seen.add(record.activationId);
+          for (const record of await tail.next()) {
             if (json) process.stdout.write(`${JSON.stringify(record)}\n`);
             else {
               process.stdout.write(`\nActivation: '${record.name}' (${record.activationId})\n`);
