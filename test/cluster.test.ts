@@ -344,6 +344,27 @@ describe('a cluster of controllers and invokers', () => {
     // Counted from the records in PostgreSQL, whichever invoker ran it and controller took it.
     assert.equal((await status(first)).invocationCount, 1);
 
+    // The dashboard of either controller lists them per invoker (signed in with the namespace's key).
+    const signIn = await fetch(`${second.url}/ui/signin`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ key: cluster.guestAuth }),
+      redirect: 'manual',
+    });
+    assert.equal(signIn.status, 303);
+    const cookie = signIn.headers.get('set-cookie')?.split(';')[0] ?? '';
+    await waitFor('the dashboard to list the three instances per invoker', async () => {
+      const page = await (await fetch(`${second.url}/ui/instances`, { headers: { cookie } })).text();
+      const rows = [
+        ...page.matchAll(
+          /<tr><td><a href="\/ui\/functions\/provisioned">provisioned<\/a><\/td><td>0\.0\.1<\/td><td>([^<]+)<\/td><td>(\d+)<\/td>/g,
+        ),
+      ];
+      const ids = new Set(rows.map((row) => row[1]));
+      const live = rows.reduce((sum, row) => sum + Number(row[2]), 0);
+      return live === 3 && ids.size === 2 ? true : undefined;
+    });
+
     // The invoker holding two dies: the other keeps all three once the registry drops the dead one.
     const victim = pair[counts.indexOf(2)] as ServerProcess;
     const survivor = pair[counts.indexOf(1)] as ServerProcess;

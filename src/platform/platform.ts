@@ -509,6 +509,35 @@ export class Platform {
   }
 
   /**
+   * A namespace's instances on every invoker of the cluster, by function, version and invoker, as
+   * the invokers said in their last heartbeats (starting or running, and of those started). Empty
+   * when the server runs alone.
+   */
+  clusterInstances(namespace: string): { name: string; version: string; invoker: string; live: number; ready: number }[] {
+    if (!this.cluster) return [];
+    const prefix = `${namespace}/`;
+    const rows: { name: string; version: string; invoker: string; live: number; ready: number }[] = [];
+    for (const invoker of this.cluster.view.current()) {
+      for (const [pool, live] of Object.entries(invoker.live)) {
+        if (!pool.startsWith(prefix)) continue;
+        // A pool key is namespace/name@version#revision; names hold no '@'.
+        const rest = pool.slice(prefix.length);
+        const at = rest.lastIndexOf('@');
+        const hash = rest.indexOf('#', at);
+        if (at <= 0 || hash < 0) continue;
+        rows.push({
+          name: rest.slice(0, at),
+          version: rest.slice(at + 1, hash),
+          invoker: invoker.id,
+          live,
+          ready: invoker.ready[pool] ?? 0,
+        });
+      }
+    }
+    return rows.sort((a, b) => (a.name === b.name ? (a.invoker < b.invoker ? -1 : 1) : a.name < b.name ? -1 : 1));
+  }
+
+  /**
    * A function's instances, every version: starting or running, of those the started ones, how
    * many it keeps provisioned, and its finished activations. This server's (activations since it
    * started), or in a cluster the invokers' as of their last heartbeats, the count in the

@@ -56,6 +56,7 @@ export function registerSystemPages(app: FastifyInstance, platform: Platform): v
     const session = sessionOf(request);
     const stats = platform.scheduler.stats();
     const functions = platform.scheduler.instancesOfNamespace(session.namespace);
+    const clusterRows = platform.clusterInstances(session.namespace);
     const byBackend = new Map<string, Map<string, number>>();
     for (const fn of functions)
       for (const instance of fn.instances) {
@@ -71,8 +72,16 @@ export function registerSystemPages(app: FastifyInstance, platform: Platform): v
         { title: 'Instances', section: 'instances', session, cluster, charts: true },
         html`<h1>Instances</h1>
 ${
-  cluster && platform.config.role === 'controller'
-    ? html`<p class="note">This server is a cluster's controller: instances run on the invokers (see <a href="/ui/cluster">Cluster</a>).</p>`
+  cluster
+    ? html`<h2>Across the cluster</h2>
+<p class="muted">As the invokers said in their last heartbeats (every 3.3 s); each invoker's own page lists the details.</p>
+${
+  clusterRows.length === 0
+    ? html`<p class="muted">No instances of ${session.namespace}'s functions on any invoker.</p>`
+    : html`<table class="list cluster-instances"><thead><tr><th scope="col">Function</th><th scope="col">Version</th><th scope="col">Invoker</th><th scope="col">Live</th><th scope="col">Started</th></tr></thead>
+<tbody>${clusterRows.map((r) => html`<tr><td><a href="/ui/functions/${encodeURIComponent(r.name)}">${r.name}</a></td><td>${r.version}</td><td>${r.invoker}</td><td>${r.live}</td><td>${r.ready}</td></tr>`)}</tbody></table>`
+}
+<h2>On this server</h2>`
     : ''
 }
 <dl class="facts">
