@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { parseDuration } from '../../config.js';
 import { LIMIT_RANGES } from '../../core/limits.js';
 import { ApiError } from '../client.js';
 import { formatTime, notePage, printJson, printTable } from '../output.js';
 import { actionPath, clientFor, globals, pairs, wholeNumber } from './common.js';
-import { type DeployOptions, deployBody } from './deploy-body.js';
+import { type DeployOptions, deployBody, isolationOption } from './deploy-body.js';
 
 interface ActionView {
   namespace: string;
@@ -47,16 +47,7 @@ function deployOptions(command: Command): Command {
     .option('-t, --timeout <ms>', 'timeout in ms (or 30s, 2m)', timeoutMs)
     .option('-c, --concurrency <n>', 'invocations one instance serves at once', limit('concurrency'))
     .option('-l, --logsize <KB>', 'log limit in KB', limit('logs'))
-    .addOption(
-      new Option('-i, --isolation <backend>', 'isolation backend').choices([
-        'isolate',
-        'wasm',
-        'process',
-        'container',
-        'gvisor',
-        'microvm',
-      ]),
-    )
+    .addOption(isolationOption())
     .option('-p, --param <key value...>', 'default parameter (repeatable)')
     .option('-a, --annotation <key value...>', 'annotation (repeatable)')
     .option('--web <true|false>', 'make it a web action')

@@ -1,6 +1,8 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
+import { Option } from 'commander';
 import { zipSync } from 'fflate';
+import { ISOLATIONS } from '../../core/kinds.js';
 import { execCodeOf, inferKind } from '../kind-inference.js';
 import { pairs } from './common.js';
 
@@ -81,4 +83,9 @@ export function deployBody(file: string | undefined, options: DeployOptions) {
     ...(parameters.length > 0 ? { parameters } : {}),
     ...(annotations.length > 0 ? { annotations } : {}),
   };
+}
+
+/** `-i, --isolation`, taking only the backends Isola has: for every command that deploys. */
+export function isolationOption(): Option {
+  return new Option('-i, --isolation <backend>', 'isolation backend').choices([...ISOLATIONS]);
 }

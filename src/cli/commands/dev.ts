@@ -1,12 +1,12 @@
 import { type FSWatcher, statSync, watch } from 'node:fs';
 import { basename, dirname, extname, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Command, Option } from 'commander';
+import type { Command } from 'commander';
 import type { ActivationRecord } from '../../core/types.js';
 import { ApiError, type IsolaClient } from '../client.js';
 import { ActivationTail } from './activation.js';
 import { actionPath, clientFor } from './common.js';
-import { type DeployOptions, deployBody } from './deploy-body.js';
+import { type DeployOptions, deployBody, isolationOption } from './deploy-body.js';
 
 interface DevOptions {
   name?: string;
@@ -230,16 +230,7 @@ export function registerDevCommand(program: Command): void {
       'runtime kind (default from the file, as for action create; a directory is zipped and read by what it holds)',
     )
     .option('--main <name>', 'entry point (default main; for Java the class, Class or Class#method)')
-    .addOption(
-      new Option('-i, --isolation <backend>', 'isolation backend').choices([
-        'isolate',
-        'wasm',
-        'process',
-        'container',
-        'gvisor',
-        'microvm',
-      ]),
-    )
+    .addOption(isolationOption())
     .option('-p, --param <key value...>', 'default parameter (repeatable)')
     .option('--web <true|false>', 'make it a web action')
     .option('--rm', 'delete the function on Ctrl-C (default: it stays deployed)')

@@ -73,11 +73,6 @@ export class ClusterProvisioning {
     this.schedule();
   }
 
-  /** Resolves once the work asked for so far is done. For tests. */
-  async settled(): Promise<void> {
-    while (this.running || this.timer) await (this.running ?? new Promise((resolve) => setTimeout(resolve, 10)));
-  }
-
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);

@@ -90,22 +90,19 @@ export class ActivationRepository {
   }
 
   /** Activations of an action accepted and not finished yet. */
-  async countPending(namespace: string, name: string): Promise<number> {
-    const row = await this.db
-      .selectFrom('activations')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('state', '<>', 'done')
-      .where('namespace', '=', namespace)
-      .where('name', '=', name)
-      .executeTakeFirst();
-    return Number(row?.n ?? 0);
+  countPending(namespace: string, name: string): Promise<number> {
+    return this.countOf(namespace, name, false);
   }
 
-  async countFinished(namespace: string, name: string): Promise<number> {
+  countFinished(namespace: string, name: string): Promise<number> {
+    return this.countOf(namespace, name, true);
+  }
+
+  private async countOf(namespace: string, name: string, done: boolean): Promise<number> {
     const row = await this.db
       .selectFrom('activations')
       .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('state', '=', 'done')
+      .where('state', done ? '=' : '<>', 'done')
       .where('namespace', '=', namespace)
       .where('name', '=', name)
       .executeTakeFirst();

@@ -54,9 +54,11 @@ export class UiSessionRepository {
 
   /** Removes sessions that expired by `now`, and every session of `namespace` when given (it was deleted). */
   async prune(now: number, namespace?: string): Promise<void> {
-    let query = this.db.deleteFrom('ui_sessions').where('expires', '<=', now);
-    if (namespace !== undefined)
-      query = this.db.deleteFrom('ui_sessions').where((eb) => eb.or([eb('expires', '<=', now), eb('namespace', '=', namespace)]));
-    await query.execute();
+    await this.db
+      .deleteFrom('ui_sessions')
+      .where((eb) =>
+        namespace === undefined ? eb('expires', '<=', now) : eb.or([eb('expires', '<=', now), eb('namespace', '=', namespace)]),
+      )
+      .execute();
   }
 }

@@ -5,7 +5,7 @@ import type { Platform } from '../../platform/platform.js';
 import type { ActivationQuery } from '../../store/records.js';
 import { html } from '../html.js';
 import { annotationOf, json, page, startKind, time } from '../layout.js';
-import { sendHtml, sessionOf } from '../routes.js';
+import { SESSION_COOKIE, sendHtml, sessionOf } from '../routes.js';
 import { activationRow, activationSummary, activationTable } from './functions.js';
 
 const PAGE_SIZE = 50;
@@ -153,7 +153,7 @@ ${records.length === PAGE_SIZE || (filters.start && records.length > 0) ? html`<
     const keepAlive = setInterval(() => out.write(': keep-alive\n\n'), 15_000);
     // Also ends when the session does: a signed-out tab stops receiving.
     const sessionCheck = setInterval(async () => {
-      if (!(await platform.uiSessions.lookup(request.cookies.isola_ui).catch(() => undefined))) stop();
+      if (!(await platform.uiSessions.lookup(request.cookies[SESSION_COOKIE]).catch(() => undefined))) stop();
     }, 30_000);
     const stop = () => {
       if (stopped) return;

@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { draftFromPut } from '../../api/action-draft.js';
 import { ActionPutSchema, parseOrThrow } from '../../api/schemas.js';
 import { badRequest, notFound } from '../../core/errors.js';
@@ -340,5 +340,3 @@ function actionPutFromForm(form: Record<string, string>) {
     'function',
   );
 }
-
-export type { FastifyRequest };
