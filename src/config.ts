@@ -46,6 +46,13 @@ export interface ServerConfig {
   maxPayloadBytes: number;
   /** How long a blocking invoke waits before answering 202 with the activation id. */
   blockingWaitMs: number;
+  /**
+   * A blocking call is answered before its record commits; the record commits with others at most
+   * this long after (ISOLA_RECORD_WINDOW; 0 commits before answering). A kill -9 loses at most
+   * the records of blocking calls answered within this window; never an accepted asynchronous
+   * invocation, which is stored before its 202. A cluster's servers always commit first.
+   */
+  recordWindowMs: number;
   /** First delay before retrying a failed asynchronous invocation; it doubles each attempt. */
   retryBaseMs: number;
   /** Blank sandboxes kept ready per backend and kind, for the default memory size. */
@@ -100,6 +107,22 @@ export function parseDuration(text: string, setting?: string): number {
     if (error instanceof DurationSyntaxError) throw new ConfigError(error.message, setting);
     throw error;
   }
+}
+
+/** The default record window: short beside any client's patience, long enough to gather a busy second's records in few commits. */
+export const DEFAULT_RECORD_WINDOW_MS = 10;
+/** The window is what a kill -9 may lose: it stays short. */
+export const MAX_RECORD_WINDOW_MS = 1000;
+
+function parseRecordWindow(text: string): number {
+  const ms = parseDuration(text, 'ISOLA_RECORD_WINDOW');
+  if (ms > MAX_RECORD_WINDOW_MS) {
+    throw new ConfigError(
+      `ISOLA_RECORD_WINDOW must be at most ${MAX_RECORD_WINDOW_MS} ms; got "${text}".`,
+      'ISOLA_RECORD_WINDOW',
+    );
+  }
+  return ms;
 }
 
 function parseInteger(name: string, text: string, min: number, max: number): number {
@@ -243,6 +266,7 @@ export function resolveServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv =
       ? parseInteger('ISOLA_MAX_PAYLOAD_BYTES', env.ISOLA_MAX_PAYLOAD_BYTES, 1024, 2 ** 30)
       : 2 ** 20,
     blockingWaitMs: env.ISOLA_BLOCKING_WAIT ? parseDuration(env.ISOLA_BLOCKING_WAIT, 'ISOLA_BLOCKING_WAIT') : 60_000,
+    recordWindowMs: env.ISOLA_RECORD_WINDOW ? parseRecordWindow(env.ISOLA_RECORD_WINDOW) : DEFAULT_RECORD_WINDOW_MS,
     retryBaseMs: env.ISOLA_RETRY_BASE ? parseDuration(env.ISOLA_RETRY_BASE, 'ISOLA_RETRY_BASE') : 1000,
     prewarm: parsePrewarm(prewarm ?? 'isolate:2,process:1,container:1,gvisor:1,microvm:1'),
     backendSettings: resolveBackendSettings(flags, env),

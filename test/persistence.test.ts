@@ -121,3 +121,74 @@ for (const database of ['sqlite', 'postgres'] as const satisfies readonly TestDa
     });
   });
 }
+
+// The record window (ISOLA_RECORD_WINDOW): a blocking call is answered before its record commits.
+for (const database of ['sqlite', 'postgres'] as const satisfies readonly TestDatabase[]) {
+  describe(`what a SIGKILL may lose of answered calls (${database})`, () => {
+    const env = { ISOLA_PREWARM: 'isolate:0' };
+    const hello = 'function main(p) { return { hello: p.name }; }';
+
+    it('never an accepted asynchronous invocation: stored before its 202, run after the restart', async () => {
+      const server = await TestServer.start({ env: { ...env, ISOLA_RECORD_WINDOW: '1s' }, database });
+      try {
+        await server.deploy('hello', hello);
+        const ids: string[] = [];
+        for (let i = 0; i < 20; i++)
+          ids.push(
+            (await server.invoke<{ activationId: string }>('hello', { name: `a${i}` }, 'blocking=false')).body.activationId,
+          );
+        await server.kill();
+        await server.restart();
+        for (const [i, id] of ids.entries()) {
+          const record = await waitFor(`activation ${id}`, async () => {
+            const r = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${id}`);
+            return r.status === 200 ? r.body : undefined;
+          });
+          assert.deepEqual(record.response.result, { hello: `a${i}` });
+        }
+      } finally {
+        await server.dispose();
+      }
+    });
+
+    it("a blocking call's record commits by itself within the window, and then survives", async () => {
+      const server = await TestServer.start({ env: { ...env, ISOLA_RECORD_WINDOW: '50ms' }, database });
+      try {
+        await server.deploy('hello', hello);
+        const answered = await server.invoke<ActivationRecord>('hello', { name: 'window' });
+        assert.equal(answered.status, 200);
+        const id = answered.body.activationId;
+        // Read from the database itself: a read through the API would commit it first.
+        await waitFor(`the record of ${id} in the database`, async () =>
+          (await storedActivationState(server, id)) === 'done' ? true : undefined,
+        );
+        await server.kill();
+        await server.restart();
+        const stored = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${id}`);
+        assert.equal(stored.status, 200);
+        assert.deepEqual(stored.body.response.result, { hello: 'window' });
+      } finally {
+        await server.dispose();
+      }
+    });
+
+    it('none with a window of 0: the record commits before the answer', async () => {
+      const server = await TestServer.start({ env: { ...env, ISOLA_RECORD_WINDOW: '0' }, database });
+      try {
+        await server.deploy('hello', hello);
+        const answered = await server.invoke<ActivationRecord>('hello', { name: 'first' });
+        // Killed at once: nothing had a chance to commit after the answer.
+        await server.kill();
+        await server.restart();
+        const stored = await server.request<ActivationRecord>(
+          'GET',
+          `/api/v1/namespaces/_/activations/${answered.body.activationId}`,
+        );
+        assert.equal(stored.status, 200);
+        assert.deepEqual(stored.body.response.result, { hello: 'first' });
+      } finally {
+        await server.dispose();
+      }
+    });
+  });
+}

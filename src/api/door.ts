@@ -16,9 +16,18 @@ const REJECTIONS: Record<RejectReason, (message: string) => IsolaError> = {
   'too-big': unavailable,
 };
 
+/** The activation a request started, for the lines logged about it afterwards. */
+const activations = new WeakMap<FastifyRequest, string>();
+
+/** The activation id a request's invocation got, if it got one. */
+export function activationOf(request: FastifyRequest): string | undefined {
+  return activations.get(request);
+}
+
 /**
- * Hands a door's command to the platform. From then on the request's logger (and the reply's)
- * carries the activation id, and one debug line says what was invoked and how it ended.
+ * Hands a door's command to the platform. From then on the request knows its activation id (see
+ * `activationOf`), and at debug level its logger carries it and one line says what was invoked
+ * and how it ended. (A logger of its own per request costs more than the call itself at load.)
  */
 export async function invokeFor(
   platform: Pick<Platform, 'invoke'>,
@@ -29,6 +38,8 @@ export async function invokeFor(
   const outcome = await platform.invoke(command);
   const activationId =
     outcome.kind === 'completed' ? outcome.record.activationId : outcome.kind === 'accepted' ? outcome.activationId : undefined;
+  if (activationId !== undefined) activations.set(request, activationId);
+  if (request.log.level !== 'debug' && request.log.level !== 'trace') return outcome;
   if (activationId !== undefined) {
     request.log = request.log.child({ activationId });
     reply.log = request.log;

@@ -62,7 +62,7 @@ const MAX_PLACEMENTS = 3;
 
 /**
  * The one invoke every door leads to: finds an instance, runs the function, and stores the
- * activation record before anyone is told the result.
+ * activation record: before anyone is told the result, or (on one server) within the record window.
  */
 export class Invoker {
   /** The URL the API answers on (`__OW_API_HOST` in every run), once the server listens. */
@@ -74,11 +74,20 @@ export class Invoker {
     private readonly store: Store,
     private readonly scheduler: Scheduler,
     private readonly metrics: Metrics,
+    private readonly options: {
+      /**
+       * The record of a call made now is handed to the store's record window and the caller answered
+       * at once, rather than after its commit (see ServerConfig.recordWindowMs).
+       */
+      answerBeforeCommit?: boolean;
+    } = {},
   ) {}
 
   async invoke(invocation: Invocation): Promise<ActivationRecord> {
     const { record } = await this.execute(invocation);
-    await this.store.completeActivation(record, invocation.accepted ?? record.start);
+    const accepted = invocation.accepted ?? record.start;
+    if (this.options.answerBeforeCommit) this.store.recordActivation(record, accepted);
+    else await this.store.completeActivation(record, accepted);
     return record;
   }
 

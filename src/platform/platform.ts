@@ -171,6 +171,13 @@ export class Platform {
     const store = await Store.open({
       dataDir: config.dataDir,
       ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}),
+      records: {
+        windowMs: config.recordWindowMs,
+        onError: (error, rows) =>
+          events.warn?.(
+            `${rows} activation records could not be stored: ${error instanceof Error ? error.message : String(error)}`,
+          ),
+      },
     });
     let cluster: ClusterMembership | undefined;
     try {
@@ -227,7 +234,10 @@ export class Platform {
     metrics = new Metrics(scheduler, { functions: config.metricsFunctions });
     const view = cluster?.view;
     if (view) metrics.addClusterInvokers(() => view.current());
-    const invoker = new Invoker(store, scheduler, metrics);
+    const invoker = new Invoker(store, scheduler, metrics, {
+      // In a cluster another server may read the record as soon as the caller has the answer.
+      answerBeforeCommit: !cluster && config.recordWindowMs > 0,
+    });
     const platform = new Platform(
       config,
       store,

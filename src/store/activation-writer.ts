@@ -47,29 +47,67 @@ export function lastPerActivation(rows: readonly ActivationRow[]): ActivationRow
 
 interface Pending {
   row: ActivationRow;
-  resolve: () => void;
-  reject: (error: unknown) => void;
+  /** Absent for a record written ahead of its commit (see `record`): nobody waits for it. */
+  resolve?: () => void;
+  reject?: (error: unknown) => void;
 }
+
+export interface ActivationWriterOptions {
+  /**
+   * How long a record written with `record` may wait for its commit, so that many share one
+   * (0: as soon as the event loop turns, as `write`). Records of calls already answered are lost
+   * when the process is killed within this window; nothing else is.
+   */
+  windowMs?: number;
+  /** Told when a commit of records nobody waits for fails. */
+  onError?: (error: unknown, rows: number) => void;
+}
+
+/** A batch that gathered this many records commits without waiting for the rest of its window. */
+const MAX_BATCH = 1024;
 
 /**
  * Group commit for finished activations, the one write on every invocation's path: every record
- * written during one turn of the event loop goes into one transaction, and each caller's promise
- * resolves only after that commit. Under load this turns thousands of single-row commits a second
- * into a few hundred, without ever answering a caller before its record is stored. On PostgreSQL
- * a batch commits while the next one gathers, so batches grow with the round trip.
+ * written during one turn of the event loop goes into one transaction, and each `write` resolves
+ * only after that commit. Under load this turns thousands of single-row commits a second into a
+ * few hundred. On PostgreSQL a batch commits while the next one gathers, so batches grow with the
+ * round trip. `record` hands over a record whose caller has had its answer already: it commits
+ * with the next batch, at most the window after it was written.
  */
 export class ActivationWriter {
   private pending: Pending[] = [];
-  private scheduled = false;
+  /** Pending rows someone waits for: they commit on the next turn, not at the window's end. */
+  private awaited = 0;
+  private immediate: NodeJS.Immediate | undefined;
+  private timer: NodeJS.Timeout | undefined;
   private committing: Promise<void> | undefined;
+  private readonly windowMs: number;
 
-  constructor(private readonly database: StoreDatabase) {}
+  constructor(
+    private readonly database: StoreDatabase,
+    private readonly options: ActivationWriterOptions = {},
+  ) {
+    this.windowMs = Math.max(0, options.windowMs ?? 0);
+  }
 
+  /** Records waiting for their commit, or being committed. */
+  get busy(): boolean {
+    return this.pending.length > 0 || this.committing !== undefined;
+  }
+
+  /** Stores a record; resolves once it is committed. */
   write(row: ActivationRow): Promise<void> {
     return new Promise((resolve, reject) => {
       this.pending.push({ row, resolve, reject });
+      this.awaited++;
       this.schedule();
     });
+  }
+
+  /** Stores a record within the window, with nobody waiting: see `ActivationWriterOptions.windowMs`. */
+  record(row: ActivationRow): void {
+    this.pending.push({ row });
+    this.schedule();
   }
 
   /** Commits everything written so far. */
@@ -83,46 +121,64 @@ export class ActivationWriter {
   }
 
   private schedule(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(() => this.commit());
+    if (this.immediate) return;
+    if (this.awaited > 0 || this.windowMs === 0 || this.pending.length >= MAX_BATCH) {
+      this.immediate = setImmediate(() => this.commit());
+      return;
+    }
+    // The window is counted from the oldest record waiting, and never stretched by later ones.
+    if (!this.timer) {
+      this.timer = setTimeout(() => this.commit(), this.windowMs);
+      // A window about to end must not keep a process alive that has nothing else to do: close() flushes.
+      this.timer.unref();
+    }
   }
 
   private commit(): void {
-    this.scheduled = false;
+    if (this.immediate) clearImmediate(this.immediate);
+    if (this.timer) clearTimeout(this.timer);
+    this.immediate = undefined;
+    this.timer = undefined;
     // A commit under way schedules the next one when it ends.
     if (this.committing || this.pending.length === 0) return;
     // Not inside another transaction on SQLite's one connection, or its rollback would take these.
     if (this.database.inTransaction()) {
-      this.schedule();
+      this.immediate = setImmediate(() => this.commit());
       return;
     }
     const batch = this.pending;
     this.pending = [];
+    this.awaited = 0;
     let committed: Promise<void> | undefined;
     try {
       committed = this.database.writeActivations(batch.map((p) => p.row));
     } catch (error) {
-      for (const p of batch) p.reject(error);
+      this.settle(batch, error);
       return;
     }
     if (!committed) {
-      for (const p of batch) p.resolve();
+      this.settle(batch, undefined);
       return;
     }
     this.committing = committed
       .then(
-        () => {
-          for (const p of batch) p.resolve();
-        },
-        (error: unknown) => {
-          for (const p of batch) p.reject(error);
-        },
+        () => this.settle(batch, undefined),
+        (error: unknown) => this.settle(batch, error),
       )
       .finally(() => {
         this.committing = undefined;
         if (this.pending.length > 0) this.schedule();
       });
+  }
+
+  private settle(batch: readonly Pending[], error: unknown): void {
+    let unheard = 0;
+    for (const p of batch) {
+      if (!p.resolve) unheard++;
+      else if (error === undefined) p.resolve();
+      else p.reject?.(error);
+    }
+    if (error !== undefined && unheard > 0) this.options.onError?.(error, unheard);
   }
 }
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Kysely, Migrator } from 'kysely';
 import { sharedPostgres, stopSharedPostgres } from '../../test/helpers/postgres.js';
+import { waitFor } from '../../test/helpers/server-process.js';
 import { IsolaError } from '../core/errors.js';
 import { DEFAULT_LIMITS } from '../core/limits.js';
 import { type ActionVersion, type ActivationRecord, SEQUENCE_EXEC } from '../core/types.js';
@@ -627,6 +628,56 @@ for (const database of DATABASES) {
         } finally {
           await second.close();
           rmSync(dir, { recursive: true, force: true });
+        }
+      });
+    });
+
+    describe('records written ahead of their commit (the record window)', () => {
+      const stateIn = async (id: string) =>
+        (await store.db.selectFrom('activations').select('state').where('activation_id', '=', id).executeTakeFirst())?.state;
+
+      it('wait for the window, and any read of finished records commits them first', async () => {
+        // A window longer than the test: only a read or a flush commits.
+        const windowed = await Store.open({ ...setting, records: { windowMs: 60_000 } });
+        try {
+          const [first, second, third] = [activationId(), activationId(), activationId()];
+          windowed.recordActivation(finished('window', 'f', first, Date.now()), Date.now());
+          windowed.recordActivation(finished('window', 'f', second, Date.now()), Date.now());
+          await new Promise((resolve) => setImmediate(resolve));
+          assert.equal(await stateIn(first), undefined, 'not committed before the window ends');
+          assert.deepEqual((await windowed.getActivation('window', first))?.response.result, { ok: true });
+          assert.equal(await stateIn(second), 'done', 'committed with the first');
+
+          windowed.recordActivation(finished('window', 'f', third, Date.now()), Date.now());
+          assert.equal(await windowed.countFinishedActivations('window', 'f'), 3);
+          assert.equal(await stateIn(third), 'done');
+        } finally {
+          await windowed.close();
+        }
+      });
+
+      it('go with the next commit someone waits for, and on close', async () => {
+        const windowed = await Store.open({ ...setting, records: { windowMs: 60_000 } });
+        const [ahead, awaited, last] = [activationId(), activationId(), activationId()];
+        try {
+          windowed.recordActivation(finished('window2', 'f', ahead, Date.now()), Date.now());
+          await windowed.completeActivation(finished('window2', 'f', awaited, Date.now()), Date.now());
+          assert.equal(await stateIn(ahead), 'done');
+          windowed.recordActivation(finished('window2', 'f', last, Date.now()), Date.now());
+        } finally {
+          await windowed.close();
+        }
+        assert.equal(await stateIn(last), 'done', 'close commits what waits');
+      });
+
+      it('commit by themselves when the window ends', async () => {
+        const windowed = await Store.open({ ...setting, records: { windowMs: 20 } });
+        try {
+          const id = activationId();
+          windowed.recordActivation(finished('window3', 'f', id, Date.now()), Date.now());
+          await waitFor(`the record of ${id}`, async () => ((await stateIn(id)) === 'done' ? true : undefined));
+        } finally {
+          await windowed.close();
         }
       });
     });

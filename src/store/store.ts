@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { ActionVersion, ActivationRecord, KeyValue } from '../core/types.js';
-import type { ActivationWriter } from './activation-writer.js';
+import type { ActivationWriter, ActivationWriterOptions } from './activation-writer.js';
 import { type DatabaseSetting, type DialectName, openDatabase, type StoreDatabase } from './database.js';
 import type {
   ActivationQuery,
@@ -44,7 +44,10 @@ export { hashKey } from './repositories/namespaces.js';
 export type { ActivationRow } from './schema.js';
 
 /** Where the data lives: the data dir, and `databaseUrl` (`postgres://...`) unless it is SQLite there. */
-export type StoreOptions = DatabaseSetting;
+export type StoreOptions = DatabaseSetting & {
+  /** How records written with `recordActivation` are grouped: see ActivationWriterOptions. */
+  records?: ActivationWriterOptions;
+};
 
 /**
  * Persistence: namespaces, actions and their versions, activations (and the asynchronous queue),
@@ -63,10 +66,13 @@ export class Store {
   /** The dashboard's sign-ins. */
   readonly uiSessions: UiSessionRepository;
 
-  private constructor(private readonly database: StoreDatabase) {
+  private constructor(
+    private readonly database: StoreDatabase,
+    records: ActivationWriterOptions = {},
+  ) {
     this.namespaces = new NamespaceRepository(database);
     this.actions = new ActionRepository(database);
-    this.activations = new ActivationRepository(database);
+    this.activations = new ActivationRepository(database, records);
     this.triggers = new TriggerRepository(database);
     this.rules = new RuleRepository(database);
     this.packages = new PackageRepository(database);
@@ -77,7 +83,7 @@ export class Store {
 
   /** Opens the SQLite file in the data dir, or the PostgreSQL database `databaseUrl` names, and migrates it. */
   static async open(options: StoreOptions): Promise<Store> {
-    return new Store(await openDatabase(options));
+    return new Store(await openDatabase(options), options.records);
   }
 
   get db(): Kysely<Database> {
@@ -229,6 +235,14 @@ export class Store {
   /** Stores a finished activation (never over one stored before); resolves once it is committed. Writes are grouped per tick. */
   completeActivation(record: ActivationRecord, accepted: number, attempts = 1): Promise<void> {
     return this.activations.complete(record, accepted, attempts);
+  }
+
+  /**
+   * Stores a finished activation whose caller has been answered already: it commits with others
+   * within the record window, and nobody waits for it (reads of activations wait for it).
+   */
+  recordActivation(record: ActivationRecord, accepted: number): void {
+    this.activations.record(record, accepted);
   }
 
   /** An activation by id: `done`, or still pending with what it needs to run (see ActivationRepository.pending). */

@@ -86,7 +86,7 @@ export function registerUiRoutes(app: FastifyInstance, platform: Platform): void
 
       scope.setErrorHandler((error: Error & { statusCode?: number; status?: number }, request, reply) => {
         const status = error instanceof IsolaError ? error.status : (error.statusCode ?? 500);
-        if (status >= 500) request.log.error({ err: error }, 'dashboard request failed');
+        if (status >= 500) request.log.error({ err: error, requestId: String(request.id) }, 'dashboard request failed');
         const message = status >= 500 ? 'The server could not show this page. Try again.' : error.message;
         if (fromHtmx(request)) return sendHtml(reply, html`<p class="error" role="alert">${message}</p>`, status);
         return sendHtml(

@@ -1,6 +1,6 @@
 import { type Selectable, sql } from 'kysely';
 import type { ActivationRecord, KeyValue } from '../../core/types.js';
-import { ActivationWriter } from '../activation-writer.js';
+import { ActivationWriter, type ActivationWriterOptions } from '../activation-writer.js';
 import type { StoreDatabase } from '../database.js';
 import type { ActivationQuery, QueuedActivation } from '../records.js';
 import type { ActivationRow, ActivationsTable } from '../schema.js';
@@ -18,8 +18,19 @@ export class ActivationRepository {
    */
   private readonly deletedNamespaces = new Map<string, number>();
 
-  constructor(private readonly database: StoreDatabase) {
-    this.writer = new ActivationWriter(database);
+  constructor(
+    private readonly database: StoreDatabase,
+    records: ActivationWriterOptions = {},
+  ) {
+    this.writer = new ActivationWriter(database, records);
+  }
+
+  /**
+   * Before a read of finished records: the records written ahead of their commit are committed
+   * first, so that a caller who had its answer finds its record.
+   */
+  private async committed(): Promise<void> {
+    if (this.writer.busy) await this.writer.flush();
   }
 
   private get db() {
@@ -99,6 +110,7 @@ export class ActivationRepository {
   }
 
   private async countOf(namespace: string, name: string, done: boolean): Promise<number> {
+    if (done) await this.committed();
     const row = await this.db
       .selectFrom('activations')
       .select((eb) => eb.fn.countAll<number>().as('n'))
@@ -142,8 +154,15 @@ export class ActivationRepository {
     return this.writer.write(toActivationRow(record, accepted, attempts));
   }
 
+  /** Stores a finished activation within the record window, with nobody waiting for its commit. */
+  record(record: ActivationRecord, accepted: number): void {
+    if (this.fromDeletedNamespace(record.namespace, accepted)) return;
+    this.writer.record(toActivationRow(record, accepted, 1));
+  }
+
   /** A finished activation of a namespace. */
   async get(namespace: string, activationId: string): Promise<ActivationRecord | undefined> {
+    await this.committed();
     const row = await this.db
       .selectFrom('activations')
       .selectAll()
@@ -194,6 +213,7 @@ export class ActivationRepository {
 
   /** Finished activations, newest first. */
   async list(namespace: string, query: ActivationQuery): Promise<ActivationRecord[]> {
+    await this.committed();
     let q = this.db.selectFrom('activations').selectAll().where('namespace', '=', namespace).where('state', '=', 'done');
     if (query.name) q = q.where('name', '=', query.name);
     if (query.outcome) q = q.where('status', query.outcome === 'success' ? '=' : '<>', 'success');
@@ -209,6 +229,7 @@ export class ActivationRepository {
     since: number,
     bucketMs: number,
   ): Promise<{ name: string; bucket: number; calls: number; errors: number }[]> {
+    await this.committed();
     const rows = await this.db
       .selectFrom('activations')
       .select((eb) => [
@@ -235,6 +256,7 @@ export class ActivationRepository {
     name: string | undefined,
     limit: number,
   ): Promise<{ name: string; start: number; duration: number; status: string; annotations: KeyValue[] }[]> {
+    await this.committed();
     let query = this.db
       .selectFrom('activations')
       .select(['name', 'start', 'duration', 'status', 'annotations'])
@@ -254,6 +276,7 @@ export class ActivationRepository {
 
   /** The start of each function's latest finished activation. */
   async lastCalls(namespace: string): Promise<Map<string, number>> {
+    await this.committed();
     const rows = await this.db
       .selectFrom('activations')
       .select((eb) => ['name', eb.fn.max('start').as('last')])
@@ -286,6 +309,7 @@ export class ActivationRepository {
 
   /** The namespace after `after` (in name order) that has activations: walks the index, not the table. */
   async nextNamespaceWith(after: string | undefined): Promise<string | undefined> {
+    await this.committed();
     let query = this.db.selectFrom('activations').select('namespace');
     if (after !== undefined) query = query.where('namespace', '>', after);
     const row = await query.orderBy('namespace').limit(1).executeTakeFirst();
@@ -298,6 +322,7 @@ export class ActivationRepository {
    * are), so that this reads the index alone rather than `keep` rows.
    */
   async countBoundary(namespace: string, keep: number): Promise<{ start: number; seq: number } | undefined> {
+    await this.committed();
     const row = await this.db
       .selectFrom('activations')
       .select(['start', 'seq'])
@@ -320,6 +345,7 @@ export class ActivationRepository {
     cut: { before: number } | { through: { start: number; seq: number } },
     batch: number,
   ): Promise<number> {
+    await this.committed();
     const victims = this.db
       .selectFrom('activations')
       .select('seq')

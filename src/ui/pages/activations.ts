@@ -144,7 +144,7 @@ ${records.length === PAGE_SIZE || (filters.start && records.length > 0) ? html`<
         if (fresh.length > 0) since = Math.max(since, Math.max(...fresh.map((r) => r.start)) - 60_000);
         if (seen.size > 5000) seen.clear();
       } catch (error) {
-        request.log.warn({ err: error }, 'live tail read failed');
+        request.log.warn({ err: error, requestId: String(request.id) }, 'live tail read failed');
       } finally {
         reading = false;
       }

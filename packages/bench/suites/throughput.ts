@@ -1,0 +1,147 @@
+/**
+ * Warm hello throughput through the blocking invoke API against Cloudflare's workerd serving the
+ * same function as a Worker, and a bare `node:http` server, in one run: closed-loop load with the
+ * same connections on each, in rounds taken in turns so that the host's noise falls on all three
+ * alike. Writes packages/bench/results/throughput.{json,md}.
+ *
+ *   npm run bench:throughput [-- --quick] [-- --database=postgres]
+ */
+
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ServerProcess } from '../../../test/helpers/server-process.js';
+import { hostInfo } from '../src/host.js';
+import { type LoadResult, loadTest, type PeerServer, startNodeHttp, startWorkerd } from '../src/peers.js';
+import { ratio } from '../src/stats.js';
+
+const quick = process.argv.includes('--quick');
+const outDir =
+  process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? fileURLToPath(new URL('../results', import.meta.url));
+const HELLO = 'function main(params) { return { greeting: "Hello " + (params.name || "world") }; }';
+const CONNECTIONS = 32;
+const ROUNDS = quick ? 2 : 5;
+const SECONDS = quick ? 3 : 8;
+const BODY = '{"name":"load"}';
+
+const log = (message: string) => process.stderr.write(`${message}\n`);
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)] as number;
+};
+
+interface Target {
+  name: string;
+  url: string;
+  headers: Record<string, string>;
+  rounds: LoadResult[];
+}
+
+async function main() {
+  const started = Date.now();
+  const workDir = mkdtempSync(join(tmpdir(), 'isola-throughput-'));
+  const server = await ServerProcess.start({ env: { ISOLA_LOG_LEVEL: 'error' } });
+  const peers: PeerServer[] = [];
+  try {
+    await server.deploy('hello', HELLO, { limits: { memory: 128 } });
+    await server.invoke('hello');
+    const workerd = await startWorkerd({ code: HELLO, params: { name: 'load' } }, workDir);
+    peers.push(workerd);
+    const bare = await startNodeHttp({ code: HELLO, params: { name: 'load' } });
+    peers.push(bare);
+    const json = { 'content-type': 'application/json' };
+    const targets: Target[] = [
+      {
+        name: 'isola',
+        url: `${server.url}/api/v1/namespaces/_/actions/hello?blocking=true&result=true`,
+        headers: { ...json, authorization: `Basic ${Buffer.from(server.auth).toString('base64')}` },
+        rounds: [],
+      },
+      { name: 'workerd', url: workerd.url, headers: json, rounds: [] },
+      { name: 'nodeHttp', url: bare.url, headers: json, rounds: [] },
+    ];
+    // A short unmeasured round each: JIT, connection set-up, the server's caches.
+    for (const target of targets) await loadTest(target.url, target.headers, BODY, 1, CONNECTIONS);
+    for (let round = 0; round < ROUNDS; round++) {
+      // Rotate who goes first so that no side always follows the same neighbour.
+      const order = targets.map((_, i) => targets[(i + round) % targets.length] as Target);
+      for (const target of order) {
+        const result = await loadTest(target.url, target.headers, BODY, SECONDS, CONNECTIONS);
+        if (result.errors > 0) throw new Error(`${target.name}: ${result.errors} failed requests in round ${round + 1}`);
+        target.rounds.push(result);
+        log(`round ${round + 1} ${target.name}: ${result.requestsPerSecond} requests/s`);
+      }
+    }
+    const [isola, workerdTarget, nodeHttp] = targets as [Target, Target, Target];
+    const perSecond = (target: Target) => median(target.rounds.map((r) => r.requestsPerSecond));
+    // The ratio of each round's pair, then their median: a round's noise falls on both sides.
+    const roundRatios = (other: Target) =>
+      isola.rounds.map((r, i) => ratio(r.requestsPerSecond, (other.rounds[i] as LoadResult).requestsPerSecond));
+    const toWorkerd = median(roundRatios(workerdTarget));
+    const toNodeHttp = median(roundRatios(nodeHttp));
+    const results = {
+      benchmark: 'throughput',
+      quick,
+      host: hostInfo(),
+      measuredAt: new Date().toISOString(),
+      connections: CONNECTIONS,
+      rounds: ROUNDS,
+      secondsPerRound: SECONDS,
+      requestsPerSecond: {
+        isola: perSecond(isola),
+        workerd: perSecond(workerdTarget),
+        nodeHttp: perSecond(nodeHttp),
+      },
+      latencyP50Ms: {
+        isola: median(isola.rounds.map((r) => r.latencyMs.p50)),
+        workerd: median(workerdTarget.rounds.map((r) => r.latencyMs.p50)),
+        nodeHttp: median(nodeHttp.rounds.map((r) => r.latencyMs.p50)),
+      },
+      roundRatios: { toWorkerd: roundRatios(workerdTarget), toNodeHttp: roundRatios(nodeHttp) },
+      rawRounds: Object.fromEntries(targets.map((t) => [t.name, t.rounds])),
+      targets: {
+        throughputToWorkerd: { target: '>= 1.0', measured: toWorkerd, met: toWorkerd >= 1 },
+      },
+      ratioToNodeHttp: toNodeHttp,
+      durationSeconds: Math.round((Date.now() - started) / 1000),
+    };
+    mkdirSync(outDir, { recursive: true });
+    const name = quick ? 'throughput-quick' : 'throughput';
+    writeFileSync(join(outDir, `${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
+    writeFileSync(join(outDir, `${name}.md`), markdown(results));
+    process.stdout.write(markdown(results));
+  } finally {
+    for (const peer of peers) await peer.stop();
+    await server.dispose();
+    rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+function markdown(r: {
+  measuredAt: string;
+  connections: number;
+  rounds: number;
+  secondsPerRound: number;
+  requestsPerSecond: Record<string, number>;
+  latencyP50Ms: Record<string, number>;
+  roundRatios: { toWorkerd: number[]; toNodeHttp: number[] };
+  targets: { throughputToWorkerd: { measured: number; met: boolean } };
+  ratioToNodeHttp: number;
+}): string {
+  const row = (name: string, key: string) =>
+    `| ${name} | ${r.requestsPerSecond[key]?.toLocaleString('en')} | ${r.latencyP50Ms[key]} |`;
+  return `Measured ${r.measuredAt} (npm run bench:throughput): warm hello, ${r.connections} connections, ${r.rounds} rounds of ${r.secondsPerRound} s taken in turns; medians over the rounds.
+
+| server | requests/s | latency p50 (ms) |
+|---|---|---|
+${row('Isola, isolate, `POST .../actions/hello?blocking=true&result=true` (SQLite)', 'isola')}
+${row('workerd, the same function as a Worker', 'workerd')}
+${row('bare `node:http` calling the function', 'nodeHttp')}
+
+Isola / workerd, per round: ${r.roundRatios.toWorkerd.join(', ')}; median **${r.targets.throughputToWorkerd.measured}x** (target at least 1.0x: ${r.targets.throughputToWorkerd.met ? 'met' : 'not met'}).
+Isola / bare node:http, per round: ${r.roundRatios.toNodeHttp.join(', ')}; median ${r.ratioToNodeHttp}x.
+`;
+}
+
+await main();
