@@ -69,8 +69,8 @@ async function compile(
  * back, which costs far more than a short function itself (about 75 us against 5 us here), so a
  * version whose runs have proved short is called synchronously, with a budget: the event loop is
  * blocked for at most SYNC_BUDGET_MS. A run that overruns it is abandoned, the isolate rebuilt
- * with the function loaded again, and the run made again asynchronously; the version is never
- * run synchronously again. Repeating it is safe because a function in an isolate has no effect
+ * with the function loaded again, and the run made again asynchronously; the version proves itself
+ * again, and after a second overrun stays off the fast path. Repeating it is safe because a function in an isolate has no effect
  * outside it, and the abandoned attempt's logs are dropped.
  */
 const SYNC_BUDGET_MS = 10;
@@ -79,6 +79,14 @@ const SYNC_BUDGET_MS = 10;
  * so that the host preempting the server's thread does not count against the function.
  */
 const SHORT_RUN_MS = 1;
+/**
+ * Overruns a version may have (within NAMESPACE_PENALTY_MS) before it leaves the fast path. The
+ * budget is wall time, and a busy host can preempt the thread during any run: one overrun proves
+ * nothing about the function, only repeated ones do. Each sends it back to proving itself.
+ */
+const VERSION_OVERRUNS_ALLOWED = 2;
+/** A run on the fast path that takes this much CPU time sends its version back to the asynchronous path. */
+const FAST_RUN_REVOKE_MS = SYNC_BUDGET_MS / 4;
 /** Short asynchronous runs a version needs before it is called synchronously. */
 const SHORT_RUNS_NEEDED = 3;
 /**
@@ -97,28 +105,40 @@ function namespaceOf(key: string): string {
 
 /** Per version: whether its runs are short enough to be made on the server's thread. */
 class SyncEligibility {
-  private readonly entries = new Map<string, { shortRuns: number; overran: boolean }>();
+  private readonly entries = new Map<string, { shortRuns: number; overruns: number; since: number }>();
   private readonly namespaces = new Map<string, { overruns: number; since: number }>();
 
   constructor(private readonly capacity: number) {}
 
   eligible(key: string): boolean {
     const entry = this.entries.get(key);
-    if (entry === undefined || entry.overran || entry.shortRuns < SHORT_RUNS_NEEDED) return false;
+    if (entry === undefined || entry.shortRuns < SHORT_RUNS_NEEDED) return false;
+    if (entry.overruns >= VERSION_OVERRUNS_ALLOWED && Date.now() - entry.since <= NAMESPACE_PENALTY_MS) return false;
     const namespace = this.namespaces.get(namespaceOf(key));
     return !namespace || namespace.overruns < NAMESPACE_OVERRUNS_ALLOWED || Date.now() - namespace.since > NAMESPACE_PENALTY_MS;
   }
 
-  /** After each run that ended normally. */
-  observe(key: string, short: boolean): void {
+  /**
+   * After each run that ended normally, with the isolate's CPU time it took: a short one counts
+   * towards the fast path; one that came near the budget sends the version back to proving itself.
+   * One in between (a garbage collection in the isolate, or on the asynchronous path the host
+   * busy: the hop's CPU time counts there) changes nothing: it stayed well within the budget.
+   */
+  observe(key: string, cpuMs: number): void {
     const entry = this.entry(key);
-    entry.shortRuns = short ? entry.shortRuns + 1 : 0;
+    if (cpuMs < SHORT_RUN_MS) entry.shortRuns++;
+    else if (cpuMs >= FAST_RUN_REVOKE_MS) entry.shortRuns = 0;
   }
 
   overran(key: string): void {
-    this.entry(key).overran = true;
-    const name = namespaceOf(key);
     const now = Date.now();
+    const entry = this.entry(key);
+    entry.shortRuns = 0;
+    if (now - entry.since > NAMESPACE_PENALTY_MS) {
+      entry.overruns = 1;
+      entry.since = now;
+    } else entry.overruns++;
+    const name = namespaceOf(key);
     const namespace = this.namespaces.get(name);
     if (!namespace || now - namespace.since > NAMESPACE_PENALTY_MS) this.namespaces.set(name, { overruns: 1, since: now });
     else namespace.overruns++;
@@ -127,7 +147,7 @@ class SyncEligibility {
   private entry(key: string) {
     let entry = this.entries.get(key);
     if (!entry) {
-      entry = { shortRuns: 0, overran: false };
+      entry = { shortRuns: 0, overruns: 0, since: 0 };
       this.entries.set(key, entry);
       if (this.entries.size > this.capacity) {
         const oldest = this.entries.keys().next().value;
@@ -525,20 +545,24 @@ export class IsolateSandbox implements Sandbox {
     };
     this.runs.set(id, run);
     // isolated-vm's own timeout only covers synchronous execution; this one also covers time spent
-    // awaiting timers and other host calls.
-    const watchdog = setTimeout(() => this.overdue(run), remaining);
+    // awaiting timers and other host calls. A run answered on the fast path needs none.
+    let watchdog: NodeJS.Timeout | undefined;
+    const arm = () => {
+      watchdog ??= setTimeout(() => this.overdue(run), Math.max(0, deadline - Date.now()));
+    };
     try {
       const alone = this.runs.size === 1 && this.fires.size === 0;
       let envelope: Envelope | undefined;
       if (alone && remaining > SYNC_BUDGET_MS && this.syncEligibility.eligible(code.key)) {
-        envelope = await this.runSynchronously(code, run, paramsJson, deadline);
+        envelope = await this.runSynchronously(code, run, paramsJson, deadline, arm);
       }
       if (envelope === undefined) {
+        arm();
         this.stats.async++;
         const realm = this.realm;
         const cpuBefore = realm.isolate.cpuTime;
         envelope = await this.runAsynchronously(realm, run, paramsJson, deadline);
-        if (alone) this.syncEligibility.observe(code.key, this.ranShort(realm, cpuBefore));
+        if (alone) this.syncEligibility.observe(code.key, this.cpuMsSince(realm, cpuBefore));
       }
       const parsed = await this.readEnvelope(envelope, run);
       return 'err' in parsed ? { kind: 'error', error: parsed.err } : { kind: 'result', result: parsed.ok };
@@ -579,6 +603,7 @@ export class IsolateSandbox implements Sandbox {
     run: ActiveRun,
     paramsJson: string,
     deadline: number,
+    armWatchdog: () => void,
   ): Promise<Envelope | undefined> {
     const realm = this.realm;
     const cpuBefore = realm.isolate.cpuTime;
@@ -598,11 +623,13 @@ export class IsolateSandbox implements Sandbox {
         return undefined;
       }
     }
-    if (!this.ranShort(realm, cpuBefore)) this.syncEligibility.observe(code.key, false);
+    this.syncEligibility.observe(code.key, this.cpuMsSince(realm, cpuBefore));
     const envelope = realm.internals.take.applySync(undefined, [run.id]) as Envelope | undefined;
+    if (envelope !== undefined) return envelope;
     // Still awaiting something (a timer): it reports through the hostDone bridge when it settles,
     // which cannot happen before this thread returns to the event loop.
-    return envelope ?? this.awaitSettlement(run.id);
+    armWatchdog();
+    return this.awaitSettlement(run.id);
   }
 
   /** The envelope of a call whose own result was lost to an unhandled rejection: the isolate's copy, or when it settles. */
@@ -690,8 +717,8 @@ export class IsolateSandbox implements Sandbox {
   }
 
   /** Whether the isolate spent less than SHORT_RUN_MS of CPU since `cpuBefore` (its cpuTime then). */
-  private ranShort(realm: Realm, cpuBefore: bigint): boolean {
-    return Number(realm.isolate.cpuTime - cpuBefore) < SHORT_RUN_MS * 1e6;
+  private cpuMsSince(realm: Realm, cpuBefore: bigint): number {
+    return Number(realm.isolate.cpuTime - cpuBefore) / 1e6;
   }
 
   /** Replaces the isolate with a new one with the function loaded, keeping this sandbox. */
