@@ -7,7 +7,7 @@
  * keyed with fresh entropy from the host. Functions that captured a reference at load time (say
  * `const { randomUUID } = require('crypto')`) captured the wrapper.
  */
-import { spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import { existsSync } from 'node:fs';
 
@@ -27,6 +27,64 @@ export function reseedKernel(entropyBase64: string, hostNow: number): boolean {
     timeout: 2000,
   });
   return result.status === 0;
+}
+
+/**
+ * The helper kept running (`--serve`), started by the agent at start-up in a microVM guest, so
+ * that it is in the snapshot and a clone's reseed is a write to a process already there. Starting
+ * a process from Node.js in a clone (fork of a large process, exec) was most of a restore's first
+ * answer under an emulated CPU, where every path of it is translated afresh.
+ */
+export class KernelReseeder {
+  private readonly waiting: ((ok: boolean) => void)[] = [];
+  private exited = false;
+
+  private constructor(private readonly child: ChildProcess) {
+    child.stdout?.on('data', (statuses: Buffer) => {
+      for (const status of statuses) this.waiting.shift()?.(status === 0);
+    });
+    child.once('exit', () => this.stop());
+    child.once('error', () => this.stop());
+    child.stdin?.on('error', () => this.stop());
+    // It never keeps the agent alive, and what it answers is read only while a reseed waits.
+    child.unref();
+  }
+
+  /** Only for root (a VM guest's agent): anywhere else the helper could change nothing. */
+  static start(): KernelReseeder | undefined {
+    if (process.getuid?.() !== 0 || !existsSync(RESEED_KERNEL_PATH)) return undefined;
+    try {
+      return new KernelReseeder(spawn(RESEED_KERNEL_PATH, ['--serve'], { stdio: ['pipe', 'pipe', 'ignore'] }));
+    } catch {
+      return undefined;
+    }
+  }
+
+  get running(): boolean {
+    return !this.exited;
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Resolves true once the kernel has reseeded and its clock is set; false if the helper failed or is gone. */
+  reseed(entropyBase64: string, hostNow: number): Promise<boolean> {
+    if (this.exited) return Promise.resolve(false);
+    const entropy = Buffer.from(entropyBase64, 'base64');
+    const header = Buffer.alloc(12);
+    header.writeUInt32LE(entropy.length, 0);
+    header.writeBigInt64LE(BigInt(Math.round(hostNow)), 4);
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.child.stdin?.write(Buffer.concat([header, entropy]));
+    });
+  }
+
+  private stop(): void {
+    this.exited = true;
+    for (const resolve of this.waiting.splice(0)) resolve(false);
+  }
 }
 
 type Source = (length: number) => Buffer;
