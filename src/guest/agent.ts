@@ -703,27 +703,23 @@ function handle(message: HostMessage): void {
       // The kernel first: launchers started now or later (a blank clone loads Python next) read
       // its generator and clock, not the agent's; and the agent's clock offset is measured
       // against the kernel's clock once it is set. The host sends nothing else until the answer.
-      const kernel =
-        kernelReseeder?.running && !message.startKernelHelper
-          ? kernelReseeder.reseed(message.entropy, message.now)
-          : Promise.resolve(false);
-      void kernel.then((served) => {
-        // No helper running (or it failed): start one, as before the helper was kept.
-        if (!served) reseedKernel(message.entropy, message.now);
-        const kernelMs = performance.now() - received;
-        const offset = reseed(message.entropy, message.now);
-        const answer = () =>
-          send({
-            type: 'reseeded',
-            now: Date.now(),
-            skewMs: offset,
-            guestMs: { kernel: kernelMs, total: performance.now() - received },
-          });
-        // Launchers reseed their own languages' generators before a clone takes its first run.
-        if (loop) void loop.reseed(message.entropy, message.now).then(answer);
-        else if (ahead) void ahead.launcher.control(reseedLine(message.entropy, message.now)).then(answer);
-        else answer();
-      });
+      const served =
+        kernelReseeder?.running && !message.startKernelHelper ? kernelReseeder.reseed(message.entropy, message.now) : false;
+      // No helper running (or it failed): start one, as before the helper was kept.
+      if (!served) reseedKernel(message.entropy, message.now);
+      const kernelMs = performance.now() - received;
+      const offset = reseed(message.entropy, message.now);
+      const answer = () =>
+        send({
+          type: 'reseeded',
+          now: Date.now(),
+          skewMs: offset,
+          guestMs: { kernel: kernelMs, total: performance.now() - received },
+        });
+      // Launchers reseed their own languages' generators before a clone takes its first run.
+      if (loop) void loop.reseed(message.entropy, message.now).then(answer);
+      else if (ahead) void ahead.launcher.control(reseedLine(message.entropy, message.now)).then(answer);
+      else answer();
       return;
     }
   }
