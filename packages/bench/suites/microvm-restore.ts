@@ -18,8 +18,8 @@
  *   node --no-node-snapshot --import tsx packages/bench/suites/microvm-restore.ts [--quick] [--data-dir=DIR]
  */
 
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { encodeFrame } from '../../../src/guest/protocol.js';
@@ -183,8 +183,12 @@ async function main() {
     );
     const backend = await MicrovmBackend.open({ dataDir, image });
     results.accelerator = { name: backend.accelerator, why: backend.acceleratorReason };
+    // The machine is shared: say how busy it was (1-minute load average; 2 cores).
+    const loadAtStart = loadavg()[0];
     log('snapshot: base template...');
     const snapshot = await backend.baseSnapshot(MEMORY_MB);
+    // What the migration stream carries: the device state only; the RAM is the mapped file.
+    results.snapshot = { stateBytes: statSync(snapshot.state).size, guestRamMb: MEMORY_MB };
     // One of each first, not counted: the snapshot's files come into the page cache.
     await restoreThroughBackend(backend, snapshot, false);
     await restorePingFirst(backend, snapshot);
@@ -235,6 +239,7 @@ async function main() {
     results.target = { restoreToFirstResponseP50Ms: { target: '<= 60 (TCG)', measured, met: measured <= 60 } };
     results.note =
       'p50 of each step separately: the steps of one restore add up to its total, their p50s need not. The kept helper is started by the agent before the snapshot is taken; "helperStarted" starts one per restore, as before.';
+    results.loadAverage1m = { atStart: loadAtStart, atEnd: loadavg()[0] };
     results.durationSeconds = Math.round((Date.now() - started) / 1000);
     mkdirSync(outDir, { recursive: true });
     const file = join(outDir, quick ? 'microvm-restore-quick.json' : 'microvm-restore.json');
