@@ -30,16 +30,14 @@ export const RESEED_KERNEL_SOURCE = `#include <fcntl.h>
 struct entropy { int entropy_count; int buf_size; unsigned char buf[512]; };
 
 /* 0 once the kernel has reseeded from the n bytes (and, given ms > 0, its clock is set). */
-static int reseed(struct entropy *entropy, int n, long long ms, int set_clock) {
+static int reseed(int fd, struct entropy *entropy, int n, long long ms, int set_clock) {
   if (n < 32) return 2;
   entropy->entropy_count = n * 8;
   entropy->buf_size = n;
-  int fd = open("/dev/urandom", O_WRONLY);
   if (fd < 0) return 3;
   int status = 0;
   if (ioctl(fd, RNDADDENTROPY, entropy) < 0) status = 4;
   else if (ioctl(fd, RNDRESEEDCRNG) < 0) status = 5;
-  close(fd);
   if (status == 0 && set_clock) {
     struct timespec now = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
     if (ms <= 0 || clock_settime(CLOCK_REALTIME, &now) < 0) status = 6;
@@ -68,6 +66,8 @@ static int read_full(int fd, unsigned char *to, int length) {
  */
 int main(int argc, char **argv) {
   struct entropy entropy;
+  /* Opened once: a clone's reseed takes no path lookup. */
+  int fd = open("/dev/urandom", O_WRONLY);
   if (argc > 1 && strcmp(argv[1], "--serve") == 0) {
     for (;;) {
       unsigned char header[12];
@@ -76,12 +76,12 @@ int main(int argc, char **argv) {
       uint64_t ms = 0;
       for (int i = 7; i >= 0; i--) ms = ms << 8 | header[4 + i];
       if (n > sizeof entropy.buf || read_full(0, entropy.buf, (int)n) < (int)n) return 2;
-      unsigned char status = (unsigned char)reseed(&entropy, (int)n, (long long)ms, 1);
+      unsigned char status = (unsigned char)reseed(fd, &entropy, (int)n, (long long)ms, 1);
       if (write(1, &status, 1) != 1) return 7;
     }
   }
   int n = read_full(0, entropy.buf, sizeof entropy.buf);
-  return reseed(&entropy, n, argc > 1 ? atoll(argv[1]) : 0, argc > 1);
+  return reseed(fd, &entropy, n, argc > 1 ? atoll(argv[1]) : 0, argc > 1);
 }
 `;
 
