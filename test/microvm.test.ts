@@ -107,6 +107,40 @@ describe('isolation "microvm"', { skip }, () => {
       );
   });
 
+  it("reseeds each clone's kernel and sets its clock through the helper the agent keeps running", async () => {
+    // A file's time comes from the kernel's clock, not the agent's; /dev/urandom from the
+    // kernel's generator; the helper is in the snapshot, started by the agent before it.
+    const probe = `function main() {
+      const fs = require('fs');
+      fs.writeFileSync('/tmp/now', '');
+      const bytes = Buffer.alloc(16);
+      const fd = fs.openSync('/dev/urandom', 'r');
+      fs.readSync(fd, bytes, 0, 16, null);
+      fs.closeSync(fd);
+      const processes = fs.readdirSync('/proc').filter((p) => /^\\d+$/.test(p)).map((p) => {
+        try { return fs.readFileSync('/proc/' + p + '/comm', 'utf8').trim(); } catch { return ''; }
+      });
+      return { fileTime: fs.statSync('/tmp/now').mtimeMs, urandom: bytes.toString('hex'), helpers: processes.filter((c) => c === 'reseed-kernel').length };
+    }`;
+    const names = ['vm-kernel-0', 'vm-kernel-1'];
+    for (const name of names) await deploy(name, probe);
+    const results: { fileTime: number; urandom: string; helpers: number }[] = [];
+    for (const name of names) {
+      const sentAt = Date.now();
+      const record = await run(name);
+      const answeredAt = Date.now();
+      assert.equal(annotation(record, 'coldStart'), true);
+      const result = record.response.result as { fileTime: number; urandom: string; helpers: number };
+      assert.ok(
+        result.fileTime >= sentAt - 1000 && result.fileTime <= answeredAt + 1000,
+        `the kernel's clock at ${result.fileTime}, called at ${sentAt}, answered at ${answeredAt}`,
+      );
+      assert.equal(result.helpers, 1, 'one helper kept running, none left behind');
+      results.push(result);
+    }
+    assert.notEqual(results[0]?.urandom, results[1]?.urandom, 'two clones read the same bytes from the kernel');
+  });
+
   it('kills the VM at the timeout and serves the next call', async () => {
     await deploy('vm-spin', 'function main(p) { if (p.spin) while (true) {} return { ok: true }; }', {
       limits: { memory: 256, timeout: 2000 },
@@ -150,7 +184,17 @@ describe('isolation "microvm"', { skip }, () => {
 
   it('turns a VM killed mid-invocation into a failed activation and serves the next call', async () => {
     // Only this function's VM may be running: deleting the others drains their instances.
-    for (const name of ['vm-hello', 'vm-random-0', 'vm-random-1', 'vm-random-2', 'vm-spin', 'vm-bomb', 'vm-peek'])
+    for (const name of [
+      'vm-hello',
+      'vm-random-0',
+      'vm-random-1',
+      'vm-random-2',
+      'vm-kernel-0',
+      'vm-kernel-1',
+      'vm-spin',
+      'vm-bomb',
+      'vm-peek',
+    ])
       await server.request('DELETE', `/api/v1/namespaces/_/actions/${name}`);
     await waitFor('idle VMs to stop', async () => (vmPids(server.dataDir).length === 0 ? true : undefined));
     await deploy('vm-slow', 'function main(p) { return new Promise((r) => setTimeout(() => r({ done: p.n }), p.wait)); }');

@@ -38,11 +38,13 @@ import {
   type HostMessage,
   MAX_RESULT_BYTES,
 } from './protocol.js';
-import { installReseedableRandomness, installRestorableClock, reseed, reseedKernel } from './reseed.js';
+import { installReseedableRandomness, installRestorableClock, KernelReseeder, reseed, reseedKernel } from './reseed.js';
 
 // Before any function code loads, so that everything it captures can be reseeded after a restore.
 installReseedableRandomness();
 installRestorableClock();
+// In a VM guest, before the snapshot is taken: a clone reseeds its kernel through it.
+const kernelReseeder = KernelReseeder.start();
 
 type Stream = 'stdout' | 'stderr';
 
@@ -697,11 +699,23 @@ function handle(message: HostMessage): void {
       prestart(message);
       return;
     case 'reseed': {
+      const received = performance.now();
       // The kernel first: launchers started now or later (a blank clone loads Python next) read
-      // its generator and clock, not the agent's.
-      reseedKernel(message.entropy, message.now);
+      // its generator and clock, not the agent's; and the agent's clock offset is measured
+      // against the kernel's clock once it is set. The host sends nothing else until the answer.
+      const served =
+        kernelReseeder?.running && !message.startKernelHelper ? kernelReseeder.reseed(message.entropy, message.now) : false;
+      // No helper running (or it failed): start one, as before the helper was kept.
+      if (!served) reseedKernel(message.entropy, message.now);
+      const kernelMs = performance.now() - received;
       const offset = reseed(message.entropy, message.now);
-      const answer = () => send({ type: 'reseeded', now: Date.now(), skewMs: offset });
+      const answer = () =>
+        send({
+          type: 'reseeded',
+          now: Date.now(),
+          skewMs: offset,
+          guestMs: { kernel: kernelMs, total: performance.now() - received },
+        });
       // Launchers reseed their own languages' generators before a clone takes its first run.
       if (loop) void loop.reseed(message.entropy, message.now).then(answer);
       else if (ahead) void ahead.launcher.control(reseedLine(message.entropy, message.now)).then(answer);

@@ -92,7 +92,13 @@ export type HostMessage =
   /** Starts a kind's runtime ahead (a blank sandbox made for the pool); `init` may then load into it. */
   | { type: 'prestart'; runtime: RuntimeStart; memoryMb: number }
   /** After a snapshot restore: fresh entropy (48 bytes, base64) and the host's time (ms). */
-  | { type: 'reseed'; entropy: string; now: number };
+  | {
+      type: 'reseed';
+      entropy: string;
+      now: number;
+      /** Reseed the kernel by starting its helper, not through the one kept running (a benchmark's baseline). */
+      startKernelHelper?: boolean;
+    };
 
 export type GuestMessage =
   | { type: 'hello'; protocol: number; pid: number; node: string }
@@ -108,7 +114,13 @@ export type GuestMessage =
    */
   | { type: 'error'; id: string; error: unknown; outOfMemory?: boolean; timedOut?: boolean }
   | { type: 'pong'; id: string }
-  | { type: 'reseeded'; now: number; skewMs: number }
+  | {
+      type: 'reseeded';
+      now: number;
+      skewMs: number;
+      /** How long the agent took, from the message to its answer; `kernel` of it reseeding the kernel. */
+      guestMs?: { kernel: number; total: number };
+    }
   /**
    * The processes the agent started to run the function (ActionLoop launchers), sent whenever
    * that set changes: they live between runs, unlike anything else the function leaves running.

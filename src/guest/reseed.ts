@@ -7,9 +7,11 @@
  * keyed with fresh entropy from the host. Functions that captured a reference at load time (say
  * `const { randomUUID } = require('crypto')`) captured the wrapper.
  */
-import { spawnSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { closeSync, constants, existsSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** Where the images carry the helper that reseeds the guest kernel's generator and sets its clock. */
 export const RESEED_KERNEL_PATH = '/usr/lib/isola/reseed-kernel';
@@ -28,6 +30,95 @@ export function reseedKernel(entropyBase64: string, hostNow: number): boolean {
   });
   return result.status === 0;
 }
+
+/**
+ * The helper kept running (`--serve`), started by the agent at start-up in a microVM guest, so
+ * that it is in the snapshot and a clone's reseed is a write to a process already there. Starting
+ * a process from Node.js in a clone (fork of a large process, exec) was most of a restore's first
+ * answer under an emulated CPU, where every path of it is translated afresh. It is spoken to
+ * through two FIFOs with blocking reads and writes: no stream or event loop round trip, whose
+ * paths would be translated afresh too. The helper answers within microseconds; one that is gone
+ * is seen by its exit (a reseed then starts a helper as before).
+ */
+export class KernelReseeder {
+  private exited = false;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly requests: number,
+    private readonly answers: number,
+  ) {
+    child.once('exit', () => this.gone());
+    child.once('error', () => this.gone());
+    // It never keeps the agent alive.
+    child.unref();
+  }
+
+  /** Only for root (a VM guest's agent): anywhere else the helper could change nothing. */
+  static start(helper = RESEED_KERNEL_PATH): KernelReseeder | undefined {
+    if (process.getuid?.() !== 0 || !existsSync(helper) || !MKFIFO) return undefined;
+    const dir = mkdtempSync(join(tmpdir(), 'isola-reseed-'));
+    const fds: number[] = [];
+    try {
+      const [requests, answers] = [join(dir, 'requests'), join(dir, 'answers')];
+      execFileSync(MKFIFO, ['-m', '600', requests, answers]);
+      // Read-write: opening one end of a FIFO alone would wait for the other; the helper gets its
+      // own descriptors, so that it never reads its own answers.
+      for (const path of [requests, answers, requests, answers]) fds.push(openSync(path, constants.O_RDWR));
+      const [agentRequests, agentAnswers, helperRequests, helperAnswers] = fds as [number, number, number, number];
+      const child = spawn(helper, ['--serve'], { stdio: [helperRequests, helperAnswers, 'ignore'] });
+      closeSync(helperRequests);
+      closeSync(helperAnswers);
+      return new KernelReseeder(child, agentRequests, agentAnswers);
+    } catch {
+      for (const fd of fds) closeQuietly(fd);
+      return undefined;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  get running(): boolean {
+    return !this.exited;
+  }
+
+  /** Ends the helper (tests; in a guest it lives as long as the agent). */
+  stop(): void {
+    this.child.kill();
+  }
+
+  /** True once the kernel has reseeded and its clock is set; false if the helper failed or is gone. */
+  reseed(entropyBase64: string, hostNow: number): boolean {
+    if (this.exited) return false;
+    const entropy = Buffer.from(entropyBase64, 'base64');
+    const header = Buffer.alloc(12);
+    header.writeUInt32LE(entropy.length, 0);
+    header.writeBigInt64LE(BigInt(Math.round(hostNow)), 4);
+    try {
+      writeSync(this.requests, Buffer.concat([header, entropy]));
+      const status = Buffer.alloc(1);
+      return readSync(this.answers, status, 0, 1, null) === 1 && status[0] === 0;
+    } catch {
+      return false;
+    }
+  }
+
+  private gone(): void {
+    this.exited = true;
+    closeQuietly(this.requests);
+    closeQuietly(this.answers);
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+}
+
+const MKFIFO = ['/usr/bin/mkfifo', '/bin/mkfifo'].find((path) => existsSync(path));
 
 type Source = (length: number) => Buffer;
 

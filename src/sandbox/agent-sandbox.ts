@@ -102,6 +102,8 @@ export class AgentSandbox implements Sandbox {
   private initSink: LogSink | undefined;
   private helloWaiter: ((ok: boolean) => void) | undefined;
   private reseedWaiter: ((ok: boolean) => void) | undefined;
+  /** What the agent said its last reseed took (for the restore's breakdown in benchmarks). */
+  lastReseedGuestMs: { kernel: number; total: number } | undefined;
   private initWaiter: ((outcome: InitOutcome) => void) | undefined;
   private readonly stderrTail: string[] = [];
   private stderrCarry = '';
@@ -257,7 +259,7 @@ export class AgentSandbox implements Sandbox {
    * After a restore from a snapshot: gives the agent fresh entropy (and the host's time) so this
    * clone's random values are its own. False if the agent did not confirm in time.
    */
-  reseed(timeoutMs: number): Promise<boolean> {
+  reseed(timeoutMs: number, options: { startKernelHelper?: boolean } = {}): Promise<boolean> {
     if (!this.alive) return Promise.resolve(false);
     return new Promise((resolve) => {
       const timer = setTimeout(() => finish(false), timeoutMs);
@@ -267,7 +269,12 @@ export class AgentSandbox implements Sandbox {
         resolve(ok);
       };
       this.reseedWaiter = finish;
-      this.send({ type: 'reseed', entropy: randomBytes(48).toString('base64'), now: Date.now() });
+      this.send({
+        type: 'reseed',
+        entropy: randomBytes(48).toString('base64'),
+        now: Date.now(),
+        ...(options.startKernelHelper ? { startKernelHelper: true } : {}),
+      });
     });
   }
 
@@ -428,6 +435,7 @@ export class AgentSandbox implements Sandbox {
       case 'pong':
         return;
       case 'reseeded':
+        if (message.guestMs) this.lastReseedGuestMs = message.guestMs;
         this.reseedWaiter?.(true);
         return;
       case 'processes': {

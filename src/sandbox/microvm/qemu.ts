@@ -99,6 +99,11 @@ export function qemuArguments(config: VmConfig): string[] {
           'virtio-net-device,netdev=net0',
         ]
       : []),
+    // A snapshot does not record that the VM was paused when it was taken, so a restore runs the
+    // guest as soon as its state is loaded (QEMU started without -S), without waiting for a
+    // `cont` sent after QEMU has said the state is in.
+    '-global',
+    'migration.store-global-state=off',
     '-qmp',
     `unix:${config.dir}/qmp.sock,server=on,wait=off`,
     ...(config.incoming ? ['-incoming', 'defer'] : []),

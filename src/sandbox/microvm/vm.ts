@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -23,7 +23,7 @@ export class Vm {
   private qmpClient: QmpClient | undefined;
   private removed = false;
   /** For a VM waiting for a restore: QMP connected and QEMU listening for the incoming state. */
-  private readonly incomingReady: Promise<void> | undefined;
+  readonly incomingReady: Promise<void> | undefined;
 
   constructor(
     readonly id: string,
@@ -86,13 +86,14 @@ export class Vm {
   }
 
   /**
-   * Loads a snapshot's device state into this VM (started with `-incoming defer`) and runs it:
-   * the state is written into the socket QEMU listens on, and the VM continues as soon as QEMU
-   * says the migration completed.
+   * Loads a snapshot's device state into this VM (started with `-incoming defer`): the state is
+   * written into the socket QEMU listens on, and this resolves once QEMU says the migration
+   * completed, by when QEMU has started the guest itself (the snapshot does not record that it
+   * was paused). `running` resolves once that is confirmed, or once a VM found paused (a
+   * snapshot taken otherwise) has been continued: nothing need wait for it but a failure.
    */
-  async restore(statePath: string, timeoutMs: number): Promise<void> {
+  async restore(state: Buffer, timeoutMs: number): Promise<{ running: Promise<void> }> {
     if (!this.incomingReady) throw new Error('this VM was not started to wait for a restore');
-    const state = await readFile(statePath);
     await this.incomingReady;
     const qmp = await this.qmp(timeoutMs);
     const settled = qmp.waitForEvent(
@@ -100,6 +101,8 @@ export class Vm {
       (data) => ['completed', 'failed', 'cancelled'].includes(String(data.status)),
       timeoutMs,
     );
+    // Awaited below only if the state was written; a failure before that must not go unhandled.
+    settled.catch(() => {});
     await new Promise<void>((resolve, reject) => {
       const socket = connect(this.incomingSocket);
       socket.once('error', reject);
@@ -110,7 +113,12 @@ export class Vm {
       const info = await qmp.execute<{ 'error-desc'?: string }>('query-migrate').catch(() => ({}) as { 'error-desc'?: string });
       throw new QmpError(`migration ${String(status)}: ${info['error-desc'] ?? ''}`);
     }
-    await qmp.execute('cont');
+    const running = (async () => {
+      const { running: isRunning } = await qmp.execute<{ running: boolean }>('query-status');
+      if (!isRunning) await qmp.execute('cont');
+    })();
+    running.catch(() => {});
+    return { running };
   }
 
   /**
