@@ -6,7 +6,8 @@ import vm from 'node:vm';
  * 200 us against 20 us here). The run has a budget: a `vm` timeout, whose watchdog thread stops
  * the engine (wasm loops included) when it passes, so the event loop is blocked for at most
  * FAST_PATH_BUDGET_MS. A run that overruns it is abandoned and made again on a worker, with the
- * version's real deadline, and the version stays off the fast path. Making it again is safe: every
+ * version's real deadline, and the version stays off the fast path, unless the run on the worker
+ * proves short (the host, not the module, was slow; see excuse). Making it again is safe: every
  * run has a fresh instance and in-memory WASI with no effect outside it (see run-module.ts), and
  * the abandoned attempt's logs are dropped.
  */
@@ -47,6 +48,16 @@ export class FastPathEligibility {
   observe(key: string, short: boolean): void {
     const entry = this.entry(key);
     entry.shortRuns = short ? entry.shortRuns + 1 : 0;
+  }
+
+  /**
+   * An overrun whose run, made again on a worker, proved short was the host's doing (the server's
+   * thread preempted, or a garbage collection), not the module's: the version keeps the fast path.
+   * The overrun still counts against its namespace, which bounds what a module that is slow only
+   * now and then can cost the server's thread.
+   */
+  excuse(key: string): void {
+    this.entry(key).overran = false;
   }
 
   overran(key: string): void {

@@ -96,6 +96,11 @@ export class WasmBackend implements Backend {
       }
       this.runStats.overruns++;
       this.eligibility.overran(versionKey);
+      this.runStats.async++;
+      return this.pool.run(message, module, deadline, onLog, (ms) => {
+        this.eligibility.observe(versionKey, ms < SHORT_RUN_MS);
+        if (ms < SHORT_RUN_MS) this.eligibility.excuse(versionKey);
+      });
     }
     this.runStats.async++;
     return this.pool.run(message, module, deadline, onLog, (ms) => this.eligibility.observe(versionKey, ms < SHORT_RUN_MS));
