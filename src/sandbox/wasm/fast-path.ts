@@ -22,6 +22,12 @@ const SHORT_RUNS_NEEDED = 3;
  * path for all its functions for NAMESPACE_PENALTY_MS (the isolate backend's rule).
  */
 const NAMESPACE_OVERRUNS_ALLOWED = 3;
+/**
+ * Overruns that were the host's doing (see excuse) are allowed more often, since a busy host
+ * causes them now and then (a major garbage collection takes 4-8 ms here), but not without end:
+ * at most this many times the budget per namespace per NAMESPACE_PENALTY_MS.
+ */
+const NAMESPACE_EXCUSED_ALLOWED = 30;
 const NAMESPACE_PENALTY_MS = 10 * 60_000;
 
 /** `namespace/name@version` → `namespace`. */
@@ -33,7 +39,7 @@ function namespaceOf(key: string): string {
 /** Per version: whether its runs are short enough to be made on the server's thread. */
 export class FastPathEligibility {
   private readonly entries = new Map<string, { shortRuns: number; overran: boolean }>();
-  private readonly namespaces = new Map<string, { overruns: number; since: number }>();
+  private readonly namespaces = new Map<string, { overruns: number; excused: number; since: number }>();
 
   constructor(private readonly capacity: number) {}
 
@@ -41,7 +47,11 @@ export class FastPathEligibility {
     const entry = this.entries.get(key);
     if (entry === undefined || entry.overran || entry.shortRuns < SHORT_RUNS_NEEDED) return false;
     const namespace = this.namespaces.get(namespaceOf(key));
-    return !namespace || namespace.overruns < NAMESPACE_OVERRUNS_ALLOWED || Date.now() - namespace.since > NAMESPACE_PENALTY_MS;
+    return (
+      !namespace ||
+      (namespace.overruns < NAMESPACE_OVERRUNS_ALLOWED && namespace.excused < NAMESPACE_EXCUSED_ALLOWED) ||
+      Date.now() - namespace.since > NAMESPACE_PENALTY_MS
+    );
   }
 
   /** After each run on a worker: short, or not (a timeout or a crash is not). */
@@ -53,11 +63,16 @@ export class FastPathEligibility {
   /**
    * An overrun whose run, made again on a worker, proved short was the host's doing (the server's
    * thread preempted, or a garbage collection), not the module's: the version keeps the fast path.
-   * The overrun still counts against its namespace, which bounds what a module that is slow only
-   * now and then can cost the server's thread.
+   * The overrun still counts against its namespace, among the excused ones, which bounds what a
+   * module that is slow only now and then can cost the server's thread.
    */
   excuse(key: string): void {
     this.entry(key).overran = false;
+    const namespace = this.namespaces.get(namespaceOf(key));
+    if (namespace && namespace.overruns > 0) {
+      namespace.overruns--;
+      namespace.excused++;
+    }
   }
 
   overran(key: string): void {
@@ -65,7 +80,8 @@ export class FastPathEligibility {
     const name = namespaceOf(key);
     const now = Date.now();
     const namespace = this.namespaces.get(name);
-    if (!namespace || now - namespace.since > NAMESPACE_PENALTY_MS) this.namespaces.set(name, { overruns: 1, since: now });
+    if (!namespace || now - namespace.since > NAMESPACE_PENALTY_MS)
+      this.namespaces.set(name, { overruns: 1, excused: 0, since: now });
     else namespace.overruns++;
   }
 
