@@ -81,7 +81,7 @@ async function warm(sandbox: Sandbox, backend: WasmBackend, params: Record<strin
 
 describe('wasm backend: runs on the server thread for short modules', () => {
   const runtime = mkdtempSync(join(tmpdir(), 'isola-wasm-test-'));
-  const backend = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 2 });
+  const backend = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 2, fastPath: true });
 
   before(async () => {
     assert.equal((await backend.status()).available, true);
@@ -153,8 +153,8 @@ describe('wasm backend: runs on the server thread for short modules', () => {
     assert.equal(backend.runStats.sync, sync, 'a new version of the same namespace runs on workers');
   });
 
-  it('runs every path without the fast path when it is turned off', async () => {
-    const off = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 1, fastPath: false });
+  it('runs everything on workers unless the fast path is asked for', async () => {
+    const off = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 1 });
     try {
       const sandbox = await load(off, example('greet.wasm'));
       for (let i = 0; i < 6; i++) assert.equal((await run(sandbox, { name: 'x' })).outcome.kind, 'result');
@@ -176,7 +176,7 @@ describe('wasm backend: runs on the server thread for short modules', () => {
 
 describe('wasm backend: scratch directory', () => {
   const runtime = mkdtempSync(join(tmpdir(), 'isola-wasm-test-'));
-  const backend = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 1 });
+  const backend = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 1, fastPath: true });
 
   after(async () => {
     await backend.close();

@@ -40,7 +40,12 @@ export interface WasmBackendOptions {
   /** The bundled worker script. */
   workerScript: string;
   workers?: number;
-  /** Whether versions whose runs proved short run on the server's thread (see fast-path.ts); on by default. */
+  /**
+   * Whether versions whose runs proved short run on the server's thread (see fast-path.ts). Off by
+   * default: measured here, the vm timeout's watchdog thread (started for every call) and the
+   * server heap's garbage collections of wasm memories cost more than the hop they save (README,
+   * "WebAssembly under load").
+   */
   fastPath?: boolean;
 }
 
@@ -69,7 +74,7 @@ export class WasmBackend implements Backend {
 
   constructor(options: WasmBackendOptions) {
     this.pool = new WorkerPool(options.workerScript, options.workers ?? Math.max(2, availableParallelism()));
-    this.fastPath = options.fastPath ?? true;
+    this.fastPath = options.fastPath ?? false;
   }
 
   /**
