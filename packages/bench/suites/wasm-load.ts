@@ -23,9 +23,13 @@ import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { buildServer } from '../../../src/api/server.js';
 import { resolveServerConfig } from '../../../src/config.js';
+import { buildBundle } from '../../../src/guest/bundle.js';
 import type { InvokeCommand } from '../../../src/platform/invoke.js';
 import { Platform } from '../../../src/platform/platform.js';
+import { callWithBudget, FAST_PATH_BUDGET_MS } from '../../../src/sandbox/wasm/fast-path.js';
+import { runModule } from '../../../src/sandbox/wasm/run-module.js';
 import type { WasmBackend } from '../../../src/sandbox/wasm/wasm-backend.js';
+import { WorkerPool } from '../../../src/sandbox/wasm/worker-pool.js';
 import { ServerProcess } from '../../../test/helpers/server-process.js';
 import { hostInfo } from '../src/host.js';
 import { KeepAliveClient } from '../src/http.js';
@@ -308,12 +312,61 @@ async function warmHopOf(fn: (typeof SHORT_FUNCTIONS)[number]) {
   }
 }
 
+/**
+ * Where a short call's time goes, without the platform: a run of greet on this thread, the same
+ * inside the fast path's budget (the vm timeout), the budget around nothing, and a run on a worker
+ * (the hop there and back included), in turns.
+ */
+async function pathCosts() {
+  const runtime = mkdtempSync(join(tmpdir(), 'isola-bench-wasm-load-rt-'));
+  const pool = new WorkerPool(buildBundle('wasm-worker', runtime), 2);
+  try {
+    if (!(await pool.ready())) throw new Error('the wasm workers did not start');
+    const hello = WORKLOADS.find((w) => w.name === 'hello' && w.kind === 'wasm');
+    if (!hello) throw new Error('no hello workload');
+    const module = await WebAssembly.compile(Buffer.from(hello.code(), 'base64'));
+    const message = {
+      type: 'run' as const,
+      id: 'bench',
+      key: 'greet',
+      abi: 'reactor' as const,
+      input: JSON.stringify(hello.params),
+      env: {},
+      maxPages: 1024,
+    };
+    const samples = {
+      thisThread: [] as number[],
+      withinBudget: [] as number[],
+      budgetAlone: [] as number[],
+      workerHop: [] as number[],
+    };
+    const sync = (fn: () => unknown) => {
+      const start = performance.now();
+      fn();
+      return performance.now() - start;
+    };
+    for (let i = 0; i < WARM_SAMPLES; i++) {
+      samples.thisThread.push(sync(() => runModule(message, module, () => {})));
+      samples.withinBudget.push(sync(() => callWithBudget(() => runModule(message, module, () => {}), FAST_PATH_BUDGET_MS)));
+      samples.budgetAlone.push(sync(() => callWithBudget(() => 0, FAST_PATH_BUDGET_MS)));
+      samples.workerHop.push(await time(() => pool.run({ ...message, id: `bench-${i}` }, module, Date.now() + 10_000, () => {})));
+      // Let the event loop turn, as between requests.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    return Object.fromEntries(Object.entries(samples).map(([name, values]) => [name, summarize(values)]));
+  } finally {
+    await pool.close();
+    rmSync(runtime, { recursive: true, force: true });
+  }
+}
+
 function markdown(
   results: Record<string, unknown>,
   wasmTotals: ReturnType<typeof totals>,
   runcTotals: ReturnType<typeof totals>,
 ) {
   const verdict = results.verdict as { overallRatio: number; met: boolean; minStepRatio: number };
+  const costs = results.pathCosts as Record<string, { p50: number; p99: number } | undefined>;
   const warm = results.warmLatency as Record<
     string,
     {
@@ -349,6 +402,12 @@ function markdown(
       `| ${name} | worker hop | ${w.invoke.hop?.p50} | ${w.invoke.hop?.p99} | ${w.http.hop?.p50} | ${w.http.hop?.p99} |`,
     ]),
     '',
+    'Where a short call (greet) goes, without the platform, in turns (ms, p50 / p99):',
+    '',
+    '| run on this thread | the same within the vm-timeout budget | the budget around nothing | run on a worker, hop included |',
+    '|---|---|---|---|',
+    `| ${[costs.thisThread, costs.withinBudget, costs.budgetAlone, costs.workerHop].map((c) => `${c?.p50} / ${c?.p99}`).join(' | ')} |`,
+    '',
     `Calls with the fast path on that were made on the server thread: ${Object.entries(warm)
       .map(([name, w]) => `${name} ${(w.invoke.fast?.n ?? 0) + (w.http.fast?.n ?? 0)} of ${WARM_SAMPLES * 2}`)
       .join(', ')}; the others (an overrun, or the fast path lost) are left out of the server-thread figures.`,
@@ -361,6 +420,8 @@ async function main() {
   const started = Date.now();
   // The host is shared: its load before and after says how busy it was with others' work.
   const results: Record<string, unknown> = { benchmark: 'wasm-load', quick, host: hostInfo(), loadAverageBefore: loadavg() };
+  log("where a short call's time goes...");
+  results.pathCosts = await pathCosts();
   log('warm latency with and without the hop...');
   results.warmLatency = await warmHop();
   log('under load from zero: wasm and runc ramps in turns...');
