@@ -12,7 +12,7 @@ mkdir -p "$out"
 # AssemblyScript comes with the development tools (npm run bench:install).
 asc="$root/packages/bench/node_modules/.bin/asc"
 # The stub runtime never frees: each invocation gets a fresh instance, so nothing accumulates.
-for module in greet compression graph thumbnail; do
+for module in greet compression graph thumbnail scratch; do
   "$asc" "$here/assemblyscript/$module.ts" -o "$out/$module.wasm" --runtime stub -O3 --noAssert
 done
 clang --target=wasm32-wasi -O2 -s -o "$out/wordcount.wasm" "$here/c/wordcount.c"

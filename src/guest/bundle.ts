@@ -30,7 +30,12 @@ const BUNDLES = {
   /** The wasm backend's worker thread. */
   'wasm-worker': {
     entry: source('sandbox/wasm/worker.ts'),
-    sources: [source('sandbox/wasm/worker.ts'), source('sandbox/wasm/messages.ts'), source('sandbox/wasm/binary.ts')],
+    sources: [
+      source('sandbox/wasm/worker.ts'),
+      source('sandbox/wasm/run-module.ts'),
+      source('sandbox/wasm/messages.ts'),
+      source('sandbox/wasm/binary.ts'),
+    ],
   },
 } as const;
 

@@ -46,6 +46,14 @@ describe('benchmark workloads', () => {
     });
   }
 
+  it('scratch: the JavaScript version writes and reads its /tmp, and the WebAssembly build returns the same result', async () => {
+    const js = WORKLOADS.find((w) => w.name === 'scratch' && w.kind === 'nodejs:20') as Workload;
+    const expected = await run(js, 'process');
+    assert.equal(expected.readBack, true);
+    const wasm = WORKLOADS.find((w) => w.name === 'scratch' && w.kind === 'wasm') as Workload;
+    assert.deepEqual(await run(wasm, 'wasm'), expected);
+  });
+
   it('ml: classifies an image with MobileNetV2 under the process backend', async () => {
     await ensureMlBundle();
     const ml = WORKLOADS.find((w) => w.name === 'ml') as Workload;

@@ -32,7 +32,8 @@ export type WorkerOutcome =
 export type WorkerMessage =
   | { type: 'ready' }
   | { type: 'log'; id: string; stream: 'stdout' | 'stderr'; text: string }
-  | { type: 'done'; id: string; outcome: WorkerOutcome };
+  /** `ms`: how long the run took on the worker (wall time), which makes a version eligible for the fast path. */
+  | { type: 'done'; id: string; outcome: WorkerOutcome; ms: number };
 
 /** The reactor ABI's exports. */
 export const REACTOR_ALLOC = 'isola_alloc';

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { WASI } from '@bjorn3/browser_wasi_shim';
+import { Counter, type Registry } from 'prom-client';
 import { badRequest } from '../../core/errors.js';
 import type { Isolation } from '../../core/kinds.js';
 import type { ActionVersion } from '../../core/types.js';
@@ -16,8 +17,10 @@ import type {
   SandboxSpec,
 } from '../backend.js';
 import { capMemories, type ModuleInfo, PAGE_BYTES, parseModule, WasmFormatError } from './binary.js';
-import { REACTOR_ALLOC, REACTOR_HANDLE, type WasmAbi } from './messages.js';
-import { WorkerPool } from './worker-pool.js';
+import { callWithBudget, FAST_PATH_BUDGET_MS, FastPathEligibility, SHORT_RUN_MS } from './fast-path.js';
+import { REACTOR_ALLOC, REACTOR_HANDLE, type RunMessage, type WasmAbi } from './messages.js';
+import { runModule } from './run-module.js';
+import { runOutcome, WorkerPool } from './worker-pool.js';
 
 const PAGES_PER_MB = (1024 * 1024) / PAGE_BYTES;
 const COMPILED_CACHE_SIZE = 512;
@@ -37,6 +40,20 @@ export interface WasmBackendOptions {
   /** The bundled worker script. */
   workerScript: string;
   workers?: number;
+  /**
+   * Whether versions whose runs proved short run on the server's thread (see fast-path.ts). Off by
+   * default: measured here, the vm timeout's watchdog thread (started for every call) and the
+   * server heap's garbage collections of wasm memories cost more than the hop they save (README,
+   * "WebAssembly under load").
+   */
+  fastPath?: boolean;
+}
+
+/** How runs were made, for the metrics: on the server's thread, on a worker, and fast-path overruns. */
+export interface WasmRunStats {
+  sync: number;
+  async: number;
+  overruns: number;
 }
 
 /**
@@ -50,9 +67,48 @@ export class WasmBackend implements Backend {
   private readonly compiled = new Map<string, Promise<CompiledFunction>>();
   /** Version (namespace/name@version) to its compiled key: versions never change, so hash once. */
   private readonly keysByVersion = new Map<string, string>();
+  private readonly eligibility = new FastPathEligibility(2000);
+  readonly runStats: WasmRunStats = { sync: 0, async: 0, overruns: 0 };
+  /** Public so that a benchmark can compare both paths in one run. */
+  fastPath: boolean;
 
   constructor(options: WasmBackendOptions) {
     this.pool = new WorkerPool(options.workerScript, options.workers ?? Math.max(2, availableParallelism()));
+    this.fastPath = options.fastPath ?? false;
+  }
+
+  /**
+   * One run of a version: on the server's thread within the budget when its runs have proved
+   * short, otherwise (or when that overran) on a worker, which is terminated at the deadline.
+   */
+  run(
+    versionKey: string,
+    message: RunMessage,
+    module: WebAssembly.Module,
+    deadline: number,
+    onLog: LogSink,
+  ): Promise<RunOutcome> {
+    if (this.fastPath && deadline - Date.now() > FAST_PATH_BUDGET_MS && this.eligibility.eligible(versionKey)) {
+      this.runStats.sync++;
+      const logs: [stream: 'stdout' | 'stderr', text: string][] = [];
+      const attempt = callWithBudget(
+        () => runModule(message, module, (stream, text) => logs.push([stream, text])),
+        FAST_PATH_BUDGET_MS,
+      );
+      if (attempt.done) {
+        for (const [stream, text] of logs) onLog(stream, text);
+        return Promise.resolve(runOutcome(attempt.value));
+      }
+      this.runStats.overruns++;
+      this.eligibility.overran(versionKey);
+      this.runStats.async++;
+      return this.pool.run(message, module, deadline, onLog, (ms) => {
+        this.eligibility.observe(versionKey, ms < SHORT_RUN_MS);
+        if (ms < SHORT_RUN_MS) this.eligibility.excuse(versionKey);
+      });
+    }
+    this.runStats.async++;
+    return this.pool.run(message, module, deadline, onLog, (ms) => this.eligibility.observe(versionKey, ms < SHORT_RUN_MS));
   }
 
   async status(): Promise<BackendStatus> {
@@ -117,6 +173,30 @@ export class WasmBackend implements Backend {
 
   async create(spec: SandboxSpec): Promise<Sandbox> {
     return new WasmSandbox(this, spec.memoryMb);
+  }
+
+  registerMetrics(registry: Registry): void {
+    const runs = this.runStats;
+    new Counter({
+      name: 'isola_wasm_runs_total',
+      help: 'Runs under isolation "wasm" by how they were made: sync (on the server thread, for versions whose runs proved short) or async (on a worker thread).',
+      labelNames: ['path'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc({ path: 'sync' }, runs.sync);
+        this.inc({ path: 'async' }, runs.async);
+      },
+    });
+    new Counter({
+      name: 'isola_wasm_fast_path_overruns_total',
+      help: 'Runs on the server thread that overran their budget and were made again on a worker thread.',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(runs.overruns);
+      },
+    });
   }
 
   async close(): Promise<void> {
@@ -203,6 +283,8 @@ let sandboxCounter = 0;
 class WasmSandbox implements Sandbox {
   readonly id = `wasm-${++sandboxCounter}`;
   private fn: CompiledFunction | undefined;
+  /** namespace/name@version: what the fast path's eligibility is kept by. */
+  private versionKey = '';
   private env: Record<string, string> = {};
   private destroyed = false;
 
@@ -218,6 +300,7 @@ class WasmSandbox implements Sandbox {
   async init(code: FunctionCode, _deadline: number, _onLog: LogSink): Promise<InitOutcome> {
     try {
       this.fn = await this.backend.compile(code, this.memoryMb);
+      this.versionKey = code.key;
       this.env = code.env;
       return { ok: true };
     } catch (error) {
@@ -228,7 +311,8 @@ class WasmSandbox implements Sandbox {
   run(request: RunRequest): Promise<RunOutcome> {
     const fn = this.fn;
     if (!fn || this.destroyed) return Promise.resolve({ kind: 'crash', reason: 'The wasm function is not initialised.' });
-    return this.backend.pool.run(
+    return this.backend.run(
+      this.versionKey,
       {
         type: 'run',
         id: request.activationId,

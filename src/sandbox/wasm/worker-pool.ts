@@ -13,6 +13,8 @@ interface Job {
   module: WebAssembly.Module;
   deadline: number;
   onLog: LogSink;
+  /** Told how long a run that ended on its own took on the worker; Infinity for a timeout or a crash. */
+  measured: ((ms: number) => void) | undefined;
   resolve: (outcome: RunOutcome) => void;
   queueTimer?: NodeJS.Timeout;
 }
@@ -91,9 +93,15 @@ export class WorkerPool {
     return results.every(Boolean);
   }
 
-  run(message: Omit<RunMessage, 'module'>, module: WebAssembly.Module, deadline: number, onLog: LogSink): Promise<RunOutcome> {
+  run(
+    message: Omit<RunMessage, 'module'>,
+    module: WebAssembly.Module,
+    deadline: number,
+    onLog: LogSink,
+    measured?: (ms: number) => void,
+  ): Promise<RunOutcome> {
     return new Promise((resolve) => {
-      const job: Job = { message, module, deadline, onLog, resolve };
+      const job: Job = { message, module, deadline, onLog, measured, resolve };
       const free = this.pick(message.key) ?? this.grow();
       if (free) {
         this.start(free, job);
@@ -194,7 +202,10 @@ export class WorkerPool {
     const job = slot.job;
     if (!job) return;
     if (message.type === 'log' && message.id === job.message.id) job.onLog(message.stream, message.text);
-    else if (message.type === 'done' && message.id === job.message.id) this.finish(slot, runOutcome(message.outcome));
+    else if (message.type === 'done' && message.id === job.message.id) {
+      job.measured?.(message.ms);
+      this.finish(slot, runOutcome(message.outcome));
+    }
   }
 
   private finish(slot: Slot, outcome: RunOutcome): void {
@@ -215,6 +226,7 @@ export class WorkerPool {
     const job = slot.job;
     slot.job = undefined;
     void slot.worker.terminate();
+    job?.measured?.(Number.POSITIVE_INFINITY);
     const index = this.slots.indexOf(slot);
     if (!this.closed) {
       if (slot === this.spare) this.spare = this.spawn();
