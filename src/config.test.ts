@@ -49,6 +49,7 @@ describe('server settings', () => {
       {
         ISOLA_CONTAINER_PREWARM: 'created',
         ISOLA_WASM_WORKERS: '3',
+        ISOLA_WASM_FAST_PATH: 'on',
         ISOLA_MICROVM_ACCEL: 'tcg',
         ISOLA_MICROVM_PREWARM: 'waiting',
         ISOLA_MICROVM_START: 'boot',
@@ -60,6 +61,7 @@ describe('server settings', () => {
       containerRuntime: 'runc',
       containerPrewarm: 'created',
       wasmWorkers: 3,
+      wasmFastPath: true,
       microvm: { accelerator: 'tcg', prewarmMode: 'waiting', start: 'boot', settleMs: 500 },
     });
     assert.equal(config.logLevel, 'info');
@@ -114,6 +116,9 @@ describe('server settings', () => {
     wrong({ ISOLA_MICROVM_ACCEL: 'xen' }, 'ISOLA_MICROVM_ACCEL', /^ISOLA_MICROVM_ACCEL must be kvm or tcg; got "xen"\.$/);
     wrong({ ISOLA_MICROVM_START: 'warm' }, 'ISOLA_MICROVM_START', /must be snapshot or boot/);
     wrong({ ISOLA_WASM_WORKERS: 'many' }, 'ISOLA_WASM_WORKERS', /must be an integer from 1 to 256; got "many"/);
+    wrong({ ISOLA_WASM_FAST_PATH: 'yes' }, 'ISOLA_WASM_FAST_PATH', /must be on or off; got "yes"/);
+    wrong({ ISOLA_RECORD_WINDOW: '2s' }, 'ISOLA_RECORD_WINDOW', /must be at most 1000 ms; got "2s"/);
+    wrong({ ISOLA_RECORD_WINDOW: 'soon' }, 'ISOLA_RECORD_WINDOW', /is not a duration/);
     wrong({ ISOLA_LOG_LEVEL: 'loud' }, 'ISOLA_LOG_LEVEL', /must be fatal, error, warn, info, debug, trace or silent/);
     wrong({ ISOLA_QUEUE_TIMEOUT: 'soon' }, 'ISOLA_QUEUE_TIMEOUT', /"soon" is not a duration/);
     wrong({ ISOLA_CONTAINER_PREWARM: 'warm' }, 'ISOLA_CONTAINER_PREWARM', /must be started or created/);

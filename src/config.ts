@@ -355,7 +355,7 @@ function httpTimeouts(env: NodeJS.ProcessEnv): Pick<ServerConfig, 'headersTimeou
 // ---- backends: what each is made with ------------------------------------------------------
 
 /**
- * ISOLA_CONTAINER_RUNTIME (or --container-runtime), ISOLA_CONTAINER_PREWARM, ISOLA_WASM_WORKERS,
+ * ISOLA_CONTAINER_RUNTIME (or --container-runtime), ISOLA_CONTAINER_PREWARM, ISOLA_WASM_WORKERS, ISOLA_WASM_FAST_PATH,
  * ISOLA_EGRESS_ALLOW (or --egress-allow) and the microVM's ISOLA_MICROVM_ACCEL, ISOLA_MICROVM_PREWARM, ISOLA_MICROVM_START and
  * ISOLA_MICROVM_SETTLE_MS.
  */
@@ -372,12 +372,15 @@ export function resolveBackendSettings(flags: ServerFlags, env: NodeJS.ProcessEn
     );
   }
   const wasmWorkers = env.ISOLA_WASM_WORKERS ? parseInteger('ISOLA_WASM_WORKERS', env.ISOLA_WASM_WORKERS, 1, 256) : undefined;
+  // Off unless asked for: on these hosts the budget's watchdog costs more than the hop it saves.
+  const wasmFastPath = parseChoice('ISOLA_WASM_FAST_PATH', env.ISOLA_WASM_FAST_PATH || undefined, ['on', 'off'] as const);
   const egressAllow = resolveEgressAllow(flags.egressAllow ?? (env.ISOLA_EGRESS_ALLOW || undefined));
   return {
     ...(egressAllow.length > 0 ? { egressAllow } : {}),
     ...(containerRuntime ? { containerRuntime: containerRuntime as 'runc' | 'crun' } : {}),
     containerPrewarm,
     ...(wasmWorkers !== undefined ? { wasmWorkers } : {}),
+    ...(wasmFastPath === 'on' ? { wasmFastPath: true } : {}),
     microvm: resolveMicrovmSettings(env),
   };
 }

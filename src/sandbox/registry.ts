@@ -43,6 +43,8 @@ export interface BackendSettings {
   containerPrewarm?: 'started' | 'created';
   /** Worker threads for isolation "wasm" (ISOLA_WASM_WORKERS); the number of cores, at least 2, when absent. */
   wasmWorkers?: number;
+  /** Short wasm modules run on the server's thread within a budget (see WasmBackendOptions.fastPath). */
+  wasmFastPath?: boolean;
   microvm?: MicrovmSettings;
   /** IPv4 ranges that functions with `network: egress` may reach although private (ISOLA_EGRESS_ALLOW). */
   egressAllow?: readonly Cidr[];
@@ -68,6 +70,7 @@ export async function createBackend(isolation: Isolation, context: BackendContex
       return new WasmBackend({
         workerScript: buildBundle('wasm-worker', join(context.dataDir, 'runtime')),
         ...(context.wasmWorkers !== undefined ? { workers: context.wasmWorkers } : {}),
+        ...(context.wasmFastPath ? { fastPath: true } : {}),
       });
     case 'container':
       return openContainerBackend(context);
