@@ -246,6 +246,67 @@ describe('isolate backend: runs on the server thread for short functions', () =>
   });
 });
 
+// A cold start without thread hops: the bootstrap, a small function's compile and its top-level
+// code run on the server's thread; top-level code that overruns the budget is loaded again in a
+// new isolate on the isolate's thread.
+describe('isolate backend: loading a function on the server thread', () => {
+  const backend = new IsolateBackend();
+
+  it('loads top-level code that overruns the budget again in a new isolate, printing its output once', async () => {
+    const overruns = backend.runStats.overruns;
+    const { sandbox, init, logs } = await initialise(
+      backend,
+      'console.log("top-level"); const end = Date.now() + 60; while (Date.now() < end) {}\nfunction main() { return { loaded: true }; }',
+      { namespace: 'slow-init' },
+    );
+    assert.deepEqual(init, { ok: true });
+    assert.deepEqual(logs, ['top-level\n'], 'the abandoned attempt left no log line');
+    assert.equal(backend.runStats.overruns, overruns + 1, 'it overran on the server thread first');
+    assert.deepEqual((await run(sandbox)).outcome, { kind: 'result', result: { loaded: true } });
+    await sandbox.destroy();
+  });
+
+  it('still stops endless top-level code at the initialisation deadline', async () => {
+    const { sandbox, init } = await initialise(backend, 'while (true) {}', { namespace: 'slow-init', initTimeoutMs: 200 });
+    assert.equal(!init.ok && init.kind, 'timeout');
+    assert.equal(sandbox.alive, false);
+  });
+
+  it('compiles a large function on the isolate thread', async () => {
+    const padding = `/*${'x'.repeat(100 * 1024)}*/`;
+    const sandbox = await load(backend, `${padding}\nfunction main(p) { return { big: p.n + 1 }; }`);
+    assert.deepEqual((await run(sandbox, { n: 1 })).outcome, { kind: 'result', result: { big: 2 } });
+    await sandbox.destroy();
+  });
+
+  it('starts the same version in new isolates again and again, compiled afresh, then from its cached code', async () => {
+    const code: FunctionCode = {
+      key: `test/cached@${++versions}`,
+      kind: 'nodejs:20',
+      code: 'const base = 40;\nfunction main(p) { return { answer: base + p.n }; }',
+      binary: false,
+      main: 'main',
+      filename: 'index.js',
+      env: {},
+      logLimitBytes: 2 ** 20,
+    };
+    for (let i = 0; i < 3; i++) {
+      const sandbox = await backend.create({ memoryMb: 64 });
+      assert.deepEqual(await sandbox.init(code, Date.now() + 5000, () => {}), { ok: true });
+      assert.deepEqual((await run(sandbox, { n: i })).outcome, { kind: 'result', result: { answer: 40 + i } });
+      await sandbox.destroy();
+    }
+  });
+
+  it('is no longer alive as soon as it is destroyed, and disposes of an idle isolate right after', async () => {
+    const sandbox = await load(backend, 'function main() { return {}; }');
+    const destroyed = sandbox.destroy();
+    assert.equal(sandbox.alive, false);
+    await destroyed;
+    assert.equal((await run(sandbox)).outcome.kind, 'not-started');
+  });
+});
+
 describe('isolate backend: failures are told apart by what happened, not by what the function said', () => {
   const backend = new IsolateBackend();
 

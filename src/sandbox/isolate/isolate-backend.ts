@@ -20,22 +20,29 @@ import {
 const BOOTSTRAP_SOURCE = readFileSync(new URL('./bootstrap.js', import.meta.url), 'utf8');
 const MAX_RANDOM_BYTES = 65536;
 
-/** Compiled-code caches shared by all isolates: V8's cachedData for the bootstrap and each version. */
+/**
+ * Compiled-code caches shared by all isolates: V8's cachedData for the bootstrap and each version.
+ * Code is cached from its second compile on: producing the cache costs more than compiling a small
+ * function, and most versions' first instance is their only one.
+ */
 class CodeCache {
-  private readonly entries = new Map<string, ivm.ExternalCopy<ArrayBuffer>>();
+  /** cachedData by key, or null for code compiled once without producing it. */
+  private readonly entries = new Map<string, ivm.ExternalCopy<ArrayBuffer> | null>();
 
   constructor(private readonly capacity: number) {}
 
-  get(key: string): ivm.ExternalCopy<ArrayBuffer> | undefined {
+  /** The cachedData of a key, null when it was compiled once before, undefined when never. */
+  get(key: string): ivm.ExternalCopy<ArrayBuffer> | null | undefined {
     const data = this.entries.get(key);
-    if (data) {
+    if (data !== undefined) {
       this.entries.delete(key);
       this.entries.set(key, data);
     }
     return data;
   }
 
-  set(key: string, data: ivm.ExternalCopy<ArrayBuffer>): void {
+  set(key: string, data: ivm.ExternalCopy<ArrayBuffer> | null): void {
+    this.entries.get(key)?.release();
     this.entries.set(key, data);
     if (this.entries.size > this.capacity) {
       const oldest = this.entries.keys().next().value;
@@ -47,6 +54,31 @@ class CodeCache {
   }
 }
 
+/**
+ * Code up to this size is compiled on the server's thread: V8 parses it lazily in well under a
+ * millisecond, less than the hop to the isolate's thread and back. Bigger code (a bundle) is
+ * compiled on the isolate's thread, which keeps the server answering meanwhile.
+ */
+const SYNC_COMPILE_MAX_CHARS = 64 * 1024;
+
+function compileOptions(cache: CodeCache, key: string, origin: ivm.ScriptOrigin) {
+  const cachedData = cache.get(key);
+  return { ...origin, ...(cachedData ? { cachedData } : { produceCachedData: cachedData === null }) };
+}
+
+/** Keeps the cachedData a compile produced, or notes that the key was compiled once. */
+function remember(cache: CodeCache, key: string, options: ivm.CachedDataOptions, script: ivm.Script): ivm.Script {
+  // The typings omit what the returned script carries: cachedData when produced.
+  if (!options.cachedData) cache.set(key, (script as ivm.Script & ivm.CachedDataResult).cachedData ?? null);
+  return script;
+}
+
+/** Compiles on the server's thread: for the platform's own code and small functions. */
+function compileSync(isolate: ivm.Isolate, cache: CodeCache, key: string, source: string, origin: ivm.ScriptOrigin) {
+  const options = compileOptions(cache, key, origin);
+  return remember(cache, key, options, isolate.compileScriptSync(source, options));
+}
+
 async function compile(
   isolate: ivm.Isolate,
   cache: CodeCache,
@@ -54,14 +86,9 @@ async function compile(
   source: string,
   origin: ivm.ScriptOrigin,
 ): Promise<ivm.Script> {
-  const cachedData = cache.get(key);
-  // The typings omit what the returned script carries: cachedData when produced.
-  const script = (await isolate.compileScript(source, {
-    ...origin,
-    ...(cachedData ? { cachedData } : { produceCachedData: true }),
-  })) as ivm.Script & ivm.CachedDataResult;
-  if (!cachedData && script.cachedData) cache.set(key, script.cachedData);
-  return script;
+  if (source.length <= SYNC_COMPILE_MAX_CHARS) return compileSync(isolate, cache, key, source, origin);
+  const options = compileOptions(cache, key, origin);
+  return remember(cache, key, options, await isolate.compileScript(source, options));
 }
 
 /**
@@ -97,6 +124,11 @@ const SHORT_RUNS_NEEDED = 3;
 const NAMESPACE_OVERRUNS_ALLOWED = 3;
 const NAMESPACE_PENALTY_MS = 10 * 60_000;
 
+/** The eligibility key of a version's top-level code, apart from its runs'. */
+function initKey(key: string): string {
+  return `${key}${INIT}`;
+}
+
 /** `namespace/name@version` → `namespace`. */
 function namespaceOf(key: string): string {
   const slash = key.indexOf('/');
@@ -112,8 +144,23 @@ class SyncEligibility {
 
   eligible(key: string): boolean {
     const entry = this.entries.get(key);
-    if (entry === undefined || entry.shortRuns < SHORT_RUNS_NEEDED) return false;
-    if (entry.overruns >= VERSION_OVERRUNS_ALLOWED && Date.now() - entry.since <= NAMESPACE_PENALTY_MS) return false;
+    if (entry === undefined || entry.shortRuns < SHORT_RUNS_NEEDED || this.versionBanned(entry)) return false;
+    return this.namespaceAllowed(key);
+  }
+
+  /** Whether code may be tried on the server's thread without a record of short runs: it has not overrun there lately. */
+  mayTry(key: string): boolean {
+    const entry = this.entries.get(key);
+    const overranLately = entry !== undefined && entry.overruns > 0 && Date.now() - entry.since <= NAMESPACE_PENALTY_MS;
+    return !overranLately && this.namespaceAllowed(key);
+  }
+
+  /** A version that overran repeatedly within NAMESPACE_PENALTY_MS: the function's doing, not the host's. */
+  private versionBanned(entry: { overruns: number; since: number }): boolean {
+    return entry.overruns >= VERSION_OVERRUNS_ALLOWED && Date.now() - entry.since <= NAMESPACE_PENALTY_MS;
+  }
+
+  private namespaceAllowed(key: string): boolean {
     const namespace = this.namespaces.get(namespaceOf(key));
     return !namespace || namespace.overruns < NAMESPACE_OVERRUNS_ALLOWED || Date.now() - namespace.since > NAMESPACE_PENALTY_MS;
   }
@@ -158,7 +205,7 @@ class SyncEligibility {
   }
 }
 
-/** How runs were made, for the metrics: on the server's thread, on a pool thread, and fast-path overruns. */
+/** How runs were made, for the metrics: on the server's thread, on a pool thread, and fast-path overruns (of runs and loads). */
 export interface IsolateRunStats {
   sync: number;
   async: number;
@@ -175,6 +222,9 @@ interface Internals {
   take: ivm.Reference<(id: string) => Envelope | undefined>;
   fire: ivm.Reference<(id: number) => void>;
 }
+
+/** The module function (a dereference of it), the entry point's name, the file name, the log limit and the deadline. */
+type LoadArguments = [ivm.Dereference<unknown>, string, string, number, number];
 
 /** One isolate, its context and the references into it; replaced whole when rebuilt. */
 interface Realm {
@@ -261,7 +311,7 @@ export class IsolateSandbox implements Sandbox {
     private readonly stats: IsolateRunStats,
   ) {}
 
-  /** Makes an isolate ready for code. Everything after `new Isolate` runs on the isolate's thread. */
+  /** Makes an isolate ready for code. */
   static async create(
     spec: SandboxSpec,
     cache: CodeCache,
@@ -269,20 +319,26 @@ export class IsolateSandbox implements Sandbox {
     stats: IsolateRunStats,
   ): Promise<IsolateSandbox> {
     const sandbox = new IsolateSandbox(spec, cache, syncEligibility, stats);
-    sandbox.realm = await sandbox.openRealm();
+    sandbox.realm = sandbox.openRealm();
     return sandbox;
   }
 
-  private async openRealm(): Promise<Realm> {
+  /**
+   * A new isolate with the bootstrap run in its context. All on the server's thread: it is the
+   * platform's own short code (about 0.3 ms with its cachedData), and each hop to the isolate's
+   * thread and back would cost about as much again, more when the CPUs are busy.
+   */
+  private openRealm(): Realm {
     const isolate = new ivm.Isolate({ memoryLimit: this.spec.memoryMb });
     try {
       const abandoned = { value: false };
-      const context = await isolate.createContext();
-      const bootstrap = await compile(isolate, this.cache, 'bootstrap', BOOTSTRAP_SOURCE, { filename: 'isola:bootstrap.js' });
-      const factory = (await bootstrap.run(context, { reference: true })) as ivm.Reference<unknown>;
-      const internals = (await factory.apply(undefined, this.bridges(abandoned), {
+      const context = isolate.createContextSync();
+      const bootstrap = compileSync(isolate, this.cache, 'bootstrap', BOOTSTRAP_SOURCE, { filename: 'isola:bootstrap.js' });
+      const factory = bootstrap.runSync(context, { reference: true }) as ivm.Reference<unknown>;
+      bootstrap.release();
+      const internals = factory.applySync(undefined, this.bridges(abandoned), {
         result: { reference: true },
-      })) as ivm.Reference<Record<keyof Internals, unknown>>;
+      }) as ivm.Reference<Record<keyof Internals, unknown>>;
       factory.release();
       const take = <T>(name: keyof Internals) => internals.getSync(name, { reference: true }) as unknown as ivm.Reference<T>;
       const realm: Realm = {
@@ -459,6 +515,10 @@ export class IsolateSandbox implements Sandbox {
       else await this.destroy();
       return outcome;
     } catch (error) {
+      if (error instanceof RunFailure) {
+        await this.destroy();
+        return { ok: false, kind: 'crash', error: error.outcome.reason };
+      }
       const reason = this.failure(this.realm, INIT, deadline, error);
       await this.destroy();
       if (reason.kind === 'timeout')
@@ -475,7 +535,13 @@ export class IsolateSandbox implements Sandbox {
    * top-level code. What the code throws is an error outcome; only the platform's own events
    * (a timeout, the memory limit, the sandbox stopped) are thrown.
    */
-  private async load(realm: Realm, code: FunctionCode, deadline: number, sink: LogSink | undefined): Promise<InitOutcome> {
+  private async load(
+    realm: Realm,
+    code: FunctionCode,
+    deadline: number,
+    sink: LogSink | undefined,
+    sync = true,
+  ): Promise<InitOutcome> {
     const loading = { sink, received: 0 };
     this.loading = loading;
     try {
@@ -493,20 +559,35 @@ export class IsolateSandbox implements Sandbox {
         return { ok: false, kind: 'error', error: syntax.message };
       }
       // Evaluates the function expression only: none of the function's code runs here.
-      const moduleFunction = (await script.run(realm.context, { reference: true })) as ivm.Reference<unknown>;
+      const moduleFunction = script.runSync(realm.context, { reference: true }) as ivm.Reference<unknown>;
       script.release();
-      let envelope: Envelope;
-      try {
-        envelope = (await realm.internals.load.apply(
-          undefined,
-          [moduleFunction.derefInto({ release: true }), code.main, code.filename, code.logLimitBytes, deadline],
-          { timeout: Math.max(1, deadline - Date.now()), result: { copy: true } },
-        )) as Envelope;
-        this.acks.push(INIT);
-      } catch (error) {
-        if (!this.isRejection(realm, deadline)) throw error;
-        this.reportRejection(INIT, error);
-        envelope = await this.recover(realm, INIT);
+      const args: LoadArguments = [
+        moduleFunction.derefInto({ release: true }),
+        code.main,
+        code.filename,
+        code.logLimitBytes,
+        deadline,
+      ];
+      let envelope: Envelope | undefined;
+      if (sync && deadline - Date.now() > SYNC_BUDGET_MS && this.syncEligibility.mayTry(initKey(code.key)))
+        envelope = this.loadSynchronously(realm, code, args);
+      if (envelope === undefined) {
+        if (this.realm !== realm) {
+          // The top-level code overran the budget on the server's thread: loaded again, in a new realm.
+          this.loading = undefined;
+          return this.load(this.realm, code, deadline, sink, false);
+        }
+        try {
+          envelope = (await realm.internals.load.apply(undefined, args, {
+            timeout: Math.max(1, deadline - Date.now()),
+            result: { copy: true },
+          })) as Envelope;
+          this.acks.push(INIT);
+        } catch (error) {
+          if (!this.isRejection(realm, deadline)) throw error;
+          this.reportRejection(INIT, error);
+          envelope = await this.recover(realm, INIT);
+        }
       }
       const parsed = await this.readEnvelope(envelope, loading);
       if ('err' in parsed) {
@@ -520,6 +601,39 @@ export class IsolateSandbox implements Sandbox {
       return { ok: true };
     } finally {
       if (this.loading === loading) this.loading = undefined;
+    }
+  }
+
+  /**
+   * Runs the top-level code on the server's thread within the budget, as the fast path runs a
+   * short function: most top-level code only defines functions. Returns the envelope, or
+   * undefined when it overran the budget: then this sandbox has a new realm (nothing loaded), the
+   * attempt's output is dropped with the old one, and this version's top-level code is never run
+   * on the server's thread again. Throws what the platform stopped (the memory limit).
+   */
+  private loadSynchronously(realm: Realm, code: FunctionCode, args: LoadArguments): Envelope | undefined {
+    const started = performance.now();
+    try {
+      const envelope = realm.internals.load.applySync(undefined, args, {
+        timeout: SYNC_BUDGET_MS,
+        result: { copy: true },
+      }) as Envelope;
+      this.acks.push(INIT);
+      return envelope;
+    } catch (error) {
+      if (this.destroyed || realm.isolate.isDisposed) throw error;
+      if (performance.now() - started < SYNC_BUDGET_MS - CLOCK_SLACK_MS) {
+        // Not the budget: the top-level code left a rejection nobody handled. load() has stored
+        // its envelope before returning.
+        this.reportRejection(INIT, error);
+        const envelope = realm.internals.take.applySync(undefined, [INIT]) as Envelope | undefined;
+        if (envelope !== undefined) return envelope;
+        throw error;
+      }
+      this.syncEligibility.overran(initKey(code.key));
+      this.stats.overruns++;
+      this.replaceRealm();
+      return undefined;
     }
   }
 
@@ -723,27 +837,26 @@ export class IsolateSandbox implements Sandbox {
 
   /** Replaces the isolate with a new one with the function loaded, keeping this sandbox. */
   private async rebuild(code: FunctionCode, deadline: number): Promise<void> {
+    this.replaceRealm();
+    // The top-level code runs again; what it prints was shown at the first initialisation.
+    const outcome = await this.load(this.realm, code, deadline, undefined);
+    if (!outcome.ok) throw new RunFailure({ kind: 'crash', reason: `The function could not be loaded again: ${outcome.error}` });
+  }
+
+  /** Gives the realm up for a new one with nothing loaded; what the old one still sends is dropped. */
+  private replaceRealm(): void {
     const old = this.realm;
     old.abandoned.value = true;
     for (const handle of this.timers.values()) clearTimeout(handle);
     this.timers.clear();
     this.acks = [];
     releaseRealm(old);
-    let realm: Realm;
+    if (this.destroyed) throw new Error('The isolate was stopped.');
     try {
-      realm = await this.openRealm();
+      this.realm = this.openRealm();
     } catch (error) {
       throw new RunFailure({ kind: 'crash', reason: `The isolate could not be made again: ${describeHostError(error)}` });
     }
-    if (this.destroyed) {
-      // The run's deadline passed while the new isolate was being made.
-      releaseRealm(realm);
-      throw new Error('The isolate was stopped.');
-    }
-    this.realm = realm;
-    // The top-level code runs again; what it prints was shown at the first initialisation.
-    const outcome = await this.load(realm, code, deadline, undefined);
-    if (!outcome.ok) throw new RunFailure({ kind: 'crash', reason: `The function could not be loaded again: ${outcome.error}` });
   }
 
   onDeath(listener: (reason: string) => void): void {
@@ -764,7 +877,12 @@ export class IsolateSandbox implements Sandbox {
     this.timers.clear();
     for (const waiting of this.settling.values()) waiting.reject(new Error('The isolate was stopped.'));
     this.settling.clear();
-    releaseRealm(this.realm);
+    const realm = this.realm;
+    // Disposing an isolate takes a while (about a millisecond): an idle one (an instance evicted
+    // to make room for a cold start) is disposed after the current turn, so that the call that
+    // caused it goes first. One with code running is stopped now.
+    if (this.runs.size > 0 || this.fires.size > 0 || this.loading) releaseRealm(realm);
+    else await new Promise<void>((resolve) => setImmediate(() => resolve(releaseRealm(realm))));
   }
 }
 
@@ -873,7 +991,7 @@ export class IsolateBackend implements Backend {
     });
     new Counter({
       name: 'isola_isolate_sync_overruns_total',
-      help: 'Synchronous runs that overran their budget and were made again asynchronously in a new isolate.',
+      help: 'Runs and function loads on the server thread that overran their budget and were made again asynchronously in a new isolate.',
       registers: [registry],
       collect() {
         this.reset();
