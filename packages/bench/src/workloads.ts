@@ -262,6 +262,7 @@ export const WORKLOADS: Workload[] = [
     memoryMb: 256,
     timeoutMs: 60_000,
     unsupported: { isolate: NO_NODE },
+    fullOnly: { microvm: 'hashing and file I/O under an emulated CPU (TCG) take seconds a call' },
   },
   {
     name: 'scratch',
