@@ -139,7 +139,7 @@ function markdown(rows: DensityRow[], results: Record<string, unknown>): string 
     }
     const b = r.beside;
     lines.push(
-      `| ${r.backend}${r.error ? ` (error: ${r.error.replaceAll('|', '/')})` : ''} | ${fmt(r.platformMb, 2)} | ${fmt(r.platformPerGb, 0)} | ${b ? b.peer : '–'} | ${fmt(b?.bareMb, 2)} | ${fmt(b?.barePerGb, 0)} | ${b?.ratio != null ? `${fmt(b.ratio, 2)}x` : '–'} | ${r.target ?? '–'} | ${r.met === undefined ? '–' : r.met ? 'yes' : 'no'} |`,
+      `| ${r.backend}${r.error ? ` (error: ${r.error.replaceAll('|', '/')})` : ''} | ${fmt(r.platformMb, 2)} | ${fmt(r.platformPerGb, 0)} | ${b ? b.peer : '–'} | ${fmt(b?.bareMb, 2)} | ${fmt(b?.barePerGb, 0)} | ${b?.ratio != null ? `${fmt(b.ratio, 3)}x` : '–'} | ${r.target ?? '–'} | ${r.met === undefined ? '–' : r.met ? 'yes' : 'no'} |`,
     );
   }
   return `${lines.join('\n')}\n`;
