@@ -238,7 +238,8 @@ export function densityRows(results: HarnessResults, hellos: WorkloadResult[]): 
         : '';
     rows.push({
       question: `Density of ${r.backend} vs its bare peer`,
-      answer: `${fmt(beside.ratio, 2)}x the density of ${beside.peer}${verdict}`,
+      // Three digits: a ratio that rounds to 1.00 may still fall short of it.
+      answer: `${fmt(beside.ratio, 3)}x the density of ${beside.peer}${verdict}`,
       value: beside.ratio,
       basis: `median of ${beside.rounds} turns of ${beside.instances} idle hello instances each side: Isola ${fmt(beside.platformMb, 2)} MB (${fmt(beside.platformPerGb)} per GB), bare ${fmt(beside.bareMb, 2)} MB (${fmt(beside.barePerGb)} per GB); of which the server process's own share ${fmt(beside.serverMb.platform, 2)} vs ${fmt(beside.serverMb.bare, 2)} MB`,
     });
