@@ -511,8 +511,8 @@ async function bareIdleOci(
   return {
     kind: name,
     count,
-    // The processes in each container's cgroup and any of the runtime's own that name it (runsc's
-    // sandbox and gofer, a runtime process that stayed).
+    // The processes in each container's cgroup (runsc's sandbox and gofer among them) and any of
+    // the runtime's own outside it that name the container.
     pids: () => [...new Set(started.flatMap((c) => [...cgroupPids(c.cgroupsPath), ...processesNaming(c.id)]))],
     stop,
   };

@@ -77,8 +77,8 @@ export function serverProcesses(serverPid: number, dataDir: string): number[] {
         for (const pid of cgroupPids(join(root.replace(/^\/sys\/fs\/cgroup(\/memory)?/, ''), entry))) pids.add(pid);
     }
   }
-  // A runtime's own processes that live outside the container's cgroup (runsc's gofer) name the
-  // container, whose id starts with the server's.
+  // A runtime's own processes outside a container's cgroup (one that stays in the foreground, a
+  // helper beside the container) name the container, whose id starts with the server's.
   for (const pid of processesNaming(`isola-${serverPid}-`)) pids.add(pid);
   const vms = join(dataDir, 'microvm', 'vms');
   if (existsSync(vms)) {

@@ -138,17 +138,17 @@ describe("a server's processes", () => {
       poll();
     });
 
-  it("include a runtime's own process outside the server's tree that names one of its containers (runsc's gofer)", async () => {
+  it("include a runtime's own process outside the server's tree and cgroups that names one of its containers", async () => {
     const server = idle('stand-in-server');
     await started(server, 'stand-in-server');
     const marker = `isola-${server.pid}-7`;
-    const gofer = idle(`--bundle=/data/containers/runsc/${marker}`);
+    const helper = idle(`--bundle=/data/containers/runsc/${marker}`);
     const stranger = idle('isola-1-7');
-    await started(gofer, marker);
+    await started(helper, marker);
     await started(stranger, 'isola-1-7');
     const pids = serverProcesses(server.pid as number, dataDir);
     assert.ok(pids.includes(server.pid as number));
-    assert.ok(pids.includes(gofer.pid as number), 'the process naming its container');
+    assert.ok(pids.includes(helper.pid as number), 'the process naming its container');
     assert.ok(!pids.includes(stranger.pid as number), "another server's container");
   });
 });
