@@ -14,6 +14,7 @@ import { ensureNodeRootfs } from '../../../src/images/node-rootfs.js';
 import type { BackendStatus } from '../../../src/sandbox/backend.js';
 import { findBinary } from '../../../src/sandbox/container/runtime.js';
 import { MicrovmBackend } from '../../../src/sandbox/microvm/microvm-backend.js';
+import type { Accelerator } from '../../../src/sandbox/microvm/qemu.js';
 import { createBackend } from '../../../src/sandbox/registry.js';
 import { ServerProcess } from '../../../test/helpers/server-process.js';
 import { ATTACKS, type IsolationResult, plantBait, removeBait, runAttacks } from './attacks.js';
@@ -21,16 +22,18 @@ import { hostInfo } from './host.js';
 import { KeepAliveClient } from './http.js';
 import type { LanguagesResults } from './languages-dimension.js';
 import {
+  type BareIdleKind,
   bareNodeStart,
   bareOciRun,
   bareQemuBoot,
   loadTest,
   type PeerFunction,
+  startBareIdle,
   startNodeHttp,
   startWorkerd,
   warmLatencies,
 } from './peers.js';
-import { pssMib, round, serverMemoryMib, serverProcesses } from './pss.js';
+import { perGb, processesMemoryMib, pssMib, round, serverMemoryMib, serverProcesses } from './pss.js';
 import { pause, type Summary, summarize, time } from './stats.js';
 import { ensureMlBundle, WORKLOAD_NAMES, WORKLOADS, type Workload } from './workloads.js';
 
@@ -111,6 +114,27 @@ export interface WorkloadResult {
   pssMb: number | null;
   /** Idle instances that fit in the memory budget. */
   density: number | null;
+  /**
+   * Hello on a backend with a bare peer (a runtime CLI's container, a `node` process, a QEMU
+   * guest): host memory per idle instance on the platform and of the same guest started with no
+   * platform, measured in turns in the same run, as idle instances per GB; ratio is the
+   * platform's density over the bare one's (1 or more: at least as dense).
+   */
+  densityBeside?: {
+    peer: string;
+    instances: number;
+    rounds: number;
+    platformMb: number;
+    bareMb: number;
+    platformPerGb: number | null;
+    barePerGb: number | null;
+    ratio: number | null;
+    /** The server process's own growth per instance within the figures (its share of shared pages moves too). */
+    serverMb: { platform: number; bare: number };
+    /** Per instance, each turn. */
+    samples: { platform: number[]; bare: number[] };
+  };
+  densityBesideError?: string;
   samples: { cold: number; warm: number; throughputSeconds: number };
   skipped?: string;
   error?: string;
@@ -325,8 +349,14 @@ export class TargetRun {
 
   /** Host memory of the server and everything it runs; throws when the server cannot be found. */
   memory(): number {
-    if (pssMib(this.serverPid) <= 0) throw new Error(`the memory of the server (pid ${this.serverPid}) could not be read`);
-    return serverMemoryMib(this.serverPid, this.server.dataDir);
+    return this.memoryParts().total;
+  }
+
+  /** The same, and the server process's own share of it. */
+  memoryParts(): { total: number; server: number } {
+    const server = pssMib(this.serverPid);
+    if (server <= 0) throw new Error(`the memory of the server (pid ${this.serverPid}) could not be read`);
+    return { total: serverMemoryMib(this.serverPid, this.server.dataDir), server };
   }
 
   /** A warm call's latency; a call that fails is an error, not a sample. */
@@ -501,9 +531,139 @@ export class TargetRun {
     return { runtime, apiMs: pick(summarize(api)), bareMs: pick(summarize(bare)), samples: count };
   }
 
+  /**
+   * Host memory (PSS, MB) per idle instance: `count` functions of their own, each called once and
+   * left idle, as the growth of the server and everything it runs; removed after.
+   */
+  async idleInstanceMb(workload: Workload, count: number, label: string): Promise<number> {
+    return (await this.idleInstanceParts(workload, count, label)).total;
+  }
+
+  /** idleInstanceMb, and the server process's own growth per instance within it. */
+  async idleInstanceParts(workload: Workload, count: number, label: string): Promise<{ total: number; server: number }> {
+    await this.settle();
+    const before = this.memoryParts();
+    const names: string[] = [];
+    try {
+      for (let i = 0; i < count; i++) {
+        const name = `bench-${label}-${i}`;
+        await this.deploy(name, workload, `${this.target.id}-${label}-${Date.now()}-${i}`);
+        names.push(name);
+        await this.invoke(name, workload.params);
+      }
+      await pause(IDLE_SETTLE_MS);
+      const after = this.memoryParts();
+      return { total: (after.total - before.total) / count, server: (after.server - before.server) / count };
+    } finally {
+      for (const name of names) await this.remove(name);
+    }
+  }
+
+  /**
+   * Host memory per idle hello instance on the platform and of the bare peer (see
+   * WorkloadResult.densityBeside), taken in turns, `rounds` of `count` instances each side. Both
+   * sides are counted alike: the growth of the PSS of the server and everything it runs, for the
+   * bare side with the bare instances' processes added (the idle server shares pages with them).
+   */
+  async densityBeside(
+    workload: Workload,
+    bare: BarePeer,
+    count: number,
+    rounds: number,
+    workDir: string,
+    /** A bare QEMU guest's: the one the microvm backend chose (its status line says). */
+    accelerator: Accelerator = 'tcg',
+  ): Promise<NonNullable<WorkloadResult['densityBeside']>> {
+    const platform: number[] = [];
+    const bareSamples: number[] = [];
+    const platformServer: number[] = [];
+    const bareServer: number[] = [];
+    const image = ensureNodeRootfs(join(this.server.dataDir, 'images'), join(this.server.dataDir, 'runtime'));
+    const microvm =
+      bare.kind === 'qemu' ? { image: ensureMicrovmImage(join(this.server.dataDir, 'images'), image), accelerator } : undefined;
+    const fn = { code: workload.code(), params: workload.params };
+    const measurePlatform = async (turn: number) => {
+      const parts = await this.idleInstanceParts(workload, count, `density-${turn}`);
+      platform.push(parts.total);
+      platformServer.push(parts.server);
+    };
+    const measureBare = async () => {
+      await this.settle();
+      const before = this.memoryParts();
+      const group = await startBareIdle(bare.kind, {
+        image,
+        workDir,
+        fn,
+        count,
+        memoryMb: workload.memoryMb,
+        ...(microvm ? { microvm } : {}),
+      });
+      try {
+        await pause(IDLE_SETTLE_MS);
+        const after = this.memoryParts();
+        bareSamples.push((after.total - before.total + processesMemoryMib(group.pids())) / count);
+        bareServer.push((after.server - before.server) / count);
+      } finally {
+        await group.stop();
+      }
+    };
+    // Alternate which side goes first, so that neither always follows the other's clean-up.
+    for (let turn = 0; turn < rounds; turn++) {
+      if (turn % 2 === 0) {
+        await measurePlatform(turn);
+        await measureBare();
+      } else {
+        await measureBare();
+        await measurePlatform(turn);
+      }
+    }
+    const platformMb = median(platform);
+    const bareMb = median(bareSamples);
+    return {
+      peer: bare.name,
+      instances: count,
+      rounds,
+      platformMb: round(platformMb, 2),
+      bareMb: round(bareMb, 2),
+      platformPerGb: perGb(platformMb),
+      barePerGb: perGb(bareMb),
+      ratio: platformMb > 0 && bareMb > 0 ? round(bareMb / platformMb, 3) : null,
+      serverMb: { platform: round(median(platformServer), 2), bare: round(median(bareServer), 2) },
+      samples: { platform: platform.map((v) => round(v, 2)), bare: bareSamples.map((v) => round(v, 2)) },
+    };
+  }
+
   close(): void {
     this.client.close();
   }
+}
+
+/** Idle instances per side and turns of the density comparison: a microVM boot is slow under TCG. */
+export function densityCounts(quick: boolean, target: Target): { instances: number; rounds: number } {
+  if (target.isolation === 'microvm') return { instances: quick ? 2 : 3, rounds: 2 };
+  // A server's own memory moves by a few MB as its heap collects: enough instances and turns that
+  // this is small beside what an instance costs.
+  return { instances: quick ? 3 : 6, rounds: quick ? 2 : 4 };
+}
+
+/** Time idle instances are left before their memory is read (a runtime finishes setting up). */
+const IDLE_SETTLE_MS = 1000;
+
+const median = (values: number[]): number => summarize(values).p50;
+
+/** The bare peer of a backend's idle instance: the same guest, started with no platform. */
+export interface BarePeer {
+  kind: BareIdleKind;
+  name: string;
+}
+
+/** The bare peer of a target's idle instances, for the backends that have one. */
+export function barePeerOf(target: Target): BarePeer | undefined {
+  if (target.isolation === 'process') return { kind: 'node', name: 'bare `node` running the agent' };
+  const runtime = runtimeOf(target);
+  if (runtime) return { kind: runtime, name: `bare \`${runtime} run --detach\`` };
+  if (target.isolation === 'microvm') return { kind: 'qemu', name: 'bare QEMU boot of the guest' };
+  return undefined;
 }
 
 export const SIDE_BY_SIDE_GAP_MS = 100;
@@ -874,6 +1034,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
         p.rows.filter((r) => !r.skip).length * 3 +
         (p.target.isolation !== 'wasm' && p.rows.some((r) => r.workload.name === 'hello' && !r.skip) ? 1 : 0) +
         (runtimeOf(p.target) && p.rows.some((r) => r.workload.name === 'hello' && !r.skip) ? 1 : 0) +
+        (barePeerOf(p.target) && p.rows.some((r) => r.workload.name === 'hello' && !r.skip) ? 1 : 0) +
         (options.attacks !== false && p.target.attacks ? ATTACKS.length : 0),
       0,
     );
@@ -929,6 +1090,28 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
                   );
                 } catch (error) {
                   progress.note(`${target.id}: side by side with ${runtime} failed: ${(error as Error).message.slice(0, 200)}`);
+                } finally {
+                  rmSync(workDir, { recursive: true, force: true });
+                }
+                progress.done();
+              }
+              const bare = barePeerOf(target);
+              if (bare && row.workload.name === 'hello' && !result.error) {
+                progress.step(`${target.id}: idle instances beside ${bare.name}, in turns`);
+                const workDir = mkdtempSync(join(tmpdir(), 'isola-density-'));
+                try {
+                  const { instances, rounds } = densityCounts(quick, target);
+                  result.densityBeside = await run.densityBeside(
+                    row.workload,
+                    bare,
+                    instances,
+                    rounds,
+                    workDir,
+                    results.host.accelerator === 'KVM' ? 'kvm' : 'tcg',
+                  );
+                } catch (error) {
+                  result.densityBesideError = (error as Error).message.slice(0, 300);
+                  progress.note(`${target.id}: idle instances beside ${bare.name} failed: ${result.densityBesideError}`);
                 } finally {
                   rmSync(workDir, { recursive: true, force: true });
                 }

@@ -3,10 +3,10 @@
  * (a bare runtime CLI, a bare QEMU boot, a bare `node` start, a bare `node:http` server) and by
  * another platform (Cloudflare's `workerd`).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { closeSync, constants, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { connect } from 'node:net';
+import { connect, Socket } from 'node:net';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { encodeFrame, FrameDecoder, type FunctionPackage, type GuestMessage } from '../../../src/guest/protocol.js';
@@ -15,12 +15,15 @@ import type { NodeRootfs } from '../../../src/images/node-rootfs.js';
 import { CONTAINER_PROFILES, containerHeapMb } from '../../../src/sandbox/container/container-backend.js';
 import { containerSpec } from '../../../src/sandbox/container/oci-spec.js';
 import type { RuntimeName } from '../../../src/sandbox/container/runtime.js';
+import { heapFor } from '../../../src/sandbox/microvm/microvm-backend.js';
 import type { Accelerator } from '../../../src/sandbox/microvm/qemu.js';
 import { qemuArguments } from '../../../src/sandbox/microvm/qemu.js';
 import { QEMU } from '../../../src/sandbox/microvm/vm.js';
 import { ociRuntime } from '../../../src/sandbox/registry.js';
+import { removeCgroup } from '../../../src/sandbox/sweep.js';
 import { freePort } from '../../../test/helpers/server-process.js';
 import { KeepAliveClient } from './http.js';
+import { cgroupPids, processesNaming } from './pss.js';
 import { time } from './stats.js';
 
 /** A JavaScript function (`function main(params)`) and the parameters to call it with. */
@@ -367,4 +370,229 @@ export async function warmLatencies(url: string, body: unknown, count: number): 
   } finally {
     client.close();
   }
+}
+
+/** What a bare peer of an idle instance is: a runtime CLI's container, a `node` process, a QEMU guest. */
+export type BareIdleKind = 'node' | RuntimeName | 'qemu';
+
+/** Idle instances started with no platform: their host processes, and how to stop them. */
+export interface BareIdleGroup {
+  kind: BareIdleKind;
+  count: number;
+  /** Every host process the instances consist of now. */
+  pids(): number[];
+  stop(): Promise<void>;
+}
+
+/** Writes the agent's init and run frames and resolves on the function's result. */
+function callAgent(
+  input: NodeJS.WritableStream,
+  output: NodeJS.ReadableStream,
+  fn: PeerFunction,
+  exited: Promise<unknown>,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const decoder = new FrameDecoder<GuestMessage>();
+    let done = false;
+    const onData = (chunk: Buffer) => {
+      for (const message of decoder.push(chunk)) {
+        if (done) return;
+        if (message.type === 'result') {
+          done = true;
+          output.removeListener('data', onData);
+          resolve();
+        } else if (message.type === 'error' || message.type === 'initError') {
+          done = true;
+          reject(new Error(`the function failed: ${JSON.stringify(message)}`));
+        }
+      }
+    };
+    output.on('data', onData);
+    void exited.then(() => {
+      if (!done) reject(new Error('the instance exited before answering'));
+    });
+    input.write(encodeFrame({ type: 'init', code: fn.code, main: fn.main ?? 'main', binary: false, env: {} }));
+    input.write(encodeFrame({ type: 'run', id: 'bare', params: fn.params, deadline: Date.now() + 120_000, env: {} }));
+  });
+}
+
+/**
+ * `count` idle `node` processes running the guest agent with the function loaded and called once,
+ * as the process backend runs them (same heap flag), with no platform around them.
+ */
+async function bareIdleNode(image: NodeRootfs, fn: PeerFunction, count: number, memoryMb: number): Promise<BareIdleGroup> {
+  const children: ChildProcess[] = [];
+  const stop = async () => {
+    await Promise.all(children.map((child) => stopChild(child)));
+  };
+  try {
+    for (let i = 0; i < count; i++) {
+      const child = spawn(
+        process.execPath,
+        [`--max-old-space-size=${memoryMb}`, join(image.path, image.agentPath), '--channel=stdio'],
+        { stdio: ['pipe', 'pipe', 'ignore'], env: { PATH: '/usr/bin:/bin' } },
+      );
+      children.push(child);
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      await callAgent(child.stdin as NodeJS.WritableStream, child.stdout as NodeJS.ReadableStream, fn, exited);
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { kind: 'node', count, pids: () => children.flatMap((c) => (c.pid ? [c.pid] : [])), stop };
+}
+
+/**
+ * `count` idle containers of a bundle identical to the one the platform writes (same rootfs,
+ * agent, heap flag, limits, seccomp profile, an unprivileged uid each), started the way the
+ * runtime leaves the least behind: `run --detach`, the container's stdin a FIFO of ours, so that
+ * no runtime process stays with it. The function is loaded and called once, then left idle.
+ */
+async function bareIdleOci(
+  name: RuntimeName,
+  image: NodeRootfs,
+  workDir: string,
+  fn: PeerFunction,
+  count: number,
+  memoryMb: number,
+): Promise<BareIdleGroup> {
+  const runtime = ociRuntime(name, join(workDir, `state-${name}`));
+  const profile = CONTAINER_PROFILES[name === 'runsc' ? 'gvisor' : 'container'];
+  const started: { id: string; bundle: string; cgroupsPath: string; input: Socket; output: ChildProcess['stdout'] }[] = [];
+  const stop = async () => {
+    for (const container of started.splice(0)) {
+      container.input.destroy();
+      container.output?.destroy();
+      await runtime.kill(container.id);
+      await runtime.delete(container.id);
+      await removeCgroup(container.cgroupsPath);
+      rmSync(container.bundle, { recursive: true, force: true });
+    }
+  };
+  try {
+    for (let i = 0; i < count; i++) {
+      const id = `bare-idle-${name}-${process.pid}-${Date.now()}-${i}`;
+      const bundle = join(workDir, id);
+      const cgroupsPath = `/isola/${id}`;
+      mkdirSync(bundle, { recursive: true });
+      const spec = containerSpec({
+        rootfs: image.path,
+        args: [image.nodePath, `--max-old-space-size=${containerHeapMb(memoryMb)}`, image.agentPath, '--channel=stdio'],
+        memoryMb,
+        cgroupsPath,
+        uid: 65534 - i,
+        ...profile,
+      });
+      writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec));
+      const fifo = join(bundle, 'stdin');
+      execFileSync('mkfifo', ['-m', '0600', fifo]);
+      const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+      const writeFd = openSync(fifo, constants.O_WRONLY);
+      const command = runtime.spawnContainer({ kind: 'run' }, id, bundle, join(bundle, 'container.pid'), readFd);
+      closeSync(readFd);
+      const input = new Socket({ fd: writeFd, readable: false, writable: true });
+      started.push({ id, bundle, cgroupsPath, input, output: command.stdout });
+      const exitCode = new Promise<number | null>((resolve) => command.once('exit', resolve));
+      let errors = '';
+      command.stderr?.on('data', (chunk: Buffer) => {
+        errors += chunk.toString();
+      });
+      // The container's output closes when its last process is gone.
+      const gone = new Promise((resolve) => command.stdout?.once('close', resolve));
+      const answered = callAgent(input, command.stdout as NodeJS.ReadableStream, fn, gone);
+      if ((await exitCode) !== 0) throw new Error(`${name} run --detach failed: ${errors.trim().slice(-300)}`);
+      await answered;
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return {
+    kind: name,
+    count,
+    // The processes in each container's cgroup (runsc's sandbox and gofer among them) and any of
+    // the runtime's own outside it that name the container.
+    pids: () => [...new Set(started.flatMap((c) => [...cgroupPids(c.cgroupsPath), ...processesNaming(c.id)]))],
+    stop,
+  };
+}
+
+/**
+ * `count` idle QEMU guests of the microVM image, booted (no snapshot) with the same memory and
+ * heap as the platform's, the function loaded through the agent's socket and called once.
+ */
+async function bareIdleQemu(
+  image: MicrovmImage,
+  accelerator: Accelerator,
+  workDir: string,
+  fn: PeerFunction,
+  count: number,
+  memoryMb: number,
+): Promise<BareIdleGroup> {
+  const guests: { qemu: ChildProcess; socket?: Socket; dir: string }[] = [];
+  const stop = async () => {
+    for (const guest of guests.splice(0)) {
+      guest.socket?.destroy();
+      await stopChild(guest.qemu);
+      rmSync(guest.dir, { recursive: true, force: true });
+    }
+  };
+  try {
+    for (let i = 0; i < count; i++) {
+      const dir = join(workDir, `qemu-idle-${process.pid}-${Date.now()}-${i}`);
+      mkdirSync(dir, { recursive: true });
+      const args = qemuArguments({
+        image,
+        accelerator,
+        memoryMb,
+        heapMb: heapFor(memoryMb),
+        dir,
+        ram: { path: join(dir, 'ram'), shared: false },
+        incoming: false,
+      });
+      const qemu = spawn(QEMU, args, { stdio: 'ignore' });
+      const guest: { qemu: ChildProcess; socket?: Socket; dir: string } = { qemu, dir };
+      guests.push(guest);
+      const exited = new Promise((resolve) => qemu.once('exit', resolve));
+      guest.socket = await new Promise<Socket>((resolve, reject) => {
+        const deadline = Date.now() + 300_000;
+        void exited.then(() => reject(new Error('QEMU exited during boot')));
+        const tryConnect = () => {
+          if (Date.now() > deadline) return reject(new Error('the guest did not say hello within 300 s'));
+          // QEMU accepts the connection before the guest runs: the agent's hello says it is up.
+          const socket = connect(join(dir, 'agent.sock'));
+          socket.once('data', () => resolve(socket));
+          socket.once('error', () => setTimeout(tryConnect, 20));
+        };
+        tryConnect();
+      });
+      await callAgent(guest.socket, guest.socket, fn, exited);
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { kind: 'qemu', count, pids: () => guests.flatMap((g) => (g.qemu.pid ? [g.qemu.pid] : [])), stop };
+}
+
+/** Starts `count` idle bare instances of a kind (see BareIdleKind), each having run the function once. */
+export async function startBareIdle(
+  kind: BareIdleKind,
+  options: {
+    image: NodeRootfs;
+    workDir: string;
+    fn: PeerFunction;
+    count: number;
+    memoryMb?: number;
+    microvm?: { image: MicrovmImage; accelerator: Accelerator };
+  },
+): Promise<BareIdleGroup> {
+  const memoryMb = options.memoryMb ?? 256;
+  if (kind === 'node') return bareIdleNode(options.image, options.fn, options.count, memoryMb);
+  if (kind === 'qemu') {
+    if (!options.microvm) throw new Error('a bare QEMU guest needs the microVM image');
+    return bareIdleQemu(options.microvm.image, options.microvm.accelerator, options.workDir, options.fn, options.count, memoryMb);
+  }
+  return bareIdleOci(kind, options.image, options.workDir, options.fn, options.count, memoryMb);
 }

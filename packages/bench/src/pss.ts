@@ -30,6 +30,11 @@ export function round(value: number, digits = 1): number {
   return Math.round(value * factor) / factor;
 }
 
+/** Idle instances of a cost (MB each) that fit in a GB (1024 MB); null when the cost is not above zero. */
+export function perGb(mbPerInstance: number | null | undefined): number | null {
+  return mbPerInstance && mbPerInstance > 0 ? Math.floor(1024 / mbPerInstance) : null;
+}
+
 /** Parent of every process, from /proc. */
 function parents(): Map<number, number> {
   const result = new Map<number, number>();
@@ -72,6 +77,9 @@ export function serverProcesses(serverPid: number, dataDir: string): number[] {
         for (const pid of cgroupPids(join(root.replace(/^\/sys\/fs\/cgroup(\/memory)?/, ''), entry))) pids.add(pid);
     }
   }
+  // A runtime's own processes outside a container's cgroup (one that stays in the foreground, a
+  // helper beside the container) name the container, whose id starts with the server's.
+  for (const pid of processesNaming(`isola-${serverPid}-`)) pids.add(pid);
   const vms = join(dataDir, 'microvm', 'vms');
   if (existsSync(vms)) {
     for (const entry of readdirSync(vms)) {
@@ -84,6 +92,27 @@ export function serverProcesses(serverPid: number, dataDir: string): number[] {
     }
   }
   return [...pids].filter((pid) => pid > 0);
+}
+
+/** Every process whose command line names `marker` (a container id or a bundle path). */
+export function processesNaming(marker: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(marker)) found.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return found;
+}
+
+/** Host memory (PSS, MiB) of the processes. */
+export function processesMemoryMib(pids: Iterable<number>): number {
+  let sum = 0;
+  for (const pid of new Set(pids)) sum += pssMib(pid);
+  return sum;
 }
 
 /** Host memory (PSS, MiB) of everything a server runs. */

@@ -11,7 +11,7 @@ import { ATTACKS, Neighbour, served } from '../src/attacks.js';
 import type { HarnessResults, Target } from '../src/harness.js';
 import { plan, TARGETS } from '../src/harness.js';
 import { KeepAliveClient } from '../src/http.js';
-import { fmt } from '../src/report.js';
+import { fmt, helloPerGb } from '../src/report.js';
 
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
@@ -70,7 +70,7 @@ describe("the escape battery's neighbour", () => {
 
 describe('isola bench --quick (the evaluation harness, end to end)', { timeout: 45 * 60_000 }, () => {
   const out = mkdtempSync(join(tmpdir(), 'isola-bench-test-'));
-  let results: HarnessResults & { headline: { question: string; value: number | null }[] };
+  let results: HarnessResults & { headline: { question: string; answer: string; value: number | null }[] };
   let run: { code: number | null; stderr: string; stdout: string };
 
   before(async () => {
@@ -156,6 +156,21 @@ describe('isola bench --quick (the evaluation harness, end to end)', { timeout: 
       );
       assert.ok(memory.includes(`${r.backend} ${fmt(r.pssMb, 1)} MB`), `${r.backend} in: ${memory}`);
     }
+    // Every backend's idle instances per GB, the bare peer's beside those that have one.
+    const perGb = line('Idle hello instances per GB (1024 MB)');
+    for (const r of hellos) {
+      const figure = helloPerGb(r);
+      if (figure === null) continue;
+      const beside = r.densityBeside;
+      assert.ok(
+        perGb.includes(
+          beside
+            ? `${r.backend} ${fmt(figure)} (${beside.peer} ${fmt(beside.barePerGb)}: ${fmt(beside.ratio, 2)}x)`
+            : `${r.backend} ${fmt(figure)}`,
+        ),
+        `${r.backend} in: ${perGb}`,
+      );
+    }
   });
 
   it('measures the peers in the same run', () => {
@@ -239,6 +254,17 @@ describe('isola bench --quick (the evaluation harness, end to end)', { timeout: 
     ) {
       assert.ok((answered('gVisor vs runc')?.value ?? 0) > 0);
     }
+    // Density beside the bare peer of the same guest, measured in turns in the same run.
+    for (const backend of ['process', 'container:runc', 'container:crun', 'gvisor', 'microvm']) {
+      if (!results.backends.find((b) => b.id === backend)?.available) continue;
+      const hello = results.results.find((r) => r.backend === backend && r.workload === 'hello');
+      const beside = hello?.densityBeside;
+      assert.ok(beside, `${backend} hello has idle instances beside its bare peer: ${hello?.densityBesideError}`);
+      assert.ok(beside.platformMb > 0 && beside.bareMb > 0, JSON.stringify(beside));
+      assert.equal(beside.samples.platform.length, beside.rounds);
+      assert.ok((answered(`Density of ${backend} vs its bare peer`)?.value ?? 0) > 0, backend);
+    }
+    assert.match(answered('V8 isolate density')?.answer ?? '', /target at least 1,000, (met|not met)|less than the noise/);
     // The overhead over each runtime's bare CLI comes from samples taken in turns with it.
     for (const backend of ['container:runc', 'container:crun', 'gvisor']) {
       if (!results.backends.find((b) => b.id === backend)?.available) continue;

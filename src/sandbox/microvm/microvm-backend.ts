@@ -70,7 +70,7 @@ interface Snapshot {
   state: string;
 }
 
-function heapFor(memoryMb: number): number {
+export function heapFor(memoryMb: number): number {
   // The guest kernel and Node.js itself need their share of the VM's memory.
   return Math.max(32, Math.floor(memoryMb * 0.6) - 32);
 }

@@ -1,0 +1,175 @@
+/**
+ * Density: idle hello instances per GB (1024 MB of host PSS) on every backend this host has, and
+ * beside each backend that has one, the bare peer's own density measured in the same run, in
+ * turns: the identical container bundle under `runc`/`crun`/`runsc run --detach`, a bare `node`
+ * running the same agent, a bare QEMU boot of the same guest. Writes
+ * packages/bench/results/density.{json,md}.
+ *
+ *   node packages/bench/launch.js suites/density.ts [--quick] [--backends=isolate,container:runc]
+ */
+
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ServerProcess } from '../../../test/helpers/server-process.js';
+import {
+  barePeerOf,
+  densityCounts,
+  probeTarget,
+  selectTargets,
+  type Target,
+  TargetRun,
+  type WorkloadResult,
+} from '../src/harness.js';
+import { hostInfo } from '../src/host.js';
+import { perGb, round } from '../src/pss.js';
+import { summarize } from '../src/stats.js';
+import { WORKLOADS, type Workload } from '../src/workloads.js';
+
+const quick = process.argv.includes('--quick');
+const outDir =
+  process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? fileURLToPath(new URL('../results', import.meta.url));
+const chosen = process.argv
+  .find((a) => a.startsWith('--backends='))
+  ?.slice(11)
+  .split(',');
+const log = (message: string) => process.stderr.write(`${message}\n`);
+
+/** The issue's targets: the isolate at 1,000 per GB; a container at least as dense as its bare runtime. */
+const ISOLATE_PER_GB = 1000;
+const CONTAINER_RATIO = 1;
+
+interface DensityRow {
+  backend: string;
+  available: boolean;
+  detail: string;
+  platformMb?: number;
+  platformPerGb?: number | null;
+  beside?: NonNullable<WorkloadResult['densityBeside']>;
+  target?: string;
+  met?: boolean;
+  error?: string;
+}
+
+function helloFor(target: Target): Workload {
+  const kind = target.isolation === 'wasm' ? 'wasm' : 'nodejs:20';
+  return WORKLOADS.find((w) => w.name === 'hello' && w.kind === kind) as Workload;
+}
+
+/** The issue's target for a backend, and whether the row meets it. */
+function judge(row: DensityRow): void {
+  if (row.backend === 'isolate' && row.platformPerGb !== undefined) {
+    row.target = `>= ${ISOLATE_PER_GB} idle instances per GB`;
+    row.met = (row.platformPerGb ?? 0) >= ISOLATE_PER_GB;
+  } else if (['container:runc', 'container:crun', 'gvisor'].includes(row.backend) && row.beside) {
+    row.target = `density >= ${CONTAINER_RATIO}x the bare runtime's`;
+    row.met = (row.beside.ratio ?? 0) >= CONTAINER_RATIO;
+  }
+}
+
+async function measure(target: Target, dataDir: string, workDir: string): Promise<DensityRow> {
+  const status = await probeTarget(target, dataDir).catch((error: unknown) => ({
+    available: false,
+    detail: (error as Error).message,
+  }));
+  const row: DensityRow = { backend: target.id, available: status.available, detail: status.detail };
+  if (!status.available) return row;
+  const server = await ServerProcess.start({
+    dataDir,
+    env: {
+      ISOLA_BACKENDS: target.isolation,
+      ISOLA_PREWARM: `${target.isolation}:0`,
+      ISOLA_BLOCKING_WAIT: '10m',
+      ...target.env,
+    },
+  });
+  const run = new TargetRun(target, server, { quick, concurrency: 1, memoryBudgetMb: 1024 });
+  try {
+    await run.init();
+    const hello = helloFor(target);
+    await run.warmUp([hello.memoryMb]);
+    const { instances, rounds } = densityCounts(quick, target);
+    const bare = barePeerOf(target);
+    if (bare) {
+      log(`${target.id}: ${rounds} turns of ${instances} idle instances, platform and ${bare.name}...`);
+      const accelerator = /\bKVM\b/.test(status.detail) ? 'kvm' : 'tcg';
+      row.beside = await run.densityBeside(hello, bare, instances, rounds, workDir, accelerator);
+      row.platformMb = row.beside.platformMb;
+      row.platformPerGb = row.beside.platformPerGb;
+    } else {
+      // In the server's own process (isolate, wasm): more instances, for a cost near the noise.
+      const count = instances * 4;
+      log(`${target.id}: ${rounds} rounds of ${count} idle instances...`);
+      const samples: number[] = [];
+      for (let turn = 0; turn < rounds; turn++) samples.push(await run.idleInstanceMb(hello, count, `density-${turn}`));
+      const mb = summarize(samples).p50;
+      row.platformMb = round(mb, 3);
+      row.platformPerGb = perGb(mb);
+    }
+  } catch (error) {
+    row.error = (error as Error).message.slice(0, 400);
+    log(`${target.id}: ${row.error}`);
+  } finally {
+    run.close();
+    await server.dispose();
+  }
+  judge(row);
+  return row;
+}
+
+const fmt = (value: number | null | undefined, digits = 1): string =>
+  value === null || value === undefined ? '–' : value.toLocaleString('en-US', { maximumFractionDigits: digits });
+
+function markdown(rows: DensityRow[], results: Record<string, unknown>): string {
+  const lines = [
+    '# Density: idle hello instances per GB',
+    '',
+    `Host: ${JSON.stringify(results.host)}. ${quick ? 'Quick run. ' : ''}Took ${results.durationSeconds} s.`,
+    '',
+    'Host PSS per idle hello instance (the function deployed, called once and left idle): the growth of the PSS of the server and everything it runs (its sandboxes, containers with every process in their cgroups and the runtime processes that name them, VMs). The bare peer is counted the same way, its processes added to the idle server. Per GB = 1024 MB divided by it. Ratio = platform density / bare density. Each figure is the median of the turns, the two sides taken in turns.',
+    '',
+    '| backend | PSS MB / instance | per GB | bare peer | bare PSS MB | bare per GB | ratio | target | met |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const r of rows) {
+    if (!r.available) {
+      lines.push(`| ${r.backend} | not available: ${r.detail.replaceAll('|', '/')} | | | | | | | |`);
+      continue;
+    }
+    const b = r.beside;
+    lines.push(
+      `| ${r.backend}${r.error ? ` (error: ${r.error.replaceAll('|', '/')})` : ''} | ${fmt(r.platformMb, 2)} | ${fmt(r.platformPerGb, 0)} | ${b ? b.peer : '–'} | ${fmt(b?.bareMb, 2)} | ${fmt(b?.barePerGb, 0)} | ${b?.ratio != null ? `${fmt(b.ratio, 3)}x` : '–'} | ${r.target ?? '–'} | ${r.met === undefined ? '–' : r.met ? 'yes' : 'no'} |`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+async function main() {
+  const started = Date.now();
+  const targets = selectTargets(chosen);
+  const dataDir = mkdtempSync(join(tmpdir(), 'isola-density-data-'));
+  const workDir = mkdtempSync(join(tmpdir(), 'isola-density-'));
+  const rows: DensityRow[] = [];
+  try {
+    for (const target of targets) rows.push(await measure(target, dataDir, workDir));
+  } finally {
+    rmSync(workDir, { recursive: true, force: true });
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+  const results = {
+    benchmark: 'density',
+    quick,
+    host: hostInfo(),
+    durationSeconds: Math.round((Date.now() - started) / 1000),
+    rows,
+  };
+  mkdirSync(outDir, { recursive: true });
+  const name = quick ? 'density-quick' : 'density';
+  writeFileSync(join(outDir, `${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(join(outDir, `${name}.md`), markdown(rows, results));
+  process.stdout.write(markdown(rows, results));
+  log(`wrote ${join(outDir, `${name}.json`)} and .md`);
+}
+
+await main();
