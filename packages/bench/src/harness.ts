@@ -687,6 +687,25 @@ export const REFILL_MS: Record<string, number> = {
 };
 
 /**
+ * A server for one target: its backend only, no blank sandboxes made ahead (cold starts are what is
+ * measured), and a blocking wait long enough for a heavy workload's cold starts on a slow backend
+ * (ML on a TCG microVM, several at once for the throughput figure), which outlast the default
+ * minute. `env` adds to that; the target's own settings come last.
+ */
+export function startTargetServer(target: Target, dataDir: string, env: Record<string, string> = {}): Promise<ServerProcess> {
+  return ServerProcess.start({
+    dataDir,
+    env: {
+      ISOLA_BACKENDS: target.isolation,
+      ISOLA_PREWARM: `${target.isolation}:0`,
+      ISOLA_BLOCKING_WAIT: '10m',
+      ...env,
+      ...target.env,
+    },
+  });
+}
+
+/**
  * Stops a server and checks that it took everything it ran with it (sandbox processes,
  * containers, VMs); kills and reports whatever is left, which would be a platform bug.
  */
@@ -1046,18 +1065,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     const bait = options.attacks !== false ? await plantBait(dataDir) : undefined;
     try {
       for (const { target, rows } of plans) {
-        const server = await ServerProcess.start({
-          dataDir,
-          env: {
-            ISOLA_BACKENDS: target.isolation,
-            ISOLA_PREWARM: `${target.isolation}:0`,
-            // A heavy workload's cold starts on a slow backend (ML on a TCG microVM, several at
-            // once for the throughput figure) outlast the default minute a blocking call waits.
-            ISOLA_BLOCKING_WAIT: '10m',
-            ...(bait ? { ISOLA_BENCH_SECRET: bait.secret } : {}),
-            ...target.env,
-          },
-        });
+        const server = await startTargetServer(target, dataDir, bait ? { ISOLA_BENCH_SECRET: bait.secret } : {});
         const run = new TargetRun(target, server, { quick, concurrency, memoryBudgetMb });
         try {
           await run.init();

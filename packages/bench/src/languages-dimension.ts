@@ -23,6 +23,7 @@ import {
   runtimeOf,
   SIDE_BY_SIDE_GAP_MS,
   selectTargets,
+  startTargetServer,
   stopAndCheck,
   TARGETS,
   type Target,
@@ -696,15 +697,7 @@ export async function runLanguages(options: LanguagesOptions): Promise<Languages
         results.rows.push(skipped(kind, target, workload, results.backends.find((b) => b.id === target.id)?.unsupported[kind]));
     }
     if (runnable.length === 0) continue;
-    const server = await ServerProcess.start({
-      dataDir: options.dataDir,
-      env: {
-        ISOLA_BACKENDS: target.isolation,
-        ISOLA_PREWARM: `${target.isolation}:0`,
-        ISOLA_BLOCKING_WAIT: '10m',
-        ...target.env,
-      },
-    });
+    const server = await startTargetServer(target, options.dataDir);
     const run = new TargetRun(target, server, { quick, concurrency: 1, memoryBudgetMb: 1024 });
     const language = new LanguageRun(run, cacheDir, quick);
     try {

@@ -12,12 +12,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ServerProcess } from '../../../test/helpers/server-process.js';
 import {
   barePeerOf,
   densityCounts,
   probeTarget,
   selectTargets,
+  startTargetServer,
   type Target,
   TargetRun,
   type WorkloadResult,
@@ -75,15 +75,7 @@ async function measure(target: Target, dataDir: string, workDir: string): Promis
   }));
   const row: DensityRow = { backend: target.id, available: status.available, detail: status.detail };
   if (!status.available) return row;
-  const server = await ServerProcess.start({
-    dataDir,
-    env: {
-      ISOLA_BACKENDS: target.isolation,
-      ISOLA_PREWARM: `${target.isolation}:0`,
-      ISOLA_BLOCKING_WAIT: '10m',
-      ...target.env,
-    },
-  });
+  const server = await startTargetServer(target, dataDir);
   const run = new TargetRun(target, server, { quick, concurrency: 1, memoryBudgetMb: 1024 });
   try {
     await run.init();
