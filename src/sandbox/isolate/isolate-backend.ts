@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import ivm from 'isolated-vm';
-import { Counter, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { Isolation } from '../../core/kinds.js';
 import {
   type Backend,
@@ -16,6 +16,7 @@ import {
   type Sandbox,
   type SandboxSpec,
 } from '../backend.js';
+import { type FastPathRunStats, registerFastPathMetrics } from '../fast-path-stats.js';
 
 const BOOTSTRAP_SOURCE = readFileSync(new URL('./bootstrap.js', import.meta.url), 'utf8');
 const MAX_RANDOM_BYTES = 65536;
@@ -205,13 +206,6 @@ class SyncEligibility {
   }
 }
 
-/** How runs were made, for the metrics: on the server's thread, on a pool thread, and fast-path overruns (of runs and loads). */
-export interface IsolateRunStats {
-  sync: number;
-  async: number;
-  overruns: number;
-}
-
 type Envelope = string;
 
 /** The isolate's internals (see bootstrap.js), reachable only through these references. */
@@ -308,7 +302,7 @@ export class IsolateSandbox implements Sandbox {
     private readonly spec: SandboxSpec,
     private readonly cache: CodeCache,
     private readonly syncEligibility: SyncEligibility,
-    private readonly stats: IsolateRunStats,
+    private readonly stats: FastPathRunStats,
   ) {}
 
   /** Makes an isolate ready for code. */
@@ -316,7 +310,7 @@ export class IsolateSandbox implements Sandbox {
     spec: SandboxSpec,
     cache: CodeCache,
     syncEligibility: SyncEligibility,
-    stats: IsolateRunStats,
+    stats: FastPathRunStats,
   ): Promise<IsolateSandbox> {
     const sandbox = new IsolateSandbox(spec, cache, syncEligibility, stats);
     sandbox.realm = sandbox.openRealm();
@@ -955,7 +949,7 @@ export class IsolateBackend implements Backend {
   readonly minMemoryMb = 16;
   private readonly cache = new CodeCache(2000);
   private readonly syncEligibility = new SyncEligibility(2000);
-  readonly runStats: IsolateRunStats = { sync: 0, async: 0, overruns: 0 };
+  readonly runStats: FastPathRunStats = { sync: 0, async: 0, overruns: 0 };
 
   async status(): Promise<BackendStatus> {
     try {
@@ -977,27 +971,18 @@ export class IsolateBackend implements Backend {
   }
 
   registerMetrics(registry: Registry): void {
-    const runs = this.runStats;
-    new Counter({
-      name: 'isola_isolate_runs_total',
-      help: 'Runs under isolation "isolate" by how they were made: sync (on the server thread, for versions whose runs proved short) or async (on a pool thread).',
-      labelNames: ['path'] as const,
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc({ path: 'sync' }, runs.sync);
-        this.inc({ path: 'async' }, runs.async);
+    registerFastPathMetrics(
+      registry,
+      this.runStats,
+      {
+        name: 'isola_isolate_runs_total',
+        help: 'Runs under isolation "isolate" by how they were made: sync (on the server thread, for versions whose runs proved short) or async (on a pool thread).',
       },
-    });
-    new Counter({
-      name: 'isola_isolate_sync_overruns_total',
-      help: 'Runs and function loads on the server thread that overran their budget and were made again asynchronously in a new isolate.',
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(runs.overruns);
+      {
+        name: 'isola_isolate_sync_overruns_total',
+        help: 'Runs and function loads on the server thread that overran their budget and were made again asynchronously in a new isolate.',
       },
-    });
+    );
   }
 
   async close(): Promise<void> {}

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { WASI } from '@bjorn3/browser_wasi_shim';
-import { Counter, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { badRequest } from '../../core/errors.js';
 import type { Isolation } from '../../core/kinds.js';
 import type { ActionVersion } from '../../core/types.js';
@@ -16,6 +16,7 @@ import type {
   Sandbox,
   SandboxSpec,
 } from '../backend.js';
+import { type FastPathRunStats, registerFastPathMetrics } from '../fast-path-stats.js';
 import { capMemories, type ModuleInfo, PAGE_BYTES, parseModule, WasmFormatError } from './binary.js';
 import { callWithBudget, FAST_PATH_BUDGET_MS, FastPathEligibility, SHORT_RUN_MS } from './fast-path.js';
 import { REACTOR_ALLOC, REACTOR_HANDLE, type RunMessage, type WasmAbi } from './messages.js';
@@ -49,13 +50,6 @@ export interface WasmBackendOptions {
   fastPath?: boolean;
 }
 
-/** How runs were made, for the metrics: on the server's thread, on a worker, and fast-path overruns. */
-export interface WasmRunStats {
-  sync: number;
-  async: number;
-  overruns: number;
-}
-
 /**
  * Runs WebAssembly modules: compiled once per version and memory limit, then a fresh instance per
  * invocation on a pool of worker threads.
@@ -68,7 +62,7 @@ export class WasmBackend implements Backend {
   /** Version (namespace/name@version) to its compiled key: versions never change, so hash once. */
   private readonly keysByVersion = new Map<string, string>();
   private readonly eligibility = new FastPathEligibility(2000);
-  readonly runStats: WasmRunStats = { sync: 0, async: 0, overruns: 0 };
+  readonly runStats: FastPathRunStats = { sync: 0, async: 0, overruns: 0 };
   /** Public so that a benchmark can compare both paths in one run. */
   fastPath: boolean;
 
@@ -176,27 +170,18 @@ export class WasmBackend implements Backend {
   }
 
   registerMetrics(registry: Registry): void {
-    const runs = this.runStats;
-    new Counter({
-      name: 'isola_wasm_runs_total',
-      help: 'Runs under isolation "wasm" by how they were made: sync (on the server thread, for versions whose runs proved short) or async (on a worker thread).',
-      labelNames: ['path'] as const,
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc({ path: 'sync' }, runs.sync);
-        this.inc({ path: 'async' }, runs.async);
+    registerFastPathMetrics(
+      registry,
+      this.runStats,
+      {
+        name: 'isola_wasm_runs_total',
+        help: 'Runs under isolation "wasm" by how they were made: sync (on the server thread, for versions whose runs proved short) or async (on a worker thread).',
       },
-    });
-    new Counter({
-      name: 'isola_wasm_fast_path_overruns_total',
-      help: 'Runs on the server thread that overran their budget and were made again on a worker thread.',
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(runs.overruns);
+      {
+        name: 'isola_wasm_fast_path_overruns_total',
+        help: 'Runs on the server thread that overran their budget and were made again on a worker thread.',
       },
-    });
+    );
   }
 
   async close(): Promise<void> {
