@@ -11,6 +11,18 @@ const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 
 after(() => stopSharedPostgres());
 
+/** An activation's record through the API, once the server has it. */
+function finishedRecord(server: TestServer, id: string, timeoutMs?: number): Promise<ActivationRecord> {
+  return waitFor(
+    `activation ${id}`,
+    async () => {
+      const r = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${id}`);
+      return r.status === 200 ? r.body : undefined;
+    },
+    timeoutMs,
+  );
+}
+
 // On SQLite in the data dir, and on a private PostgreSQL (`isola serve --database postgres://...`).
 for (const database of ['sqlite', 'postgres'] as const satisfies readonly TestDatabase[]) {
   describe(`a server killed with SIGKILL and restarted (${database})`, () => {
@@ -21,15 +33,7 @@ for (const database of ['sqlite', 'postgres'] as const satisfies readonly TestDa
     let runningId = '';
     let runningOnceId = '';
     let queuedId = '';
-    const record = (id: string) =>
-      waitFor(
-        `activation ${id}`,
-        async () => {
-          const r = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${id}`);
-          return r.status === 200 ? r.body : undefined;
-        },
-        30_000,
-      );
+    const record = (id: string) => finishedRecord(server, id, 30_000);
 
     before(async () => {
       server = await TestServer.start({ env, database });
@@ -125,13 +129,19 @@ for (const database of ['sqlite', 'postgres'] as const satisfies readonly TestDa
 // The record window (ISOLA_RECORD_WINDOW): a blocking call is answered before its record commits.
 for (const database of ['sqlite', 'postgres'] as const satisfies readonly TestDatabase[]) {
   describe(`what a SIGKILL may lose of answered calls (${database})`, () => {
-    const env = { ISOLA_PREWARM: 'isolate:0' };
-    const hello = 'function main(p) { return { hello: p.name }; }';
-
-    it('never an accepted asynchronous invocation: stored before its 202, run after the restart', async () => {
-      const server = await TestServer.start({ env: { ...env, ISOLA_RECORD_WINDOW: '1s' }, database });
+    /** A server with this record window and a hello function, killed and restarted by `body`. */
+    async function withServer(recordWindow: string, body: (server: TestServer) => Promise<void>): Promise<void> {
+      const server = await TestServer.start({ env: { ISOLA_PREWARM: 'isolate:0', ISOLA_RECORD_WINDOW: recordWindow }, database });
       try {
-        await server.deploy('hello', hello);
+        await server.deploy('hello', 'function main(p) { return { hello: p.name }; }');
+        await body(server);
+      } finally {
+        await server.dispose();
+      }
+    }
+
+    it('never an accepted asynchronous invocation: stored before its 202, run after the restart', () =>
+      withServer('1s', async (server) => {
         const ids: string[] = [];
         for (let i = 0; i < 20; i++)
           ids.push(
@@ -139,22 +149,12 @@ for (const database of ['sqlite', 'postgres'] as const satisfies readonly TestDa
           );
         await server.kill();
         await server.restart();
-        for (const [i, id] of ids.entries()) {
-          const record = await waitFor(`activation ${id}`, async () => {
-            const r = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${id}`);
-            return r.status === 200 ? r.body : undefined;
-          });
-          assert.deepEqual(record.response.result, { hello: `a${i}` });
-        }
-      } finally {
-        await server.dispose();
-      }
-    });
+        for (const [i, id] of ids.entries())
+          assert.deepEqual((await finishedRecord(server, id)).response.result, { hello: `a${i}` });
+      }));
 
-    it("a blocking call's record commits by itself within the window, and then survives", async () => {
-      const server = await TestServer.start({ env: { ...env, ISOLA_RECORD_WINDOW: '50ms' }, database });
-      try {
-        await server.deploy('hello', hello);
+    it("a blocking call's record commits by itself within the window, and then survives", () =>
+      withServer('50ms', async (server) => {
         const answered = await server.invoke<ActivationRecord>('hello', { name: 'window' });
         assert.equal(answered.status, 200);
         const id = answered.body.activationId;
@@ -167,15 +167,10 @@ for (const database of ['sqlite', 'postgres'] as const satisfies readonly TestDa
         const stored = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${id}`);
         assert.equal(stored.status, 200);
         assert.deepEqual(stored.body.response.result, { hello: 'window' });
-      } finally {
-        await server.dispose();
-      }
-    });
+      }));
 
-    it('none with a window of 0: the record commits before the answer', async () => {
-      const server = await TestServer.start({ env: { ...env, ISOLA_RECORD_WINDOW: '0' }, database });
-      try {
-        await server.deploy('hello', hello);
+    it('none with a window of 0: the record commits before the answer', () =>
+      withServer('0', async (server) => {
         const answered = await server.invoke<ActivationRecord>('hello', { name: 'first' });
         // Killed at once: nothing had a chance to commit after the answer.
         await server.kill();
@@ -186,9 +181,6 @@ for (const database of ['sqlite', 'postgres'] as const satisfies readonly TestDa
         );
         assert.equal(stored.status, 200);
         assert.deepEqual(stored.body.response.result, { hello: 'first' });
-      } finally {
-        await server.dispose();
-      }
-    });
+      }));
   });
 }
