@@ -21,6 +21,9 @@ const API_INFO = {
   api_paths: ['/api/v1'],
 };
 
+/** Levels at which Fastify logs lines per request: only there is a child logger per request worth its cost. */
+const PER_REQUEST_LEVELS = new Set(['info', 'debug', 'trace']);
+
 const FRAMEWORK_ERRORS = new Map<string, [number, string]>([
   ['FST_ERR_BAD_URL', [400, 'The request URL is malformed (a bad percent-encoding).']],
   ['FST_ERR_MAX_PARAM_LENGTH', [414, 'A segment of the request path is longer than 1024 characters.']],
@@ -60,7 +63,7 @@ export function buildServer(platform: Platform): FastifyInstance {
     // lines that are logged name their request id themselves. (A child logger per request is a
     // visible share of a warm call's time.)
     childLoggerFactory: (logger, bindings, options) =>
-      ['info', 'debug', 'trace'].includes(logger.level) ? logger.child(bindings, options) : logger,
+      PER_REQUEST_LEVELS.has(logger.level) ? logger.child(bindings, options) : logger,
     // Action names may be up to 256 characters, and URL-encoded.
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 1024 },
     return503OnClosing: true,

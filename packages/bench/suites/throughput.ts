@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { DEFAULT_RECORD_WINDOW_MS } from '../../../src/config.js';
 import { ServerProcess } from '../../../test/helpers/server-process.js';
 import { hostInfo } from '../src/host.js';
 import { type LoadResult, loadTest, type PeerServer, startNodeHttp, startWorkerd } from '../src/peers.js';
@@ -25,15 +26,10 @@ const CONNECTIONS = 32;
 const ROUNDS = quick ? 2 : 5;
 const SECONDS = quick ? 3 : 8;
 const BODY = '{"name":"load"}';
-/** The server's record window (ISOLA_RECORD_WINDOW's default): how long an answered call's record may wait for its commit. */
-const RECORD_WINDOW_MS = 10;
 const LAG_SAMPLES = quick ? 50 : 200;
 
 const log = (message: string) => process.stderr.write(`${message}\n`);
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor((sorted.length - 1) / 2)] as number;
-};
+const median = (values: readonly number[]) => summarize(values).p50;
 
 interface Target {
   name: string;
@@ -45,7 +41,9 @@ interface Target {
 async function main() {
   const started = Date.now();
   const workDir = mkdtempSync(join(tmpdir(), 'isola-throughput-'));
-  const server = await ServerProcess.start({ env: { ISOLA_LOG_LEVEL: 'error', ISOLA_RECORD_WINDOW: `${RECORD_WINDOW_MS}ms` } });
+  const server = await ServerProcess.start({
+    env: { ISOLA_LOG_LEVEL: 'error', ISOLA_RECORD_WINDOW: `${DEFAULT_RECORD_WINDOW_MS}ms` },
+  });
   const peers: PeerServer[] = [];
   try {
     await server.deploy('hello', HELLO, { limits: { memory: 128 } });
@@ -110,7 +108,7 @@ async function main() {
         throughputToWorkerd: { target: '>= 1.0', measured: toWorkerd, met: toWorkerd >= 1 },
       },
       ratioToNodeHttp: toNodeHttp,
-      recordWindowMs: RECORD_WINDOW_MS,
+      recordWindowMs: DEFAULT_RECORD_WINDOW_MS,
       commitLagMs: lag,
       durationSeconds: Math.round((Date.now() - started) / 1000),
     };
