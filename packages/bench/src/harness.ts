@@ -560,6 +560,41 @@ export class TargetRun {
   }
 
   /**
+   * Host memory (PSS, MB) per idle instance of a backend that runs in the server's own process
+   * (isolate, wasm), one sample per round of `count` instances. The instances of every round stay
+   * until the last round is read: memory a removed instance freed stays in the process (the C
+   * allocator keeps it), and the next instances reuse it, which would count them as almost free.
+   * Each round checks that exactly its instances were added (none evicted or expired).
+   */
+  async stackedIdleInstanceMb(workload: Workload, count: number, rounds: number, label: string): Promise<number[]> {
+    await this.settle();
+    const names: string[] = [];
+    const samples: number[] = [];
+    try {
+      let instances = await this.instances();
+      let before = this.memoryParts().total;
+      for (let round = 0; round < rounds; round++) {
+        for (let i = 0; i < count; i++) {
+          const name = `bench-${label}-${round}-${i}`;
+          await this.deploy(name, workload, `${this.target.id}-${label}-${Date.now()}-${round}-${i}`);
+          names.push(name);
+          await this.invoke(name, workload.params);
+        }
+        await pause(IDLE_SETTLE_MS);
+        const after = this.memoryParts().total;
+        const now = await this.instances();
+        if (now - instances !== count) throw new Error(`expected ${count} more idle instances, found ${now - instances}`);
+        samples.push((after - before) / count);
+        instances = now;
+        before = after;
+      }
+      return samples;
+    } finally {
+      for (const name of names) await this.remove(name);
+    }
+  }
+
+  /**
    * Host memory per idle hello instance on the platform and of the bare peer (see
    * WorkloadResult.densityBeside), taken in turns, `rounds` of `count` instances each side. Both
    * sides are counted alike: the growth of the PSS of the server and everything it runs, for the

@@ -46,10 +46,17 @@ interface DensityRow {
   detail: string;
   platformMb?: number;
   platformPerGb?: number | null;
+  /** Per round, for a backend in the server's own process: the rounds' instances stacked. */
+  samplesMb?: number[];
   beside?: NonNullable<WorkloadResult['densityBeside']>;
   target?: string;
   met?: boolean;
   error?: string;
+}
+
+/** Instances per round for a backend in the server's own process, where each costs little. */
+function inProcessCount(instances: number): number {
+  return instances * 8;
 }
 
 function helloFor(target: Target): Workload {
@@ -75,13 +82,17 @@ async function measure(target: Target, dataDir: string, workDir: string): Promis
   }));
   const row: DensityRow = { backend: target.id, available: status.available, detail: status.detail };
   if (!status.available) return row;
-  const server = await startTargetServer(target, dataDir);
+  const { instances, rounds } = densityCounts(quick, target);
+  // Room in the memory budget (which counts each instance at its memory limit) for every stacked
+  // instance, so that none is evicted while it is counted.
+  const inProcess = barePeerOf(target) === undefined;
+  const budget = (inProcessCount(instances) * rounds + 8) * helloFor(target).memoryMb;
+  const server = await startTargetServer(target, dataDir, inProcess ? { ISOLA_MEMORY_BUDGET_MB: String(budget) } : {});
   const run = new TargetRun(target, server, { quick, concurrency: 1, memoryBudgetMb: 1024 });
   try {
     await run.init();
     const hello = helloFor(target);
     await run.warmUp([hello.memoryMb]);
-    const { instances, rounds } = densityCounts(quick, target);
     const bare = barePeerOf(target);
     if (bare) {
       log(`${target.id}: ${rounds} turns of ${instances} idle instances, platform and ${bare.name}...`);
@@ -90,11 +101,12 @@ async function measure(target: Target, dataDir: string, workDir: string): Promis
       row.platformMb = row.beside.platformMb;
       row.platformPerGb = row.beside.platformPerGb;
     } else {
-      // In the server's own process (isolate, wasm): more instances, for a cost near the noise.
-      const count = instances * 4;
-      log(`${target.id}: ${rounds} rounds of ${count} idle instances...`);
-      const samples: number[] = [];
-      for (let turn = 0; turn < rounds; turn++) samples.push(await run.idleInstanceMb(hello, count, `density-${turn}`));
+      // In the server's own process (isolate, wasm): more instances, for a cost near the noise,
+      // stacked round on round (see stackedIdleInstanceMb).
+      const count = inProcessCount(instances);
+      log(`${target.id}: ${rounds} rounds of ${count} idle instances, stacked...`);
+      const samples = await run.stackedIdleInstanceMb(hello, count, rounds, 'density');
+      row.samplesMb = samples.map((mb) => round(mb, 3));
       const mb = summarize(samples).p50;
       row.platformMb = round(mb, 3);
       row.platformPerGb = perGb(mb);
@@ -119,7 +131,7 @@ function markdown(rows: DensityRow[], results: Record<string, unknown>): string 
     '',
     `Host: ${JSON.stringify(results.host)}. ${quick ? 'Quick run. ' : ''}Took ${results.durationSeconds} s.`,
     '',
-    'Host PSS per idle hello instance (the function deployed, called once and left idle): the growth of the PSS of the server and everything it runs (its sandboxes, containers with every process in their cgroups and the runtime processes that name them, VMs). The bare peer is counted the same way, its processes added to the idle server. Per GB = 1024 MB divided by it. Ratio = platform density / bare density. Each figure is the median of the turns, the two sides taken in turns.',
+    "Host PSS per idle hello instance (the function deployed, called once and left idle): the growth of the PSS of the server and everything it runs (its sandboxes, containers with every process in their cgroups and the runtime processes that name them, VMs). The bare peer is counted the same way, its processes added to the idle server. Per GB = 1024 MB divided by it. Ratio = platform density / bare density. Each figure is the median of the turns, the two sides taken in turns. For a backend in the server's own process (isolate, wasm), each turn adds its instances to those of the turns before, which stay until the last turn is read: memory a removed instance freed stays in the process and the next instances would reuse it, counting them as almost free.",
     '',
     '| backend | PSS MB / instance | per GB | bare peer | bare PSS MB | bare per GB | ratio | target | met |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
