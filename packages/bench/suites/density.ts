@@ -8,7 +8,7 @@
  *   node packages/bench/launch.js suites/density.ts [--quick] [--backends=isolate,container:runc]
  */
 
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,8 +46,12 @@ interface DensityRow {
   detail: string;
   platformMb?: number;
   platformPerGb?: number | null;
+  /** When the row was measured: a run of some backends keeps the others' rows of an earlier run. */
+  measuredAt?: string;
   /** Per round, for a backend in the server's own process: the rounds' instances stacked. */
   samplesMb?: number[];
+  /** Per round, of that: the growth of the server's JavaScript heap in use, per instance. */
+  serverHeapMb?: number[];
   beside?: NonNullable<WorkloadResult['densityBeside']>;
   target?: string;
   met?: boolean;
@@ -106,8 +110,9 @@ async function measure(target: Target, dataDir: string, workDir: string): Promis
       const count = inProcessCount(instances);
       log(`${target.id}: ${rounds} rounds of ${count} idle instances, stacked...`);
       const samples = await run.stackedIdleInstanceMb(hello, count, rounds, 'density');
-      row.samplesMb = samples.map((mb) => round(mb, 3));
-      const mb = summarize(samples).p50;
+      row.samplesMb = samples.totalMb.map((mb) => round(mb, 3));
+      row.serverHeapMb = samples.serverHeapMb.map((mb) => round(mb, 3));
+      const mb = summarize(samples.totalMb).p50;
       row.platformMb = round(mb, 3);
       row.platformPerGb = perGb(mb);
     }
@@ -125,6 +130,13 @@ async function measure(target: Target, dataDir: string, workDir: string): Promis
 const fmt = (value: number | null | undefined, digits = 1): string =>
   value === null || value === undefined ? '–' : value.toLocaleString('en-US', { maximumFractionDigits: digits });
 
+/** Which rows come from which run, when they come from more than one. */
+function measuredAtNote(rows: DensityRow[]): string[] {
+  const dates = new Set(rows.map((r) => r.measuredAt));
+  if (dates.size <= 1) return [];
+  return [`Rows from more than one run: ${rows.map((r) => `${r.backend} ${r.measuredAt ?? 'undated'}`).join('; ')}.`, ''];
+}
+
 function markdown(rows: DensityRow[], results: Record<string, unknown>): string {
   const lines = [
     '# Density: idle hello instances per GB',
@@ -133,6 +145,7 @@ function markdown(rows: DensityRow[], results: Record<string, unknown>): string 
     '',
     "Host PSS per idle hello instance (the function deployed, called once and left idle): the growth of the PSS of the server and everything it runs (its sandboxes, containers with every process in their cgroups and the runtime processes that name them, VMs). The bare peer is counted the same way, its processes added to the idle server. Per GB = 1024 MB divided by it. Ratio = platform density / bare density. Each figure is the median of the turns, the two sides taken in turns. For a backend in the server's own process (isolate, wasm), each turn adds its instances to those of the turns before, which stay until the last turn is read: memory a removed instance freed stays in the process and the next instances would reuse it, counting them as almost free.",
     '',
+    ...measuredAtNote(rows),
     '| backend | PSS MB / instance | per GB | bare peer | bare PSS MB | bare per GB | ratio | target | met |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
@@ -149,6 +162,13 @@ function markdown(rows: DensityRow[], results: Record<string, unknown>): string 
   return `${lines.join('\n')}\n`;
 }
 
+/** The rows of an earlier results file, each dated with its own run (undated ones with that file's). */
+function earlierRows(file: string): DensityRow[] {
+  if (!existsSync(file)) return [];
+  const earlier = JSON.parse(readFileSync(file, 'utf8')) as { host?: { date?: string }; rows?: DensityRow[] };
+  return (earlier.rows ?? []).map((row) => ({ ...row, measuredAt: row.measuredAt ?? earlier.host?.date ?? 'undated' }));
+}
+
 async function main() {
   const started = Date.now();
   const targets = selectTargets(chosen);
@@ -161,18 +181,23 @@ async function main() {
     rmSync(workDir, { recursive: true, force: true });
     rmSync(dataDir, { recursive: true, force: true });
   }
+  const host = hostInfo();
+  for (const row of rows) row.measuredAt = host.date;
+  mkdirSync(outDir, { recursive: true });
+  const name = quick ? 'density-quick' : 'density';
+  // A run of some backends (--backends) keeps the other backends' rows of the last run, dated.
+  const earlier = chosen ? earlierRows(join(outDir, `${name}.json`)) : [];
+  const kept = earlier.filter((row) => !rows.some((r) => r.backend === row.backend));
   const results = {
     benchmark: 'density',
     quick,
-    host: hostInfo(),
+    host,
     durationSeconds: Math.round((Date.now() - started) / 1000),
-    rows,
+    rows: [...kept, ...rows],
   };
-  mkdirSync(outDir, { recursive: true });
-  const name = quick ? 'density-quick' : 'density';
   writeFileSync(join(outDir, `${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
-  writeFileSync(join(outDir, `${name}.md`), markdown(rows, results));
-  process.stdout.write(markdown(rows, results));
+  writeFileSync(join(outDir, `${name}.md`), markdown(results.rows, results));
+  process.stdout.write(markdown(results.rows, results));
   log(`wrote ${join(outDir, `${name}.json`)} and .md`);
 }
 
