@@ -378,6 +378,14 @@ export class TargetRun {
     return total;
   }
 
+  /** The server's JavaScript heap in use (MB), from its process metrics. */
+  async serverHeapUsedMb(): Promise<number> {
+    const metrics = await this.server.metrics();
+    const match = /^isola_process_nodejs_heap_size_used_bytes (\S+)/m.exec(metrics);
+    if (!match) throw new Error("the server's metrics give no heap size in use");
+    return Number(match[1]) / 2 ** 20;
+  }
+
   /**
    * Waits until the instances of functions removed before are gone (a microVM or container takes
    * a moment to go), so that a memory baseline does not count them.
@@ -554,6 +562,52 @@ export class TargetRun {
       await pause(IDLE_SETTLE_MS);
       const after = this.memoryParts();
       return { total: (after.total - before.total) / count, server: (after.server - before.server) / count };
+    } finally {
+      for (const name of names) await this.remove(name);
+    }
+  }
+
+  /**
+   * Host memory (PSS, MB) per idle instance of a backend that runs in the server's own process
+   * (isolate, wasm), one sample per round of `count` instances. The instances of every round stay
+   * until the last round is read: memory a removed instance freed stays in the process (the C
+   * allocator keeps it), and the next instances reuse it, which would count them as almost free.
+   * Each round checks that exactly its instances were added (none evicted or expired). Beside
+   * each round's PSS, the growth of the server's JavaScript heap in use: its bookkeeping of the
+   * functions and their instances, and garbage not yet collected.
+   */
+  async stackedIdleInstanceMb(
+    workload: Workload,
+    count: number,
+    rounds: number,
+    label: string,
+  ): Promise<{ totalMb: number[]; serverHeapMb: number[] }> {
+    await this.settle();
+    const names: string[] = [];
+    const samples = { totalMb: [] as number[], serverHeapMb: [] as number[] };
+    try {
+      let instances = await this.instances();
+      let before = this.memoryParts().total;
+      let heapBefore = await this.serverHeapUsedMb();
+      for (let round = 0; round < rounds; round++) {
+        for (let i = 0; i < count; i++) {
+          const name = `bench-${label}-${round}-${i}`;
+          await this.deploy(name, workload, `${this.target.id}-${label}-${Date.now()}-${round}-${i}`);
+          names.push(name);
+          await this.invoke(name, workload.params);
+        }
+        await pause(IDLE_SETTLE_MS);
+        const after = this.memoryParts().total;
+        const heapAfter = await this.serverHeapUsedMb();
+        const now = await this.instances();
+        if (now - instances !== count) throw new Error(`expected ${count} more idle instances, found ${now - instances}`);
+        samples.totalMb.push((after - before) / count);
+        samples.serverHeapMb.push((heapAfter - heapBefore) / count);
+        instances = now;
+        before = after;
+        heapBefore = heapAfter;
+      }
+      return samples;
     } finally {
       for (const name of names) await this.remove(name);
     }
