@@ -96,13 +96,12 @@ async function answer(
   query: Record<string, string>,
   text: string,
 ): Promise<void> {
-  const requestId = newRequestId();
   let body: unknown;
   try {
     body = text.trim() === '' ? undefined : parseJson(text);
   } catch (error) {
     // As Fastify answers a body its parser refused: the connection closes after the answer.
-    fail(options, response, error, requestId, undefined, true);
+    fail(options, response, error, undefined, true);
     return;
   }
   let activationId: string | undefined;
@@ -121,7 +120,7 @@ async function answer(
       outcome.kind === 'completed' ? outcome.record.activationId : outcome.kind === 'accepted' ? outcome.activationId : undefined;
     send(response, ...formatted(call, outcome));
   } catch (error) {
-    fail(options, response, error, requestId, activationId, false);
+    fail(options, response, error, activationId, false);
   }
 }
 
@@ -129,10 +128,11 @@ function fail(
   options: LeanInvokeOptions,
   response: ServerResponse,
   error: unknown,
-  requestId: string,
   activationId: string | undefined,
   closeConnection: boolean,
 ): void {
+  // Only an error answer shows the request id: a successful call draws none.
+  const requestId = newRequestId();
   const failed = options.errorAnswer(error, requestId);
   if (failed.internal) options.log.error({ err: error, requestId, activationId }, 'request failed');
   send(response, failed.status, failed.body, closeConnection);
