@@ -32,7 +32,10 @@ export function basicCredentials(header: string | undefined): { uuid: string; ke
 }
 
 /** The namespace the request's Basic credentials belong to; 401 without valid ones. */
-export async function basicNamespace(platform: Platform, request: FastifyRequest): Promise<string> {
+export async function basicNamespace(
+  platform: Pick<Platform, 'authenticate'>,
+  request: { headers: { authorization?: string | undefined } },
+): Promise<string> {
   const credentials = basicCredentials(request.headers.authorization);
   if (!credentials) throw unauthorized('The resource requires authentication, which was not supplied with the request.');
   const namespace = await platform.authenticate(credentials.uuid, credentials.key);

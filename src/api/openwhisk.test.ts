@@ -26,6 +26,36 @@ describe("OpenWhisk's invoke", () => {
     assert.throws(() => parse({}, [1]), /must be a JSON object/);
   });
 
+  it('parses a query string once and gives the same answer for it again; a bad one is refused each time', () => {
+    const withUrl = (url: string, query: Record<string, string>) =>
+      parseOpenWhiskInvoke({ query, body: undefined, url }, { namespace: 'guest', name: 'fn' }, caller, 60_000);
+    for (let i = 0; i < 3; i++) {
+      const call = withUrl('/api/v1/namespaces/_/actions/fn?blocking=true&result=true', { blocking: 'true', result: 'true' });
+      assert.equal(call.command.mode, 'sync');
+      assert.equal(call.resultOnly, true);
+      const queued = withUrl('/api/v1/namespaces/_/actions/fn', {});
+      assert.equal(queued.command.mode, 'async');
+      assert.equal(queued.resultOnly, false);
+      const waiting = withUrl('/api/v1/namespaces/_/actions/fn?blocking=true&timeout=250', { blocking: 'true', timeout: '250' });
+      assert.equal(waiting.command.waitMs, 250);
+      assert.throws(
+        () => withUrl('/api/v1/namespaces/_/actions/fn?blocking=maybe', { blocking: 'maybe' }),
+        /Invalid query: blocking/,
+      );
+      // The server's wait bounds a query that parsed before.
+      assert.throws(
+        () =>
+          parseOpenWhiskInvoke(
+            { query: { blocking: 'true', timeout: '250' }, body: undefined, url: '/x?blocking=true&timeout=250' },
+            { namespace: 'guest', name: 'fn' },
+            caller,
+            100,
+          ),
+        /timeout must be a number of milliseconds from 0 to 100/,
+      );
+    }
+  });
+
   it('answers 202 with the activation id, or the record (or its result) with its status', async () => {
     const answer = (query: Record<string, string>, outcome: InvokeOutcome) =>
       formatted((reply) => formatOpenWhiskInvoke(reply, parse(query), outcome));

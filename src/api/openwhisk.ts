@@ -14,9 +14,11 @@ import {
   GetActionQuerySchema,
   InvokeQuerySchema,
   ListQuerySchema,
+  memoisedQueryParser,
   PutQuerySchema,
   paramsFrom,
   parseOrThrow,
+  rawQueryOf,
 } from './schemas.js';
 import { actionView, activationSummary, invokeStatus, resultView } from './views.js';
 
@@ -40,18 +42,22 @@ export interface OpenWhiskCall {
   resultOnly: boolean;
 }
 
+/** Every invoke of a busy client has the same query string: it is validated once. */
+const parseInvokeQuery = memoisedQueryParser(InvokeQuerySchema);
+
 /**
  * `POST /namespaces/{ns}/actions/{name}?blocking=&result=&timeout=` with the params as its body.
+ * With the request's `url`, the query is parsed once per distinct query string.
  * `maxWaitMs` is the server's blocking wait: as OpenWhisk, `timeout` bounds how long a blocking
  * call waits, up to that.
  */
 export function parseOpenWhiskInvoke(
-  request: { query: unknown; body: unknown },
+  request: { query: unknown; body: unknown; url?: string },
   ref: { namespace: string; name: string },
   caller: Caller,
   maxWaitMs: number,
 ): OpenWhiskCall {
-  const query = parseOrThrow(InvokeQuerySchema, request.query, 'query');
+  const query = parseInvokeQuery(request.url === undefined ? undefined : rawQueryOf(request.url), request.query);
   if (query.timeout !== undefined && query.timeout > maxWaitMs) {
     throw badRequest(`timeout must be a number of milliseconds from 0 to ${maxWaitMs}; got ${query.timeout}.`);
   }

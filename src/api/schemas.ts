@@ -82,6 +82,32 @@ export const ActivationListQuerySchema = z.object({
   docs: booleanFlag,
 });
 
+/**
+ * parseOrThrow for a query string that repeats from call to call (a client invoking the same way
+ * at load): the parsed value of each raw query string is kept, up to `max` different ones, and
+ * handed out again without validating anew. Only what parsed is kept; a bad query throws each time.
+ */
+export function memoisedQueryParser<T extends z.ZodType>(schema: T, max = 64) {
+  const parsed = new Map<string, Readonly<z.infer<T>>>();
+  return (rawQuery: string | undefined, query: unknown): Readonly<z.infer<T>> => {
+    const known = rawQuery === undefined ? undefined : parsed.get(rawQuery);
+    if (known !== undefined) return known;
+    const value = Object.freeze(parseOrThrow(schema, query, 'query')) as Readonly<z.infer<T>>;
+    if (rawQuery !== undefined) {
+      // Many different query strings: start again rather than grow without bound.
+      if (parsed.size >= max) parsed.clear();
+      parsed.set(rawQuery, value);
+    }
+    return value;
+  };
+}
+
+/** The part of a request URL after `?` (empty when there is none). */
+export function rawQueryOf(url: string): string {
+  const mark = url.indexOf('?');
+  return mark < 0 ? '' : url.slice(mark + 1);
+}
+
 /** Parses with a schema and turns its complaints into one 400 that names each bad field. */
 export function parseOrThrow<T extends z.ZodType>(schema: T, value: unknown, what: string): z.infer<T> {
   const parsed = schema.safeParse(value);

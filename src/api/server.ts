@@ -1,6 +1,7 @@
-import { STATUS_CODES } from 'node:http';
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import { Counter } from 'prom-client';
 import { IsolaError } from '../core/errors.js';
 import { newRequestId } from '../core/ids.js';
 import type { Platform } from '../platform/platform.js';
@@ -10,6 +11,7 @@ import { registerApiGatewayRoutes } from './api-gateway.js';
 import { activationOf } from './door.js';
 import { parseJson } from './json.js';
 import { registerLambdaRoutes } from './lambda.js';
+import { type ErrorAnswer, leanInvokeHandler } from './lean-invoke.js';
 import { registerOpenFaasRoutes } from './openfaas.js';
 import { registerOpenWhiskRoutes } from './openwhisk.js';
 import { registerPackageRoutes } from './openwhisk-packages.js';
@@ -100,18 +102,11 @@ export function buildServer(platform: Platform): FastifyInstance {
   });
 
   app.setErrorHandler((error: FastifyError | IsolaError, request, reply) => {
-    const requestId = String(request.id);
-    if (error instanceof IsolaError) return reply.code(error.status).send({ error: error.message, code: requestId });
-    const status = error.statusCode ?? 500;
-    if (status === 413) {
-      return reply.code(413).send({
-        error: `The request content is larger than the ${request.routeOptions.bodyLimit ?? platform.config.maxPayloadBytes} bytes allowed.`,
-        code: requestId,
-      });
+    const answer = errorAnswer(error, String(request.id), request.routeOptions.bodyLimit ?? platform.config.maxPayloadBytes);
+    if (answer.internal) {
+      request.log.error({ err: error, requestId: answer.body.code, activationId: activationOf(request) }, 'request failed');
     }
-    if (status < 500) return reply.code(status).send({ error: error.message, code: requestId });
-    request.log.error({ err: error, requestId, activationId: activationOf(request) }, 'request failed');
-    return reply.code(500).send({ error: 'The server encountered an internal error.', code: requestId });
+    return reply.code(answer.status).send(answer.body);
   });
 
   app.setNotFoundHandler((request, reply) =>
@@ -148,5 +143,61 @@ export function buildServer(platform: Platform): FastifyInstance {
   registerAdminRoutes(app, platform);
   registerApiGatewayRoutes(app, platform);
   registerUiRoutes(app, platform);
+
+  // Only where no line is logged per request: the lean path logs none.
+  if (!PER_REQUEST_LEVELS.has(config.logLevel)) {
+    let closing = false;
+    app.addHook('preClose', async () => {
+      closing = true;
+    });
+    const lean = leanInvokeHandler({
+      platform,
+      bodyLimit: config.maxPayloadBytes,
+      blockingWaitMs: config.blockingWaitMs,
+      log: app.log,
+      errorAnswer: (error, requestId) => errorAnswer(error, requestId, config.maxPayloadBytes),
+      closing: () => closing,
+      taken: leanCounter(platform),
+    });
+    // In front of Fastify's handler on the server Fastify made, so that its timeouts and closing stay as they are.
+    const [fastifyHandler] = app.server.listeners('request') as ((request: IncomingMessage, response: ServerResponse) => void)[];
+    if (fastifyHandler) {
+      app.server.removeListener('request', fastifyHandler);
+      app.server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+        if (!lean(request, response)) fastifyHandler(request, response);
+      });
+    }
+  }
   return app;
+}
+
+/** Counts the invokes the lean path answered, in /metrics: which path a warm call took shows there. */
+function leanCounter(platform: Platform): () => void {
+  const registry = platform.metrics.registry;
+  const name = 'isola_api_lean_invokes_total';
+  const counter =
+    (registry.getSingleMetric(name) as Counter | undefined) ??
+    new Counter({
+      name,
+      help: 'OpenWhisk invokes answered without the framework (the plain blocking or queued invoke of an action by name).',
+      registers: [registry],
+    });
+  return () => counter.inc();
+}
+
+/** The API's answer to an error: the error's own status for the caller's mistakes, a bare 500 for the platform's. */
+function errorAnswer(error: unknown, requestId: string, bodyLimit: number): ErrorAnswer {
+  if (error instanceof IsolaError)
+    return { status: error.status, body: { error: error.message, code: requestId }, internal: false };
+  const failure = error as FastifyError;
+  const status = failure.statusCode ?? 500;
+  if (status === 413) {
+    return {
+      status: 413,
+      body: { error: `The request content is larger than the ${bodyLimit} bytes allowed.`, code: requestId },
+      internal: false,
+    };
+  }
+  if (status < 500) return { status, body: { error: failure.message, code: requestId }, internal: false };
+  return { status: 500, body: { error: 'The server encountered an internal error.', code: requestId }, internal: true };
 }

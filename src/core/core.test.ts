@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { IsolaError } from './errors.js';
+import { newActivationId, newRequestId } from './ids.js';
 import { resolveIsolation, resolveKind } from './kinds.js';
 import { DEFAULT_LIMITS, resolveLimits } from './limits.js';
 import { assertEntityName, assertEntryPoint, isValidEntityName } from './names.js';
@@ -76,5 +77,19 @@ describe('versions', () => {
     assert.equal(nextVersion('0.0.9'), '0.0.10');
     assert.ok(compareVersions('0.0.10', '0.0.9') > 0);
     assert.equal(compareVersions('1.2.3', '1.2.3'), 0);
+  });
+});
+
+describe('ids', () => {
+  it('makes activation ids of 32 hex digits that start with the time, and request ids of 32 hex digits', () => {
+    const before = Date.now();
+    const ids = Array.from({ length: 200 }, newActivationId);
+    for (const id of ids) {
+      assert.match(id, /^[0-9a-f]{32}$/);
+      const ms = Number.parseInt(id.slice(0, 12), 16);
+      assert.ok(ms >= before && ms <= Date.now(), `${id} starts with the time`);
+    }
+    assert.equal(new Set(ids).size, ids.length);
+    assert.match(newRequestId(), /^[0-9a-f]{32}$/);
   });
 });

@@ -6,7 +6,9 @@ import { randomBytes, randomUUID } from 'node:crypto';
  * of at random pages, which makes storing an activation about twice as fast.
  */
 export function newActivationId(): string {
-  return Date.now().toString(16).padStart(12, '0') + randomUUID().replaceAll('-', '').slice(12);
+  // A UUID is 8-4-4-4-12 hex digits: its last 20 digits are the last three groups.
+  const uuid = randomUUID();
+  return Date.now().toString(16).padStart(12, '0') + uuid.slice(14, 18) + uuid.slice(19, 23) + uuid.slice(24);
 }
 
 // randomUUID draws from a buffered pool of entropy: much cheaper per call than randomBytes.

@@ -188,6 +188,33 @@ describe('the keep-alive driver', () => {
     assert.deepEqual(host.expired, [a]);
   });
 
+  it('lets an instance go at the expiry its last idle time set, whether later or earlier than the one before', () => {
+    const keepFor = [300, 100, 50, 400];
+    const d = driver(new ScriptedPolicy((now) => ({ keepUntil: now + (keepFor.shift() ?? 0) })));
+    const fn = d.functionFor(action());
+    const id = host.instance(action(), fn);
+    host.ready(id);
+    serve(d, fn, id);
+    assert.deepEqual(d.planOf('ns', 'fn').expiresAt, new Map([[id, T0 + 300]]));
+    mock.timers.tick(10);
+    d.callArrived(fn, Date.now());
+    host.busy(id);
+    assert.deepEqual(d.planOf('ns', 'fn').expiresAt, new Map(), 'no expiry while busy');
+    host.idle(id);
+    d.callEnded(fn, Date.now());
+    // Earlier than the first expiry: the instance goes at T0 + 110.
+    mock.timers.tick(50);
+    serve(d, fn, id);
+    // Later again (T0 + 110 is passed without letting it go), then later still.
+    mock.timers.tick(40);
+    serve(d, fn, id);
+    mock.timers.tick(399);
+    assert.deepEqual(host.expired, [], 'kept until its last expiry');
+    assert.deepEqual(d.planOf('ns', 'fn').expiresAt, new Map([[id, T0 + 500]]));
+    mock.timers.tick(1);
+    assert.deepEqual(host.expired, [id]);
+  });
+
   it('asks the policy only when the last of overlapping calls ends', () => {
     const decisions: number[] = [];
     const d = driver(

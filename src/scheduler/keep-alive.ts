@@ -41,8 +41,15 @@ interface TrackedInstance {
   readonly fn: FunctionState;
   /** For a prewarmed instance: when the policy lets it go if unused. */
   readonly keepUntil: number | undefined;
+  /**
+   * The expiry timer. It stays armed while the instance is busy and when a later idle time moves
+   * the expiry on: clearing and setting a timer on every call is a visible share of a warm call.
+   * When it fires before `expiresAt` it is armed again for the rest.
+   */
   expiry: NodeJS.Timeout | undefined;
-  /** When the expiry timer lets the instance go (for the dashboard). */
+  /** When the armed expiry timer fires. */
+  expiryDue?: number | undefined;
+  /** When the expiry timer lets the instance go (for the dashboard); undefined while it is busy. */
   expiresAt?: number | undefined;
 }
 
@@ -154,9 +161,8 @@ export class KeepAliveDriver {
   /** A call took the instance: its expiry waits for the next idle time. */
   instanceBusy(id: number): void {
     const tracked = this.instances.get(id);
-    if (!tracked) return;
-    clearTimeout(tracked.expiry);
-    tracked.expiresAt = undefined;
+    // The timer stays armed: if it fires before the instance is idle again, it finds no expiry to act on.
+    if (tracked) tracked.expiresAt = undefined;
   }
 
   /** An instance is being stopped. A provisioned function that lost one gets it back. */
@@ -271,11 +277,24 @@ export class KeepAliveDriver {
   private scheduleExpiry(id: number, keepUntil: number, now: number): void {
     const tracked = this.instances.get(id);
     if (!tracked) return;
-    clearTimeout(tracked.expiry);
     tracked.expiresAt = keepUntil;
+    // An armed timer that fires no later than the new expiry will arm itself again for the rest.
+    if (tracked.expiry !== undefined && tracked.expiryDue !== undefined && tracked.expiryDue <= keepUntil) return;
+    this.armExpiry(id, tracked, now, keepUntil);
+  }
+
+  private armExpiry(id: number, tracked: TrackedInstance, now: number, due: number): void {
+    clearTimeout(tracked.expiry);
+    tracked.expiryDue = due;
     tracked.expiry = setTimeout(
       () => {
         tracked.expiry = undefined;
+        tracked.expiryDue = undefined;
+        const expiresAt = tracked.expiresAt;
+        // Busy since it was armed: the next idle time arms a timer again.
+        if (expiresAt === undefined) return;
+        // Idle again since, with a later expiry: wait for the rest (callers' `now` is Date.now()).
+        if (expiresAt > due) return this.armExpiry(id, tracked, Date.now(), expiresAt);
         tracked.expiresAt = undefined;
         if (this.host.stateOf(id) !== 'idle') return;
         const latest = tracked.fn.latest;
@@ -287,7 +306,7 @@ export class KeepAliveDriver {
           return;
         this.host.expire(id);
       },
-      Math.max(0, keepUntil - now),
+      Math.max(0, due - now),
     );
     tracked.expiry.unref();
   }
