@@ -1,6 +1,6 @@
 /**
  * Just enough of the WebAssembly binary format to read what a module imports and how much
- * linear memory it declares, and to rewrite the maximum of the memories it defines. The engine
+ * linear memory it declares, and to turn the memory it defines into an import. The engine
  * validates everything else when it compiles the module.
  */
 
@@ -30,6 +30,8 @@ export interface ModuleInfo {
 
 export class WasmFormatError extends Error {}
 
+const CUSTOM_SECTION = 0;
+const TYPE_SECTION = 1;
 const IMPORT_SECTION = 2;
 const MEMORY_SECTION = 5;
 const IMPORT_KINDS: ImportKind[] = ['function', 'table', 'memory', 'global', 'tag'];
@@ -167,29 +169,90 @@ function leb(value: number): number[] {
   return out;
 }
 
+function name(text: string): number[] {
+  const bytes = [...new TextEncoder().encode(text)];
+  return [...leb(bytes.length), ...bytes];
+}
+
+/** Where a host-provided memory is imported from: the same import a module may declare itself. */
+export const MEMORY_IMPORT = { module: 'env', name: 'memory' } as const;
+
+export interface MemoryImport {
+  /** The module, its memory now imported as `env.memory`, or as it was when it has no memory of its own. */
+  bytes: Uint8Array;
+  /** The limits of the memory it defined, its maximum capped; none when it defines no memory. */
+  memory?: { initial: number; maximum: number };
+}
+
 /**
- * Returns the module with the maximum of every memory it defines set to at most `maxPages`, so
- * that `memory.grow` past the function's memory limit fails inside the module instead of taking
- * host memory. Imported memories are the host's to size.
+ * Returns the module with the memory it defines turned into an import of `env.memory` with the
+ * same minimum and a maximum of at most `maxPages`, so that `memory.grow` past the function's
+ * memory limit fails inside the module instead of taking host memory, and so that the host can
+ * hand each run a memory it made (see memory-pool.ts) rather than the engine making a new one per
+ * instance. Memory index 0 is the same memory before and after (a module has one memory at most),
+ * so exports, data segments and code that name it are unchanged. Imported memories are the host's
+ * to size already.
  */
-export function capMemories(bytes: Uint8Array, maxPages: number): Uint8Array {
+export function importOwnMemory(bytes: Uint8Array, maxPages: number): MemoryImport {
   const all = sections(bytes);
-  const memory = all.find((s) => s.id === MEMORY_SECTION);
-  if (!memory) return bytes;
-  const reader = new Reader(bytes.subarray(0, memory.end));
-  reader.offset = memory.contentStart;
+  const memorySection = all.find((s) => s.id === MEMORY_SECTION);
+  if (!memorySection) return { bytes };
+  const reader = new Reader(bytes.subarray(0, memorySection.end));
+  reader.offset = memorySection.contentStart;
   const count = reader.u32();
-  const content: number[] = [...leb(count)];
-  for (let i = 0; i < count; i++) {
-    const limits = reader.limits();
-    if (limits.memory64 || limits.shared) throw new WasmFormatError('64-bit and shared memories are not supported');
-    const max = Math.min(limits.max ?? maxPages, maxPages);
-    content.push(0x01, ...leb(limits.min), ...leb(max));
+  if (count === 0) return { bytes };
+  if (count > 1) throw new WasmFormatError('a module may define one memory at most');
+  const limits = reader.limits();
+  if (limits.memory64 || limits.shared) throw new WasmFormatError('64-bit and shared memories are not supported');
+  const memory = { initial: limits.min, maximum: Math.min(limits.max ?? maxPages, maxPages) };
+  const entry = [
+    ...name(MEMORY_IMPORT.module),
+    ...name(MEMORY_IMPORT.name),
+    0x02,
+    0x01,
+    ...leb(memory.initial),
+    ...leb(memory.maximum),
+  ];
+
+  // The import section: the existing one with the entry added last (after any imported function,
+  // so function indices do not move), or a new one right after the type section.
+  const importSection = all.find((s) => s.id === IMPORT_SECTION);
+  let imports: Uint8Array[];
+  let importStart: number;
+  let importEnd: number;
+  if (importSection) {
+    const importReader = new Reader(bytes.subarray(0, importSection.end));
+    importReader.offset = importSection.contentStart;
+    const count = importReader.u32();
+    const existing = bytes.subarray(importReader.offset, importSection.end);
+    const head = leb(count + 1);
+    imports = [
+      Uint8Array.from([IMPORT_SECTION, ...leb(head.length + existing.length + entry.length), ...head]),
+      existing,
+      Uint8Array.from(entry),
+    ];
+    importStart = importSection.start;
+    importEnd = importSection.end;
+  } else {
+    const content = [...leb(1), ...entry];
+    imports = [Uint8Array.from([IMPORT_SECTION, ...leb(content.length), ...content])];
+    const typeSection = all.find((s) => s.id === TYPE_SECTION);
+    const firstOther = all.find((s) => s.id !== CUSTOM_SECTION && s.id !== TYPE_SECTION);
+    importStart = typeSection?.end ?? firstOther?.start ?? bytes.length;
+    importEnd = importStart;
   }
-  const section = [MEMORY_SECTION, ...leb(content.length), ...content];
-  const out = new Uint8Array(bytes.length - (memory.end - memory.start) + section.length);
-  out.set(bytes.subarray(0, memory.start), 0);
-  out.set(section, memory.start);
-  out.set(bytes.subarray(memory.end), memory.start + section.length);
-  return out;
+  // The import section comes before the memory section, which is left out.
+  const parts = [
+    bytes.subarray(0, importStart),
+    ...imports,
+    bytes.subarray(importEnd, memorySection.start),
+    bytes.subarray(memorySection.end),
+  ];
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return { bytes: out, memory };
 }

@@ -13,7 +13,7 @@ export interface RunMessage {
   /** The invocation's parameters as JSON. */
   input: string;
   env: Record<string, string>;
-  /** Pages of host memory for a module that imports `env.memory`. */
+  /** Limits (pages) of the memory the host gives the run as `env.memory`: the module's own, made an import, or the one it imports. */
   importedMemory?: { initial: number; maximum: number };
   maxPages: number;
 }

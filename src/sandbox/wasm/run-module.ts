@@ -1,8 +1,9 @@
 /**
- * One wasm invocation: a fresh instance of the compiled module, WASI preview 1 with
- * stdin/stdout/stderr in memory, an empty in-memory scratch directory at /tmp, no other files and
- * no sockets. Used by the worker threads and by the server thread's fast path alike, so it has no
- * effect outside the run: it can be abandoned at any point and made again.
+ * One wasm invocation: a fresh instance of the compiled module on a zeroed linear memory (a kept
+ * one, see memory-pool.ts), WASI preview 1 with stdin/stdout/stderr in memory, an empty in-memory
+ * scratch directory at /tmp, no other files and no sockets. Used by the worker threads and by the
+ * server thread's fast path alike, so it has no effect outside the run: it can be abandoned at any
+ * point and made again (an abandoned run's memory is never kept).
  */
 import {
   ConsoleStdout,
@@ -15,13 +16,18 @@ import {
   WASIProcExit,
 } from '@bjorn3/browser_wasi_shim';
 import { PAGE_BYTES } from './binary.js';
+import { MemoryPool } from './memory-pool.js';
 import { REACTOR_ALLOC, REACTOR_HANDLE, type RunMessage, type WorkerOutcome } from './messages.js';
+import { ScratchOpenFile } from './scratch-file.js';
 
 const decoder = new TextDecoder('utf-8');
 /** Files and directories a run may create in its scratch directory. */
 const SCRATCH_ENTRIES = 1024;
 const ERRNO_NOSPC = 51;
 const OFLAGS_CREAT = 1;
+
+/** This thread's kept memories: each worker thread and the server's thread (the fast path) has its own. */
+export const memoryPool = new MemoryPool();
 
 export type RunLog = (stream: 'stdout' | 'stderr', text: string) => void;
 
@@ -87,6 +93,22 @@ function boundScratch(wasi: WASI, scratch: PreopenDirectory, capBytes: number, m
     entries((oflags & OFLAGS_CREAT) !== 0),
   );
   guard('path_create_directory', () => entries(true));
+  // Files opened in the scratch directory get the open file that grows geometrically, in place
+  // of the shim's (at the same position: the end, for one opened to append).
+  const open = imports.path_open as unknown as (...args: unknown[]) => number;
+  // path_open(dirfd, dirflags, path, pathLength, oflags, rightsBase, rightsInheriting, fdflags, openedFd)
+  imports.path_open = ((...args: unknown[]) => {
+    const errno = open(...args);
+    if (errno !== 0) return errno;
+    const fd = new DataView((memory() as WebAssembly.Memory).buffer).getUint32(args[8] as number, true);
+    const opened = wasi.fds[fd];
+    if (opened instanceof OpenFile && !(opened instanceof ScratchOpenFile)) {
+      const file = new ScratchOpenFile(opened.file, capBytes);
+      file.file_pos = opened.file_pos;
+      wasi.fds[fd] = file;
+    }
+    return errno;
+  }) as never;
 }
 
 export function runModule(message: RunMessage, module: WebAssembly.Module, onLog: RunLog): WorkerOutcome {
@@ -104,9 +126,9 @@ export function runModule(message: RunMessage, module: WebAssembly.Module, onLog
   // The shim turns its debug printing on unless told otherwise: it would go to the server's stdout.
   const wasi = new WASI(['function.wasm'], env, [stdin, stdout, log('stderr'), scratch], { debug: false });
 
-  let memory: WebAssembly.Memory | undefined = message.importedMemory
-    ? new WebAssembly.Memory(message.importedMemory)
-    : undefined;
+  const limits = message.importedMemory;
+  const imported = limits ? memoryPool.take(limits) : undefined;
+  let memory: WebAssembly.Memory | undefined = imported;
   boundScratch(wasi, scratch, Math.floor((message.maxPages * PAGE_BYTES) / 4), () => memory);
   const envImports: Record<string, WebAssembly.ImportValue> = {
     abort(messagePtr: number, filePtr: number, line: number, column: number) {
@@ -157,5 +179,9 @@ export function runModule(message: RunMessage, module: WebAssembly.Module, onLog
       return { kind: 'error', error: `${error instanceof TrapError ? '' : 'RuntimeError: '}${error.message}` };
     }
     return { kind: 'error', error: error instanceof Error ? error.message : String(error) };
+  } finally {
+    // Reached only by a run that ended: a run stopped by the fast path's timeout is terminated
+    // without running this, and its memory, in whatever state, is never kept.
+    if (limits && imported) memoryPool.give(limits, imported);
   }
 }

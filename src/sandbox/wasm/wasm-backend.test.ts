@@ -23,6 +23,19 @@ const LOOPS_ON_LONG_INPUT = `(module
     (i32.store8 (i32.const 1) (i32.const 125))
     (i64.const 2)))`;
 
+// Answers {"seen":D,"pages":P}: D the byte at 4096 when the run starts, P the memory's pages
+// then. It leaves 7 at 4096 and grows its memory by a page for the next run to find.
+const LEAVES_A_MARK = `(module
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{\\"seen\\":0,\\"pages\\":0}")
+  (func (export "isola_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "isola_handle") (param i32 i32) (result i64)
+    (i32.store8 (i32.const 8) (i32.add (i32.const 48) (i32.load8_u (i32.const 4096))))
+    (i32.store8 (i32.const 18) (i32.add (i32.const 48) (memory.size)))
+    (i32.store8 (i32.const 4096) (i32.const 7))
+    (drop (memory.grow (i32.const 1)))
+    (i64.const 20)))`;
+
 let versions = 0;
 let activations = 0;
 
@@ -199,5 +212,26 @@ describe('wasm backend: scratch directory', () => {
     assert.equal((fits.outcome as { result: { readBack: boolean } }).result.readBack, true);
     const tooBig = await run(sandbox, { rounds: 0, bytes: 9 * 2 ** 20, chunk: 2 ** 20 });
     assert.deepEqual(tooBig.outcome, { kind: 'result', result: { error: 'fd_write failed with errno 51' } });
+  });
+});
+
+describe('wasm backend: memories', () => {
+  const runtime = mkdtempSync(join(tmpdir(), 'isola-wasm-test-'));
+  const backend = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 1 });
+
+  after(async () => {
+    await backend.close();
+    rmSync(runtime, { recursive: true, force: true });
+  });
+
+  it("starts every run on a worker on zeroed memory, kept from that worker's previous run", async () => {
+    const sandbox = await load(backend, await wat(LEAVES_A_MARK), { memoryMb: 16 });
+    const results = [];
+    for (let i = 0; i < 3; i++) results.push((await run(sandbox)).outcome);
+    assert.deepEqual(results, [
+      { kind: 'result', result: { seen: 0, pages: 1 } },
+      { kind: 'result', result: { seen: 0, pages: 2 } },
+      { kind: 'result', result: { seen: 0, pages: 3 } },
+    ]);
   });
 });

@@ -17,7 +17,7 @@ import type {
   SandboxSpec,
 } from '../backend.js';
 import { type FastPathRunStats, registerFastPathMetrics } from '../fast-path-stats.js';
-import { capMemories, type ModuleInfo, PAGE_BYTES, parseModule, WasmFormatError } from './binary.js';
+import { importOwnMemory, type ModuleInfo, PAGE_BYTES, parseModule, WasmFormatError } from './binary.js';
 import { callWithBudget, FAST_PATH_BUDGET_MS, FastPathEligibility, SHORT_RUN_MS } from './fast-path.js';
 import { REACTOR_ALLOC, REACTOR_HANDLE, type RunMessage, type WasmAbi } from './messages.js';
 import { runModule } from './run-module.js';
@@ -34,6 +34,7 @@ export interface CompiledFunction {
   module: WebAssembly.Module;
   abi: WasmAbi;
   maxPages: number;
+  /** The limits of the memory the host gives each run: the module's own (made an import) or the one it imports. */
   importedMemory?: { initial: number; maximum: number };
 }
 
@@ -228,8 +229,13 @@ async function compileModule(key: string, bytes: Buffer, memoryMb: number): Prom
     }
   }
   let module: WebAssembly.Module;
+  let ownMemory: { initial: number; maximum: number } | undefined;
   try {
-    module = await WebAssembly.compile(capMemories(bytes, maxPages));
+    // A memory the module defines becomes an import, so that each run is given a kept, zeroed
+    // memory instead of the engine making one (see memory-pool.ts).
+    const rewritten = importOwnMemory(bytes, maxPages);
+    ownMemory = rewritten.memory;
+    module = await WebAssembly.compile(rewritten.bytes);
   } catch (error) {
     if (error instanceof WasmFormatError) throw badRequest(`The WebAssembly module is malformed: ${error.message}.`);
     throw badRequest(`The WebAssembly module does not compile: ${(error as Error).message}`);
@@ -248,15 +254,10 @@ async function compileModule(key: string, bytes: Buffer, memoryMb: number): Prom
       `The WebAssembly module exports neither a WASI command entry point (_start) nor the reactor ABI (memory, ${REACTOR_ALLOC}, ${REACTOR_HANDLE}).`,
     );
   }
-  return {
-    key,
-    module,
-    abi,
-    maxPages,
-    ...(importedMemory
-      ? { importedMemory: { initial: importedMemory.min, maximum: Math.min(importedMemory.max ?? maxPages, maxPages) } }
-      : {}),
-  };
+  const hostMemory =
+    ownMemory ??
+    (importedMemory ? { initial: importedMemory.min, maximum: Math.min(importedMemory.max ?? maxPages, maxPages) } : undefined);
+  return { key, module, abi, maxPages, ...(hostMemory ? { importedMemory: hostMemory } : {}) };
 }
 
 let sandboxCounter = 0;
