@@ -211,6 +211,46 @@ describe('isolate backend: runs on the server thread for short functions', () =>
     await neighbour.destroy();
   });
 
+  it("tries a version's first run on the fast path, with the same result and logs", async () => {
+    const code = 'function main(p) { console.log("first", p.x); return { x: p.x }; }';
+    const sandbox = await load(backend, code, { namespace: 'first-runs' });
+    const sync = backend.runStats.sync;
+    const first = await run(sandbox, { x: 1 });
+    assert.deepEqual(first.outcome, { kind: 'result', result: { x: 1 } });
+    assert.deepEqual(first.logs, ['first 1\n']);
+    assert.equal(backend.runStats.sync, sync + 1, 'the first run was made on the server thread');
+    // Only the first: the next runs prove the version short on the isolate's thread as before.
+    const async = backend.runStats.async;
+    assert.deepEqual((await run(sandbox, { x: 2 })).outcome, { kind: 'result', result: { x: 2 } });
+    assert.equal(backend.runStats.async, async + 1, 'the second run was made on the isolate thread');
+    await sandbox.destroy();
+  });
+
+  it('makes a first run that overruns the budget again asynchronously, without taking the fast path from its namespace', async () => {
+    const SPIN =
+      'function main(p) { console.log("spin", p.spinMs ?? 0); const end = Date.now() + (p.spinMs ?? 0); while (Date.now() < end) {} return { spun: p.spinMs ?? 0 }; }';
+    const slow = await load(backend, SPIN, { namespace: 'first-run-overruns' });
+    const before = { ...backend.runStats };
+    const { outcome, logs } = await run(slow, { spinMs: 60 });
+    assert.deepEqual(outcome, { kind: 'result', result: { spun: 60 } });
+    assert.deepEqual(logs, ['spin 60\n'], 'the abandoned attempt left no log line');
+    assert.equal(backend.runStats.overruns, before.overruns + 1, 'it overran on the server thread first');
+    // The version proves itself as any other, and reaches the fast path.
+    const afterOverrun = backend.runStats.sync;
+    assert.deepEqual((await run(slow)).outcome, { kind: 'result', result: { spun: 0 } });
+    assert.equal(backend.runStats.sync, afterOverrun, 'its next run is made on the isolate thread');
+    await warm(slow, backend);
+    await slow.destroy();
+    // The namespace's next versions' first runs are not tried on the server thread for a while...
+    const next = await load(backend, SPIN, { namespace: 'first-run-overruns' });
+    const syncBefore = backend.runStats.sync;
+    assert.deepEqual((await run(next)).outcome, { kind: 'result', result: { spun: 0 } });
+    assert.equal(backend.runStats.sync, syncBefore, "a new version's first run is made on the isolate thread");
+    // ...but they still reach the fast path once proven short.
+    await warm(next, backend);
+    await next.destroy();
+  });
+
   it('still stops an endless loop at the function timeout, not at the budget', async () => {
     const sandbox = await load(backend, 'function main(p) { if (p.spin) { while (true) {} } return {}; }');
     await warm(sandbox, backend);
