@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
+import ivm from 'isolated-vm';
 import { Registry } from 'prom-client';
 import { waitFor } from '../../../test/helpers/server-process.js';
 import { type FunctionCode, type InitOutcome, lateOutputLine, type RunOutcome, type Sandbox } from '../backend.js';
@@ -283,6 +285,32 @@ describe('isolate backend: runs on the server thread for short functions', () =>
     const { outcome } = await run(sandbox, { hog: true }, 20000);
     assert.equal(outcome.kind, 'oom');
     assert.equal(sandbox.alive, false);
+  });
+});
+
+// The bootstrap's code cache is made once, from a throwaway isolate that loaded and ran a
+// function, so that it holds the functions every cold start calls.
+describe('isolate backend: the bootstrap code cache', () => {
+  it('is made from a throwaway isolate without counting its runs, and new isolates accept it', async () => {
+    const backend = new IsolateBackend();
+    const stats = { ...backend.runStats };
+    assert.equal((await backend.status()).available, true);
+    assert.deepEqual(backend.runStats, stats, "the warm-up run is not one of the backend's runs");
+    const cachedData = await IsolateSandbox.warmedBootstrapCache();
+    assert.ok(cachedData, 'a cache was made');
+    const isolate = new ivm.Isolate({ memoryLimit: 16 });
+    try {
+      const source = readFileSync(new URL('./bootstrap.js', import.meta.url), 'utf8');
+      const script = isolate.compileScriptSync(source, { filename: 'isola:bootstrap.js', cachedData });
+      assert.equal(script.cachedDataRejected, false, 'V8 took the cache');
+    } finally {
+      isolate.dispose();
+    }
+    const sandbox = await load(backend, 'function main(p) { console.log("n", p.n); return { n: p.n }; }');
+    const { outcome, logs } = await run(sandbox, { n: 3 });
+    assert.deepEqual(outcome, { kind: 'result', result: { n: 3 } });
+    assert.deepEqual(logs, ['n 3\n']);
+    await sandbox.destroy();
   });
 });
 
