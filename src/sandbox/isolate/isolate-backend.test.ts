@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
+import ivm from 'isolated-vm';
 import { Registry } from 'prom-client';
 import { waitFor } from '../../../test/helpers/server-process.js';
 import { type FunctionCode, type InitOutcome, lateOutputLine, type RunOutcome, type Sandbox } from '../backend.js';
@@ -211,6 +213,46 @@ describe('isolate backend: runs on the server thread for short functions', () =>
     await neighbour.destroy();
   });
 
+  it("tries a version's first run on the fast path, with the same result and logs", async () => {
+    const code = 'function main(p) { console.log("first", p.x); return { x: p.x }; }';
+    const sandbox = await load(backend, code, { namespace: 'first-runs' });
+    const sync = backend.runStats.sync;
+    const first = await run(sandbox, { x: 1 });
+    assert.deepEqual(first.outcome, { kind: 'result', result: { x: 1 } });
+    assert.deepEqual(first.logs, ['first 1\n']);
+    assert.equal(backend.runStats.sync, sync + 1, 'the first run was made on the server thread');
+    // Only the first: the next runs prove the version short on the isolate's thread as before.
+    const async = backend.runStats.async;
+    assert.deepEqual((await run(sandbox, { x: 2 })).outcome, { kind: 'result', result: { x: 2 } });
+    assert.equal(backend.runStats.async, async + 1, 'the second run was made on the isolate thread');
+    await sandbox.destroy();
+  });
+
+  it('makes a first run that overruns the budget again asynchronously, without taking the fast path from its namespace', async () => {
+    const SPIN =
+      'function main(p) { console.log("spin", p.spinMs ?? 0); const end = Date.now() + (p.spinMs ?? 0); while (Date.now() < end) {} return { spun: p.spinMs ?? 0 }; }';
+    const slow = await load(backend, SPIN, { namespace: 'first-run-overruns' });
+    const before = { ...backend.runStats };
+    const { outcome, logs } = await run(slow, { spinMs: 60 });
+    assert.deepEqual(outcome, { kind: 'result', result: { spun: 60 } });
+    assert.deepEqual(logs, ['spin 60\n'], 'the abandoned attempt left no log line');
+    assert.equal(backend.runStats.overruns, before.overruns + 1, 'it overran on the server thread first');
+    // The version proves itself as any other, and reaches the fast path.
+    const afterOverrun = backend.runStats.sync;
+    assert.deepEqual((await run(slow)).outcome, { kind: 'result', result: { spun: 0 } });
+    assert.equal(backend.runStats.sync, afterOverrun, 'its next run is made on the isolate thread');
+    await warm(slow, backend);
+    await slow.destroy();
+    // The namespace's next versions' first runs are not tried on the server thread for a while...
+    const next = await load(backend, SPIN, { namespace: 'first-run-overruns' });
+    const syncBefore = backend.runStats.sync;
+    assert.deepEqual((await run(next)).outcome, { kind: 'result', result: { spun: 0 } });
+    assert.equal(backend.runStats.sync, syncBefore, "a new version's first run is made on the isolate thread");
+    // ...but they still reach the fast path once proven short.
+    await warm(next, backend);
+    await next.destroy();
+  });
+
   it('still stops an endless loop at the function timeout, not at the budget', async () => {
     const sandbox = await load(backend, 'function main(p) { if (p.spin) { while (true) {} } return {}; }');
     await warm(sandbox, backend);
@@ -243,6 +285,33 @@ describe('isolate backend: runs on the server thread for short functions', () =>
     const { outcome } = await run(sandbox, { hog: true }, 20000);
     assert.equal(outcome.kind, 'oom');
     assert.equal(sandbox.alive, false);
+  });
+});
+
+// The bootstrap's code cache is made once, from a throwaway isolate that loaded and ran a
+// function, so that it holds the functions every cold start calls.
+describe('isolate backend: the bootstrap code cache', () => {
+  it('is made from a throwaway isolate without counting its runs, and new isolates accept it', async () => {
+    const backend = new IsolateBackend();
+    const stats = { ...backend.runStats };
+    assert.equal((await backend.status()).available, true);
+    assert.deepEqual(backend.runStats, stats, "the warm-up run is not one of the backend's runs");
+    const cachedData = await IsolateSandbox.warmedBootstrapCache();
+    assert.ok(cachedData, 'a cache was made');
+    const isolate = new ivm.Isolate({ memoryLimit: 16 });
+    try {
+      const source = readFileSync(new URL('./bootstrap.js', import.meta.url), 'utf8');
+      const script = isolate.compileScriptSync(source, { filename: 'isola:bootstrap.js', cachedData });
+      // Set on the script by isolated-vm; its typings omit it.
+      assert.equal((script as ivm.Script & { cachedDataRejected?: boolean }).cachedDataRejected, false, 'V8 took the cache');
+    } finally {
+      isolate.dispose();
+    }
+    const sandbox = await load(backend, 'function main(p) { console.log("n", p.n); return { n: p.n }; }');
+    const { outcome, logs } = await run(sandbox, { n: 3 });
+    assert.deepEqual(outcome, { kind: 'result', result: { n: 3 } });
+    assert.deepEqual(logs, ['n 3\n']);
+    await sandbox.destroy();
   });
 });
 

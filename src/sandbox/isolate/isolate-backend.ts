@@ -19,6 +19,9 @@ import {
 import { type FastPathRunStats, registerFastPathMetrics } from '../fast-path-stats.js';
 
 const BOOTSTRAP_SOURCE = readFileSync(new URL('./bootstrap.js', import.meta.url), 'utf8');
+const BOOTSTRAP_ORIGIN: ivm.ScriptOrigin = { filename: 'isola:bootstrap.js' };
+/** Loaded and run once in a throwaway isolate to make the bootstrap's code cache (see warmedBootstrapCache). */
+const WARM_UP_CODE = 'function main(params) { console.log("warm-up"); return { ok: params.ok !== false }; }';
 const MAX_RANDOM_BYTES = 65536;
 
 /**
@@ -95,7 +98,8 @@ async function compile(
 /**
  * Runs on the server's own thread. isolated-vm's asynchronous calls hop to a pool thread and
  * back, which costs far more than a short function itself (about 75 us against 5 us here), so a
- * version whose runs have proved short is called synchronously, with a budget: the event loop is
+ * version whose runs have proved short (and each version's first run, on trial) is called
+ * synchronously, with a budget: the event loop is
  * blocked for at most SYNC_BUDGET_MS. A run that overruns it is abandoned, the isolate rebuilt
  * with the function loaded again, and the run made again asynchronously; the version proves itself
  * again, and after a second overrun stays off the fast path. Repeating it is safe because a function in an isolate has no effect
@@ -140,6 +144,8 @@ function namespaceOf(key: string): string {
 class SyncEligibility {
   private readonly entries = new Map<string, { shortRuns: number; overruns: number; since: number }>();
   private readonly namespaces = new Map<string, { overruns: number; since: number }>();
+  /** When a first run of each namespace last overran the budget on the server's thread. */
+  private readonly trialOverruns = new Map<string, number>();
 
   constructor(private readonly capacity: number) {}
 
@@ -147,6 +153,38 @@ class SyncEligibility {
     const entry = this.entries.get(key);
     if (entry === undefined || entry.shortRuns < SHORT_RUNS_NEEDED || this.versionBanned(entry)) return false;
     return this.namespaceAllowed(key);
+  }
+
+  /**
+   * Whether a version's first run may be tried on the server's thread, before it has a record:
+   * nothing of it was run yet (a later run that is not short must prove itself as usual), and no
+   * first run of its namespace overran there lately. Such an overrun leaves its version to prove
+   * itself as usual but does not count towards taking the fast path from the namespace (a function
+   * that runs long from its first call has not abused the path: it never was on it); instead it
+   * stops the namespace's first runs being tried for NAMESPACE_PENALTY_MS, so that deploying
+   * version after version blocks the server's thread for at most one budget per namespace then.
+   */
+  mayTryFirstRun(key: string): boolean {
+    if (this.entries.has(key)) return false;
+    const trialOverrun = this.trialOverruns.get(namespaceOf(key));
+    if (trialOverrun !== undefined && Date.now() - trialOverrun <= NAMESPACE_PENALTY_MS) return false;
+    return this.namespaceAllowed(key);
+  }
+
+  /** A first run tried on the server's thread overran the budget (see mayTryFirstRun). */
+  firstRunOverran(key: string): void {
+    const now = Date.now();
+    // Its record starts here, with no short runs: it proves itself like any version. Not counted
+    // as one of its overruns either, so that a first run that does more (filling a cache, say)
+    // does not leave it one overrun from losing the path.
+    this.entry(key).shortRuns = 0;
+    const name = namespaceOf(key);
+    this.trialOverruns.delete(name);
+    this.trialOverruns.set(name, now);
+    if (this.trialOverruns.size > this.capacity) {
+      const oldest = this.trialOverruns.keys().next().value;
+      if (oldest !== undefined) this.trialOverruns.delete(oldest);
+    }
   }
 
   /** Whether code may be tried on the server's thread without a record of short runs: it has not overrun there lately. */
@@ -318,6 +356,50 @@ export class IsolateSandbox implements Sandbox {
   }
 
   /**
+   * The bootstrap's code cache with the functions that load and run a function in it. V8 compiles
+   * a function when it is first called, and a code cache holds what was compiled when it was made:
+   * one made at the bootstrap's compile would leave every new isolate to compile those functions
+   * during its cold start. So a throwaway isolate loads and runs a small function once (with
+   * caches and records of its own), then compiles the bootstrap again: V8 finds the same code,
+   * those functions compiled, and the cache it makes holds them. Undefined if any step fails.
+   */
+  static async warmedBootstrapCache(): Promise<ivm.ExternalCopy<ArrayBuffer> | undefined> {
+    const donor = await IsolateSandbox.create({ memoryMb: 16 }, new CodeCache(4), new SyncEligibility(4), {
+      sync: 0,
+      async: 0,
+      overruns: 0,
+    });
+    try {
+      const code: FunctionCode = {
+        key: 'isola/warm-up@0',
+        kind: 'nodejs:20',
+        code: WARM_UP_CODE,
+        binary: false,
+        main: 'main',
+        filename: 'warm-up.js',
+        env: {},
+        logLimitBytes: 1024,
+      };
+      const ignore = () => {};
+      if (!(await donor.init(code, Date.now() + 5000, ignore)).ok) return undefined;
+      const outcome = await donor.run({
+        activationId: 'warm-up',
+        params: {},
+        deadline: Date.now() + 5000,
+        env: {},
+        onLog: ignore,
+      });
+      if (outcome.kind !== 'result' || !donor.alive) return undefined;
+      const again = donor.realm.isolate.compileScriptSync(BOOTSTRAP_SOURCE, { ...BOOTSTRAP_ORIGIN, produceCachedData: true });
+      const cachedData = (again as ivm.Script & ivm.CachedDataResult).cachedData;
+      again.release();
+      return cachedData;
+    } finally {
+      await donor.destroy();
+    }
+  }
+
+  /**
    * A new isolate with the bootstrap run in its context. All on the server's thread: it is the
    * platform's own short code (about 0.3 ms with its cachedData), and each hop to the isolate's
    * thread and back would cost about as much again, more when the CPUs are busy.
@@ -327,7 +409,7 @@ export class IsolateSandbox implements Sandbox {
     try {
       const abandoned = { value: false };
       const context = isolate.createContextSync();
-      const bootstrap = compileSync(isolate, this.cache, 'bootstrap', BOOTSTRAP_SOURCE, { filename: 'isola:bootstrap.js' });
+      const bootstrap = compileSync(isolate, this.cache, 'bootstrap', BOOTSTRAP_SOURCE, BOOTSTRAP_ORIGIN);
       const factory = bootstrap.runSync(context, { reference: true }) as ivm.Reference<unknown>;
       bootstrap.release();
       const internals = factory.applySync(undefined, this.bridges(abandoned), {
@@ -661,8 +743,12 @@ export class IsolateSandbox implements Sandbox {
     try {
       const alone = this.runs.size === 1 && this.fires.size === 0;
       let envelope: Envelope | undefined;
-      if (alone && remaining > SYNC_BUDGET_MS && this.syncEligibility.eligible(code.key)) {
-        envelope = await this.runSynchronously(code, run, paramsJson, deadline, arm);
+      if (alone && remaining > SYNC_BUDGET_MS) {
+        // A version's first run is tried there too: most are short, and the hop to the isolate's
+        // thread is most of a cold start's call.
+        const firstRun = this.syncEligibility.mayTryFirstRun(code.key);
+        if (firstRun || this.syncEligibility.eligible(code.key))
+          envelope = await this.runSynchronously(code, run, paramsJson, deadline, arm, firstRun);
       }
       if (envelope === undefined) {
         arm();
@@ -712,6 +798,7 @@ export class IsolateSandbox implements Sandbox {
     paramsJson: string,
     deadline: number,
     armWatchdog: () => void,
+    firstRun: boolean,
   ): Promise<Envelope | undefined> {
     const realm = this.realm;
     const cpuBefore = realm.isolate.cpuTime;
@@ -725,7 +812,8 @@ export class IsolateSandbox implements Sandbox {
         // Not the budget: the call's task ended with a rejection nobody handled.
         this.reportRejection(run.id, error);
       } else {
-        this.syncEligibility.overran(code.key);
+        if (firstRun) this.syncEligibility.firstRunOverran(code.key);
+        else this.syncEligibility.overran(code.key);
         this.stats.overruns++;
         await this.rebuild(code, deadline);
         return undefined;
@@ -950,11 +1038,19 @@ export class IsolateBackend implements Backend {
   private readonly cache = new CodeCache(2000);
   private readonly syncEligibility = new SyncEligibility(2000);
   readonly runStats: FastPathRunStats = { sync: 0, async: 0, overruns: 0 };
+  /** The bootstrap's code cache is made once, after the first probe (see IsolateSandbox.warmedBootstrapCache). */
+  private bootstrapCacheWarmed = false;
 
   async status(): Promise<BackendStatus> {
     try {
       const sandbox = await IsolateSandbox.create({ memoryMb: 16 }, this.cache, this.syncEligibility, this.runStats);
       await sandbox.destroy();
+      if (!this.bootstrapCacheWarmed) {
+        this.bootstrapCacheWarmed = true;
+        // Without it new isolates still work: the bootstrap is cached from its second compile, as any code.
+        const cachedData = await IsolateSandbox.warmedBootstrapCache().catch(() => undefined);
+        if (cachedData) this.cache.set('bootstrap', cachedData);
+      }
       return { isolation: 'isolate', available: true, detail: 'V8 isolates through isolated-vm 5.0.4' };
     } catch (error) {
       return {
