@@ -141,7 +141,7 @@ function namespaceOf(key: string): string {
 }
 
 /** Per version: whether its runs are short enough to be made on the server's thread. */
-class SyncEligibility {
+export class SyncEligibility {
   private readonly entries = new Map<string, { shortRuns: number; overruns: number; since: number }>();
   private readonly namespaces = new Map<string, { overruns: number; since: number }>();
   /** When a first run of each namespace last overran the budget on the server's thread. */
