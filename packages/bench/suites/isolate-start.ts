@@ -6,12 +6,16 @@
  *    of a server with no pool of blank isolates;
  *  - raw pooled: the same steps with the isolate and context made ahead (compile + first call);
  *  - API pooled: the same API call on a server that keeps blank isolates ready;
- *  - density: host memory (PSS) per idle hello instance on the server with no pool.
+ *  - density: host memory (PSS) per idle hello instance on the server with no pool;
+ *  - not a baseline, the HTTP floor: the same POST to a bare node:http server in another process
+ *    after the same pause, which any path through an HTTP API pays and the raw engine does not.
  * Writes packages/bench/results/isolate-start.{json,md}.
  *
  *   npm run bench:isolate-start [-- --quick]
  */
 
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -74,6 +78,21 @@ function rawPooled(made = rawReady()): number {
 function rawReady() {
   const isolate = new ivm.Isolate({ memoryLimit: MEMORY_MB });
   return { isolate, context: isolate.createContextSync() };
+}
+
+/** A bare node:http server in a process of its own that answers any request with a small JSON body. */
+const BARE_SERVER = `
+const server = require('node:http').createServer((request, response) => {
+  request.resume();
+  request.on('end', () => { response.writeHead(200, { 'content-type': 'application/json' }); response.end('{"greeting":"Hello bench"}'); });
+});
+server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
+`;
+
+async function startBareServer(): Promise<{ child: ChildProcess; client: KeepAliveClient }> {
+  const child = spawn(process.execPath, ['-e', BARE_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [chunk] = (await once(child.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
+  return { child, client: new KeepAliveClient(`http://127.0.0.1:${chunk.toString().trim()}`) };
 }
 
 class Api {
@@ -171,6 +190,7 @@ async function density(api: Api, count: number) {
 function markdown(results: {
   raw: { cold: Summary; pooled: Summary; pooledAfterPause: Summary };
   api: { cold: Summary; pooled: Summary; pooledHits: string };
+  httpFloor: Summary;
   density: Awaited<ReturnType<typeof density>>;
   targets: Record<string, { target: string; measured: number | null; met: boolean }>;
   host: ReturnType<typeof hostInfo>;
@@ -194,6 +214,13 @@ function markdown(results: {
       `raw pooled, isolate made before the ${POOL_GAP_MS} ms pause the API's blank isolates sit through (not a baseline)`,
       results.raw.pooledAfterPause,
     ),
+    row(
+      'HTTP floor: one POST to a bare node:http server in another process, after the same pause (not a baseline)',
+      results.httpFloor,
+    ),
+    '',
+    `Beside the targets, the API's figures less the HTTP floor: cold ${ratio(results.api.cold.p50 - results.httpFloor.p50, results.raw.cold.p50)}x raw, ` +
+      `pooled +${round(results.api.pooled.p50 - results.httpFloor.p50 - results.raw.pooled.p50, 3)} ms above raw.`,
     '',
     `Idle hello instances: ${results.density.pssPerInstanceMb} MB PSS each over ${results.density.instances} instances, ` +
       `${results.density.instancesPer1024Mb ?? 'n/a'} per 1024 MB.`,
@@ -219,11 +246,13 @@ async function main() {
   const pooled = await ServerProcess.start({ env: { ...common, ISOLA_PREWARM: 'isolate:2' } });
   const noPoolApi = new Api(bare, 'cold');
   const pooledApi = new Api(pooled, 'pooled');
+  const bareHttp = await startBareServer();
   try {
     // Warm up every path once (the server's own code, the engine in this process), unmeasured.
     for (let i = 0; i < 5; i++) {
       rawCold();
       rawPooled();
+      await bareHttp.client.send('POST', '/', PARAMS);
       for (const api of [noPoolApi, pooledApi]) {
         const name = await api.deploy();
         await api.coldCall(name);
@@ -234,6 +263,7 @@ async function main() {
     // API's blank isolates sit through too (a CPU that idled meanwhile runs the same steps slower).
     const raw = { cold: [] as number[], pooled: [] as number[], pooledAfterPause: [] as number[] };
     const api = { cold: [] as number[], pooled: [] as number[] };
+    const httpFloor: number[] = [];
     // Read from the server's counter after each call: it keeps a bounded number of functions' series.
     let hits = 0;
     log(`${SAMPLES} samples of each, in turns...`);
@@ -253,12 +283,15 @@ async function main() {
       const madeAhead = rawReady();
       await pause(POOL_GAP_MS);
       raw.pooledAfterPause.push(rawPooled(madeAhead));
+      await pause(POOL_GAP_MS);
+      httpFloor.push(await time(() => bareHttp.client.send('POST', '/', PARAMS)));
     }
     log(`density: ${DENSITY_INSTANCES} idle hello instances...`);
     const idle = await density(noPoolApi, DENSITY_INSTANCES);
     const summaries = {
       raw: { cold: summarize(raw.cold), pooled: summarize(raw.pooled), pooledAfterPause: summarize(raw.pooledAfterPause) },
       api: { cold: summarize(api.cold), pooled: summarize(api.pooled), pooledHits: `${hits} of ${SAMPLES}` },
+      httpFloor: summarize(httpFloor),
     };
     const coldRatio = ratio(summaries.api.cold.p50, summaries.raw.cold.p50);
     const pooledExtra = round(summaries.api.pooled.p50 - summaries.raw.pooled.p50, 3);
@@ -297,6 +330,8 @@ async function main() {
   } finally {
     noPoolApi.client.close();
     pooledApi.client.close();
+    bareHttp.client.close();
+    bareHttp.child.kill();
     await bare.dispose();
     await pooled.dispose();
   }
