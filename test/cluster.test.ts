@@ -190,8 +190,13 @@ describe('a cluster of controllers and invokers', () => {
       60_000,
     );
     assert.deepEqual(served.response.result, { n: 4 });
-    const accepted = await first.invoke<{ activationId: string }>('steady', { n: 5 }, 'blocking=false');
-    assert.equal(accepted.status, 202);
+    // Each controller reconnects on its own: the first may still be on its way back (a 503, kept nowhere).
+    const accepted = await waitFor('the first controller to accept again', async () => {
+      const res = await first.invoke<{ activationId: string }>('steady', { n: 5 }, 'blocking=false');
+      if (res.status === 503) return undefined;
+      assert.equal(res.status, 202, JSON.stringify(res.body));
+      return res;
+    });
     const record = await waitFor('the asynchronous call to run', async () => {
       const res = await second.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${accepted.body.activationId}`);
       return res.status === 200 ? res.body : undefined;
