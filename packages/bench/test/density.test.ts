@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { waitFor } from '../../../test/helpers/server-process.js';
 import type { HarnessResults, Target, WorkloadResult } from '../src/harness.js';
 import { barePeerOf, startTargetServer, TARGETS, TargetRun } from '../src/harness.js';
 import { perGb, processesNaming, serverProcesses } from '../src/pss.js';
@@ -155,43 +156,38 @@ describe("a server's processes", () => {
 });
 
 describe("idle instances of a backend in the server's own process", { timeout: 120_000 }, () => {
-  it('are stacked turn on turn, each turn counted by what it added, and removed after the last', async () => {
+  const hello = WORKLOADS.find((w) => w.name === 'hello' && w.kind === 'nodejs:20') as Workload;
+
+  /** An isolate server with room for `instances` hello instances, and a run on it. */
+  async function withIsolateRun(instances: number, body: (run: TargetRun) => Promise<void>): Promise<void> {
     const isolate = target('isolate');
-    const hello = WORKLOADS.find((w) => w.name === 'hello' && w.kind === 'nodejs:20') as Workload;
     const dataDir = mkdtempSync(join(tmpdir(), 'isola-density-test-'));
-    const server = await startTargetServer(isolate, dataDir, { ISOLA_MEMORY_BUDGET_MB: String(16 * hello.memoryMb) });
+    const server = await startTargetServer(isolate, dataDir, { ISOLA_MEMORY_BUDGET_MB: String(instances * hello.memoryMb) });
     const run = new TargetRun(isolate, server, { quick: true, concurrency: 1, memoryBudgetMb: 1024 });
     try {
       await run.init();
+      await body(run);
+    } finally {
+      run.close();
+      await server.dispose();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }
+
+  it('are stacked turn on turn, each turn counted by what it added, and removed after the last', () =>
+    withIsolateRun(16, async (run) => {
       const samples = await run.stackedIdleInstanceMb(hello, 3, 2, 'stacked');
       assert.equal(samples.totalMb.length, 2);
       assert.equal(samples.serverHeapMb.length, 2);
       for (const mb of [...samples.totalMb, ...samples.serverHeapMb])
         assert.ok(Number.isFinite(mb), `a turn's cost is a number: ${mb}`);
-      const deadline = Date.now() + 30_000;
-      while ((await run.instances()) > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+      await waitFor('the idle instances to be removed', async () => ((await run.instances()) === 0 ? true : undefined), 30_000);
       assert.equal(await run.instances(), 0);
-    } finally {
-      run.close();
-      await server.dispose();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('fail a turn whose instances did not all stay (one evicted for want of room)', async () => {
-    const isolate = target('isolate');
-    const hello = WORKLOADS.find((w) => w.name === 'hello' && w.kind === 'nodejs:20') as Workload;
-    const dataDir = mkdtempSync(join(tmpdir(), 'isola-density-test-'));
-    // Room for two instances: the third of a turn evicts one.
-    const server = await startTargetServer(isolate, dataDir, { ISOLA_MEMORY_BUDGET_MB: String(2 * hello.memoryMb) });
-    const run = new TargetRun(isolate, server, { quick: true, concurrency: 1, memoryBudgetMb: 1024 });
-    try {
-      await run.init();
+  // Room for two instances: the third of a turn evicts one.
+  it('fail a turn whose instances did not all stay (one evicted for want of room)', () =>
+    withIsolateRun(2, async (run) => {
       await assert.rejects(run.stackedIdleInstanceMb(hello, 3, 1, 'evicted'), /expected 3 more idle instances, found 2/);
-    } finally {
-      run.close();
-      await server.dispose();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
-  });
+    }));
 });
