@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { LEAVES_A_MARK, loopsOnLongInput } from '../../../test/helpers/wasm-modules.js';
 import { wat } from '../../../test/helpers/wat.js';
 import { importOwnMemory, PAGE_BYTES } from './binary.js';
 import { callWithBudget } from './fast-path.js';
@@ -8,31 +9,6 @@ import type { RunMessage } from './messages.js';
 import { memoryPool, runModule } from './run-module.js';
 
 const MAX_PAGES = 64 * 16;
-
-// Answers {"seen":D,"pages":P}: D the byte at 4096 when the run starts (a digit), P the memory's
-// pages when it starts. Then leaves 7 at 4096 and grows the memory by a page, as a run's
-// allocations would, for the next run to find if memories were not zeroed.
-const LEAVES_A_MARK = `(module
-  (memory (export "memory") 1)
-  (data (i32.const 0) "{\\"seen\\":0,\\"pages\\":0}")
-  (func (export "isola_alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "isola_handle") (param i32 i32) (result i64)
-    (i32.store8 (i32.const 8) (i32.add (i32.const 48) (i32.load8_u (i32.const 4096))))
-    (i32.store8 (i32.const 18) (i32.add (i32.const 48) (memory.size)))
-    (i32.store8 (i32.const 4096) (i32.const 7))
-    (drop (memory.grow (i32.const 1)))
-    (i64.const 20)))`;
-
-// Loops forever when its input is longer than 20 bytes, answers {} otherwise. Its maximum is its
-// own, so that no other test's memory is kept under its limits.
-const LOOPS_ON_LONG_INPUT = `(module
-  (memory (export "memory") 1 77)
-  (func (export "isola_alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "isola_handle") (param $pointer i32) (param $length i32) (result i64)
-    (if (i32.gt_u (local.get $length) (i32.const 20)) (then (loop $forever (br $forever))))
-    (i32.store8 (i32.const 0) (i32.const 123))
-    (i32.store8 (i32.const 1) (i32.const 125))
-    (i64.const 2)))`;
 
 /** The module as the backend compiles it (its memory an import) and the message for a run of it. */
 async function prepare(bytes: Uint8Array) {
@@ -68,7 +44,7 @@ describe('wasm runs on kept memories', () => {
   });
 
   it('never keeps the memory of a run abandoned at its budget', async () => {
-    const bytes = Buffer.from(await wat(LOOPS_ON_LONG_INPUT), 'base64');
+    const bytes = Buffer.from(await wat(loopsOnLongInput('1 77')), 'base64');
     const { module, message } = await prepare(bytes);
     assert.deepEqual(run(message({}), module), {});
     const kept = memoryPool.bytes;

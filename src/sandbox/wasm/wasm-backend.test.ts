@@ -5,36 +5,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import { waitFor } from '../../../test/helpers/server-process.js';
+import { LEAVES_A_MARK, loopsOnLongInput } from '../../../test/helpers/wasm-modules.js';
 import { wat } from '../../../test/helpers/wat.js';
 import { buildBundle } from '../../guest/bundle.js';
 import type { RunOutcome, Sandbox } from '../backend.js';
 import { WasmBackend } from './wasm-backend.js';
 
 const example = (file: string) => readFileSync(new URL(`../../../examples/wasm/${file}`, import.meta.url)).toString('base64');
-
-// A reactor that answers {} at once, unless its parameters are longer than 20 bytes: then it
-// loops forever. Short runs make it eligible for the fast path; a long input then loops there.
-const LOOPS_ON_LONG_INPUT = `(module
-  (memory (export "memory") 1)
-  (func (export "isola_alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "isola_handle") (param $pointer i32) (param $length i32) (result i64)
-    (if (i32.gt_u (local.get $length) (i32.const 20)) (then (loop $forever (br $forever))))
-    (i32.store8 (i32.const 0) (i32.const 123))
-    (i32.store8 (i32.const 1) (i32.const 125))
-    (i64.const 2)))`;
-
-// Answers {"seen":D,"pages":P}: D the byte at 4096 when the run starts, P the memory's pages
-// then. It leaves 7 at 4096 and grows its memory by a page for the next run to find.
-const LEAVES_A_MARK = `(module
-  (memory (export "memory") 1)
-  (data (i32.const 0) "{\\"seen\\":0,\\"pages\\":0}")
-  (func (export "isola_alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "isola_handle") (param i32 i32) (result i64)
-    (i32.store8 (i32.const 8) (i32.add (i32.const 48) (i32.load8_u (i32.const 4096))))
-    (i32.store8 (i32.const 18) (i32.add (i32.const 48) (memory.size)))
-    (i32.store8 (i32.const 4096) (i32.const 7))
-    (drop (memory.grow (i32.const 1)))
-    (i64.const 20)))`;
 
 let versions = 0;
 let activations = 0;
@@ -128,7 +105,7 @@ describe('wasm backend: runs on the server thread for short modules', () => {
   });
 
   it('stops a module looping on the server thread, ends it at its timeout on a worker, and serves other calls meanwhile', async () => {
-    const looping = await load(backend, await wat(LOOPS_ON_LONG_INPUT));
+    const looping = await load(backend, await wat(loopsOnLongInput()));
     const other = await load(backend, example('greet.wasm'));
     await warm(looping, backend);
     const before = { ...backend.runStats };
@@ -152,7 +129,7 @@ describe('wasm backend: runs on the server thread for short modules', () => {
   });
 
   it('takes the fast path away from a namespace whose versions keep overrunning it', async () => {
-    const code = await wat(LOOPS_ON_LONG_INPUT);
+    const code = await wat(loopsOnLongInput());
     for (let i = 0; i < 3; i++) {
       const sandbox = await load(backend, code, { namespace: 'noisy' });
       await warm(sandbox, backend);
