@@ -2,13 +2,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyBaseLogger } from 'fastify';
 import { newRequestId } from '../core/ids.js';
 import { assertActionName } from '../core/names.js';
-import type { InvokeOutcome } from '../platform/invoke.js';
 import type { Platform } from '../platform/platform.js';
 import { basicNamespace } from './auth.js';
-import { outcomeError } from './door.js';
 import { parseJson } from './json.js';
-import { type OpenWhiskCall, parseOpenWhiskInvoke } from './openwhisk.js';
-import { invokeStatus } from './views.js';
+import { openWhiskInvokeAnswer, parseOpenWhiskInvoke } from './openwhisk.js';
 
 /**
  * The plainest OpenWhisk invoke, answered without Fastify's routing, hooks and reply pipeline,
@@ -118,7 +115,8 @@ async function answer(
     const outcome = await options.platform.invoke(call.command);
     activationId =
       outcome.kind === 'completed' ? outcome.record.activationId : outcome.kind === 'accepted' ? outcome.activationId : undefined;
-    send(response, ...formatted(call, outcome));
+    const { status, payload } = openWhiskInvokeAnswer(call, outcome);
+    send(response, status, payload);
   } catch (error) {
     fail(options, response, error, activationId, false);
   }
@@ -138,26 +136,14 @@ function fail(
   send(response, failed.status, failed.body, closeConnection);
 }
 
-/** formatOpenWhiskInvoke's answer, as a status and a payload for reply.send. */
-function formatted(call: OpenWhiskCall, outcome: InvokeOutcome): [number, unknown] {
-  switch (outcome.kind) {
-    case 'not-found':
-    case 'rejected':
-      throw outcomeError(outcome);
-    case 'dry-run':
-      // Never asked for through this door (the route would answer 204).
-      throw new Error('A dry run came through the OpenWhisk door.');
-    case 'accepted':
-      return [202, { activationId: outcome.activationId }];
-    case 'completed': {
-      const record = outcome.record;
-      return [invokeStatus(record), call.resultOnly ? (record.response.result ?? {}) : record];
-    }
-  }
-}
-
 /** Fastify's reply.send for the payloads this door sends: a string as text, anything else as JSON. */
 function send(response: ServerResponse, status: number, payload: unknown, closeConnection = false): void {
+  if (payload === undefined) {
+    // No body (a 204), as reply.send() sends it.
+    response.writeHead(status, closeConnection ? { connection: 'close' } : {});
+    response.end();
+    return;
+  }
   const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
   const type = typeof payload === 'string' ? TEXT_TYPE : JSON_TYPE;
   const length = String(Buffer.byteLength(text));

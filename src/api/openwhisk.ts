@@ -76,22 +76,30 @@ export function parseOpenWhiskInvoke(
 }
 
 /** OpenWhisk's answers: 202 with the activation id, or the record (or its result) with its status. */
-export function formatOpenWhiskInvoke(reply: FastifyReply, call: OpenWhiskCall, outcome: InvokeOutcome) {
+/**
+ * The answer to an invoke through this door, as a status and a payload (none for a dry run):
+ * one shape for the Fastify route and the lean path (lean-invoke.ts) alike.
+ */
+export function openWhiskInvokeAnswer(call: OpenWhiskCall, outcome: InvokeOutcome): { status: number; payload?: unknown } {
   switch (outcome.kind) {
     case 'not-found':
     case 'rejected':
       throw outcomeError(outcome);
     case 'accepted':
-      return reply.code(202).send({ activationId: outcome.activationId });
+      return { status: 202, payload: { activationId: outcome.activationId } };
     case 'dry-run':
       // OpenWhisk has no dry run and its door never asks for one; were it to, nothing ran.
-      return reply.code(204).send();
+      return { status: 204 };
     case 'completed': {
       const record = outcome.record;
-      reply.code(invokeStatus(record));
-      return reply.send(call.resultOnly ? (record.response.result ?? {}) : record);
+      return { status: invokeStatus(record), payload: call.resultOnly ? (record.response.result ?? {}) : record };
     }
   }
+}
+
+export function formatOpenWhiskInvoke(reply: FastifyReply, call: OpenWhiskCall, outcome: InvokeOutcome) {
+  const { status, payload } = openWhiskInvokeAnswer(call, outcome);
+  return reply.code(status).send(payload);
 }
 
 /**
