@@ -8,14 +8,12 @@
  *  - API pooled: the same API call on a server that keeps blank isolates ready;
  *  - density: host memory (PSS) per idle hello instance on the server with no pool;
  *  - not a baseline, the HTTP floor: the same POST to a bare node:http server in another process
- *    after the same pause, which any path through an HTTP API pays and the raw engine does not.
+ *    (the harness's bare peer, calling the same function) after the same pause, which any path through an HTTP API pays and the raw engine does not.
  * Writes packages/bench/results/isolate-start.{json,md}.
  *
  *   npm run bench:isolate-start [-- --quick]
  */
 
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +23,7 @@ import type { ActivationRecord } from '../../../src/core/types.js';
 import { ServerProcess } from '../../../test/helpers/server-process.js';
 import { hostInfo } from '../src/host.js';
 import { KeepAliveClient } from '../src/http.js';
+import { startNodeHttp } from '../src/peers.js';
 import { round, serverMemoryMib } from '../src/pss.js';
 import { pause, ratio, type Summary, summarize, time } from '../src/stats.js';
 import { HELLO_JS } from '../src/workloads.js';
@@ -78,21 +77,6 @@ function rawPooled(made = rawReady()): number {
 function rawReady() {
   const isolate = new ivm.Isolate({ memoryLimit: MEMORY_MB });
   return { isolate, context: isolate.createContextSync() };
-}
-
-/** A bare node:http server in a process of its own that answers any request with a small JSON body. */
-const BARE_SERVER = `
-const server = require('node:http').createServer((request, response) => {
-  request.resume();
-  request.on('end', () => { response.writeHead(200, { 'content-type': 'application/json' }); response.end('{"greeting":"Hello bench"}'); });
-});
-server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
-`;
-
-async function startBareServer(): Promise<{ child: ChildProcess; client: KeepAliveClient }> {
-  const child = spawn(process.execPath, ['-e', BARE_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const [chunk] = (await once(child.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
-  return { child, client: new KeepAliveClient(`http://127.0.0.1:${chunk.toString().trim()}`) };
 }
 
 class Api {
@@ -246,13 +230,15 @@ async function main() {
   const pooled = await ServerProcess.start({ env: { ...common, ISOLA_PREWARM: 'isolate:2' } });
   const noPoolApi = new Api(bare, 'cold');
   const pooledApi = new Api(pooled, 'pooled');
-  const bareHttp = await startBareServer();
+  // The harness's bare peer: node:http in a process of its own, calling the same function.
+  const bareHttp = await startNodeHttp({ code: HELLO_JS, params: PARAMS });
+  const bareClient = new KeepAliveClient(bareHttp.url);
   try {
     // Warm up every path once (the server's own code, the engine in this process), unmeasured.
     for (let i = 0; i < 5; i++) {
       rawCold();
       rawPooled();
-      await bareHttp.client.send('POST', '/', PARAMS);
+      await bareClient.send('POST', '/', PARAMS);
       for (const api of [noPoolApi, pooledApi]) {
         const name = await api.deploy();
         await api.coldCall(name);
@@ -284,7 +270,7 @@ async function main() {
       await pause(POOL_GAP_MS);
       raw.pooledAfterPause.push(rawPooled(madeAhead));
       await pause(POOL_GAP_MS);
-      httpFloor.push(await time(() => bareHttp.client.send('POST', '/', PARAMS)));
+      httpFloor.push(await time(() => bareClient.send('POST', '/', PARAMS)));
     }
     log(`density: ${DENSITY_INSTANCES} idle hello instances...`);
     const idle = await density(noPoolApi, DENSITY_INSTANCES);
@@ -330,8 +316,8 @@ async function main() {
   } finally {
     noPoolApi.client.close();
     pooledApi.client.close();
-    bareHttp.client.close();
-    bareHttp.child.kill();
+    bareClient.close();
+    await bareHttp.stop();
     await bare.dispose();
     await pooled.dispose();
   }
