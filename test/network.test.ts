@@ -85,6 +85,8 @@ describe('network policy', { skip: skipReason() }, () => {
   let hostPort = 0;
   let hostConnections = 0;
   let testHost: ReturnType<typeof spawn> | undefined;
+  // How the test host's server ended, if it did: a probe that finds no one there says so.
+  let testHostEnded: string | undefined;
   const backends = [
     'process',
     'container',
@@ -121,6 +123,9 @@ describe('network policy', { skip: skipReason() }, () => {
     await new Promise<void>((resolve, reject) => {
       testHost?.stdout?.once('data', () => resolve());
       testHost?.once('exit', (code) => reject(new Error(`the test host's server exited with ${code}`)));
+    });
+    testHost.once('exit', (code, signal) => {
+      testHostEnded = `exited (code ${code}, signal ${signal})`;
     });
     // A listener on every address of the host: no sandbox may reach it on any of them.
     hostListener = createServer((socket) => {
@@ -161,6 +166,17 @@ describe('network policy', { skip: skipReason() }, () => {
       .flat()
       .filter((a) => a !== undefined && a.family === 'IPv4')
       .map((a) => (a as { address: string }).address);
+  }
+
+  /** What the test host answers the host itself on its outside address, or why it does not. */
+  async function testHostFromTheHost(): Promise<string> {
+    try {
+      const response = await fetch(`http://${OUTSIDE}:${HTTP_PORT}/`, { signal: AbortSignal.timeout(5000) });
+      return await response.text();
+    } catch (error) {
+      const cause = (error as { cause?: { code?: string } }).cause?.code ?? String(error);
+      return `unreachable from the host (${cause}); its server ${testHostEnded ?? 'is still running'}`;
+    }
   }
 
   async function probe(name: string): Promise<ProbeResult> {
@@ -217,7 +233,13 @@ describe('network policy', { skip: skipReason() }, () => {
       });
       assert.equal(deployed.status, 200, JSON.stringify(deployed.body));
       const before = hostConnections;
+      // The test host itself must be there, or a refusal below would blame the egress path.
+      assert.equal(await testHostFromTheHost(), `hello from ${OUTSIDE}`);
       const result = await probe(`egress-${isolation}`);
+      if (result.fetched[`http://${OUTSIDE}:${HTTP_PORT}/`] !== `body:hello from ${OUTSIDE}`) {
+        // Say whether the test host was gone, or the path from the sandbox failed while it served.
+        assert.fail(`${JSON.stringify(result)}; the test host after the probe: ${await testHostFromTheHost()}`);
+      }
       assert.match(result.address ?? '', /^10\.200\./, JSON.stringify(result));
       // Reached through NAT: the test host saw the host's address on its side, not the sandbox's.
       assert.equal(result.fetched[`http://${OUTSIDE}:${HTTP_PORT}/`], `body:hello from ${OUTSIDE}`, JSON.stringify(result));
