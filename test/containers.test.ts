@@ -10,6 +10,7 @@ import type { ActivationRecord } from '../src/core/types.js';
 import { ensureNodeRootfs } from '../src/images/node-rootfs.js';
 import { ContainerBackend } from '../src/sandbox/container/container-backend.js';
 import { type ContainerLaunch, findBinary, OciRuntime } from '../src/sandbox/container/runtime.js';
+import { cpuFlags } from '../src/sandbox/hardware.js';
 import { pidAlive, RUNNING_AS_ROOT, sandboxUids } from '../src/sandbox/host-ids.js';
 import { annotation, TestServer, waitFor } from './helpers/server.js';
 
@@ -420,6 +421,18 @@ describe('isola doctor on a live data dir', { skip: skipReason('runc') ?? false 
       byFlag.output,
       /^Egress \(annotation network: egress\): available on process, container, gvisor and microvm\.$/m,
     );
+    // Hardware-assisted isolation: a row per feature, each saying whether the CPU offers it here.
+    const flags = cpuFlags(readFileSync('/proc/cpuinfo', 'utf8'));
+    const keys = flags.has('pku') && flags.has('ospke') ? 'offered' : 'not offered';
+    assert.match(byFlag.output, new RegExp(`^memory protection keys \\(PKU/MPK\\)\\s+${keys}\\s+(used|not used)\\s`, 'm'));
+    for (const feature of [
+      'virtualisation \\(VT-x/AMD-V\\)',
+      'AMD SEV',
+      'Intel TDX',
+      'Intel SGX',
+      'control-flow enforcement \\(CET\\)',
+    ])
+      assert.match(byFlag.output, new RegExp(`^${feature}.*\\s+(offered|not offered)\\s+(used|not used)\\s`, 'm'));
     const stillThere = leftovers(live.dataDir, [livePid]);
     assert.deepEqual(
       liveThings.filter((thing) => !stillThere.includes(thing)),

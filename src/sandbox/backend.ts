@@ -107,6 +107,8 @@ export interface BackendStatus {
   fix?: string;
   /** Its probe has not ended yet: it may still turn out to work. */
   probing?: boolean;
+  /** For a backend that runs VMs: whether they run under KVM or QEMU's emulation. */
+  accelerator?: 'kvm' | 'tcg';
 }
 
 export interface Backend {

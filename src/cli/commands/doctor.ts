@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { BackendStatus } from '../../sandbox/backend.js';
+import type { HardwareFeature } from '../../sandbox/hardware.js';
 import { printJson, printTable, printWrapped } from '../output.js';
 import { globals } from './common.js';
 
@@ -33,6 +34,15 @@ export function printKindSupport(statuses: readonly BackendStatus[]): void {
   printTable(['backend', 'runs', 'not here, and why'], rows);
 }
 
+/** What the CPU offers for hardware-assisted isolation, and whether Isola uses it. */
+export function printHardware(features: readonly HardwareFeature[]): void {
+  process.stdout.write('\nHardware isolation:\n');
+  printTable(
+    ['feature', 'here', 'used', 'found, and how it is used or why not'],
+    features.map((f) => [f.name, f.offered ? 'offered' : 'not offered', f.used ? 'used' : 'not used', `${f.found}\n${f.use}`]),
+  );
+}
+
 export function registerDoctorCommand(program: Command): void {
   program
     .command('doctor')
@@ -41,6 +51,7 @@ export function registerDoctorCommand(program: Command): void {
       const { egressSupported, probeBackends, probeContainerRuntimes } = await import('../../sandbox/registry.js');
       const { resolveBackendSettings, resolveServerConfig } = await import('../../config.js');
       const { liveServer } = await import('../../platform/data-dir-lock.js');
+      const { probeHardwareIsolation } = await import('../../sandbox/hardware.js');
       const { dataDir: named, json } = globals(command);
       // Probing builds runtime files (the microVM guest image takes seconds): use the data dir a
       // server started here would use, where they are cached, when it exists or is named; else a
@@ -62,7 +73,9 @@ export function registerDoctorCommand(program: Command): void {
         await Promise.all([...backends.values()].map((b) => b.close()));
         const runtimes = await probeContainerRuntimes({ dataDir: dir });
         const egress = egressSupported();
-        if (json) printJson({ backends: statuses, containerRuntimes: runtimes, egress, ...(server ? { server } : {}) });
+        const microvm = statuses.find((s) => s.isolation === 'microvm' && s.available);
+        const hardware = probeHardwareIsolation(microvm?.accelerator);
+        if (json) printJson({ backends: statuses, containerRuntimes: runtimes, egress, hardware, ...(server ? { server } : {}) });
         else {
           if (server) {
             printWrapped(
@@ -76,6 +89,7 @@ export function registerDoctorCommand(program: Command): void {
             ['runtime', 'status', 'detail'],
             runtimes.map((r) => [r.runtime, r.works ? 'works' : 'does not work', r.detail]),
           );
+          printHardware(hardware);
           printWrapped(
             `\nEgress (annotation network: egress): ${egress.ok ? 'available on process, container, gvisor and microvm' : `not available: ${egress.reason}`}.`,
           );

@@ -162,6 +162,7 @@ export class MicrovmBackend implements Backend {
     return {
       isolation: 'microvm',
       available: true,
+      accelerator: this.accelerator,
       detail: `${this.qemu} microvm, ${this.accelerator.toUpperCase()} (${this.acceleratorReason}), kernel ${this.options.image.kernelVersion}${this.options.start === 'boot' ? ', every instance boots (no snapshots)' : ''}`,
     };
   }
