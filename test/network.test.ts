@@ -6,7 +6,7 @@
  * closed. Functions without the annotation reach nothing. Never a real outside address.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -16,9 +16,8 @@ import { RUNNING_AS_ROOT } from '../src/sandbox/host-ids.js';
 import { QEMU } from '../src/sandbox/microvm/vm.js';
 import { egressSupported } from '../src/sandbox/network/egress.js';
 import { TestServer, waitFor } from './helpers/server.js';
+import { TestHost } from './helpers/test-host.js';
 
-const TEST_HOST_NS = `isolanettest-${process.pid}`;
-const TEST_HOST_LINK = `nth${process.pid}`;
 // TEST-NET-2: on these hosts TEST-NET-3 (203.0.113.0/24) is where the package mirrors are, and a
 // route for it would take their traffic away from every process on the host while the test runs.
 const OUTSIDE = '198.51.100.10';
@@ -84,9 +83,7 @@ describe('network policy', { skip: skipReason() }, () => {
   let hostListener: Server;
   let hostPort = 0;
   let hostConnections = 0;
-  let testHost: ReturnType<typeof spawn> | undefined;
-  // How the test host's server ended, if it did: a probe that finds no one there says so.
-  let testHostEnded: string | undefined;
+  let testHost: TestHost | undefined;
   const backends = [
     'process',
     'container',
@@ -96,36 +93,11 @@ describe('network policy', { skip: skipReason() }, () => {
 
   before(async () => {
     // The test hosts: one namespace, one veth, three networks: outside (documentation range),
-    // a private range the server allows and one it does not.
-    ip('netns', 'add', TEST_HOST_NS);
-    ip('link', 'add', TEST_HOST_LINK, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', TEST_HOST_NS);
-    for (const net of ['198.51.100', '10.77.1', '10.77.2']) {
-      ip('addr', 'add', `${net}.1/24`, 'dev', TEST_HOST_LINK);
-      ip('-n', TEST_HOST_NS, 'addr', 'add', `${net}.10/24`, 'dev', 'eth0');
-    }
-    ip('link', 'set', TEST_HOST_LINK, 'up');
-    ip('-n', TEST_HOST_NS, 'link', 'set', 'eth0', 'up');
-    ip('-n', TEST_HOST_NS, 'link', 'set', 'lo', 'up');
-    ip('-n', TEST_HOST_NS, 'route', 'add', 'default', 'via', '198.51.100.1');
-    // It answers with the address it was reached on.
-    testHost = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        TEST_HOST_NS,
-        process.execPath,
-        '-e',
-        `require('http').createServer((q, s) => s.end('hello from ' + q.socket.localAddress)).listen(${HTTP_PORT}, '0.0.0.0', () => console.log('ready'))`,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } },
-    );
-    await new Promise<void>((resolve, reject) => {
-      testHost?.stdout?.once('data', () => resolve());
-      testHost?.once('exit', (code) => reject(new Error(`the test host's server exited with ${code}`)));
-    });
-    testHost.once('exit', (code, signal) => {
-      testHostEnded = `exited (code ${code}, signal ${signal})`;
+    // a private range the server allows and one it does not. It answers with the address it was
+    // reached on.
+    testHost = await TestHost.start({
+      networks: ['198.51.100', '10.77.1', '10.77.2'],
+      program: `require('http').createServer((q, s) => s.end('hello from ' + q.socket.localAddress)).listen(${HTTP_PORT}, '0.0.0.0', () => console.log('ready'))`,
     });
     // A listener on every address of the host: no sandbox may reach it on any of them.
     hostListener = createServer((socket) => {
@@ -148,17 +120,7 @@ describe('network policy', { skip: skipReason() }, () => {
   after(async () => {
     await server?.dispose();
     hostListener?.close();
-    testHost?.kill('SIGKILL');
-    try {
-      ip('link', 'del', TEST_HOST_LINK);
-    } catch {
-      // never made
-    }
-    try {
-      ip('netns', 'del', TEST_HOST_NS);
-    } catch {
-      // never made
-    }
+    testHost?.stop();
   });
 
   function hostAddresses(): string[] {
@@ -175,7 +137,7 @@ describe('network policy', { skip: skipReason() }, () => {
       return await response.text();
     } catch (error) {
       const cause = (error as { cause?: { code?: string } }).cause?.code ?? String(error);
-      return `unreachable from the host (${cause}); its server ${testHostEnded ?? 'is still running'}`;
+      return `unreachable from the host (${cause}); its server ${testHost?.ended ?? 'is still running'}`;
     }
   }
 
