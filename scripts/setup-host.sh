@@ -28,7 +28,7 @@ fi
 declare -A groups=(
   [base]="g++ make python3 util-linux"
   [containers]="runc crun runsc nftables"
-  [microvm]="qemu-system-x86 busybox-static e2fsprogs cpio lz4"
+  [microvm]="qemu-system-x86 seabios busybox-static e2fsprogs cpio lz4"
   [wasm]="clang lld wasi-libc libclang-rt-14-dev-wasm32 rustc libstd-rust-dev-wasm32"
   [browser]="chromium"
   [postgres]="postgresql"

@@ -419,7 +419,7 @@ describe('isola doctor on a live data dir', { skip: skipReason('runc') ?? false 
     // As root with ip and nft (this suite runs as root), egress can be given.
     assert.match(
       byFlag.output,
-      /^Egress \(annotation network: egress\): available on process, container, gvisor and microvm\.$/m,
+      /^Egress \(annotation network: egress\): available on process, container, gvisor, microvm and vm\.$/m,
     );
     // Hardware-assisted isolation: a row per feature, each saying whether the CPU offers it here.
     const flags = cpuFlags(readFileSync('/proc/cpuinfo', 'utf8'));

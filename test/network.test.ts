@@ -88,7 +88,7 @@ describe('network policy', { skip: skipReason() }, () => {
     'process',
     'container',
     ...(findBinary('runsc') ? ['gvisor'] : []),
-    ...(existsSync(QEMU) && existsSync('/bin/busybox') ? ['microvm'] : []),
+    ...(existsSync(QEMU) && existsSync('/bin/busybox') ? ['microvm', 'vm'] : []),
   ];
 
   before(async () => {

@@ -1,6 +1,6 @@
 import { badRequest } from './errors.js';
 
-export const ISOLATIONS = ['isolate', 'wasm', 'process', 'container', 'gvisor', 'microvm'] as const;
+export const ISOLATIONS = ['isolate', 'wasm', 'process', 'container', 'gvisor', 'microvm', 'vm'] as const;
 export type Isolation = (typeof ISOLATIONS)[number];
 
 export const KINDS = ['nodejs:20', 'python:3', 'java:17', 'go:1.19', 'ruby:3.1', 'php:8.2', 'native', 'wasm'] as const;
@@ -32,7 +32,7 @@ const KIND_ALIASES: ReadonlyMap<string, Kind> = new Map([
 ]);
 
 /** Every backend that runs a whole process tree: the ones that can host any language's runtime. */
-const PROCESS_LIKE: readonly Isolation[] = ['process', 'container', 'gvisor', 'microvm'];
+const PROCESS_LIKE: readonly Isolation[] = ['process', 'container', 'gvisor', 'microvm', 'vm'];
 
 /** Which isolation backends can run a kind. The first is the default. */
 export const ISOLATIONS_FOR_KIND: Record<Kind, readonly Isolation[]> = {

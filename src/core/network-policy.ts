@@ -17,7 +17,7 @@ export type NetworkPolicy = (typeof NETWORK_POLICIES)[number];
  * a network namespace, or a VM that can have a network device. The isolate and wasm backends have
  * no network API at all.
  */
-export const EGRESS_ISOLATIONS: readonly Isolation[] = ['process', 'container', 'gvisor', 'microvm'];
+export const EGRESS_ISOLATIONS: readonly Isolation[] = ['process', 'container', 'gvisor', 'microvm', 'vm'];
 
 /** The addresses sandboxes take their /30 networks from; never reachable from a sandbox, even when an allowed range covers them. */
 export const SANDBOX_POOL = '10.200.0.0/16';

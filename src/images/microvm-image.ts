@@ -19,15 +19,19 @@ import type { NodeRootfs } from './node-rootfs.js';
 import type { ImageName } from './runtimes.js';
 
 /** Bumped whenever the image layout or the init script changes. */
-const LAYOUT_VERSION = 4;
+const LAYOUT_VERSION = 5;
 const BUSYBOX = '/bin/busybox';
 // Loaded in this order: each needs the ones before it. The rest the microvm machine needs (ext4,
 // the console) is built into Debian's cloud kernel.
-// failover, net_failover and virtio_net give a VM with egress its network device.
+// failover, net_failover and virtio_net give a VM with egress its network device; the virtio_pci
+// ones serve the q35 machine (isolation vm), whose devices are on PCI.
 const MODULES = [
   'virtio_ring',
   'virtio',
   'virtio_mmio',
+  'virtio_pci_legacy_dev',
+  'virtio_pci_modern_dev',
+  'virtio_pci',
   'virtio_blk',
   'virtio_console',
   'failover',

@@ -63,6 +63,7 @@ describe('backends probed in the background', () => {
         ['container', false, true],
         ['gvisor', false, true],
         ['microvm', false, false],
+        ['vm', false, true],
       ],
     );
     assert.deepEqual(

@@ -15,6 +15,7 @@ import { RUNNING_AS_ROOT, sandboxUids } from './host-ids.js';
 import { callInChild, sourceUrl } from './in-child.js';
 import { IsolateBackend } from './isolate/isolate-backend.js';
 import { MicrovmBackend } from './microvm/microvm-backend.js';
+import { type Machine, SEABIOS } from './microvm/qemu.js';
 import { QEMU } from './microvm/vm.js';
 
 /** Whether this host can give a function egress (root, ip and nft): the platform and doctor ask here. */
@@ -77,7 +78,9 @@ export async function createBackend(isolation: Isolation, context: BackendContex
     case 'gvisor':
       return openGvisorBackend(context);
     case 'microvm':
-      return openMicrovmBackend(context);
+      return openMicrovmBackend(context, 'microvm');
+    case 'vm':
+      return openMicrovmBackend(context, 'q35');
   }
 }
 
@@ -213,11 +216,18 @@ async function openGvisorBackend(context: BackendContext): Promise<Backend | Bac
   });
 }
 
-/** isolation "microvm": QEMU's microvm machine with the guest image built on first use. */
-async function openMicrovmBackend(context: BackendContext): Promise<Backend | BackendStatus> {
+/**
+ * isolation "microvm": QEMU's microvm machine with the guest image built on first use; isolation
+ * "vm": the same guest in a q35 machine with firmware and PCI devices.
+ */
+async function openMicrovmBackend(context: BackendContext, machine: Machine): Promise<Backend | BackendStatus> {
+  const isolation = machine === 'q35' ? 'vm' : 'microvm';
   const fix =
-    'Install QEMU and the image tools with `npx isola setup microvm` (qemu-system-x86 busybox-static e2fsprogs cpio lz4).';
-  if (!existsSync(QEMU)) return { isolation: 'microvm', available: false, detail: `${QEMU} is not installed.`, fix };
+    'Install QEMU and the image tools with `npx isola setup microvm` (qemu-system-x86 busybox-static e2fsprogs cpio lz4 seabios).';
+  if (!existsSync(QEMU)) return { isolation, available: false, detail: `${QEMU} is not installed.`, fix };
+  if (machine === 'q35' && !existsSync(SEABIOS)) {
+    return { isolation, available: false, detail: `${SEABIOS} (Debian's SeaBIOS) is not installed.`, fix };
+  }
   let image: MicrovmImage;
   try {
     const imagesDir = resolve(context.dataDir, 'images');
@@ -226,7 +236,7 @@ async function openMicrovmBackend(context: BackendContext): Promise<Backend | Ba
     else {
       // A first build takes seconds of synchronous work: it runs in a child process so that
       // the server keeps answering meanwhile.
-      context.onProgress?.('microvm', 'building the guest image (once per data dir: a kernel, an initramfs and a root disk)');
+      context.onProgress?.(isolation, 'building the guest image (once per data dir: a kernel, an initramfs and a root disk)');
       image = await callInChild<MicrovmImage>(sourceUrl('../images/microvm-image', import.meta.url), 'ensureMicrovmImage', [
         imagesDir,
         rootfs,
@@ -234,7 +244,7 @@ async function openMicrovmBackend(context: BackendContext): Promise<Backend | Ba
     }
   } catch (error) {
     return {
-      isolation: 'microvm',
+      isolation,
       available: false,
       detail: `The guest image could not be built: ${(error as Error).message}`,
       fix,
@@ -249,8 +259,9 @@ async function openMicrovmBackend(context: BackendContext): Promise<Backend | Ba
     ...(settings.prewarmMode ? { prewarmMode: settings.prewarmMode } : {}),
     ...(settings.start ? { start: settings.start } : {}),
     ...(settings.settleMs !== undefined ? { settleMs: settings.settleMs } : {}),
-    onProgress: (message) => context.onProgress?.('microvm', message),
+    onProgress: (message) => context.onProgress?.(isolation, message),
     ...(context.egressAllow ? { egressAllow: context.egressAllow } : {}),
+    machine,
   });
 }
 

@@ -81,6 +81,13 @@ export const TARGETS: Target[] = [
     env: { ISOLA_MICROVM_START: 'boot' },
     attacks: false,
   },
+  {
+    id: 'vm',
+    isolation: 'vm',
+    description: 'QEMU q35 (SeaBIOS, PCI virtio devices) restored from a memory snapshot',
+    env: { ISOLA_MICROVM_START: 'snapshot' },
+    attacks: true,
+  },
 ];
 
 export interface Percentiles {
@@ -694,7 +701,7 @@ export class TargetRun {
 
 /** Idle instances per side and turns of the density comparison: a microVM boot is slow under TCG. */
 export function densityCounts(quick: boolean, target: Target): { instances: number; rounds: number } {
-  if (target.isolation === 'microvm') return { instances: quick ? 2 : 3, rounds: 2 };
+  if (target.isolation === 'microvm' || target.isolation === 'vm') return { instances: quick ? 2 : 3, rounds: 2 };
   // A server's own memory moves by a few MB as its heap collects: enough instances and turns that
   // this is small beside what an instance costs.
   return { instances: quick ? 3 : 6, rounds: quick ? 2 : 4 };
@@ -738,6 +745,7 @@ export const REFILL_MS: Record<string, number> = {
   gvisor: 2000,
   microvm: 2000,
   'microvm:boot': 10_000,
+  vm: 3000,
 };
 
 /**
@@ -819,7 +827,7 @@ export async function probeTarget(target: Target, dataDir: string): Promise<Back
 function applicable(target: Target, workload: Workload, quick: boolean, emulated: boolean): string | undefined {
   const unsupported = workload.unsupported?.[target.isolation];
   if (unsupported) return unsupported;
-  if (!quick || (target.isolation === 'microvm' && !emulated)) return undefined;
+  if (!quick || ((target.isolation === 'microvm' || target.isolation === 'vm') && !emulated)) return undefined;
   const fullOnly = workload.fullOnly?.[target.isolation];
   if (fullOnly) return `full runs only: ${fullOnly}`;
   if (target.id === 'microvm:boot' && workload.name !== 'hello')
@@ -972,7 +980,7 @@ async function measurePeers(
       rmSync(scratch, { recursive: true, force: true });
     }
   }
-  const needsImage = available.some((t) => ['process', 'container', 'gvisor', 'microvm'].includes(t.isolation));
+  const needsImage = available.some((t) => ['process', 'container', 'gvisor', 'microvm', 'vm'].includes(t.isolation));
   if (!needsImage) return peers;
   const image = ensureNodeRootfs(join(dataDir, 'images'), join(dataDir, 'runtime'));
   const work = mkdtempSync(join(tmpdir(), 'isola-peers-'));

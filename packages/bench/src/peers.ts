@@ -149,6 +149,7 @@ export async function bareQemuBoot(
     mkdirSync(dir, { recursive: true });
     const args = qemuArguments({
       image,
+      machine: 'microvm',
       accelerator,
       memoryMb: 256,
       heapMb: 121,
@@ -544,6 +545,7 @@ async function bareIdleQemu(
       mkdirSync(dir, { recursive: true });
       const args = qemuArguments({
         image,
+        machine: 'microvm',
         accelerator,
         memoryMb,
         heapMb: heapFor(memoryMb),

@@ -267,7 +267,17 @@ async function svg(spec: TopLevelSpec): Promise<string> {
   }
 }
 
-const BACKEND_ORDER = ['isolate', 'wasm', 'process', 'container:runc', 'container:crun', 'gvisor', 'microvm', 'microvm:boot'];
+const BACKEND_ORDER = [
+  'isolate',
+  'wasm',
+  'process',
+  'container:runc',
+  'container:crun',
+  'gvisor',
+  'microvm',
+  'microvm:boot',
+  'vm',
+];
 
 type GroupedValue = { workload: string; backend: string; value: number; high?: number };
 

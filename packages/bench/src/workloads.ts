@@ -262,7 +262,10 @@ export const WORKLOADS: Workload[] = [
     memoryMb: 256,
     timeoutMs: 60_000,
     unsupported: { isolate: NO_NODE },
-    fullOnly: { microvm: 'hashing and file I/O under an emulated CPU (TCG) take seconds a call' },
+    fullOnly: {
+      microvm: 'hashing and file I/O under an emulated CPU (TCG) take seconds a call',
+      vm: 'hashing and file I/O under an emulated CPU (TCG) take seconds a call',
+    },
   },
   {
     name: 'scratch',
@@ -282,7 +285,10 @@ export const WORKLOADS: Workload[] = [
     memoryMb: 512,
     timeoutMs: 300_000,
     unsupported: { isolate: NO_NODE },
-    fullOnly: { microvm: 'loading the model under an emulated CPU (TCG) takes about 40 s' },
+    fullOnly: {
+      microvm: 'loading the model under an emulated CPU (TCG) takes about 40 s',
+      vm: 'loading the model under an emulated CPU (TCG) takes about 40 s',
+    },
   },
 ];
 

@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { EGRESS_ISOLATIONS } from '../../core/network-policy.js';
 import type { BackendStatus } from '../../sandbox/backend.js';
 import type { HardwareFeature } from '../../sandbox/hardware.js';
 import { printJson, printTable, printWrapped } from '../output.js';
@@ -91,7 +92,7 @@ export function registerDoctorCommand(program: Command): void {
           );
           printHardware(hardware);
           printWrapped(
-            `\nEgress (annotation network: egress): ${egress.ok ? 'available on process, container, gvisor and microvm' : `not available: ${egress.reason}`}.`,
+            `\nEgress (annotation network: egress): ${egress.ok ? `available on ${EGRESS_ISOLATIONS.slice(0, -1).join(', ')} and ${EGRESS_ISOLATIONS.at(-1)}` : `not available: ${egress.reason}`}.`,
           );
           const working = statuses.filter((s) => s.available).map((s) => s.isolation);
           printWrapped(`\n${working.length} of ${statuses.length} backends work here: ${working.join(', ') || 'none'}.`);

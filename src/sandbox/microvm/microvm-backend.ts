@@ -24,7 +24,7 @@ import type {
 } from '../backend.js';
 import { EgressNetwork, type SandboxNetwork, sweepNetworks } from '../network/egress.js';
 import { sweepVms } from '../sweep.js';
-import { type Accelerator, qemuArguments, type VmConfig } from './qemu.js';
+import { type Accelerator, type Machine, qemuArguments, type VmConfig } from './qemu.js';
 import { QEMU, Vm, VmTransport } from './vm.js';
 
 const BOOT_TIMEOUT_MS = 120_000;
@@ -60,6 +60,8 @@ export interface MicrovmBackendOptions {
   onProgress?: (message: string) => void;
   /** Private ranges functions with `network: egress` may reach (--egress-allow). */
   egressAllow?: readonly Cidr[];
+  /** `microvm` (the default; isolation microvm) or `q35`, a full PC with firmware (isolation vm). */
+  machine?: Machine;
 }
 
 /** A snapshot: the guest's RAM in a file and its device state, valid only with the root disk of its image. */
@@ -96,7 +98,8 @@ let vmCounter = 0;
  * after their initialisation. KVM is used where a probe shows it boots the guest, TCG otherwise.
  */
 export class MicrovmBackend implements Backend {
-  readonly isolation: Isolation = 'microvm';
+  readonly isolation: Isolation;
+  readonly machine: Machine;
   readonly minMemoryMb = 128;
   private readonly root: string;
   private readonly vmsDir: string;
@@ -114,7 +117,9 @@ export class MicrovmBackend implements Backend {
     readonly acceleratorReason: string,
     private readonly qemu: string,
   ) {
-    this.root = join(options.dataDir, 'microvm');
+    this.machine = options.machine ?? 'microvm';
+    this.isolation = this.machine === 'q35' ? 'vm' : 'microvm';
+    this.root = join(options.dataDir, this.isolation);
     this.egress = new EgressNetwork(options.egressAllow);
     this.vmsDir = join(this.root, 'vms');
     this.snapshotsDir = this.snapshotsDirOf(options.image);
@@ -149,7 +154,7 @@ export class MicrovmBackend implements Backend {
 
   static async open(options: MicrovmBackendOptions): Promise<MicrovmBackend> {
     const qemu = await qemuVersion();
-    const root = join(options.dataDir, 'microvm');
+    const root = join(options.dataDir, options.machine === 'q35' ? 'vm' : 'microvm');
     mkdirSync(root, { recursive: true, mode: 0o700 });
     await sweepOrphans(root);
     const { accelerator, reason } = options.accelerator
@@ -160,10 +165,10 @@ export class MicrovmBackend implements Backend {
 
   async status(): Promise<BackendStatus> {
     return {
-      isolation: 'microvm',
+      isolation: this.isolation,
       available: true,
       accelerator: this.accelerator,
-      detail: `${this.qemu} microvm, ${this.accelerator.toUpperCase()} (${this.acceleratorReason}), kernel ${this.options.image.kernelVersion}${this.options.start === 'boot' ? ', every instance boots (no snapshots)' : ''}`,
+      detail: `${this.qemu} ${this.machine === 'q35' ? 'q35 with SeaBIOS and PCI devices' : 'microvm'}, ${this.accelerator.toUpperCase()} (${this.acceleratorReason}), kernel ${this.options.image.kernelVersion}${this.options.start === 'boot' ? ', every instance boots (no snapshots)' : ''}`,
     };
   }
 
@@ -340,6 +345,7 @@ export class MicrovmBackend implements Backend {
   private vmConfig(dir: string, ram: VmConfig['ram'], memoryMb: number, incoming: boolean, image: MicrovmImage): VmConfig {
     return {
       image,
+      machine: this.machine,
       accelerator: this.accelerator,
       memoryMb,
       heapMb: heapFor(memoryMb),
@@ -462,6 +468,8 @@ async function chooseAccelerator(
   mkdirSync(probeDir, { recursive: true, mode: 0o700 });
   const vm = new Vm('kvm-probe', {
     image: options.image,
+    // Whether KVM runs a guest does not depend on the machine: the lighter one answers sooner.
+    machine: 'microvm',
     accelerator: 'kvm',
     memoryMb: 256,
     heapMb: heapFor(256),

@@ -3,10 +3,16 @@ import type { MicrovmImage } from '../../images/microvm-image.js';
 import type { SandboxNetwork } from '../network/egress.js';
 
 export type Accelerator = 'kvm' | 'tcg';
+/** Debian's SeaBIOS (package seabios), the firmware of the q35 machine. */
+export const SEABIOS = '/usr/share/seabios/bios-256k.bin';
+
+/** `microvm`: no firmware, no PCI (isolation microvm); `q35`: a full PC with SeaBIOS and PCI devices (isolation vm). */
+export type Machine = 'microvm' | 'q35';
 
 /** One VM's configuration: everything the QEMU command line is made from. */
 export interface VmConfig {
   image: MicrovmImage;
+  machine: Machine;
   accelerator: Accelerator;
   memoryMb: number;
   /** The V8 heap limit inside the guest. */
@@ -55,13 +61,19 @@ export function kernelCommandLine(config: Pick<VmConfig, 'heapMb' | 'accelerator
  * A `microvm` machine: no PCI, no firmware, no network device (but a virtio-net on a tap for a
  * function with egress); the root disk read-only on
  * virtio-mmio; the agent's channel a virtio-serial port on a unix socket; the console (kernel
- * messages only) in a file; QMP on a unix socket for snapshots and restores.
+ * messages only) in a file; QMP on a unix socket for snapshots and restores. A `q35` machine has
+ * the same devices on PCI, behind Debian's SeaBIOS, which boots the same kernel through QEMU's
+ * PVH option ROM.
  */
 export function qemuArguments(config: VmConfig): string[] {
   const accel = config.accelerator === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,tb-size=32', '-cpu', 'max'];
+  const bus = config.machine === 'q35' ? 'pci' : 'device';
   return [
     '-M',
-    'microvm,x-option-roms=off,pit=off,pic=off,isa-serial=on,rtc=on,memory-backend=ram',
+    config.machine === 'q35'
+      ? 'q35,memory-backend=ram'
+      : 'microvm,x-option-roms=off,pit=off,pic=off,isa-serial=on,rtc=on,memory-backend=ram',
+    ...(config.machine === 'q35' ? ['-bios', SEABIOS] : []),
     ...accel,
     '-m',
     `${config.memoryMb}M`,
@@ -82,9 +94,9 @@ export function qemuArguments(config: VmConfig): string[] {
     '-drive',
     `id=root,file=${config.image.rootDisk},format=raw,if=none,readonly=on`,
     '-device',
-    'virtio-blk-device,drive=root',
+    `virtio-blk-${bus},drive=root`,
     '-device',
-    'virtio-serial-device',
+    `virtio-serial-${bus}`,
     '-chardev',
     `socket,id=agent,path=${config.dir}/agent.sock,server=on,wait=off`,
     '-device',
@@ -96,7 +108,7 @@ export function qemuArguments(config: VmConfig): string[] {
           '-netdev',
           `tap,id=net0,ifname=${config.network.hostInterface},script=no,downscript=no`,
           '-device',
-          'virtio-net-device,netdev=net0',
+          `virtio-net-${bus},netdev=net0`,
         ]
       : []),
     // A snapshot does not record that the VM was paused when it was taken, so a restore runs the
