@@ -231,17 +231,18 @@ async function openMicrovmBackend(context: BackendContext, machine: Machine): Pr
   let image: MicrovmImage;
   try {
     const imagesDir = resolve(context.dataDir, 'images');
-    const rootfs = nodeImage(context);
-    if (hasMicrovmImage(imagesDir)) image = ensureMicrovmImage(imagesDir, rootfs);
-    else {
+    // One build for both machines (microvm and vm open at once, on the same images).
+    image = await once(`microvm ${imagesDir} nodejs`, async () => {
+      const rootfs = nodeImage(context);
+      if (hasMicrovmImage(imagesDir)) return ensureMicrovmImage(imagesDir, rootfs);
       // A first build takes seconds of synchronous work: it runs in a child process so that
       // the server keeps answering meanwhile.
       context.onProgress?.(isolation, 'building the guest image (once per data dir: a kernel, an initramfs and a root disk)');
-      image = await callInChild<MicrovmImage>(sourceUrl('../images/microvm-image', import.meta.url), 'ensureMicrovmImage', [
+      return callInChild<MicrovmImage>(sourceUrl('../images/microvm-image', import.meta.url), 'ensureMicrovmImage', [
         imagesDir,
         rootfs,
       ]);
-    }
+    });
   } catch (error) {
     return {
       isolation,
