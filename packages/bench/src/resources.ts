@@ -5,6 +5,8 @@
  * overhead per backend as a table and a chart.
  */
 
+import { spawn } from 'node:child_process';
+
 /** What the function measures; each a figure where more is better, except the latency. */
 export const METRICS = ['cpu', 'memory', 'fileSequential', 'fileRandom', 'netThroughput', 'netLatency'] as const;
 export type Metric = (typeof METRICS)[number];
@@ -213,6 +215,26 @@ async function main(params) {
   return out;
 }
 `;
+
+/** Runs the function bare: a `node` on the host with the same source; what it measured. */
+export function runBare(params: ResourceParams): Promise<ResourceResult> {
+  const program = `${RESOURCES_FUNCTION}\nmain(JSON.parse(process.argv[1])).then((r) => process.stdout.write(JSON.stringify(r)), (e) => { console.error(e); process.exit(1); });`;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', program, JSON.stringify(params)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      err += chunk.toString();
+    });
+    child.once('error', reject);
+    child.once('close', (code) =>
+      code === 0 ? resolve(JSON.parse(out) as ResourceResult) : reject(new Error(`bare run exited ${code}: ${err}`)),
+    );
+  });
+}
 
 /**
  * The overhead of a backend against bare, in %: how much less it does (or for the latency, how

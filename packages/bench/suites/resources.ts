@@ -11,7 +11,6 @@
  *   npm run bench:resources [-- --quick]
  */
 
-import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +30,7 @@ import {
   receiverProgram,
   resourcesChart,
   resourcesTable,
+  runBare,
   SINK_PORT,
 } from '../src/resources.js';
 import { summarize } from '../src/stats.js';
@@ -52,22 +52,6 @@ interface Target {
   notApplicable: Partial<Record<Metric, string>>;
   samples: ResourceResult[];
   unavailable?: string;
-}
-
-/** Runs the function bare: a `node` on the host with the same source. */
-function runBare(params: ResourceParams): Promise<ResourceResult> {
-  const program = `${RESOURCES_FUNCTION}\nmain(JSON.parse(process.argv[1])).then((r) => process.stdout.write(JSON.stringify(r)), (e) => { console.error(e); process.exit(1); });`;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', program, JSON.stringify(params)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-    });
-    child.once('error', reject);
-    child.once('close', (code) =>
-      code === 0 ? resolve(JSON.parse(out) as ResourceResult) : reject(new Error(`bare run exited ${code}`)),
-    );
-  });
 }
 
 async function runUnder(server: ServerProcess, target: Target, params: ResourceParams): Promise<ResourceResult> {

@@ -4,30 +4,12 @@ import { after, describe, it } from 'node:test';
 import {
   METRICS,
   overheadPercent,
-  RESOURCES_FUNCTION,
-  type ResourceResult,
   type ResourceRow,
   receiverProgram,
   resourcesChart,
   resourcesTable,
+  runBare,
 } from '../src/resources.js';
-
-/** Runs the benchmark's function bare, as the suite does, and returns what it measured. */
-function runFunction(params: Record<string, unknown>): Promise<ResourceResult> {
-  const program = `${RESOURCES_FUNCTION}\nmain(JSON.parse(process.argv[1])).then((r) => process.stdout.write(JSON.stringify(r)), (e) => { console.error(e); process.exit(1); });`;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', program, JSON.stringify(params)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      err += chunk.toString();
-    });
-    child.once('close', (code) => (code === 0 ? resolve(JSON.parse(out) as ResourceResult) : reject(new Error(err))));
-  });
-}
 
 describe('resource benchmark', () => {
   let receiver: ChildProcess | undefined;
@@ -44,7 +26,7 @@ describe('resource benchmark', () => {
       });
       receiver?.once('exit', (code) => reject(new Error(`the receiver exited with ${code}`)));
     });
-    const result = await runFunction({
+    const result = await runBare({
       tests: [...METRICS],
       ms: 50,
       mb: 4,
@@ -62,7 +44,7 @@ describe('resource benchmark', () => {
   });
 
   it('runs only the tests it is asked for', async () => {
-    const result = await runFunction({ tests: ['cpu'], ms: 20, mb: 1 });
+    const result = await runBare({ tests: ['cpu'], ms: 20, mb: 1 });
     assert.deepEqual(Object.keys(result), ['cpu']);
   });
 
