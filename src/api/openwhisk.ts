@@ -75,7 +75,6 @@ export function parseOpenWhiskInvoke(
   };
 }
 
-/** OpenWhisk's answers: 202 with the activation id, or the record (or its result) with its status. */
 /**
  * The answer to an invoke through this door, as a status and a payload (none for a dry run):
  * one shape for the Fastify route and the lean path (lean-invoke.ts) alike.
@@ -97,6 +96,7 @@ export function openWhiskInvokeAnswer(call: OpenWhiskCall, outcome: InvokeOutcom
   }
 }
 
+/** OpenWhisk's answers: 202 with the activation id, or the record (or its result) with its status. */
 export function formatOpenWhiskInvoke(reply: FastifyReply, call: OpenWhiskCall, outcome: InvokeOutcome) {
   const { status, payload } = openWhiskInvokeAnswer(call, outcome);
   return reply.code(status).send(payload);
