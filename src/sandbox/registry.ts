@@ -14,7 +14,7 @@ import { findBinary, hybridCgroups, OciRuntime } from './container/runtime.js';
 import { RUNNING_AS_ROOT, sandboxUids } from './host-ids.js';
 import { callInChild, sourceUrl } from './in-child.js';
 import { IsolateBackend } from './isolate/isolate-backend.js';
-import { MicrovmBackend } from './microvm/microvm-backend.js';
+import { MicrovmBackend, machineIsolation } from './microvm/microvm-backend.js';
 import { type Machine, SEABIOS } from './microvm/qemu.js';
 import { QEMU } from './microvm/vm.js';
 
@@ -221,7 +221,7 @@ async function openGvisorBackend(context: BackendContext): Promise<Backend | Bac
  * "vm": the same guest in a q35 machine with firmware and PCI devices.
  */
 async function openMicrovmBackend(context: BackendContext, machine: Machine): Promise<Backend | BackendStatus> {
-  const isolation = machine === 'q35' ? 'vm' : 'microvm';
+  const isolation = machineIsolation(machine);
   const fix =
     'Install QEMU and the image tools with `npx isola setup microvm` (qemu-system-x86 busybox-static e2fsprogs cpio lz4 seabios).';
   if (!existsSync(QEMU)) return { isolation, available: false, detail: `${QEMU} is not installed.`, fix };

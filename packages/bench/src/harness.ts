@@ -699,9 +699,14 @@ export class TargetRun {
   }
 }
 
+/** Whether a target runs functions in QEMU guests (microvm or vm), slow to boot and run under TCG. */
+function runsVms(target: Target): boolean {
+  return target.isolation === 'microvm' || target.isolation === 'vm';
+}
+
 /** Idle instances per side and turns of the density comparison: a microVM boot is slow under TCG. */
 export function densityCounts(quick: boolean, target: Target): { instances: number; rounds: number } {
-  if (target.isolation === 'microvm' || target.isolation === 'vm') return { instances: quick ? 2 : 3, rounds: 2 };
+  if (runsVms(target)) return { instances: quick ? 2 : 3, rounds: 2 };
   // A server's own memory moves by a few MB as its heap collects: enough instances and turns that
   // this is small beside what an instance costs.
   return { instances: quick ? 3 : 6, rounds: quick ? 2 : 4 };
@@ -827,7 +832,7 @@ export async function probeTarget(target: Target, dataDir: string): Promise<Back
 function applicable(target: Target, workload: Workload, quick: boolean, emulated: boolean): string | undefined {
   const unsupported = workload.unsupported?.[target.isolation];
   if (unsupported) return unsupported;
-  if (!quick || ((target.isolation === 'microvm' || target.isolation === 'vm') && !emulated)) return undefined;
+  if (!quick || (runsVms(target) && !emulated)) return undefined;
   const fullOnly = workload.fullOnly?.[target.isolation];
   if (fullOnly) return `full runs only: ${fullOnly}`;
   if (target.id === 'microvm:boot' && workload.name !== 'hello')
@@ -1076,11 +1081,13 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     const available: Target[] = [];
     for (const target of targets) {
       progress.step(`checking ${target.id}`);
-      const status = await probeTarget(target, dataDir).catch((error: unknown) => ({
-        isolation: target.isolation,
-        available: false,
-        detail: (error as Error).message,
-      }));
+      const status = await probeTarget(target, dataDir).catch(
+        (error: unknown): BackendStatus => ({
+          isolation: target.isolation,
+          available: false,
+          detail: (error as Error).message,
+        }),
+      );
       results.backends.push({
         id: target.id,
         isolation: target.isolation,
@@ -1090,8 +1097,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
       });
       if (status.available) available.push(target);
       else progress.note(`${target.id} is not available here: ${status.detail}`);
-      if (target.isolation === 'microvm' && status.available)
-        results.host.accelerator = /\b(KVM|TCG)\b/.exec(status.detail)?.[1] ?? '';
+      if (status.available && status.accelerator) results.host.accelerator = status.accelerator.toUpperCase();
       progress.done();
     }
     if (names.includes('ml') && available.some((t) => t.isolation !== 'isolate' && t.isolation !== 'wasm')) {

@@ -74,8 +74,7 @@ export function registerDoctorCommand(program: Command): void {
         await Promise.all([...backends.values()].map((b) => b.close()));
         const runtimes = await probeContainerRuntimes({ dataDir: dir });
         const egress = egressSupported();
-        const microvm = statuses.find((s) => s.isolation === 'microvm' && s.available);
-        const hardware = probeHardwareIsolation(microvm?.accelerator);
+        const hardware = probeHardwareIsolation(statuses.find((s) => s.available && s.accelerator)?.accelerator);
         if (json) printJson({ backends: statuses, containerRuntimes: runtimes, egress, hardware, ...(server ? { server } : {}) });
         else {
           if (server) {

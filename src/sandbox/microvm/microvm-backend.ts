@@ -64,6 +64,11 @@ export interface MicrovmBackendOptions {
   machine?: Machine;
 }
 
+/** The isolation a machine serves: `microvm` for QEMU's microvm machine, `vm` for the q35 PC. */
+export function machineIsolation(machine: Machine): 'microvm' | 'vm' {
+  return machine === 'q35' ? 'vm' : 'microvm';
+}
+
 /** A snapshot: the guest's RAM in a file and its device state, valid only with the root disk of its image. */
 interface Snapshot {
   image: MicrovmImage;
@@ -118,7 +123,7 @@ export class MicrovmBackend implements Backend {
     private readonly qemu: string,
   ) {
     this.machine = options.machine ?? 'microvm';
-    this.isolation = this.machine === 'q35' ? 'vm' : 'microvm';
+    this.isolation = machineIsolation(this.machine);
     this.root = join(options.dataDir, this.isolation);
     this.egress = new EgressNetwork(options.egressAllow);
     this.vmsDir = join(this.root, 'vms');
@@ -154,7 +159,7 @@ export class MicrovmBackend implements Backend {
 
   static async open(options: MicrovmBackendOptions): Promise<MicrovmBackend> {
     const qemu = await qemuVersion();
-    const root = join(options.dataDir, options.machine === 'q35' ? 'vm' : 'microvm');
+    const root = join(options.dataDir, machineIsolation(options.machine ?? 'microvm'));
     mkdirSync(root, { recursive: true, mode: 0o700 });
     await sweepOrphans(root);
     const { accelerator, reason } = options.accelerator
