@@ -82,7 +82,8 @@ async function main() {
     env: {
       ISOLA_BACKENDS: 'isolate,process,container,gvisor,microvm',
       ISOLA_CONTAINER_RUNTIME: 'runc',
-      ISOLA_PREWARM: '',
+      // No blank sandboxes made ahead (an empty setting would mean the default pool).
+      ISOLA_PREWARM: 'isolate:0,process:0,container:0,gvisor:0,microvm:0',
       ISOLA_LOG_LEVEL: 'error',
     },
   });
