@@ -37,7 +37,8 @@ const PROCESS_LIKE: readonly Isolation[] = ['process', 'container', 'gvisor', 'm
 /** Which isolation backends can run a kind. The first is the default. */
 export const ISOLATIONS_FOR_KIND: Record<Kind, readonly Isolation[]> = {
   'nodejs:20': ['isolate', ...PROCESS_LIKE],
-  'python:3': PROCESS_LIKE,
+  // CPython through Pyodide on "wasm", as Cloudflare runs Python: chosen, never the default.
+  'python:3': [...PROCESS_LIKE, 'wasm'],
   'java:17': PROCESS_LIKE,
   'go:1.19': PROCESS_LIKE,
   'ruby:3.1': PROCESS_LIKE,

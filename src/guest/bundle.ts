@@ -37,6 +37,15 @@ const BUNDLES = {
       source('sandbox/wasm/binary.ts'),
     ],
   },
+  /** A Python sandbox's worker thread under isolation "wasm" (Pyodide). */
+  'python-worker': {
+    entry: source('sandbox/wasm/python-worker.ts'),
+    sources: [
+      source('sandbox/wasm/python-worker.ts'),
+      source('sandbox/wasm/pyodide-context.ts'),
+      source('sandbox/wasm/python-messages.ts'),
+    ],
+  },
 } as const;
 
 export type BundleName = keyof typeof BUNDLES;

@@ -22,6 +22,7 @@ import { QEMU } from './microvm/vm.js';
 export { egressSupported } from './network/egress.js';
 
 import { ProcessBackend } from './process/process-backend.js';
+import { findPyodide } from './wasm/python-sandbox.js';
 import { checkWasmModule, WasmBackend } from './wasm/wasm-backend.js';
 
 /** The microVM backend's settings. */
@@ -67,12 +68,23 @@ export async function createBackend(isolation: Isolation, context: BackendContex
         agentPath: buildAgent(join(context.dataDir, 'runtime')),
         ...(context.egressAllow ? { egressAllow: context.egressAllow } : {}),
       });
-    case 'wasm':
+    case 'wasm': {
+      const pyodideDir = findPyodide();
       return new WasmBackend({
         workerScript: buildBundle('wasm-worker', join(context.dataDir, 'runtime')),
+        ...(pyodideDir
+          ? {
+              python: {
+                workerScript: buildBundle('python-worker', join(context.dataDir, 'runtime')),
+                pyodideDir,
+                snapshotDir: join(context.dataDir, 'runtime'),
+              },
+            }
+          : {}),
         ...(context.wasmWorkers !== undefined ? { workers: context.wasmWorkers } : {}),
         ...(context.wasmFastPath ? { fastPath: true } : {}),
       });
+    }
     case 'container':
       return openContainerBackend(context);
     case 'gvisor':

@@ -16,7 +16,10 @@ export interface StemCellTarget {
 
 /** The kind a backend's blank sandboxes are for unless one is named: JavaScript, or WebAssembly under wasm. */
 export function defaultKind(isolation: Isolation): Kind {
-  return KINDS.find((kind) => ISOLATIONS_FOR_KIND[kind].includes(isolation)) ?? 'nodejs:20';
+  // JavaScript where it runs; else the kind this backend is the default of (python:3 also runs
+  // under wasm, but wasm's blank sandboxes are for modules).
+  if (ISOLATIONS_FOR_KIND['nodejs:20'].includes(isolation)) return 'nodejs:20';
+  return KINDS.find((kind) => ISOLATIONS_FOR_KIND[kind][0] === isolation) ?? 'nodejs:20';
 }
 
 function poolKey(isolation: Isolation, memoryMb: number, kind: Kind | undefined): string {

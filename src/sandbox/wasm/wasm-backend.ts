@@ -10,6 +10,7 @@ import type {
   BackendStatus,
   FunctionCode,
   InitOutcome,
+  KindSupport,
   LogSink,
   RunOutcome,
   RunRequest,
@@ -20,6 +21,7 @@ import { type FastPathRunStats, registerFastPathMetrics } from '../fast-path-sta
 import { importOwnMemory, type ModuleInfo, PAGE_BYTES, parseModule, WasmFormatError } from './binary.js';
 import { callWithBudget, FAST_PATH_BUDGET_MS, FastPathEligibility, SHORT_RUN_MS } from './fast-path.js';
 import { REACTOR_ALLOC, REACTOR_HANDLE, type RunMessage, type WasmAbi } from './messages.js';
+import { PYTHON_WASM_MIN_MEMORY_MB, PythonRuntime } from './python-sandbox.js';
 import { runModule } from './run-module.js';
 import { runOutcome, WorkerPool } from './worker-pool.js';
 
@@ -49,6 +51,8 @@ export interface WasmBackendOptions {
    * "WebAssembly under load").
    */
   fastPath?: boolean;
+  /** python:3 through Pyodide: its worker script, the `pyodide` package and where its snapshot is kept. */
+  python?: { workerScript: string; pyodideDir: string; snapshotDir: string };
 }
 
 /**
@@ -66,10 +70,13 @@ export class WasmBackend implements Backend {
   readonly runStats: FastPathRunStats = { sync: 0, async: 0, overruns: 0 };
   /** Public so that a benchmark can compare both paths in one run. */
   fastPath: boolean;
+  /** python:3 sandboxes, when npm `pyodide` is installed. */
+  readonly python: PythonRuntime | undefined;
 
   constructor(options: WasmBackendOptions) {
     this.pool = new WorkerPool(options.workerScript, options.workers ?? Math.max(2, availableParallelism()));
     this.fastPath = options.fastPath ?? false;
+    this.python = options.python ? new PythonRuntime(options.python) : undefined;
   }
 
   /**
@@ -115,11 +122,22 @@ export class WasmBackend implements Backend {
         fix: 'Reinstall with `npm install`.',
       };
     }
+    const python = this.python ? `; python:3 through Pyodide ${this.python.version}` : '';
     return {
       isolation: 'wasm',
       available: true,
-      detail: `WebAssembly (V8 ${process.versions.v8}) with WASI preview 1 on ${this.pool.size} worker threads (up to ${this.pool.maxSize} while busy)`,
+      kinds: this.kinds(),
+      detail: `WebAssembly (V8 ${process.versions.v8}) with WASI preview 1 on ${this.pool.size} worker threads (up to ${this.pool.maxSize} while busy)${python}`,
     };
+  }
+
+  private kinds(): KindSupport[] {
+    return [
+      { kind: 'wasm', available: true },
+      this.python
+        ? { kind: 'python:3', available: true }
+        : { kind: 'python:3', available: false, why: 'npm package pyodide is not installed (npm install).' },
+    ];
   }
 
   /**
@@ -127,6 +145,7 @@ export class WasmBackend implements Backend {
    * limit. Always on the bytes being deployed, never on what a version key remembers.
    */
   async validate(action: Pick<ActionVersion, 'exec' | 'limits'>): Promise<void> {
+    if (action.exec.kind === 'python:3') return validatePython(action, this.python !== undefined);
     await this.compileBytes(Buffer.from(action.exec.code, 'base64'), action.limits.memory);
   }
 
@@ -167,6 +186,10 @@ export class WasmBackend implements Backend {
   }
 
   async create(spec: SandboxSpec): Promise<Sandbox> {
+    if (spec.kind === 'python:3') {
+      if (!this.python) throw new Error('python:3 under isolation "wasm" needs npm package pyodide.');
+      return this.python.create(spec);
+    }
     return new WasmSandbox(this, spec.memoryMb);
   }
 
@@ -195,7 +218,24 @@ export class WasmBackend implements Backend {
  * controller, which runs no functions, refuses at deploy what an invoker could never run.
  */
 export async function checkWasmModule(action: Pick<ActionVersion, 'exec' | 'limits'>): Promise<void> {
+  if (action.exec.kind === 'python:3') return validatePython(action, true);
   await compileModule('deploy-check', Buffer.from(action.exec.code, 'base64'), action.limits.memory);
+}
+
+/**
+ * python:3 on wasm: one interpreter per instance runs one activation at a time (as OpenWhisk's
+ * Python runtime does), and needs room to start.
+ */
+function validatePython(action: Pick<ActionVersion, 'exec' | 'limits'>, installed: boolean): void {
+  if (!installed) throw badRequest('python:3 under isolation "wasm" needs npm package pyodide, which this server does not have.');
+  if (action.limits.memory < PYTHON_WASM_MIN_MEMORY_MB) {
+    throw badRequest(`limits.memory must be at least ${PYTHON_WASM_MIN_MEMORY_MB} MB for python:3 under isolation "wasm".`);
+  }
+  if (action.limits.concurrency > 1) {
+    throw badRequest(
+      'limits.concurrency must be 1 for python:3 under isolation "wasm": each instance is one interpreter that runs one activation at a time.',
+    );
+  }
 }
 
 async function compileModule(key: string, bytes: Buffer, memoryMb: number): Promise<CompiledFunction> {
