@@ -129,7 +129,10 @@ describe('python:3 under isolation "wasm"', () => {
     const res = await invoke('chatty');
     assert.equal(res.body.response.status, 'success', JSON.stringify(res.body.response));
     const logs = await waitFor('the logs of the chatty function', async () => {
-      const got = await server.request<{ logs: string[] }>('GET', `/api/v1/namespaces/_/activations/${res.body.activationId}/logs`);
+      const got = await server.request<{ logs: string[] }>(
+        'GET',
+        `/api/v1/namespaces/_/activations/${res.body.activationId}/logs`,
+      );
       return got.body.logs?.some((l) => l.includes('truncated')) ? got.body.logs : undefined;
     });
     const bytes = logs.reduce((sum, line) => sum + Buffer.byteLength(line), 0);

@@ -190,14 +190,17 @@ describe('the kinds each backend runs (isola doctor)', () => {
   const kinds = (isolation: Isolation, exists: (path: string) => boolean = everything) =>
     Object.fromEntries(kindSupport(isolation, exists).map((k) => [k.kind, k.available ? 'yes' : k.why]));
 
-  it('keeps V8 isolates to JavaScript and the wasm backend to WebAssembly, saying so', () => {
+  it('keeps V8 isolates to JavaScript and the wasm backend to WebAssembly and Pyodide, saying so', () => {
     const isolate = kinds('isolate');
     assert.equal(isolate['nodejs:20'], 'yes');
     for (const kind of ['python:3', 'java:17', 'go:1.19', 'ruby:3.1', 'php:8.2', 'native', 'wasm'])
       assert.equal(isolate[kind], 'V8 isolates run JavaScript only');
     const wasm = kinds('wasm');
     assert.equal(wasm.wasm, 'yes');
-    assert.equal(wasm['nodejs:20'], 'the wasm backend runs WebAssembly modules only');
+    for (const kind of ['nodejs:20', 'java:17', 'go:1.19', 'ruby:3.1', 'php:8.2', 'native'])
+      assert.equal(wasm[kind], 'the wasm backend runs WebAssembly modules and python:3 (through Pyodide) only');
+    // Pyodide's CPython (installed with Isola), whatever the host has.
+    assert.equal(kinds('wasm', () => false)['python:3'], 'yes');
   });
 
   it('runs every language on the process-like backends when the host has its runtime', () => {

@@ -397,9 +397,13 @@ export function kindSupport(isolation: Isolation, exists: (path: string) => bool
         isolation === 'isolate'
           ? 'V8 isolates run JavaScript only'
           : isolation === 'wasm'
-            ? 'the wasm backend runs WebAssembly modules only'
+            ? 'the wasm backend runs WebAssembly modules and python:3 (through Pyodide) only'
             : `runs under ${ISOLATIONS_FOR_KIND[kind].join(', ')} only`;
       return { kind, available: false, why };
+    }
+    // Python under wasm is Pyodide's CPython, not the host's.
+    if (isolation === 'wasm' && kind === 'python:3') {
+      return findPyodide() ? { kind, available: true } : { kind, available: false, why: 'npm package pyodide is not installed' };
     }
     const missing = missingForKind(kind, exists);
     return missing ? { kind, available: false, why: missing } : { kind, available: true };

@@ -180,23 +180,33 @@ const PRELUDE = String.raw`(function (host, heapMax, scratchBytes) {
   };
 })`;
 
-/** Pyodide's files and the two scripts, read and compiled once per thread. */
-interface PyodidePackage {
-  files: Map<string, Buffer>;
-  lock: string;
-  asm: vm.Script;
-  loader: vm.Script;
+/**
+ * What an interpreter is made from, read once by the server and handed to every worker: Pyodide's
+ * binary files (in shared memory: no copy per worker), its two scripts, and V8's code cache of the
+ * runtime's script once a worker has made one (a new thread otherwise compiles its functions again).
+ */
+export interface PyodideFiles {
   version: string;
+  wasm: Uint8Array;
+  stdlib: Uint8Array;
+  lock: string;
+  asm: string;
+  loader: string;
+  asmCache?: Uint8Array;
 }
 
-let loaded: PyodidePackage | undefined;
+function shared(bytes: Uint8Array): Uint8Array {
+  const copy = new Uint8Array(new SharedArrayBuffer(bytes.length));
+  copy.set(bytes);
+  return copy;
+}
 
 /**
  * Pyodide's ES modules as scripts for a context: its runtime's one `export default` and its
- * `import.meta.url` (only read under Node.js, which the context is not) have no meaning in a script.
+ * `import.meta.url` (only read under Node.js, which the context is not) have no meaning in a
+ * script, and its heap limit is read from the context (see the prelude).
  */
-function loadPackage(dir: string): PyodidePackage {
-  if (loaded) return loaded;
+export function readPyodide(dir: string): PyodideFiles {
   const text = (name: string) => readFileSync(join(dir, name), 'utf8');
   const replaceOnce = (source: string, pattern: RegExp | string, replacement: string, what: string) => {
     const next = source.replace(pattern, replacement);
@@ -213,15 +223,35 @@ function loadPackage(dir: string): PyodidePackage {
     'globalThis.__loadPyodide = $1;',
     'loader',
   );
-  const version = (JSON.parse(text('package.json')) as { version: string }).version;
-  loaded = {
-    files: new Map(['pyodide.asm.wasm', 'python_stdlib.zip'].map((name) => [name, readFileSync(join(dir, name))])),
+  return {
+    version: (JSON.parse(text('package.json')) as { version: string }).version,
+    wasm: shared(readFileSync(join(dir, 'pyodide.asm.wasm'))),
+    stdlib: shared(readFileSync(join(dir, 'python_stdlib.zip'))),
     lock: text('pyodide-lock.json'),
-    asm: new vm.Script(asm, { filename: 'pyodide.asm.js' }),
-    loader: new vm.Script(loader, { filename: 'pyodide.js' }),
-    version,
+    asm,
+    loader,
   };
-  return loaded;
+}
+
+/** The two scripts, compiled once per thread (from the code cache when there is one). */
+interface CompiledScripts {
+  asm: vm.Script;
+  loader: vm.Script;
+}
+
+let compiled: CompiledScripts | undefined;
+
+function compileScripts(files: PyodideFiles): CompiledScripts {
+  compiled ??= {
+    asm: new vm.Script(files.asm, {
+      filename: 'pyodide.asm.js',
+      ...(files.asmCache
+        ? { cachedData: Buffer.from(files.asmCache.buffer, files.asmCache.byteOffset, files.asmCache.byteLength) }
+        : {}),
+    }),
+    loader: new vm.Script(files.loader, { filename: 'pyodide.js' }),
+  };
+  return compiled;
 }
 
 /** The Pyodide API object, as far as the host uses it (it lives in the context). */
@@ -233,8 +263,7 @@ interface PyodideApi {
 }
 
 export interface InterpreterOptions {
-  /** The package directory of npm `pyodide`. */
-  pyodideDir: string;
+  files: PyodideFiles;
   /** Linear memory the interpreter may grow to, in bytes. */
   heapBytes: number;
   /** Bytes its in-memory files (its scratch space) may hold. */
@@ -257,7 +286,12 @@ export class PyodideInterpreter {
   ) {}
 
   static async start(options: InterpreterOptions): Promise<PyodideInterpreter> {
-    const pkg = loadPackage(options.pyodideDir);
+    const { files } = options;
+    const scripts = compileScripts(files);
+    const packageFiles = new Map([
+      ['pyodide.asm.wasm', files.wasm],
+      ['python_stdlib.zip', files.stdlib],
+    ]);
     const context = vm.createContext({}, { codeGeneration: { strings: false, wasm: true } });
     const copyInto = (source: Uint8Array, into: (length: number) => Uint8Array) => {
       const target = into(source.length);
@@ -266,7 +300,7 @@ export class PyodideInterpreter {
     };
     const host: HostFunctions = {
       read(name, into) {
-        const file = pkg.files.get(name.slice(name.lastIndexOf('/') + 1));
+        const file = packageFiles.get(name.slice(name.lastIndexOf('/') + 1));
         if (!file) throw new Error(`no file ${name}`);
         return copyInto(file, into);
       },
@@ -299,9 +333,9 @@ export class PyodideInterpreter {
       Math.floor(options.heapBytes / 65536) * 65536,
       options.scratchBytes,
     );
-    pkg.asm.runInContext(context);
-    pkg.loader.runInContext(context);
-    context.__isolaLock = pkg.lock;
+    scripts.asm.runInContext(context);
+    scripts.loader.runInContext(context);
+    context.__isolaLock = files.lock;
     if (options.snapshot) {
       const snapshot = options.snapshot;
       context.__isolaSnapshot = vm.runInContext('(length) => new Uint8Array(length)', context)(snapshot.length);
@@ -328,6 +362,11 @@ export class PyodideInterpreter {
     const interpreter = new PyodideInterpreter(api, context);
     if (!options.snapshot) api.runPython(RUNNER);
     return interpreter;
+  }
+
+  /** V8's code cache of the runtime's script, with the functions this thread has compiled so far. */
+  static codeCache(): Uint8Array | undefined {
+    return compiled ? new Uint8Array(compiled.asm.createCachedData()) : undefined;
   }
 
   /** The interpreter's memory, to restore later (only before any JavaScript object entered Python). */
@@ -359,8 +398,4 @@ export class PyodideInterpreter {
     const run = this.api.globals.get('_isola_run') as (text: string) => string;
     return String(run(request));
   }
-}
-
-export function pyodideVersion(pyodideDir: string): string {
-  return (JSON.parse(readFileSync(join(pyodideDir, 'package.json'), 'utf8')) as { version: string }).version;
 }

@@ -1,7 +1,11 @@
 /** Messages between the wasm backend and a Python sandbox's worker thread. */
 
+import type { PyodideFiles } from './pyodide-context.js';
+
 export interface PythonWorkerData {
-  pyodideDir: string;
+  files: PyodideFiles;
+  /** The base snapshot to restore (shared memory); absent: start from nothing and make one. */
+  snapshot?: Uint8Array;
   /** The interpreter's linear memory may grow to this many bytes. */
   heapBytes: number;
   /** Its in-memory files (the scratch space) may hold this many. */
@@ -11,14 +15,15 @@ export interface PythonWorkerData {
 
 export type PythonRequest =
   /** Restores the base snapshot, or (without one) starts the interpreter from nothing and answers with a snapshot of it. */
-  | { type: 'start'; snapshot?: Uint8Array }
+  | { type: 'start' }
   /** Writes the function's files under `dir` and imports `__main__.py`'s `main`. */
   | { type: 'load'; dir: string; files: [string, Uint8Array][]; main: string }
   /** `request`: `{"value": params, "env": {...}}` as JSON. */
   | { type: 'run'; id: string; request: string };
 
 export type PythonResponse =
-  | { type: 'started'; ms: number; snapshot?: Uint8Array }
+  /** A start from nothing brings its snapshot and V8's code cache of the runtime's script. */
+  | { type: 'started'; ms: number; snapshot?: Uint8Array; asmCache?: Uint8Array }
   | { type: 'failed'; error: string }
   /** `error` is empty when the function loaded. */
   | { type: 'loaded'; error: string }

@@ -15,6 +15,7 @@ import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { unzipSync } from 'fflate';
 import type { FunctionCode, InitOutcome, LogSink, RunOutcome, RunRequest, Sandbox, SandboxSpec } from '../backend.js';
+import { type PyodideFiles, readPyodide } from './pyodide-context.js';
 import type { PythonRequest, PythonResponse, PythonWorkerData } from './python-messages.js';
 
 /** Where a Python sandbox's function lives in its file system. */
@@ -40,25 +41,41 @@ export interface PythonRuntimeOptions {
   snapshotDir: string;
 }
 
-/** What every Python sandbox of a backend shares: the base snapshot. */
+/** A start's base: the interpreter's snapshot, in shared memory so that no worker copies it to get it. */
+interface Base {
+  snapshot: Uint8Array;
+}
+
+function sharedCopy(bytes: Uint8Array): Uint8Array {
+  const copy = new Uint8Array(new SharedArrayBuffer(bytes.length));
+  copy.set(bytes);
+  return copy;
+}
+
+/** What every Python sandbox of a backend shares: Pyodide's files, the base snapshot and the code cache. */
 export class PythonRuntime {
-  private base: Promise<Uint8Array> | undefined;
+  private base: Promise<Base> | undefined;
+  private files: PyodideFiles | undefined;
   readonly version: string;
-  /** How long the last start from nothing took, for the status (ms). */
-  bootMs: number | undefined;
 
   constructor(private readonly options: PythonRuntimeOptions) {
     this.version = (JSON.parse(readFileSync(join(options.pyodideDir, 'package.json'), 'utf8')) as { version: string }).version;
   }
 
-  /** The snapshot's file: keyed by the Pyodide release and the worker's code, which made it. */
-  private snapshotFile(): string {
+  /** The snapshot's files: keyed by the Pyodide release and the worker's code, which made them. */
+  private baseFiles(): { snapshot: string; codeCache: string } {
     const hash = createHash('sha256').update(this.version).update(readFileSync(this.options.workerScript)).digest('hex');
-    return join(this.options.snapshotDir, `pyodide-${this.version}-${hash.slice(0, 16)}.snapshot`);
+    const stem = join(this.options.snapshotDir, `pyodide-${this.version}-${hash.slice(0, 16)}`);
+    return { snapshot: `${stem}.snapshot`, codeCache: `${stem}.v8cache` };
+  }
+
+  private pyodideFiles(): PyodideFiles {
+    this.files ??= readPyodide(this.options.pyodideDir);
+    return this.files;
   }
 
   /** The interpreter's snapshot: read from disk, or made once (a start from nothing takes seconds). */
-  baseSnapshot(): Promise<Uint8Array> {
+  baseSnapshot(): Promise<Base> {
     this.base ??= this.loadOrMake();
     this.base.catch(() => {
       this.base = undefined;
@@ -66,28 +83,40 @@ export class PythonRuntime {
     return this.base;
   }
 
-  private async loadOrMake(): Promise<Uint8Array> {
-    const file = this.snapshotFile();
-    if (existsSync(file)) return new Uint8Array(readFileSync(file));
+  private async loadOrMake(): Promise<Base> {
+    const paths = this.baseFiles();
+    const files = this.pyodideFiles();
+    if (existsSync(paths.snapshot)) {
+      if (existsSync(paths.codeCache)) files.asmCache = sharedCopy(readFileSync(paths.codeCache));
+      return { snapshot: sharedCopy(readFileSync(paths.snapshot)) };
+    }
     const worker = this.worker(256);
     try {
       const answer = await request(worker, { type: 'start' }, (m) => m.type === 'started' || m.type === 'failed');
       if (answer.type === 'failed') throw new Error(answer.error);
       if (answer.type !== 'started' || !answer.snapshot) throw new Error('The Python worker made no snapshot.');
-      this.bootMs = answer.ms;
       mkdirSync(this.options.snapshotDir, { recursive: true });
-      const temp = `${file}.${process.pid}.tmp`;
-      writeFileSync(temp, answer.snapshot);
-      renameSync(temp, file);
-      return answer.snapshot;
+      const write = (file: string, bytes: Uint8Array) => {
+        const temp = `${file}.${process.pid}.tmp`;
+        writeFileSync(temp, bytes);
+        renameSync(temp, file);
+      };
+      if (answer.asmCache) {
+        write(paths.codeCache, answer.asmCache);
+        files.asmCache = sharedCopy(answer.asmCache);
+      }
+      write(paths.snapshot, answer.snapshot);
+      return { snapshot: sharedCopy(answer.snapshot) };
     } finally {
       await worker.terminate();
     }
   }
 
-  worker(memoryMb: number, logLimitBytes = 1024 * 1024): Worker {
+  /** A worker for one interpreter: restoring `base`, or (without it) making the snapshot. */
+  worker(memoryMb: number, logLimitBytes = 1024 * 1024, base?: Base): Worker {
     const data: PythonWorkerData = {
-      pyodideDir: this.options.pyodideDir,
+      files: this.pyodideFiles(),
+      ...(base ? { snapshot: base.snapshot } : {}),
       heapBytes: memoryMb * 1024 * 1024,
       scratchBytes: Math.floor((memoryMb * 1024 * 1024) / 4),
       logLimitBytes,
@@ -168,13 +197,13 @@ class PythonSandbox implements Sandbox {
   }
 
   async init(code: FunctionCode, deadline: number, onLog: LogSink): Promise<InitOutcome> {
-    let snapshot: Uint8Array;
+    let base: Base;
     try {
-      snapshot = await this.runtime.baseSnapshot();
+      base = await this.runtime.baseSnapshot();
     } catch (error) {
       return { ok: false, kind: 'crash', error: (error as Error).message };
     }
-    const worker = this.runtime.worker(this.memoryMb, code.logLimitBytes);
+    const worker = this.runtime.worker(this.memoryMb, code.logLimitBytes, base);
     this.worker = worker;
     this.env = code.env;
     worker.on('error', (error) => this.die(isOutOfMemory(error) ? { kind: 'oom' } : { kind: 'crash', reason: error.message }));
@@ -186,7 +215,7 @@ class PythonSandbox implements Sandbox {
     const timer = setTimeout(() => this.die({ kind: 'timeout' }), Math.max(0, deadline - Date.now()));
     this.busy = true;
     try {
-      const started = await request(worker, { type: 'start', snapshot }, (m) => m.type === 'started' || m.type === 'failed');
+      const started = await request(worker, { type: 'start' }, (m) => m.type === 'started' || m.type === 'failed');
       if (started.type === 'failed') return { ok: false, kind: 'crash', error: started.error };
       const loaded = await request(
         worker,

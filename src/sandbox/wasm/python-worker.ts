@@ -47,17 +47,21 @@ async function handle(message: PythonRequest): Promise<void> {
       const started = performance.now();
       try {
         interpreter = await PyodideInterpreter.start({
-          pyodideDir: data.pyodideDir,
+          files: data.files,
           heapBytes: data.heapBytes,
           scratchBytes: data.scratchBytes,
-          ...(message.snapshot ? { snapshot: message.snapshot } : { forSnapshot: true }),
+          ...(data.snapshot ? { snapshot: data.snapshot } : { forSnapshot: true }),
           output,
         });
-        if (message.snapshot) {
+        if (data.snapshot) {
           send({ type: 'started', ms: performance.now() - started });
         } else {
           const snapshot = interpreter.snapshot();
-          send({ type: 'started', ms: performance.now() - started, snapshot }, [snapshot.buffer as ArrayBuffer]);
+          const asmCache = PyodideInterpreter.codeCache();
+          send({ type: 'started', ms: performance.now() - started, snapshot, ...(asmCache ? { asmCache } : {}) }, [
+            snapshot.buffer as ArrayBuffer,
+            ...(asmCache ? [asmCache.buffer as ArrayBuffer] : []),
+          ]);
         }
       } catch (error) {
         send({ type: 'failed', error: `The Python interpreter did not start: ${failure(error)}` });

@@ -10,7 +10,6 @@ import type {
   BackendStatus,
   FunctionCode,
   InitOutcome,
-  KindSupport,
   LogSink,
   RunOutcome,
   RunRequest,
@@ -126,18 +125,8 @@ export class WasmBackend implements Backend {
     return {
       isolation: 'wasm',
       available: true,
-      kinds: this.kinds(),
       detail: `WebAssembly (V8 ${process.versions.v8}) with WASI preview 1 on ${this.pool.size} worker threads (up to ${this.pool.maxSize} while busy)${python}`,
     };
-  }
-
-  private kinds(): KindSupport[] {
-    return [
-      { kind: 'wasm', available: true },
-      this.python
-        ? { kind: 'python:3', available: true }
-        : { kind: 'python:3', available: false, why: 'npm package pyodide is not installed (npm install).' },
-    ];
   }
 
   /**
