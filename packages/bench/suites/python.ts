@@ -8,12 +8,13 @@
  *   npm run bench:python [-- --quick]
  */
 
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ActivationRecord } from '../../../src/core/types.js';
 import { ServerProcess } from '../../../test/helpers/server-process.js';
 import { hostInfo } from '../src/host.js';
+import { pssMib, round } from '../src/pss.js';
 import { ratio, summarize, time } from '../src/stats.js';
 
 const quick = process.argv.includes('--quick');
@@ -46,6 +47,32 @@ def main(args):
 `;
 
 let functions = 0;
+/** Idle instances per backend whose memory is measured (process tree of the server). */
+const IDLE = quick ? 3 : 6;
+const MEMORY_BACKENDS = ['wasm', 'process'] as const;
+
+/** PSS of a process and all its descendants, MiB. */
+function treePssMib(root: number): number {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {}
+  }
+  const tree = new Set([root]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, parent] of parents) {
+      if (tree.has(parent) && !tree.has(pid)) {
+        tree.add(pid);
+        grew = true;
+      }
+    }
+  }
+  return [...tree].reduce((sum, pid) => sum + pssMib(pid), 0);
+}
 
 async function deploy(server: ServerProcess, isolation: Target, name: string): Promise<void> {
   const res = await server.deploy(name, FUNCTION, {
@@ -75,6 +102,7 @@ async function main() {
     BACKENDS.map((b) => [b, { cold: [] as number[], warm: [] as number[], cpu: [] as number[] }]),
   ) as Record<Target, { cold: number[]; warm: number[]; cpu: number[] }>;
   const firstMs: Partial<Record<Target, number>> = {};
+  const idleMb: Partial<Record<Target, number>> = {};
   const server = await ServerProcess.start({
     env: {
       ISOLA_BACKENDS: BACKENDS.join(','),
@@ -105,6 +133,18 @@ async function main() {
         samples[isolation].warm.push(await time(() => call(server, `${isolation}-warm`, { name: 'warm' })));
       }
     }
+    // Memory: the server's process tree before and after IDLE new functions have each answered
+    // once and stay idle (an instance each): what one more idle Python instance costs.
+    for (const isolation of MEMORY_BACKENDS) {
+      const pid = server.pid as number;
+      const before = treePssMib(pid);
+      for (let i = 0; i < IDLE; i++) {
+        await deploy(server, isolation, `${isolation}-idle-${i}`);
+        await call(server, `${isolation}-idle-${i}`, {});
+      }
+      idleMb[isolation] = round((treePssMib(pid) - before) / IDLE);
+      log(`${isolation}: ${idleMb[isolation]} MB per idle instance`);
+    }
     for (let i = 0; i < N.cpu; i++) {
       for (const isolation of BACKENDS) {
         const record = await call(server, `${isolation}-warm`, { op: 'cpu' });
@@ -119,6 +159,7 @@ async function main() {
       b,
       {
         firstMs: Math.round(firstMs[b] ?? Number.NaN),
+        idleMb: idleMb[b] ?? null,
         coldMs: summarize(samples[b].cold),
         warmMs: summarize(samples[b].warm),
         cpuMs: summarize(samples[b].cpu),
@@ -128,6 +169,7 @@ async function main() {
     Target,
     {
       firstMs: number;
+      idleMb: number | null;
       coldMs: ReturnType<typeof summarize>;
       warmMs: ReturnType<typeof summarize>;
       cpuMs: ReturnType<typeof summarize>;
@@ -142,14 +184,14 @@ async function main() {
     '',
     `Host: ${JSON.stringify(host)}. Took ${tookS} s. The same python:3 function through the API; wasm is CPython ${'3.14'} compiled by Pyodide, the others Debian's CPython 3.11. Ratios are wasm / the backend (below 1: wasm is faster).`,
     '',
-    '| backend | first start, ms | cold start p50 / p99, ms | wasm / it | warm call p50 / p99, ms | wasm / it | CPU workload p50, ms | wasm / it |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| backend | first start, ms | cold start p50 / p99, ms | wasm / it | warm call p50 / p99, ms | wasm / it | CPU workload p50, ms | wasm / it | PSS per idle instance, MB |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...BACKENDS.map((b) => {
       const f = figures[b];
-      return `| ${b} | ${f.firstMs} | ${f.coldMs.p50} / ${f.coldMs.p99} | ${ratio(wasm.coldMs.p50, f.coldMs.p50)} | ${f.warmMs.p50} / ${f.warmMs.p99} | ${ratio(wasm.warmMs.p50, f.warmMs.p50)} | ${f.cpuMs.p50} | ${ratio(wasm.cpuMs.p50, f.cpuMs.p50)} |`;
+      return `| ${b} | ${f.firstMs} | ${f.coldMs.p50} / ${f.coldMs.p99} | ${ratio(wasm.coldMs.p50, f.coldMs.p50)} | ${f.warmMs.p50} / ${f.warmMs.p99} | ${ratio(wasm.warmMs.p50, f.warmMs.p50)} | ${f.cpuMs.p50} | ${ratio(wasm.cpuMs.p50, f.cpuMs.p50)} | ${f.idleMb ?? 'not measured'} |`;
     }),
     '',
-    `n: ${N.cold} cold starts, ${N.warm} warm calls and ${N.cpu} CPU runs per backend.`,
+    `n: ${N.cold} cold starts, ${N.warm} warm calls and ${N.cpu} CPU runs per backend; memory: the server's process tree before and after ${IDLE} idle instances (wasm and process only: containers and VMs are measured by the density benchmark).`,
     '',
   ].join('\n');
   writeFileSync(join(outDir, 'python.md'), md);

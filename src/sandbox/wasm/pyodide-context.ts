@@ -354,11 +354,15 @@ export class PyodideInterpreter {
       })()`,
       context,
     )) as PyodideApi;
-    // What only the loader needed goes; the rest of the prelude's globals are harmless to Python.
+    // What only the loader needed goes (the rest of the prelude's globals are harmless to Python),
+    // and so does its copy of the snapshot, which its configuration would otherwise keep: the
+    // interpreter's memory holds it now.
     vm.runInContext(
       'for (const name of ["read", "load", "readbuffer", "__loadPyodide", "__createPyodideModule"]) delete globalThis[name];',
       context,
     );
+    const config = (api as unknown as { _api?: { config?: Record<string, unknown> } })._api?.config;
+    if (config) delete config._loadSnapshot;
     const interpreter = new PyodideInterpreter(api, context);
     if (!options.snapshot) api.runPython(RUNNER);
     return interpreter;
