@@ -198,14 +198,14 @@ function coldCount(counts: LanguageCounts, target: Target, workload: LanguageWor
   return base;
 }
 
-/** The backends measured when none are named: one of each kind of isolation. */
-export const DEFAULT_LANGUAGE_BACKENDS = ['isolate', 'process', 'container:runc', 'gvisor', 'microvm'];
+/** The backends measured when none are named: one of each kind of isolation (wasm: Python through Pyodide). */
+export const DEFAULT_LANGUAGE_BACKENDS = ['isolate', 'wasm', 'process', 'container:runc', 'gvisor', 'microvm'];
 
-/** The targets a `--backends` list means for this dimension (wasm runs no language; the boot variant of microvm is left out). */
+/** The targets a `--backends` list means for this dimension (the boot variant of microvm is left out). */
 export function languageTargets(names: readonly string[] | undefined): Target[] {
   const chosen =
     names && names.length > 0 ? selectTargets(names) : TARGETS.filter((t) => DEFAULT_LANGUAGE_BACKENDS.includes(t.id));
-  return chosen.filter((t) => t.isolation !== 'wasm' && t.id !== 'microvm:boot');
+  return chosen.filter((t) => t.id !== 'microvm:boot');
 }
 
 export function selectKinds(names: readonly string[] | undefined): LanguageKind[] {

@@ -92,14 +92,14 @@ describe('the languages dimension: choosing what to measure', () => {
     assert.throws(() => selectDimensions(['speed']), /Unknown dimension "speed"; choose from backends, languages/);
   });
 
-  it('leaves wasm and the boot variant of microvm out: they run no language', () => {
+  it('leaves the boot variant of microvm out, and takes wasm for Python through Pyodide', () => {
     assert.deepEqual(
       languageTargets(undefined).map((t) => t.id),
-      ['isolate', 'process', 'container:runc', 'gvisor', 'microvm'],
+      ['isolate', 'wasm', 'process', 'container:runc', 'gvisor', 'microvm'],
     );
     assert.deepEqual(
-      languageTargets(['wasm', 'microvm', 'container']).map((t) => t.id),
-      ['container:runc', 'container:crun', 'microvm'],
+      languageTargets(['wasm', 'microvm', 'microvm:boot', 'container']).map((t) => t.id),
+      ['wasm', 'container:runc', 'container:crun', 'microvm'],
     );
   });
 });

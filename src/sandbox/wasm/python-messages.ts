@@ -10,14 +10,13 @@ export interface PythonWorkerData {
   heapBytes: number;
   /** Its in-memory files (the scratch space) may hold this many. */
   scratchBytes: number;
-  logLimitBytes: number;
 }
 
 export type PythonRequest =
   /** Restores the base snapshot, or (without one) starts the interpreter from nothing and answers with a snapshot of it. */
   | { type: 'start' }
-  /** Writes the function's files under `dir` and imports `__main__.py`'s `main`. */
-  | { type: 'load'; dir: string; files: [string, Uint8Array][]; main: string }
+  /** Writes the function's files under `dir` and imports `__main__.py`'s `main`; its output is budgeted from then on. */
+  | { type: 'load'; dir: string; files: [string, Uint8Array][]; main: string; logLimitBytes: number }
   /** `request`: `{"value": params, "env": {...}}` as JSON. */
   | { type: 'run'; id: string; request: string };
 

@@ -113,13 +113,12 @@ export class PythonRuntime {
   }
 
   /** A worker for one interpreter: restoring `base`, or (without it) making the snapshot. */
-  worker(memoryMb: number, logLimitBytes = 1024 * 1024, base?: Base): Worker {
+  worker(memoryMb: number, base?: Base): Worker {
     const data: PythonWorkerData = {
       files: this.pyodideFiles(),
       ...(base ? { snapshot: base.snapshot } : {}),
       heapBytes: memoryMb * 1024 * 1024,
       scratchBytes: Math.floor((memoryMb * 1024 * 1024) / 4),
-      logLimitBytes,
     };
     const worker = new Worker(this.options.workerScript, {
       workerData: data,
@@ -187,39 +186,58 @@ class PythonSandbox implements Sandbox {
   /** The function's environment (its name, namespace, parameters as OpenWhisk sets them). */
   private env: Record<string, string> = {};
 
+  /** The interpreter restoring from the base snapshot, begun when the sandbox is made: a blank sandbox made ahead is ready. */
+  private readonly started: Promise<string>;
+
   constructor(
     private readonly runtime: PythonRuntime,
     private readonly memoryMb: number,
-  ) {}
+  ) {
+    this.started = this.start();
+    // Its failure is the init's to report; a sandbox never initialised must not leave it unhandled.
+    this.started.catch(() => {});
+  }
 
   get alive(): boolean {
     return !this.dead;
   }
 
-  async init(code: FunctionCode, deadline: number, onLog: LogSink): Promise<InitOutcome> {
+  /** Starts the worker and restores the interpreter; an empty string, or why it could not. */
+  private async start(): Promise<string> {
     let base: Base;
     try {
       base = await this.runtime.baseSnapshot();
     } catch (error) {
-      return { ok: false, kind: 'crash', error: (error as Error).message };
+      return (error as Error).message;
     }
-    const worker = this.runtime.worker(this.memoryMb, code.logLimitBytes, base);
+    if (this.dead) return 'The sandbox was destroyed.';
+    const worker = this.runtime.worker(this.memoryMb, base);
     this.worker = worker;
-    this.env = code.env;
     worker.on('error', (error) => this.die(isOutOfMemory(error) ? { kind: 'oom' } : { kind: 'crash', reason: error.message }));
     worker.on('exit', () => this.die({ kind: 'crash', reason: 'The Python worker exited.' }));
-    const onMessage = (m: PythonResponse) => {
-      if (m.type === 'log' && m.id === '') onLog(m.stream, m.text);
-    };
-    worker.on('message', onMessage);
+    const started = await request(worker, { type: 'start' }, (m) => m.type === 'started' || m.type === 'failed');
+    return started.type === 'failed' ? started.error : '';
+  }
+
+  async init(code: FunctionCode, deadline: number, onLog: LogSink): Promise<InitOutcome> {
+    this.env = code.env;
     const timer = setTimeout(() => this.die({ kind: 'timeout' }), Math.max(0, deadline - Date.now()));
     this.busy = true;
+    let onMessage: ((m: PythonResponse) => void) | undefined;
     try {
-      const started = await request(worker, { type: 'start' }, (m) => m.type === 'started' || m.type === 'failed');
-      if (started.type === 'failed') return { ok: false, kind: 'crash', error: started.error };
+      // A death meanwhile (the deadline, a crash) rejects the start's request.
+      const failed = await this.started;
+      const worker = this.worker;
+      if (failed || !worker || this.dead) {
+        throw new Error(failed || 'The Python worker is gone.');
+      }
+      onMessage = (m: PythonResponse) => {
+        if (m.type === 'log' && m.id === '') onLog(m.stream, m.text);
+      };
+      worker.on('message', onMessage);
       const loaded = await request(
         worker,
-        { type: 'load', dir: FUNCTION_DIR, files: functionFiles(code), main: code.main },
+        { type: 'load', dir: FUNCTION_DIR, files: functionFiles(code), main: code.main, logLimitBytes: code.logLimitBytes },
         (m) => m.type === 'loaded',
       );
       if (loaded.type === 'loaded' && loaded.error) return { ok: false, kind: 'error', error: loaded.error };
@@ -232,7 +250,7 @@ class PythonSandbox implements Sandbox {
     } finally {
       this.busy = false;
       clearTimeout(timer);
-      worker.off('message', onMessage);
+      if (onMessage) this.worker?.off('message', onMessage);
     }
   }
 

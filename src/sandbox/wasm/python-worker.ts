@@ -12,6 +12,8 @@ if (!port) throw new Error('the Python worker must run in a worker thread');
 const data = workerData as PythonWorkerData;
 
 let interpreter: PyodideInterpreter | undefined;
+/** The function's log limit per activation (and for its load), in bytes: known once it is loaded. */
+let logLimitBytes = 1024 * 1024;
 /** Output goes to the activation running now (or the load); each has its budget of bytes. */
 let current: { id: string; bytes: number; truncated: boolean } = { id: '', bytes: 0, truncated: false };
 
@@ -23,7 +25,7 @@ function output(stream: 'stdout' | 'stderr', text: string): void {
   const budget = current;
   if (budget.truncated || text.length === 0) return;
   const bytes = Buffer.byteLength(text, 'utf8');
-  if (budget.bytes + bytes <= data.logLimitBytes) {
+  if (budget.bytes + bytes <= logLimitBytes) {
     budget.bytes += bytes;
     send({ type: 'log', id: budget.id, stream, text });
     return;
@@ -33,7 +35,7 @@ function output(stream: 'stdout' | 'stderr', text: string): void {
     type: 'log',
     id: budget.id,
     stream: 'stderr',
-    text: `Logs were truncated because the total bytes size exceeds the limit of ${data.logLimitBytes} bytes.\n`,
+    text: `Logs were truncated because the total bytes size exceeds the limit of ${logLimitBytes} bytes.\n`,
   });
 }
 
@@ -69,6 +71,7 @@ async function handle(message: PythonRequest): Promise<void> {
       return;
     }
     case 'load': {
+      logLimitBytes = message.logLimitBytes;
       current = { id: '', bytes: 0, truncated: false };
       const error = interpreter ? interpreter.load(message.dir, message.files, message.main) : 'The interpreter has not started.';
       send({ type: 'loaded', error });
