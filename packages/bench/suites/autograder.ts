@@ -131,7 +131,10 @@ async function main() {
   // "refused: FileNotFoundError: [Errno 2] No such file or directory: '/x'" -> "refused (FileNotFoundError, No such file or directory)"
   const short = (text: string | undefined) =>
     (text ?? 'n/a')
-      .replace(/^refused: (\w+): (?:\[Errno \d+\] )?([^:'\[]+).*$/, (_, name: string, why: string) => `refused (${name}, ${why.trim()})`)
+      .replace(
+        /^refused: (\w+): (?:\[Errno \d+\] )?([^:'[]+).*$/,
+        (_, name: string, why: string) => `refused (${name}, ${why.trim()})`,
+      )
       .replace(/\|/g, '/')
       .slice(0, 90);
   const md = [
