@@ -26,7 +26,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 declare -A groups=(
-  [base]="g++ make python3 util-linux"
+  [base]="g++ make python3 util-linux git"
   [containers]="runc crun runsc nftables"
   [microvm]="qemu-system-x86 seabios busybox-static e2fsprogs cpio lz4"
   [wasm]="clang lld wasi-libc libclang-rt-14-dev-wasm32 rustc libstd-rust-dev-wasm32"

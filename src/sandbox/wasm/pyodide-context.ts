@@ -195,7 +195,8 @@ export interface PyodideFiles {
   asmCache?: Uint8Array;
 }
 
-function shared(bytes: Uint8Array): Uint8Array {
+/** A copy in shared memory: handed to worker threads without being copied again. */
+export function sharedCopy(bytes: Uint8Array): Uint8Array {
   const copy = new Uint8Array(new SharedArrayBuffer(bytes.length));
   copy.set(bytes);
   return copy;
@@ -225,8 +226,8 @@ export function readPyodide(dir: string): PyodideFiles {
   );
   return {
     version: (JSON.parse(text('package.json')) as { version: string }).version,
-    wasm: shared(readFileSync(join(dir, 'pyodide.asm.wasm'))),
-    stdlib: shared(readFileSync(join(dir, 'python_stdlib.zip'))),
+    wasm: sharedCopy(readFileSync(join(dir, 'pyodide.asm.wasm'))),
+    stdlib: sharedCopy(readFileSync(join(dir, 'python_stdlib.zip'))),
     lock: text('pyodide-lock.json'),
     asm,
     loader,
@@ -275,6 +276,12 @@ export interface InterpreterOptions {
   output(stream: 'stdout' | 'stderr', text: string): void;
 }
 
+/** The prelude's helpers the host calls, taken off the context's global object once loaded. */
+interface ContextHelpers {
+  boundFiles(fs: unknown): void;
+  writeFile(fs: unknown, path: string, length: number, fill: (into: Uint8Array) => void): void;
+}
+
 const timers = new Map<number, NodeJS.Timeout>();
 let nextTimer = 1;
 
@@ -282,7 +289,7 @@ let nextTimer = 1;
 export class PyodideInterpreter {
   private constructor(
     private readonly api: PyodideApi,
-    private readonly context: vm.Context,
+    private readonly helpers: ContextHelpers,
   ) {}
 
   static async start(options: InterpreterOptions): Promise<PyodideInterpreter> {
@@ -357,13 +364,17 @@ export class PyodideInterpreter {
     // What only the loader needed goes (the rest of the prelude's globals are harmless to Python),
     // and so does its copy of the snapshot, which its configuration would otherwise keep: the
     // interpreter's memory holds it now.
+    const helpers: ContextHelpers = {
+      boundFiles: context.__isolaBoundFiles,
+      writeFile: context.__isolaWriteFile,
+    };
     vm.runInContext(
-      'for (const name of ["read", "load", "readbuffer", "__loadPyodide", "__createPyodideModule"]) delete globalThis[name];',
+      'for (const name of ["read", "load", "readbuffer", "__loadPyodide", "__createPyodideModule", "__isolaBoundFiles", "__isolaWriteFile"]) delete globalThis[name];',
       context,
     );
     const config = (api as unknown as { _api?: { config?: Record<string, unknown> } })._api?.config;
     if (config) delete config._loadSnapshot;
-    const interpreter = new PyodideInterpreter(api, context);
+    const interpreter = new PyodideInterpreter(api, helpers);
     if (!options.snapshot) api.runPython(RUNNER);
     return interpreter;
   }
@@ -380,19 +391,13 @@ export class PyodideInterpreter {
 
   /** Writes the function's files under `dir` and imports it; an empty string, or what went wrong. */
   load(dir: string, files: [string, Uint8Array][], main: string): string {
-    const write = this.context.__isolaWriteFile as (
-      fs: unknown,
-      path: string,
-      length: number,
-      fill: (u: Uint8Array) => void,
-    ) => void;
     for (const [name, data] of files) {
-      write(this.api.FS, `${dir}/${name}`, data.length, (into) => {
+      this.helpers.writeFile(this.api.FS, `${dir}/${name}`, data.length, (into) => {
         Buffer.from(into.buffer, into.byteOffset, into.byteLength).set(data);
       });
     }
     // From here on the scratch space is bounded: the function's own files do not count.
-    (this.context.__isolaBoundFiles as (fs: unknown) => void)(this.api.FS);
+    this.helpers.boundFiles(this.api.FS);
     const loadFunction = this.api.globals.get('_isola_load') as (dir: string, main: string) => string;
     return String(loadFunction(dir, main));
   }

@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { unzipSync } from 'fflate';
 import type { FunctionCode, InitOutcome, LogSink, RunOutcome, RunRequest, Sandbox, SandboxSpec } from '../backend.js';
-import { type PyodideFiles, readPyodide } from './pyodide-context.js';
+import { type PyodideFiles, readPyodide, sharedCopy } from './pyodide-context.js';
 import type { PythonRequest, PythonResponse, PythonWorkerData } from './python-messages.js';
 
 /** Where a Python sandbox's function lives in its file system. */
@@ -44,12 +44,6 @@ export interface PythonRuntimeOptions {
 /** A start's base: the interpreter's snapshot, in shared memory so that no worker copies it to get it. */
 interface Base {
   snapshot: Uint8Array;
-}
-
-function sharedCopy(bytes: Uint8Array): Uint8Array {
-  const copy = new Uint8Array(new SharedArrayBuffer(bytes.length));
-  copy.set(bytes);
-  return copy;
 }
 
 /** What every Python sandbox of a backend shares: Pyodide's files, the base snapshot and the code cache. */
