@@ -1,7 +1,15 @@
 import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { DurationSyntaxError, parseDuration as parseDurationText } from './core/duration.js';
-import { ISOLATIONS, ISOLATIONS_FOR_KIND, type Isolation, isIsolation, KINDS, type Kind, resolveKind } from './core/kinds.js';
+import {
+  defaultKindOf,
+  ISOLATIONS,
+  ISOLATIONS_FOR_KIND,
+  type Isolation,
+  isIsolation,
+  type Kind,
+  resolveKind,
+} from './core/kinds.js';
 import { parseCidrList } from './core/network-policy.js';
 import type { BackendSettings, MicrovmSettings } from './sandbox/registry.js';
 
@@ -162,11 +170,6 @@ export interface PrewarmTarget {
   count: number;
 }
 
-/** The kind a prewarm entry without one means: JavaScript, or WebAssembly under wasm. */
-function firstKindOf(isolation: Isolation): Kind {
-  return KINDS.find((kind) => ISOLATIONS_FOR_KIND[kind].includes(isolation)) ?? 'nodejs:20';
-}
-
 /**
  * `isolate:2,process:1,process:python:1,container:java:17:1`: how many blank sandboxes each
  * backend keeps ready, per kind (`<backend>:<kind>:<count>`, any name of the kind; without one,
@@ -180,7 +183,7 @@ export function parsePrewarm(text: string): PrewarmTarget[] {
     if (!isIsolation(name)) throw new ConfigError(`Unknown backend "${name}" in the prewarm setting.`, 'prewarm');
     const count = parseInteger(`prewarm count for ${name}`, fields.at(-1) ?? '', 0, 64);
     const kindName = fields.slice(1, -1).join(':');
-    let kind = firstKindOf(name);
+    let kind = defaultKindOf(name);
     if (kindName) {
       try {
         kind = resolveKind(kindName);

@@ -97,7 +97,8 @@ describe('the grading service example', { skip }, () => {
     const fork = hostile.output.find((l) => l.includes('HOSTILE-FORK '));
     if (fork) {
       const bomb = JSON.parse(fork.slice(fork.indexOf('HOSTILE-FORK ') + 13)) as { children: number; stopped: string };
-      assert.match(bomb.stopped, /^refused: /, `the fork bomb stopped by ${bomb.stopped}`);
+      // Refused at the sandbox's process limit, or (a VM's own kernel, a slow moment) still within it at the bomb's 3 s.
+      assert.match(bomb.stopped, /^(refused: .*|time)$/, `the fork bomb stopped by ${bomb.stopped}`);
       assert.ok(bomb.children <= 1024, `${bomb.children} processes`);
     }
     const next = await submit('hal', 'python-pass');

@@ -47,6 +47,15 @@ export const ISOLATIONS_FOR_KIND: Record<Kind, readonly Isolation[]> = {
   wasm: ['wasm'],
 };
 
+/**
+ * The kind a backend's blank sandboxes are for when none is named: JavaScript where it runs, else
+ * the kind this backend is the default of (python:3 also runs under wasm, but wasm's are modules).
+ */
+export function defaultKindOf(isolation: Isolation): Kind {
+  if (ISOLATIONS_FOR_KIND['nodejs:20'].includes(isolation)) return 'nodejs:20';
+  return KINDS.find((kind) => ISOLATIONS_FOR_KIND[kind][0] === isolation) ?? 'nodejs:20';
+}
+
 export function isIsolation(value: string): value is Isolation {
   return (ISOLATIONS as readonly string[]).includes(value);
 }

@@ -1,4 +1,4 @@
-import { ISOLATIONS_FOR_KIND, type Isolation, KINDS, type Kind } from '../core/kinds.js';
+import { defaultKindOf, type Isolation, type Kind } from '../core/kinds.js';
 import type { RuntimeStart } from '../guest/protocol.js';
 import type { Backend, Sandbox, SandboxSpec } from '../sandbox/backend.js';
 
@@ -15,12 +15,7 @@ export interface StemCellTarget {
 }
 
 /** The kind a backend's blank sandboxes are for unless one is named: JavaScript, or WebAssembly under wasm. */
-export function defaultKind(isolation: Isolation): Kind {
-  // JavaScript where it runs; else the kind this backend is the default of (python:3 also runs
-  // under wasm, but wasm's blank sandboxes are for modules).
-  if (ISOLATIONS_FOR_KIND['nodejs:20'].includes(isolation)) return 'nodejs:20';
-  return KINDS.find((kind) => ISOLATIONS_FOR_KIND[kind][0] === isolation) ?? 'nodejs:20';
-}
+export const defaultKind = defaultKindOf;
 
 function poolKey(isolation: Isolation, memoryMb: number, kind: Kind | undefined): string {
   return `${isolation}:${memoryMb}:${kind ?? defaultKind(isolation)}`;

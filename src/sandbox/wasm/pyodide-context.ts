@@ -15,35 +15,28 @@ import vm from 'node:vm';
 /** Emscripten's ENOSPC: a scratch file that would grow past the sandbox's share of memory. */
 const ERRNO_NOSPC = 51;
 
-/** The Python side of a sandbox: loads the function as launcher.py does, and runs one activation. */
+/**
+ * The Python side of a sandbox: the function is loaded by its package's own launcher.py (what the
+ * process backend runs), imported as a module; this runs one activation as the launcher's loop does.
+ */
 const RUNNER = `
-import glob, importlib.util, json, os, sys, traceback
+import json, os, sys, traceback
 
 _isola_function = None
+_isola_launcher = None
 
 def _isola_load(here, name):
-    global _isola_function
-    for site in sorted(glob.glob(os.path.join(here, 'virtualenv', 'lib', 'python3*', 'site-packages'))):
-        sys.path.insert(0, site)
-    sys.path.insert(0, here)
+    global _isola_function, _isola_launcher
     os.chdir(here)
+    sys.path.insert(0, here)
     try:
-        spec = importlib.util.spec_from_file_location('main__', os.path.join(here, '__main__.py'))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules['main__'] = module
-        spec.loader.exec_module(module)
-        function = getattr(module, name, None)
-        if not callable(function):
-            raise LookupError('The function has no entry point "%s": define def %s(args) in __main__.py.' % (name, name))
-        _isola_function = function
+        import launcher
+        _isola_launcher = launcher
+        _isola_function = launcher.load(name, here)
         return ''
     except BaseException as error:
         traceback.print_exc()
         return '%s: %s' % (type(error).__name__, error)
-
-def _isola_message(error):
-    text = str(error)
-    return text if text else type(error).__name__
 
 def _isola_run(text):
     request = json.loads(text)
@@ -54,7 +47,7 @@ def _isola_run(text):
         line = json.dumps(result, ensure_ascii=False, allow_nan=False)
     except BaseException as error:
         traceback.print_exc()
-        line = json.dumps({'error': _isola_message(error)}, ensure_ascii=False)
+        line = json.dumps({'error': _isola_launcher.message_of(error)}, ensure_ascii=False)
     sys.stdout.flush()
     sys.stderr.flush()
     return line

@@ -301,10 +301,8 @@ class PythonSandbox implements Sandbox {
   }
 }
 
-/** The function's files: the deploy's package (a zip with __main__.py), or the source as __main__.py. */
+/** The function's files: the deploy's package (its source or zip, and the launcher that loads it). */
 function functionFiles(code: FunctionCode): [string, Uint8Array][] {
-  if (code.package) {
-    return Object.entries(unzipSync(Buffer.from(code.package.zip, 'base64'))).filter(([name]) => !name.endsWith('/'));
-  }
-  return [['__main__.py', Buffer.from(code.code, 'utf8')]];
+  if (!code.package) throw new Error('A python:3 function runs from the package its deploy made; this one has none.');
+  return Object.entries(unzipSync(Buffer.from(code.package.zip, 'base64'))).filter(([name]) => !name.endsWith('/'));
 }
