@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it, mock } from 'node:test';
 import type { Isolation } from '../core/kinds.js';
+import { defaultKindOf } from '../core/kinds.js';
 import type { Backend } from '../sandbox/backend.js';
 import { FakeBackend, type FakeSandbox } from '../sandbox/fake/fake-backend.js';
-import { defaultKind, StemCells, type StemCellTarget } from './stem-cells.js';
+import { StemCells, type StemCellTarget } from './stem-cells.js';
 
 let cells: StemCells | undefined;
 
@@ -78,8 +79,8 @@ describe('stem cells', () => {
   });
 
   it('defaults to each backend\u2019s first kind', () => {
-    assert.equal(defaultKind('isolate'), 'nodejs:20');
-    assert.equal(defaultKind('process'), 'nodejs:20');
-    assert.equal(defaultKind('wasm'), 'wasm');
+    assert.equal(defaultKindOf('isolate'), 'nodejs:20');
+    assert.equal(defaultKindOf('process'), 'nodejs:20');
+    assert.equal(defaultKindOf('wasm'), 'wasm');
   });
 });

@@ -14,11 +14,8 @@ export interface StemCellTarget {
   runtime?: RuntimeStart;
 }
 
-/** The kind a backend's blank sandboxes are for unless one is named: JavaScript, or WebAssembly under wasm. */
-export const defaultKind = defaultKindOf;
-
 function poolKey(isolation: Isolation, memoryMb: number, kind: Kind | undefined): string {
-  return `${isolation}:${memoryMb}:${kind ?? defaultKind(isolation)}`;
+  return `${isolation}:${memoryMb}:${kind ?? defaultKindOf(isolation)}`;
 }
 
 /**
@@ -94,7 +91,7 @@ export class StemCells {
           if (this.closed || cells.length >= target.count) break;
           const sandbox = await backend.create({
             memoryMb: target.memoryMb,
-            kind: target.kind ?? defaultKind(target.isolation),
+            kind: target.kind ?? defaultKindOf(target.isolation),
             ahead: true,
           });
           if (this.closed) {
