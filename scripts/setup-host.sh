@@ -6,6 +6,8 @@
 #   containers  runc, crun (isolation "container") and runsc (isolation "gvisor"); nftables, whose
 #               rules give functions with network=egress NAT and keep them off the host
 #   microvm     QEMU and what builds the guest image (busybox, mke2fs, cpio, lz4)
+#   kernel      Linux's sources and what builds them (flex, bison, bc, libelf), for the microVM's
+#               specialised guest kernel (ISOLA_MICROVM_GUEST=specialised); gcc and make are in base
 #   wasm        clang + wasi-libc and rustc + its wasm32 standard library, to rebuild the examples
 #   browser     Chromium, in which the tests open the benchmark report (headless)
 #   languages   the language runtimes functions run on (python3, Java 17 with Gson, Go, Ruby, PHP);
@@ -29,6 +31,7 @@ declare -A groups=(
   [base]="g++ make python3 util-linux git"
   [containers]="runc crun runsc nftables"
   [microvm]="qemu-system-x86 seabios busybox-static e2fsprogs cpio lz4"
+  [kernel]="linux-source flex bison bc libelf-dev xz-utils"
   [wasm]="clang lld wasi-libc libclang-rt-14-dev-wasm32 rustc libstd-rust-dev-wasm32"
   [browser]="chromium"
   [postgres]="postgresql"
@@ -36,7 +39,7 @@ declare -A groups=(
   [languages]="python3 openjdk-17-jdk-headless libgoogle-gson-java golang-go ruby php8.2-cli"
 )
 wanted=("$@")
-if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers microvm wasm browser postgres nats languages); fi
+if [ "${#wanted[@]}" -eq 0 ] || [ "${wanted[0]}" = "all" ]; then wanted=(base containers microvm kernel wasm browser postgres nats languages); fi
 packages=()
 for group in "${wanted[@]}"; do
   if [ -z "${groups[$group]+x}" ]; then

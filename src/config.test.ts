@@ -54,6 +54,7 @@ describe('server settings', () => {
         ISOLA_MICROVM_PREWARM: 'waiting',
         ISOLA_MICROVM_START: 'boot',
         ISOLA_MICROVM_SETTLE_MS: '500',
+        ISOLA_MICROVM_GUEST: 'specialised',
         ISOLA_LOG_LEVEL: 'info',
       },
     );
@@ -62,7 +63,7 @@ describe('server settings', () => {
       containerPrewarm: 'created',
       wasmWorkers: 3,
       wasmFastPath: true,
-      microvm: { accelerator: 'tcg', prewarmMode: 'waiting', start: 'boot', settleMs: 500 },
+      microvm: { guest: 'specialised', accelerator: 'tcg', prewarmMode: 'waiting', start: 'boot', settleMs: 500 },
     });
     assert.equal(config.logLevel, 'info');
     const defaults = resolveServerConfig({}, {});
@@ -115,6 +116,7 @@ describe('server settings', () => {
       );
     wrong({ ISOLA_MICROVM_ACCEL: 'xen' }, 'ISOLA_MICROVM_ACCEL', /^ISOLA_MICROVM_ACCEL must be kvm or tcg; got "xen"\.$/);
     wrong({ ISOLA_MICROVM_START: 'warm' }, 'ISOLA_MICROVM_START', /must be snapshot or boot/);
+    wrong({ ISOLA_MICROVM_GUEST: 'alpine' }, 'ISOLA_MICROVM_GUEST', /must be debian or specialised; got "alpine"/);
     wrong({ ISOLA_WASM_WORKERS: 'many' }, 'ISOLA_WASM_WORKERS', /must be an integer from 1 to 256; got "many"/);
     wrong({ ISOLA_WASM_FAST_PATH: 'yes' }, 'ISOLA_WASM_FAST_PATH', /must be on or off; got "yes"/);
     wrong({ ISOLA_RECORD_WINDOW: '2s' }, 'ISOLA_RECORD_WINDOW', /must be at most 1000 ms; got "2s"/);

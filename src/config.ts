@@ -359,8 +359,8 @@ function httpTimeouts(env: NodeJS.ProcessEnv): Pick<ServerConfig, 'headersTimeou
 
 /**
  * ISOLA_CONTAINER_RUNTIME (or --container-runtime), ISOLA_CONTAINER_PREWARM, ISOLA_WASM_WORKERS, ISOLA_WASM_FAST_PATH,
- * ISOLA_EGRESS_ALLOW (or --egress-allow) and the microVM's ISOLA_MICROVM_ACCEL, ISOLA_MICROVM_PREWARM, ISOLA_MICROVM_START and
- * ISOLA_MICROVM_SETTLE_MS.
+ * ISOLA_EGRESS_ALLOW (or --egress-allow) and the microVM's ISOLA_MICROVM_ACCEL, ISOLA_MICROVM_PREWARM, ISOLA_MICROVM_START,
+ * ISOLA_MICROVM_SETTLE_MS and ISOLA_MICROVM_GUEST.
  */
 export function resolveBackendSettings(flags: ServerFlags, env: NodeJS.ProcessEnv = process.env): BackendSettings {
   const containerRuntime = flags.containerRuntime ?? (env.ISOLA_CONTAINER_RUNTIME || undefined);
@@ -410,7 +410,9 @@ function resolveMicrovmSettings(env: NodeJS.ProcessEnv): MicrovmSettings {
   const prewarmMode = parseChoice('ISOLA_MICROVM_PREWARM', env.ISOLA_MICROVM_PREWARM, ['restored', 'waiting'] as const);
   const start = parseChoice('ISOLA_MICROVM_START', env.ISOLA_MICROVM_START, ['snapshot', 'boot'] as const);
   const settle = env.ISOLA_MICROVM_SETTLE_MS;
+  const guest = parseChoice('ISOLA_MICROVM_GUEST', env.ISOLA_MICROVM_GUEST, ['debian', 'specialised'] as const);
   return {
+    ...(guest ? { guest } : {}),
     ...(accelerator ? { accelerator } : {}),
     ...(prewarmMode ? { prewarmMode } : {}),
     ...(start ? { start } : {}),

@@ -17,10 +17,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NodeRootfs } from './node-rootfs.js';
 import type { ImageName } from './runtimes.js';
+import { ensureSpecialisedKernel } from './specialised-kernel.js';
 
 /** Bumped whenever the image layout or the init script changes. */
 const LAYOUT_VERSION = 5;
 const BUSYBOX = '/bin/busybox';
+const DEBUGFS = '/sbin/debugfs';
 // Loaded in this order: each needs the ones before it. The rest the microvm machine needs (ext4,
 // the console) is built into Debian's cloud kernel.
 // failover, net_failover and virtio_net give a VM with egress its network device; the virtio_pci
@@ -39,13 +41,19 @@ const MODULES = [
   'virtio_net',
 ];
 
+/** Which kernel a microVM guest boots: Debian's cloud kernel, or one specialised for functions. */
+export type Guest = 'debian' | 'specialised';
+
 export interface MicrovmImage {
   /** Which root file system the root disk holds (see NodeRootfs.name). */
   name: ImageName;
+  /** `debian` (Debian's cloud kernel, modules in an initramfs) or `specialised` (see specialised-kernel.ts). */
+  guest: Guest;
   /** Uncompressed kernel ELF with a PVH entry point: QEMU boots it directly. */
   kernel: string;
   kernelVersion: string;
-  initramfs: string;
+  /** The Debian guest's initramfs; the specialised guest boots without one. */
+  initramfs?: string;
   /** Read-only ext4 disk with node, its libraries and the agent. */
   rootDisk: string;
   /** Identifies the whole image; snapshots are only valid for the image they were taken of. */
@@ -139,17 +147,52 @@ function ensureKernel(imagesDir: string): { dir: string; version: string } {
 }
 
 /**
- * The init of the initramfs: load the virtio modules, mount the read-only root disk, give it a
- * /tmp, and run the guest agent on the virtio-serial port named "isola". The heap limit comes
- * from the kernel command line (isola.heap=MB), so one image serves every memory size.
+ * What every guest's init does once the root disk is mounted at `root` (`/mnt` under the
+ * initramfs, `` when the kernel mounted it as /): find the virtio-serial port named "isola", read
+ * the heap limit (isola.heap=MB, so that one image serves every memory size) and the network
+ * (isola.net=<address/prefix>,<gateway>) from the kernel command line, bring up the loopback (a
+ * Lambda custom runtime reaches the Runtime API the agent serves on 127.0.0.1) and, for a VM with
+ * egress, eth0. The agent then runs as PID 1 (`exec`).
+ */
+function agentStart(root: string, exec: string): string {
+  return `port=
+i=0
+while [ -z "$port" ] && [ $i -lt 500 ]; do
+  for d in ${root}/sys/class/virtio-ports/*; do
+    [ "$($B cat $d/name 2>/dev/null)" = isola ] && port=/dev/$($B basename $d)
+  done
+  [ -z "$port" ] && $B usleep 10000
+  i=$((i+1))
+done
+heap=128
+net=
+for arg in $($B cat ${root}/proc/cmdline); do
+  case $arg in isola.heap=*) heap=\${arg#isola.heap=};; isola.net=*) net=\${arg#isola.net=};; esac
+done
+$B ip link set lo up || $B echo "isola init: lo could not be brought up"
+if [ -n "$net" ]; then
+  i=0; while ! $B ip link show eth0 >/dev/null 2>&1 && [ $i -lt 500 ]; do $B usleep 10000; i=$((i+1)); done
+  $B ip addr add \${net%,*} dev eth0 && $B ip link set eth0 up && $B ip route add default via \${net#*,} ||
+    $B echo "isola init: eth0 could not be configured"
+fi
+exec ${exec} /usr/bin/node --max-old-space-size=$heap /app/agent.cjs --channel=$port
+`;
+}
+
+// What a distribution's init links in /dev: runtimes open /dev/fd/3 (Java's launcher) and /dev/stdin.
+const DEV_LINKS =
+  '$B ln -s /proc/self/fd /dev/fd; $B ln -s fd/0 /dev/stdin; $B ln -s fd/1 /dev/stdout; $B ln -s fd/2 /dev/stderr';
+
+/**
+ * The init of the Debian guest's initramfs: load the virtio modules, mount the read-only root
+ * disk, give it a /tmp, and start the agent in it.
  */
 const INIT_SCRIPT = `#!/bin/busybox sh
 B=/bin/busybox
 $B mount -t proc proc /proc
 $B mount -t sysfs sys /sys
 $B mount -t devtmpfs dev /dev
-# What a distribution's init links in /dev: runtimes open /dev/fd/3 (Java's launcher) and /dev/stdin.
-$B ln -s /proc/self/fd /dev/fd; $B ln -s fd/0 /dev/stdin; $B ln -s fd/1 /dev/stdout; $B ln -s fd/2 /dev/stderr
+${DEV_LINKS}
 # The kernel starts init without stdio when the initramfs has no /dev/console: give it the
 # console, so that what crashes (a V8 out-of-memory abort, the kernel's OOM killer) is on record.
 exec </dev/console >/dev/console 2>&1
@@ -160,55 +203,64 @@ $B mount -t tmpfs -o mode=1777,size=64m tmpfs /mnt/tmp
 $B mount --move /dev /mnt/dev
 $B mount --move /proc /mnt/proc
 $B mount --move /sys /mnt/sys
-port=
-i=0
-while [ -z "$port" ] && [ $i -lt 500 ]; do
-  for d in /mnt/sys/class/virtio-ports/*; do
-    [ "$($B cat $d/name 2>/dev/null)" = isola ] && port=/dev/$($B basename $d)
-  done
-  [ -z "$port" ] && $B usleep 10000
-  i=$((i+1))
-done
-heap=128
-net=
-for arg in $($B cat /mnt/proc/cmdline); do
-  case $arg in isola.heap=*) heap=\${arg#isola.heap=};; isola.net=*) net=\${arg#isola.net=};; esac
-done
-# Loopback up, as a container's is: a Lambda custom runtime reaches the Runtime API the agent serves on 127.0.0.1.
-$B ip link set lo up || $B echo "isola init: lo could not be brought up"
-# A VM with egress (isola.net=<address/prefix>,<gateway>): its virtio-net device is eth0.
-if [ -n "$net" ]; then
-  i=0; while ! $B ip link show eth0 >/dev/null 2>&1 && [ $i -lt 500 ]; do $B usleep 10000; i=$((i+1)); done
-  $B ip addr add \${net%,*} dev eth0 && $B ip link set eth0 up && $B ip route add default via \${net#*,} ||
-    $B echo "isola init: eth0 could not be configured"
-fi
-exec $B chroot /mnt /usr/bin/node --max-old-space-size=$heap /app/agent.cjs --channel=$port
-`;
+${agentStart('/mnt', '$B chroot /mnt')}`;
+
+/** Where the specialised guest's init and its busybox are on the root disk. */
+export const SPECIALISED_INIT = '/isola/init';
+const SPECIALISED_BUSYBOX = '/isola/busybox';
 
 /**
- * The microVM guest: Debian's cloud kernel, a busybox initramfs that loads the virtio modules,
- * and a read-only ext4 root disk with node and the agent (the container image's files, a
- * language's runtime included). Built into `<imagesDir>/microvm-<hash>` (the Node.js image) or
- * `microvm-<language>-<hash>` and reused until the kernel, the init or the root files change.
+ * The specialised guest's init, on the root disk itself: the kernel has every driver built in,
+ * mounted the disk as / and devtmpfs on /dev before starting it, so it only mounts /proc, /sys
+ * and /tmp before the agent replaces it as PID 1.
  */
-export function ensureMicrovmImage(imagesDir: string, rootfs: NodeRootfs): MicrovmImage {
+const SPECIALISED_INIT_SCRIPT = `#!${SPECIALISED_BUSYBOX} sh
+B=${SPECIALISED_BUSYBOX}
+$B mount -t proc proc /proc
+$B mount -t sysfs sys /sys
+${DEV_LINKS}
+exec </dev/console >/dev/console 2>&1
+$B mount -t tmpfs -o mode=1777,size=64m tmpfs /tmp
+${agentStart('', '')}`;
+
+/**
+ * The microVM guest, one of two. `debian`: Debian's cloud kernel, a busybox initramfs that loads
+ * the virtio modules, and a read-only ext4 root disk with node and the agent (the container
+ * image's files, a language's runtime included). `specialised`: a kernel built from Debian's
+ * linux-source with every driver built in (see specialised-kernel.ts), no initramfs, and the same
+ * root disk with an init of its own. Built into `<imagesDir>/microvm-<hash>` (the Node.js image on
+ * Debian's kernel), `microvm-<language>-<hash>`, `microvm-specialised[-<language>]-<hash>`, and
+ * reused until the kernel, the init or the root files change.
+ */
+export function ensureMicrovmImage(imagesDir: string, rootfs: NodeRootfs, guest: Guest = 'debian'): MicrovmImage {
   mkdirSync(imagesDir, { recursive: true, mode: 0o755 });
-  for (const tool of [BUSYBOX, '/usr/bin/lz4', '/usr/bin/cpio', '/sbin/mke2fs']) {
+  const tools =
+    guest === 'debian' ? [BUSYBOX, '/usr/bin/lz4', '/usr/bin/cpio', '/sbin/mke2fs'] : [BUSYBOX, '/sbin/mke2fs', DEBUGFS];
+  for (const tool of tools) {
     if (!existsSync(tool)) throw new ImageBuildError(`${tool} is missing (npx isola setup microvm)`);
   }
-  const kernel = ensureKernel(imagesDir);
+  const debianKernel = guest === 'debian' ? ensureKernel(imagesDir) : undefined;
+  const kernel = debianKernel
+    ? { vmlinux: join(debianKernel.dir, 'vmlinux'), version: debianKernel.version, key: debianKernel.version }
+    : specialisedKernel();
   const busyboxSize = statSync(BUSYBOX).size;
+  const init = guest === 'debian' ? INIT_SCRIPT : SPECIALISED_INIT_SCRIPT;
   const hash = createHash('sha256')
-    .update(JSON.stringify({ LAYOUT_VERSION, kernel: kernel.version, INIT_SCRIPT, rootfs: rootfs.path, busyboxSize }))
+    .update(JSON.stringify({ LAYOUT_VERSION, guest, kernel: kernel.key, init, rootfs: rootfs.path, busyboxSize }))
     .digest('hex')
     .slice(0, 16);
-  const prefix = rootfs.name === 'nodejs' ? 'microvm' : `microvm-${rootfs.name}`;
+  const prefix = [
+    'microvm',
+    ...(guest === 'specialised' ? ['specialised'] : []),
+    ...(rootfs.name === 'nodejs' ? [] : [rootfs.name]),
+  ].join('-');
   const dir = join(imagesDir, `${prefix}-${hash}`);
   const image: MicrovmImage = {
     name: rootfs.name,
-    kernel: join(kernel.dir, 'vmlinux'),
+    guest,
+    kernel: kernel.vmlinux,
     kernelVersion: kernel.version,
-    initramfs: join(dir, 'initramfs.cpio'),
+    ...(guest === 'debian' ? { initramfs: join(dir, 'initramfs.cpio') } : {}),
     rootDisk: join(dir, 'root.ext4'),
     hash,
   };
@@ -216,34 +268,36 @@ export function ensureMicrovmImage(imagesDir: string, rootfs: NodeRootfs): Micro
 
   const temp = `${dir}.${process.pid}.tmp`;
   rmSync(temp, { recursive: true, force: true });
-  const initrd = join(temp, 'initrd');
-  for (const sub of ['bin', 'lib/modules', 'proc', 'sys', 'dev', 'mnt']) mkdirSync(join(initrd, sub), { recursive: true });
-  copyFileSync(BUSYBOX, join(initrd, 'bin', 'busybox'));
-  chmodSync(join(initrd, 'bin', 'busybox'), 0o755);
-  for (const module of MODULES)
-    copyFileSync(join(kernel.dir, 'modules', `${module}.ko`), join(initrd, 'lib', 'modules', `${module}.ko`));
-  writeFileSync(join(initrd, 'init'), INIT_SCRIPT, { mode: 0o755 });
-  const files = run('find', ['.'], initrd);
-  const cpio = execFileSync('cpio', ['-o', '-H', 'newc', '--quiet'], { cwd: initrd, input: files, maxBuffer: 64 * 1024 * 1024 });
-  writeFileSync(join(temp, 'initramfs.cpio'), cpio);
-  rmSync(initrd, { recursive: true, force: true });
+  mkdirSync(temp, { recursive: true });
+  if (debianKernel) writeInitramfs(temp, debianKernel.dir);
   // Room for the files plus a fifth; no journal on a disk that is only ever read.
   const sizeMb = Math.ceil(Number(run('du', ['-sm', '--apparent-size', rootfs.path]).split('\t')[0]) * 1.2 + 16);
-  run('mke2fs', [
-    '-q',
-    '-t',
-    'ext4',
-    '-d',
-    rootfs.path,
-    '-L',
-    'isola',
-    '-O',
-    '^has_journal',
-    '-m',
-    '0',
-    join(temp, 'root.ext4'),
-    `${sizeMb}M`,
-  ]);
+  const rootDisk = join(temp, 'root.ext4');
+  run('mke2fs', ['-q', '-t', 'ext4', '-d', rootfs.path, '-L', 'isola', '-O', '^has_journal', '-m', '0', rootDisk, `${sizeMb}M`]);
+  if (guest === 'specialised') {
+    // The init and its busybox go onto the disk the root file system was made into: copying
+    // the root file system aside to add two files would cost its whole size again.
+    writeFileSync(join(temp, 'init'), SPECIALISED_INIT_SCRIPT, { mode: 0o755 });
+    // debugfs splits its commands at spaces and a data dir's path may have some: it runs in the
+    // image's directory and is given names relative to it.
+    const commands = [
+      'mkdir /isola',
+      `write ${BUSYBOX} ${SPECIALISED_BUSYBOX}`,
+      `write init ${SPECIALISED_INIT}`,
+      `sif ${SPECIALISED_BUSYBOX} mode 0100755`,
+      `sif ${SPECIALISED_INIT} mode 0100755`,
+    ];
+    writeFileSync(join(temp, 'debugfs.commands'), `${commands.join('\n')}\n`);
+    run(DEBUGFS, ['-w', '-f', 'debugfs.commands', 'root.ext4'], temp);
+    // debugfs reports a failed command on its output but exits 0: check that both files are there.
+    const listing = run(DEBUGFS, ['-R', 'ls -l /isola', 'root.ext4'], temp);
+    for (const name of ['init', 'busybox']) {
+      if (!new RegExp(`100755 .* ${name}\\s*$`, 'm').test(listing))
+        throw new ImageBuildError(`debugfs did not put /isola/${name} on the root disk: ${listing.trim()}`);
+    }
+    rmSync(join(temp, 'init'));
+    rmSync(join(temp, 'debugfs.commands'));
+  }
   writeFileSync(join(temp, '.complete'), `${new Date().toISOString()}\n`);
   rmSync(dir, { recursive: true, force: true });
   renameSync(temp, dir);
@@ -252,4 +306,24 @@ export function ensureMicrovmImage(imagesDir: string, rootfs: NodeRootfs): Micro
       rmSync(join(imagesDir, entry), { recursive: true, force: true });
   }
   return image;
+}
+
+function specialisedKernel(): { vmlinux: string; version: string; key: string } {
+  const { vmlinux, version, hash } = ensureSpecialisedKernel();
+  return { vmlinux, version, key: `${version} ${hash}` };
+}
+
+/** The Debian guest's initramfs: busybox, the virtio modules, the init. */
+function writeInitramfs(temp: string, kernelDir: string): void {
+  const initrd = join(temp, 'initrd');
+  for (const sub of ['bin', 'lib/modules', 'proc', 'sys', 'dev', 'mnt']) mkdirSync(join(initrd, sub), { recursive: true });
+  copyFileSync(BUSYBOX, join(initrd, 'bin', 'busybox'));
+  chmodSync(join(initrd, 'bin', 'busybox'), 0o755);
+  for (const module of MODULES)
+    copyFileSync(join(kernelDir, 'modules', `${module}.ko`), join(initrd, 'lib', 'modules', `${module}.ko`));
+  writeFileSync(join(initrd, 'init'), INIT_SCRIPT, { mode: 0o755 });
+  const files = run('find', ['.'], initrd);
+  const cpio = execFileSync('cpio', ['-o', '-H', 'newc', '--quiet'], { cwd: initrd, input: files, maxBuffer: 64 * 1024 * 1024 });
+  writeFileSync(join(temp, 'initramfs.cpio'), cpio);
+  rmSync(initrd, { recursive: true, force: true });
 }

@@ -5,9 +5,10 @@ import { ISOLATIONS, ISOLATIONS_FOR_KIND, type Isolation, KINDS, type Kind } fro
 import type { Cidr } from '../core/network-policy.js';
 import type { ActionVersion } from '../core/types.js';
 import { buildAgent, buildBundle } from '../guest/bundle.js';
-import { ensureMicrovmImage, type MicrovmImage } from '../images/microvm-image.js';
+import { ensureMicrovmImage, type Guest, type MicrovmImage } from '../images/microvm-image.js';
 import { ensureNodeRootfs, type NodeRootfs } from '../images/node-rootfs.js';
 import { type ImageName, missingForKind } from '../images/runtimes.js';
+import { KERNEL_SETUP_FIX, missingForKernelBuild } from '../images/specialised-kernel.js';
 import type { Backend, BackendStatus, FunctionCode, KindSupport, Sandbox, SandboxSpec } from './backend.js';
 import { ContainerBackend } from './container/container-backend.js';
 import { findBinary, hybridCgroups, OciRuntime } from './container/runtime.js';
@@ -35,6 +36,12 @@ export interface MicrovmSettings {
   start?: 'snapshot' | 'boot';
   /** ms a template VM settles before it is snapshotted (ISOLA_MICROVM_SETTLE_MS, default 2000). */
   settleMs?: number;
+  /**
+   * The microvm machine's guest kernel (ISOLA_MICROVM_GUEST): Debian's cloud kernel (default) or
+   * one specialised for functions, built from linux-source. The vm machine always boots Debian's:
+   * the specialised kernel has no PCI.
+   */
+  guest?: Guest;
 }
 
 /** What the backends are made with; read from flags and environment by config.ts. */
@@ -155,13 +162,14 @@ function languageImage(context: BackendContext, name: Exclude<ImageName, 'nodejs
 }
 
 /** A language's microVM guest: its root file system as a root disk, built on first use in a child process. */
-function languageMicrovmImage(context: BackendContext, name: Exclude<ImageName, 'nodejs'>): Promise<MicrovmImage> {
+function languageMicrovmImage(context: BackendContext, name: Exclude<ImageName, 'nodejs'>, guest: Guest): Promise<MicrovmImage> {
   const imagesDir = resolve(context.dataDir, 'images');
-  return once(`microvm ${imagesDir} ${name}`, async () => {
+  return once(`microvm ${imagesDir} ${guest} ${name}`, async () => {
     const rootfs = await languageImage(context, name);
     return callInChild<MicrovmImage>(sourceUrl('../images/microvm-image', import.meta.url), 'ensureMicrovmImage', [
       imagesDir,
       rootfs,
+      guest,
     ]);
   });
 }
@@ -240,19 +248,40 @@ async function openMicrovmBackend(context: BackendContext, machine: Machine): Pr
   if (machine === 'q35' && !existsSync(SEABIOS)) {
     return { isolation, available: false, detail: `${SEABIOS} (Debian's SeaBIOS) is not installed.`, fix };
   }
+  const settings = context.microvm ?? {};
+  // The specialised kernel has no PCI: the q35 machine always boots Debian's.
+  const guest: Guest = machine === 'microvm' ? (settings.guest ?? 'debian') : 'debian';
+  if (guest === 'specialised') {
+    const missing = missingForKernelBuild();
+    if (missing) {
+      return {
+        isolation,
+        available: false,
+        detail: `ISOLA_MICROVM_GUEST=specialised, but its kernel cannot be built: ${missing}.`,
+        fix: KERNEL_SETUP_FIX,
+      };
+    }
+  }
   let image: MicrovmImage;
   try {
     const imagesDir = resolve(context.dataDir, 'images');
     // One build for both machines (microvm and vm open at once, on the same images).
-    image = await once(`microvm ${imagesDir} nodejs`, async () => {
+    image = await once(`microvm ${imagesDir} ${guest} nodejs`, async () => {
       const rootfs = nodeImage(context);
-      if (hasMicrovmImage(imagesDir)) return ensureMicrovmImage(imagesDir, rootfs);
-      // A first build takes seconds of synchronous work: it runs in a child process so that
-      // the server keeps answering meanwhile.
-      context.onProgress?.(isolation, 'building the guest image (once per data dir: a kernel, an initramfs and a root disk)');
+      // (The specialised guest always asks a child: its kernel may have left the cache.)
+      if (guest === 'debian' && hasMicrovmImage(imagesDir)) return ensureMicrovmImage(imagesDir, rootfs);
+      // A first build takes seconds of synchronous work (a specialised kernel, minutes, once per
+      // host): it runs in a child process so that the server keeps answering meanwhile.
+      context.onProgress?.(
+        isolation,
+        guest === 'debian'
+          ? 'building the guest image (once per data dir: a kernel, an initramfs and a root disk)'
+          : 'building the specialised guest (its kernel once per host, minutes; its root disk once per data dir)',
+      );
       return callInChild<MicrovmImage>(sourceUrl('../images/microvm-image', import.meta.url), 'ensureMicrovmImage', [
         imagesDir,
         rootfs,
+        guest,
       ]);
     });
   } catch (error) {
@@ -260,14 +289,13 @@ async function openMicrovmBackend(context: BackendContext, machine: Machine): Pr
       isolation,
       available: false,
       detail: `The guest image could not be built: ${(error as Error).message}`,
-      fix,
+      fix: guest === 'debian' ? fix : KERNEL_SETUP_FIX,
     };
   }
-  const settings = context.microvm ?? {};
   return MicrovmBackend.open({
     dataDir: context.dataDir,
     image,
-    imageFor: (name) => languageMicrovmImage(context, name),
+    imageFor: (name) => languageMicrovmImage(context, name, guest),
     ...(settings.accelerator ? { accelerator: settings.accelerator } : {}),
     ...(settings.prewarmMode ? { prewarmMode: settings.prewarmMode } : {}),
     ...(settings.start ? { start: settings.start } : {}),

@@ -11,7 +11,11 @@ export function registerImagesCommands(program: Command): void {
       'build an image now rather than on first use: "microvm" (guest kernel, initramfs, root disk and base snapshot) or "container" (rootfs)',
     )
     .option('--memory <MB>', 'memory size of the microVM base snapshot to make', wholeNumber(16, 8192, 'MB'), 256)
-    .action(async (kind: string, options: { memory: number }, command: Command) => {
+    .option(
+      '--guest <guest>',
+      "the microVM guest: debian (Debian's cloud kernel) or specialised (a kernel built from linux-source); default ISOLA_MICROVM_GUEST or debian",
+    )
+    .action(async (kind: string, options: { memory: number; guest?: string }, command: Command) => {
       const { dataDir, json } = globals(command);
       const dir = resolve(dataDir ?? './.isola');
       const { ensureNodeRootfs } = await import('../../images/node-rootfs.js');
@@ -24,8 +28,10 @@ export function registerImagesCommands(program: Command): void {
       if (kind !== 'microvm') throw new Error(`Unknown image kind "${kind}": use microvm or container.`);
       const { ensureMicrovmImage } = await import('../../images/microvm-image.js');
       const { prepareMicrovmSnapshot } = await import('../../sandbox/registry.js');
+      const guest = options.guest ?? (process.env.ISOLA_MICROVM_GUEST || 'debian');
+      if (guest !== 'debian' && guest !== 'specialised') throw new Error(`Unknown guest "${guest}": use debian or specialised.`);
       const started = Date.now();
-      const image = ensureMicrovmImage(resolve(dir, 'images'), rootfs);
+      const image = ensureMicrovmImage(resolve(dir, 'images'), rootfs, guest);
       const backend = await prepareMicrovmSnapshot(dir, image, options.memory);
       const snapshot = { dir: backend.snapshotDir };
       const summary = {
@@ -38,7 +44,7 @@ export function registerImagesCommands(program: Command): void {
       if (json) printJson(summary);
       else {
         process.stdout.write(
-          `kernel ${image.kernelVersion}: ${image.kernel}\ninitramfs: ${image.initramfs}\nroot disk: ${image.rootDisk}\n` +
+          `kernel ${image.kernelVersion}: ${image.kernel}\ninitramfs: ${image.initramfs ?? 'none (every driver built in)'}\nroot disk: ${image.rootDisk}\n` +
             `accelerator: ${backend.accelerator} (${backend.acceleratorReason})\nbase snapshot (${options.memory} MB): ${snapshot.dir}\n` +
             `done in ${summary.seconds} s\n`,
         );

@@ -8,7 +8,7 @@ export function registerSetupCommand(program: Command): void {
   program
     .command('setup [groups...]')
     .description(
-      'install the Debian packages the backends need (groups: base, containers, microvm, wasm, browser, postgres, nats, languages, all; default all)',
+      'install the Debian packages the backends need (groups: base, containers, microvm, kernel, wasm, browser, postgres, nats, languages, all; default all)',
     )
     .action(async (groups: string[]) => {
       const code = await new Promise<number>((resolve) => {

@@ -173,7 +173,7 @@ export class MicrovmBackend implements Backend {
       isolation: this.isolation,
       available: true,
       accelerator: this.accelerator,
-      detail: `${this.qemu} ${this.machine === 'q35' ? 'q35 with SeaBIOS and PCI devices' : 'microvm'}, ${this.accelerator.toUpperCase()} (${this.acceleratorReason}), kernel ${this.options.image.kernelVersion}${this.options.start === 'boot' ? ', every instance boots (no snapshots)' : ''}`,
+      detail: `${this.qemu} ${this.machine === 'q35' ? 'q35 with SeaBIOS and PCI devices' : 'microvm'}, ${this.accelerator.toUpperCase()} (${this.acceleratorReason}), ${this.options.image.guest === 'specialised' ? 'specialised guest kernel' : 'kernel'} ${this.options.image.kernelVersion}${this.options.start === 'boot' ? ', every instance boots (no snapshots)' : ''}`,
     };
   }
 

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { MicrovmImage } from '../../images/microvm-image.js';
+import { type MicrovmImage, SPECIALISED_INIT } from '../../images/microvm-image.js';
 import type { SandboxNetwork } from '../network/egress.js';
 
 export type Accelerator = 'kvm' | 'tcg';
@@ -27,6 +27,15 @@ export interface VmConfig {
   network?: SandboxNetwork;
 }
 
+/**
+ * The specialised kernel's machine. Without ACPI (the kernel has none) QEMU names the virtio-mmio
+ * devices on the kernel command line, where the kernel finds them; and without ACPI's word that
+ * there is no legacy timer, the kernel checks its local APIC timer against the PIT, through the
+ * PIC: without them the check fails, the APIC timer is turned off and no timer ever fires.
+ * (Debian's kernel learns from QEMU's ACPI tables to calibrate against the TSC alone.)
+ */
+const SPECIALISED_MACHINE = 'pit=on,pic=on,acpi=off';
+
 /** The host's TSC frequency, passed to the guest so that a TCG boot does not hang calibrating. */
 function tscKhz(): number {
   try {
@@ -40,7 +49,7 @@ function tscKhz(): number {
 // Debian's cloud kernel runs at 250 Hz: loops per jiffy = kHz * 1000 / 250.
 const KERNEL_HZ = 250;
 
-export function kernelCommandLine(config: Pick<VmConfig, 'heapMb' | 'accelerator' | 'network'>): string {
+export function kernelCommandLine(config: Pick<VmConfig, 'heapMb' | 'accelerator' | 'network' | 'image'>): string {
   const khz = tscKhz();
   const timing =
     config.accelerator === 'tcg' ? [`tsc_early_khz=${khz}`, `lpj=${Math.round((khz * 1000) / KERNEL_HZ)}`, 'no_timer_check'] : [];
@@ -49,7 +58,9 @@ export function kernelCommandLine(config: Pick<VmConfig, 'heapMb' | 'accelerator
     'console=ttyS0',
     'quiet',
     ...timing,
-    'rdinit=/init',
+    // The Debian guest starts in its initramfs; the specialised one mounts its root disk itself
+    // (every driver built in) and starts the init on it.
+    ...(config.image.initramfs ? ['rdinit=/init'] : ['root=/dev/vda', 'rootfstype=ext4', 'ro', `init=${SPECIALISED_INIT}`]),
     'panic=-1',
     'reboot=t',
     `isola.heap=${config.heapMb}`,
@@ -72,7 +83,7 @@ export function qemuArguments(config: VmConfig): string[] {
     '-M',
     config.machine === 'q35'
       ? 'q35,memory-backend=ram'
-      : 'microvm,x-option-roms=off,pit=off,pic=off,isa-serial=on,rtc=on,memory-backend=ram',
+      : `microvm,x-option-roms=off,${config.image.initramfs ? 'pit=off,pic=off' : SPECIALISED_MACHINE},isa-serial=on,rtc=on,memory-backend=ram`,
     ...(config.machine === 'q35' ? ['-bios', SEABIOS] : []),
     ...accel,
     '-m',
@@ -87,8 +98,7 @@ export function qemuArguments(config: VmConfig): string[] {
     `memory-backend-file,id=ram,size=${config.memoryMb}M,mem-path=${config.ram.path},share=${config.ram.shared ? 'on' : 'off'}`,
     '-kernel',
     config.image.kernel,
-    '-initrd',
-    config.image.initramfs,
+    ...(config.image.initramfs ? ['-initrd', config.image.initramfs] : []),
     '-append',
     kernelCommandLine(config),
     '-drive',
