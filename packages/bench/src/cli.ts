@@ -21,7 +21,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--quick', 'few samples per figure (minutes, not an hour); the slowest workloads only in full runs')
     .option(
       '--backends <name...>',
-      'isolate, wasm, process, container (runc and crun), container:runc, container:crun, gvisor, microvm, microvm:boot, vm',
+      'isolate, wasm, process, container (runc and crun), container:runc, container:crun, gvisor, microvm, microvm:boot, microvm:specialised, vm',
     )
     .option('--workloads <name...>', 'hello, json, compression, graph, thumbnail, fib, ml')
     .option(

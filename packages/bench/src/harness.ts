@@ -82,6 +82,16 @@ export const TARGETS: Target[] = [
     attacks: false,
   },
   {
+    id: 'microvm:specialised',
+    isolation: 'microvm',
+    description:
+      'QEMU microvm booting a kernel specialised for functions (built from linux-source: drivers built in, no modules, no initramfs), restored from a memory snapshot',
+    env: { ISOLA_MICROVM_START: 'snapshot', ISOLA_MICROVM_GUEST: 'specialised' },
+    // The same machine, devices and QEMU boundary as microvm, whose battery runs; the guest's own
+    // containment (no host files or network, memory and time limits) is in the microVM suite.
+    attacks: false,
+  },
+  {
     id: 'vm',
     isolation: 'vm',
     description: 'QEMU q35 (SeaBIOS, PCI virtio devices) restored from a memory snapshot',
@@ -728,7 +738,9 @@ export function barePeerOf(target: Target): BarePeer | undefined {
   if (target.isolation === 'process') return { kind: 'node', name: 'bare `node` running the agent' };
   const runtime = runtimeOf(target);
   if (runtime) return { kind: runtime, name: `bare \`${runtime} run --detach\`` };
-  if (target.isolation === 'microvm') return { kind: 'qemu', name: 'bare QEMU boot of the guest' };
+  // The bare QEMU boot is of the Debian guest: no peer for the specialised one.
+  if (target.isolation === 'microvm' && !target.env.ISOLA_MICROVM_GUEST)
+    return { kind: 'qemu', name: 'bare QEMU boot of the guest' };
   return undefined;
 }
 
@@ -750,6 +762,7 @@ export const REFILL_MS: Record<string, number> = {
   gvisor: 2000,
   microvm: 2000,
   'microvm:boot': 10_000,
+  'microvm:specialised': 2000,
   vm: 3000,
 };
 
@@ -817,7 +830,8 @@ export async function probeTarget(target: Target, dataDir: string): Promise<Back
     await made.close();
     return status;
   }
-  const made = await createBackend(target.isolation, { dataDir });
+  const guest = target.env.ISOLA_MICROVM_GUEST === 'specialised' ? 'specialised' : undefined;
+  const made = await createBackend(target.isolation, { dataDir, ...(guest ? { microvm: { guest } } : {}) });
   if (!('create' in made)) return made;
   const status = await made.status();
   await made.close();

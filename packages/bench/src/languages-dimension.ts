@@ -201,11 +201,11 @@ function coldCount(counts: LanguageCounts, target: Target, workload: LanguageWor
 /** The backends measured when none are named: one of each kind of isolation (wasm: Python through Pyodide). */
 export const DEFAULT_LANGUAGE_BACKENDS = ['isolate', 'wasm', 'process', 'container:runc', 'gvisor', 'microvm'];
 
-/** The targets a `--backends` list means for this dimension (the boot variant of microvm is left out). */
+/** The targets a `--backends` list means for this dimension (microvm's boot and specialised-guest variants are left out). */
 export function languageTargets(names: readonly string[] | undefined): Target[] {
   const chosen =
     names && names.length > 0 ? selectTargets(names) : TARGETS.filter((t) => DEFAULT_LANGUAGE_BACKENDS.includes(t.id));
-  return chosen.filter((t) => t.id !== 'microvm:boot');
+  return chosen.filter((t) => t.id !== 'microvm:boot' && t.id !== 'microvm:specialised');
 }
 
 export function selectKinds(names: readonly string[] | undefined): LanguageKind[] {

@@ -88,6 +88,29 @@ export function headline(results: HarnessResults): HeadlineRow[] {
       basis: 'needs the microvm backend',
     });
 
+  // Lupine's question: a kernel specialised for the function against a distribution's, the same
+  // machine and root disk, both restored from their snapshots.
+  const specialised = row(results, 'microvm:specialised');
+  const debian = row(results, 'microvm');
+  if (specialised?.coldStartMs && restore !== undefined) {
+    const memory =
+      specialised.pssMb !== null && debian?.pssMb != null
+        ? `; QEMU PSS per idle instance ${fmt(specialised.pssMb, 1)} vs ${fmt(debian.pssMb, 1)} MB`
+        : '';
+    rows.push({
+      question: 'Specialised guest kernel vs a distribution kernel (microVM restore)',
+      answer: `a restored cold start with the specialised kernel is ${fmt(specialised.coldStartMs.p50 / restore, 2)}x the Debian kernel's`,
+      value: Math.round((specialised.coldStartMs.p50 / restore) * 1000) / 1000,
+      basis: `hello p50: specialised ${fmt(specialised.coldStartMs.p50)} ms, Debian ${fmt(restore)} ms${memory}; boots: npm run bench:guest`,
+    });
+  } else
+    rows.push({
+      question: 'Specialised guest kernel vs a distribution kernel (microVM restore)',
+      answer: 'not measured here',
+      value: null,
+      basis: 'needs the microvm backend and a kernel built from linux-source (npx isola setup kernel)',
+    });
+
   const gvisor = cold(row(results, 'gvisor'));
   const runc = cold(row(results, 'container:runc'));
   if (gvisor !== undefined && runc !== undefined) {
@@ -276,6 +299,7 @@ const BACKEND_ORDER = [
   'gvisor',
   'microvm',
   'microvm:boot',
+  'microvm:specialised',
   'vm',
 ];
 
