@@ -18,8 +18,9 @@ import { fileURLToPath } from 'node:url';
 import type { ActivationRecord } from '../../../src/core/types.js';
 import { ServerProcess } from '../../../test/helpers/server-process.js';
 import { hostInfo } from '../src/host.js';
-import { pssMib, round } from '../src/pss.js';
+import { round } from '../src/pss.js';
 import { ratio, summarize, time } from '../src/stats.js';
+import { plainColdStarts, qemuPssMb } from '../src/vm-figures.js';
 
 const quick = process.argv.includes('--quick');
 const outDir =
@@ -71,31 +72,6 @@ async function coldStart(server: ServerProcess, guest: Guest): Promise<number> {
   const ms = await time(() => call(server, name, { name: 'cold' }));
   await server.request('DELETE', `/api/v1/namespaces/_/actions/${name}`);
   return ms;
-}
-
-/** Cold starts that made a VM of their own (none is made ahead, but the scheduler may keep one). */
-async function plainColdStarts(server: ServerProcess): Promise<number> {
-  const metrics = await server.metrics();
-  let total = 0;
-  for (const match of metrics.matchAll(/^isola_starts_total\{[^}]*isolation="microvm"[^}]*start="cold"[^}]*\} (\d+)/gm))
-    total += Number(match[1]);
-  return total;
-}
-
-/** QEMU's PSS per VM of a server's data dir. */
-function qemuPssMb(server: ServerProcess): number {
-  const vms = join(server.dataDir, 'microvm', 'vms');
-  const pids = readdirSync(vms)
-    .map((d) => {
-      try {
-        return Number(readFileSync(join(vms, d, 'qemu.pid'), 'utf8'));
-      } catch {
-        return 0;
-      }
-    })
-    .filter((pid) => pid > 0);
-  const total = pids.reduce((sum, pid) => sum + pssMib(pid), 0);
-  return pids.length > 0 ? round(total / pids.length) : Number.NaN;
 }
 
 /** The kernel a server's VMs boot (its QEMU command line's -kernel) and its size. */
@@ -180,7 +156,7 @@ async function main() {
       // Only the warm function's VM is left once the others have stopped.
       for (let i = 0; i < 100 && readdirSync(join(server.dataDir, 'microvm', 'vms')).length > 1; i++)
         await new Promise((resolve) => setTimeout(resolve, 100));
-      samples[guest].pssMb = qemuPssMb(server);
+      samples[guest].pssMb = qemuPssMb(server, 'microvm');
       samples[guest].kernelMb = kernelOf(server).mb;
       samples[guest].snapshotRamMb = snapshotRamMb(server);
     }
@@ -201,9 +177,9 @@ async function main() {
     for (let i = 0; i < N.boot * 3 && GUESTS.some((g) => samples[g].boot.length < N.boot); i++) {
       for (const guest of i % 2 === 0 ? GUESTS : [...GUESTS].reverse()) {
         if (samples[guest].boot.length >= N.boot) continue;
-        const before = await plainColdStarts(booting[guest]);
+        const before = await plainColdStarts(booting[guest], 'microvm');
         const ms = await coldStart(booting[guest], guest);
-        const booted = (await plainColdStarts(booting[guest])) > before;
+        const booted = (await plainColdStarts(booting[guest], 'microvm')) > before;
         if (booted) samples[guest].boot.push(ms);
         else bootsAhead[guest]++;
         log(`${guest} boot ${i + 1}: ${Math.round(ms)} ms${booted ? '' : ' (a VM made ahead: not counted)'}`);

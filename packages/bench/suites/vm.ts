@@ -8,14 +8,14 @@
  *   npm run bench:vm [-- --quick]
  */
 
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ActivationRecord } from '../../../src/core/types.js';
 import { ServerProcess } from '../../../test/helpers/server-process.js';
 import { hostInfo } from '../src/host.js';
-import { pssMib, round } from '../src/pss.js';
 import { ratio, summarize, time } from '../src/stats.js';
+import { plainColdStarts, qemuPssMb } from '../src/vm-figures.js';
 
 const quick = process.argv.includes('--quick');
 const outDir =
@@ -42,31 +42,6 @@ async function coldStart(server: ServerProcess, isolation: Machine): Promise<num
   });
   if (record?.response.status !== 'success') throw new Error(`${isolation}: ${JSON.stringify(record?.response)}`);
   return ms;
-}
-
-/** Cold starts of an isolation that started a new sandbox (not one made ahead, not a restore of a function snapshot). */
-async function plainColdStarts(server: ServerProcess, isolation: Machine): Promise<number> {
-  const metrics = await server.metrics();
-  const pattern = new RegExp(`^isola_starts_total\\{[^}]*isolation="${isolation}"[^}]*start="cold"[^}]*\\} (\\d+)`, 'gm');
-  let total = 0;
-  for (const match of metrics.matchAll(pattern)) total += Number(match[1]);
-  return total;
-}
-
-/** QEMU's PSS per VM of a server's data dir. */
-function qemuPssMb(server: ServerProcess, isolation: Machine): number {
-  const vms = join(server.dataDir, isolation, 'vms');
-  const pids = readdirSync(vms)
-    .map((d) => {
-      try {
-        return Number(readFileSync(join(vms, d, 'qemu.pid'), 'utf8'));
-      } catch {
-        return 0;
-      }
-    })
-    .filter((pid) => pid > 0);
-  const total = pids.reduce((sum, pid) => sum + pssMib(pid), 0);
-  return pids.length > 0 ? round(total / pids.length) : Number.NaN;
 }
 
 async function main() {
