@@ -211,6 +211,37 @@ function withBuildLock<T>(dir: string, done: () => T | undefined, build: () => T
   }
 }
 
+/** Where the kernel of these sources and this configuration is (or will be) in the cache. */
+function cacheEntry(source: { tarball: string; version: string }, cacheDir: string) {
+  const { size, mtimeMs } = statSync(source.tarball);
+  const hash = createHash('sha256')
+    .update(JSON.stringify({ BUILD_VERSION, tarball: source.tarball, size, mtimeMs, options: SPECIALISED_OPTIONS }))
+    .digest('hex')
+    .slice(0, 16);
+  const dir = join(cacheDir, `specialised-${source.version}-${hash}`);
+  const complete = (): SpecialisedKernel | undefined => {
+    if (!existsSync(join(dir, '.complete'))) return undefined;
+    return JSON.parse(readFileSync(join(dir, '.complete'), 'utf8')) as SpecialisedKernel;
+  };
+  return { hash, dir, complete };
+}
+
+/** For `isola doctor`: whether the specialised kernel is built, can be built here, or why not. */
+export function specialisedKernelStatus(cacheDir = kernelCacheDir()): {
+  state: 'built' | 'buildable' | 'unavailable';
+  detail: string;
+} {
+  const missing = missingForKernelBuild();
+  if (missing) return { state: 'unavailable', detail: `cannot be built: ${missing}. ${KERNEL_SETUP_FIX}` };
+  const source = findLinuxSource() as { tarball: string; version: string };
+  const built = cacheEntry(source, cacheDir).complete();
+  if (built) return { state: 'built', detail: `${built.version}, ${built.builtIn} options built in: ${built.vmlinux}` };
+  return {
+    state: 'buildable',
+    detail: `can be built from ${source.tarball} (minutes, once per host, on the first server with ISOLA_MICROVM_GUEST=specialised)`,
+  };
+}
+
 /**
  * The specialised kernel, built once per sources and configuration into the kernel cache (minutes
  * on two cores) and reused by every data dir. Synchronous: run it in a child process.
@@ -219,17 +250,8 @@ export function ensureSpecialisedKernel(cacheDir = kernelCacheDir()): Specialise
   const missing = missingForKernelBuild();
   if (missing) throw new KernelBuildError(`A specialised kernel cannot be built: ${missing}. ${KERNEL_SETUP_FIX}`);
   const source = findLinuxSource() as { tarball: string; version: string };
-  const { size, mtimeMs } = statSync(source.tarball);
-  const hash = createHash('sha256')
-    .update(JSON.stringify({ BUILD_VERSION, tarball: source.tarball, size, mtimeMs, options: SPECIALISED_OPTIONS }))
-    .digest('hex')
-    .slice(0, 16);
   mkdirSync(cacheDir, { recursive: true });
-  const dir = join(cacheDir, `specialised-${source.version}-${hash}`);
-  const complete = (): SpecialisedKernel | undefined => {
-    if (!existsSync(join(dir, '.complete'))) return undefined;
-    return JSON.parse(readFileSync(join(dir, '.complete'), 'utf8')) as SpecialisedKernel;
-  };
+  const { hash, dir, complete } = cacheEntry(source, cacheDir);
   return withBuildLock(dir, complete, () => {
     // What a build that died left (the lock is ours: none is running).
     for (const entry of readdirSync(cacheDir)) {

@@ -53,6 +53,7 @@ export function registerDoctorCommand(program: Command): void {
       const { resolveBackendSettings, resolveServerConfig } = await import('../../config.js');
       const { liveServer } = await import('../../platform/data-dir-lock.js');
       const { probeHardwareIsolation } = await import('../../sandbox/hardware.js');
+      const { specialisedKernelStatus } = await import('../../images/specialised-kernel.js');
       const { dataDir: named, json } = globals(command);
       // Probing builds runtime files (the microVM guest image takes seconds): use the data dir a
       // server started here would use, where they are cached, when it exists or is named; else a
@@ -75,7 +76,16 @@ export function registerDoctorCommand(program: Command): void {
         const runtimes = await probeContainerRuntimes({ dataDir: dir });
         const egress = egressSupported();
         const hardware = probeHardwareIsolation(statuses.find((s) => s.available && s.accelerator)?.accelerator);
-        if (json) printJson({ backends: statuses, containerRuntimes: runtimes, egress, hardware, ...(server ? { server } : {}) });
+        const specialisedKernel = specialisedKernelStatus();
+        if (json)
+          printJson({
+            backends: statuses,
+            containerRuntimes: runtimes,
+            egress,
+            hardware,
+            specialisedKernel,
+            ...(server ? { server } : {}),
+          });
         else {
           if (server) {
             printWrapped(
@@ -90,6 +100,7 @@ export function registerDoctorCommand(program: Command): void {
             runtimes.map((r) => [r.runtime, r.works ? 'works' : 'does not work', r.detail]),
           );
           printHardware(hardware);
+          printWrapped(`\nThe microVM's specialised guest kernel (ISOLA_MICROVM_GUEST=specialised): ${specialisedKernel.detail}`);
           printWrapped(
             `\nEgress (annotation network: egress): ${egress.ok ? `available on ${EGRESS_ISOLATIONS.slice(0, -1).join(', ')} and ${EGRESS_ISOLATIONS.at(-1)}` : `not available: ${egress.reason}`}.`,
           );
