@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError, parseDuration, parsePrewarm, resolveServerConfig } from './config.js';
+import { kernelCacheDir } from './images/specialised-kernel.js';
 
 describe('server settings', () => {
   it('uses the contract defaults', () => {
@@ -63,7 +64,14 @@ describe('server settings', () => {
       containerPrewarm: 'created',
       wasmWorkers: 3,
       wasmFastPath: true,
-      microvm: { guest: 'specialised', accelerator: 'tcg', prewarmMode: 'waiting', start: 'boot', settleMs: 500 },
+      microvm: {
+        guest: 'specialised',
+        kernelCacheDir: kernelCacheDir({}),
+        accelerator: 'tcg',
+        prewarmMode: 'waiting',
+        start: 'boot',
+        settleMs: 500,
+      },
     });
     assert.equal(config.logLevel, 'info');
     const defaults = resolveServerConfig({}, {});

@@ -11,6 +11,7 @@ import {
   resolveKind,
 } from './core/kinds.js';
 import { parseCidrList } from './core/network-policy.js';
+import { kernelCacheDir } from './images/specialised-kernel.js';
 import type { BackendSettings, MicrovmSettings } from './sandbox/registry.js';
 
 /**
@@ -413,11 +414,17 @@ function resolveMicrovmSettings(env: NodeJS.ProcessEnv): MicrovmSettings {
   const guest = parseChoice('ISOLA_MICROVM_GUEST', env.ISOLA_MICROVM_GUEST, ['debian', 'specialised'] as const);
   return {
     ...(guest ? { guest } : {}),
+    ...(guest === 'specialised' ? { kernelCacheDir: resolveKernelCacheDir(env) } : {}),
     ...(accelerator ? { accelerator } : {}),
     ...(prewarmMode ? { prewarmMode } : {}),
     ...(start ? { start } : {}),
     ...(settle ? { settleMs: parseInteger('ISOLA_MICROVM_SETTLE_MS', settle, 0, 600_000) } : {}),
   };
+}
+
+/** Where the specialised guest kernel is built and kept: `$XDG_CACHE_HOME/isola/kernels`, else `~/.cache/isola/kernels`. */
+export function resolveKernelCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return kernelCacheDir(env);
 }
 
 /** The operator token from the environment, for commands that talk to a running server's admin API. */

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { cgroupPids } from '../packages/bench/src/pss.js';
 import type { ActivationRecord } from '../src/core/types.js';
 import { ensureNodeRootfs } from '../src/images/node-rootfs.js';
-import { specialisedKernelStatus } from '../src/images/specialised-kernel.js';
+import { kernelCacheDir, specialisedKernelStatus } from '../src/images/specialised-kernel.js';
 import { ContainerBackend } from '../src/sandbox/container/container-backend.js';
 import { type ContainerLaunch, findBinary, OciRuntime } from '../src/sandbox/container/runtime.js';
 import { cpuFlags } from '../src/sandbox/hardware.js';
@@ -435,7 +435,7 @@ describe('isola doctor on a live data dir', { skip: skipReason('runc') ?? false 
     ])
       assert.match(byFlag.output, new RegExp(`^${feature}.*\\s+(offered|not offered)\\s+(used|not used)\\s`, 'm'));
     // The specialised guest kernel: built, buildable or why not, whichever is true of this host.
-    const kernel = specialisedKernelStatus();
+    const kernel = specialisedKernelStatus(kernelCacheDir(process.env));
     assert.ok(
       byFlag.output.includes(
         `The microVM's specialised guest kernel (ISOLA_MICROVM_GUEST=specialised): ${kernel.detail.slice(0, 40)}`,

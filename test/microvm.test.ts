@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ActivationRecord } from '../src/core/types.js';
-import { missingForKernelBuild } from '../src/images/specialised-kernel.js';
+import { kernelCacheDir, missingForKernelBuild } from '../src/images/specialised-kernel.js';
 import { pidAlive } from '../src/sandbox/host-ids.js';
 import { callInChild, sourceUrl } from '../src/sandbox/in-child.js';
 import { QEMU } from '../src/sandbox/microvm/vm.js';
@@ -76,7 +76,9 @@ for (const { isolation, guest, skip } of CONFIGURATIONS)
       // The specialised kernel is built once per host (minutes) before the server starts, so that
       // its start waits only for the root disk; a second run finds it in the kernel cache.
       if (guest === 'specialised')
-        await callInChild(sourceUrl('../src/images/specialised-kernel', import.meta.url), 'ensureSpecialisedKernel', []);
+        await callInChild(sourceUrl('../src/images/specialised-kernel', import.meta.url), 'ensureSpecialisedKernel', [
+          kernelCacheDir(process.env),
+        ]);
       // No VMs made ahead: every cold start below restores a clone into a fresh QEMU. A space in
       // the data dir's path: nothing that handles paths may go through a shell.
       server = await TestServer.start({

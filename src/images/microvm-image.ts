@@ -232,7 +232,12 @@ ${agentStart('', '')}`;
  * Debian's kernel), `microvm-<language>-<hash>`, `microvm-specialised[-<language>]-<hash>`, and
  * reused until the kernel, the init or the root files change.
  */
-export function ensureMicrovmImage(imagesDir: string, rootfs: NodeRootfs, guest: Guest = 'debian'): MicrovmImage {
+export function ensureMicrovmImage(
+  imagesDir: string,
+  rootfs: NodeRootfs,
+  guest: Guest = 'debian',
+  kernelCacheDir?: string,
+): MicrovmImage {
   mkdirSync(imagesDir, { recursive: true, mode: 0o755 });
   const tools =
     guest === 'debian' ? [BUSYBOX, '/usr/bin/lz4', '/usr/bin/cpio', '/sbin/mke2fs'] : [BUSYBOX, '/sbin/mke2fs', DEBUGFS];
@@ -242,7 +247,7 @@ export function ensureMicrovmImage(imagesDir: string, rootfs: NodeRootfs, guest:
   const debianKernel = guest === 'debian' ? ensureKernel(imagesDir) : undefined;
   const kernel = debianKernel
     ? { vmlinux: join(debianKernel.dir, 'vmlinux'), version: debianKernel.version, key: debianKernel.version }
-    : specialisedKernel();
+    : specialisedKernel(kernelCacheDir);
   const busyboxSize = statSync(BUSYBOX).size;
   const init = guest === 'debian' ? INIT_SCRIPT : SPECIALISED_INIT_SCRIPT;
   const hash = createHash('sha256')
@@ -308,8 +313,9 @@ export function ensureMicrovmImage(imagesDir: string, rootfs: NodeRootfs, guest:
   return image;
 }
 
-function specialisedKernel(): { vmlinux: string; version: string; key: string } {
-  const { vmlinux, version, hash } = ensureSpecialisedKernel();
+function specialisedKernel(cacheDir: string | undefined): { vmlinux: string; version: string; key: string } {
+  if (!cacheDir) throw new ImageBuildError('the specialised guest needs the kernel cache directory');
+  const { vmlinux, version, hash } = ensureSpecialisedKernel(cacheDir);
   return { vmlinux, version, key: `${version} ${hash}` };
 }
 

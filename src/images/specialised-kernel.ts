@@ -123,7 +123,7 @@ export interface SpecialisedKernel {
 }
 
 /** Where built kernels are kept for every data dir of this user: `$XDG_CACHE_HOME/isola/kernels` or `~/.cache/isola/kernels`. */
-export function kernelCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+export function kernelCacheDir(env: NodeJS.ProcessEnv): string {
   const base = env.XDG_CACHE_HOME?.startsWith('/') ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
   return join(base, 'isola', 'kernels');
 }
@@ -227,7 +227,7 @@ function cacheEntry(source: { tarball: string; version: string }, cacheDir: stri
 }
 
 /** For `isola doctor`: whether the specialised kernel is built, can be built here, or why not. */
-export function specialisedKernelStatus(cacheDir = kernelCacheDir()): {
+export function specialisedKernelStatus(cacheDir: string): {
   state: 'built' | 'buildable' | 'unavailable';
   detail: string;
 } {
@@ -246,7 +246,7 @@ export function specialisedKernelStatus(cacheDir = kernelCacheDir()): {
  * The specialised kernel, built once per sources and configuration into the kernel cache (minutes
  * on two cores) and reused by every data dir. Synchronous: run it in a child process.
  */
-export function ensureSpecialisedKernel(cacheDir = kernelCacheDir()): SpecialisedKernel {
+export function ensureSpecialisedKernel(cacheDir: string): SpecialisedKernel {
   const missing = missingForKernelBuild();
   if (missing) throw new KernelBuildError(`A specialised kernel cannot be built: ${missing}. ${KERNEL_SETUP_FIX}`);
   const source = findLinuxSource() as { tarball: string; version: string };
@@ -275,13 +275,13 @@ export function ensureSpecialisedKernel(cacheDir = kernelCacheDir()): Specialise
       });
       if (dropped.length > 0) throw new KernelBuildError(`the kernel's configuration did not take ${dropped.join(', ')}`);
       const jobs = String(Math.max(1, availableParallelism()));
-      // KBUILD_BUILD_* make the build reproducible: the same sources give the same kernel.
-      execFileSync('make', ['-s', `-j${jobs}`, 'vmlinux'], {
-        cwd: tree,
-        stdio: ['ignore', 'ignore', 'pipe'],
-        env: { ...process.env, KBUILD_BUILD_USER: 'isola', KBUILD_BUILD_HOST: 'isola', KBUILD_BUILD_TIMESTAMP: '1970-01-01' },
-        maxBuffer: 256 * 1024 * 1024,
-      });
+      // KBUILD_BUILD_* make the build reproducible: the same sources give the same kernel (make
+      // passes variables set on its command line on to the scripts that read them).
+      execFileSync(
+        'make',
+        ['-s', `-j${jobs}`, 'KBUILD_BUILD_USER=isola', 'KBUILD_BUILD_HOST=isola', 'KBUILD_BUILD_TIMESTAMP=1970-01-01', 'vmlinux'],
+        { cwd: tree, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 256 * 1024 * 1024 },
+      );
       const kernelRelease = run('make', ['-s', 'kernelrelease'], tree).trim();
       copyFileSync(join(tree, 'vmlinux'), join(temp, 'vmlinux'));
       copyFileSync(join(tree, '.config'), join(temp, 'config'));

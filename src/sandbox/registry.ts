@@ -36,6 +36,8 @@ export interface MicrovmSettings {
   start?: 'snapshot' | 'boot';
   /** ms a template VM settles before it is snapshotted (ISOLA_MICROVM_SETTLE_MS, default 2000). */
   settleMs?: number;
+  /** Where the specialised kernel is built and kept (XDG_CACHE_HOME); set with guest `specialised`. */
+  kernelCacheDir?: string;
   /**
    * The microvm machine's guest kernel (ISOLA_MICROVM_GUEST): Debian's cloud kernel (default) or
    * one specialised for functions, built from linux-source. The vm machine always boots Debian's:
@@ -162,7 +164,12 @@ function languageImage(context: BackendContext, name: Exclude<ImageName, 'nodejs
 }
 
 /** A language's microVM guest: its root file system as a root disk, built on first use in a child process. */
-function languageMicrovmImage(context: BackendContext, name: Exclude<ImageName, 'nodejs'>, guest: Guest): Promise<MicrovmImage> {
+function languageMicrovmImage(
+  context: BackendContext,
+  name: Exclude<ImageName, 'nodejs'>,
+  guest: Guest,
+  kernelCacheDir: string | undefined,
+): Promise<MicrovmImage> {
   const imagesDir = resolve(context.dataDir, 'images');
   return once(`microvm ${imagesDir} ${guest} ${name}`, async () => {
     const rootfs = await languageImage(context, name);
@@ -170,6 +177,7 @@ function languageMicrovmImage(context: BackendContext, name: Exclude<ImageName, 
       imagesDir,
       rootfs,
       guest,
+      kernelCacheDir,
     ]);
   });
 }
@@ -282,6 +290,7 @@ async function openMicrovmBackend(context: BackendContext, machine: Machine): Pr
         imagesDir,
         rootfs,
         guest,
+        settings.kernelCacheDir,
       ]);
     });
   } catch (error) {
@@ -295,7 +304,7 @@ async function openMicrovmBackend(context: BackendContext, machine: Machine): Pr
   return MicrovmBackend.open({
     dataDir: context.dataDir,
     image,
-    imageFor: (name) => languageMicrovmImage(context, name, guest),
+    imageFor: (name) => languageMicrovmImage(context, name, guest, settings.kernelCacheDir),
     ...(settings.accelerator ? { accelerator: settings.accelerator } : {}),
     ...(settings.prewarmMode ? { prewarmMode: settings.prewarmMode } : {}),
     ...(settings.start ? { start: settings.start } : {}),

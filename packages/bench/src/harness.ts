@@ -46,6 +46,8 @@ export interface Target {
   env: Record<string, string>;
   /** Runs the isolation battery (the boot variant of microvm shares the snapshot variant's guest). */
   attacks: boolean;
+  /** Chosen by `--backends` only by its id, not by its isolation's name (its first use builds a kernel). */
+  byIdOnly?: boolean;
 }
 
 export const TARGETS: Target[] = [
@@ -90,6 +92,7 @@ export const TARGETS: Target[] = [
     // The same machine, devices and QEMU boundary as microvm, whose battery runs; the guest's own
     // containment (no host files or network, memory and time limits) is in the microVM suite.
     attacks: false,
+    byIdOnly: true,
   },
   {
     id: 'vm',
@@ -257,7 +260,7 @@ export function selectTargets(names: readonly string[] | undefined): Target[] {
   if (!names || names.length === 0) return TARGETS;
   const chosen = new Set<Target>();
   for (const name of names) {
-    const matches = TARGETS.filter((t) => t.id === name || t.isolation === name);
+    const matches = TARGETS.filter((t) => t.id === name || (t.isolation === name && !t.byIdOnly));
     if (matches.length === 0) {
       throw new HarnessError(
         `Unknown backend "${name}"; choose from ${TARGETS.map((t) => t.id).join(', ')} (or ${ISOLATIONS.join(', ')}).`,

@@ -50,7 +50,7 @@ export function registerDoctorCommand(program: Command): void {
     .description('check which isolation backends work on this host, and how to fix the others')
     .action(async (_options: unknown, command: Command) => {
       const { egressSupported, probeBackends, probeContainerRuntimes } = await import('../../sandbox/registry.js');
-      const { resolveBackendSettings, resolveServerConfig } = await import('../../config.js');
+      const { resolveBackendSettings, resolveKernelCacheDir, resolveServerConfig } = await import('../../config.js');
       const { liveServer } = await import('../../platform/data-dir-lock.js');
       const { probeHardwareIsolation } = await import('../../sandbox/hardware.js');
       const { specialisedKernelStatus } = await import('../../images/specialised-kernel.js');
@@ -76,7 +76,7 @@ export function registerDoctorCommand(program: Command): void {
         const runtimes = await probeContainerRuntimes({ dataDir: dir });
         const egress = egressSupported();
         const hardware = probeHardwareIsolation(statuses.find((s) => s.available && s.accelerator)?.accelerator);
-        const specialisedKernel = specialisedKernelStatus();
+        const specialisedKernel = specialisedKernelStatus(resolveKernelCacheDir());
         if (json)
           printJson({
             backends: statuses,
