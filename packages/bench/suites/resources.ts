@@ -5,13 +5,17 @@
  * write with fsync, random 4 KiB writes each followed by fdatasync) and the network to a receiver
  * on a test host in a network namespace, reached through the `egress` policy (throughput and
  * round trip). One Node.js function measures all of it, deployed under each backend and run by a
- * bare `node` on the host; rounds taken in turns, medians. Writes
+ * bare `node` on the host; the wasm backend runs the CPU and memory kernels written in C
+ * (functions/resources/kernels.c, built with clang for wasm32-wasi), against the same file compiled
+ * natively and run bare. Rounds taken in turns, medians. Writes
  * packages/bench/results/resources.{json,md,svg}.
  *
  *   npm run bench:resources [-- --quick]
  */
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { egressSupported } from '../../../src/sandbox/network/egress.js';
@@ -47,11 +51,38 @@ const log = (message: string) => process.stderr.write(`${message}\n`);
 
 interface Target {
   name: string;
-  isolation: 'process' | 'container' | 'gvisor' | 'microvm' | 'isolate';
+  isolation: 'process' | 'container' | 'gvisor' | 'microvm' | 'isolate' | 'wasm';
   tests: Metric[];
   notApplicable: Partial<Record<Metric, string>>;
   samples: ResourceResult[];
   unavailable?: string;
+}
+
+const KERNELS_C = fileURLToPath(new URL('../functions/resources/kernels.c', import.meta.url));
+
+/** The C kernels as a wasm module and as a native program, or why they could not be built. */
+function buildKernels(dir: string): { wasm: Buffer; native: string } | string {
+  const wasm = join(dir, 'kernels.wasm');
+  const native = join(dir, 'kernels');
+  try {
+    // Bulk memory: the copy is wasm's memory.copy, as it is a memcpy natively.
+    execFileSync('clang', ['--target=wasm32-wasi', '-O2', '-mbulk-memory', '-s', '-o', wasm, KERNELS_C], { stdio: 'pipe' });
+    execFileSync('gcc', ['-O2', '-o', native, KERNELS_C], { stdio: 'pipe' });
+  } catch (error) {
+    const stderr = String((error as { stderr?: Buffer }).stderr ?? '').trim();
+    return `the C kernels did not build (npx isola setup wasm): ${stderr.slice(0, 200) || (error as Error).message}`;
+  }
+  return { wasm: readFileSync(wasm), native };
+}
+
+/** The native kernels run bare on the host: the JSON parameters on stdin, as the wasm module gets them. */
+function runNative(program: string, params: ResourceParams): Promise<ResourceResult> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(program, [], { encoding: 'utf8' }, (error, stdout) =>
+      error ? reject(error) : resolve(JSON.parse(stdout) as ResourceResult),
+    );
+    child.stdin?.end(JSON.stringify(params));
+  });
 }
 
 async function runUnder(server: ServerProcess, target: Target, params: ResourceParams): Promise<ResourceResult> {
@@ -80,10 +111,10 @@ async function main() {
     : undefined;
   const server = await ServerProcess.start({
     env: {
-      ISOLA_BACKENDS: 'isolate,process,container,gvisor,microvm',
+      ISOLA_BACKENDS: 'isolate,wasm,process,container,gvisor,microvm',
       ISOLA_CONTAINER_RUNTIME: 'runc',
       // No blank sandboxes made ahead (an empty setting would mean the default pool).
-      ISOLA_PREWARM: 'isolate:0,process:0,container:0,gvisor:0,microvm:0',
+      ISOLA_PREWARM: 'isolate:0,wasm:0,process:0,container:0,gvisor:0,microvm:0',
       ISOLA_LOG_LEVEL: 'error',
     },
   });
@@ -104,6 +135,19 @@ async function main() {
       samples: [],
     };
   });
+  const kernelsDir = mkdtempSync(join(tmpdir(), 'isola-resources-kernels-'));
+  const kernels = buildKernels(kernelsDir);
+  const wasmWhy = 'a WASI module here has no file system or sockets';
+  const wasmTarget: Target = {
+    name: 'wasm',
+    isolation: 'wasm',
+    tests: ['cpu', 'memory'],
+    notApplicable: { fileSequential: wasmWhy, fileRandom: wasmWhy, ...noNetwork(wasmWhy) },
+    samples: [],
+    ...(typeof kernels === 'string' ? { unavailable: kernels } : {}),
+  };
+  targets.push(wasmTarget);
+  const nativeSamples: ResourceResult[] = [];
   const bareSamples: ResourceResult[] = [];
   const params = (tests: Metric[], ms: number, mb: number, pings: number): ResourceParams => ({
     tests,
@@ -116,7 +160,10 @@ async function main() {
   });
   try {
     for (const target of targets) {
-      const deployed = await server.deploy(`resources-${target.isolation}`, RESOURCES_FUNCTION, {
+      if (target.unavailable) continue;
+      const wasm = target.isolation === 'wasm' && typeof kernels !== 'string' ? kernels.wasm : undefined;
+      const deployed = await server.deploy(`resources-${target.isolation}`, wasm ? wasm.toString('base64') : RESOURCES_FUNCTION, {
+        ...(wasm ? { exec: { kind: 'wasm', binary: true } } : {}),
         limits: { memory: 512, timeout: 300_000 },
         annotations: [
           { key: 'isolation', value: target.isolation },
@@ -146,10 +193,16 @@ async function main() {
     );
     const live = targets.filter((t) => !t.unavailable);
     for (let round = 0; round < ROUNDS; round++) {
-      // Bare and every backend in turns, each round starting one further along.
-      const order = ['bare', ...live.map((t) => t.name)];
+      // Bare, the native kernels and every backend in turns, each round starting one further along.
+      const order = ['bare', ...(typeof kernels === 'string' ? [] : ['native']), ...live.map((t) => t.name)];
       const rotated = order.map((_, i) => order[(i + round) % order.length] as string);
       for (const name of rotated) {
+        if (name === 'native' && typeof kernels !== 'string') {
+          const result = await runNative(kernels.native, params(['cpu', 'memory'], MS, MB, PINGS));
+          nativeSamples.push(result);
+          log(`round ${round + 1} native C: ${JSON.stringify(result)}`);
+          continue;
+        }
         const target = live.find((t) => t.name === name);
         const tests = target ? target.tests : allTests.filter((t) => !network || !t.startsWith('net'));
         const result = target
@@ -162,6 +215,7 @@ async function main() {
   } finally {
     await server.dispose();
     testHost?.stop();
+    rmSync(kernelsDir, { recursive: true, force: true });
   }
 
   const medians = (samples: ResourceResult[]): Partial<Record<Metric, number>> =>
@@ -171,6 +225,7 @@ async function main() {
       ),
     );
   const bareValues = medians(bareSamples);
+  const nativeValues = medians(nativeSamples);
   const rows: ResourceRow[] = [
     {
       target: 'bare',
@@ -184,13 +239,15 @@ async function main() {
       .map((t) => {
         const values = medians(t.samples);
         const overhead: Partial<Record<Metric, number>> = {};
+        // wasm runs the C kernels: its bare is the same C run natively.
+        const baseline = t.isolation === 'wasm' ? nativeValues : bareValues;
         for (const metric of METRICS) {
-          const bare = bareValues[metric];
+          const bare = baseline[metric];
           const value = values[metric];
           if (bare !== undefined && value !== undefined) overhead[metric] = overheadPercent(metric, bare, value);
         }
         return {
-          target: t.name,
+          target: t.isolation === 'wasm' ? 'wasm (C)' : t.name,
           notApplicable: t.notApplicable,
           values,
           overhead,
@@ -204,7 +261,7 @@ async function main() {
   mkdirSync(outDir, { recursive: true });
   writeFileSync(
     join(outDir, 'resources.json'),
-    `${JSON.stringify({ host, tookS, rounds: ROUNDS, ms: MS, mb: MB, pings: PINGS, rows, unavailable, samples: { bare: bareSamples, ...Object.fromEntries(targets.map((t) => [t.name, t.samples])) } }, null, 2)}\n`,
+    `${JSON.stringify({ host, tookS, rounds: ROUNDS, ms: MS, mb: MB, pings: PINGS, rows, unavailable, samples: { bare: bareSamples, nativeC: nativeSamples, ...Object.fromEntries(targets.map((t) => [t.name, t.samples])) } }, null, 2)}\n`,
   );
   writeFileSync(join(outDir, 'resources.svg'), resourcesChart(rows));
   const md = [
@@ -215,6 +272,8 @@ async function main() {
     "The same Node.js function under every backend (512 MB, egress to a test host in a network namespace on 198.51.100.10 behind a veth) and bare (a `node` on the host, reaching the test host directly). In brackets: the overhead against bare, in % (how much less it did; for the round trip, how much longer it took; negative: better than bare). The file tests write in the sandbox's scratch directory (its `os.tmpdir()`), whose file system is in the last row: a tmpfs makes fsync free.",
     '',
     resourcesTable(rows),
+    '',
+    `wasm (C): the CPU and memory kernels written in C (functions/resources/kernels.c) as a WASI module under the wasm backend; its overhead is against the same file compiled natively (gcc -O2) and run bare in turns: ${nativeValues.cpu ?? '–'} M steps/s and ${nativeValues.memory ?? '–'} GB/s (medians), not against the JavaScript above.`,
     ...(unavailable.length > 0 ? ['', 'Not measured here:', ...unavailable.map((u) => `- ${u.target}: ${u.why}`)] : []),
     '',
     '![overhead per backend](resources.svg)',
