@@ -108,25 +108,27 @@ for (const { isolation, guest, skip } of CONFIGURATIONS)
       assert.deepEqual((warm.response.result as { hi: string }).hi, 'again');
     });
 
-    it('boots the guest it was asked for', { skip: guest !== 'specialised' }, async () => {
-      await deploy(
-        'vm-guest',
-        'const fs = require("fs"); const tryIt = (f) => { try { return f(); } catch (e) { return e.code; } };' +
-          // Answered from a timer: a guest kernel without a working clock event never fires one.
-          'function main() { return new Promise((r) => setTimeout(() => r({ pid: process.pid, release: require("os").release(), modules: tryIt(() => fs.readFileSync("/proc/modules", "utf8")), cmdline: fs.readFileSync("/proc/cmdline", "utf8") }), 100)); }',
-      );
-      const result = (await run('vm-guest')).response.result as {
-        pid: number;
-        release: string;
-        modules: string;
-        cmdline: string;
-      };
-      assert.match(result.release, /-isola$/, "the kernel built from linux-source, not Debian's");
-      assert.equal(result.modules, 'ENOENT', 'a kernel without modules has no /proc/modules');
-      assert.match(result.cmdline, /\binit=\/isola\/init\b/);
-      assert.doesNotMatch(result.cmdline, /rdinit/, 'no initramfs');
-      assert.equal(result.pid, 1, "the runtime is the guest's PID 1");
-    });
+    // Only the specialised guest has a kernel of its own making to check.
+    if (guest === 'specialised')
+      it('boots the kernel built from linux-source, without modules or an initramfs, the runtime as PID 1', async () => {
+        await deploy(
+          'vm-guest',
+          'const fs = require("fs"); const tryIt = (f) => { try { return f(); } catch (e) { return e.code; } };' +
+            // Answered from a timer: a guest kernel without a working clock event never fires one.
+            'function main() { return new Promise((r) => setTimeout(() => r({ pid: process.pid, release: require("os").release(), modules: tryIt(() => fs.readFileSync("/proc/modules", "utf8")), cmdline: fs.readFileSync("/proc/cmdline", "utf8") }), 100)); }',
+        );
+        const result = (await run('vm-guest')).response.result as {
+          pid: number;
+          release: string;
+          modules: string;
+          cmdline: string;
+        };
+        assert.match(result.release, /-isola$/, "the kernel built from linux-source, not Debian's");
+        assert.equal(result.modules, 'ENOENT', 'a kernel without modules has no /proc/modules');
+        assert.match(result.cmdline, /\binit=\/isola\/init\b/);
+        assert.doesNotMatch(result.cmdline, /rdinit/, 'no initramfs');
+        assert.equal(result.pid, 1, "the runtime is the guest's PID 1");
+      });
 
     it('gives clones of one snapshot their own randomness and the current time', async () => {
       // Three functions: the first call of each is a clone restored from the same base snapshot.
