@@ -34,6 +34,7 @@ import {
   warmLatencies,
 } from './peers.js';
 import { perGb, processesMemoryMib, pssMib, round, serverMemoryMib, serverProcesses } from './pss.js';
+import type { ResourcesResults } from './resources-run.js';
 import { pause, type Summary, summarize, time } from './stats.js';
 import { ensureMlBundle, WORKLOAD_NAMES, WORKLOADS, type Workload } from './workloads.js';
 
@@ -202,19 +203,22 @@ export interface HarnessResults {
   /** The dimensions this run measured. */
   dimensions: Dimension[];
   languages?: LanguagesResults;
+  resources?: ResourcesResults;
 }
 
 /** What `isola bench` can measure, each a part of the report of its own. */
 export const DIMENSIONS = {
   backends: 'every backend with the same JavaScript and WebAssembly workloads, their peers and the escape battery',
+  resources:
+    'CPU, memory bandwidth, file I/O in the scratch space and the network to a test host under every backend, each against the same measurement run bare on the host',
   languages:
     'hello and the graph workload in every kind (Node.js, Python, Java, Go, Ruby, PHP, native) on every backend that runs it, against the bare runtimes',
 } as const;
 export type Dimension = keyof typeof DIMENSIONS;
 
-/** Resolves `--dimension` names; unknown names are an error. */
+/** Resolves `--dimension` names; unknown names are an error. Backends and resources when none is named. */
 export function selectDimensions(names: readonly string[] | undefined): Dimension[] {
-  if (!names || names.length === 0) return ['backends'];
+  if (!names || names.length === 0) return ['backends', 'resources'];
   for (const name of names) {
     if (!(name in DIMENSIONS))
       throw new HarnessError(`Unknown dimension "${name}"; choose from ${Object.keys(DIMENSIONS).join(', ')}.`);
@@ -1053,6 +1057,26 @@ async function measurePeers(
 }
 
 /** Runs the harness and returns its results (written out by report.ts). */
+/**
+ * The resources dimension's servers: targets whose settings agree share one (one target per
+ * isolation in each), so that runc and crun, or the two microVM guests, get a server each.
+ * microvm:boot is left out: once booted it is microvm's guest on microvm's machine.
+ */
+export function resourceGroups(targets: readonly Target[]): Target[][] {
+  const groups: Target[][] = [];
+  const agrees = (a: Record<string, string>, b: Record<string, string>) =>
+    Object.entries(a).every(([key, value]) => b[key] === undefined || b[key] === value);
+  for (const target of targets) {
+    if (target.id === 'microvm:boot') continue;
+    const group = groups.find((g) =>
+      g.every((t) => t.isolation !== target.isolation && agrees(t.env, target.env) && agrees(target.env, t.env)),
+    );
+    if (group) group.push(target);
+    else groups.push([target]);
+  }
+  return groups;
+}
+
 export async function runHarness(options: HarnessOptions): Promise<HarnessResults> {
   const started = Date.now();
   const progress = options.progress ?? SILENT;
@@ -1258,8 +1282,46 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
       if (bait) await removeBait(bait);
     }
   };
+  /** The resources dimension: a server per group of targets, each target against bare in turns. */
+  const measureResourcesDimension = async (): Promise<void> => {
+    const { measureResources } = await import('./resources-run.js');
+    const unavailable = new Set(results.backends.filter((b) => !b.available).map((b) => b.id));
+    const groups = resourceGroups(selectTargets(options.backends).filter((t) => !unavailable.has(t.id)));
+    const rounds = quick ? 1 : 3;
+    const runs = groups.reduce((sum, g) => sum + rounds * (1 + g.length + (g.some((t) => t.isolation === 'wasm') ? 1 : 0)), 0);
+    progress.total(backendSteps + runs);
+    backendSteps += runs;
+    results.resources = await measureResources({
+      quick,
+      groups: groups.map((group) => {
+        const isolations = group.map((t) => t.isolation);
+        return {
+          targets: group.map((t) => ({ name: t.id, isolation: t.isolation })),
+          start: () =>
+            ServerProcess.start({
+              dataDir,
+              env: {
+                ...Object.assign({}, ...group.map((t) => t.env)),
+                ISOLA_BACKENDS: isolations.join(','),
+                ISOLA_PREWARM: isolations.map((i) => `${i}:0`).join(','),
+                ISOLA_BLOCKING_WAIT: '10m',
+              },
+            }),
+          stop: (server) => server.stop(),
+        };
+      }),
+      log: (message) => {
+        if (message.includes('not here') || message.includes('failed')) progress.note(`resources: ${message}`);
+      },
+      ran: (label) => {
+        progress.step(`resources: ${label}`);
+        progress.done();
+      },
+    });
+  };
   try {
     if (dimensions.includes('backends')) await measureBackends();
+    if (dimensions.includes('resources')) await measureResourcesDimension();
     if (dimensions.includes('languages')) {
       const { runLanguages } = await import('./languages-dimension.js');
       results.languages = await runLanguages({

@@ -11,6 +11,8 @@ import { ATTACKS } from './attacks.js';
 import type { HarnessResults, Percentiles, WorkloadResult } from './harness.js';
 import { languagesHtml, languagesMarkdown } from './languages-report.js';
 import { perGb } from './pss.js';
+import { resourcesCells, resourcesChart, resourcesTable } from './resources.js';
+import { type ResourcesResults, resourcesNotes } from './resources-run.js';
 
 export interface HeadlineRow {
   question: string;
@@ -556,6 +558,7 @@ export function summaryMarkdown(results: HarnessResults, rows: HeadlineRow[]): s
   const lines: string[] = [];
   lines.push(`# Isola benchmark${results.quick ? ' (quick)' : ''}`, '', `Host: ${hostLine(results)}.`, '');
   if (!backendsRan(results)) {
+    if (results.resources) lines.push(...resourcesMarkdown(results.resources));
     if (results.languages) lines.push(...languagesMarkdown(results.languages));
     return `${lines.join('\n')}\n`;
   }
@@ -622,8 +625,43 @@ export function summaryMarkdown(results: HarnessResults, rows: HeadlineRow[]): s
     lines.push('', 'Notes:', '');
     for (const r of results.isolation) lines.push(`- ${r.backend}, ${r.attack}: ${r.note}`);
   }
+  if (results.resources) lines.push('', ...resourcesMarkdown(results.resources));
   if (results.languages) lines.push('', ...languagesMarkdown(results.languages));
   return `${lines.join('\n')}\n`;
+}
+
+const unmeasured = (r: ResourcesResults) => r.unavailable.map((u) => `${u.target}: ${u.why}`);
+
+/** The resources dimension's section: the overhead of each backend against bare. */
+export function resourcesMarkdown(r: ResourcesResults): string[] {
+  const [how, what, wasm] = resourcesNotes(r);
+  const missing = unmeasured(r);
+  return [
+    '## Resources against bare',
+    '',
+    `${how} ${what}`,
+    '',
+    resourcesTable(r.rows),
+    '',
+    wasm as string,
+    ...(missing.length > 0 ? ['', 'Not measured:', ...missing.map((m) => `- ${m}`)] : []),
+    '',
+  ];
+}
+
+function resourcesHtml(r: ResourcesResults): string {
+  const [how, what, wasm] = resourcesNotes(r).map((line) => escapeHtml(line));
+  const { head, body, notes } = resourcesCells(r.rows);
+  const missing = unmeasured(r);
+  return `<h2>Resources against bare</h2>
+<p>${how} ${what}</p>
+<figure id="chart-resources">${resourcesChart(r.rows)}<figcaption>Overhead per backend against bare, in % (0: as bare; right: worse).</figcaption></figure>
+<table><thead><tr>${head.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr></thead><tbody>${body
+    .map((cells) => `<tr>${cells.map((c) => `<td>${escapeHtml(c)}</td>`).join('')}</tr>`)
+    .join('')}</tbody></table>
+<p>${wasm}</p>
+${notes.length > 0 ? `<p class="muted">n/a: ${notes.map((n) => escapeHtml(n)).join('; ')}.</p>` : ''}
+${missing.length > 0 ? `<p>Not measured: ${missing.map((m) => escapeHtml(m)).join('; ')}.</p>` : ''}`;
 }
 
 const escapeHtml = (text: string) =>
@@ -717,6 +755,7 @@ ${table(
 )}`
     : `${figures.map((f) => `<figure id="chart-${f.id}">${f.svg}<figcaption>${escapeHtml(f.caption)}</figcaption></figure>`).join('\n')}`
 }
+${results.resources ? resourcesHtml(results.resources) : ''}
 ${results.languages ? languagesHtml(results.languages, escapeHtml) : ''}
 </body></html>
 `;

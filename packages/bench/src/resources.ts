@@ -262,26 +262,38 @@ function figure(value: number): string {
   return value.toFixed(2);
 }
 
-/** The table: one row per metric, bare first, then each backend's figure and overhead. */
-export function resourcesTable(rows: readonly ResourceRow[]): string {
+/** The table's cells: one row per metric and one for the scratch file system; bare first, then each backend's figure and overhead. */
+export function resourcesCells(rows: readonly ResourceRow[]): { head: string[]; body: string[][]; notes: string[] } {
   const [bare, ...backends] = rows;
-  if (!bare) return '';
-  const header = `| metric | unit | ${rows.map((r) => r.target).join(' | ')} |`;
-  const rule = `| --- | --- | ${rows.map(() => '---:').join(' | ')} |`;
-  const lines = METRICS.map((metric) => {
-    const cells = rows.map((row) => {
+  if (!bare) return { head: [], body: [], notes: [] };
+  const body = METRICS.map((metric) => [
+    METRIC_LABELS[metric].label,
+    METRIC_LABELS[metric].unit,
+    ...rows.map((row) => {
       const value = row.values[metric];
       if (value === undefined) return row.notApplicable[metric] ? 'n/a' : '–';
       const overhead = row === bare ? undefined : row.overhead[metric];
       return overhead === undefined ? figure(value) : `${figure(value)} (${overhead > 0 ? '+' : ''}${overhead}%)`;
-    });
-    return `| ${METRIC_LABELS[metric].label} | ${METRIC_LABELS[metric].unit} | ${cells.join(' | ')} |`;
-  });
-  const scratch = `| scratch file system | | ${rows.map((r) => r.scratch ?? '–').join(' | ')} |`;
+    }),
+  ]);
+  body.push(['scratch file system', '', ...rows.map((r) => r.scratch ?? '–')]);
   const notes = backends.flatMap((row) =>
-    Object.entries(row.notApplicable).map(([metric, why]) => `- ${row.target}, ${METRIC_LABELS[metric as Metric].label}: ${why}`),
+    Object.entries(row.notApplicable).map(([metric, why]) => `${row.target}, ${METRIC_LABELS[metric as Metric].label}: ${why}`),
   );
-  return [header, rule, ...lines, scratch, '', ...(notes.length > 0 ? ['n/a:', ...notes] : [])].join('\n');
+  return { head: ['metric', 'unit', ...rows.map((r) => r.target)], body, notes };
+}
+
+/** The table in Markdown, with why each n/a is one. */
+export function resourcesTable(rows: readonly ResourceRow[]): string {
+  const { head, body, notes } = resourcesCells(rows);
+  if (head.length === 0) return '';
+  return [
+    `| ${head.join(' | ')} |`,
+    `| --- | --- | ${rows.map(() => '---:').join(' | ')} |`,
+    ...body.map((cells) => `| ${cells.join(' | ')} |`),
+    '',
+    ...(notes.length > 0 ? ['n/a:', ...notes.map((n) => `- ${n}`)] : []),
+  ].join('\n');
 }
 
 const COLOURS = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1'];

@@ -12,19 +12,26 @@ import type { HarnessResults, Target } from '../src/harness.js';
 import { plan, selectTargets, TARGETS } from '../src/harness.js';
 import { KeepAliveClient } from '../src/http.js';
 import { fmt, helloPerGb } from '../src/report.js';
+import type { Metric } from '../src/resources.js';
 
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
 
 // Evaluated in the page as source text: a function compiled here would carry the TypeScript
 // loader's helpers with it. Counts, per chart, the data marks (bars, dots, lines) and the axis
-// labels that have a size on the page.
+// labels that have a size on the page; for the resources chart (plain SVG), its bars and texts.
 const DRAWN_MARKS = `[...document.querySelectorAll('figure')].map((figure) => {
   const visible = (selector) => [...figure.querySelectorAll(selector)].filter((element) => {
     const box = element.getBoundingClientRect();
     return box.width > 0 && box.height > 0;
   }).length;
-  return { id: figure.id, marks: visible('.role-mark path, .role-mark line'), labels: visible('.role-axis-label text') };
+  return {
+    id: figure.id,
+    marks: visible('.role-mark path, .role-mark line'),
+    labels: visible('.role-axis-label text'),
+    bars: visible('svg > rect'),
+    texts: visible('svg > text'),
+  };
 })`;
 
 /** Runs the real CLI: `isola bench --quick` on every backend this host has. */
@@ -187,6 +194,44 @@ describe('isola bench --quick (the evaluation harness, end to end)', { timeout: 
     }
   });
 
+  it('measures CPU, memory, files and the network under every backend against bare, with a table and a chart', () => {
+    const resources = results.resources;
+    assert.ok(resources, 'the resources dimension ran by default');
+    const [bare, ...rows] = resources.rows;
+    assert.equal(bare?.target, 'bare');
+    const egress = egressSupported().ok;
+    const measuredThere: Metric[] = [
+      'fileSequential',
+      'fileRandom',
+      ...(egress ? (['netThroughput', 'netLatency'] as const) : []),
+    ];
+    for (const metric of ['cpu', 'memory', ...measuredThere] as const)
+      assert.ok((bare?.values[metric] ?? 0) > 0, `bare ${metric}: ${bare?.values[metric]}`);
+    const available = results.backends.filter((b) => b.available && b.id !== 'microvm:boot').map((b) => b.id);
+    assert.deepEqual(resources.unavailable, []);
+    assert.deepEqual(rows.map((r) => r.target.replace(' (C)', '')).sort(), [...available].sort());
+    for (const row of rows) {
+      for (const metric of ['cpu', 'memory'] as const) {
+        assert.ok((row.values[metric] ?? 0) > 0, `${row.target} ${metric}: ${row.values[metric]}`);
+        assert.equal(typeof row.overhead[metric], 'number', `${row.target} ${metric} overhead`);
+      }
+      // Every backend with a file system and sockets measured them; the others say why not.
+      const inProcess = row.target === 'isolate' || row.target.startsWith('wasm');
+      for (const metric of measuredThere) {
+        if (inProcess) assert.ok(row.notApplicable[metric], `${row.target} ${metric} says why not`);
+        else assert.ok((row.values[metric] ?? 0) > 0, `${row.target} ${metric}: ${row.values[metric]}`);
+      }
+    }
+    assert.match(
+      readFileSync(join(out, 'summary.md'), 'utf8'),
+      /## Resources against bare\n[\s\S]*\| CPU \(xorshift32 steps\) \| M steps\/s \|/,
+    );
+    assert.match(
+      readFileSync(join(out, 'report.html'), 'utf8'),
+      /<h2>Resources against bare<\/h2>[\s\S]*<figure id="chart-resources"><svg [\s\S]*<rect [\s\S]*<\/svg>/,
+    );
+  });
+
   it('measures the peers in the same run', () => {
     const nodeHttp = results.peers.find((p) => p.name === 'node:http');
     assert.ok((nodeHttp?.throughputRps ?? 0) > 0);
@@ -304,12 +349,31 @@ describe('isola bench --quick (the evaluation harness, end to end)', { timeout: 
         if (!request.url().startsWith('file:')) requests.push(request.url());
       });
       await page.goto(`file://${join(out, 'report.html')}`);
-      const charts = (await page.evaluate(DRAWN_MARKS)) as { id: string; marks: number; labels: number }[];
+      const charts = (await page.evaluate(DRAWN_MARKS)) as {
+        id: string;
+        marks: number;
+        labels: number;
+        bars: number;
+        texts: number;
+      }[];
       const ids = charts.map((c) => c.id);
-      for (const id of ['chart-cold-start', 'chart-warm', 'chart-throughput', 'chart-memory', 'chart-peers', 'chart-isolation']) {
+      for (const id of [
+        'chart-cold-start',
+        'chart-warm',
+        'chart-throughput',
+        'chart-memory',
+        'chart-peers',
+        'chart-isolation',
+        'chart-resources',
+      ]) {
         assert.ok(ids.includes(id), `${id} is in the report`);
       }
       for (const chart of charts) {
+        if (chart.id === 'chart-resources') {
+          // A bar per backend and metric measured, and the metrics' names.
+          assert.ok(chart.bars > 0 && chart.texts > 0, `${chart.id} draws its data: ${JSON.stringify(chart)}`);
+          continue;
+        }
         assert.ok(chart.marks > 0, `${chart.id} draws its data: ${JSON.stringify(chart)}`);
         assert.ok(chart.labels > 0, `${chart.id} has axis labels`);
       }

@@ -86,10 +86,10 @@ describe('the languages dimension: choosing what to measure', () => {
     );
   });
 
-  it('runs the backends dimension unless told otherwise, and refuses an unknown dimension', () => {
-    assert.deepEqual(selectDimensions(undefined), ['backends']);
+  it('runs the backends and resources dimensions unless told otherwise, and refuses an unknown dimension', () => {
+    assert.deepEqual(selectDimensions(undefined), ['backends', 'resources']);
     assert.deepEqual(selectDimensions(['languages', 'backends']), ['backends', 'languages']);
-    assert.throws(() => selectDimensions(['speed']), /Unknown dimension "speed"; choose from backends, languages/);
+    assert.throws(() => selectDimensions(['speed']), /Unknown dimension "speed"; choose from backends, resources, languages/);
   });
 
   it('leaves the boot variant of microvm out, and takes wasm for Python through Pyodide', () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { after, describe, it } from 'node:test';
+import { resourceGroups, TARGETS } from '../src/harness.js';
 import {
   METRICS,
   overheadPercent,
@@ -73,5 +74,18 @@ describe('resource benchmark', () => {
     assert.match(chart, /^<svg /);
     assert.match(chart, />10%</);
     assert.match(chart, />isolate: n\/a</);
+  });
+
+  it("gives each server configuration of the harness's targets a server of its own, one target per isolation", () => {
+    const groups = resourceGroups(TARGETS).map((g) => g.map((t) => t.id));
+    assert.deepEqual(groups, [
+      ['isolate', 'wasm', 'process', 'container:runc', 'gvisor', 'microvm', 'vm'],
+      ['container:crun', 'microvm:specialised'],
+    ]);
+    const onlyCrun = resourceGroups(TARGETS.filter((t) => t.id === 'container:crun' || t.id === 'process'));
+    assert.deepEqual(
+      onlyCrun.map((g) => g.map((t) => t.id)),
+      [['process', 'container:crun']],
+    );
   });
 });
