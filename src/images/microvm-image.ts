@@ -15,6 +15,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runBuildTool } from './build-tool.js';
 import type { NodeRootfs } from './node-rootfs.js';
 import type { ImageName } from './runtimes.js';
 import { ensureSpecialisedKernel } from './specialised-kernel.js';
@@ -63,14 +64,7 @@ export interface MicrovmImage {
 export class ImageBuildError extends Error {}
 
 function run(command: string, args: string[], cwd?: string): string {
-  try {
-    return execFileSync(command, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
-  } catch (error) {
-    const stderr = String((error as { stderr?: string }).stderr ?? '').trim();
-    throw new ImageBuildError(
-      `${command} ${args.slice(0, 3).join(' ')} failed: ${stderr.slice(-400) || (error as Error).message}`,
-    );
-  }
+  return runBuildTool(command, args, { ...(cwd ? { cwd } : {}), error: ImageBuildError });
 }
 
 /** The cloud kernel package apt would install now, e.g. linux-image-6.1.0-56-cloud-amd64. */

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { findLinuxSource, kernelCacheDir, SPECIALISED_OPTIONS } from './specialised-kernel.js';
+import { runBuildTool } from './build-tool.js';
+import { findLinuxSource, kernelCacheDir, SPECIALISED_OPTIONS, withBuildLock } from './specialised-kernel.js';
 
 describe('the specialised kernel', () => {
   it("finds the newest of Debian's linux-source tarballs", () => {
@@ -31,5 +33,63 @@ describe('the specialised kernel', () => {
       assert.ok(SPECIALISED_OPTIONS.includes(option), option);
     const names = SPECIALISED_OPTIONS.map((o) => o.split('=')[0]);
     assert.equal(new Set(names).size, names.length, 'each option once');
+  });
+
+  it('takes over a build lock whose holder is gone, and leaves none behind', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'isola-kernel-lock-'));
+    const entry = join(dir, 'kernel');
+    try {
+      // A holder that has exited: its pid is free.
+      const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+      mkdirSync(`${entry}.lock`);
+      writeFileSync(join(`${entry}.lock`, 'pid'), gone.stdout);
+      assert.equal(
+        withBuildLock(
+          entry,
+          () => undefined,
+          () => 'built',
+        ),
+        'built',
+      );
+      assert.equal(existsSync(`${entry}.lock`), false);
+      // A lock without a pid, left long ago by a process that died taking it.
+      mkdirSync(`${entry}.lock`);
+      utimesSync(`${entry}.lock`, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+      assert.equal(
+        withBuildLock(
+          entry,
+          () => undefined,
+          () => 'built again',
+        ),
+        'built again',
+      );
+      // What is already built is not built again.
+      assert.equal(
+        withBuildLock(
+          entry,
+          () => 'cached',
+          () => assert.fail('built twice'),
+        ),
+        'cached',
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("reports a build tool's failure with its stderr, in the caller's error class, and logs its output", () => {
+    class BuildError extends Error {}
+    const dir = mkdtempSync(join(tmpdir(), 'isola-build-tool-'));
+    const log = join(dir, 'build.log');
+    try {
+      assert.equal(runBuildTool('sh', ['-c', 'echo made'], { cwd: dir, log, error: BuildError }), 'made\n');
+      assert.throws(
+        () => runBuildTool('sh', ['-c', 'echo partly; echo "no rule to make target" >&2; exit 2'], { log, error: BuildError }),
+        (error: unknown) => error instanceof BuildError && /^sh -c .* failed: no rule to make target$/.test(error.message),
+      );
+      assert.equal(readFileSync(log, 'utf8'), 'made\npartly\nno rule to make target\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

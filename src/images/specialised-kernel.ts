@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   copyFileSync,
@@ -13,6 +12,8 @@ import {
 } from 'node:fs';
 import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
+import { processAlive as pidAlive } from '../sandbox/sweep.js';
+import { runBuildTool } from './build-tool.js';
 
 /**
  * A guest kernel specialised for running one function, after Lupine Linux (EuroSys 2020): Linux
@@ -151,21 +152,7 @@ export function missingForKernelBuild(): string | undefined {
 }
 
 function run(command: string, args: string[], cwd: string, log?: string): string {
-  try {
-    const output = execFileSync(command, args, {
-      cwd,
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'pipe'],
-      maxBuffer: 256 * 1024 * 1024,
-    });
-    if (log) writeFileSync(log, output, { flag: 'a' });
-    return output;
-  } catch (error) {
-    const failure = error as { stdout?: string; stderr?: string; message: string };
-    if (log) writeFileSync(log, `${failure.stdout ?? ''}${failure.stderr ?? ''}`, { flag: 'a' });
-    const stderr = String(failure.stderr ?? '').trim();
-    throw new KernelBuildError(`${command} ${args.join(' ')} failed: ${stderr.slice(-600) || failure.message}`);
-  }
+  return runBuildTool(command, args, { cwd, ...(log ? { log } : {}), error: KernelBuildError });
 }
 
 function lockAgeMs(lock: string): number {
@@ -184,7 +171,7 @@ function pause(ms: number): void {
  * Another process building the same kernel holds `<dir>.lock` (a directory with its pid): wait
  * for it rather than build twice on two cores. A lock whose process is gone is taken over.
  */
-function withBuildLock<T>(dir: string, done: () => T | undefined, build: () => T): T {
+export function withBuildLock<T>(dir: string, done: () => T | undefined, build: () => T): T {
   const lock = `${dir}.lock`;
   for (;;) {
     const ready = done();
@@ -197,7 +184,7 @@ function withBuildLock<T>(dir: string, done: () => T | undefined, build: () => T
         holder = Number(readFileSync(join(lock, 'pid'), 'utf8'));
       } catch {}
       // A lock without a pid file is being taken (a moment) or was left by a process that died taking it.
-      const stale = holder > 0 ? !existsSync(`/proc/${holder}`) : lockAgeMs(lock) > 10_000;
+      const stale = holder > 0 ? !pidAlive(holder) : lockAgeMs(lock) > 10_000;
       if (stale) rmSync(lock, { recursive: true, force: true });
       pause(1000);
       continue;
@@ -277,10 +264,11 @@ export function ensureSpecialisedKernel(cacheDir: string): SpecialisedKernel {
       const jobs = String(Math.max(1, availableParallelism()));
       // KBUILD_BUILD_* make the build reproducible: the same sources give the same kernel (make
       // passes variables set on its command line on to the scripts that read them).
-      execFileSync(
+      run(
         'make',
         ['-s', `-j${jobs}`, 'KBUILD_BUILD_USER=isola', 'KBUILD_BUILD_HOST=isola', 'KBUILD_BUILD_TIMESTAMP=1970-01-01', 'vmlinux'],
-        { cwd: tree, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 256 * 1024 * 1024 },
+        tree,
+        log,
       );
       const kernelRelease = run('make', ['-s', 'kernelrelease'], tree).trim();
       copyFileSync(join(tree, 'vmlinux'), join(temp, 'vmlinux'));
