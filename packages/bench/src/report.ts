@@ -113,6 +113,41 @@ export function headline(results: HarnessResults): HeadlineRow[] {
       basis: 'needs the microvm backend and a kernel built from linux-source (npx isola setup kernel)',
     });
 
+  // The education job executor study's question: a full VM (firmware, PCI devices) against a
+  // microVM, the same guest, both restored from their snapshots.
+  const vm = row(results, 'vm');
+  if (vm?.coldStartMs && restore !== undefined) {
+    const memory =
+      vm.pssMb !== null && debian?.pssMb != null
+        ? `; PSS per idle instance ${fmt(vm.pssMb, 1)} vs ${fmt(debian.pssMb, 1)} MB`
+        : '';
+    rows.push({
+      question: 'Full VM (q35, firmware, PCI) vs microVM, restored',
+      answer: `a full VM's restored cold start is ${fmt(vm.coldStartMs.p50 / restore, 2)}x the microVM's`,
+      value: Math.round((vm.coldStartMs.p50 / restore) * 1000) / 1000,
+      basis: `hello p50: vm ${fmt(vm.coldStartMs.p50)} ms, microvm ${fmt(restore)} ms${memory}; warm p50 ${fmt(vm.warmMs?.p50)} vs ${fmt(debian?.warmMs?.p50)} ms`,
+    });
+  } else
+    rows.push({
+      question: 'Full VM (q35, firmware, PCI) vs microVM, restored',
+      answer: 'not measured here',
+      value: null,
+      basis: 'needs the vm and microvm backends',
+    });
+
+  // The DESMET study's axes: what each backend leaves of the host's CPU and memory bandwidth.
+  const resources = results.resources?.rows.slice(1) ?? [];
+  if (resources.length > 0) {
+    const cpu = resources.map((r) => r.overhead.cpu).filter((v): v is number => v !== undefined);
+    const signed = (v: number | undefined) => (v === undefined ? '–' : `${v > 0 ? '+' : ''}${v}%`);
+    rows.push({
+      question: 'CPU / memory bandwidth overhead against bare',
+      answer: resources.map((r) => `${r.target} ${signed(r.overhead.cpu)} / ${signed(r.overhead.memory)}`).join(', '),
+      value: cpu.length > 0 ? Math.max(...cpu) : null,
+      basis: 'the resources dimension: the same kernels under each backend and bare, in turns (files and network: see Resources)',
+    });
+  }
+
   const gvisor = cold(row(results, 'gvisor'));
   const runc = cold(row(results, 'container:runc'));
   if (gvisor !== undefined && runc !== undefined) {

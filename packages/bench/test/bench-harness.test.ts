@@ -307,6 +307,13 @@ describe('isola bench --quick (the evaluation harness, end to end)', { timeout: 
       // Restoring a snapshot must beat booting the same guest.
       assert.ok((answered('microVM snapshot restore vs boot')?.value ?? 0) > 1);
     }
+    if (results.backends.find((b) => b.id === 'vm')?.available && results.backends.find((b) => b.id === 'microvm')?.available) {
+      assert.ok((answered('Full VM (q35, firmware, PCI) vs microVM')?.value ?? 0) > 0);
+    }
+    // Every backend's CPU and memory bandwidth against bare.
+    const resources = answered('CPU / memory bandwidth overhead against bare');
+    for (const row of results.resources?.rows.slice(1) ?? [])
+      assert.match(resources?.answer ?? '', new RegExp(`${row.target.replace(/[()]/g, '\\$&')} [-+]?[\\d.]+% / [-+]?[\\d.]+%`));
     if (
       results.backends.find((b) => b.id === 'gvisor')?.available &&
       results.backends.find((b) => b.id === 'container:runc')?.available
