@@ -6,7 +6,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { resolveServerConfig } from '../../../src/config.js';
+import { resolveKernelCacheDir, resolveServerConfig } from '../../../src/config.js';
 import { ISOLATIONS, type Isolation } from '../../../src/core/kinds.js';
 import type { ActivationRecord } from '../../../src/core/types.js';
 import { ensureMicrovmImage } from '../../../src/images/microvm-image.js';
@@ -837,8 +837,12 @@ export async function probeTarget(target: Target, dataDir: string): Promise<Back
     await made.close();
     return status;
   }
-  const guest = target.env.ISOLA_MICROVM_GUEST === 'specialised' ? 'specialised' : undefined;
-  const made = await createBackend(target.isolation, { dataDir, ...(guest ? { microvm: { guest } } : {}) });
+  // The server resolves the kernel cache from its settings; the probe makes the backend itself.
+  const specialised = target.env.ISOLA_MICROVM_GUEST === 'specialised';
+  const made = await createBackend(target.isolation, {
+    dataDir,
+    ...(specialised ? { microvm: { guest: 'specialised' as const, kernelCacheDir: resolveKernelCacheDir() } } : {}),
+  });
   if (!('create' in made)) return made;
   const status = await made.status();
   await made.close();
