@@ -119,3 +119,59 @@ export function processesMemoryMib(pids: Iterable<number>): number {
 export function serverMemoryMib(serverPid: number, dataDir: string): number {
   return serverProcesses(serverPid, dataDir).reduce((sum, pid) => sum + pssMib(pid), 0);
 }
+
+/** A process's memory (PSS, MiB) by what holds it, from /proc/<pid>/smaps. */
+export interface MemoryBreakdown {
+  /** WebAssembly linear memories: read-write anonymous mappings followed by their guard region (a reservation of 4 GiB or more). */
+  wasmLinear: number;
+  /** Anonymous executable mappings: code V8 compiled (JavaScript and WebAssembly). */
+  jitCode: number;
+  /** Other anonymous memory: the JavaScript heaps, malloc, thread stacks. */
+  otherAnonymous: number;
+  /** Mapped files: the executable, shared libraries. */
+  files: number;
+}
+
+export function memoryBreakdownMib(pid: number): MemoryBreakdown {
+  const maps: { start: bigint; end: bigint; perms: string; path: string; sizeKb: number; pssKb: number }[] = [];
+  let current: (typeof maps)[number] | undefined;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const header = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (header) {
+      current = {
+        start: BigInt(`0x${header[1]}`),
+        end: BigInt(`0x${header[2]}`),
+        perms: header[3] as string,
+        path: header[4] ?? '',
+        sizeKb: 0,
+        pssKb: 0,
+      };
+      maps.push(current);
+      continue;
+    }
+    const field = /^(Size|Pss):\s+(\d+) kB/.exec(line);
+    if (field && current) {
+      if (field[1] === 'Size') current.sizeKb = Number(field[2]);
+      else current.pssKb = Number(field[2]);
+    }
+  }
+  const out: MemoryBreakdown = { wasmLinear: 0, jitCode: 0, otherAnonymous: 0, files: 0 };
+  maps.forEach((map, i) => {
+    const next = maps[i + 1];
+    const anonymous = !map.path.startsWith('/');
+    let kind: keyof MemoryBreakdown;
+    if (!anonymous) kind = 'files';
+    else if (map.perms.includes('x')) kind = 'jitCode';
+    else if (
+      map.perms.startsWith('rw') &&
+      next &&
+      next.start === map.end &&
+      next.perms.startsWith('---') &&
+      next.sizeKb >= 4 * 1024 * 1024
+    )
+      kind = 'wasmLinear';
+    else kind = 'otherAnonymous';
+    out[kind] += map.pssKb / 1024;
+  });
+  return out;
+}
