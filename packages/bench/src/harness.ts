@@ -1060,7 +1060,6 @@ async function measurePeers(
   return peers;
 }
 
-/** Runs the harness and returns its results (written out by report.ts). */
 /**
  * The resources dimension's servers: targets whose settings agree share one (one target per
  * isolation in each), so that runc and crun, or the two microVM guests, get a server each.
@@ -1081,6 +1080,7 @@ export function resourceGroups(targets: readonly Target[]): Target[][] {
   return groups;
 }
 
+/** Runs the harness and returns its results (written out by report.ts). */
 export async function runHarness(options: HarnessOptions): Promise<HarnessResults> {
   const started = Date.now();
   const progress = options.progress ?? SILENT;
