@@ -115,19 +115,24 @@ for (const { isolation, guest, skip } of CONFIGURATIONS)
           'vm-guest',
           'const fs = require("fs"); const tryIt = (f) => { try { return f(); } catch (e) { return e.code; } };' +
             // Answered from a timer: a guest kernel without a working clock event never fires one.
-            'function main() { return new Promise((r) => setTimeout(() => r({ pid: process.pid, release: require("os").release(), modules: tryIt(() => fs.readFileSync("/proc/modules", "utf8")), cmdline: fs.readFileSync("/proc/cmdline", "utf8") }), 100)); }',
+            'function main() { return new Promise((r) => setTimeout(() => r({ pid: process.pid, release: require("os").release(), modules: tryIt(() => fs.readFileSync("/proc/modules", "utf8")), cmdline: fs.readFileSync("/proc/cmdline", "utf8"), clock: busyClock() }), 100)); }' +
+            // Seconds of work on the guest's one CPU, then its clocksource: the watchdog once took
+            // a busy guest's TSC for unstable and fell back to jiffies (a 4 ms clock).
+            'function busyClock() { const start = Date.now(); let x = 1; while (Date.now() - start < 3000) x = (x * 31 + 7) | 0; return fs.readFileSync("/sys/devices/system/clocksource/clocksource0/current_clocksource", "utf8").trim() + (x === 0 ? "!" : ""); }',
         );
         const result = (await run('vm-guest')).response.result as {
           pid: number;
           release: string;
           modules: string;
           cmdline: string;
+          clock: string;
         };
         assert.match(result.release, /-isola$/, "the kernel built from linux-source, not Debian's");
         assert.equal(result.modules, 'ENOENT', 'a kernel without modules has no /proc/modules');
         assert.match(result.cmdline, /\binit=\/isola\/init\b/);
         assert.doesNotMatch(result.cmdline, /rdinit/, 'no initramfs');
         assert.equal(result.pid, 1, "the runtime is the guest's PID 1");
+        assert.equal(result.clock, 'tsc', 'the clock keeps the TSC under load');
       });
 
     it('gives clones of one snapshot their own randomness and the current time', async () => {

@@ -57,6 +57,8 @@ export interface MicrovmImage {
   initramfs?: string;
   /** Read-only ext4 disk with node, its libraries and the agent. */
   rootDisk: string;
+  /** How the kernel is started on this disk (part of the hash: a snapshot holds a booted kernel). */
+  bootArgs: string[];
   /** Identifies the whole image; snapshots are only valid for the image they were taken of. */
   hash: string;
 }
@@ -217,6 +219,17 @@ exec </dev/console >/dev/console 2>&1
 $B mount -t tmpfs -o mode=1777,size=64m tmpfs /tmp
 ${agentStart('', '')}`;
 
+/** The Debian guest starts in its initramfs, which mounts the root disk. */
+export const DEBIAN_BOOT_ARGS = ['rdinit=/init'];
+
+/**
+ * The specialised guest mounts its root disk itself (every driver built in) and starts the init
+ * on it. Without ACPI it has no clocksource but the TSC and jiffies, and the clocksource watchdog
+ * took a busy guest's TSC (under TCG) for unstable and fell back to jiffies: a function's clock
+ * then ticked in 4 ms steps. The TSC is what Debian's kernel keeps, so it is declared reliable.
+ */
+export const SPECIALISED_BOOT_ARGS = ['root=/dev/vda', 'rootfstype=ext4', 'ro', `init=${SPECIALISED_INIT}`, 'tsc=reliable'];
+
 /**
  * The microVM guest, one of two. `debian`: Debian's cloud kernel, a busybox initramfs that loads
  * the virtio modules, and a read-only ext4 root disk with node and the agent (the container
@@ -244,8 +257,9 @@ export function ensureMicrovmImage(
     : specialisedKernel(kernelCacheDir);
   const busyboxSize = statSync(BUSYBOX).size;
   const init = guest === 'debian' ? INIT_SCRIPT : SPECIALISED_INIT_SCRIPT;
+  const bootArgs = guest === 'debian' ? DEBIAN_BOOT_ARGS : SPECIALISED_BOOT_ARGS;
   const hash = createHash('sha256')
-    .update(JSON.stringify({ LAYOUT_VERSION, guest, kernel: kernel.key, init, rootfs: rootfs.path, busyboxSize }))
+    .update(JSON.stringify({ LAYOUT_VERSION, guest, kernel: kernel.key, init, bootArgs, rootfs: rootfs.path, busyboxSize }))
     .digest('hex')
     .slice(0, 16);
   const prefix = [
@@ -261,6 +275,7 @@ export function ensureMicrovmImage(
     kernelVersion: kernel.version,
     ...(guest === 'debian' ? { initramfs: join(dir, 'initramfs.cpio') } : {}),
     rootDisk: join(dir, 'root.ext4'),
+    bootArgs,
     hash,
   };
   if (existsSync(join(dir, '.complete'))) return image;

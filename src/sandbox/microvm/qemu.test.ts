@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { MicrovmImage } from '../../images/microvm-image.js';
+import { DEBIAN_BOOT_ARGS, type MicrovmImage, SPECIALISED_BOOT_ARGS } from '../../images/microvm-image.js';
 import { qemuArguments, type VmConfig } from './qemu.js';
 
 const debian: MicrovmImage = {
@@ -10,6 +10,7 @@ const debian: MicrovmImage = {
   kernelVersion: '6.1.0-cloud-amd64',
   initramfs: '/images/microvm-0123456789abcdef/initramfs.cpio',
   rootDisk: '/images/microvm-0123456789abcdef/root.ext4',
+  bootArgs: DEBIAN_BOOT_ARGS,
   hash: '0123456789abcdef',
 };
 const specialised: MicrovmImage = {
@@ -18,6 +19,7 @@ const specialised: MicrovmImage = {
   kernel: '/cache/specialised-6.1-0123456789abcdef/vmlinux',
   kernelVersion: '6.1.192-isola',
   rootDisk: '/images/microvm-specialised-0123456789abcdef/root.ext4',
+  bootArgs: SPECIALISED_BOOT_ARGS,
   hash: 'fedcba9876543210',
 };
 
@@ -52,6 +54,9 @@ describe('the QEMU command line of each guest', () => {
     const append = after(args, '-append');
     assert.match(append, /\broot=\/dev\/vda rootfstype=ext4 ro init=\/isola\/init\b/);
     assert.doesNotMatch(append, /rdinit/);
+    // Without ACPI the clocksource watchdog would take a busy guest's TSC for unstable and fall
+    // back to jiffies (a 4 ms clock).
+    assert.match(append, /\btsc=reliable\b/);
     // Without ACPI (the kernel has none) QEMU adds virtio_mmio.device= for each device itself;
     // the PIT and PIC are what the kernel checks its APIC timer against.
     assert.match(after(args, '-M'), /^microvm,.*pit=on,pic=on,acpi=off/);

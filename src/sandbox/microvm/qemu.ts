@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { type MicrovmImage, SPECIALISED_INIT } from '../../images/microvm-image.js';
+import type { MicrovmImage } from '../../images/microvm-image.js';
 import type { SandboxNetwork } from '../network/egress.js';
 
 export type Accelerator = 'kvm' | 'tcg';
@@ -58,9 +58,7 @@ export function kernelCommandLine(config: Pick<VmConfig, 'heapMb' | 'accelerator
     'console=ttyS0',
     'quiet',
     ...timing,
-    // The Debian guest starts in its initramfs; the specialised one mounts its root disk itself
-    // (every driver built in) and starts the init on it.
-    ...(config.image.initramfs ? ['rdinit=/init'] : ['root=/dev/vda', 'rootfstype=ext4', 'ro', `init=${SPECIALISED_INIT}`]),
+    ...config.image.bootArgs,
     'panic=-1',
     'reboot=t',
     `isola.heap=${config.heapMb}`,
