@@ -296,7 +296,8 @@ export function resourcesTable(rows: readonly ResourceRow[]): string {
   ].join('\n');
 }
 
-const COLOURS = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1'];
+// Tableau 10: a colour for each of the harness's ten targets.
+const COLOURS = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
 
 /** A horizontal bar chart of the overhead in % per metric, a bar per backend, from -100 to 100 around bare's 0. */
 export function resourcesChart(rows: readonly ResourceRow[]): string {
