@@ -32,8 +32,12 @@ import {
 } from './resources.js';
 import { summarize } from './stats.js';
 
-/** Where the test host answers, reached through the egress policy. */
-const TEST_HOST = '198.51.100.10';
+/**
+ * Where the test host answers, reached through the egress policy: in the benchmarking range
+ * (RFC 2544), apart from the egress tests' 198.51.100.0/24, so that the two may run at once.
+ */
+const TEST_NETWORK = '198.18.0';
+const TEST_HOST = `${TEST_NETWORK}.10`;
 
 /** A backend configuration to measure. */
 export interface ResourceTarget {
@@ -153,7 +157,7 @@ export async function measureResources(options: ResourcesOptions): Promise<Resou
   const kernelsDir = mkdtempSync(join(tmpdir(), 'isola-resources-kernels-'));
   const kernels = buildKernels(kernelsDir);
   const testHost = egress.ok
-    ? await TestHost.start({ networks: ['198.51.100'], program: receiverProgram(SINK_PORT, ECHO_PORT), tag: `res${process.pid}` })
+    ? await TestHost.start({ networks: [TEST_NETWORK], program: receiverProgram(SINK_PORT, ECHO_PORT), tag: `res${process.pid}` })
     : undefined;
   const bareSamples: ResourceResult[] = [];
   const nativeSamples: ResourceResult[] = [];
@@ -308,7 +312,7 @@ export function resourcesNotes(results: ResourcesResults): string[] {
   const nativeC = results.nativeC;
   return [
     `${results.rounds} round(s), bare and each backend in turns; medians. Each time-bounded test ran ${results.ms} ms; the sequential write and the network transfer moved ${results.mb} MB; ${results.pings} round trips.`,
-    "The same Node.js function under every backend (512 MB, egress to a test host in a network namespace on 198.51.100.10 behind a veth) and bare (a `node` on the host, reaching the test host directly). In brackets: the overhead against bare, in % (how much less it did; for the round trip, how much longer it took; negative: better than bare). The file tests write in the sandbox's scratch directory (its `os.tmpdir()`), whose file system is in the last row: a tmpfs makes fsync free.",
+    `The same Node.js function under every backend (512 MB, egress to a test host in a network namespace on ${TEST_HOST} behind a veth) and bare (a \`node\` on the host, reaching the test host directly). In brackets: the overhead against bare, in % (how much less it did; for the round trip, how much longer it took; negative: better than bare). The file tests write in the sandbox's scratch directory (its \`os.tmpdir()\`), whose file system is in the last row: a tmpfs makes fsync free.`,
     `wasm (C): the CPU and memory kernels written in C (packages/bench/functions/resources/kernels.c) as a WASI module under the wasm backend; its overhead is against the same file compiled natively (gcc -O2) and run bare in turns: ${nativeC.cpu ?? '–'} M steps/s and ${nativeC.memory ?? '–'} GB/s (medians), not against the JavaScript bare figures.`,
   ];
 }
