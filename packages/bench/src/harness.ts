@@ -780,14 +780,24 @@ export const REFILL_MS: Record<string, number> = {
  * minute. `env` adds to that; the target's own settings come last.
  */
 export function startTargetServer(target: Target, dataDir: string, env: Record<string, string> = {}): Promise<ServerProcess> {
+  return startTargetsServer([target], dataDir, env);
+}
+
+/** The same for several targets of different isolations whose settings agree (see resourceGroups). */
+export function startTargetsServer(
+  targets: readonly Target[],
+  dataDir: string,
+  env: Record<string, string> = {},
+): Promise<ServerProcess> {
+  const isolations = targets.map((t) => t.isolation);
   return ServerProcess.start({
     dataDir,
     env: {
-      ISOLA_BACKENDS: target.isolation,
-      ISOLA_PREWARM: `${target.isolation}:0`,
+      ISOLA_BACKENDS: isolations.join(','),
+      ISOLA_PREWARM: isolations.map((i) => `${i}:0`).join(','),
       ISOLA_BLOCKING_WAIT: '10m',
       ...env,
-      ...target.env,
+      ...Object.assign({}, ...targets.map((t) => t.env)),
     },
   });
 }
@@ -1297,23 +1307,11 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     backendSteps += runs;
     results.resources = await measureResources({
       quick,
-      groups: groups.map((group) => {
-        const isolations = group.map((t) => t.isolation);
-        return {
-          targets: group.map((t) => ({ name: t.id, isolation: t.isolation })),
-          start: () =>
-            ServerProcess.start({
-              dataDir,
-              env: {
-                ...Object.assign({}, ...group.map((t) => t.env)),
-                ISOLA_BACKENDS: isolations.join(','),
-                ISOLA_PREWARM: isolations.map((i) => `${i}:0`).join(','),
-                ISOLA_BLOCKING_WAIT: '10m',
-              },
-            }),
-          stop: (server) => server.stop(),
-        };
-      }),
+      groups: groups.map((group) => ({
+        targets: group.map((t) => ({ name: t.id, isolation: t.isolation })),
+        start: () => startTargetsServer(group, dataDir),
+        stop: (server) => server.stop(),
+      })),
       log: (message) => {
         if (message.includes('not here') || message.includes('failed')) progress.note(`resources: ${message}`);
       },
