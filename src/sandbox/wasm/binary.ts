@@ -176,6 +176,8 @@ function name(text: string): number[] {
 
 /** Where a host-provided memory is imported from: the same import a module may declare itself. */
 export const MEMORY_IMPORT = { module: 'env', name: 'memory' } as const;
+/** The host function a metered module calls when its fuel is spent (see metering.ts). */
+export const REFUEL_IMPORT = { module: 'isola', name: 'refuel' } as const;
 
 export interface MemoryImport {
   /** The module, its memory now imported as `env.memory`, or as it was when it has no memory of its own. */

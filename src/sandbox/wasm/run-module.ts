@@ -15,7 +15,7 @@ import {
   WASI,
   WASIProcExit,
 } from '@bjorn3/browser_wasi_shim';
-import { PAGE_BYTES } from './binary.js';
+import { PAGE_BYTES, REFUEL_IMPORT } from './binary.js';
 import { MemoryPool } from './memory-pool.js';
 import { REACTOR_ALLOC, REACTOR_HANDLE, type RunMessage, type WorkerOutcome } from './messages.js';
 import { ScratchOpenFile } from './scratch-file.js';
@@ -111,7 +111,11 @@ function boundScratch(wasi: WASI, scratch: PreopenDirectory, capBytes: number, m
   }) as never;
 }
 
-export function runModule(message: RunMessage, module: WebAssembly.Module, onLog: RunLog): WorkerOutcome {
+/**
+ * One run in a fresh instance. `refuel` is the host's side of a metered module (see metering.ts):
+ * called when its fuel is spent, it gives more, or -1 to stop it.
+ */
+export function runModule(message: RunMessage, module: WebAssembly.Module, onLog: RunLog, refuel?: () => number): WorkerOutcome {
   const log = (stream: 'stdout' | 'stderr') => ConsoleStdout.lineBuffered((line) => onLog(stream, `${line}\n`));
   const stdoutChunks: Uint8Array[] = [];
   const stdout =
@@ -144,7 +148,11 @@ export function runModule(message: RunMessage, module: WebAssembly.Module, onLog
   };
 
   try {
-    const instance = new WebAssembly.Instance(module, { wasi_snapshot_preview1: wasi.wasiImport, env: envImports });
+    const instance = new WebAssembly.Instance(module, {
+      wasi_snapshot_preview1: wasi.wasiImport,
+      env: envImports,
+      ...(refuel ? { [REFUEL_IMPORT.module]: { [REFUEL_IMPORT.name]: refuel } } : {}),
+    });
     const exports = instance.exports as Record<string, WebAssembly.ExportValue>;
     memory ??= exports.memory instanceof WebAssembly.Memory ? exports.memory : undefined;
     if (message.abi === 'command') {
