@@ -37,6 +37,16 @@ const BUNDLES = {
       source('sandbox/wasm/binary.ts'),
     ],
   },
+  /** The wasm backend's metering thread (WABT), which makes the fast path's metered copies. */
+  'wasm-meter': {
+    entry: source('sandbox/wasm/meter-worker.ts'),
+    sources: [
+      source('sandbox/wasm/meter-worker.ts'),
+      source('sandbox/wasm/metering.ts'),
+      source('sandbox/wasm/binary.ts'),
+      fileURLToPath(new URL('../../node_modules/wabt/package.json', import.meta.url)),
+    ],
+  },
   /** A Python sandbox's worker thread under isolation "wasm" (Pyodide). */
   'python-worker': {
     entry: source('sandbox/wasm/python-worker.ts'),
