@@ -50,7 +50,7 @@ describe('server settings', () => {
       {
         ISOLA_CONTAINER_PREWARM: 'created',
         ISOLA_WASM_WORKERS: '3',
-        ISOLA_WASM_FAST_PATH: 'on',
+        ISOLA_WASM_FAST_PATH: 'off',
         ISOLA_MICROVM_ACCEL: 'tcg',
         ISOLA_MICROVM_PREWARM: 'waiting',
         ISOLA_MICROVM_START: 'boot',
@@ -63,7 +63,7 @@ describe('server settings', () => {
       containerRuntime: 'runc',
       containerPrewarm: 'created',
       wasmWorkers: 3,
-      wasmFastPath: true,
+      wasmFastPath: false,
       microvm: {
         guest: 'specialised',
         kernelCacheDir: kernelCacheDir({}),

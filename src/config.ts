@@ -376,7 +376,7 @@ export function resolveBackendSettings(flags: ServerFlags, env: NodeJS.ProcessEn
     );
   }
   const wasmWorkers = env.ISOLA_WASM_WORKERS ? parseInteger('ISOLA_WASM_WORKERS', env.ISOLA_WASM_WORKERS, 1, 256) : undefined;
-  // Off unless asked for: on these hosts the budget's watchdog costs more than the hop it saves.
+  // On unless turned off: a short module's metered run on the server's thread costs less than the hop.
   const wasmFastPath = parseChoice('ISOLA_WASM_FAST_PATH', env.ISOLA_WASM_FAST_PATH || undefined, ['on', 'off'] as const);
   const egressAllow = resolveEgressAllow(flags.egressAllow ?? (env.ISOLA_EGRESS_ALLOW || undefined));
   return {
@@ -384,7 +384,7 @@ export function resolveBackendSettings(flags: ServerFlags, env: NodeJS.ProcessEn
     ...(containerRuntime ? { containerRuntime: containerRuntime as 'runc' | 'crun' } : {}),
     containerPrewarm,
     ...(wasmWorkers !== undefined ? { wasmWorkers } : {}),
-    ...(wasmFastPath === 'on' ? { wasmFastPath: true } : {}),
+    ...(wasmFastPath === 'off' ? { wasmFastPath: false } : {}),
     microvm: resolveMicrovmSettings(env),
   };
 }

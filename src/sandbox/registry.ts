@@ -81,6 +81,7 @@ export async function createBackend(isolation: Isolation, context: BackendContex
       const pyodideDir = findPyodide();
       return new WasmBackend({
         workerScript: buildBundle('wasm-worker', join(context.dataDir, 'runtime')),
+        meterScript: buildBundle('wasm-meter', join(context.dataDir, 'runtime')),
         ...(pyodideDir
           ? {
               python: {
@@ -91,7 +92,7 @@ export async function createBackend(isolation: Isolation, context: BackendContex
             }
           : {}),
         ...(context.wasmWorkers !== undefined ? { workers: context.wasmWorkers } : {}),
-        ...(context.wasmFastPath ? { fastPath: true } : {}),
+        ...(context.wasmFastPath === false ? { fastPath: false } : {}),
       });
     }
     case 'container':

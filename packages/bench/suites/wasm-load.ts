@@ -23,6 +23,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import vm from 'node:vm';
 import autocannon from 'autocannon';
 import { buildServer } from '../../../src/api/server.js';
 import { resolveServerConfig } from '../../../src/config.js';
@@ -30,7 +31,8 @@ import { buildBundle } from '../../../src/guest/bundle.js';
 import type { InvokeCommand } from '../../../src/platform/invoke.js';
 import { Platform } from '../../../src/platform/platform.js';
 import { importOwnMemory } from '../../../src/sandbox/wasm/binary.js';
-import { callWithBudget, FAST_PATH_BUDGET_MS } from '../../../src/sandbox/wasm/fast-path.js';
+import { FAST_PATH_BUDGET_MS } from '../../../src/sandbox/wasm/fast-path.js';
+import { meterModule, REFUEL_UNITS } from '../../../src/sandbox/wasm/metering.js';
 import { runModule } from '../../../src/sandbox/wasm/run-module.js';
 import type { WasmBackend } from '../../../src/sandbox/wasm/wasm-backend.js';
 import { WorkerPool } from '../../../src/sandbox/wasm/worker-pool.js';
@@ -78,6 +80,8 @@ interface RampResult {
   checked: unknown;
   /** Requests per second over the whole ramp. */
   requestsPerSecond: number;
+  /** wasm runs made on the server's thread (the fast path) and on workers during the ramp. */
+  wasmRuns: { serverThread: number; workers: number };
   /** The host's 1-minute load average when the ramp started (others' work and the previous ramp's). */
   loadAverageAtStart: number;
 }
@@ -96,6 +100,13 @@ function liveInstances(metrics: string, action?: string): number {
   let total = 0;
   for (const match of metrics.matchAll(pattern)) total += Number(match[1]);
   return total;
+}
+
+/** isola_wasm_runs_total by path. */
+function wasmRuns(metrics: string) {
+  const count = (path: string) =>
+    Number(new RegExp(`^isola_wasm_runs_total\\{path="${path}"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? 0);
+  return { serverThread: count('sync'), workers: count('async') };
 }
 
 /** Waits until no instance is left (the previous ramp's containers take a moment to go). */
@@ -162,12 +173,18 @@ async function ramp(server: ServerProcess, side: Side, round: number): Promise<R
   const after = await server.metrics();
   const checked = (await server.invoke(name, SCRATCH_PARAMS, 'blocking=true&result=true')).body;
   const coldStarts = sumStarts(after, isolation, 'cold') + sumStarts(after, isolation, 'stemcell') - coldBefore;
+  const runsBefore = wasmRuns(before);
+  const runsAfter = wasmRuns(after);
+  const runs = {
+    serverThread: runsAfter.serverThread - runsBefore.serverThread,
+    workers: runsAfter.workers - runsBefore.workers,
+  };
   const instancesAtEnd = liveInstances(after, name);
   await server.request('DELETE', `/api/v1/namespaces/_/actions/${name}`);
   const ok = steps.reduce((sum, step) => sum + step.ok, 0);
   const seconds = steps.reduce((sum, step) => sum + step.seconds, 0);
   const requestsPerSecond = Math.round((ok / seconds) * 10) / 10;
-  return { side, round, steps, coldStarts, instancesAtEnd, checked, requestsPerSecond, loadAverageAtStart };
+  return { side, round, steps, coldStarts, instancesAtEnd, checked, requestsPerSecond, loadAverageAtStart, wasmRuns: runs };
 }
 
 /** Totals over every ramp of a side: requests per second per step and over the whole ramp. */
@@ -331,10 +348,25 @@ async function warmHopOf(fn: (typeof SHORT_FUNCTIONS)[number]) {
   }
 }
 
+// The budget as the fast path first kept it, for comparison: a `vm` timeout, whose watchdog
+// thread is started for every call.
+const holder: { call: (() => unknown) | undefined } = { call: undefined };
+const budgetContext = vm.createContext(holder, { name: 'vm-timeout budget' });
+const budgetScript = new vm.Script('call()');
+function callWithVmTimeout(fn: () => unknown, budgetMs: number): void {
+  holder.call = fn;
+  try {
+    budgetScript.runInContext(budgetContext, { timeout: budgetMs });
+  } finally {
+    holder.call = undefined;
+  }
+}
+
 /**
  * Where a short call's time goes, without the platform: a run of greet on this thread, the same
- * inside the fast path's budget (the vm timeout), the budget around nothing, and a run on a worker
- * (the hop there and back included), in turns.
+ * inside a `vm` timeout's budget (how the fast path first bounded it), the vm budget around
+ * nothing, the run of its fuel-metered copy within the budget (how it is bounded now), and a run
+ * on a worker (the hop there and back included), in turns.
  */
 async function pathCosts() {
   const runtime = mkdtempSync(join(tmpdir(), 'isola-bench-wasm-load-rt-'));
@@ -346,6 +378,9 @@ async function pathCosts() {
     // As the backend compiles it: its memory made an import, for the run to be given a kept one.
     const { bytes, memory } = importOwnMemory(Buffer.from(hello.code(), 'base64'), 1024);
     const module = await WebAssembly.compile(bytes);
+    const meteredBytes = await meterModule(bytes);
+    if (!meteredBytes) throw new Error('hello could not be metered');
+    const metered = await WebAssembly.compile(meteredBytes);
     const message = {
       type: 'run' as const,
       id: 'bench',
@@ -360,6 +395,7 @@ async function pathCosts() {
       thisThread: [] as number[],
       withinBudget: [] as number[],
       budgetAlone: [] as number[],
+      metered: [] as number[],
       workerHop: [] as number[],
     };
     const sync = (fn: () => unknown) => {
@@ -369,8 +405,19 @@ async function pathCosts() {
     };
     for (let i = 0; i < WARM_SAMPLES; i++) {
       samples.thisThread.push(sync(() => runModule(message, module, () => {})));
-      samples.withinBudget.push(sync(() => callWithBudget(() => runModule(message, module, () => {}), FAST_PATH_BUDGET_MS)));
-      samples.budgetAlone.push(sync(() => callWithBudget(() => 0, FAST_PATH_BUDGET_MS)));
+      samples.withinBudget.push(sync(() => callWithVmTimeout(() => runModule(message, module, () => {}), FAST_PATH_BUDGET_MS)));
+      samples.budgetAlone.push(sync(() => callWithVmTimeout(() => 0, FAST_PATH_BUDGET_MS)));
+      samples.metered.push(
+        sync(() => {
+          const budgetEnd = performance.now() + FAST_PATH_BUDGET_MS;
+          runModule(
+            message,
+            metered,
+            () => {},
+            () => (performance.now() < budgetEnd ? REFUEL_UNITS : -1),
+          );
+        }),
+      );
       samples.workerHop.push(await time(() => pool.run({ ...message, id: `bench-${i}` }, module, Date.now() + 10_000, () => {})));
       // Let the event loop turn, as between requests.
       await new Promise((resolve) => setImmediate(resolve));
@@ -389,7 +436,15 @@ function markdown(
 ) {
   const verdict = results.verdict as {
     medianRoundRatio: number;
-    roundRatios: { round: number; ratio: number; wasm: number; runc: number; loadAverages: number[] }[];
+    roundRatios: {
+      round: number;
+      ratio: number;
+      wasm: number;
+      runc: number;
+      loadAverages: number[];
+      wasmServerThreadRuns: number;
+      wasmWorkerRuns: number;
+    }[];
     overallRatio: number;
     met: boolean;
     minStepRatio: number;
@@ -420,10 +475,13 @@ function markdown(
     '',
     'Each round (its wasm ramp and its runc ramp, taken one after the other), over the whole ramp:',
     '',
-    "| round | wasm requests/s | runc requests/s | wasm / runc | load average at the ramps' start (wasm, runc) |",
-    '|---|---|---|---|---|',
-    ...verdict.roundRatios.map((r) => `| ${r.round} | ${r.wasm} | ${r.runc} | ${r.ratio} | ${r.loadAverages.join(', ')} |`),
-    `| median | | | **${verdict.medianRoundRatio}** | |`,
+    "| round | wasm requests/s | runc requests/s | wasm / runc | load average at the ramps' start (wasm, runc) | wasm runs on the server's thread / on workers |",
+    '|---|---|---|---|---|---|',
+    ...verdict.roundRatios.map(
+      (r) =>
+        `| ${r.round} | ${r.wasm} | ${r.runc} | ${r.ratio} | ${r.loadAverages.join(', ')} | ${r.wasmServerThreadRuns} / ${r.wasmWorkerRuns} |`,
+    ),
+    `| median | | | **${verdict.medianRoundRatio}** | | |`,
     '',
     `Target: wasm at least ${TARGET_RATIO}x runc over the ramp (the median of the rounds' ratios): **${verdict.met ? 'met' : 'not met'}** (${verdict.medianRoundRatio}x; the sides' totals ${verdict.overallRatio}x; lowest step ${verdict.minStepRatio}x).`,
     `Failed requests: wasm ${wasmTotals.failed}, runc ${runcTotals.failed}.`,
@@ -439,9 +497,9 @@ function markdown(
     '',
     'Where a short call (greet) goes, without the platform, in turns (ms, p50 / p99):',
     '',
-    '| run on this thread | the same within the vm-timeout budget | the budget around nothing | run on a worker, hop included |',
-    '|---|---|---|---|',
-    `| ${[costs.thisThread, costs.withinBudget, costs.budgetAlone, costs.workerHop].map((c) => `${c?.p50} / ${c?.p99}`).join(' | ')} |`,
+    '| run on this thread, no budget | the same within a vm timeout | a vm timeout around nothing | the metered copy within the budget (the fast path) | run on a worker, hop included |',
+    '|---|---|---|---|---|',
+    `| ${[costs.thisThread, costs.withinBudget, costs.budgetAlone, costs.metered, costs.workerHop].map((c) => `${c?.p50} / ${c?.p99}`).join(' | ')} |`,
     '',
     `Calls with the fast path on that were made on the server thread: ${Object.entries(warm)
       .map(([name, w]) => `${name} ${(w.invoke.fast?.n ?? 0) + (w.http.fast?.n ?? 0)} of ${WARM_SAMPLES * 2}`)
@@ -474,11 +532,13 @@ async function main() {
     const wasm = ramps.find((r) => r.side === 'wasm' && r.round === round);
     const runc = ramps.find((r) => r.side === 'runc' && r.round === round);
     return {
-      round,
+      round: round + 1,
       wasm: wasm?.requestsPerSecond ?? Number.NaN,
       runc: runc?.requestsPerSecond ?? Number.NaN,
       ratio: ratio(wasm?.requestsPerSecond ?? Number.NaN, runc?.requestsPerSecond ?? Number.NaN),
       loadAverages: [wasm?.loadAverageAtStart ?? Number.NaN, runc?.loadAverageAtStart ?? Number.NaN],
+      wasmServerThreadRuns: wasm?.wasmRuns.serverThread ?? 0,
+      wasmWorkerRuns: wasm?.wasmRuns.workers ?? 0,
     };
   });
   const medianRoundRatio = summarize(roundRatios.map((r) => r.ratio)).p50;

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { wat } from '../../../test/helpers/wat.js';
-import { callWithBudget, FastPathEligibility } from './fast-path.js';
+import { FastPathEligibility } from './fast-path.js';
 
 describe('wasm fast path: eligibility', () => {
   it('takes three short runs in a row; a long one starts the count again', () => {
@@ -43,29 +42,5 @@ describe('wasm fast path: eligibility', () => {
     }
     assert.equal(eligibility.eligible('slow/a@1'), false, 'thirty excused overruns take it too');
     assert.equal(eligibility.eligible('other/a@1'), true, 'another namespace keeps it');
-  });
-});
-
-describe('wasm fast path: the budget', () => {
-  it('stops a wasm loop on this thread and keeps serving calls after it', async () => {
-    const bytes = Buffer.from(await wat('(module (func (export "spin") (loop $forever (br $forever))))'), 'base64');
-    const spin = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports.spin as () => void;
-    assert.deepEqual(callWithBudget(spin, 20), { done: false });
-    assert.deepEqual(
-      callWithBudget(() => 42, 20),
-      { done: true, value: 42 },
-    );
-    // The event loop goes on as before.
-    assert.equal(await new Promise((resolve) => setImmediate(() => resolve('turned'))), 'turned');
-  });
-
-  it('passes on errors other than the timeout', () => {
-    assert.throws(
-      () =>
-        callWithBudget(() => {
-          throw new TypeError('not a timeout');
-        }, 20),
-      /not a timeout/,
-    );
   });
 });

@@ -1,15 +1,13 @@
-import vm from 'node:vm';
-
 /**
  * The fast path: a wasm version whose runs have proved short is run on the server's own thread
  * instead of hopping to a worker thread and back (which costs far more than a short module: about
- * 200 us against 20 us here). The run has a budget: a `vm` timeout, whose watchdog thread stops
- * the engine (wasm loops included) when it passes, so the event loop is blocked for at most
- * FAST_PATH_BUDGET_MS. A run that overruns it is abandoned and made again on a worker, with the
- * version's real deadline, and the version stays off the fast path, unless the run on the worker
- * proves short (the host, not the module, was slow; see excuse). Making it again is safe: every
- * run has a fresh instance and in-memory WASI with no effect outside it (see run-module.ts), and
- * the abandoned attempt's logs are dropped.
+ * 300 us against 60 us here). The run has a budget: its fuel-metered copy (metering.ts) looks at
+ * the clock every REFUEL_UNITS and traps once FAST_PATH_BUDGET_MS have passed, so the event loop
+ * is blocked for little more than that. A run that overruns it is abandoned and made again on a
+ * worker, with the version's real deadline, and the version stays off the fast path, unless the
+ * run on the worker proves short (the host, not the module, was slow; see excuse). Making it
+ * again is safe: every run has a fresh instance and in-memory WASI with no effect outside it (see
+ * run-module.ts), and the abandoned attempt's logs are dropped.
  */
 export const FAST_PATH_BUDGET_MS = 10;
 /** A worker run counts as short under this (wall time on the worker). */
@@ -96,27 +94,5 @@ export class FastPathEligibility {
       }
     }
     return entry;
-  }
-}
-
-// One context for every fast-path run: its only global is the call to make. Functions from the
-// main context run inside it as they are; the point is the script's timeout.
-const holder: { call: (() => unknown) | undefined } = { call: undefined };
-const context = vm.createContext(holder, { name: 'isola wasm fast path' });
-const script = new vm.Script('call()', { filename: 'isola-wasm-fast-path' });
-
-/**
- * Calls `fn` on this thread and stops it after `budgetMs`: `{ done: false }` then. Whatever `fn`
- * was doing is abandoned mid-way, so it must have no effect outside itself.
- */
-export function callWithBudget<T>(fn: () => T, budgetMs: number): { done: true; value: T } | { done: false } {
-  holder.call = fn;
-  try {
-    return { done: true, value: script.runInContext(context, { timeout: budgetMs }) as T };
-  } catch (error) {
-    if ((error as { code?: unknown }).code === 'ERR_SCRIPT_EXECUTION_TIMEOUT') return { done: false };
-    throw error;
-  } finally {
-    holder.call = undefined;
   }
 }

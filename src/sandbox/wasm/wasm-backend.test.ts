@@ -71,7 +71,11 @@ async function warm(sandbox: Sandbox, backend: WasmBackend, params: Record<strin
 
 describe('wasm backend: runs on the server thread for short modules', () => {
   const runtime = mkdtempSync(join(tmpdir(), 'isola-wasm-test-'));
-  const backend = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 2, fastPath: true });
+  const backend = new WasmBackend({
+    workerScript: buildBundle('wasm-worker', runtime),
+    meterScript: buildBundle('wasm-meter', runtime),
+    workers: 2,
+  });
 
   before(async () => {
     assert.equal((await backend.status()).available, true);
@@ -143,8 +147,8 @@ describe('wasm backend: runs on the server thread for short modules', () => {
     assert.equal(backend.runStats.sync, sync, 'a new version of the same namespace runs on workers');
   });
 
-  it('runs everything on workers unless the fast path is asked for', async () => {
-    const off = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 1 });
+  it('runs everything on workers when the fast path is turned off', async () => {
+    const off = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 1, fastPath: false });
     try {
       const sandbox = await load(off, example('greet.wasm'));
       for (let i = 0; i < 6; i++) assert.equal((await run(sandbox, { name: 'x' })).outcome.kind, 'result');
@@ -166,7 +170,11 @@ describe('wasm backend: runs on the server thread for short modules', () => {
 
 describe('wasm backend: scratch directory', () => {
   const runtime = mkdtempSync(join(tmpdir(), 'isola-wasm-test-'));
-  const backend = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 1, fastPath: true });
+  const backend = new WasmBackend({
+    workerScript: buildBundle('wasm-worker', runtime),
+    meterScript: buildBundle('wasm-meter', runtime),
+    workers: 1,
+  });
 
   after(async () => {
     await backend.close();
@@ -194,7 +202,7 @@ describe('wasm backend: scratch directory', () => {
 
 describe('wasm backend: memories', () => {
   const runtime = mkdtempSync(join(tmpdir(), 'isola-wasm-test-'));
-  const backend = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 1 });
+  const backend = new WasmBackend({ workerScript: buildBundle('wasm-worker', runtime), workers: 1, fastPath: false });
 
   after(async () => {
     await backend.close();
