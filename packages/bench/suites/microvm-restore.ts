@@ -13,15 +13,17 @@
  *
  * Also: QEMU's start and device setup up to listening for the state (done ahead, off the
  * restore's path), QEMU's CPU time and page faults during the restore, and how many blocks of
- * guest code TCG translated for it. Writes packages/bench/results/microvm-restore.json.
+ * guest code TCG translated for it. Writes packages/bench/results/microvm-restore.json
+ * (microvm-restore-specialised.json with --guest=specialised: the specialised guest kernel).
  *
- *   node --no-node-snapshot --import tsx packages/bench/suites/microvm-restore.ts [--quick] [--data-dir=DIR]
+ *   node --no-node-snapshot --import tsx packages/bench/suites/microvm-restore.ts [--quick] [--data-dir=DIR] [--guest=specialised]
  */
 
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { resolveKernelCacheDir } from '../../../src/config.js';
 import { encodeFrame } from '../../../src/guest/protocol.js';
 import { ensureMicrovmImage } from '../../../src/images/microvm-image.js';
 import { ensureNodeRootfs } from '../../../src/images/node-rootfs.js';
@@ -35,6 +37,7 @@ const quick = process.argv.includes('--quick');
 const outDir =
   process.argv.find((a) => a.startsWith('--out='))?.slice(6) ?? fileURLToPath(new URL('../results', import.meta.url));
 const keptDataDir = process.argv.find((a) => a.startsWith('--data-dir='))?.slice(11);
+const guest = process.argv.find((a) => a.startsWith('--guest='))?.slice(8) === 'specialised' ? 'specialised' : 'debian';
 const ROUNDS = quick ? 5 : 20;
 const MEMORY_MB = 256;
 const TIMEOUT_MS = 30_000;
@@ -175,11 +178,13 @@ const p50 = (values: readonly number[]) => summarize(values).p50;
 async function main() {
   const started = Date.now();
   const dataDir = keptDataDir ?? mkdtempSync(join(tmpdir(), 'isola-bench-microvm-restore-'));
-  const results: Record<string, unknown> = { benchmark: 'microvm-restore', quick, host: hostInfo() };
+  const results: Record<string, unknown> = { benchmark: 'microvm-restore', quick, guest, host: hostInfo() };
   try {
     const image = ensureMicrovmImage(
       join(dataDir, 'images'),
       ensureNodeRootfs(join(dataDir, 'images'), join(dataDir, 'runtime')),
+      guest,
+      guest === 'specialised' ? resolveKernelCacheDir() : undefined,
     );
     const backend = await MicrovmBackend.open({ dataDir, image });
     results.accelerator = { name: backend.accelerator, why: backend.acceleratorReason };
@@ -242,7 +247,8 @@ async function main() {
     results.loadAverage1m = { atStart: loadAtStart, atEnd: loadavg()[0] };
     results.durationSeconds = Math.round((Date.now() - started) / 1000);
     mkdirSync(outDir, { recursive: true });
-    const file = join(outDir, quick ? 'microvm-restore-quick.json' : 'microvm-restore.json');
+    const name = `microvm-restore${guest === 'specialised' ? '-specialised' : ''}${quick ? '-quick' : ''}`;
+    const file = join(outDir, `${name}.json`);
     writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
     process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
     log(`wrote ${file}; restore to first response p50 ${p50(current.map((s) => s.total)).toFixed(1)} ms`);
