@@ -92,15 +92,28 @@ export async function cgroupDirs(cgroupsPath: string): Promise<string[]> {
   return [CGROUP_ROOT, ...controllers.map((c) => join(CGROUP_ROOT, c))].map((base) => join(base, cgroupsPath));
 }
 
-/** Removes a cgroup's directories; one that still has processes stays. */
+/** How long a cgroup whose last processes are still exiting is waited for before it is left. */
+const CGROUP_BUSY_MS = 2000;
+
+/**
+ * Removes a cgroup's directories. One that still has processes (EBUSY: a killed container's are
+ * exiting) is tried again until CGROUP_BUSY_MS, then left to the next sweep.
+ */
 export async function removeCgroup(cgroupsPath: string): Promise<void> {
-  await Promise.all(
-    (await cgroupDirs(cgroupsPath)).map((dir) =>
-      rmdir(dir).catch(() => {
-        // absent, still has processes, or not ours to remove
-      }),
-    ),
-  );
+  await Promise.all((await cgroupDirs(cgroupsPath)).map((dir) => removeCgroupDir(dir, Date.now() + CGROUP_BUSY_MS)));
+}
+
+async function removeCgroupDir(dir: string, deadline: number): Promise<void> {
+  for (;;) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (error) {
+      // Absent, or not ours to remove: nothing to wait for.
+      if ((error as NodeJS.ErrnoException).code !== 'EBUSY' || Date.now() > deadline) return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 /** Removes the cgroups under `/<parent>/` (in every hierarchy) that dead servers left. */
