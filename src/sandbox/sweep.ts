@@ -92,26 +92,39 @@ export async function cgroupDirs(cgroupsPath: string): Promise<string[]> {
   return [CGROUP_ROOT, ...controllers.map((c) => join(CGROUP_ROOT, c))].map((base) => join(base, cgroupsPath));
 }
 
-/** How long a cgroup whose last processes are still exiting is waited for before it is left. */
-const CGROUP_BUSY_MS = 2000;
-
 /**
- * Removes a cgroup's directories. One that still has processes (EBUSY: a killed container's are
- * exiting) is tried again until CGROUP_BUSY_MS, then left to the next sweep.
+ * Removes a cgroup's directories. One that still has processes (a killed container's are still
+ * exiting) is tried again as removeCgroupDir does, then left to the next sweep.
  */
 export async function removeCgroup(cgroupsPath: string): Promise<void> {
-  await Promise.all((await cgroupDirs(cgroupsPath)).map((dir) => removeCgroupDir(dir, Date.now() + CGROUP_BUSY_MS)));
+  await Promise.all(
+    (await cgroupDirs(cgroupsPath)).map((dir) =>
+      removeCgroupDir(dir).catch(() => {
+        // not ours to remove
+      }),
+    ),
+  );
 }
 
-async function removeCgroupDir(dir: string, deadline: number): Promise<void> {
-  for (;;) {
+/** Attempts at removing a cgroup directory that still has processes, 10 ms apart. */
+const CGROUP_BUSY_ATTEMPTS = 200;
+
+/**
+ * Removes a cgroup directory once its last processes have left it (killed ones take a moment):
+ * while it is busy (EBUSY), `onBusy` runs (to kill what is left, say) and it is tried again, up
+ * to CGROUP_BUSY_ATTEMPTS times; then it is left. Absent is done; other errors are thrown.
+ */
+export async function removeCgroupDir(dir: string, onBusy?: () => void): Promise<void> {
+  for (let attempt = 0; attempt < CGROUP_BUSY_ATTEMPTS; attempt++) {
     try {
       await rmdir(dir);
       return;
     } catch (error) {
-      // Absent, or not ours to remove: nothing to wait for.
-      if ((error as NodeJS.ErrnoException).code !== 'EBUSY' || Date.now() > deadline) return;
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY') throw error;
     }
+    onBusy?.();
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }

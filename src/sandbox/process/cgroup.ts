@@ -1,16 +1,6 @@
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  readSync,
-  rmdirSync,
-  writeFileSync,
-} from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { orphaned } from '../sweep.js';
+import { orphaned, removeCgroupDir } from '../sweep.js';
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
 const PARENT = 'isola-process';
@@ -127,17 +117,6 @@ export class SandboxCgroup {
       closeSync(this.procsFd);
       this.procsFd = undefined;
     }
-    for (let attempt = 0; attempt < 200; attempt++) {
-      try {
-        rmdirSync(this.dir);
-        return;
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') return;
-        if (code !== 'EBUSY') throw error;
-      }
-      this.killAllBut(() => false);
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    await removeCgroupDir(this.dir, () => this.killAllBut(() => false));
   }
 }
