@@ -54,6 +54,7 @@ export interface LeanInvokeOptions {
  * request (and will answer it), false when Fastify must.
  */
 export function leanInvokeHandler(options: LeanInvokeOptions): (request: IncomingMessage, response: ServerResponse) => boolean {
+  const answers = new AnswerBatch();
   return (request, response) => {
     if (request.method !== 'POST' || options.closing()) return false;
     const url = request.url;
@@ -79,7 +80,7 @@ export function leanInvokeHandler(options: LeanInvokeOptions): (request: Incomin
     request.on('error', () => {});
     request.on('end', () => {
       const text = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
-      void answer(options, request, response, name, query, text);
+      void answer(options, answers, request, response, name, query, text);
     });
     return true;
   };
@@ -87,6 +88,7 @@ export function leanInvokeHandler(options: LeanInvokeOptions): (request: Incomin
 
 async function answer(
   options: LeanInvokeOptions,
+  answers: AnswerBatch,
   request: IncomingMessage,
   response: ServerResponse,
   name: string,
@@ -98,7 +100,7 @@ async function answer(
     body = text.trim() === '' ? undefined : parseJson(text);
   } catch (error) {
     // As Fastify answers a body its parser refused: the connection closes after the answer.
-    fail(options, response, error, undefined, true);
+    fail(options, answers, response, error, undefined, true);
     return;
   }
   let activationId: string | undefined;
@@ -116,14 +118,15 @@ async function answer(
     activationId =
       outcome.kind === 'completed' ? outcome.record.activationId : outcome.kind === 'accepted' ? outcome.activationId : undefined;
     const { status, payload } = openWhiskInvokeAnswer(call, outcome);
-    send(response, status, payload);
+    answers.send(response, status, payload);
   } catch (error) {
-    fail(options, response, error, activationId, false);
+    fail(options, answers, response, error, activationId, false);
   }
 }
 
 function fail(
   options: LeanInvokeOptions,
+  answers: AnswerBatch,
   response: ServerResponse,
   error: unknown,
   activationId: string | undefined,
@@ -133,25 +136,56 @@ function fail(
   const requestId = newRequestId();
   const failed = options.errorAnswer(error, requestId);
   if (failed.internal) options.log.error({ err: error, requestId, activationId }, 'request failed');
-  send(response, failed.status, failed.body, closeConnection);
+  answers.send(response, failed.status, failed.body, closeConnection);
 }
 
-/** Fastify's reply.send for the payloads this door sends: a string as text, anything else as JSON. */
-function send(response: ServerResponse, status: number, payload: unknown, closeConnection = false): void {
-  if (payload === undefined) {
-    // No body (a 204), as reply.send() sends it.
-    response.writeHead(status, closeConnection ? { connection: 'close' } : {});
-    response.end();
-    return;
-  }
-  const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
-  const type = typeof payload === 'string' ? TEXT_TYPE : JSON_TYPE;
-  const length = String(Buffer.byteLength(text));
-  response.writeHead(
-    status,
-    closeConnection
+interface Answer {
+  response: ServerResponse;
+  status: number;
+  headers: Record<string, string>;
+  text: string | undefined;
+}
+
+/**
+ * The answers made while the event loop handles one round of readable sockets, written together
+ * once that round is over (setImmediate runs right after it). Under load a round holds several
+ * requests; answering each as it was made sent every response while the client was asleep, and
+ * each such send paid for waking it on the other CPU, about a third of the server's time a
+ * request here. Written back to back, one wake-up covers the round. A lone request waits only
+ * for the rest of its own round: microseconds.
+ */
+export class AnswerBatch {
+  private pending: Answer[] = [];
+
+  /** Fastify's reply.send for the payloads this door sends: a string as text, anything else as JSON. */
+  send(response: ServerResponse, status: number, payload: unknown, closeConnection = false): void {
+    if (payload === undefined) {
+      // No body (a 204), as reply.send() sends it.
+      this.queue({ response, status, headers: closeConnection ? { connection: 'close' } : {}, text: undefined });
+      return;
+    }
+    const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
+    const type = typeof payload === 'string' ? TEXT_TYPE : JSON_TYPE;
+    const length = String(Buffer.byteLength(text));
+    const headers: Record<string, string> = closeConnection
       ? { connection: 'close', 'content-type': type, 'content-length': length }
-      : { 'content-type': type, 'content-length': length },
-  );
-  response.end(text);
+      : { 'content-type': type, 'content-length': length };
+    this.queue({ response, status, headers, text });
+  }
+
+  private queue(answer: Answer): void {
+    this.pending.push(answer);
+    if (this.pending.length === 1) setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    const answers = this.pending;
+    this.pending = [];
+    for (const { response, status, headers, text } of answers) {
+      // A client that went away meanwhile: its socket is gone, there is nothing to write.
+      if (response.destroyed) continue;
+      response.writeHead(status, headers);
+      response.end(text);
+    }
+  }
 }
