@@ -215,6 +215,32 @@ describe('the keep-alive driver', () => {
     assert.deepEqual(host.expired, [id]);
   });
 
+  it('sets expiries for the function whose call ended only, and forgets an instance that is gone', () => {
+    const d = driver(new FixedKeepAlive(100));
+    const other = { ...action(), name: 'other' };
+    const fn = d.functionFor(action());
+    const otherFn = d.functionFor(other);
+    const [a, b] = [host.instance(action(), fn), host.instance(action(), fn)];
+    const c = host.instance(other, otherFn);
+    for (const id of [a, b, c]) host.ready(id);
+    serve(d, fn, a);
+    assert.deepEqual(
+      d.planOf('ns', 'fn').expiresAt,
+      new Map([
+        [a, T0 + 100],
+        [b, T0 + 100],
+      ]),
+    );
+    assert.deepEqual(d.planOf('ns', 'other').expiresAt, new Map());
+    mock.timers.tick(30);
+    host.stop(b);
+    serve(d, otherFn, c);
+    assert.deepEqual(d.planOf('ns', 'fn').expiresAt, new Map([[a, T0 + 100]]));
+    assert.deepEqual(d.planOf('ns', 'other').expiresAt, new Map([[c, T0 + 130]]));
+    mock.timers.tick(100);
+    assert.deepEqual(host.expired, [a, c]);
+  });
+
   it('asks the policy only when the last of overlapping calls ends', () => {
     const decisions: number[] = [];
     const d = driver(

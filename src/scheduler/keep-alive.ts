@@ -12,6 +12,11 @@ export class FunctionState {
   /** When the pending prewarm will start an instance (for the dashboard). */
   prewarmAt: number | undefined;
   latest: ActionVersion | undefined;
+  /**
+   * The ids of its tracked instances: a call's end looks at these only, not at every instance on
+   * the host, whose number grows with the functions kept warm.
+   */
+  readonly instanceIds = new Set<number>();
 
   constructor(
     readonly key: string,
@@ -131,7 +136,9 @@ export class KeepAliveDriver {
 
   /** An instance is being started; `keepUntil` when the policy prewarmed it. */
   instanceStarting(id: number, action: ActionVersion, fn: FunctionState, keepUntil?: number): void {
+    this.instances.get(id)?.fn.instanceIds.delete(id);
     this.instances.set(id, { action, fn, keepUntil, expiry: undefined });
+    fn.instanceIds.add(id);
   }
 
   /** An instance started and nobody took it: a prewarmed one stays until the policy's time. */
@@ -144,8 +151,10 @@ export class KeepAliveDriver {
   planOf(namespace: string, name: string): { prewarmAt: number | undefined; expiresAt: Map<number, number> } {
     const fn = this.functions.get(functionKey({ namespace, name }));
     const expiresAt = new Map<number, number>();
-    for (const [id, tracked] of this.instances)
-      if (tracked.fn === fn && tracked.expiresAt !== undefined) expiresAt.set(id, tracked.expiresAt);
+    for (const id of fn?.instanceIds ?? []) {
+      const tracked = this.instances.get(id);
+      if (tracked?.expiresAt !== undefined) expiresAt.set(id, tracked.expiresAt);
+    }
     return { prewarmAt: fn?.prewarmAt, expiresAt };
   }
 
@@ -185,7 +194,10 @@ export class KeepAliveDriver {
 
   /** The instance is gone (destroyed, or its start failed). */
   instanceGone(id: number): void {
-    clearTimeout(this.instances.get(id)?.expiry);
+    const tracked = this.instances.get(id);
+    if (!tracked) return;
+    clearTimeout(tracked.expiry);
+    tracked.fn.instanceIds.delete(id);
     this.instances.delete(id);
   }
 
@@ -262,7 +274,7 @@ export class KeepAliveDriver {
   /** Instances of a function (any version) that are idle now. */
   private idleInstancesOf(fn: FunctionState): number[] {
     const ids: number[] = [];
-    for (const [id, tracked] of this.instances) if (tracked.fn === fn && this.host.stateOf(id) === 'idle') ids.push(id);
+    for (const id of fn.instanceIds) if (this.host.stateOf(id) === 'idle') ids.push(id);
     return ids;
   }
 
