@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Scheduler } from '../scheduler/scheduler.js';
+import { Metrics } from './metrics.js';
+
+/** The scheduler's figures the gauges read: none here, only the counters are looked at. */
+const noInstances = { stats: () => ({ instances: [], functions: [] }) } as unknown as Scheduler;
+
+async function activationSeries(metrics: Metrics): Promise<Map<string, number>> {
+  const metric = await metrics.registry.getSingleMetric('isola_activations_total')?.get();
+  const series = new Map<string, number>();
+  for (const { labels, value } of metric?.values ?? []) series.set(`${labels.namespace}/${labels.action}`, value);
+  return series;
+}
+
+describe('per-function counters', () => {
+  it('keep series for the most recently active functions, however often the newest one is counted', async () => {
+    const metrics = new Metrics(noInstances, { functions: 2 });
+    const count = (action: string) =>
+      metrics.activations.inc({ namespace: 'ns', action, isolation: 'isolate', status: 'success' });
+    count('f1');
+    count('f1');
+    count('f2');
+    // f1 again: now the most recent, so f2 is the one that goes when f3 comes.
+    count('f1');
+    count('f1');
+    count('f3');
+    assert.deepEqual(
+      await activationSeries(metrics),
+      new Map([
+        ['ns/f1', 4],
+        ['ns/f3', 1],
+        ['_other/_other', 1],
+      ]),
+    );
+    // A namespace forgotten while its function was the newest: counted again, it comes back.
+    metrics.forgetNamespace('ns');
+    count('f3');
+    count('f4');
+    count('f5');
+    assert.deepEqual(
+      await activationSeries(metrics),
+      new Map([
+        ['ns/f4', 1],
+        ['ns/f5', 1],
+        ['_other/_other', 2],
+      ]),
+    );
+  });
+});
