@@ -82,6 +82,30 @@ async function warm(sandbox: Sandbox, backend?: IsolateBackend, params: Record<s
   );
 }
 
+/**
+ * Runs the warm function until one run is made on the fast path, and returns that run; `check`
+ * sees every run, wherever it was made. A busy host can make a run look long enough to send the
+ * version back to proving itself on the asynchronous path between two runs.
+ */
+async function runOnFastPath(
+  sandbox: Sandbox,
+  backend: IsolateBackend,
+  params: Record<string, unknown> = {},
+  check: (result: Awaited<ReturnType<typeof run>> & { elapsedMs: number }) => void = () => {},
+) {
+  return waitFor(
+    'a run on the fast path',
+    async () => {
+      const syncBefore = backend.runStats.sync;
+      const started = Date.now();
+      const result = await run(sandbox, params);
+      check({ ...result, elapsedMs: Date.now() - started });
+      return backend.runStats.sync === syncBefore + 1 ? result : undefined;
+    },
+    60_000,
+  );
+}
+
 /** Runs the function again until one run's logs satisfy `found`; returns that run. */
 async function runUntil(sandbox: Sandbox, what: string, found: (logs: string[]) => boolean) {
   return waitFor(what, async () => {
@@ -181,12 +205,11 @@ describe('isolate backend: runs on the server thread for short functions', () =>
       'async function main(p) { if (p.wait) await new Promise((r) => setTimeout(r, p.wait)); return { waited: p.wait ?? 0 }; }',
     );
     await warm(sandbox, backend);
-    const syncBefore = backend.runStats.sync;
-    const started = Date.now();
-    const { outcome } = await run(sandbox, { wait: 50 });
-    assert.deepEqual(outcome, { kind: 'result', result: { waited: 50 } });
-    assert.ok(Date.now() - started >= 45);
-    assert.equal(backend.runStats.sync, syncBefore + 1, 'it was started on the fast path');
+    // Each such run must finish, wherever it started; the one looked for started on the fast path.
+    await runOnFastPath(sandbox, backend, { wait: 50 }, ({ outcome, elapsedMs }) => {
+      assert.deepEqual(outcome, { kind: 'result', result: { waited: 50 } });
+      assert.ok(elapsedMs >= 45);
+    });
     assert.deepEqual((await run(sandbox)).outcome, { kind: 'result', result: { waited: 0 } });
     await sandbox.destroy();
   });
@@ -236,9 +259,8 @@ describe('isolate backend: runs on the server thread for short functions', () =>
     await fresh.destroy();
     const neighbour = await load(backend, SPIN, { namespace: 'quiet' });
     await warm(neighbour, backend);
-    const neighbourBefore = backend.runStats.sync;
-    assert.equal((await run(neighbour)).outcome.kind, 'result');
-    assert.equal(backend.runStats.sync, neighbourBefore + 1, 'another namespace keeps the fast path');
+    // Another namespace keeps the fast path.
+    await runOnFastPath(neighbour, backend, {}, ({ outcome }) => assert.equal(outcome.kind, 'result'));
     await neighbour.destroy();
   });
 
@@ -432,12 +454,9 @@ describe('isolate backend: failures are told apart by what happened, not by what
       assert.deepEqual((await run(sandbox, { message })).outcome, { kind: 'error', error: message });
     }
     await warm(sandbox, backend);
-    const syncBefore = backend.runStats.sync;
-    assert.deepEqual((await run(sandbox, { message: 'Script execution timed out.' })).outcome, {
-      kind: 'error',
-      error: 'Script execution timed out.',
-    });
-    assert.equal(backend.runStats.sync, syncBefore + 1, 'it ran on the fast path');
+    await runOnFastPath(sandbox, backend, { message: 'Script execution timed out.' }, ({ outcome }) =>
+      assert.deepEqual(outcome, { kind: 'error', error: 'Script execution timed out.' }),
+    );
     assert.deepEqual((await run(sandbox)).outcome, { kind: 'result', result: { fine: true } });
     await sandbox.destroy();
   });
@@ -456,11 +475,10 @@ describe('isolate backend: failures are told apart by what happened, not by what
       );
     }
     await warm(sandbox, backend);
-    const syncBefore = backend.runStats.sync;
-    const fast = await run(sandbox);
-    assert.deepEqual(fast.outcome, { kind: 'result', result: { kept: true } });
-    assert.match(fast.logs.join(''), /^Unhandled rejection: Error: timed out/);
-    assert.equal(backend.runStats.sync, syncBefore + 1, 'it ran on the fast path');
+    await runOnFastPath(sandbox, backend, {}, ({ outcome, logs }) => {
+      assert.deepEqual(outcome, { kind: 'result', result: { kept: true } });
+      assert.match(logs.join(''), /^Unhandled rejection: Error: timed out/);
+    });
     assert.equal(sandbox.alive, true);
     await sandbox.destroy();
   });
