@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setImmediate as nextRound } from 'node:timers/promises';
 import { AnswerBatch } from './lean-invoke.js';
+import { RoundEnd } from './round-end.js';
 
 interface Answer {
   status: number;
@@ -64,7 +65,7 @@ describe('AnswerBatch', () => {
   it('writes the answers made in one round of the event loop together once the round is over, each with its own bytes', async () => {
     const calls = ['/a', '/b', '/c', '/d'].map((path) => post(held.port, path));
     const requests = await held.take(4);
-    const batch = new AnswerBatch();
+    const batch = new AnswerBatch(new RoundEnd((error) => assert.fail(String(error))));
     const payloads: Record<string, unknown> = { '/a': { greeting: 'Hello a' }, '/b': 'just text', '/c': undefined };
     for (const { request: req, response } of requests) {
       if (req.url === '/d') batch.send(response, 502, { error: 'broken', code: 'x' }, true);
@@ -107,7 +108,7 @@ describe('AnswerBatch', () => {
       () => {},
     );
     await closed;
-    const batch = new AnswerBatch();
+    const batch = new AnswerBatch(new RoundEnd((error) => assert.fail(String(error))));
     for (const { response } of requests) batch.send(response, 200, { ok: true });
     await nextRound();
     assert.equal(left.response.headersSent, false);

@@ -6,6 +6,7 @@ import type { Platform } from '../platform/platform.js';
 import { basicNamespace } from './auth.js';
 import { parseJson } from './json.js';
 import { openWhiskInvokeAnswer, parseOpenWhiskInvoke } from './openwhisk.js';
+import type { RoundEnd } from './round-end.js';
 
 /**
  * The plainest OpenWhisk invoke, answered without Fastify's routing, hooks and reply pipeline,
@@ -47,6 +48,8 @@ export interface LeanInvokeOptions {
   closing: () => boolean;
   /** Called for each request taken here (counted in /metrics). */
   taken: () => void;
+  /** Where the server's answers wait for the end of the event loop's round. */
+  rounds: RoundEnd;
 }
 
 /**
@@ -54,7 +57,7 @@ export interface LeanInvokeOptions {
  * request (and will answer it), false when Fastify must.
  */
 export function leanInvokeHandler(options: LeanInvokeOptions): (request: IncomingMessage, response: ServerResponse) => boolean {
-  const answers = new AnswerBatch();
+  const answers = new AnswerBatch(options.rounds);
   return (request, response) => {
     if (request.method !== 'POST' || options.closing()) return false;
     const url = request.url;
@@ -146,16 +149,9 @@ interface Answer {
   text: string | undefined;
 }
 
-/**
- * The answers made while the event loop handles one round of readable sockets, written together
- * once that round is over (setImmediate runs right after it). Under load a round holds several
- * requests; answering each as it was made sent every response while the client was asleep, and
- * each such send paid for waking it on the other CPU, about a third of the server's time a
- * request here. Written back to back, one wake-up covers the round. A lone request waits only
- * for the rest of its own round: microseconds.
- */
+/** The lean path's answers, written at the end of the event loop's round with the server's others (see RoundEnd). */
 export class AnswerBatch {
-  private pending: Answer[] = [];
+  constructor(private readonly rounds: RoundEnd) {}
 
   /** Fastify's reply.send for the payloads this door sends: a string as text, anything else as JSON. */
   send(response: ServerResponse, status: number, payload: unknown, closeConnection = false): void {
@@ -173,19 +169,12 @@ export class AnswerBatch {
     this.queue({ response, status, headers, text });
   }
 
-  private queue(answer: Answer): void {
-    this.pending.push(answer);
-    if (this.pending.length === 1) setImmediate(() => this.flush());
-  }
-
-  private flush(): void {
-    const answers = this.pending;
-    this.pending = [];
-    for (const { response, status, headers, text } of answers) {
+  private queue({ response, status, headers, text }: Answer): void {
+    this.rounds.defer(() => {
       // A client that went away meanwhile: its socket is gone, there is nothing to write.
-      if (response.destroyed) continue;
+      if (response.destroyed) return;
       response.writeHead(status, headers);
       response.end(text);
-    }
+    });
   }
 }

@@ -15,6 +15,7 @@ import { type ErrorAnswer, leanInvokeHandler } from './lean-invoke.js';
 import { registerOpenFaasRoutes } from './openfaas.js';
 import { registerOpenWhiskRoutes } from './openwhisk.js';
 import { registerPackageRoutes } from './openwhisk-packages.js';
+import { RoundEnd } from './round-end.js';
 import { registerTriggerRoutes } from './triggers-rules.js';
 import { registerWebActionRoutes } from './web.js';
 
@@ -109,6 +110,10 @@ export function buildServer(platform: Platform): FastifyInstance {
     return reply.code(answer.status).send(answer.body);
   });
 
+  // Every answer, the lean path's too, is written at the end of the event loop's round: see RoundEnd.
+  const rounds = new RoundEnd((error) => app.log.error({ err: error }, 'writing an answer failed'));
+  app.addHook('onSend', (_request, _reply, payload, done) => rounds.defer(() => done(null, payload)));
+
   app.setNotFoundHandler((request, reply) =>
     reply.code(404).send({ error: 'The requested resource does not exist.', code: String(request.id) }),
   );
@@ -158,6 +163,7 @@ export function buildServer(platform: Platform): FastifyInstance {
       errorAnswer: (error, requestId) => errorAnswer(error, requestId, config.maxPayloadBytes),
       closing: () => closing,
       taken: leanCounter(platform),
+      rounds,
     });
     // In front of Fastify's handler on the server Fastify made, so that its timeouts and closing stay as they are.
     const [fastifyHandler] = app.server.listeners('request') as ((request: IncomingMessage, response: ServerResponse) => void)[];
