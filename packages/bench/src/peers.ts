@@ -290,6 +290,69 @@ export async function startNodeHttp(fn: PeerFunction): Promise<PeerServer> {
   return { url, startMs, pid: child.pid ?? 0, stop: () => stopChild(child) };
 }
 
+/**
+ * The least a multi-tenant host built on this project's stack does for a warm call: `node:http`,
+ * the function in an isolated-vm isolate of its own called synchronously under a time limit (one
+ * entry a call, the result serialised inside the isolate), a record of the call (a time-ordered
+ * id, as Isola's) group-committed to SQLite every `windowMs`, and the answers of one round of the
+ * event loop written together at its end (as Isola's server does). No routing, credentials,
+ * scheduling, limits on logs or results, metrics or keep-alive: what is left of a platform once
+ * everything that can be taken away is, and so a bound for what Isola's server can reach here.
+ */
+const STACK_FLOOR_SERVER = (fn: PeerFunction, port: number, file: string, windowMs: number) => `
+const http = require('node:http');
+const ivm = require('isolated-vm');
+const Database = require('better-sqlite3');
+const { randomUUID } = require('node:crypto');
+const isolate = new ivm.Isolate({ memoryLimit: 128 });
+const context = isolate.createContextSync();
+context.evalSync(${JSON.stringify(`${fn.code}\nglobalThis.call = (json) => JSON.stringify(main(JSON.parse(json)));`)});
+const call = context.global.getSync('call', { reference: true });
+const db = new Database(${JSON.stringify(file)});
+db.pragma('journal_mode = WAL');
+db.pragma('synchronous = NORMAL');
+db.exec('CREATE TABLE records (id TEXT PRIMARY KEY, start INTEGER, end INTEGER, result TEXT)');
+const insert = db.prepare('INSERT INTO records VALUES (?, ?, ?, ?)');
+const commit = db.transaction((rows) => { for (const row of rows) insert.run(row); });
+let records = [];
+let committing;
+let answers = [];
+let answering;
+const newId = () => Date.now().toString(16).padStart(12, '0') + randomUUID().replaceAll('-', '').slice(12);
+http.createServer((req, res) => {
+  let body = '';
+  req.on('data', (c) => (body += c));
+  req.on('end', () => {
+    const start = Date.now();
+    const result = call.applySync(undefined, [body || '{}'], { timeout: 10 });
+    records.push([newId(), start, Date.now(), result]);
+    committing ??= setTimeout(() => { committing = undefined; const rows = records; records = []; commit(rows); }, ${windowMs});
+    res.setHeader('content-type', 'application/json');
+    answers.push([res, result]);
+    answering ??= setImmediate(() => { answering = undefined; const all = answers; answers = []; for (const [r, b] of all) r.end(b); });
+  });
+}).listen(${port}, '127.0.0.1');`;
+
+/** The stack floor above in its own process, its database in `workDir`. */
+export async function startStackFloor(fn: PeerFunction, workDir: string, windowMs: number): Promise<PeerServer> {
+  const port = await freePort();
+  const file = join(workDir, `stack-floor-${port}.sqlite`);
+  const started = performance.now();
+  // Resolved from the repository's own dependencies, run as the server runs them.
+  const root = new URL('../../../', import.meta.url).pathname;
+  const child = spawn(process.execPath, ['--no-node-snapshot', '-e', STACK_FLOOR_SERVER(fn, port, file, windowMs)], {
+    cwd: root,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let output = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const url = `http://127.0.0.1:${port}/`;
+  const startMs = await firstResponse(url, JSON.stringify(fn.params), started, child, () => output);
+  return { url, startMs, pid: child.pid ?? 0, stop: () => stopChild(child) };
+}
+
 /** Where npm put the workerd binary, if it did. */
 export function workerdBinary(): string | undefined {
   try {

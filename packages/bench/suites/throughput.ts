@@ -1,8 +1,9 @@
 /**
  * Warm hello throughput through the blocking invoke API against Cloudflare's workerd serving the
- * same function as a Worker, and a bare `node:http` server, in one run: closed-loop load with the
- * same connections on each, in rounds taken in turns so that the host's noise falls on all three
- * alike. Writes packages/bench/results/throughput.{json,md}.
+ * same function as a Worker, a bare `node:http` server, and the least a server on this project's
+ * stack does for a call (startStackFloor), in one run: closed-loop load with the
+ * same connections on each, in rounds taken in turns so that the host's noise falls on all of
+ * them alike. Writes packages/bench/results/throughput.{json,md}.
  *
  *   npm run bench:throughput [-- --quick] [-- --database=postgres]
  */
@@ -15,7 +16,7 @@ import Database from 'better-sqlite3';
 import { DEFAULT_RECORD_WINDOW_MS } from '../../../src/config.js';
 import { ServerProcess } from '../../../test/helpers/server-process.js';
 import { hostInfo } from '../src/host.js';
-import { type LoadResult, loadTest, type PeerServer, startNodeHttp, startWorkerd } from '../src/peers.js';
+import { type LoadResult, loadTest, type PeerServer, startNodeHttp, startStackFloor, startWorkerd } from '../src/peers.js';
 import { ratio, summarize } from '../src/stats.js';
 
 const quick = process.argv.includes('--quick');
@@ -52,6 +53,8 @@ async function main() {
     peers.push(workerd);
     const bare = await startNodeHttp({ code: HELLO, params: { name: 'load' } });
     peers.push(bare);
+    const floor = await startStackFloor({ code: HELLO, params: { name: 'load' } }, workDir, DEFAULT_RECORD_WINDOW_MS);
+    peers.push(floor);
     const json = { 'content-type': 'application/json' };
     const targets: Target[] = [
       {
@@ -62,6 +65,7 @@ async function main() {
       },
       { name: 'workerd', url: workerd.url, headers: json, rounds: [] },
       { name: 'nodeHttp', url: bare.url, headers: json, rounds: [] },
+      { name: 'stackFloor', url: floor.url, headers: json, rounds: [] },
     ];
     // A short unmeasured round each: JIT, connection set-up, the server's caches.
     for (const target of targets) await loadTest(target.url, target.headers, BODY, 1, CONNECTIONS);
@@ -77,13 +81,17 @@ async function main() {
     }
     log('record commit lag: answer to the record in the database file...');
     const lag = await commitLag(server);
-    const [isola, workerdTarget, nodeHttp] = targets as [Target, Target, Target];
+    const [isola, workerdTarget, nodeHttp, stackFloor] = targets as [Target, Target, Target, Target];
     const perSecond = (target: Target) => median(target.rounds.map((r) => r.requestsPerSecond));
     // The ratio of each round's pair, then their median: a round's noise falls on both sides.
     const roundRatios = (other: Target) =>
       isola.rounds.map((r, i) => ratio(r.requestsPerSecond, (other.rounds[i] as LoadResult).requestsPerSecond));
     const toWorkerd = median(roundRatios(workerdTarget));
     const toNodeHttp = median(roundRatios(nodeHttp));
+    const toStackFloor = median(roundRatios(stackFloor));
+    const floorToWorkerd = median(
+      stackFloor.rounds.map((r, i) => ratio(r.requestsPerSecond, (workerdTarget.rounds[i] as LoadResult).requestsPerSecond)),
+    );
     const results = {
       benchmark: 'throughput',
       quick,
@@ -96,18 +104,26 @@ async function main() {
         isola: perSecond(isola),
         workerd: perSecond(workerdTarget),
         nodeHttp: perSecond(nodeHttp),
+        stackFloor: perSecond(stackFloor),
       },
       latencyP50Ms: {
         isola: median(isola.rounds.map((r) => r.latencyMs.p50)),
         workerd: median(workerdTarget.rounds.map((r) => r.latencyMs.p50)),
         nodeHttp: median(nodeHttp.rounds.map((r) => r.latencyMs.p50)),
+        stackFloor: median(stackFloor.rounds.map((r) => r.latencyMs.p50)),
       },
-      roundRatios: { toWorkerd: roundRatios(workerdTarget), toNodeHttp: roundRatios(nodeHttp) },
+      roundRatios: {
+        toWorkerd: roundRatios(workerdTarget),
+        toNodeHttp: roundRatios(nodeHttp),
+        toStackFloor: roundRatios(stackFloor),
+      },
       rawRounds: Object.fromEntries(targets.map((t) => [t.name, t.rounds])),
       targets: {
         throughputToWorkerd: { target: '>= 1.0', measured: toWorkerd, met: toWorkerd >= 1 },
       },
       ratioToNodeHttp: toNodeHttp,
+      ratioToStackFloor: toStackFloor,
+      stackFloorToWorkerd: floorToWorkerd,
       recordWindowMs: DEFAULT_RECORD_WINDOW_MS,
       commitLagMs: lag,
       durationSeconds: Math.round((Date.now() - started) / 1000),
@@ -162,9 +178,11 @@ function markdown(r: {
   secondsPerRound: number;
   requestsPerSecond: Record<string, number>;
   latencyP50Ms: Record<string, number>;
-  roundRatios: { toWorkerd: number[]; toNodeHttp: number[] };
+  roundRatios: { toWorkerd: number[]; toNodeHttp: number[]; toStackFloor: number[] };
   targets: { throughputToWorkerd: { measured: number; met: boolean } };
   ratioToNodeHttp: number;
+  ratioToStackFloor: number;
+  stackFloorToWorkerd: number;
   recordWindowMs: number;
   commitLagMs: { p50: number; p99: number; max: number; n: number };
 }): string {
@@ -177,9 +195,12 @@ function markdown(r: {
 ${row('Isola, isolate, `POST .../actions/hello?blocking=true&result=true` (SQLite)', 'isola')}
 ${row('workerd, the same function as a Worker', 'workerd')}
 ${row('bare `node:http` calling the function', 'nodeHttp')}
+${row('stack floor: `node:http`, the function in an isolated-vm isolate, a record group-committed to SQLite', 'stackFloor')}
 
 Isola / workerd, per round: ${r.roundRatios.toWorkerd.join(', ')}; median **${r.targets.throughputToWorkerd.measured}x** (target at least 1.0x: ${r.targets.throughputToWorkerd.met ? 'met' : 'not met'}).
 Isola / bare node:http, per round: ${r.roundRatios.toNodeHttp.join(', ')}; median ${r.ratioToNodeHttp}x.
+Isola / stack floor, per round: ${r.roundRatios.toStackFloor.join(', ')}; median ${r.ratioToStackFloor}x; the stack floor / workerd: median ${r.stackFloorToWorkerd}x.
+The stack floor is what is left of a server on this project's stack once everything a platform adds is taken away (one isolate entry a call under a time limit, a four-column record with a time-ordered key, answers written at the end of each round of the event loop): what the stack itself allows, against which the rest of Isola's time a call is its own.
 
 Records are committed after the answer, in groups, within a window of ${r.recordWindowMs} ms: from the answer of a blocking call to its record in the database file, over ${r.commitLagMs.n} calls: p50 ${r.commitLagMs.p50} ms, p99 ${r.commitLagMs.p99} ms, max ${r.commitLagMs.max} ms (what a kill -9 at that moment loses; accepted asynchronous invocations are stored before their 202).
 `;
