@@ -190,6 +190,8 @@ export async function bareQemuBoot(
 
 export interface LoadResult {
   requestsPerSecond: number;
+  /** Requests completed in the window. */
+  requests: number;
   latencyMs: { p50: number; p99: number };
   errors: number;
 }
@@ -218,6 +220,7 @@ export async function loadTest(
   const perSecond = result.requests.total / Math.max(result.duration, seconds);
   return {
     requestsPerSecond: perSecond >= 100 ? Math.round(perSecond) : Math.round(perSecond * 100) / 100,
+    requests: result.requests.total,
     latencyMs: { p50: result.latency.p50, p99: result.latency.p99 },
     errors: result.errors + result.non2xx,
   };

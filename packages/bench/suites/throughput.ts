@@ -8,7 +8,8 @@
  *   npm run bench:throughput [-- --quick] [-- --database=postgres]
  */
 
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,7 +37,25 @@ interface Target {
   name: string;
   url: string;
   headers: Record<string, string>;
-  rounds: LoadResult[];
+  /** The server's process: its CPU time (all its threads) is read around each round. */
+  pid: number;
+  rounds: (LoadResult & { cpuUsPerRequest: number })[];
+}
+
+const CLOCK_TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+
+function serverPid(server: ServerProcess): number {
+  const pid = server.pid;
+  if (pid === undefined) throw new Error(`the server is not running:\n${server.output}`);
+  return pid;
+}
+
+/** CPU time (user + system, every thread) a process has used so far, in ms. */
+function processCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The fields after the command name, which is in parentheses and may hold spaces.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
 }
 
 async function main() {
@@ -61,11 +80,12 @@ async function main() {
         name: 'isola',
         url: `${server.url}/api/v1/namespaces/_/actions/hello?blocking=true&result=true`,
         headers: { ...json, authorization: `Basic ${Buffer.from(server.auth).toString('base64')}` },
+        pid: serverPid(server),
         rounds: [],
       },
-      { name: 'workerd', url: workerd.url, headers: json, rounds: [] },
-      { name: 'nodeHttp', url: bare.url, headers: json, rounds: [] },
-      { name: 'stackFloor', url: floor.url, headers: json, rounds: [] },
+      { name: 'workerd', url: workerd.url, headers: json, pid: workerd.pid, rounds: [] },
+      { name: 'nodeHttp', url: bare.url, headers: json, pid: bare.pid, rounds: [] },
+      { name: 'stackFloor', url: floor.url, headers: json, pid: floor.pid, rounds: [] },
     ];
     // A short unmeasured round each: JIT, connection set-up, the server's caches.
     for (const target of targets) await loadTest(target.url, target.headers, BODY, 1, CONNECTIONS);
@@ -73,10 +93,12 @@ async function main() {
       // Rotate who goes first so that no side always follows the same neighbour.
       const order = targets.map((_, i) => targets[(i + round) % targets.length] as Target);
       for (const target of order) {
+        const cpuBefore = processCpuMs(target.pid);
         const result = await loadTest(target.url, target.headers, BODY, SECONDS, CONNECTIONS);
+        const cpuUsPerRequest = Math.round(((processCpuMs(target.pid) - cpuBefore) * 1000 * 10) / result.requests) / 10;
         if (result.errors > 0) throw new Error(`${target.name}: ${result.errors} failed requests in round ${round + 1}`);
-        target.rounds.push(result);
-        log(`round ${round + 1} ${target.name}: ${result.requestsPerSecond} requests/s`);
+        target.rounds.push({ ...result, cpuUsPerRequest });
+        log(`round ${round + 1} ${target.name}: ${result.requestsPerSecond} requests/s, ${cpuUsPerRequest} us of CPU a request`);
       }
     }
     log('record commit lag: answer to the record in the database file...');
@@ -112,6 +134,9 @@ async function main() {
         nodeHttp: median(nodeHttp.rounds.map((r) => r.latencyMs.p50)),
         stackFloor: median(stackFloor.rounds.map((r) => r.latencyMs.p50)),
       },
+      // The server process's CPU time (every thread) over the round, per request completed: less
+      // moved by the shared host than requests/s, which also count the time a server waits for a CPU.
+      cpuUsPerRequest: Object.fromEntries(targets.map((t) => [t.name, median(t.rounds.map((r) => r.cpuUsPerRequest))])),
       roundRatios: {
         toWorkerd: roundRatios(workerdTarget),
         toNodeHttp: roundRatios(nodeHttp),
@@ -178,6 +203,7 @@ function markdown(r: {
   secondsPerRound: number;
   requestsPerSecond: Record<string, number>;
   latencyP50Ms: Record<string, number>;
+  cpuUsPerRequest: Record<string, number>;
   roundRatios: { toWorkerd: number[]; toNodeHttp: number[]; toStackFloor: number[] };
   targets: { throughputToWorkerd: { measured: number; met: boolean } };
   ratioToNodeHttp: number;
@@ -187,11 +213,11 @@ function markdown(r: {
   commitLagMs: { p50: number; p99: number; max: number; n: number };
 }): string {
   const row = (name: string, key: string) =>
-    `| ${name} | ${r.requestsPerSecond[key]?.toLocaleString('en')} | ${r.latencyP50Ms[key]} |`;
-  return `Measured ${r.measuredAt} (npm run bench:throughput): warm hello, ${r.connections} connections, ${r.rounds} rounds of ${r.secondsPerRound} s taken in turns; medians over the rounds.
+    `| ${name} | ${r.requestsPerSecond[key]?.toLocaleString('en')} | ${r.latencyP50Ms[key]} | ${r.cpuUsPerRequest[key]} |`;
+  return `Measured ${r.measuredAt} (npm run bench:throughput): warm hello, ${r.connections} connections, ${r.rounds} rounds of ${r.secondsPerRound} s taken in turns; medians over the rounds. The server's CPU a request is its process's CPU time (every thread) over a round, per request completed.
 
-| server | requests/s | latency p50 (ms) |
-|---|---|---|
+| server | requests/s | latency p50 (ms) | server CPU a request (us) |
+|---|---|---|---|
 ${row('Isola, isolate, `POST .../actions/hello?blocking=true&result=true` (SQLite)', 'isola')}
 ${row('workerd, the same function as a Worker', 'workerd')}
 ${row('bare `node:http` calling the function', 'nodeHttp')}
