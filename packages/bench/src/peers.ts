@@ -282,15 +282,38 @@ http.createServer((req, res) => {
 /** A bare `node:http` server running the function in its own process: no platform at all. */
 export async function startNodeHttp(fn: PeerFunction): Promise<PeerServer> {
   const port = await freePort();
+  return spawnPeer(process.execPath, ['-e', NODE_HTTP_SERVER(fn, port)], port, fn);
+}
+
+/**
+ * Starts a peer server listening on `port` of 127.0.0.1 and waits for its first answer to the
+ * function's params. The peer is stopped (and `cleanup` run) by `stop`, or when it never answers.
+ */
+async function spawnPeer(
+  command: string,
+  args: string[],
+  port: number,
+  fn: PeerFunction,
+  options: { cwd?: string; cleanup?: () => void } = {},
+): Promise<PeerServer> {
   const started = performance.now();
-  const child = spawn(process.execPath, ['-e', NODE_HTTP_SERVER(fn, port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(command, args, { cwd: options.cwd, stdio: ['ignore', 'ignore', 'pipe'] });
   let output = '';
   child.stderr?.on('data', (chunk: Buffer) => {
     output += chunk.toString();
   });
   const url = `http://127.0.0.1:${port}/`;
-  const startMs = await firstResponse(url, JSON.stringify(fn.params), started, child, () => output);
-  return { url, startMs, pid: child.pid ?? 0, stop: () => stopChild(child) };
+  const stop = async () => {
+    await stopChild(child);
+    options.cleanup?.();
+  };
+  try {
+    const startMs = await firstResponse(url, JSON.stringify(fn.params), started, child, () => output);
+    return { url, startMs, pid: child.pid ?? 0, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
 }
 
 /**
@@ -340,20 +363,11 @@ http.createServer((req, res) => {
 export async function startStackFloor(fn: PeerFunction, workDir: string, windowMs: number): Promise<PeerServer> {
   const port = await freePort();
   const file = join(workDir, `stack-floor-${port}.sqlite`);
-  const started = performance.now();
-  // Resolved from the repository's own dependencies, run as the server runs them.
+  // Its modules resolved from the repository's own dependencies, run as the server runs them.
   const root = new URL('../../../', import.meta.url).pathname;
-  const child = spawn(process.execPath, ['--no-node-snapshot', '-e', STACK_FLOOR_SERVER(fn, port, file, windowMs)], {
+  return spawnPeer(process.execPath, ['--no-node-snapshot', '-e', STACK_FLOOR_SERVER(fn, port, file, windowMs)], port, fn, {
     cwd: root,
-    stdio: ['ignore', 'ignore', 'pipe'],
   });
-  let output = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  const url = `http://127.0.0.1:${port}/`;
-  const startMs = await firstResponse(url, JSON.stringify(fn.params), started, child, () => output);
-  return { url, startMs, pid: child.pid ?? 0, stop: () => stopChild(child) };
 }
 
 /** Where npm put the workerd binary, if it did. */
@@ -400,29 +414,10 @@ export async function startWorkerd(fn: PeerFunction, workDir: string): Promise<P
   const port = await freePort();
   writeFileSync(join(dir, 'config.capnp'), WORKERD_CONFIG(port));
   writeFileSync(join(dir, 'worker.js'), WORKERD_WORKER(fn));
-  const started = performance.now();
-  const child = spawn(binary, ['serve', join(dir, 'config.capnp')], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  let output = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
+  return spawnPeer(binary, ['serve', join(dir, 'config.capnp')], port, fn, {
+    cwd: dir,
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
   });
-  const url = `http://127.0.0.1:${port}/`;
-  try {
-    const startMs = await firstResponse(url, JSON.stringify(fn.params), started, child, () => output);
-    return {
-      url,
-      startMs,
-      pid: child.pid ?? 0,
-      stop: async () => {
-        await stopChild(child);
-        rmSync(dir, { recursive: true, force: true });
-      },
-    };
-  } catch (error) {
-    await stopChild(child);
-    rmSync(dir, { recursive: true, force: true });
-    throw error;
-  }
 }
 
 /** Sequential warm requests to a peer server over one keep-alive connection. */

@@ -106,14 +106,12 @@ async function main() {
     const [isola, workerdTarget, nodeHttp, stackFloor] = targets as [Target, Target, Target, Target];
     const perSecond = (target: Target) => median(target.rounds.map((r) => r.requestsPerSecond));
     // The ratio of each round's pair, then their median: a round's noise falls on both sides.
-    const roundRatios = (other: Target) =>
-      isola.rounds.map((r, i) => ratio(r.requestsPerSecond, (other.rounds[i] as LoadResult).requestsPerSecond));
+    const roundRatios = (other: Target, of: Target = isola) =>
+      of.rounds.map((r, i) => ratio(r.requestsPerSecond, (other.rounds[i] as LoadResult).requestsPerSecond));
     const toWorkerd = median(roundRatios(workerdTarget));
     const toNodeHttp = median(roundRatios(nodeHttp));
     const toStackFloor = median(roundRatios(stackFloor));
-    const floorToWorkerd = median(
-      stackFloor.rounds.map((r, i) => ratio(r.requestsPerSecond, (workerdTarget.rounds[i] as LoadResult).requestsPerSecond)),
-    );
+    const floorToWorkerd = median(roundRatios(workerdTarget, stackFloor));
     const results = {
       benchmark: 'throughput',
       quick,

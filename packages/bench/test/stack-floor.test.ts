@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
+import { waitFor } from '../../../test/helpers/server-process.js';
 import { type PeerServer, startStackFloor } from '../src/peers.js';
 
 const GREET = 'function main(params) { return { greeting: "Hello " + (params.name || "world") }; }';
@@ -39,13 +40,15 @@ describe('the stack floor peer (bench:throughput)', () => {
     assert.ok(file, 'no database file in the work dir');
     const db = new Database(join(workDir, file), { readonly: true });
     try {
-      const deadline = Date.now() + 10_000;
-      let rows: { id: string; result: string }[] = [];
-      while (Date.now() < deadline) {
-        rows = db.prepare('select id, result from records order by rowid').all() as typeof rows;
-        if (rows.some((r) => r.result.includes('Hello three'))) break;
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      // Committed within the window after the last answer.
+      const rows = await waitFor(
+        'the record of the last call',
+        async () => {
+          const stored = db.prepare('select id, result from records order by rowid').all() as { id: string; result: string }[];
+          return stored.some((r) => r.result.includes('Hello three')) ? stored : undefined;
+        },
+        10_000,
+      );
       const results = rows.map((r) => JSON.parse(r.result).greeting);
       for (const name of ['one', 'two', 'three']) assert.ok(results.includes(`Hello ${name}`), `no record of ${name}`);
       // The key starts with the time in ms (12 hex digits); calls in one ms share it.
