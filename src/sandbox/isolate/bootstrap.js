@@ -24,6 +24,7 @@
   const indexOf = uncurry(String.prototype.indexOf);
   const objectToString = uncurry(Object.prototype.toString);
   const createObject = Object.create;
+  const NativePromise = Promise;
   const record = () => createObject(null);
 
   /** The owner of what the function's top-level code (and what it leaves behind) does. */
@@ -436,6 +437,11 @@
 
   /** `acks`: ids, one per line, whose envelopes the host has received and no longer needs. */
   function begin(id, paramsJson, deadline, acks) {
+    const owner = enter(id, deadline, acks);
+    return execute(owner, paramsJson);
+  }
+
+  function enter(id, deadline, acks) {
     if (acks) {
       let start = 0;
       while (start <= acks.length) {
@@ -448,14 +454,67 @@
     sweep(dateNow());
     const owner = open(id, deadline);
     current = owner;
-    return execute(owner, paramsJson);
+    return owner;
   }
 
-  // The host's fast path calls `start` and then `take`, both synchronously on its own thread: a
-  // function that finishes within its microtasks is answered by `take`; one still awaiting
-  // something (a timer) reports through hostDone when it settles. The asynchronous path calls
-  // `run` and gets the envelope as the promise's value.
+  // The host's fast path calls `start` synchronously on its own thread. A function that returns a
+  // value (not a thenable) is answered by `start` itself, in the same entry: what its leftover
+  // microtasks print comes after it returned, as for any function. For a thenable, `start` gives
+  // nothing and the host calls `take` once the entry's microtasks have run: a function settled
+  // by then is answered there; one still awaiting something (a timer) reports through hostDone
+  // when it settles. The asynchronous path calls `run` and gets the envelope as the promise's value.
+  // The last envelope `start` gave is kept until the next one: the host asks `take` for it when
+  // the entry ended with a rejection nobody handled, which loses the entry's own value.
+  let startedId;
+  let startedEnvelope;
+  function start(id, paramsJson, deadline, acks) {
+    const owner = enter(id, deadline, acks);
+    startedId = undefined;
+    startedEnvelope = undefined;
+    let envelope;
+    try {
+      const result = entry(parseJson(paramsJson));
+      if ((typeof result === 'object' && result !== null) || typeof result === 'function') {
+        // Read once, as await reads it.
+        const then = result.then;
+        if (typeof then === 'function') {
+          const given = new NativePromise((resolve, reject) => reflectApply(then, result, [resolve, reject]));
+          settleLater(owner, given);
+          return undefined;
+        }
+      }
+      current = owner;
+      envelope = resultEnvelope(owner, result);
+    } catch (error) {
+      current = owner;
+      envelope = errorEnvelope(owner, error);
+    }
+    startedId = id;
+    startedEnvelope = envelope;
+    return envelope;
+  }
+
+  /** What `start` leaves to settle: the envelope of the thenable's value. */
+  async function settleLater(owner, given) {
+    let envelope;
+    try {
+      const result = await given;
+      current = owner;
+      envelope = resultEnvelope(owner, result);
+    } catch (error) {
+      current = owner;
+      envelope = errorEnvelope(owner, error);
+    }
+    settle(owner, envelope);
+  }
+
   function take(id) {
+    if (startedId === id) {
+      const envelope = startedEnvelope;
+      startedId = undefined;
+      startedEnvelope = undefined;
+      return envelope;
+    }
     const envelope = settled[id];
     if (envelope !== undefined) {
       delete settled[id];
@@ -496,9 +555,7 @@
   return {
     load,
     run: begin,
-    start(id, paramsJson, deadline, acks) {
-      begin(id, paramsJson, deadline, acks);
-    },
+    start,
     take,
     fire,
   };

@@ -205,6 +205,37 @@ describe('isolate backend: runs on the server thread for short functions', () =>
     await sandbox.destroy();
   });
 
+  it('answers a value, a promise, a thenable, a throw and a value beside an unhandled rejection on the fast path', async () => {
+    const code = [
+      'function main(p) {',
+      '  if (p.shape === "promise") return (async () => { await null; return { shape: p.shape }; })();',
+      '  if (p.shape === "thenable") return { then(resolve) { resolve({ shape: p.shape }); } };',
+      '  if (p.shape === "throw") throw new RangeError("thrown at once");',
+      '  if (p.shape === "reject") Promise.reject(new Error("left unhandled"));',
+      '  if (p.shape === "value") Promise.resolve().then(() => console.log("printed after it returned"));',
+      '  return { shape: p.shape };',
+      '}',
+    ].join('\n');
+    const sandbox = await load(backend, code);
+    await warm(sandbox, backend);
+    for (const shape of ['promise', 'thenable', 'reject']) {
+      const { outcome, logs } = await runOnFastPath(sandbox, backend, { shape });
+      assert.deepEqual(outcome, { kind: 'result', result: { shape } });
+      if (shape === 'reject') assert.match(logs.join(''), /^Unhandled rejection: Error: left unhandled\n/);
+      else assert.deepEqual(logs, []);
+    }
+    const thrown = await runOnFastPath(sandbox, backend, { shape: 'throw' });
+    assert.deepEqual(thrown.outcome, { kind: 'error', error: 'thrown at once' });
+    assert.match(thrown.logs.join(''), /^RangeError: thrown at once\n\s+at main \(index\.js:4:/);
+    // A value is answered as the function returns it: its microtasks' output is leftover output.
+    const value = await runOnFastPath(sandbox, backend, { shape: 'value' });
+    assert.deepEqual(value.outcome, { kind: 'result', result: { shape: 'value' } });
+    assert.deepEqual(value.logs, []);
+    const next = await runUntil(sandbox, 'the line printed after it returned', (logs) => logs.length > 0);
+    assert.deepEqual(next.logs, [`${lateOutputLine(value.id, 'printed after it returned')}\n`]);
+    await sandbox.destroy();
+  });
+
   it('makes a run that overruns the budget again asynchronously, drops its logs, and after a second overrun keeps the version off the fast path', async () => {
     const sandbox = await load(
       backend,

@@ -250,7 +250,7 @@ type Envelope = string;
 interface Internals {
   load: ivm.Reference<(moduleFunction: unknown, main: string, filename: string, logLimit: number, deadline: number) => Envelope>;
   run: ivm.Reference<(id: string, params: string, deadline: number, acks: string) => Promise<Envelope>>;
-  start: ivm.Reference<(id: string, params: string, deadline: number, acks: string) => void>;
+  start: ivm.Reference<(id: string, params: string, deadline: number, acks: string) => Envelope | undefined>;
   take: ivm.Reference<(id: string) => Envelope | undefined>;
   fire: ivm.Reference<(id: number) => void>;
 }
@@ -804,8 +804,11 @@ export class IsolateSandbox implements Sandbox {
     const cpuBefore = realm.isolate.cpuTime;
     this.stats.sync++;
     const started = performance.now();
+    let envelope: Envelope | undefined;
     try {
-      realm.internals.start.applySync(undefined, [run.id, paramsJson, deadline, this.takeAcks()], { timeout: SYNC_BUDGET_MS });
+      envelope = realm.internals.start.applySync(undefined, [run.id, paramsJson, deadline, this.takeAcks()], {
+        timeout: SYNC_BUDGET_MS,
+      }) as Envelope | undefined;
     } catch (error) {
       if (this.destroyed || realm.isolate.isDisposed) throw error;
       if (performance.now() - started < SYNC_BUDGET_MS - CLOCK_SLACK_MS) {
@@ -820,7 +823,10 @@ export class IsolateSandbox implements Sandbox {
       }
     }
     this.syncEligibility.observe(code.key, this.cpuMsSince(realm, cpuBefore));
-    const envelope = realm.internals.take.applySync(undefined, [run.id]) as Envelope | undefined;
+    // A function that returned a value was answered by `start`; a promise is asked for once the
+    // entry's microtasks have run, as is the value an unhandled rejection took from `start`.
+    if (envelope !== undefined) return envelope;
+    envelope = realm.internals.take.applySync(undefined, [run.id]) as Envelope | undefined;
     if (envelope !== undefined) return envelope;
     // Still awaiting something (a timer): it reports through the hostDone bridge when it settles,
     // which cannot happen before this thread returns to the event loop.
