@@ -3,6 +3,7 @@ import { Kysely, SqliteDialect } from 'kysely';
 import { lastPerActivation, upsertActivations } from '../activation-writer.js';
 import type { StoreDatabase } from '../database.js';
 import type { ActivationRow, Database } from '../schema.js';
+import { WalCheckpointer } from './wal-checkpointer.js';
 
 /** The embedded database: one better-sqlite3 connection in the data dir. */
 export function openSqlite(file: string): StoreDatabase {
@@ -15,6 +16,8 @@ export function openSqlite(file: string): StoreDatabase {
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   // Prepared on first use: the table exists only once the migrations have run.
   let writeBatch: ((rows: readonly ActivationRow[]) => void) | undefined;
+  // Started with the first activations stored: a store that never records any needs no thread.
+  const checkpointer = new WalCheckpointer(sqlite, file);
   return {
     dialect: 'sqlite',
     db,
@@ -22,11 +25,15 @@ export function openSqlite(file: string): StoreDatabase {
     writeActivations(rows) {
       writeBatch ??= activationBatchWriter(db, sqlite);
       writeBatch(lastPerActivation(rows));
+      checkpointer.start();
       return undefined;
     },
     inTransaction: () => sqlite.inTransaction,
     lock: async () => {},
-    close: () => db.destroy(),
+    close: async () => {
+      await checkpointer.stop();
+      await db.destroy();
+    },
   };
 }
 
