@@ -20,15 +20,30 @@ declare module 'fastify' {
   }
 }
 
+/** Headers parsed lately, and what they held: a client sends the same header with every request. */
+const parsedHeaders = new Map<string, Readonly<{ uuid: string; key: string }> | undefined>();
+const PARSED_HEADERS_KEPT = 1024;
+/** Longer headers are parsed every time: the cache must stay small whatever clients send. */
+const CACHED_HEADER_CHARS = 512;
+
 /** Parses HTTP Basic `uuid:key`; undefined when absent or not Basic. */
-export function basicCredentials(header: string | undefined): { uuid: string; key: string } | undefined {
+export function basicCredentials(header: string | undefined): Readonly<{ uuid: string; key: string }> | undefined {
   if (!header) return undefined;
+  if (parsedHeaders.has(header)) return parsedHeaders.get(header);
+  const credentials = parseBasic(header);
+  if (header.length > CACHED_HEADER_CHARS) return credentials;
+  if (parsedHeaders.size >= PARSED_HEADERS_KEPT) parsedHeaders.clear();
+  parsedHeaders.set(header, credentials);
+  return credentials;
+}
+
+function parseBasic(header: string): Readonly<{ uuid: string; key: string }> | undefined {
   const match = /^Basic\s+([A-Za-z0-9+/=_-]+)\s*$/i.exec(header);
   if (!match) return undefined;
   const decoded = Buffer.from(match[1] as string, 'base64').toString('utf8');
   const at = decoded.indexOf(':');
   if (at <= 0) return undefined;
-  return { uuid: decoded.slice(0, at), key: decoded.slice(at + 1) };
+  return Object.freeze({ uuid: decoded.slice(0, at), key: decoded.slice(at + 1) });
 }
 
 /** The namespace the request's Basic credentials belong to; 401 without valid ones. */

@@ -83,7 +83,8 @@ describe('versions', () => {
 describe('ids', () => {
   it('makes activation ids of 32 hex digits that start with the time, and request ids of 32 hex digits', () => {
     const before = Date.now();
-    const ids = Array.from({ length: 200 }, newActivationId);
+    // More than one draw of entropy (512 ids each).
+    const ids = Array.from({ length: 1200 }, newActivationId);
     for (const id of ids) {
       assert.match(id, /^[0-9a-f]{32}$/);
       const ms = Number.parseInt(id.slice(0, 12), 16);

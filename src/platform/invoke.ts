@@ -123,7 +123,9 @@ export class InvokePath {
   async invoke(command: InvokeCommand): Promise<InvokeOutcome> {
     const fn = await this.options.resolve(command.function);
     if (!fn) return notFound(command.function);
-    const refused = await this.refusal(command, fn);
+    // A namespace's caller is checked without a turn of the event loop: most calls are theirs.
+    const refused =
+      command.caller.kind === 'namespace' ? namespaceRefusal(command.caller.namespace, fn) : await this.refusal(command, fn);
     if (refused) return refused;
     switch (command.mode) {
       case 'dry-run':
@@ -138,16 +140,7 @@ export class InvokePath {
   /** Why the caller may not call this function, or undefined when it may. */
   private async refusal(command: InvokeCommand, fn: ActionVersion): Promise<InvokeOutcome | undefined> {
     const caller = command.caller;
-    if (caller.kind === 'namespace') {
-      return caller.namespace === fn.namespace
-        ? undefined
-        : {
-            kind: 'rejected',
-            function: fn,
-            reason: 'forbidden',
-            message: 'The supplied authentication is not authorized to access this resource.',
-          };
-    }
+    if (caller.kind === 'namespace') return namespaceRefusal(caller.namespace, fn);
     const exported = annotationValue(fn.annotations, 'web-export');
     // Not exported is not there, for the web: a caller learns nothing about other functions.
     if (exported !== true && exported !== 'true') return { kind: 'not-found', message: 'The requested resource does not exist.' };
@@ -419,4 +412,16 @@ export function annotationsOf(command: Pick<InvokeCommand, 'door' | 'cause'>): K
 function sameSecret(given: string, expected: string): boolean {
   const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
   return timingSafeEqual(digest(given), digest(expected));
+}
+
+/** Why a namespace's caller may not call this function (another namespace's), or undefined when it may. */
+function namespaceRefusal(namespace: string, fn: ActionVersion): InvokeOutcome | undefined {
+  return namespace === fn.namespace
+    ? undefined
+    : {
+        kind: 'rejected',
+        function: fn,
+        reason: 'forbidden',
+        message: 'The supplied authentication is not authorized to access this resource.',
+      };
 }

@@ -114,7 +114,8 @@ export class Invoker {
     let retryable = attempt.retryable;
     if (!outcome) response = attempt.response;
     else {
-      response = await withPlatformRules(responseFor(outcome, action), invocation);
+      response = responseFor(outcome, action);
+      if (invocation.checkResult || invocation.applyResult) response = await withPlatformRules(response, invocation);
       retryable =
         outcome.kind === 'timeout' ||
         outcome.kind === 'oom' ||
@@ -201,7 +202,8 @@ export class Invoker {
     };
     let healthy = false;
     try {
-      await invocation.onStarted?.();
+      // Only a queued activation has one: a call made now does not wait a turn for nothing.
+      if (invocation.onStarted) await invocation.onStarted();
       this.countStart(
         action,
         lease.cold ? (lease.restored ? 'restore' : lease.prewarmed ? 'stemcell' : 'cold') : lease.prewarmHit ? 'prewarm' : 'warm',
@@ -284,9 +286,9 @@ export class Invoker {
   private observe(record: ActivationRecord, timing: Timing): void {
     const isolation = String(record.annotations.find((a) => a.key === 'isolation')?.value ?? 'unknown');
     this.metrics.activations.inc({ isolation, namespace: record.namespace, action: record.name, status: record.response.status });
-    this.metrics.duration.observe({ isolation }, record.duration / 1000);
-    this.metrics.waitTime.observe({ isolation }, timing.waitMs / 1000);
-    if (timing.cold && timing.initMs !== undefined) this.metrics.initTime.observe({ isolation }, timing.initMs / 1000);
+    this.metrics.duration.observe(isolation, record.duration / 1000);
+    this.metrics.waitTime.observe(isolation, timing.waitMs / 1000);
+    if (timing.cold && timing.initMs !== undefined) this.metrics.initTime.observe(isolation, timing.initMs / 1000);
   }
 }
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { Histogram, Registry } from 'prom-client';
 import type { Scheduler } from '../scheduler/scheduler.js';
-import { Metrics } from './metrics.js';
+import { IsolationHistogram, Metrics } from './metrics.js';
 
 /** The scheduler's figures the gauges read: none here, only the counters are looked at. */
 const noInstances = { stats: () => ({ instances: [], functions: [] }) } as unknown as Scheduler;
@@ -46,5 +47,40 @@ describe('per-function counters', () => {
         ['_other/_other', 2],
       ]),
     );
+  });
+});
+
+describe('histograms by backend', () => {
+  it("expose the same text as prom-client's Histogram for the same observations", async () => {
+    const buckets = [0.001, 0.01, 0.1, 1];
+    const ours = new Registry();
+    const theirs = new Registry();
+    const histogram = new IsolationHistogram('isola_test_seconds', 'A test.', buckets, ours);
+    const reference = new Histogram({
+      name: 'isola_test_seconds',
+      help: 'A test.',
+      labelNames: ['isolation'] as const,
+      buckets,
+      registers: [theirs],
+    });
+    const observations: [string, number][] = [
+      ['isolate', 0.0004],
+      ['isolate', 0.001],
+      ['isolate', 0.05],
+      ['wasm', 3],
+      ['isolate', 0.5],
+      ['wasm', 0.002],
+    ];
+    for (const [isolation, value] of observations) {
+      histogram.observe(isolation, value);
+      reference.observe({ isolation }, value);
+    }
+    const text = await ours.metrics();
+    assert.equal(text, await theirs.metrics());
+    assert.match(text, /^isola_test_seconds_bucket\{le="0\.01",isolation="isolate"\} 2$/m);
+    assert.match(text, /^isola_test_seconds_count\{isolation="wasm"\} 2$/m);
+    histogram.reset();
+    reference.reset();
+    assert.equal(await ours.metrics(), await theirs.metrics());
   });
 });

@@ -601,7 +601,8 @@ export class Platform {
    * outcome. Throws only when the platform itself fails (the store, say).
    */
   async invoke(command: InvokeCommand): Promise<InvokeOutcome> {
-    if (command.mode === 'dry-run' || !(await this.isSystemFeed(command.function))) return this.invocations.invoke(command);
+    if (command.mode === 'dry-run' || !this.inSystemNamespace(command.function) || !(await this.isSystemFeed(command.function)))
+      return this.invocations.invoke(command);
     // A system feed's event takes effect on the caller's trigger as the run ends, so it always
     // runs to completion, blocking or not (OpenWhisk's tools invoke feeds blocking anyway).
     const caller = command.caller;
@@ -613,9 +614,14 @@ export class Platform {
     });
   }
 
+  /** Checked before isSystemFeed without a turn of the event loop: every invocation asks. */
+  private inSystemNamespace(ref: FunctionRef): boolean {
+    return ownerRef(ref.namespace, ref.name).namespace === SYSTEM_NAMESPACE;
+  }
+
   /** The catalogue's feed actions (alarms): the platform applies their answers to triggers. */
   private async isSystemFeed(ref: FunctionRef): Promise<boolean> {
-    if (ownerRef(ref.namespace, ref.name).namespace !== SYSTEM_NAMESPACE) return false;
+    if (!this.inSystemNamespace(ref)) return false;
     const fn = await this.packages.resolve(ref);
     return fn !== undefined && annotationValue(fn.annotations, FEED_ANNOTATION) === 'alarms';
   }
