@@ -3,7 +3,7 @@ import { Kysely, SqliteDialect } from 'kysely';
 import { lastPerActivation, upsertActivations } from '../activation-writer.js';
 import type { StoreDatabase } from '../database.js';
 import type { ActivationRow, Database } from '../schema.js';
-import { WalCheckpointer } from './wal-checkpointer.js';
+import { type BoundRow, SqliteWriterThread } from './sqlite-writer.js';
 
 /** The embedded database: one better-sqlite3 connection in the data dir. */
 export function openSqlite(file: string): StoreDatabase {
@@ -15,34 +15,36 @@ export function openSqlite(file: string): StoreDatabase {
   sqlite.pragma('busy_timeout = 5000');
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   // Prepared on first use: the table exists only once the migrations have run.
-  let writeBatch: ((rows: readonly ActivationRow[]) => void) | undefined;
-  // Started with the first activations stored: a store that never records any needs no thread.
-  const checkpointer = new WalCheckpointer(sqlite, file);
+  let writer: ActivationBatchWriter | undefined;
   return {
     dialect: 'sqlite',
     db,
     location: file,
     writeActivations(rows) {
-      writeBatch ??= activationBatchWriter(db, sqlite);
-      writeBatch(lastPerActivation(rows));
-      checkpointer.start();
-      return undefined;
+      writer ??= activationBatchWriter(db, sqlite, file);
+      return writer.write(lastPerActivation(rows));
     },
     inTransaction: () => sqlite.inTransaction,
     lock: async () => {},
     close: async () => {
-      await checkpointer.stop();
+      await writer?.thread.stop();
       await db.destroy();
     },
   };
 }
 
+interface ActivationBatchWriter {
+  thread: SqliteWriterThread;
+  write(rows: readonly ActivationRow[]): Promise<void> | undefined;
+}
+
 /**
  * The group commit's batch on SQLite: Kysely's upsert compiled once, prepared once, run for each
- * row inside one synchronous transaction. Going through the query layer for each row would cost
- * more than the insert itself on this path, which every invocation takes.
+ * row inside one transaction, on the writer thread (see SqliteWriterThread) or, until it runs,
+ * on this connection. Going through the query layer for each row would cost more than the insert
+ * itself on this path, which every invocation takes.
  */
-function activationBatchWriter(db: Kysely<Database>, sqlite: SqliteDatabase.Database) {
+function activationBatchWriter(db: Kysely<Database>, sqlite: SqliteDatabase.Database, file: string): ActivationBatchWriter {
   // Each value is its own column name, so the compiled parameters say which column goes where.
   const placeholder = Object.fromEntries(ROW_COLUMNS.map((c) => [c, c])) as unknown as ActivationRow;
   const compiled = upsertActivations(db, [placeholder]).compile();
@@ -51,9 +53,15 @@ function activationBatchWriter(db: Kysely<Database>, sqlite: SqliteDatabase.Data
     throw new Error('The compiled activation upsert does not take one parameter per column.');
   }
   const statement = sqlite.prepare(compiled.sql);
-  return sqlite.transaction((rows: readonly ActivationRow[]) => {
-    for (const row of rows) statement.run(order.map((c) => row[c]));
+  const writeHere = sqlite.transaction((rows: readonly BoundRow[]) => {
+    for (const row of rows) statement.run(row);
   });
+  // Started with the first batch: a store that never records an activation needs no thread.
+  const thread = new SqliteWriterThread(sqlite, file, compiled.sql, writeHere);
+  return {
+    thread,
+    write: (rows) => thread.write(rows.map((row) => order.map((c) => row[c]))),
+  };
 }
 
 const ROW_COLUMNS: readonly (keyof ActivationRow)[] = [
