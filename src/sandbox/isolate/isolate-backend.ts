@@ -665,7 +665,8 @@ export class IsolateSandbox implements Sandbox {
           envelope = await this.recover(realm, INIT);
         }
       }
-      const parsed = await this.readEnvelope(envelope, loading);
+      const read = this.readEnvelope(envelope, loading);
+      const parsed = read instanceof Promise ? await read : read;
       if ('err' in parsed) {
         const message = typeof parsed.err === 'string' ? parsed.err : JSON.stringify(parsed.err);
         return {
@@ -747,8 +748,11 @@ export class IsolateSandbox implements Sandbox {
         // A version's first run is tried there too: most are short, and the hop to the isolate's
         // thread is most of a cold start's call.
         const firstRun = this.syncEligibility.mayTryFirstRun(code.key);
-        if (firstRun || this.syncEligibility.eligible(code.key))
-          envelope = await this.runSynchronously(code, run, paramsJson, deadline, arm, firstRun);
+        if (firstRun || this.syncEligibility.eligible(code.key)) {
+          // A string when the run finished within the entry (most do): no turn of the event loop for it.
+          const started = this.runSynchronously(code, run, paramsJson, deadline, arm, firstRun);
+          envelope = typeof started === 'string' ? started : await started;
+        }
       }
       if (envelope === undefined) {
         arm();
@@ -758,7 +762,8 @@ export class IsolateSandbox implements Sandbox {
         envelope = await this.runAsynchronously(realm, run, paramsJson, deadline);
         if (alone) this.syncEligibility.observe(code.key, this.cpuMsSince(realm, cpuBefore));
       }
-      const parsed = await this.readEnvelope(envelope, run);
+      const read = this.readEnvelope(envelope, run);
+      const parsed = read instanceof Promise ? await read : read;
       return 'err' in parsed ? { kind: 'error', error: parsed.err } : { kind: 'result', result: parsed.ok };
     } catch (error) {
       if (error instanceof RunFailure) {
@@ -792,14 +797,14 @@ export class IsolateSandbox implements Sandbox {
    * The fast path: starts the run on this thread within the budget. Resolves to its envelope, or
    * to undefined when it overran the budget and must be made again (asynchronously) in a new realm.
    */
-  private async runSynchronously(
+  private runSynchronously(
     code: FunctionCode,
     run: ActiveRun,
     paramsJson: string,
     deadline: number,
     armWatchdog: () => void,
     firstRun: boolean,
-  ): Promise<Envelope | undefined> {
+  ): Envelope | Promise<Envelope | undefined> {
     const realm = this.realm;
     const cpuBefore = realm.isolate.cpuTime;
     this.stats.sync++;
@@ -818,8 +823,7 @@ export class IsolateSandbox implements Sandbox {
         if (firstRun) this.syncEligibility.firstRunOverran(code.key);
         else this.syncEligibility.overran(code.key);
         this.stats.overruns++;
-        await this.rebuild(code, deadline);
-        return undefined;
+        return this.rebuild(code, deadline).then(() => undefined);
       }
     }
     this.syncEligibility.observe(code.key, this.cpuMsSince(realm, cpuBefore));
@@ -850,14 +854,19 @@ export class IsolateSandbox implements Sandbox {
     return settled;
   }
 
-  private async readEnvelope(envelope: Envelope, target: { received: number }): Promise<ParsedEnvelope> {
+  /** The envelope read, once every log line it counts has arrived: at once when none is missing (most runs). */
+  private readEnvelope(envelope: Envelope, target: { received: number }): ParsedEnvelope | Promise<ParsedEnvelope> {
     let parsed: ParsedEnvelope;
     try {
       parsed = JSON.parse(envelope) as ParsedEnvelope;
     } catch (error) {
       return { err: `The function's result could not be read: ${describeHostError(error)}`, logs: 0 };
     }
-    // Log callbacks travel on the event loop separately from the result; wait for the stragglers.
+    return target.received < parsed.logs ? this.logsArrived(parsed, target) : parsed;
+  }
+
+  /** Log callbacks travel on the event loop separately from the result; waits for the stragglers. */
+  private async logsArrived(parsed: ParsedEnvelope, target: { received: number }): Promise<ParsedEnvelope> {
     for (let turns = 0; target.received < parsed.logs && turns < 100; turns++)
       await new Promise((resolve) => setImmediate(resolve));
     return parsed;
