@@ -7,6 +7,7 @@ import SqliteDatabase from 'better-sqlite3';
 import { waitFor } from '../../../test/helpers/server-process.js';
 import { openDatabase, parseDatabaseSetting, type StoreDatabase } from '../database.js';
 import type { ActivationRow } from '../schema.js';
+import { decodeBatch, encodeBatch } from './sqlite-writer.js';
 
 function row(i: number): ActivationRow {
   return {
@@ -22,7 +23,8 @@ function row(i: number): ActivationRow {
     duration: 1,
     status: 'success',
     success: 1,
-    result: JSON.stringify({ greeting: 'x'.repeat(400) }),
+    // Text that the batch encoding between the threads must carry as it is.
+    result: JSON.stringify({ greeting: `${'x'.repeat(400)} s3;n d1; ${i};é€😀` }),
     logs: '[]',
     annotations: '[]',
     params: null,
@@ -51,6 +53,15 @@ describe('SQLite: activation records committed on a thread of their own', () => 
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
+  it('hands batches to the thread as one string that gives back every value', () => {
+    const rows = [
+      ['s3;n', '', 'é€😀;', 0, -1.5, 1796483605521, null, 'd1;'],
+      ['n', 'x'.repeat(1000), '12;', 2 ** 53, 1e-7, -42, null, ';;'],
+    ];
+    assert.deepEqual(decodeBatch(encodeBatch(rows), 8), rows);
+    assert.throws(() => encodeBatch([[{}]]), /type object/);
+  });
+
   it('commits batches there, checkpoints the WAL there, and keeps every row', async () => {
     const database = await openDatabase({ dataDir: dir });
     const parsed = parseDatabaseSetting({ dataDir: dir });
@@ -75,6 +86,13 @@ describe('SQLite: activation records committed on a thread of their own', () => 
         );
       }
       assert.equal(count(), written);
+      const last = probe.prepare('select * from activations order by seq desc limit 1').get();
+      assert.deepEqual(last, {
+        ...row(written - 1),
+        seq: written,
+        not_before: 0,
+        activation_id: (last as ActivationRow).activation_id,
+      });
     } finally {
       probe.close();
     }

@@ -5,6 +5,53 @@ import type SqliteDatabase from 'better-sqlite3';
 /** Rows as the upsert binds them: one value per parameter, in its order. */
 export type BoundRow = unknown[];
 
+/**
+ * A batch as one string for the thread: each value a tag, then its text (`s<length>;<text>`,
+ * `d<number>;`, `n` for null). Copying one flat string to another thread costs about half of
+ * cloning the rows value by value, on the server's thread.
+ */
+export function encodeBatch(rows: readonly BoundRow[]): string {
+  let text = '';
+  for (const row of rows) {
+    for (const value of row) {
+      if (typeof value === 'string') text += `s${value.length};${value}`;
+      else if (typeof value === 'number') text += `d${value};`;
+      else if (value === null || value === undefined) text += 'n';
+      else throw new TypeError(`An activation record holds a value of type ${typeof value}.`);
+    }
+  }
+  return text;
+}
+
+/** encodeBatch's rows again, `width` values each (the same code runs on the thread). */
+export function decodeBatch(text: string, width: number): BoundRow[] {
+  const rows: BoundRow[] = [];
+  let row: BoundRow = [];
+  let at = 0;
+  while (at < text.length) {
+    const tag = text[at];
+    if (tag === 'n') {
+      row.push(null);
+      at++;
+    } else {
+      const end = text.indexOf(';', at);
+      const figure = Number(text.slice(at + 1, end));
+      if (tag === 'd') {
+        row.push(figure);
+        at = end + 1;
+      } else {
+        row.push(text.slice(end + 1, end + 1 + figure));
+        at = end + 1 + figure;
+      }
+    }
+    if (row.length === width) {
+      rows.push(row);
+      row = [];
+    }
+  }
+  return rows;
+}
+
 /** How often the thread copies what the WAL holds into the database file. */
 const CHECKPOINT_INTERVAL_MS = 200;
 /** SQLite's own default: what the server's connection goes back to when the thread is gone. */
@@ -20,12 +67,13 @@ const db = new Database(workerData.file);
 db.pragma('synchronous = NORMAL');
 db.pragma('busy_timeout = 5000');
 const statement = db.prepare(workerData.sql);
+const decodeBatch = ${decodeBatch.toString()};
 const write = db.transaction((rows) => {
   for (const row of rows) statement.run(row);
 });
-parentPort.on('message', ({ id, rows }) => {
+parentPort.on('message', ({ id, batch }) => {
   try {
-    write(rows);
+    write(decodeBatch(batch, workerData.width));
     parentPort.postMessage({ id });
   } catch (error) {
     parentPort.postMessage({ id, error: String((error && error.message) || error) });
@@ -65,6 +113,8 @@ export class SqliteWriterThread {
     private readonly sqlite: SqliteDatabase.Database,
     private readonly file: string,
     private readonly sql: string,
+    /** Values a row binds. */
+    private readonly width: number,
     /** Commits a batch on the server's connection. */
     private readonly writeHere: (rows: readonly BoundRow[]) => void,
   ) {}
@@ -83,7 +133,7 @@ export class SqliteWriterThread {
       settle = { resolve, reject };
     });
     this.inFlight.set(id, { rows, done, ...(settle as Pick<InFlight, 'resolve' | 'reject'>) });
-    worker.postMessage({ id, rows });
+    worker.postMessage({ id, batch: encodeBatch(rows) });
     return done;
   }
 
@@ -108,6 +158,7 @@ export class SqliteWriterThread {
         driver: createRequire(import.meta.url).resolve('better-sqlite3'),
         file: this.file,
         sql: this.sql,
+        width: this.width,
         checkpointMs: CHECKPOINT_INTERVAL_MS,
       },
     });
