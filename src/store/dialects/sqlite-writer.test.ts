@@ -119,4 +119,28 @@ describe('SQLite: activation records committed on a thread of their own', () => 
     assert.equal(rows.length, written - 1);
     await database.close();
   });
+
+  it("begins the server connection's transactions holding the write lock, so that a commit of the thread between their read and their write cannot fail them", async () => {
+    const dataDir = mkdtempSync(join(dir, 'immediate-'));
+    const database = await openDatabase({ dataDir });
+    const parsed = parseDatabaseSetting({ dataDir });
+    const file = parsed.dialect === 'sqlite' ? parsed.file : assert.fail('SQLite expected');
+    let written = 0;
+    await threadedBatch(database, () => [row(written++)]);
+    await database.db.transaction().execute(async (trx) => {
+      await trx.selectFrom('activations').select('activation_id').execute();
+      // Another writer (the thread, here a connection that does not wait) cannot commit now.
+      const other = new SqliteDatabase(file);
+      try {
+        other.pragma('busy_timeout = 0');
+        assert.throws(() => other.prepare("update activations set logs = '[]'").run(), /database is locked/);
+      } finally {
+        other.close();
+      }
+      await trx.updateTable('activations').set({ logs: '["x"]' }).execute();
+    });
+    const logs = await database.db.selectFrom('activations').select('logs').execute();
+    assert.deepEqual(new Set(logs.map((l) => l.logs)), new Set(['["x"]']));
+    await database.close();
+  });
 });

@@ -88,6 +88,7 @@ const STATEMENT_CACHE_SIZE = 256;
 
 /**
  * Kysely prepares every query it runs; preparing costs more than running a small statement.
+ * Its `begin` is made `begin immediate` on the way (see below).
  * Handing it a database whose prepare() reuses statements by SQL text makes repeated queries
  * (every invocation's insert, every action lookup) cheap.
  */
@@ -100,7 +101,10 @@ function withStatementCache(sqlite: SqliteDatabase.Database) {
       if (statement) {
         cache.delete(sql);
       } else {
-        statement = sqlite.prepare(sql);
+        // Kysely's transactions begin deferred: one that reads and then writes fails at once with
+        // SQLITE_BUSY when the writer thread committed in between (the snapshot it read is stale,
+        // and waiting cannot help). IMMEDIATE takes the write lock first, waiting its turn.
+        statement = sqlite.prepare(sql === 'begin' ? 'begin immediate' : sql);
         if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
       }
       cache.set(sql, statement);
