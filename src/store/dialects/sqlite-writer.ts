@@ -65,7 +65,8 @@ const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const db = new Database(workerData.file);
 db.pragma('synchronous = NORMAL');
-db.pragma('busy_timeout = 5000');
+// Waiting here blocks no one: a long transaction of the server's (a purge) only delays the batch.
+db.pragma('busy_timeout = 60000');
 const statement = db.prepare(workerData.sql);
 const decodeBatch = ${decodeBatch.toString()};
 const write = db.transaction((rows) => {
