@@ -3,11 +3,12 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { Worker } from 'node:worker_threads';
 import SqliteDatabase from 'better-sqlite3';
 import { waitFor } from '../../../test/helpers/server-process.js';
 import { openDatabase, parseDatabaseSetting, type StoreDatabase } from '../database.js';
 import type { ActivationRow } from '../schema.js';
-import { decodeBatch, encodeBatch } from './sqlite-writer.js';
+import { decodeBatch, encodeBatch, SqliteWriterThread } from './sqlite-writer.js';
 
 function row(i: number): ActivationRow {
   return {
@@ -142,5 +143,42 @@ describe('SQLite: activation records committed on a thread of their own', () => 
     const logs = await database.db.selectFrom('activations').select('logs').execute();
     assert.deepEqual(new Set(logs.map((l) => l.logs)), new Set(['["x"]']));
     await database.close();
+  });
+
+  it('writes on the server connection a batch the thread had not confirmed when it ended, and every later one', async () => {
+    const file = join(mkdtempSync(join(dir, 'ended-')), 'ended.db');
+    const sqlite = new SqliteDatabase(file);
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.exec('create table t (id text primary key, v text not null)');
+    const sql = 'insert into t (id, v) values (?, ?) on conflict (id) do nothing';
+    const insert = sqlite.prepare(sql);
+    const writeHere = sqlite.transaction((rows: readonly unknown[][]) => {
+      for (const row of rows) insert.run(row);
+    });
+    const thread = new SqliteWriterThread(sqlite, file, sql, 2, writeHere);
+    let n = 0;
+    await waitFor(
+      'the thread to take a batch',
+      async () => {
+        const committing = thread.write([[`a${n++}`, 'x']]);
+        if (!committing) return undefined;
+        await committing;
+        return true;
+      },
+      30_000,
+    );
+    assert.equal(sqlite.pragma('wal_autocheckpoint', { simple: true }), 0, 'the thread checkpoints');
+    const handed = thread.write([['handed', 'y']]);
+    assert.ok(handed, 'the batch went to the thread');
+    // Ended as a crash would end it, with the batch perhaps not committed.
+    await (thread as unknown as { worker: Worker }).worker.terminate();
+    await handed;
+    assert.equal(thread.write([['after', 'z']]), undefined, 'committed here, at once');
+    const ids = new Set((sqlite.prepare('select id from t').all() as { id: string }[]).map((r) => r.id));
+    assert.ok(ids.has('handed') && ids.has('after'));
+    assert.equal(ids.size, n + 2);
+    assert.equal(sqlite.pragma('wal_autocheckpoint', { simple: true }), 1000, 'the server connection checkpoints again');
+    await thread.stop();
+    sqlite.close();
   });
 });

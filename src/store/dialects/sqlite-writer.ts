@@ -138,11 +138,6 @@ export class SqliteWriterThread {
     return done;
   }
 
-  /** Whether batches go to the thread now. */
-  get threaded(): boolean {
-    return this.ready && this.worker !== undefined;
-  }
-
   /** Ends the thread once its batches are committed; later batches are committed here. */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -189,9 +184,21 @@ export class SqliteWriterThread {
     if (this.worker !== worker) return;
     this.worker = undefined;
     this.ready = false;
+    // Not started again: whatever ended it would likely end the next one too.
+    this.stopped = true;
     if (!this.sqlite.open) return;
     this.sqlite.pragma(`wal_autocheckpoint = ${DEFAULT_AUTOCHECKPOINT_PAGES}`);
-    // Batches it had not answered for: written here (again, for any it committed before it ended).
+    this.writeInFlightHere();
+  }
+
+  /** Batches the thread had not answered for, written here (again, for any it committed before it ended). */
+  private writeInFlightHere(): void {
+    if (!this.sqlite.open) return;
+    // Not inside a transaction of the server's connection, or its rollback would take them.
+    if (this.sqlite.inTransaction) {
+      setImmediate(() => this.writeInFlightHere());
+      return;
+    }
     for (const [id, flight] of this.inFlight) {
       this.inFlight.delete(id);
       try {

@@ -5,7 +5,7 @@ import type { StoreDatabase } from '../database.js';
 import type { ActivationRow, Database } from '../schema.js';
 import { type BoundRow, SqliteWriterThread } from './sqlite-writer.js';
 
-/** The embedded database: one better-sqlite3 connection in the data dir. */
+/** The embedded database: a better-sqlite3 connection to the file in the data dir, and a second one on the writer thread (sqlite-writer.ts). */
 export function openSqlite(file: string): StoreDatabase {
   const sqlite = new SqliteDatabase(file);
   // WAL with synchronous=NORMAL: a committed transaction survives the process being killed
@@ -88,9 +88,9 @@ const STATEMENT_CACHE_SIZE = 256;
 
 /**
  * Kysely prepares every query it runs; preparing costs more than running a small statement.
- * Its `begin` is made `begin immediate` on the way (see below).
  * Handing it a database whose prepare() reuses statements by SQL text makes repeated queries
- * (every invocation's insert, every action lookup) cheap.
+ * (every invocation's insert, every action lookup) cheap. Its `begin` becomes `begin immediate`
+ * on the way (see below).
  */
 function withStatementCache(sqlite: SqliteDatabase.Database) {
   const cache = new Map<string, SqliteDatabase.Statement>();
