@@ -124,8 +124,8 @@ export class InvokePath {
     const fn = await this.options.resolve(command.function);
     if (!fn) return notFound(command.function);
     // A namespace's caller is checked without a turn of the event loop: most calls are theirs.
-    const refused =
-      command.caller.kind === 'namespace' ? namespaceRefusal(command.caller.namespace, fn) : await this.refusal(command, fn);
+    const caller = command.caller;
+    const refused = caller.kind === 'namespace' ? namespaceRefusal(caller.namespace, fn) : await this.webRefusal(caller, fn);
     if (refused) return refused;
     switch (command.mode) {
       case 'dry-run':
@@ -137,10 +137,8 @@ export class InvokePath {
     }
   }
 
-  /** Why the caller may not call this function, or undefined when it may. */
-  private async refusal(command: InvokeCommand, fn: ActionVersion): Promise<InvokeOutcome | undefined> {
-    const caller = command.caller;
-    if (caller.kind === 'namespace') return namespaceRefusal(caller.namespace, fn);
+  /** Why a web caller may not call this function, or undefined when it may. */
+  private async webRefusal(caller: Extract<Caller, { kind: 'web' }>, fn: ActionVersion): Promise<InvokeOutcome | undefined> {
     const exported = annotationValue(fn.annotations, 'web-export');
     // Not exported is not there, for the web: a caller learns nothing about other functions.
     if (exported !== true && exported !== 'true') return { kind: 'not-found', message: 'The requested resource does not exist.' };

@@ -421,10 +421,11 @@
     }
   }
 
-  async function execute(owner, paramsJson) {
+  /** Settles the owner with the envelope of what `produce` gives (awaited), or of what it throws. */
+  async function execute(owner, produce) {
     let envelope;
     try {
-      const result = await entry(parseJson(paramsJson));
+      const result = await produce();
       current = owner;
       envelope = resultEnvelope(owner, result);
     } catch (error) {
@@ -438,7 +439,7 @@
   /** `acks`: ids, one per line, whose envelopes the host has received and no longer needs. */
   function begin(id, paramsJson, deadline, acks) {
     const owner = enter(id, deadline, acks);
-    return execute(owner, paramsJson);
+    return execute(owner, () => entry(parseJson(paramsJson)));
   }
 
   function enter(id, deadline, acks) {
@@ -479,7 +480,7 @@
         const then = result.then;
         if (typeof then === 'function') {
           const given = new NativePromise((resolve, reject) => reflectApply(then, result, [resolve, reject]));
-          settleLater(owner, given);
+          execute(owner, () => given);
           return undefined;
         }
       }
@@ -492,20 +493,6 @@
     startedId = id;
     startedEnvelope = envelope;
     return envelope;
-  }
-
-  /** What `start` leaves to settle: the envelope of the thenable's value. */
-  async function settleLater(owner, given) {
-    let envelope;
-    try {
-      const result = await given;
-      current = owner;
-      envelope = resultEnvelope(owner, result);
-    } catch (error) {
-      current = owner;
-      envelope = errorEnvelope(owner, error);
-    }
-    settle(owner, envelope);
   }
 
   function take(id) {

@@ -665,8 +665,7 @@ export class IsolateSandbox implements Sandbox {
           envelope = await this.recover(realm, INIT);
         }
       }
-      const read = this.readEnvelope(envelope, loading);
-      const parsed = read instanceof Promise ? await read : read;
+      const parsed = await this.readEnvelope(envelope, loading);
       if ('err' in parsed) {
         const message = typeof parsed.err === 'string' ? parsed.err : JSON.stringify(parsed.err);
         return {
