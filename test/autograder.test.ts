@@ -114,7 +114,9 @@ describe('the grading service example', { skip }, () => {
     const send = (headers: Record<string, string>) => fetch(`${graderUrl}/webhook`, { method: 'POST', body, headers });
     const signed = createHmac('sha256', SECRET).update(body).digest('hex');
     assert.equal((await send({ 'x-gitea-event': 'push' })).status, 401);
-    assert.equal((await send({ 'x-gitea-event': 'push', 'x-gitea-signature': signed.replace(/.$/, '0') })).status, 401);
+    // One hex digit changed, always to another one (the body holds a port, so its signature varies).
+    const wrong = `${signed.slice(0, -1)}${signed.endsWith('0') ? '1' : '0'}`;
+    assert.equal((await send({ 'x-gitea-event': 'push', 'x-gitea-signature': wrong })).status, 401);
     assert.equal((await send({ 'x-gitea-event': 'issues', 'x-gitea-signature': signed })).status, 400);
     assert.equal((await fetch(`${graderUrl}/reports/ivy`)).status, 404);
   });

@@ -64,20 +64,27 @@ for (const database of ['sqlite', 'postgres'] as const satisfies readonly TestDa
       );
       queuedId = (await server.invoke<{ activationId: string }>('worker', { job: 'queued' }, 'blocking=false')).body.activationId;
       assert.equal(await storedActivationState(server, queuedId), 'queued', 'the worker waits for memory');
+      // The finished call's record commits within the record window after its answer (what a kill
+      // inside the window may lose is tested below): killed once it has, not while it may not have.
+      await waitFor(`the record of ${finishedId} in the database`, async () =>
+        (await storedActivationState(server, finishedId)) === 'done' ? true : undefined,
+      );
       await server.kill();
     });
 
     it('still has every action, version and finished activation', async () => {
       await server.restart();
       const versions = await server.request<{ version: string }[]>('GET', '/api/v1/namespaces/_/actions/worker/versions');
+      assert.equal(versions.status, 200, JSON.stringify(versions.body));
       assert.deepEqual(
         versions.body.map((v) => v.version),
         ['0.0.2', '0.0.1'],
       );
-      assert.equal((await server.request('GET', '/api/v1/namespaces/_/actions/blocker')).status, 200);
+      const blocker = await server.request('GET', '/api/v1/namespaces/_/actions/blocker');
+      assert.equal(blocker.status, 200, JSON.stringify(blocker.body));
       const finished = await server.request<ActivationRecord>('GET', `/api/v1/namespaces/_/activations/${finishedId}`);
-      assert.equal(finished.status, 200);
-      assert.deepEqual(finished.body.response.result, { done: 'before', v: 2 });
+      assert.equal(finished.status, 200, JSON.stringify(finished.body));
+      assert.deepEqual(finished.body.response.result, { done: 'before', v: 2 }, JSON.stringify(finished.body));
     });
 
     it('holds the data dir again: the lock of the killed server was taken over', async () => {
