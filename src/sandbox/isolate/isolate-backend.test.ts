@@ -263,6 +263,29 @@ describe('isolate backend: runs on the server thread for short functions', () =>
     await sandbox.destroy();
   });
 
+  it("ends a warm run that overruns the budget with the backend's watchdog, not a timeout of its own", async () => {
+    const sandbox = await load(
+      backend,
+      'function main(p) { const end = Date.now() + (p.spinMs ?? 0); while (Date.now() < end) {} return { spun: p.spinMs ?? 0 }; }',
+      { namespace: 'watched' },
+    );
+    await warm(sandbox, backend);
+    // The watchdog learns of an isolate after its first entries: short runs until one is covered.
+    await waitFor('a fast-path run covered by the watchdog', async () => {
+      const covered = backend.watchdogStats.covered;
+      assert.deepEqual((await run(sandbox)).outcome, { kind: 'result', result: { spun: 0 } });
+      return backend.watchdogStats.covered > covered ? true : undefined;
+    });
+    const claimed = backend.watchdogStats.claimed;
+    const overruns = backend.runStats.overruns;
+    assert.deepEqual((await run(sandbox, { spinMs: 60 })).outcome, { kind: 'result', result: { spun: 60 } });
+    assert.equal(backend.runStats.overruns, overruns + 1, 'made again asynchronously');
+    assert.equal(backend.watchdogStats.claimed, claimed + 1, 'the watchdog ended the entry');
+    assert.deepEqual((await run(sandbox)).outcome, { kind: 'result', result: { spun: 0 } });
+    assert.ok(sandbox.alive);
+    await sandbox.destroy();
+  });
+
   it('takes the fast path away from a namespace whose versions keep overrunning it', async () => {
     const SPIN = 'function main(p) { const end = Date.now() + (p.spinMs ?? 0); while (Date.now() < end) {} return {}; }';
     for (let i = 0; i < 3; i++) {

@@ -17,6 +17,7 @@ import {
   type SandboxSpec,
 } from '../backend.js';
 import { type FastPathRunStats, registerFastPathMetrics } from '../fast-path-stats.js';
+import { EntryWatchdog } from './entry-watchdog.js';
 
 const BOOTSTRAP_SOURCE = readFileSync(new URL('./bootstrap.js', import.meta.url), 'utf8');
 const BOOTSTRAP_ORIGIN: ivm.ScriptOrigin = { filename: 'isola:bootstrap.js' };
@@ -106,6 +107,8 @@ async function compile(
  * outside it, and the abandoned attempt's logs are dropped.
  */
 const SYNC_BUDGET_MS = 10;
+/** A fast-path entry the watchdog does not cover: isolated-vm's own timeout keeps the budget. */
+const TIMED_ENTRY = { timeout: SYNC_BUDGET_MS };
 /**
  * A run counts as short when its isolate CPU time is under this. CPU time rather than wall time,
  * so that the host preempting the server's thread does not count against the function.
@@ -265,6 +268,8 @@ interface Realm {
   isolate: ivm.Isolate;
   context: ivm.Context;
   internals: Internals;
+  /** Set when the entry watchdog ended an entry into it: the watchdog disposes the isolate. */
+  claimed?: boolean;
 }
 
 /** Envelopes from bootstrap.js: a result or an error, and how many log lines the run sent. */
@@ -341,6 +346,7 @@ export class IsolateSandbox implements Sandbox {
     private readonly cache: CodeCache,
     private readonly syncEligibility: SyncEligibility,
     private readonly stats: FastPathRunStats,
+    private readonly watchdog: EntryWatchdog,
   ) {}
 
   /** Makes an isolate ready for code. */
@@ -349,8 +355,9 @@ export class IsolateSandbox implements Sandbox {
     cache: CodeCache,
     syncEligibility: SyncEligibility,
     stats: FastPathRunStats,
+    watchdog: EntryWatchdog,
   ): Promise<IsolateSandbox> {
-    const sandbox = new IsolateSandbox(spec, cache, syncEligibility, stats);
+    const sandbox = new IsolateSandbox(spec, cache, syncEligibility, stats, watchdog);
     sandbox.realm = sandbox.openRealm();
     return sandbox;
   }
@@ -364,11 +371,9 @@ export class IsolateSandbox implements Sandbox {
    * those functions compiled, and the cache it makes holds them. Undefined if any step fails.
    */
   static async warmedBootstrapCache(): Promise<ivm.ExternalCopy<ArrayBuffer> | undefined> {
-    const donor = await IsolateSandbox.create({ memoryMb: 16 }, new CodeCache(4), new SyncEligibility(4), {
-      sync: 0,
-      async: 0,
-      overruns: 0,
-    });
+    const watchdog = new EntryWatchdog();
+    const stats = { sync: 0, async: 0, overruns: 0 };
+    const donor = await IsolateSandbox.create({ memoryMb: 16 }, new CodeCache(4), new SyncEligibility(4), stats, watchdog);
     try {
       const code: FunctionCode = {
         key: 'isola/warm-up@0',
@@ -396,6 +401,7 @@ export class IsolateSandbox implements Sandbox {
       return cachedData;
     } finally {
       await donor.destroy();
+      await watchdog.close();
     }
   }
 
@@ -809,15 +815,27 @@ export class IsolateSandbox implements Sandbox {
     this.stats.sync++;
     const started = performance.now();
     let envelope: Envelope | undefined;
+    let failure: { error: unknown } | undefined;
+    // The budget is kept by the backend's watchdog, or by isolated-vm's timeout when it cannot.
+    const entry = this.watchdog.enter(realm.isolate, Date.now() + SYNC_BUDGET_MS + 1);
     try {
-      envelope = realm.internals.start.applySync(undefined, [run.id, paramsJson, deadline, this.takeAcks()], {
-        timeout: SYNC_BUDGET_MS,
-      }) as Envelope | undefined;
+      envelope = realm.internals.start.applySync(
+        undefined,
+        [run.id, paramsJson, deadline, this.takeAcks()],
+        entry === 0 ? TIMED_ENTRY : undefined,
+      ) as Envelope | undefined;
     } catch (error) {
-      if (this.destroyed || realm.isolate.isDisposed) throw error;
-      if (performance.now() - started < SYNC_BUDGET_MS - CLOCK_SLACK_MS) {
+      failure = { error };
+    }
+    // Claimed by the watchdog (even as it returned): the isolate is gone, the run is made again.
+    const claimed = this.watchdog.exit(entry, realm.isolate);
+    if (claimed) realm.claimed = true;
+    if (failure || claimed) {
+      if (this.destroyed || (!claimed && realm.isolate.isDisposed))
+        throw failure ? failure.error : new Error('The isolate was stopped.');
+      if (!claimed && performance.now() - started < SYNC_BUDGET_MS - CLOCK_SLACK_MS) {
         // Not the budget: the call's task ended with a rejection nobody handled.
-        this.reportRejection(run.id, error);
+        this.reportRejection(run.id, failure?.error);
       } else {
         if (firstRun) this.syncEligibility.firstRunOverran(code.key);
         else this.syncEligibility.overran(code.key);
@@ -946,7 +964,7 @@ export class IsolateSandbox implements Sandbox {
     for (const handle of this.timers.values()) clearTimeout(handle);
     this.timers.clear();
     this.acks = [];
-    releaseRealm(old);
+    releaseRealm(old, this.watchdog);
     if (this.destroyed) throw new Error('The isolate was stopped.');
     try {
       this.realm = this.openRealm();
@@ -977,13 +995,15 @@ export class IsolateSandbox implements Sandbox {
     // Disposing an isolate takes a while (about a millisecond): an idle one (an instance evicted
     // to make room for a cold start) is disposed after the current turn, so that the call that
     // caused it goes first. One with code running is stopped now.
-    if (this.runs.size > 0 || this.fires.size > 0 || this.loading) releaseRealm(realm);
-    else await new Promise<void>((resolve) => setImmediate(() => resolve(releaseRealm(realm))));
+    if (this.runs.size > 0 || this.fires.size > 0 || this.loading) releaseRealm(realm, this.watchdog);
+    else await new Promise<void>((resolve) => setImmediate(() => resolve(releaseRealm(realm, this.watchdog))));
   }
 }
 
-function releaseRealm(realm: Realm): void {
-  if (realm.isolate.isDisposed) return;
+function releaseRealm(realm: Realm, watchdog: EntryWatchdog): void {
+  watchdog.forget(realm.isolate);
+  // One the watchdog claimed is disposed there.
+  if (realm.isolate.isDisposed || realm.claimed) return;
   for (const reference of Object.values(realm.internals)) reference.release();
   realm.isolate.dispose();
 }
@@ -1051,13 +1071,24 @@ export class IsolateBackend implements Backend {
   readonly minMemoryMb = 16;
   private readonly cache = new CodeCache(2000);
   private readonly syncEligibility = new SyncEligibility(2000);
+  private readonly watchdog = new EntryWatchdog();
+  /** Fast-path entries the watchdog covered and ended (the others took isolated-vm's timeout). */
+  get watchdogStats(): Readonly<EntryWatchdog['stats']> {
+    return this.watchdog.stats;
+  }
   readonly runStats: FastPathRunStats = { sync: 0, async: 0, overruns: 0 };
   /** The bootstrap's code cache is made once, after the first probe (see IsolateSandbox.warmedBootstrapCache). */
   private bootstrapCacheWarmed = false;
 
   async status(): Promise<BackendStatus> {
     try {
-      const sandbox = await IsolateSandbox.create({ memoryMb: 16 }, this.cache, this.syncEligibility, this.runStats);
+      const sandbox = await IsolateSandbox.create(
+        { memoryMb: 16 },
+        this.cache,
+        this.syncEligibility,
+        this.runStats,
+        this.watchdog,
+      );
       await sandbox.destroy();
       if (!this.bootstrapCacheWarmed) {
         this.bootstrapCacheWarmed = true;
@@ -1077,7 +1108,7 @@ export class IsolateBackend implements Backend {
   }
 
   async create(spec: SandboxSpec): Promise<Sandbox> {
-    return IsolateSandbox.create(spec, this.cache, this.syncEligibility, this.runStats);
+    return IsolateSandbox.create(spec, this.cache, this.syncEligibility, this.runStats, this.watchdog);
   }
 
   registerMetrics(registry: Registry): void {
@@ -1095,5 +1126,7 @@ export class IsolateBackend implements Backend {
     );
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    await this.watchdog.close();
+  }
 }
