@@ -9,9 +9,9 @@ import ivm from 'isolated-vm';
  * still running then, disposes the isolate it runs in, which ends the entry. Under load it wakes
  * about once a budget instead of once a call.
  *
- * An isolate is covered from its second entry on (the watchdog learns of it between its loops);
- * until then, and whenever the loop is not running, an entry takes isolated-vm's timeout as
- * before. The loop ends after a second without entries, so that an idle process can exit.
+ * An isolate is handed to the watchdog at its third entry (between the watchdog's loops) and
+ * covered from then on; until then, and whenever the loop is not running, an entry takes
+ * isolated-vm's timeout as before. The loop ends after a second without entries, so that an idle process can exit.
  */
 
 // Int32 slots of the shared state.
@@ -32,6 +32,8 @@ const INT32_SLOTS = 8;
 const DEADLINE_BYTE = INT32_SLOTS * 4;
 
 const IDLE_LOOP_END_MS = 1000;
+/** Entries of an isolate before the watchdog is handed it. */
+const HAND_OVER_AFTER = 3;
 
 // Runs in the watchdog's isolate, which shares only the state buffer and the isolates it was handed.
 const WATCHDOG_SOURCE = `
@@ -98,6 +100,8 @@ export class EntryWatchdog {
   private realm: WatchdogRealm | undefined;
   /** Isolates the watchdog holds, by slot; `pending` ones it has not been handed yet. */
   private readonly slots = new Map<ivm.Isolate, number>();
+  /** Isolates not handed over yet, and how many entries each had. */
+  private readonly uncovered = new Map<ivm.Isolate, number>();
   private readonly pending = new Set<ivm.Isolate>();
   private readonly forgotten: number[] = [];
   private readonly freeSlots: number[] = [];
@@ -116,11 +120,20 @@ export class EntryWatchdog {
    */
   enter(isolate: ivm.Isolate, deadline: number): number {
     const slot = this.slots.get(isolate);
-    if (slot === undefined || this.pending.has(isolate) || Atomics.load(this.state, ALIVE) !== 1) {
-      if (slot === undefined && !this.closed && !this.failed) {
+    if (slot === undefined) {
+      // Handed over once it has been entered a few times: a cold start's isolate, often entered
+      // once, costs no hand-over.
+      const entries = (this.uncovered.get(isolate) ?? 0) + 1;
+      if (entries < HAND_OVER_AFTER || this.closed || this.failed) this.uncovered.set(isolate, entries);
+      else {
+        this.uncovered.delete(isolate);
         this.slots.set(isolate, this.takeSlot());
         this.pending.add(isolate);
+        this.cycleSoon();
       }
+      return 0;
+    }
+    if (this.pending.has(isolate) || Atomics.load(this.state, ALIVE) !== 1) {
       this.cycleSoon();
       return 0;
     }
@@ -158,6 +171,7 @@ export class EntryWatchdog {
 
   /** The isolate is being disposed by its owner: the watchdog lets go of it. */
   forget(isolate: ivm.Isolate): void {
+    this.uncovered.delete(isolate);
     const slot = this.slots.get(isolate);
     if (slot === undefined) return;
     this.slots.delete(isolate);
