@@ -319,6 +319,14 @@ class RunFailure extends Error {
 
 let sandboxCounter = 0;
 
+/** What a backend's sandboxes share: code caches, what their runs proved, the run counts and the entry watchdog. */
+interface SharedBySandboxes {
+  cache: CodeCache;
+  syncEligibility: SyncEligibility;
+  stats: FastPathRunStats;
+  watchdog: EntryWatchdog;
+}
+
 export class IsolateSandbox implements Sandbox {
   readonly id = `isolate-${++sandboxCounter}`;
   private readonly timers = new Map<number, NodeJS.Timeout>();
@@ -341,23 +349,24 @@ export class IsolateSandbox implements Sandbox {
   private destroyed = false;
   private stopReason: StopReason | undefined;
 
+  private readonly cache: CodeCache;
+  private readonly syncEligibility: SyncEligibility;
+  private readonly stats: FastPathRunStats;
+  private readonly watchdog: EntryWatchdog;
+
   private constructor(
     private readonly spec: SandboxSpec,
-    private readonly cache: CodeCache,
-    private readonly syncEligibility: SyncEligibility,
-    private readonly stats: FastPathRunStats,
-    private readonly watchdog: EntryWatchdog,
-  ) {}
+    shared: SharedBySandboxes,
+  ) {
+    this.cache = shared.cache;
+    this.syncEligibility = shared.syncEligibility;
+    this.stats = shared.stats;
+    this.watchdog = shared.watchdog;
+  }
 
   /** Makes an isolate ready for code. */
-  static async create(
-    spec: SandboxSpec,
-    cache: CodeCache,
-    syncEligibility: SyncEligibility,
-    stats: FastPathRunStats,
-    watchdog: EntryWatchdog,
-  ): Promise<IsolateSandbox> {
-    const sandbox = new IsolateSandbox(spec, cache, syncEligibility, stats, watchdog);
+  static async create(spec: SandboxSpec, shared: SharedBySandboxes): Promise<IsolateSandbox> {
+    const sandbox = new IsolateSandbox(spec, shared);
     sandbox.realm = sandbox.openRealm();
     return sandbox;
   }
@@ -372,8 +381,10 @@ export class IsolateSandbox implements Sandbox {
    */
   static async warmedBootstrapCache(): Promise<ivm.ExternalCopy<ArrayBuffer> | undefined> {
     const watchdog = new EntryWatchdog();
-    const stats = { sync: 0, async: 0, overruns: 0 };
-    const donor = await IsolateSandbox.create({ memoryMb: 16 }, new CodeCache(4), new SyncEligibility(4), stats, watchdog);
+    const donor = await IsolateSandbox.create(
+      { memoryMb: 16 },
+      { cache: new CodeCache(4), syncEligibility: new SyncEligibility(4), stats: { sync: 0, async: 0, overruns: 0 }, watchdog },
+    );
     try {
       const code: FunctionCode = {
         key: 'isola/warm-up@0',
@@ -1069,32 +1080,29 @@ function describeHostError(error: unknown): string {
 export class IsolateBackend implements Backend {
   readonly isolation: Isolation = 'isolate';
   readonly minMemoryMb = 16;
-  private readonly cache = new CodeCache(2000);
-  private readonly syncEligibility = new SyncEligibility(2000);
-  private readonly watchdog = new EntryWatchdog();
+  readonly runStats: FastPathRunStats = { sync: 0, async: 0, overruns: 0 };
+  private readonly shared: SharedBySandboxes = {
+    cache: new CodeCache(2000),
+    syncEligibility: new SyncEligibility(2000),
+    stats: this.runStats,
+    watchdog: new EntryWatchdog(),
+  };
   /** Fast-path entries the watchdog covered and ended (the others took isolated-vm's timeout). */
   get watchdogStats(): Readonly<EntryWatchdog['stats']> {
-    return this.watchdog.stats;
+    return this.shared.watchdog.stats;
   }
-  readonly runStats: FastPathRunStats = { sync: 0, async: 0, overruns: 0 };
   /** The bootstrap's code cache is made once, after the first probe (see IsolateSandbox.warmedBootstrapCache). */
   private bootstrapCacheWarmed = false;
 
   async status(): Promise<BackendStatus> {
     try {
-      const sandbox = await IsolateSandbox.create(
-        { memoryMb: 16 },
-        this.cache,
-        this.syncEligibility,
-        this.runStats,
-        this.watchdog,
-      );
+      const sandbox = await IsolateSandbox.create({ memoryMb: 16 }, this.shared);
       await sandbox.destroy();
       if (!this.bootstrapCacheWarmed) {
         this.bootstrapCacheWarmed = true;
         // Without it new isolates still work: the bootstrap is cached from its second compile, as any code.
         const cachedData = await IsolateSandbox.warmedBootstrapCache().catch(() => undefined);
-        if (cachedData) this.cache.set('bootstrap', cachedData);
+        if (cachedData) this.shared.cache.set('bootstrap', cachedData);
       }
       return { isolation: 'isolate', available: true, detail: 'V8 isolates through isolated-vm 5.0.4' };
     } catch (error) {
@@ -1108,7 +1116,7 @@ export class IsolateBackend implements Backend {
   }
 
   async create(spec: SandboxSpec): Promise<Sandbox> {
-    return IsolateSandbox.create(spec, this.cache, this.syncEligibility, this.runStats, this.watchdog);
+    return IsolateSandbox.create(spec, this.shared);
   }
 
   registerMetrics(registry: Registry): void {
@@ -1127,6 +1135,6 @@ export class IsolateBackend implements Backend {
   }
 
   async close(): Promise<void> {
-    await this.watchdog.close();
+    await this.shared.watchdog.close();
   }
 }
