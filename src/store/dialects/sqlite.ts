@@ -57,7 +57,7 @@ function activationBatchWriter(db: Kysely<Database>, sqlite: SqliteDatabase.Data
     for (const row of rows) statement.run(row);
   });
   // Started with the first batch: a store that never records an activation needs no thread.
-  const thread = new SqliteWriterThread(sqlite, file, compiled.sql, order.length, writeHere);
+  const thread = new SqliteWriterThread(sqlite, file, compiled.sql, writeHere);
   return {
     thread,
     write: (rows) => thread.write(rows.map((row) => order.map((c) => row[c]))),
