@@ -19,7 +19,7 @@
  *   node packages/bench/launch.js suites/wasm-load.ts [--quick]
  */
 
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,6 +54,10 @@ const ROUNDS = quick ? 1 : 3;
 const MEMORY_MB = 128;
 const WARM_SAMPLES = quick ? 300 : 2000;
 const TARGET_RATIO = 2.4;
+/** Before a ramp, the host counts as quiet below this share of its CPU busy over a second... */
+const QUIET_BUSY_SHARE = 0.15;
+/** ...waited for at most this long (a shared host may never be). */
+const QUIET_WAIT_MS = 30_000;
 /** Calls of each side before anything is timed. */
 const WARM_UP_CALLS = 50;
 
@@ -84,6 +88,8 @@ interface RampResult {
   wasmRuns: { serverThread: number; workers: number };
   /** The host's 1-minute load average when the ramp started (others' work and the previous ramp's). */
   loadAverageAtStart: number;
+  /** The share of the host's CPU busy over the second before the ramp started (see settle). */
+  busyAtStart: number;
 }
 
 function sumStarts(metrics: string, isolation: string, start: string): number {
@@ -109,14 +115,38 @@ function wasmRuns(metrics: string) {
   return { serverThread: count('sync'), workers: count('async') };
 }
 
-/** Waits until no instance is left (the previous ramp's containers take a moment to go). */
-async function settle(server: ServerProcess): Promise<void> {
+/** The host's CPU time so far, busy and in all (jiffies, every core, from /proc/stat). */
+function cpuTimes(): { busy: number; total: number } {
+  const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((sum, value) => sum + value, 0);
+  // idle and iowait
+  return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
+}
+
+/** The share of the host's CPU that was busy over the next `ms`. */
+async function busyOver(ms: number): Promise<number> {
+  const before = cpuTimes();
+  await pause(ms);
+  const after = cpuTimes();
+  return after.total > before.total ? (after.busy - before.busy) / (after.total - before.total) : 0;
+}
+
+/**
+ * Waits until no instance is left and the host has gone quiet: the previous ramp's containers
+ * take a moment to go, and their teardown (runc, cgroups, mounts) goes on after the server has
+ * let them go, which would otherwise run during the next ramp, whichever side it is. Gives the
+ * host's busy share over the last second before the ramp.
+ */
+async function settle(server: ServerProcess): Promise<number> {
   const deadline = Date.now() + 60_000;
   while (liveInstances(await server.metrics()) > 0) {
     if (Date.now() > deadline) throw new Error('instances of an earlier ramp did not go');
     await pause(200);
   }
-  await pause(1000);
+  let busy = await busyOver(1000);
+  const quietBy = Date.now() + QUIET_WAIT_MS;
+  while (busy > QUIET_BUSY_SHARE && Date.now() < quietBy) busy = await busyOver(1000);
+  return Math.round(busy * 1000) / 1000;
 }
 
 async function deploy(server: ServerProcess, name: string, side: Side, tag: string): Promise<void> {
@@ -142,7 +172,7 @@ function distinctWasm(base64: string, tag: string): string {
 async function ramp(server: ServerProcess, side: Side, round: number): Promise<RampResult> {
   const name = `load-${side}-${round}`;
   const isolation = side === 'wasm' ? 'wasm' : 'container';
-  await settle(server);
+  const busyAtStart = await settle(server);
   const loadAverageAtStart = Math.round((loadavg()[0] ?? 0) * 10) / 10;
   await deploy(server, name, side, `${name}-${Date.now()}`);
   const before = await server.metrics();
@@ -184,7 +214,18 @@ async function ramp(server: ServerProcess, side: Side, round: number): Promise<R
   const ok = steps.reduce((sum, step) => sum + step.ok, 0);
   const seconds = steps.reduce((sum, step) => sum + step.seconds, 0);
   const requestsPerSecond = Math.round((ok / seconds) * 10) / 10;
-  return { side, round, steps, coldStarts, instancesAtEnd, checked, requestsPerSecond, loadAverageAtStart, wasmRuns: runs };
+  return {
+    side,
+    round,
+    steps,
+    coldStarts,
+    instancesAtEnd,
+    checked,
+    requestsPerSecond,
+    loadAverageAtStart,
+    busyAtStart,
+    wasmRuns: runs,
+  };
 }
 
 /** Totals over every ramp of a side: requests per second per step and over the whole ramp. */
@@ -442,6 +483,7 @@ function markdown(
       wasm: number;
       runc: number;
       loadAverages: number[];
+      busyAtStart: number[];
       wasmServerThreadRuns: number;
       wasmWorkerRuns: number;
     }[];
@@ -475,13 +517,13 @@ function markdown(
     '',
     'Each round (its wasm ramp and its runc ramp, taken one after the other), over the whole ramp:',
     '',
-    "| round | wasm requests/s | runc requests/s | wasm / runc | load average at the ramps' start (wasm, runc) | wasm runs on the server's thread / on workers |",
-    '|---|---|---|---|---|---|',
+    "| round | wasm requests/s | runc requests/s | wasm / runc | load average at the ramps' start (wasm, runc) | CPU busy in the second before them (wasm, runc) | wasm runs on the server's thread / on workers |",
+    '|---|---|---|---|---|---|---|',
     ...verdict.roundRatios.map(
       (r) =>
-        `| ${r.round} | ${r.wasm} | ${r.runc} | ${r.ratio} | ${r.loadAverages.join(', ')} | ${r.wasmServerThreadRuns} / ${r.wasmWorkerRuns} |`,
+        `| ${r.round} | ${r.wasm} | ${r.runc} | ${r.ratio} | ${r.loadAverages.join(', ')} | ${r.busyAtStart.map((b) => `${Math.round(b * 100)}%`).join(', ')} | ${r.wasmServerThreadRuns} / ${r.wasmWorkerRuns} |`,
     ),
-    `| median | | | **${verdict.medianRoundRatio}** | | |`,
+    `| median | | | **${verdict.medianRoundRatio}** | | | |`,
     '',
     `Target: wasm at least ${TARGET_RATIO}x runc over the ramp (the median of the rounds' ratios): **${verdict.met ? 'met' : 'not met'}** (${verdict.medianRoundRatio}x; the sides' totals ${verdict.overallRatio}x; lowest step ${verdict.minStepRatio}x).`,
     `Failed requests: wasm ${wasmTotals.failed}, runc ${runcTotals.failed}.`,
@@ -537,6 +579,7 @@ async function main() {
       runc: runc?.requestsPerSecond ?? Number.NaN,
       ratio: ratio(wasm?.requestsPerSecond ?? Number.NaN, runc?.requestsPerSecond ?? Number.NaN),
       loadAverages: [wasm?.loadAverageAtStart ?? Number.NaN, runc?.loadAverageAtStart ?? Number.NaN],
+      busyAtStart: [wasm?.busyAtStart ?? Number.NaN, runc?.busyAtStart ?? Number.NaN],
       wasmServerThreadRuns: wasm?.wasmRuns.serverThread ?? 0,
       wasmWorkerRuns: wasm?.wasmRuns.workers ?? 0,
     };
