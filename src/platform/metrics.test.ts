@@ -48,6 +48,52 @@ describe('per-function counters', () => {
       ]),
     );
   });
+
+  it("fold every series of a function that drops out, total each function's own, and forget only the namespace named", async () => {
+    const metrics = new Metrics(noInstances, { functions: 2 });
+    const count = (namespace: string, action: string, status: string) =>
+      metrics.activations.inc({ namespace, action, isolation: 'isolate', status });
+    const series = async () => {
+      const metric = await metrics.registry.getSingleMetric('isola_activations_total')?.get();
+      return new Map(
+        (metric?.values ?? []).map(({ labels, value }) => [`${labels.namespace}/${labels.action} ${labels.status}`, value]),
+      );
+    };
+    count('ns', 'pkg/a', 'success');
+    count('ns', 'pkg/a', 'application error');
+    count('ns', 'pkg/a', 'success');
+    count('ns2', 'b', 'success');
+    assert.equal(metrics.activations.total('ns', 'pkg/a'), 3);
+    assert.equal(metrics.activations.total('ns', 'pkg'), 0);
+    // A third function: ns/pkg/a drops out, both of its series move to the summary.
+    count('ns2', 'c', 'success');
+    assert.equal(metrics.activations.total('ns', 'pkg/a'), 0);
+    assert.equal(metrics.activations.total('_other', '_other'), 3);
+    assert.deepEqual(
+      await series(),
+      new Map([
+        ['ns2/b success', 1],
+        ['ns2/c success', 1],
+        ['_other/_other success', 2],
+        ['_other/_other application error', 1],
+      ]),
+    );
+    // "ns" is a prefix of "ns2" as text, not as a namespace.
+    metrics.forgetNamespace('ns');
+    assert.equal(metrics.activations.total('ns2', 'b'), 1);
+    metrics.forgetNamespace('ns2');
+    assert.equal(metrics.activations.total('ns2', 'b'), 0);
+    assert.deepEqual(
+      await series(),
+      new Map([
+        ['_other/_other success', 2],
+        ['_other/_other application error', 1],
+      ]),
+    );
+    // Counted again after being forgotten: a series of its own once more.
+    count('ns2', 'b', 'success');
+    assert.equal(metrics.activations.total('ns2', 'b'), 1);
+  });
 });
 
 describe('histograms by backend', () => {

@@ -66,6 +66,12 @@ type FunctionCounterLabels<L extends string> = Record<L | 'namespace' | 'action'
  */
 export class FunctionCounter<L extends string> {
   private readonly series = new Map<string, { labels: FunctionCounterLabels<L>; value: number }>();
+  /**
+   * The keys of each function's series, so that folding one or counting its total looks at its own
+   * few series, not at those of every function (a new function past the recent ones folds another
+   * on its first call).
+   */
+  private readonly byFunction = new Map<string, Set<string>>();
 
   constructor(
     name: string,
@@ -96,14 +102,19 @@ export class FunctionCounter<L extends string> {
   /** The function's count over all its series since the server started (0 once it folded into the summary series). */
   total(namespace: string, action: string): number {
     let sum = 0;
-    for (const { labels, value } of this.series.values())
-      if (labels.namespace === namespace && labels.action === action) sum += value;
+    for (const key of this.byFunction.get(functionKey(namespace, action)) ?? []) sum += this.series.get(key)?.value ?? 0;
     return sum;
   }
 
   /** Drops a deleted namespace's series. */
   forgetNamespace(namespace: string): void {
-    for (const [key, entry] of this.series) if (entry.labels.namespace === namespace) this.series.delete(key);
+    // A namespace's name has no slash, so its functions' keys are exactly those starting with it and one.
+    const prefix = functionKey(namespace, '');
+    for (const [fn, keys] of this.byFunction) {
+      if (!fn.startsWith(prefix)) continue;
+      for (const key of keys) this.series.delete(key);
+      this.byFunction.delete(fn);
+    }
   }
 
   private add(labels: FunctionCounterLabels<L>, value: number): void {
@@ -111,13 +122,25 @@ export class FunctionCounter<L extends string> {
     let key = `${labels.namespace}\u0000${labels.action}`;
     for (const name of this.labelNames) key += `\u0000${labels[name]}`;
     const entry = this.series.get(key);
-    if (entry) entry.value += value;
-    else this.series.set(key, { labels: { ...labels }, value });
+    if (entry) {
+      entry.value += value;
+      return;
+    }
+    this.series.set(key, { labels: { ...labels }, value });
+    const fn = functionKey(labels.namespace, labels.action);
+    const keys = this.byFunction.get(fn);
+    if (keys) keys.add(key);
+    else this.byFunction.set(fn, new Set([key]));
   }
 
   private fold(fn: FunctionLabels): void {
-    for (const [key, entry] of this.series) {
-      if (entry.labels.namespace !== fn.namespace || entry.labels.action !== fn.action) continue;
+    const name = functionKey(fn.namespace, fn.action);
+    const keys = this.byFunction.get(name);
+    if (!keys) return;
+    this.byFunction.delete(name);
+    for (const key of keys) {
+      const entry = this.series.get(key);
+      if (!entry) continue;
       this.series.delete(key);
       this.add({ ...entry.labels, namespace: OTHER_FUNCTIONS, action: OTHER_FUNCTIONS }, entry.value);
     }
