@@ -19,8 +19,8 @@
  *   node packages/bench/launch.js suites/wasm-load.ts [--quick]
  */
 
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import vm from 'node:vm';
@@ -115,12 +115,15 @@ function wasmRuns(metrics: string) {
   return { serverThread: count('sync'), workers: count('async') };
 }
 
-/** The host's CPU time so far, busy and in all (jiffies, every core, from /proc/stat). */
+/** The host's CPU time so far, busy and in all (ms, every core). */
 function cpuTimes(): { busy: number; total: number } {
-  const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
-  const total = fields.reduce((sum, value) => sum + value, 0);
-  // idle and iowait
-  return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
+  let busy = 0;
+  let total = 0;
+  for (const { times } of cpus()) {
+    busy += times.user + times.nice + times.sys + times.irq;
+    total += times.user + times.nice + times.sys + times.irq + times.idle;
+  }
+  return { busy, total };
 }
 
 /** The share of the host's CPU that was busy over the next `ms`. */
