@@ -91,11 +91,6 @@ export class TimingClient {
     return call;
   }
 
-  async json<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const res = await this.send(method, path, body);
-    return JSON.parse(res.body) as T;
-  }
-
   close(): void {
     this.socket?.destroy();
     this.socket = undefined;

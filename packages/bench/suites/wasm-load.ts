@@ -120,8 +120,9 @@ function cpuTimes(): { busy: number; total: number } {
   let busy = 0;
   let total = 0;
   for (const { times } of cpus()) {
-    busy += times.user + times.nice + times.sys + times.irq;
-    total += times.user + times.nice + times.sys + times.irq + times.idle;
+    const used = times.user + times.nice + times.sys + times.irq;
+    busy += used;
+    total += used + times.idle;
   }
   return { busy, total };
 }
