@@ -49,6 +49,36 @@ const child = spawn(
     ...flags,
     ...files,
   ],
-  { cwd: root, stdio: 'inherit' },
+  { cwd: root, stdio: ['inherit', 'pipe', 'inherit'] },
 );
-child.on('exit', (code, signal) => process.exit(signal ? 1 : (code ?? 1)));
+
+// The report of a whole run is long and CI logs are often seen only by their end, so every failure
+// (its TAP line and its YAML block: the error and the stack) is repeated after the totals.
+const failures = [];
+let failure = null;
+let pending = '';
+function scan(line) {
+  if (failure) {
+    if (failure.lines.length < 60) failure.lines.push(line);
+    if (line.trim() === '...') failure = null;
+    return;
+  }
+  if (/^\s*not ok \d+ /.test(line)) {
+    failure = { lines: [line] };
+    failures.push(failure);
+  }
+}
+child.stdout.on('data', (chunk) => {
+  process.stdout.write(chunk);
+  const lines = (pending + chunk.toString('utf8')).split('\n');
+  pending = lines.pop() ?? '';
+  for (const line of lines) scan(line);
+});
+child.on('close', (code, signal) => {
+  if (pending) scan(pending);
+  if (failures.length > 0) {
+    process.stdout.write(`\n# ${failures.length} failed (tests and the suites around them):\n`);
+    for (const { lines } of failures) process.stdout.write(`${lines.join('\n')}\n`);
+  }
+  process.exit(signal ? 1 : (code ?? 1));
+});
