@@ -2,8 +2,9 @@
 // Runs every test file (src/**/*.test.ts, test/**/*.test.ts, and packages/bench/test/**/*.test.ts
 // when the bench package is installed) with Node's test runner, through tsx. The servers the tests
 // start run the built platform (dist/), which this builds first (incrementally: seconds). Node 20's runner takes no
-// globs, so the files are listed here. Pass paths or a name filter:
-//   node scripts/run-tests.js [file-or-dir ...] [--test-name-pattern=...]
+// globs, so the files are listed here. Pass paths or a name filter, or --no-build to run on the
+// dist/ there is:
+//   node scripts/run-tests.js [file-or-dir ...] [--test-name-pattern=...] [--no-build]
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -21,7 +22,8 @@ function collect(path) {
 
 const args = process.argv.slice(2);
 const targets = args.filter((a) => !a.startsWith('--'));
-const flags = args.filter((a) => a.startsWith('--'));
+const build = !args.includes('--no-build');
+const flags = args.filter((a) => a.startsWith('--') && a !== '--no-build');
 const benchMissing = missingDependencies();
 const dirs = ['src', 'test', ...(benchMissing.length === 0 ? ['packages/bench/test'] : [])];
 if (targets.length === 0 && benchMissing.length > 0) {
@@ -32,8 +34,10 @@ const files = (targets.length > 0 ? targets : dirs.map((d) => join(root, d)))
   .map((f) => relative(root, f))
   .sort();
 
-const built = spawnSync(process.execPath, [join(root, 'scripts/build.js')], { stdio: 'inherit' });
-if (built.status !== 0) process.exit(built.status ?? 1);
+if (build) {
+  const built = spawnSync(process.execPath, [join(root, 'scripts/build.js')], { stdio: 'inherit' });
+  if (built.status !== 0) process.exit(built.status ?? 1);
+}
 
 const child = spawn(
   process.execPath,
