@@ -127,7 +127,12 @@ describe('isola dev: deploy, redeploy on save, tail the logs', () => {
       const before = dev.count(/deployed hello version/);
       writeFileSync(file, source(2));
       await waitFor('the new code to answer', async () => ((await resultOf('hello')).value === 2 ? true : undefined), WAIT_MS);
-      assert.ok(dev.count(/deployed hello version/) > before, dev.stdout);
+      // The server may answer with the new code before `isola dev` has read its own deploy's reply.
+      await waitFor(
+        'isola dev to report the deploy',
+        async () => (dev.count(/deployed hello version/) > before ? true : undefined),
+        WAIT_MS,
+      );
       const versions = [...dev.stdout.matchAll(/deployed hello version (\S+)/g)].map((m) => m[1]);
       assert.equal(new Set(versions).size, versions.length, `each deploy is a new version: ${versions.join(', ')}`);
     });
