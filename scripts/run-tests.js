@@ -53,7 +53,9 @@ const child = spawn(
     ...flags,
     ...files,
   ],
-  { cwd: root, stdio: ['inherit', 'pipe', 'inherit'] },
+  // In a terminal Node's runner writes its spec report, which ends with the failing tests; elsewhere
+  // (CI) it writes TAP, which this reads to do the same.
+  { cwd: root, stdio: ['inherit', process.stdout.isTTY ? 'inherit' : 'pipe', 'inherit'] },
 );
 
 // The report of a whole run is long and CI logs are often seen only by their end, so every failure
@@ -72,7 +74,7 @@ function scan(line) {
     failures.push(failure);
   }
 }
-child.stdout.on('data', (chunk) => {
+child.stdout?.on('data', (chunk) => {
   process.stdout.write(chunk);
   const lines = (pending + chunk.toString('utf8')).split('\n');
   pending = lines.pop() ?? '';
